@@ -1,0 +1,94 @@
+"""Suites for the lead-intake boundary: required columns, batch sanity and row-level rules."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from data_checks.runner import REASON, CheckOutcome, run_suite
+from leadflow.contract import FIELD_LIMITS, REQUIRED_COLUMNS, ReasonCode
+from leadflow.normalize import EMAIL_PATTERN
+
+MIN_ROWS_FOR_RATIOS = 20
+# A reason that another one already explains is dropped, so each row says why it failed once.
+IMPLIED_BY = {
+    ReasonCode.INVALID_SUBMITTED_AT: ReasonCode.MISSING_SUBMITTED_AT,
+    ReasonCode.INVALID_EMAIL: ReasonCode.MISSING_EMAIL,
+}
+MALFORMED_ROW = "malformed_row"
+
+
+def _gx():
+    import great_expectations as gx
+
+    return gx
+
+
+def intake_columns_suite() -> Any:
+    """The input must provide every required column (after the column map and defaults)."""
+    gx = _gx()
+    suite = gx.ExpectationSuite(name="lead_intake.columns")
+    for column in REQUIRED_COLUMNS:
+        suite.add_expectation(gx.expectations.ExpectColumnToExist(column=column))
+    return suite
+
+
+def intake_batch_suite() -> Any:
+    """A batch that is mostly broken means a wrong column map or a wrong file: stop instead of quarantining it all."""
+    gx = _gx()
+    e = gx.expectations
+    suite = gx.ExpectationSuite(name="lead_intake.batch")
+    suite.add_expectation(e.ExpectColumnValuesToBeNull(column="_malformed", mostly=0.5))
+    suite.add_expectation(e.ExpectColumnValuesToMatchRegex(column="_email", regex=EMAIL_PATTERN, mostly=0.5))
+    suite.add_expectation(e.ExpectColumnValuesToNotBeNull(column="_submitted_at", mostly=0.5))
+    return suite
+
+
+def intake_rows_suite(now: datetime, future_tolerance: pd.Timedelta) -> Any:
+    """Row-level rules: each failing row is quarantined with the expectation's reason code."""
+    gx = _gx()
+    e = gx.expectations
+    suite = gx.ExpectationSuite(name="lead_intake.rows")
+
+    def add(expectation: Any, reason: str) -> None:
+        expectation.meta = {REASON: reason}
+        suite.add_expectation(expectation)
+
+    add(e.ExpectColumnValuesToBeNull(column="_malformed"), MALFORMED_ROW)
+    add(e.ExpectColumnValuesToNotBeNull(column="_email"), ReasonCode.MISSING_EMAIL)
+    add(e.ExpectColumnValuesToMatchRegex(column="_email", regex=EMAIL_PATTERN), ReasonCode.INVALID_EMAIL)
+    add(e.ExpectColumnValuesToNotBeNull(column="submitted_at"), ReasonCode.MISSING_SUBMITTED_AT)
+    add(e.ExpectColumnValuesToNotBeNull(column="_submitted_at"), ReasonCode.INVALID_SUBMITTED_AT)
+    latest = pd.Timestamp(now).tz_convert("UTC") + future_tolerance
+    add(e.ExpectColumnValuesToBeBetween(column="_submitted_at", max_value=latest), ReasonCode.FUTURE_SUBMITTED_AT)
+    add(e.ExpectColumnValuesToNotBeNull(column="_source"), ReasonCode.MISSING_SOURCE)
+    for column, limit in FIELD_LIMITS.items():
+        add(e.ExpectColumnValueLengthsToBeBetween(column=column, max_value=limit),
+            f"{ReasonCode.FIELD_TOO_LONG}:{column}")
+    return suite
+
+
+def check_intake_columns(columns: list[str]) -> CheckOutcome:
+    """Validate that the mapped input has the required columns (a header-only frame is enough)."""
+    frame = pd.DataFrame({c: pd.Series(dtype="string") for c in columns})
+    frame["_row"] = pd.Series(dtype="int64")
+    return run_suite(frame, intake_columns_suite())
+
+
+def check_intake_batch(prepared: pd.DataFrame) -> CheckOutcome | None:
+    """Batch-level sanity on a prepared chunk; skipped for chunks too small for ratios to mean anything."""
+    if len(prepared) < MIN_ROWS_FOR_RATIOS:
+        return None
+    return run_suite(prepared[["_row", "_malformed", "_email", "_submitted_at"]], intake_batch_suite())
+
+
+def check_intake_rows(prepared: pd.DataFrame, now: datetime, future_tolerance: pd.Timedelta) -> CheckOutcome:
+    """Row-level rules on a prepared chunk; the outcome maps failing `_row` ids to reason codes."""
+    columns = ["_row", "_malformed", "_email", "submitted_at", "_submitted_at", "_source", *FIELD_LIMITS]
+    outcome = run_suite(prepared[columns], intake_rows_suite(now, future_tolerance))
+    for row_id, reasons in outcome.row_reasons.items():
+        kept = [r for r in dict.fromkeys(reasons) if IMPLIED_BY.get(r) not in reasons]
+        outcome.row_reasons[row_id] = kept
+    return outcome

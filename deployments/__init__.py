@@ -1,0 +1,1 @@
+"""How leadflow is run: the `leadflow` command, serving and deployment helpers."""

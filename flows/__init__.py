@@ -1,0 +1,1 @@
+"""leadflow's Prefect flows: one module per flow, each composing tasks and subflows."""

@@ -1,0 +1,152 @@
+"""Pure intake logic: prepare raw rows for checking, normalize them, key and aggregate submissions."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pandas as pd
+
+from leadflow import normalize as nz
+from leadflow.contract import CANONICAL_COLUMNS, FIELD_LIMITS
+from leadflow.sources import MALFORMED_COLUMN, ROW_COLUMN
+
+PAYLOAD_COLUMN = "_payload"
+EMAIL_COLUMN = "_email"
+SUBMITTED_AT_COLUMN = "_submitted_at"
+SOURCE_COLUMN = "_source"
+TEXT_COLUMNS = tuple(FIELD_LIMITS)
+TOUCH_FIELDS = ("source", "utm_source", "utm_medium", "utm_campaign")
+DETAIL_COLUMNS = (
+    "email_domain",
+    "first_name",
+    "last_name",
+    "phone",
+    "job_title",
+    "country",
+    "company",
+    "company_key",
+    "company_domain",
+    "company_size",
+    "industry",
+    "email_opt_in",
+)
+COUNTER_COLUMNS = ("page_views", "pricing_page_visits", "content_downloads", "demo_requested")
+
+
+def raw_payloads(raw: pd.DataFrame) -> pd.Series:
+    """Each input row as JSON text with its original headers and values, for the audit trail."""
+    columns = [c for c in raw.columns if c not in (ROW_COLUMN, MALFORMED_COLUMN)]
+    lines = raw[columns].to_json(orient="records", lines=True, date_format="iso", force_ascii=False).splitlines()
+    payload = pd.Series(lines, index=raw.index, dtype="string") if columns else pd.Series("{}", index=raw.index)
+    malformed = raw[MALFORMED_COLUMN].notna() if MALFORMED_COLUMN in raw.columns else None
+    if malformed is not None and malformed.any():
+        payload = payload.where(~malformed, '{"_malformed": ' + raw[MALFORMED_COLUMN].astype("string") + "}")
+    return payload
+
+
+def prepare_batch(raw: pd.DataFrame, mapping: dict[str, str], default_source: str | None = None) -> pd.DataFrame:
+    """A raw chunk in canonical columns, with the parsed keys the checks and later steps rely on."""
+    present = {header: target for header, target in mapping.items() if header in raw.columns}
+    frame = raw[list(present)].rename(columns=present)
+    for column in CANONICAL_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = pd.Series(pd.NA, index=frame.index, dtype="string")
+    for column in TEXT_COLUMNS:
+        if frame[column].dtype != "string":
+            frame[column] = frame[column].astype("string")
+        frame[column] = frame[column].str.strip().replace("", pd.NA)
+    if default_source:
+        frame["source"] = frame["source"].fillna(default_source)
+    frame[ROW_COLUMN] = raw[ROW_COLUMN]
+    frame[MALFORMED_COLUMN] = raw[MALFORMED_COLUMN].astype("string")
+    frame[PAYLOAD_COLUMN] = raw_payloads(raw)
+    frame[EMAIL_COLUMN] = nz.normalize_email(frame["email"])
+    frame[SUBMITTED_AT_COLUMN] = nz.parse_timestamps(frame["submitted_at"])
+    frame[SOURCE_COLUMN] = nz.normalize_source(frame["source"])
+    return frame
+
+
+def normalize_batch(checked: pd.DataFrame) -> pd.DataFrame:
+    """Clean, typed lead fields for rows that passed the checks (one row per submission)."""
+    out = pd.DataFrame(index=checked.index)
+    out["email"] = checked[EMAIL_COLUMN]
+    out["email_domain"] = nz.email_domain(out["email"])
+    out["submitted_at"] = checked[SUBMITTED_AT_COLUMN]
+    out["source"] = checked[SOURCE_COLUMN]
+    out["external_id"] = checked["external_id"]
+    out["first_name"] = nz.tidy_name(checked["first_name"])
+    out["last_name"] = nz.tidy_name(checked["last_name"])
+    out["country"] = nz.normalize_country(checked["country"])
+    out["phone"] = nz.normalize_phone(checked["phone"], out["country"])
+    out["job_title"] = nz.tidy_name(checked["job_title"])
+    out["company"] = checked["company"]
+    out["company_key"] = nz.clean_company_name(checked["company"])
+    out["company_domain"] = nz.company_domain(nz.website_to_domain(checked["website"]), out["email_domain"])
+    out["company_size"] = checked["company_size"]
+    out["industry"] = checked["industry"]
+    out["email_opt_in"] = nz.parse_bool(checked["email_opt_in"])
+    for column in ("page_views", "pricing_page_visits", "content_downloads"):
+        out[column] = nz.parse_count(checked[column])
+    out["demo_requested"] = nz.parse_bool(checked["demo_requested"])
+    for column in ("utm_source", "utm_medium", "utm_campaign", "message", "ip_address", "honeypot"):
+        out[column] = checked[column].astype("string")
+    out["form_fill_seconds"] = pd.to_numeric(checked["form_fill_seconds"], errors="coerce")
+    out[ROW_COLUMN] = checked[ROW_COLUMN]
+    out[PAYLOAD_COLUMN] = checked[PAYLOAD_COLUMN]
+    out["idempotency_key"] = submission_keys(out)
+    return out
+
+
+def _sha256(values: pd.Series) -> pd.Series:
+    return pd.Series([hashlib.sha256(v.encode()).hexdigest() for v in values], index=values.index, dtype="string")
+
+
+def submission_keys(subs: pd.DataFrame) -> pd.Series:
+    """The idempotency key of each submission: its source and external id, else a hash of what was said."""
+    micros = subs["submitted_at"].dt.as_unit("us").astype("int64").astype("string")
+    by_id = "id|" + subs["source"] + "|" + subs["external_id"].fillna("")
+    by_content = "row|" + subs["email"] + "|" + micros + "|" + subs["source"]
+    for column in ("message", "first_name", "last_name", "company", "phone", "utm_campaign"):
+        by_content = by_content + "|" + subs[column].astype("string").fillna("")
+    return _sha256(by_id.where(subs["external_id"].notna(), by_content))
+
+
+def split_duplicate_keys(subs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split a batch into the first row of each idempotency key and the repeats that add nothing."""
+    repeated = subs["idempotency_key"].duplicated(keep="first")
+    return subs.loc[~repeated], subs.loc[repeated]
+
+
+def aggregate_leads(subs: pd.DataFrame) -> pd.DataFrame:
+    """One row per email from a batch of submissions: earliest and latest touch, newest known details."""
+    ordered = subs.sort_values(["email", "submitted_at", ROW_COLUMN], kind="stable")
+    groups = ordered.groupby("email", sort=False)
+    first = groups.nth(0).set_index("email")
+    last = groups.nth(-1).set_index("email")
+    leads = groups[list(DETAIL_COLUMNS)].last()
+    for column in COUNTER_COLUMNS:
+        leads[column] = groups[column].max()
+    leads["first_touch_at"] = first["submitted_at"]
+    leads["last_touch_at"] = last["submitted_at"]
+    for name in TOUCH_FIELDS:
+        suffix = "source" if name == "source" else name
+        leads[f"first_touch_{suffix}"] = first[name]
+        leads[f"last_touch_{suffix}"] = last[name]
+    leads["submissions"] = groups.size()
+    return leads.reset_index()
+
+
+def attribution_changes(touches: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame:
+    """Leads whose first touch moves earlier or last touch moves later, given a batch's touches."""
+    merged = touches.merge(current, on="email", suffixes=("", "_current"))
+    earlier = merged["first_touch_at"] < merged["first_touch_at_current"]
+    later = merged["last_touch_at"] > merged["last_touch_at_current"]
+    merged["first_touch_changed"] = earlier.fillna(False)
+    merged["last_touch_changed"] = later.fillna(False)
+    return merged.loc[merged["first_touch_changed"] | merged["last_touch_changed"]]
+
+
+def blank_rows(prepared: pd.DataFrame) -> pd.Series:
+    """Rows with no value in any canonical column (trailing `,,,,` lines in spreadsheet exports)."""
+    columns = [c for c in CANONICAL_COLUMNS if c != "source"] + [MALFORMED_COLUMN]
+    return prepared[columns].isna().all(axis=1)

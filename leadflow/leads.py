@@ -1,0 +1,162 @@
+"""Intake steps that touch the CRM: quarantine rejects, create lead entries, update lead sources."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from leadflow.intake import PAYLOAD_COLUMN, SOURCE_COLUMN, aggregate_leads, attribution_changes, split_duplicate_keys
+from leadflow.sources import ROW_COLUMN
+from leadflow.store import Store
+
+
+@dataclass
+class QuarantineResult:
+    """Rows a batch rejected: how many, how many were new to the quarantine table, and why."""
+
+    rows: int = 0
+    new_records: int = 0
+    by_reason: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class LeadWriteResult:
+    """What creating lead entries did to the CRM for one batch."""
+
+    submissions_new: int = 0
+    submissions_duplicate: int = 0
+    leads_created: int = 0
+    leads_updated: int = 0
+    lead_ids: list[int] = field(default_factory=list)
+
+
+def quarantine_rows(
+    store: Store,
+    prepared: pd.DataFrame,
+    row_reasons: dict[int, list[str]],
+    *,
+    batch_id: str,
+    origin: str,
+    flow_run_id: str | None,
+    now: datetime,
+) -> QuarantineResult:
+    """Keep every rejected row with its raw payload and reason codes (idempotent by content)."""
+    result = QuarantineResult()
+    if not row_reasons:
+        return result
+    rejected = prepared.loc[prepared[ROW_COLUMN].isin(row_reasons.keys())]
+    reasons = rejected[ROW_COLUMN].map(lambda row: ",".join(sorted(row_reasons[row])))
+    keys = [
+        hashlib.sha256(f"{payload}|{reason}".encode()).hexdigest()
+        for payload, reason in zip(rejected[PAYLOAD_COLUMN], reasons, strict=True)
+    ]
+    frame = pd.DataFrame(
+        {
+            "idempotency_key": keys,
+            "batch_id": batch_id,
+            "origin": origin[:1000],
+            "row_number": rejected[ROW_COLUMN].to_numpy(),
+            "source": rejected[SOURCE_COLUMN].to_numpy(),
+            "reason_codes": reasons.to_numpy(),
+            "raw_payload": rejected[PAYLOAD_COLUMN].to_numpy(),
+            "created_at": now,
+            "flow_run_id": flow_run_id,
+        }
+    ).drop_duplicates("idempotency_key")
+    with store.begin() as conn:
+        result.new_records = store.insert_quarantine(conn, frame)
+    result.rows = len(rejected)
+    for codes in row_reasons.values():
+        result.by_reason.update(codes)
+    return result
+
+
+def create_lead_entries(
+    store: Store, subs: pd.DataFrame, *, batch_id: str, flow_run_id: str | None, now: datetime
+) -> LeadWriteResult:
+    """Upsert one lead per email and store each new submission, in one transaction."""
+    result = LeadWriteResult()
+    if subs.empty:
+        return result
+    unique, repeats = split_duplicate_keys(subs)
+    with store.begin() as conn:
+        known = store.known_submission_keys(conn, unique["idempotency_key"].tolist())
+        fresh = unique.loc[~unique["idempotency_key"].isin(known)]
+        result.submissions_duplicate = len(repeats) + len(unique) - len(fresh)
+        if fresh.empty:
+            return result
+        before = store.lead_touches(conn, fresh["email"].unique().tolist())
+        existing = set(before["email"])
+        leads = aggregate_leads(fresh)
+        store.upsert_leads(conn, leads, now)
+        after = store.lead_touches(conn, leads["email"].tolist())
+        ids = dict(zip(after["email"], after["id"].astype(int), strict=True))
+        fresh = fresh.assign(lead_id=fresh["email"].map(ids))
+        store.insert_submissions(conn, fresh, batch_id, now)
+        events: list[dict[str, Any]] = []
+        for email, count, first_source in zip(
+            leads["email"], leads["submissions"], leads["first_touch_source"], strict=True
+        ):
+            created = email not in existing
+            events.append(
+                {
+                    "lead_id": ids[email],
+                    "event_type": "lead_created" if created else "lead_updated",
+                    "occurred_at": now,
+                    "batch_id": batch_id,
+                    "flow_run_id": flow_run_id,
+                    "details": {"new_submissions": int(count), "source": first_source} if created
+                    else {"new_submissions": int(count)},
+                }
+            )
+        store.insert_events(conn, events)
+    result.submissions_new = len(fresh)
+    result.leads_created = int((~leads["email"].isin(existing)).sum())
+    result.leads_updated = len(leads) - result.leads_created
+    result.lead_ids = [ids[email] for email in leads["email"]]
+    return result
+
+
+def update_lead_sources(
+    store: Store, subs: pd.DataFrame, *, batch_id: str, flow_run_id: str | None, now: datetime
+) -> int:
+    """Keep first-touch attribution at the earliest touch and move last-touch to the latest; returns leads moved."""
+    if subs.empty:
+        return 0
+    touches = aggregate_leads(subs)[
+        ["email", "first_touch_at", "first_touch_source", "first_touch_utm_source", "first_touch_utm_medium",
+         "first_touch_utm_campaign", "last_touch_at", "last_touch_source", "last_touch_utm_source",
+         "last_touch_utm_medium", "last_touch_utm_campaign"]
+    ]
+    with store.begin() as conn:
+        current = store.lead_touches(conn, touches["email"].tolist())
+        changes = attribution_changes(touches, current)
+        if changes.empty:
+            return 0
+        store.move_touches(conn, changes, now)
+        events = []
+        for row in changes.itertuples(index=False):
+            for which in ("first", "last"):
+                if getattr(row, f"{which}_touch_changed"):
+                    events.append(
+                        {
+                            "lead_id": int(row.id),
+                            "event_type": "lead_source_updated",
+                            "occurred_at": now,
+                            "batch_id": batch_id,
+                            "flow_run_id": flow_run_id,
+                            "details": {
+                                "touch": which,
+                                "from": getattr(row, f"{which}_touch_source_current"),
+                                "to": getattr(row, f"{which}_touch_source"),
+                                "at": getattr(row, f"{which}_touch_at").isoformat(),
+                            },
+                        }
+                    )
+        store.insert_events(conn, events)
+    return len(changes)

@@ -1,0 +1,305 @@
+"""The one way into the CRM database: engines, migrations and every read and write, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Connection, Engine, bindparam, case, create_engine, event, func, or_, select, update
+from sqlalchemy.engine import make_url
+
+from leadflow.schema import (
+    Base,
+    IntakeBatch,
+    Lead,
+    LeadEvent,
+    LeadSubmission,
+    QuarantineRecord,
+)
+
+LEADS = Lead.__table__
+SUBMISSIONS = LeadSubmission.__table__
+EVENTS = LeadEvent.__table__
+QUARANTINE = QuarantineRecord.__table__
+BATCHES = IntakeBatch.__table__
+IN_LIST_SIZE = 5_000
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class PreSerialized(str):
+    """JSON text that is already serialized (raw payloads), so the driver stores it as it is."""
+
+
+def _json_dumps(value: Any) -> str:
+    if isinstance(value, PreSerialized):
+        return value
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def records(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """DataFrame rows as plain dicts for bound parameters: NA, NaN and NaT become None, numpy scalars Python."""
+    part = frame if columns is None else frame[list(columns)]
+    if part.empty:
+        return []
+    as_objects = part.astype(object)
+    return as_objects.where(part.notna(), None).to_dict("records")
+
+
+def utc(values: pd.Series) -> pd.Series:
+    """Datetimes read back from either database as timezone-aware UTC (SQLite hands them back naive)."""
+    return pd.to_datetime(values, utc=True)
+
+
+def _chunks(values: Sequence[Any], size: int = IN_LIST_SIZE) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # The driver's implicit BEGIN is disabled so that every transaction can start as BEGIN IMMEDIATE below:
+    # concurrent writers then queue on busy_timeout instead of failing on a lock upgrade.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Store:
+    """The CRM database behind one interface; the same calls work on SQLite and PostgreSQL."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        parsed = make_url(url)
+        self.dialect = parsed.get_backend_name()
+        options: dict[str, Any] = {"echo": echo, "json_serializer": _json_dumps, "future": True}
+        if self.dialect == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            options["connect_args"] = {"timeout": 60, "check_same_thread": False}
+        else:
+            options.update(pool_size=5, max_overflow=5, pool_pre_ping=True)
+        self.engine: Engine = create_engine(url, **options)
+        if self.dialect == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", _sqlite_begin)
+
+    def __repr__(self) -> str:
+        return f"Store({self.engine.url.render_as_string(hide_password=True)})"
+
+    @property
+    def insert(self):
+        """The dialect's INSERT construct, which knows ON CONFLICT."""
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Bring the schema up to date with the Alembic migrations."""
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, revision)
+
+    def revision(self) -> str | None:
+        """The schema revision the database is at, or None before the first migration."""
+        from alembic.migration import MigrationContext
+
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def dispose(self) -> None:
+        """Close pooled connections."""
+        self.engine.dispose()
+
+    def table_counts(self) -> dict[str, int]:
+        """Row counts of every CRM table, for summaries and tests."""
+        with self.engine.connect() as conn:
+            return {
+                name: conn.execute(select(func.count()).select_from(table)).scalar_one()
+                for name, table in Base.metadata.tables.items()
+            }
+
+    def read_frame(self, statement) -> pd.DataFrame:
+        """Run a SELECT and return its rows as a DataFrame."""
+        with self.engine.connect() as conn:
+            result = conn.execute(statement)
+            return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+    # --- intake -------------------------------------------------------------------------------------------
+
+    def known_submission_keys(self, conn: Connection, keys: Sequence[str]) -> set[str]:
+        """Which of these submission idempotency keys are already stored."""
+        found: set[str] = set()
+        column = SUBMISSIONS.c.idempotency_key
+        for part in _chunks(list(keys)):
+            found.update(conn.execute(select(column).where(column.in_(part))).scalars())
+        return found
+
+    def lead_touches(self, conn: Connection, emails: Iterable[str]) -> pd.DataFrame:
+        """Id and first/last touch of the leads with these emails (UTC datetimes)."""
+        columns = [LEADS.c[name] for name in ("id", "email", "first_touch_at", "first_touch_source",
+                                               "last_touch_at", "last_touch_source")]
+        rows: list[Any] = []
+        for part in _chunks(list(emails)):
+            rows.extend(conn.execute(select(*columns).where(LEADS.c.email.in_(part))).all())
+        frame = pd.DataFrame(rows, columns=[c.name for c in columns])
+        for name in ("first_touch_at", "last_touch_at"):
+            frame[name] = utc(frame[name])
+        return frame
+
+    def upsert_leads(self, conn: Connection, leads: pd.DataFrame, now: datetime) -> None:
+        """Create new leads and merge details into known ones: newer non-empty values win, counters keep the max."""
+        if leads.empty:
+            return
+        stmt = self.insert(LEADS)
+        ex = stmt.excluded
+        newer = ex.last_touch_at >= LEADS.c.last_touch_at
+        merge: dict[str, Any] = {}
+        for name in ("email_domain", "first_name", "last_name", "phone", "job_title", "country", "company",
+                     "company_key", "company_domain", "company_size", "industry", "email_opt_in"):
+            merge[name] = case(
+                (newer, func.coalesce(ex[name], LEADS.c[name])), else_=func.coalesce(LEADS.c[name], ex[name])
+            )
+        for name in ("page_views", "pricing_page_visits", "content_downloads", "demo_requested"):
+            merge[name] = case((or_(LEADS.c[name].is_(None), ex[name] > LEADS.c[name]), ex[name]), else_=LEADS.c[name])
+        merge["updated_at"] = ex.updated_at
+        columns = [c.name for c in LEADS.columns if c.name in leads.columns]
+        rows = records(leads, columns)
+        for row in rows:
+            row["created_at"] = now
+            row["updated_at"] = now
+        conn.execute(stmt.on_conflict_do_update(index_elements=["email"], set_=merge), rows)
+
+    def insert_submissions(self, conn: Connection, subs: pd.DataFrame, batch_id: str, received_at: datetime) -> None:
+        """Store accepted rows as submissions; a key that is already stored is left alone."""
+        if subs.empty:
+            return
+        columns = ["idempotency_key", "lead_id", "source", "external_id", "submitted_at", "utm_source",
+                   "utm_medium", "utm_campaign", "message"]
+        rows = records(subs, columns)
+        for row, payload in zip(rows, subs["_payload"], strict=True):
+            row["raw_payload"] = PreSerialized(payload)
+            row["batch_id"] = batch_id
+            row["received_at"] = received_at
+        stmt = self.insert(SUBMISSIONS).on_conflict_do_nothing(index_elements=["idempotency_key"])
+        conn.execute(stmt, rows)
+
+    def move_touches(self, conn: Connection, changes: pd.DataFrame, now: datetime) -> None:
+        """Move first touch earlier and last touch later; the guards keep a concurrent newer touch."""
+        for which, guard in (("first", "<"), ("last", ">")):
+            moved = changes.loc[changes[f"{which}_touch_changed"]]
+            if moved.empty:
+                continue
+            at = LEADS.c[f"{which}_touch_at"]
+            condition = at > bindparam("b_at") if guard == "<" else at < bindparam("b_at")
+            stmt = (
+                update(LEADS)
+                .where(LEADS.c.id == bindparam("b_id"), condition)
+                .values(
+                    {
+                        f"{which}_touch_at": bindparam("b_at"),
+                        f"{which}_touch_source": bindparam("b_source"),
+                        f"{which}_touch_utm_source": bindparam("b_utm_source"),
+                        f"{which}_touch_utm_medium": bindparam("b_utm_medium"),
+                        f"{which}_touch_utm_campaign": bindparam("b_utm_campaign"),
+                        "updated_at": now,
+                    }
+                )
+            )
+            fields = {"id": "b_id", f"{which}_touch_at": "b_at", f"{which}_touch_source": "b_source"}
+            for utm in ("utm_source", "utm_medium", "utm_campaign"):
+                fields[f"{which}_touch_{utm}"] = f"b_{utm}"
+            rows = records(moved.rename(columns=fields), list(fields.values()))
+            conn.execute(stmt, rows)
+
+    def insert_events(self, conn: Connection, events: list[dict[str, Any]]) -> None:
+        """Append to the audit log."""
+        if events:
+            conn.execute(EVENTS.insert(), events)
+
+    def insert_quarantine(self, conn: Connection, rows: pd.DataFrame) -> int:
+        """Keep rejected rows with their reasons; a row quarantined before is not stored twice. Returns new rows."""
+        if rows.empty:
+            return 0
+        known: set[str] = set()
+        column = QUARANTINE.c.idempotency_key
+        for part in _chunks(rows["idempotency_key"].tolist()):
+            known.update(conn.execute(select(column).where(column.in_(part))).scalars())
+        fresh = rows.loc[~rows["idempotency_key"].isin(known)]
+        payload = [
+            {**row, "raw_payload": PreSerialized(row["raw_payload"])}
+            for row in records(fresh, ["idempotency_key", "batch_id", "origin", "row_number", "source",
+                                       "reason_codes", "raw_payload", "created_at", "flow_run_id"])
+        ]
+        if payload:
+            conn.execute(self.insert(QUARANTINE).on_conflict_do_nothing(index_elements=["idempotency_key"]), payload)
+        return len(payload)
+
+    def start_batch(self, batch_id: str, origin: str, source_name: str | None, flow_run_id: str | None,
+                    now: datetime) -> None:
+        """Record that an intake batch started."""
+        with self.begin() as conn:
+            conn.execute(BATCHES.insert().values(id=batch_id, origin=origin[:1000], source_name=source_name,
+                                                 flow_run_id=flow_run_id, started_at=now, status="running",
+                                                 summary={}))
+
+    def finish_batch(self, batch_id: str, status: str, summary: dict[str, Any], now: datetime) -> None:
+        """Record how an intake batch ended and what became of its rows."""
+        with self.begin() as conn:
+            conn.execute(update(BATCHES).where(BATCHES.c.id == batch_id)
+                         .values(status=status, summary=summary, finished_at=now))
+
+
+_stores: dict[str, Store] = {}
+_stores_lock = threading.Lock()
+
+
+def get_store(url: str | None = None) -> Store:
+    """The process-wide Store for a database URL (default: LEADFLOW_DATABASE_URL), built once and reused."""
+    if url is None:
+        from leadflow.settings import get_settings
+
+        url = get_settings().database_url_plain()
+    with _stores_lock:
+        if url not in _stores:
+            _stores[url] = Store(url)
+        return _stores[url]
+
+
+def is_transient_db_error(error: BaseException | None) -> bool:
+    """Whether a database error is worth retrying: lock, deadlock, serialization or lost connection."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    if not isinstance(error, DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    code = getattr(error.orig, "sqlstate", None)
+    if code in {"40001", "40P01", "55P03", "57P01", "08006", "08001", "08003"}:
+        return True
+    return isinstance(error, OperationalError) and "locked" in str(error.orig).lower()

@@ -1,0 +1,1 @@
+"""Prefect task shells around leadflow's core: retries, timeouts, logging and artifacts."""

@@ -1,0 +1,43 @@
+"""Shared task settings: no result persistence for personal data, retries only on transient DB errors."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from leadflow.store import Store, get_store, is_transient_db_error
+
+# Lead frames hold personal data: never cache or persist them to the result store.
+PRIVATE = {"cache_policy": NO_CACHE, "persist_result": False}
+
+
+def retry_on_db_contention(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a database task only when it failed on a lock, deadlock or dropped connection."""
+    try:
+        error = state.result(raise_on_failure=False)
+    except Exception:
+        return False
+    return is_transient_db_error(error if isinstance(error, BaseException) else None)
+
+
+DB_TASK = {**PRIVATE, "retries": 3, "retry_delay_seconds": [1, 4, 10], "retry_jitter_factor": 0.5,
+           "retry_condition_fn": retry_on_db_contention}
+
+
+def current_flow_run_id() -> str | None:
+    """The id of the flow run we are in, for the audit log (None outside a flow run)."""
+    run_id = flow_run.get_id()
+    return str(run_id) if run_id else None
+
+
+def store() -> Store:
+    """The CRM store configured for this process."""
+    return get_store()
+
+
+def utc_now() -> datetime:
+    """Now, in UTC."""
+    return datetime.now(UTC)

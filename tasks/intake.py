@@ -1,0 +1,115 @@
+"""Task shells for the lead-intake steps: check, quarantine, normalize, create lead entries, update sources."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import pandas as pd
+from prefect import get_run_logger, task
+
+from data_checks.intake import check_intake_batch, check_intake_columns, check_intake_rows
+from data_checks.runner import CheckOutcome, raise_for_failures
+from leadflow import intake, leads
+from leadflow.contract import REQUIRED_COLUMNS, load_column_map, resolve_columns
+from leadflow.settings import get_settings
+from leadflow.sources import ROW_COLUMN, LeadFile, inspect_lead_file
+from tasks.common import DB_TASK, PRIVATE, current_flow_run_id, store
+
+
+@dataclass(frozen=True)
+class IntakePlan:
+    """How to read one input: the file, which header feeds which column, and the default source."""
+
+    lead_file: LeadFile
+    mapping: dict[str, str]
+    default_source: str | None
+
+    def describe(self) -> str:
+        """One line for logs: format and the mapped columns."""
+        mapped = ", ".join(f"{h}->{c}" for h, c in self.mapping.items() if h != c)
+        return f"{self.lead_file.format} with {len(self.lead_file.headers)} columns; renamed: {mapped or 'none'}"
+
+
+def plan_intake(path: str, column_map: dict[str, str] | str | None, source_name: str | None) -> IntakePlan:
+    """Inspect an input and resolve its columns; raises when it cannot be read or lacks required columns."""
+    lead_file = inspect_lead_file(path)
+    explicit = load_column_map(column_map) if isinstance(column_map, str) else column_map
+    mapping = resolve_columns(lead_file.headers, explicit)
+    provided = set(mapping.values()) | ({"source"} if source_name else set())
+    outcome = check_intake_columns(sorted(provided))
+    missing = [c for c in REQUIRED_COLUMNS if c not in provided]
+    raise_for_failures(outcome, hint=f"no column for {', '.join(missing)}; pass a column map" if missing else "")
+    return IntakePlan(lead_file=lead_file, mapping=mapping, default_source=source_name)
+
+
+@task(name="Inspect Lead File", tags=["intake"], retries=2, retry_delay_seconds=[2, 10])
+def inspect_lead_input(path: str, column_map: dict[str, str] | str | None, source_name: str | None) -> IntakePlan:
+    """Detect format and columns of an input and check it has the required columns."""
+    plan = plan_intake(path, column_map, source_name)
+    get_run_logger().info("Input is %s", plan.describe())
+    return plan
+
+
+@dataclass
+class CheckedBatch:
+    """A prepared chunk without its blank rows, and what the checks said about it."""
+
+    prepared: pd.DataFrame
+    outcome: CheckOutcome
+    blank_rows: int
+
+
+@task(name="Check Lead Batch", tags=["intake", "data-check"], **PRIVATE)
+def check_lead_batch(raw: pd.DataFrame, plan: IntakePlan, now: datetime) -> CheckedBatch:
+    """Prepare a raw chunk and validate it with the intake suites; stops on a batch-level failure."""
+    prepared = intake.prepare_batch(raw, plan.mapping, plan.default_source)
+    blank = intake.blank_rows(prepared)
+    prepared = prepared.loc[~blank]
+    batch_outcome = check_intake_batch(prepared)
+    if batch_outcome is not None:
+        raise_for_failures(batch_outcome, hint="most rows are broken: check the column map and the file format")
+    tolerance = pd.Timedelta(minutes=get_settings().future_tolerance_minutes)
+    outcome = check_intake_rows(prepared, now, tolerance)
+    get_run_logger().info("Checked %d rows: %d rejected", len(prepared), len(outcome.row_reasons))
+    return CheckedBatch(prepared=prepared, outcome=outcome, blank_rows=int(blank.sum()))
+
+
+@task(name="Quarantine Rejected Rows", tags=["intake", "db"], **DB_TASK)
+def quarantine_rejected_rows(
+    prepared: pd.DataFrame, outcome: CheckOutcome, batch_id: str, origin: str, now: datetime
+) -> leads.QuarantineResult:
+    """Store rejected rows with their raw payload and reason codes."""
+    result = leads.quarantine_rows(
+        store(), prepared, outcome.row_reasons, batch_id=batch_id, origin=origin,
+        flow_run_id=current_flow_run_id(), now=now,
+    )
+    if result.rows:
+        get_run_logger().warning("Quarantined %d rows: %s", result.rows, dict(result.by_reason))
+    return result
+
+
+@task(name="Normalize Leads", tags=["intake"], **PRIVATE)
+def normalize_leads(prepared: pd.DataFrame, rejected_rows: list[int]) -> pd.DataFrame:
+    """Clean and type the accepted rows: emails, names, phones, domains, countries, consent, intent."""
+    accepted = prepared.loc[~prepared[ROW_COLUMN].isin(rejected_rows)]
+    return intake.normalize_batch(accepted)
+
+
+@task(name="Create Lead Entry", tags=["intake", "db"], **DB_TASK)
+def create_lead_entries(subs: pd.DataFrame, batch_id: str, now: datetime) -> leads.LeadWriteResult:
+    """Upsert leads by normalized email and store new submissions, in one transaction."""
+    result = leads.create_lead_entries(store(), subs, batch_id=batch_id, flow_run_id=current_flow_run_id(), now=now)
+    get_run_logger().info(
+        "%d new submissions (%d already known): %d leads created, %d updated",
+        result.submissions_new, result.submissions_duplicate, result.leads_created, result.leads_updated,
+    )
+    return result
+
+
+@task(name="Update Lead Source", tags=["intake", "db"], **DB_TASK)
+def update_lead_sources(subs: pd.DataFrame, batch_id: str, now: datetime) -> int:
+    """Keep first-touch attribution and move last-touch attribution to the latest submission."""
+    moved = leads.update_lead_sources(store(), subs, batch_id=batch_id, flow_run_id=current_flow_run_id(), now=now)
+    get_run_logger().info("Attribution moved for %d leads", moved)
+    return moved

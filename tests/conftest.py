@@ -1,0 +1,83 @@
+"""Shared fixtures: an isolated Prefect home, and CRM stores on real SQLite and real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+
+# Prefect reads these at import: keep tests off the user's ~/.prefect and off the network.
+_PREFECT_HOME = tempfile.mkdtemp(prefix="leadflow-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.pop("PREFECT_API_URL", None)
+
+import pytest  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from leadflow import store as store_module  # noqa: E402
+from leadflow.settings import get_settings  # noqa: E402
+from leadflow.store import Base, Store  # noqa: E402
+
+PG_URL = os.environ.get("LEADFLOW_TEST_PG_URL")
+REQUIRE_PG = os.environ.get("LEADFLOW_REQUIRE_PG") == "1"
+
+
+@pytest.fixture(scope="session")
+def pg_database_url():
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    if not PG_URL:
+        if REQUIRE_PG:
+            pytest.fail("LEADFLOW_REQUIRE_PG=1 but LEADFLOW_TEST_PG_URL is not set")
+        pytest.skip("PostgreSQL tests need LEADFLOW_TEST_PG_URL (set by .ci/run)")
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    name = f"leadflow_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        pytest.fail(f"PostgreSQL at {make_url(PG_URL).render_as_string(hide_password=True)} is unreachable: {exc}")
+    url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    Store(url).upgrade()
+    yield url
+    for key in [k for k in store_module._stores if k == url]:
+        store_module._stores.pop(key).dispose()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _use_database(monkeypatch: pytest.MonkeyPatch, url: str) -> Store:
+    monkeypatch.setenv("LEADFLOW_DATABASE_URL", url)
+    get_settings.cache_clear()
+    return store_module.get_store(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def crm(request, tmp_path, monkeypatch) -> Store:
+    """A migrated, empty CRM store on SQLite or PostgreSQL, configured as the process default."""
+    if request.param == "sqlite":
+        crm_store = _use_database(monkeypatch, f"sqlite:///{tmp_path / 'crm.db'}")
+        crm_store.upgrade()
+    else:
+        crm_store = _use_database(monkeypatch, request.getfixturevalue("pg_database_url"))
+        tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+        with crm_store.begin() as conn:
+            conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    yield crm_store
+    get_settings.cache_clear()
+    if crm_store.dialect == "sqlite":
+        store_module._stores.pop(crm_store.url, None)
+        crm_store.dispose()
+
+
+@pytest.fixture
+def sqlite_crm(tmp_path, monkeypatch) -> Store:
+    """A migrated, empty CRM store on SQLite only, for tests about SQLite behaviour."""
+    crm_store = _use_database(monkeypatch, f"sqlite:///{tmp_path / 'crm.db'}")
+    crm_store.upgrade()
+    yield crm_store
+    store_module._stores.pop(crm_store.url, None)
+    crm_store.dispose()
