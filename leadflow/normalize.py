@@ -1,0 +1,618 @@
+"""Vectorized normalization of messy lead fields (emails, names, phones, domains, companies, countries, ...).
+
+Every public function takes a pandas Series of any dtype (object, string, numeric, possibly holding NA) and
+returns a new Series with the same index and length. Strings come back as the nullable ``"string"`` dtype
+with ``pd.NA`` for missing/empty values. Only pandas, ``phonenumbers`` and ``pycountry`` are used: this
+module is pure logic and must never import Prefect.
+
+Regexes are written so they behave the same under Python ``re`` and RE2 (pyarrow-backed strings): no
+lookarounds, no backreferences in patterns, and non-Latin-1 characters are embedded literally because RE2
+does not understand ``\\uXXXX`` escapes.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import phonenumbers
+import pycountry
+
+__all__ = [
+    "COUNT_CAP",
+    "EMAIL_PATTERN",
+    "FREE_MAIL_DOMAINS",
+    "clean_company_name",
+    "company_domain",
+    "email_domain",
+    "is_free_mail",
+    "is_valid_email",
+    "normalize_country",
+    "normalize_email",
+    "normalize_phone",
+    "normalize_source",
+    "parse_bool",
+    "parse_count",
+    "parse_timestamps",
+    "tidy_name",
+    "website_to_domain",
+]
+
+try:  # pyarrow storage makes the .str ops run in C; fall back quietly where it is absent
+    import pyarrow  # noqa: F401
+
+    _STR = pd.StringDtype("pyarrow")
+except ImportError:  # pragma: no cover
+    _STR = pd.StringDtype("python")
+
+FREE_MAIL_DOMAINS: frozenset[str] = frozenset(
+    {
+        # Google / Microsoft / Yahoo / Apple / AOL
+        "gmail.com", "googlemail.com",
+        "outlook.com", "outlook.de", "outlook.fr", "outlook.es", "outlook.it", "outlook.co.uk",
+        "hotmail.com", "hotmail.co.uk", "hotmail.fr", "hotmail.de", "hotmail.it", "hotmail.es",
+        "hotmail.nl", "hotmail.be", "hotmail.ca", "hotmail.com.br", "hotmail.com.au",
+        "live.com", "live.co.uk", "live.fr", "live.de", "live.nl", "live.it", "live.ca", "live.com.au",
+        "msn.com", "passport.com",
+        "yahoo.com", "yahoo.co.uk", "yahoo.fr", "yahoo.de", "yahoo.it", "yahoo.es", "yahoo.ca",
+        "yahoo.co.in", "yahoo.co.jp", "yahoo.com.br", "yahoo.com.au", "yahoo.com.mx", "yahoo.com.ar",
+        "yahoo.in", "ymail.com", "rocketmail.com",
+        "aol.com", "aol.co.uk", "aim.com",
+        "icloud.com", "me.com", "mac.com",
+        # privacy / independent providers
+        "proton.me", "protonmail.com", "protonmail.ch", "pm.me", "tutanota.com", "tutanota.de", "tuta.io",
+        "zoho.com", "zohomail.com", "fastmail.com", "fastmail.fm", "hey.com", "hushmail.com",
+        "mail.com", "email.com", "usa.com", "inbox.com", "gmx.com", "gmx.net", "gmx.de", "gmx.at",
+        "gmx.ch", "gmx.fr", "gmx.us", "yandex.com", "yandex.ru", "ya.ru",
+        # Europe
+        "web.de", "t-online.de", "freenet.de", "arcor.de", "posteo.de", "mailbox.org",
+        "orange.fr", "wanadoo.fr", "free.fr", "sfr.fr", "laposte.net", "neuf.fr",
+        "libero.it", "virgilio.it", "tiscali.it", "alice.it",
+        "btinternet.com", "sky.com", "virginmedia.com", "ntlworld.com", "talktalk.net",
+        "telenet.be", "skynet.be", "ziggo.nl", "kpnmail.nl", "home.nl", "planet.nl",
+        "bluewin.ch", "seznam.cz", "wp.pl", "o2.pl", "onet.pl", "interia.pl",
+        "mail.ru", "inbox.ru", "list.ru", "bk.ru", "rambler.ru",
+        # Asia / Americas / Oceania
+        "qq.com", "163.com", "126.com", "sina.com", "sina.cn", "sohu.com", "aliyun.com", "foxmail.com",
+        "naver.com", "daum.net", "hanmail.net", "rediffmail.com",
+        "comcast.net", "verizon.net", "att.net", "sbcglobal.net", "bellsouth.net", "charter.net",
+        "cox.net", "earthlink.net", "optonline.net", "frontier.com", "juno.com", "netzero.net",
+        "shaw.ca", "rogers.com", "sympatico.ca", "videotron.ca",
+        "bigpond.com", "optusnet.com.au", "xtra.co.nz",
+        "uol.com.br", "bol.com.br", "terra.com.br",
+    }
+)
+
+# parse_count clips here: larger values are typos or bots, and they would swamp sums and scores.
+COUNT_CAP: int = 1_000_000
+
+# Kept free of inline flags and lookarounds so the same string works in Python re, RE2, SQL and GX.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_TLD = r"(?:[A-Za-z]{2,63}|[Xx][Nn]--[A-Za-z0-9-]{1,59})"
+EMAIL_PATTERN: str = rf"^{_ATOM}(?:\.{_ATOM})*@(?:{_LABEL}\.)+{_TLD}$"
+
+# Zero-width and C0/C1 control characters (tab/newlines/NEL excluded: they are whitespace, handled below).
+_INVISIBLE = r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\xad" + "\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]"
+_WS = r"\t\n\x0b\x0c\r\x85\xa0" + "\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# matches only runs that need rewriting (non-space whitespace or 2+ chars): most rows have none, which is fast
+_SPACES = f"[{_WS}][ {_WS}]*| [ {_WS}]+"
+_COMBINING = "[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]"
+_PUNCT = (
+    r"[!-/:-@\[-`{-~\xa1-\xbf\xd7\xf7"
+    + "\u2010-\u205e\u2190-\u21ff\u2500-\u27bf\u3001-\u3003\u3008-\u3011\U0001f300-\U0001faff]"
+)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _as_string(s: pd.Series) -> pd.Series:
+    if s.dtype == _STR:
+        return s
+    return s.astype(_STR)
+
+
+def _put(target: pd.Series, mask: np.ndarray, values: pd.Series) -> pd.Series:
+    """Copy of `target` with the rows under boolean `mask` replaced, by position (indexes may repeat)."""
+    out = target.copy()
+    out.iloc[np.flatnonzero(mask)] = values.array
+    return out
+
+
+def _empty_to_na(s: pd.Series) -> pd.Series:
+    return s.mask(s == "")
+
+
+def _text(s: pd.Series) -> pd.Series:
+    """String Series with invisible chars removed, all unicode whitespace collapsed to one space, trimmed."""
+    t = _as_string(s)
+    t = t.str.replace(_INVISIBLE, "", regex=True)
+    t = t.str.replace(_SPACES, " ", regex=True)
+    return t.str.strip()
+
+
+def _strip_accents(t: pd.Series) -> pd.Series:
+    return t.str.normalize("NFKD").str.replace(_COMBINING, "", regex=True)
+
+
+def _aligned(other: pd.Series | str | None, index: pd.Index) -> pd.Series:
+    """Second argument of a two-column function, lined up with the first one's index."""
+    if not isinstance(other, pd.Series):
+        return pd.Series(other, index=index, dtype=_STR)
+    if other.index.equals(index):
+        return other
+    if len(other) != len(index):
+        raise ValueError("both Series must have the same length")
+    if other.index.is_unique and index.is_unique and other.index.sort_values().equals(index.sort_values()):
+        return other.reindex(index)
+    return other.set_axis(index)
+
+
+def _map_unique(t: pd.Series, fn: Callable[[Any], object], dtype: object) -> pd.Series:
+    """Apply a per-value Python function once per distinct value and broadcast the results back."""
+    codes, uniques = pd.factorize(t, use_na_sentinel=True)
+    results = np.array([fn(u) for u in uniques] + [None], dtype=object)
+    # code -1 (NA) indexes the trailing None
+    return pd.Series(results[codes], index=t.index).astype(dtype)
+
+
+# ----------------------------------------------------------------------------------------------- emails
+
+
+def normalize_email(s: pd.Series) -> pd.Series:
+    """Lower-case email from raw input (mailto:, <...>, display names, quotes stripped); no validation."""
+    t = _text(s).str.lower()
+    # "Jane Doe <jane@x.com>" -> "jane@x.com"
+    t = t.str.replace(r"^[^<>]*<([^<>]*)>[^<>]*$", r"\1", regex=True)
+    t = t.str.strip(" <>\"'`")
+    t = t.str.replace(r"^mailto:([^?]*)(?:\?.*)?$", r"\1", regex=True)
+    # pasted address lists leave separators behind
+    t = t.str.strip(" <>\"'`,;")
+    return _empty_to_na(t)
+
+
+def is_valid_email(s: pd.Series) -> pd.Series:
+    """True where an already normalized value is a plausible email address per EMAIL_PATTERN; NA is False."""
+    t = _as_string(s)
+    ok = t.str.fullmatch(EMAIL_PATTERN) & (t.str.len() <= 254) & (t.str.find("@") <= 64)
+    return ok.fillna(False).astype(bool)
+
+
+def email_domain(s: pd.Series) -> pd.Series:
+    """Lower-case domain after the last '@' of a normalized email; NA when there is none."""
+    t = _as_string(s).str.strip().str.lower()
+    dom = t.str.replace(r"^.*@", "", regex=True)
+    dom = dom.mask(~t.str.contains("@", regex=False).fillna(False))
+    return _empty_to_na(dom)
+
+
+# ------------------------------------------------------------------------------------------------ names
+
+_PARTICLES = ("van", "von", "der", "den", "de", "del", "della", "dei", "di", "da", "du", "la", "le", "dos",
+              "das", "do", "ten", "ter", "y")
+_ROMAN = ("Ii", "Iii", "Iv", "Vi")
+
+
+def _fix_roman(t: pd.Series) -> pd.Series:
+    for r in _ROMAN:
+        t = t.str.replace(f" {r}$", f" {r.upper()}", regex=True)
+    return t
+
+
+def tidy_text(s: pd.Series) -> pd.Series:
+    """Free text such as job titles: trimmed and single-spaced, casing kept (`VP Sales` stays, `CEO` stays)."""
+    return _empty_to_na(_text(s))
+
+
+def tidy_name(s: pd.Series) -> pd.Series:
+    """Person-name display form: trimmed, single-spaced, and title-cased only if typed ALL UPPER/all lower."""
+    t = _empty_to_na(_text(s))
+    upper, lower = t.str.upper(), t.str.lower()
+    one_case = ((upper != lower) & ((t == upper) | (t == lower))).fillna(False).to_numpy(dtype=bool)
+    if not one_case.any():
+        return t
+    titled = t[one_case].str.title()
+    # title() also capitalises after apostrophes: right for O'Brien/D'Angelo, wrong for possessive 's
+    titled = titled.str.replace("'S($|[^A-Za-z])", r"'s\1", regex=True)
+    spaced = titled.str.contains(" ", regex=False).fillna(False).to_numpy(dtype=bool)
+    if spaced.any():
+        multi = titled[spaced]
+        for p in _PARTICLES:
+            # only between words: a leading particle ("Van Halen" as a surname field) stays capitalised
+            multi = multi.str.replace(f" {p.title()} ", f" {p} ", regex=False)
+        multi = _fix_roman(multi)
+        titled = _put(titled, spaced, multi)
+    return _put(t, one_case, titled)
+
+
+# ----------------------------------------------------------------------------------------------- phones
+
+_E164 = phonenumbers.PhoneNumberFormat.E164
+
+
+@functools.lru_cache(maxsize=65_536)  # phonenumbers costs ~40 us a value; repeats across chunks are common
+def _e164(key: str) -> str | None:
+    raw, _, region = key.partition("\x1f")
+    digits = sum(ch.isdigit() for ch in raw)
+    if digits < 5 or digits > 25:
+        return None
+    if raw.startswith("00"):
+        raw = "+" + raw[2:]
+    try:
+        num = phonenumbers.parse(raw, region or None)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(num):
+        return None
+    return phonenumbers.format_number(num, _E164)
+
+
+def _phone_text(phone: pd.Series) -> pd.Series:
+    if pd.api.types.is_bool_dtype(phone.dtype):
+        return pd.Series(pd.NA, index=phone.index, dtype=_STR)
+    if pd.api.types.is_numeric_dtype(phone.dtype):
+        # numbers stored as floats would otherwise render as "4155552671.0"
+        v = phone.astype("Float64")
+        return v.where(v.round() == v).astype("Int64").astype(_STR)
+    t = _text(phone)
+    return t.str.replace(r"^(\+?[0-9]+)\.0+$", r"\1", regex=True)
+
+
+_NUMBER_TYPES = ("fixed_line", "mobile", "toll_free", "premium_rate", "shared_cost", "personal_number", "voip",
+                 "pager", "uan", "voicemail")
+
+
+@functools.cache
+def _phone_tables() -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+    """Per calling code, one regex of every valid national number; per region, its calling code and trunk prefix."""
+    from phonenumbers import PhoneMetadata
+
+    patterns: dict[str, str] = {}
+    national: dict[str, tuple[str, str]] = {}
+    for code, regions in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.items():
+        parts = []
+        for region in regions:
+            meta = (PhoneMetadata.metadata_for_nongeo_region(code) if region == "001"
+                    else PhoneMetadata.metadata_for_region(region))
+            if meta is None:
+                continue
+            for kind in _NUMBER_TYPES:
+                desc = getattr(meta, kind, None)
+                if desc is not None and desc.national_number_pattern:
+                    parts.append(f"(?:{desc.national_number_pattern})")
+            prefix = meta.national_prefix or ""
+            # Regions whose trunk handling is more than "drop this prefix" (carrier codes...) take the slow path.
+            parsing = meta.national_prefix_for_parsing
+            if region != "001" and not meta.national_prefix_transform_rule and (
+                parsing in (None, prefix) or (prefix and parsing.split("|")[0] == prefix)
+            ):
+                national[region] = (str(code), prefix)
+        if parts:
+            patterns[str(code)] = "(?:" + "|".join(parts) + ")"
+    return patterns, national
+
+
+def _fast_e164(text: pd.Series, region: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Vectorized E.164 for the common shapes; returns the numbers and which rows were decided here."""
+    patterns, national = _phone_tables()
+    clean = text.str.replace(r"\(0\)", "", regex=True).str.replace(r"^(?:tel|TEL|Tel):", "", regex=True)
+    clean = clean.str.replace(r"[ ]*(?:[Ee][Xx][Tt]\.?|[Xx]|#)[ ]*[0-9]{1,6}$", "", regex=True).str.strip()
+    simple = clean.str.fullmatch(r"(?:\+|00)?[ (]*[0-9][0-9 ().\-/]*").fillna(False).astype(bool)
+    digits = clean.str.replace(r"[^0-9]", "", regex=True)
+    starts_00 = clean.str.startswith("00").fillna(False).astype(bool)
+    digits = digits.mask(starts_00, digits.str.slice(2))
+    international = (clean.str.startswith("+").fillna(False).astype(bool) | starts_00) & simple
+    code = pd.Series(pd.NA, index=text.index, dtype=_STR)
+    nsn = pd.Series(pd.NA, index=text.index, dtype=_STR)
+    # Calling codes are prefix-free, so at most one of the 1-, 2- and 3-digit prefixes is a code.
+    for width in (1, 2, 3):
+        head = digits.str.slice(0, width)
+        hit = international & code.isna() & head.isin(list(patterns)).fillna(False).astype(bool)
+        code = code.mask(hit, head)
+        nsn = nsn.mask(hit, digits.str.slice(width))
+    domestic = simple & ~international & region.isin(list(national)).fillna(False).astype(bool)
+    regional = region.where(domestic)
+    code = code.mask(domestic, regional.map({r: c for r, (c, _) in national.items()}))
+    trunk = regional.map({r: p for r, (_, p) in national.items()}).fillna("")
+    for prefix in sorted(set(trunk.dropna()) - {""}):
+        strip = domestic & (trunk == prefix) & digits.str.startswith(prefix).fillna(False).astype(bool)
+        nsn = nsn.mask(strip, digits.str.slice(len(prefix)))
+    nsn = nsn.mask(domestic & nsn.isna(), digits)
+    valid = np.zeros(len(text), dtype=bool)
+    codes, uniques = pd.factorize(code)
+    for position, calling_code in enumerate(uniques):
+        rows = np.flatnonzero(codes == position)
+        valid[rows] = nsn.iloc[rows].str.fullmatch(patterns[calling_code]).fillna(False).to_numpy(dtype=bool)
+    valid = pd.Series(valid, index=text.index)
+    # A national number without a known region cannot be placed by any parser: settled as NA here too.
+    unplaceable = simple & ~international & (region.fillna("") == "")
+    decided = (simple & code.notna()) | unplaceable
+    return ("+" + code + nsn).where(valid), decided
+
+
+def normalize_phone(phone: pd.Series, country: pd.Series | str | None) -> pd.Series:
+    """E.164 phone number (extension dropped), `country` (ISO alpha-2) as default region; NA if invalid."""
+    p = _phone_text(phone)
+    region = _as_string(_aligned(country, phone.index)).str.strip().str.upper()
+    region = region.mask(region == "UK", "GB")
+    region = region.where(region.str.fullmatch(r"[A-Z]{2}").fillna(False), "")
+    # Most numbers have plain shapes that libphonenumber's own patterns settle vectorized; parsing each distinct
+    # number (about 60 us) would dominate intake time on real exports where nearly every phone is distinct.
+    fast, decided = _fast_e164(p, region)
+    rest = p.notna() & ~decided
+    if not rest.any():
+        return fast.astype(_STR)
+    # an international prefix makes the region irrelevant; dropping it lets more rows share one parse
+    region = region.mask(p.str.contains(r"^(?:\+|00)", regex=True).fillna(False), "")
+    key = p.fillna("").str.cat(region.fillna(""), sep="\x1f")
+    key = key.where(rest)
+    slow = _map_unique(key, _e164, _STR)
+    return fast.where(decided, slow).astype(_STR)
+
+
+# ---------------------------------------------------------------------------------------------- domains
+
+
+def website_to_domain(s: pd.Series) -> pd.Series:
+    """Bare lower-case host of a website/URL without scheme, www., port or path; NA if not a real domain."""
+    t = _text(s).str.lower()
+    had_scheme = t.str.contains(r"^[a-z][a-z0-9+.-]*://", regex=True).fillna(False)
+    t = t.str.replace(r"^(?:[a-z][a-z0-9+.-]*:)?//", "", regex=True)
+    host = t.str.replace(r"[/?#\\].*$", "", regex=True)
+    has_at = host.str.contains("@", regex=False).fillna(False)
+    host = host.str.replace(r"^.*@", "", regex=True)  # credentials, kept only when a scheme was present
+    host = host.str.replace(r":[0-9]*$", "", regex=True)
+    host = host.str.rstrip(".").str.replace(r"^www[0-9]?\.", "", regex=True)
+    bad = (
+        (has_at & ~had_scheme)  # a bare email address is not a website
+        | ~host.str.contains(".", regex=False)
+        | host.str.contains(r"[ @:,;'\"<>()\[\]{}|\\^`!$&*=+%~]", regex=True)
+        | host.str.contains("..", regex=False)
+        | host.str.startswith((".", "-", "localhost."))
+        | host.str.contains(r"\.[0-9]+$", regex=True)  # numeric TLD: IPv4 address or junk
+    ).fillna(True)
+    return _empty_to_na(host.mask(bad))
+
+
+def is_free_mail(domain: pd.Series) -> pd.Series:
+    """True where the domain (or an email's domain) belongs to a consumer free-mail/ISP provider."""
+    d = _as_string(domain).str.strip().str.lower().str.replace(r"^.*@", "", regex=True).str.rstrip(".")
+    return pd.Series(d.isin(list(FREE_MAIL_DOMAINS)).to_numpy(dtype=bool), index=domain.index)
+
+
+def company_domain(website_domain: pd.Series, email_domain: pd.Series) -> pd.Series:
+    """Best company domain: the website domain if known, else a non-free-mail email domain, else NA."""
+    web = _empty_to_na(_as_string(website_domain).str.strip().str.lower())
+    em = _empty_to_na(_as_string(_aligned(email_domain, website_domain.index)).str.strip().str.lower())
+    em = em.mask(is_free_mail(em))
+    return web.where(web.notna(), em.array)
+
+
+# -------------------------------------------------------------------------------------------- companies
+
+_LEGAL_SUFFIXES = (
+    # multi-word forms first so the alternation prefers them
+    "gmbh and co kg", "limited liability company", "private limited", "sab de cv", "sa de cv", "s de rl",
+    "sp z oo", "sa rl", "and co kg", "and company", "and co",
+    "incorporated", "corporation", "company", "limited", "inc", "llc", "pllc", "ltd", "ltda", "plc", "gmbh",
+    "ag", "kgaa", "kg", "ug", "sarl", "sas", "sa", "srl", "spa", "sl", "bv", "nv", "oyj", "oy", "ab", "as",
+    "aps", "kk", "pty", "pte", "pvt", "sdn", "bhd", "corp", "co", "llp", "lp", "se",
+)
+_SUFFIX_RE = "(?: (?:" + "|".join(_LEGAL_SUFFIXES) + "))+$"
+
+
+def clean_company_name(s: pd.Series) -> pd.Series:
+    """Company matching key: accent-free lower-case words without punctuation, 'the' or legal suffixes."""
+    t = _text(s)
+    t = t.str.replace("[\u2122\u2120\xae\xa9]", " ", regex=True)  # NFKD would turn TM/SM into letters
+    t = _strip_accents(t).str.lower()
+    t = t.str.replace("&", " and ", regex=False)
+    t = t.str.replace(r"(^|[^a-z0-9])a/s($|[^a-z0-9])", r"\1as\2", regex=True)
+    # dots/apostrophes join (l.l.c. -> llc, o'reilly -> oreilly); other punctuation separates words
+    t = t.str.replace("[.'\u2019\u2018`\xb4]", "", regex=True)
+    t = t.str.replace(_PUNCT, " ", regex=True)
+    t = t.str.replace(" {2,}", " ", regex=True).str.strip()
+    t = t.str.replace(r"^the ", "", regex=True)
+    t = t.str.replace(_SUFFIX_RE, "", regex=True)
+    return _empty_to_na(t)
+
+
+# -------------------------------------------------------------------------------------------- countries
+
+_COUNTRY_ALIASES: dict[str, str] = {
+    "america": "US", "united states of america": "US", "u s a": "US", "u s": "US", "us of a": "US",
+    "uk": "GB", "u k": "GB", "england": "GB", "scotland": "GB", "wales": "GB", "northern ireland": "GB",
+    "great britain": "GB", "britain": "GB",
+    "deutschland": "DE", "holland": "NL", "nederland": "NL", "espana": "ES", "korea": "KR",
+    "republic of korea": "KR", "korea south": "KR", "russia": "RU", "czech republic": "CZ", "czech": "CZ",
+    "uae": "AE", "u a e": "AE", "emirates": "AE", "turkey": "TR", "turkiye": "TR", "vietnam": "VN",
+    "viet nam": "VN", "macedonia": "MK", "ivory coast": "CI", "cape verde": "CV", "swaziland": "SZ",
+    "burma": "MM", "macau": "MO", "vatican": "VA", "vatican city": "VA", "holy see": "VA",
+    "palestine": "PS", "brunei": "BN", "drc": "CD", "dr congo": "CD", "congo kinshasa": "CD",
+    "democratic republic of the congo": "CD", "democratic republic of congo": "CD",
+    "congo brazzaville": "CG", "micronesia": "FM", "east timor": "TL", "bosnia": "BA", "trinidad": "TT",
+    "st kitts and nevis": "KN", "st lucia": "LC", "st vincent and the grenadines": "VC",
+    "brasil": "BR", "italia": "IT", "schweiz": "CH", "suisse": "CH", "svizzera": "CH", "osterreich": "AT",
+    "sverige": "SE", "norge": "NO", "danmark": "DK", "suomi": "FI", "polska": "PL", "nippon": "JP",
+    "nihon": "JP", "eire": "IE", "republic of ireland": "IE", "belgique": "BE", "belgie": "BE",
+    "hellas": "GR", "slovak republic": "SK", "prc": "CN", "mainland china": "CN", "china mainland": "CN",
+    "ksa": "SA", "saudi": "SA", "rsa": "ZA", "luxemburg": "LU", "persia": "IR", "laos": "LA",
+}
+
+
+def _country_key(s: pd.Series) -> pd.Series:
+    t = _strip_accents(_text(s)).str.lower()
+    t = t.str.replace("&", " and ", regex=False)
+    t = t.str.replace("[.'\u2019`]", "", regex=True)
+    t = t.str.replace(r"[^a-z0-9]+", " ", regex=True).str.strip()
+    return t.str.replace(r"^the ", "", regex=True)
+
+
+@functools.cache
+def _country_table() -> dict[str, str]:
+    names: list[str] = []
+    codes: list[str] = []
+    for c in pycountry.countries:
+        for attr in ("alpha_2", "alpha_3", "name", "official_name", "common_name"):
+            value = getattr(c, attr, None)
+            if value:
+                names.append(value)
+                codes.append(c.alpha_2)
+    keys = _country_key(pd.Series(names, dtype=_STR))
+    table = dict(zip(keys.tolist(), codes, strict=True))
+    table.update(_COUNTRY_ALIASES)
+    return table
+
+
+def normalize_country(s: pd.Series) -> pd.Series:
+    """ISO 3166-1 alpha-2 code from alpha-2/3 codes, English/local names and common aliases; NA if unknown."""
+    raw = _as_string(s)
+    key = _country_key(raw)
+    # "N.A." / "n.a" mean "not available", unlike the bare code NA (Namibia)
+    key = key.mask((key == "na") & raw.str.contains(".", regex=False).fillna(False))
+    out = key.map(_country_table())
+    return pd.Series(out.to_numpy(dtype=object, na_value=None), index=s.index, dtype=_STR)
+
+
+# -------------------------------------------------------------------------------------- scalars & enums
+
+_BOOL_WORDS: dict[str, bool] = {
+    **dict.fromkeys(
+        ["true", "t", "yes", "y", "1", "1.0", "on", "checked", "opt-in", "opt in", "opted in", "opted-in",
+         "optin", "x", "\u2713", "\u2714"],
+        True,
+    ),
+    **dict.fromkeys(
+        ["false", "f", "no", "n", "0", "0.0", "off", "unchecked", "opt-out", "opt out", "opted out",
+         "opted-out", "optout"],
+        False,
+    ),
+}
+
+
+def parse_bool(s: pd.Series) -> pd.Series:
+    """Nullable boolean from yes/no-ish text, real bools and 1/0 numbers; anything else is NA."""
+    key = _text(s).str.lower()
+    out = key.map(_BOOL_WORDS)
+    return pd.Series(out.to_numpy(dtype=object, na_value=None), index=s.index, dtype="boolean")
+
+
+
+
+def parse_count(s: pd.Series) -> pd.Series:
+    """Non-negative integer count (Int64) from numbers or text like ' 1,234 '; capped at 1,000,000."""
+    if pd.api.types.is_bool_dtype(s.dtype):
+        return pd.Series(pd.NA, index=s.index, dtype="Int64")
+    if pd.api.types.is_numeric_dtype(s.dtype):
+        v = s.to_numpy(dtype="float64", na_value=np.nan)
+    else:
+        t = _text(s).str.replace("[,_' \xa0\u202f\u2009]", "", regex=True)
+        v = pd.to_numeric(t, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(v) & (v >= 0) & (np.floor(v) == v)
+    vals = np.where(ok, np.minimum(v, COUNT_CAP), 0).astype("int64")
+    return pd.Series(pd.arrays.IntegerArray(vals, ~ok), index=s.index)
+
+
+_SOURCE_ALIASES: dict[str, str] = {
+    **dict.fromkeys(["web_form", "website", "webform", "web_forms", "contact_form", "form", "web", "site",
+                     "inbound_form"], "web_form"),
+    **dict.fromkeys(["chat", "livechat", "live_chat", "intercom", "drift", "chatbot"], "live_chat"),
+    **dict.fromkeys(["trade_show", "tradeshow", "trade_shows", "tradeshows", "conference", "conferences",
+                     "event", "events", "booth"], "event"),
+    **dict.fromkeys(["linkedin", "linkedin_ads", "linkedin_ad", "linked_in", "li"], "linkedin_ads"),
+    **dict.fromkeys(["google", "adwords", "google_ads", "google_adwords", "ppc", "sem", "paid_search"],
+                    "google_ads"),
+    **dict.fromkeys(["seo", "organic", "organic_search"], "organic_search"),
+    **dict.fromkeys(["webinar", "webinars"], "webinar"),
+    **dict.fromkeys(["referral", "referrals", "referred"], "referral"),
+    **dict.fromkeys(["email", "e_mail", "newsletter", "email_campaign", "email_campaigns"],
+                    "email_campaign"),
+    **dict.fromkeys(["partner", "partners", "reseller", "resellers"], "partner"),
+}
+
+
+def normalize_source(s: pd.Series) -> pd.Series:
+    """Canonical lead-channel slug (web_form, live_chat, event, ...); unknown channels keep their slug."""
+    slug = _strip_accents(_text(s)).str.lower()
+    slug = _empty_to_na(slug.str.replace(r"[^a-z0-9]+", "_", regex=True).str.strip("_"))
+    mapped = pd.Series(slug.map(_SOURCE_ALIASES).to_numpy(dtype=object, na_value=None), index=s.index,
+                       dtype=_STR)
+    return mapped.where(mapped.notna(), slug.array)
+
+
+# ------------------------------------------------------------------------------------------- timestamps
+
+_TS_DTYPE = "datetime64[ns, UTC]"
+_TS_WORK = "datetime64[us, UTC]"  # wide enough that far-future junk cannot overflow before it is clipped
+_MIN_YEAR, _MAX_YEAR = 1990, 2100
+_MIN_EPOCH = pd.Timestamp(f"{_MIN_YEAR}-01-01", tz="UTC").timestamp()
+_MAX_EPOCH = pd.Timestamp(f"{_MAX_YEAR + 1}-01-01", tz="UTC").timestamp()
+# month-first like format="mixed" with dayfirst=False, so the fast path never disagrees with the slow one
+_FALLBACK_FORMATS = (
+    "%m/%d/%Y %H:%M:%S",
+    "%m/%d/%Y %H:%M",
+    "%m/%d/%Y %I:%M %p",
+    "%m/%d/%Y",
+    "%m/%d/%y",
+    "%Y/%m/%d %H:%M:%S",
+    "%Y/%m/%d",
+    "%d %b %Y",
+    "%b %d, %Y",
+    "%a, %d %b %Y %H:%M:%S %z",
+)
+
+
+def _epoch(v: np.ndarray) -> pd.DatetimeIndex:
+    """10-digit numbers are epoch seconds, 13-digit ones epoch milliseconds; other magnitudes are NaT."""
+    with np.errstate(invalid="ignore"):
+        # whole microseconds: float seconds would turn ...123 ms into ...122999 us
+        us = np.where((v >= 1e9) & (v < 1e10), v * 1e6, np.where((v >= 1e12) & (v < 1e13), v * 1e3, np.nan))
+        # out-of-window values would overflow the conversion and are NaT anyway
+        us = np.round(np.where((us >= _MIN_EPOCH * 1e6) & (us < _MAX_EPOCH * 1e6), us, np.nan))
+    return pd.to_datetime(us, unit="us", utc=True).as_unit("us")
+
+
+def _clip_years(ts: pd.Series) -> pd.Series:
+    years = ts.dt.year
+    ts = ts.mask((years < _MIN_YEAR) | (years > _MAX_YEAR))
+    return ts.astype(_TS_DTYPE)
+
+
+def parse_timestamps(s: pd.Series) -> pd.Series:
+    """UTC timestamps from ISO/other text, epoch s/ms or datetimes; NaT if unparseable or not 1990-2100."""
+    if isinstance(s.dtype, pd.DatetimeTZDtype):
+        return _clip_years(s.dt.tz_convert("UTC"))
+    if pd.api.types.is_datetime64_dtype(s.dtype):
+        return _clip_years(s.dt.tz_localize("UTC"))
+    if pd.api.types.is_bool_dtype(s.dtype):
+        return pd.Series(pd.NaT, index=s.index, dtype=_TS_DTYPE)
+    if pd.api.types.is_numeric_dtype(s.dtype):
+        return _clip_years(pd.Series(_epoch(s.to_numpy(dtype="float64", na_value=np.nan)), index=s.index))
+
+    t = _empty_to_na(_text(s))
+    out = pd.to_datetime(t, format="ISO8601", utc=True, errors="coerce").astype(_TS_WORK)
+    numeric = t.str.fullmatch(r"[0-9]{10}(?:\.[0-9]*)?|[0-9]{13}(?:\.[0-9]*)?").fillna(False).to_numpy(bool)
+    if numeric.any():
+        nums = pd.to_numeric(t[numeric], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        out = _put(out, numeric, pd.Series(_epoch(nums)))
+    # only text with a 4-digit year or two number groups is worth more parsing: dateutil would
+    # otherwise read "12" or "May" as a date in the current month/year
+    plausible = t.str.contains(r"[0-9]{4}|[0-9]+[^0-9]+[0-9]", regex=True).fillna(False).to_numpy(bool)
+    todo = out.isna().to_numpy() & plausible & ~numeric
+    for fmt in _FALLBACK_FORMATS:
+        # exact formats run in C; each one takes the common non-ISO spellings off the slow path below
+        if not todo.any():
+            break
+        parsed = pd.to_datetime(t[todo], format=fmt, utc=True, errors="coerce").astype(_TS_WORK)
+        out = _put(out, todo, parsed)
+        todo &= out.isna().to_numpy()
+    if todo.any():
+        codes, uniques = pd.factorize(t[todo])
+        parsed = pd.to_datetime(pd.Series(uniques), format="mixed", dayfirst=False, utc=True, errors="coerce")
+        out = _put(out, todo, pd.Series(parsed.astype(_TS_WORK).array.take(codes)))
+    return _clip_years(out)
