@@ -32,7 +32,8 @@ def intake_run_name() -> str:
     return f"intake-{PurePosixPath(path.rstrip('/')).name or path}"
 
 
-@flow(name="lead-intake", flow_run_name=intake_run_name, task_runner=ThreadPoolTaskRunner(max_workers=2))
+@flow(name="lead-intake", flow_run_name=intake_run_name, task_runner=ThreadPoolTaskRunner(max_workers=2),
+      log_prints=False)
 def lead_intake(
     path: str,
     source_name: str | None = None,
@@ -55,13 +56,13 @@ def lead_intake(
     crm.start_batch(summary.batch_id, path, source_name, current_flow_run_id(), utc_now())
     try:
         chunks = iter_lead_chunks(plan.lead_file, chunk_size or get_settings().chunk_size)
-        while True:
-            tick = time.perf_counter()
-            raw = next(chunks, None)
-            summary.add_time("read", time.perf_counter() - tick)
-            if raw is None:
-                break
-            _process_chunk(raw, plan, summary)
+        # Two-stage pipeline: while the flow thread writes chunk N to the CRM, a worker thread checks and
+        # normalizes chunk N+1. At most two chunks are in memory, so memory still follows the chunk size.
+        pending = _start_chunk(_read(chunks, summary), plan, summary)
+        while pending is not None:
+            upcoming = _start_chunk(_read(chunks, summary), plan, summary)
+            _finish_chunk(*pending, summary)
+            pending = upcoming
         # Seam: the lead-qualification subflow runs here on the leads this run created or changed.
     except BaseException:
         summary.seconds = round(time.perf_counter() - started, 3)
@@ -77,33 +78,51 @@ def lead_intake(
     return summary.as_dict()
 
 
-def _timed(summary: IntakeSummary, step: str, fn, *args):
+def _read(chunks, summary: IntakeSummary):
+    """The next raw chunk, or None at the end of the input."""
     tick = time.perf_counter()
-    result = fn(*args)
-    summary.add_time(step, time.perf_counter() - tick)
-    return result
+    raw = next(chunks, None)
+    summary.add_time("read", time.perf_counter() - tick)
+    if raw is not None:
+        summary.chunks += 1
+        summary.rows_read += len(raw)
+    return raw
 
 
-def _process_chunk(raw, plan, summary: IntakeSummary) -> list[int]:
-    """Run one chunk through every intake step and fold the counts into the summary."""
+def _start_chunk(raw, plan, summary: IntakeSummary):
+    """Submit the CPU-bound steps of a chunk (check, then normalize) to the task runner."""
+    if raw is None:
+        return None
     now = utc_now()
-    summary.chunks += 1
-    summary.rows_read += len(raw)
-    checked = _timed(summary, "check", check_lead_batch, raw, plan, now)
-    prepared, outcome = checked.prepared, checked.outcome
+    checked = check_lead_batch.submit(raw, plan, now)
+    return now, checked, normalize_leads.submit(checked)
+
+
+def _finish_chunk(now, checked_future, normalized_future, summary: IntakeSummary) -> list[int]:
+    """Run the database steps of a chunk and fold its counts into the summary."""
+    tick = time.perf_counter()
+    checked = checked_future.result()
+    normalized = normalized_future.result()
+    summary.add_time("wait_for_check", time.perf_counter() - tick)
+    summary.add_time("check", checked.seconds)
+    summary.add_time("normalize", normalized.seconds)
     summary.blank_rows += checked.blank_rows
-    summary.add_check_results(outcome.results)
-    quarantined = _timed(summary, "quarantine", quarantine_rejected_rows, prepared, outcome, summary.batch_id,
-                         summary.origin, now)
+    summary.add_check_results(checked.outcome.results)
+    tick = time.perf_counter()
+    quarantined = quarantine_rejected_rows(checked.prepared, checked.outcome, summary.batch_id, summary.origin, now)
+    summary.add_time("quarantine", time.perf_counter() - tick)
     summary.quarantined += quarantined.rows
     summary.quarantined_new += quarantined.new_records
     summary.add_reasons(quarantined.by_reason)
-    subs = _timed(summary, "normalize", normalize_leads, prepared, list(outcome.row_reasons))
-    written = _timed(summary, "create_lead_entries", create_lead_entries, subs, summary.batch_id, now)
+    tick = time.perf_counter()
+    written = create_lead_entries(normalized.subs, summary.batch_id, now)
+    summary.add_time("create_lead_entries", time.perf_counter() - tick)
     summary.submissions_new += written.submissions_new
     summary.submissions_duplicate += written.submissions_duplicate
     summary.leads_created += written.leads_created
     summary.leads_updated += written.leads_updated
-    summary.sources_updated += _timed(summary, "update_lead_sources", update_lead_sources, subs, summary.batch_id, now)
-    # Seam: Retrieve Lead Details and Calculate Lead Score run here on `subs` and `written.lead_ids`.
+    tick = time.perf_counter()
+    summary.sources_updated += update_lead_sources(normalized.subs, summary.batch_id, now)
+    summary.add_time("update_lead_sources", time.perf_counter() - tick)
+    # Seam: Retrieve Lead Details and Calculate Lead Score run here on `normalized.subs` and `written.lead_ids`.
     return written.lead_ids

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pandas as pd
 
@@ -33,15 +34,58 @@ DETAIL_COLUMNS = (
 COUNTER_COLUMNS = ("page_views", "pricing_page_visits", "content_downloads", "demo_requested")
 
 
+_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
+
+
+def _json_values(values: pd.Series):
+    """Each value as JSON text in an Arrow array (null where missing), vectorized for string columns."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(values.dtype, pd.StringDtype):
+        text = pc.cast(pa.array(values.to_numpy(dtype=object, na_value=None), type=pa.string())
+                       if not hasattr(values.array, "_pa_array") else values.array._pa_array, pa.string())
+        escaped = text
+        for raw, json_escape in (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
+            escaped = pc.replace_substring(escaped, raw, json_escape)
+        quoted = pc.binary_join_element_wise('"', escaped, '"', "")
+        rare = pc.fill_null(pc.match_substring_regex(text, _CONTROL), False)
+        if pc.any(rare).as_py():
+            # Other control characters need \u escapes: rare enough to leave to json.dumps.
+            fixed = [json.dumps(v, ensure_ascii=False) if r and v is not None else q
+                     for v, r, q in zip(text.to_pylist(), rare.to_pylist(), quoted.to_pylist(), strict=True)]
+            quoted = pa.array(fixed, type=pa.string())
+        return quoted
+    if pd.api.types.is_bool_dtype(values.dtype):
+        mapped = values.map({True: "true", False: "false"})
+    elif pd.api.types.is_numeric_dtype(values.dtype):
+        numbers = values.astype("Float64")
+        finite = ~numbers.isin([float("inf"), float("-inf")]).fillna(False)
+        text = values.astype("string")
+        mapped = text.where(finite, '"' + text + '"')
+    elif isinstance(values.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(values.dtype):
+        mapped = values.map(lambda v: json.dumps(v.isoformat()), na_action="ignore")
+    else:
+        mapped = values.map(lambda v: json.dumps(v, default=str, ensure_ascii=False), na_action="ignore")
+    return pa.array(mapped.astype(object).where(mapped.notna(), None).tolist(), type=pa.string())
+
+
 def raw_payloads(raw: pd.DataFrame) -> pd.Series:
-    """Each input row as JSON text with its original headers and values, for the audit trail."""
-    columns = [c for c in raw.columns if c not in (ROW_COLUMN, MALFORMED_COLUMN)]
-    lines = raw[columns].to_json(orient="records", lines=True, date_format="iso", force_ascii=False).splitlines()
-    payload = pd.Series(lines, index=raw.index, dtype="string") if columns else pd.Series("{}", index=raw.index)
-    malformed = raw[MALFORMED_COLUMN].notna() if MALFORMED_COLUMN in raw.columns else None
-    if malformed is not None and malformed.any():
-        payload = payload.where(~malformed, '{"_malformed": ' + raw[MALFORMED_COLUMN].astype("string") + "}")
-    return payload
+    """Each input row as a JSON object of its non-empty original fields, for the audit trail."""
+    import pyarrow.compute as pc
+
+    fields = []
+    for column in raw.columns:
+        if column == ROW_COLUMN or not raw[column].notna().any():
+            continue
+        key = json.dumps(str(column), ensure_ascii=False) + ":"
+        # A null value stays null here, so the join below skips the whole "key":value pair.
+        fields.append(pc.binary_join_element_wise(key, _json_values(raw[column]), ""))
+    if not fields:
+        return pd.Series("{}", index=raw.index, dtype="string")
+    body = pc.binary_join_element_wise(*fields, ",", null_handling="skip")
+    joined = pc.binary_join_element_wise("{", body, "}", "")
+    return pd.Series(pd.arrays.ArrowStringArray(pc.cast(joined, "large_string")), index=raw.index)
 
 
 def prepare_batch(raw: pd.DataFrame, mapping: dict[str, str], default_source: str | None = None) -> pd.DataFrame:
@@ -78,7 +122,7 @@ def normalize_batch(checked: pd.DataFrame) -> pd.DataFrame:
     out["last_name"] = nz.tidy_name(checked["last_name"])
     out["country"] = nz.normalize_country(checked["country"])
     out["phone"] = nz.normalize_phone(checked["phone"], out["country"])
-    out["job_title"] = nz.tidy_name(checked["job_title"])
+    out["job_title"] = nz.tidy_text(checked["job_title"])
     out["company"] = checked["company"]
     out["company_key"] = nz.clean_company_name(checked["company"])
     out["company_domain"] = nz.company_domain(nz.website_to_domain(checked["website"]), out["email_domain"])
@@ -103,9 +147,12 @@ def _sha256(values: pd.Series) -> pd.Series:
 
 def submission_keys(subs: pd.DataFrame) -> pd.Series:
     """The idempotency key of each submission: its source and external id, else a hash of what was said."""
-    micros = subs["submitted_at"].dt.as_unit("us").astype("int64").astype("string")
-    by_id = "id|" + subs["source"] + "|" + subs["external_id"].fillna("")
-    by_content = "row|" + subs["email"] + "|" + micros + "|" + subs["source"]
+    when = subs["submitted_at"]
+    epoch_us = when.to_numpy(dtype="datetime64[us]").view("int64")
+    micros = pd.Series(epoch_us, index=subs.index).astype("string").where(when.notna(), "")
+    source = subs["source"].fillna("")
+    by_id = "id|" + source + "|" + subs["external_id"].fillna("")
+    by_content = "row|" + subs["email"].fillna("") + "|" + micros + "|" + source
     for column in ("message", "first_name", "last_name", "company", "phone", "utm_campaign"):
         by_content = by_content + "|" + subs[column].astype("string").fillna("")
     return _sha256(by_id.where(subs["external_id"].notna(), by_content))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from leadflow.intake import PAYLOAD_COLUMN, SOURCE_COLUMN, aggregate_leads, attribution_changes, split_duplicate_keys
@@ -98,25 +99,22 @@ def create_lead_entries(
         ids = dict(zip(after["email"], after["id"].astype(int), strict=True))
         fresh = fresh.assign(lead_id=fresh["email"].map(ids))
         store.insert_submissions(conn, fresh, batch_id, now)
-        events: list[dict[str, Any]] = []
-        for email, count, first_source in zip(
-            leads["email"], leads["submissions"], leads["first_touch_source"], strict=True
-        ):
-            created = email not in existing
-            events.append(
-                {
-                    "lead_id": ids[email],
-                    "event_type": "lead_created" if created else "lead_updated",
-                    "occurred_at": now,
-                    "batch_id": batch_id,
-                    "flow_run_id": flow_run_id,
-                    "details": {"new_submissions": int(count), "source": first_source} if created
-                    else {"new_submissions": int(count)},
-                }
-            )
+        created = ~leads["email"].isin(existing)
+        details = [
+            json.dumps({"new_submissions": int(n), "source": source} if new else {"new_submissions": int(n)})
+            for n, source, new in zip(leads["submissions"], leads["first_touch_source"], created, strict=True)
+        ]
+        events = pd.DataFrame({
+            "lead_id": leads["email"].map(ids).to_numpy(),
+            "event_type": np.where(created, "lead_created", "lead_updated"),
+            "occurred_at": now,
+            "batch_id": batch_id,
+            "flow_run_id": flow_run_id,
+            "details": details,
+        })
         store.insert_events(conn, events)
     result.submissions_new = len(fresh)
-    result.leads_created = int((~leads["email"].isin(existing)).sum())
+    result.leads_created = int(created.sum())
     result.leads_updated = len(leads) - result.leads_created
     result.lead_ids = [ids[email] for email in leads["email"]]
     return result
@@ -139,24 +137,17 @@ def update_lead_sources(
         if changes.empty:
             return 0
         store.move_touches(conn, changes, now)
-        events = []
-        for row in changes.itertuples(index=False):
-            for which in ("first", "last"):
-                if getattr(row, f"{which}_touch_changed"):
-                    events.append(
-                        {
-                            "lead_id": int(row.id),
-                            "event_type": "lead_source_updated",
-                            "occurred_at": now,
-                            "batch_id": batch_id,
-                            "flow_run_id": flow_run_id,
-                            "details": {
-                                "touch": which,
-                                "from": getattr(row, f"{which}_touch_source_current"),
-                                "to": getattr(row, f"{which}_touch_source"),
-                                "at": getattr(row, f"{which}_touch_at").isoformat(),
-                            },
-                        }
-                    )
+        parts = []
+        for which in ("first", "last"):
+            moved = changes.loc[changes[f"{which}_touch_changed"]]
+            details = [
+                json.dumps({"touch": which, "from": old, "to": new, "at": at.isoformat()})
+                for old, new, at in zip(moved[f"{which}_touch_source_current"], moved[f"{which}_touch_source"],
+                                        moved[f"{which}_touch_at"], strict=True)
+            ]
+            parts.append(pd.DataFrame({"lead_id": moved["id"].to_numpy(), "details": details}))
+        events = pd.concat(parts, ignore_index=True).assign(
+            event_type="lead_source_updated", occurred_at=now, batch_id=batch_id, flow_run_id=flow_run_id
+        )
         store.insert_events(conn, events)
     return len(changes)

@@ -50,11 +50,11 @@ class SalesRep(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
     name: Mapped[str] = mapped_column(String(200))
-    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
-    out_of_office: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    active: Mapped[bool] = mapped_column(Boolean, server_default="1")
+    out_of_office: Mapped[bool] = mapped_column(Boolean, server_default="0")
     territories: Mapped[list[str]] = mapped_column(Json, default=list)
     segments: Mapped[list[str]] = mapped_column(Json, default=list)
-    max_open_leads: Mapped[int] = mapped_column(Integer, default=50, server_default="50")
+    max_open_leads: Mapped[int] = mapped_column(Integer, server_default="50")
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.current_timestamp())
 
 
@@ -94,7 +94,7 @@ class Lead(Base):
     company_size: Mapped[str | None] = mapped_column(String(100))
     industry: Mapped[str | None] = mapped_column(String(100))
     email_opt_in: Mapped[bool | None] = mapped_column(Boolean)
-    do_not_contact: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    do_not_contact: Mapped[bool] = mapped_column(Boolean, server_default="0")
     page_views: Mapped[int | None] = mapped_column(Integer)
     pricing_page_visits: Mapped[int | None] = mapped_column(Integer)
     content_downloads: Mapped[int | None] = mapped_column(Integer)
@@ -109,7 +109,7 @@ class Lead(Base):
     last_touch_utm_source: Mapped[str | None] = mapped_column(String(200))
     last_touch_utm_medium: Mapped[str | None] = mapped_column(String(200))
     last_touch_utm_campaign: Mapped[str | None] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(32), default="new", server_default="new", index=True)
+    status: Mapped[str] = mapped_column(String(32), server_default="new", index=True)
     status_reason: Mapped[str | None] = mapped_column(String(64))
     fit_score: Mapped[float | None] = mapped_column(Float)
     intent_score: Mapped[float | None] = mapped_column(Float)
@@ -119,9 +119,15 @@ class Lead(Base):
     score_explanation: Mapped[str | None] = mapped_column(Text)
     scored_at: Mapped[datetime | None] = mapped_column(Timestamp)
     enrichment_status: Mapped[str | None] = mapped_column(String(16))
+    enrichment_sources: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    enriched_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    company_legal_name: Mapped[str | None] = mapped_column(String(300))
+    employee_count: Mapped[int | None] = mapped_column(Integer)
+    revenue_band: Mapped[str | None] = mapped_column(String(32))
+    seniority: Mapped[str | None] = mapped_column(String(16))
     account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), index=True)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("sales_reps.id"), index=True)
-    is_spam: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    is_spam: Mapped[bool] = mapped_column(Boolean, server_default="0")
     spam_reasons: Mapped[str | None] = mapped_column(String(500))
     spam_flagged_at: Mapped[datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[datetime] = mapped_column(Timestamp, index=True)
@@ -159,7 +165,7 @@ class CrmTask(Base):
     lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), index=True)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("sales_reps.id"), index=True)
     kind: Mapped[str] = mapped_column(String(32))
-    status: Mapped[str] = mapped_column(String(16), default="open", server_default="open")
+    status: Mapped[str] = mapped_column(String(16), server_default="open")
     due_at: Mapped[datetime | None] = mapped_column(Timestamp)
     details: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.current_timestamp())
@@ -179,8 +185,8 @@ class OutboxMessage(Base):
     recipient: Mapped[str] = mapped_column(String(500))
     subject: Mapped[str] = mapped_column(String(500))
     body: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending", index=True)
-    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    status: Mapped[str] = mapped_column(String(16), server_default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.current_timestamp())
     sent_at: Mapped[datetime | None] = mapped_column(Timestamp)
@@ -216,6 +222,20 @@ class QuarantineRecord(Base):
     raw_payload: Mapped[dict[str, Any]] = mapped_column(Json)
     created_at: Mapped[datetime] = mapped_column(Timestamp)
     flow_run_id: Mapped[str | None] = mapped_column(String(36))
+
+
+class Firmographic(Base):
+    """Reference firmographics by company domain: the embedded enrichment provider reads these."""
+
+    __tablename__ = "firmographics"
+
+    domain: Mapped[str] = mapped_column(String(253), primary_key=True)
+    legal_name: Mapped[str | None] = mapped_column(String(300))
+    industry: Mapped[str | None] = mapped_column(String(100))
+    employee_count: Mapped[int | None] = mapped_column(Integer)
+    revenue_band: Mapped[str | None] = mapped_column(String(32))
+    country: Mapped[str | None] = mapped_column(String(2))
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
 class IntakeBatch(Base):

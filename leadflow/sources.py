@@ -33,6 +33,11 @@ COMPRESSIONS = {".gz", ".bz2", ".xz", ".zst", ".zip"}
 class LeadFileError(Exception):
     """An input that cannot be read as a lead export; the message says why in one line."""
 
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        # True when reading a remote store failed in a way that may pass (timeouts, dropped connections).
+        self.transient = transient
+
 
 @dataclass(frozen=True)
 class LeadFile:
@@ -96,7 +101,9 @@ def inspect_lead_file(url: str | Path) -> LeadFile:
     except LeadFileError:
         raise
     except Exception as exc:
-        raise LeadFileError(f"{url}: cannot read: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
+        transient = "://" in url and isinstance(exc, TimeoutError | ConnectionError)
+        message = f"{url}: cannot read: {type(exc).__name__}: {exc}".splitlines()[0]
+        raise LeadFileError(message, transient=transient) from exc
     if not sample.strip():
         raise LeadFileError(f"{url}: file is empty")
     encoding = _detect_encoding(sample)

@@ -11,6 +11,8 @@ from prefect.runtime import flow_run
 from leadflow.store import Store, get_store, is_transient_db_error
 
 # Lead frames hold personal data: never cache or persist them to the result store.
+# Tasks carry no tags on purpose: Prefect 3.8 checks tag concurrency limits with an API call per task run, which
+# measured about 2 s per call against the test server here. Flow runs and deployments carry the tags instead.
 PRIVATE = {"cache_policy": NO_CACHE, "persist_result": False}
 
 
@@ -21,6 +23,21 @@ def retry_on_db_contention(task: Any, task_run: Any, state: Any) -> bool:
     except Exception:
         return False
     return is_transient_db_error(error if isinstance(error, BaseException) else None)
+
+
+def retry_on_transient_io(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry reading an input only when the failure may pass (a remote store hiccup), never on a bad file."""
+    from data_checks.runner import DataCheckError
+    from leadflow.contract import ColumnMapError
+    from leadflow.sources import LeadFileError
+
+    try:
+        error = state.result(raise_on_failure=False)
+    except Exception:
+        return False
+    if isinstance(error, LeadFileError):
+        return error.transient
+    return not isinstance(error, DataCheckError | ColumnMapError | ValueError)
 
 
 DB_TASK = {**PRIVATE, "retries": 3, "retry_delay_seconds": [1, 4, 10], "retry_jitter_factor": 0.5,

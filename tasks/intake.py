@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -14,7 +15,7 @@ from leadflow import intake, leads
 from leadflow.contract import REQUIRED_COLUMNS, load_column_map, resolve_columns
 from leadflow.settings import get_settings
 from leadflow.sources import ROW_COLUMN, LeadFile, inspect_lead_file
-from tasks.common import DB_TASK, PRIVATE, current_flow_run_id, store
+from tasks.common import DB_TASK, PRIVATE, current_flow_run_id, retry_on_transient_io, store
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,8 @@ def plan_intake(path: str, column_map: dict[str, str] | str | None, source_name:
     return IntakePlan(lead_file=lead_file, mapping=mapping, default_source=source_name)
 
 
-@task(name="Inspect Lead File", tags=["intake"], retries=2, retry_delay_seconds=[2, 10])
+@task(name="Inspect Lead File", retries=2, retry_delay_seconds=[2, 10],
+      retry_condition_fn=retry_on_transient_io)
 def inspect_lead_input(path: str, column_map: dict[str, str] | str | None, source_name: str | None) -> IntakePlan:
     """Detect format and columns of an input and check it has the required columns."""
     plan = plan_intake(path, column_map, source_name)
@@ -58,11 +60,21 @@ class CheckedBatch:
     prepared: pd.DataFrame
     outcome: CheckOutcome
     blank_rows: int
+    seconds: float
 
 
-@task(name="Check Lead Batch", tags=["intake", "data-check"], **PRIVATE)
+@dataclass
+class NormalizedBatch:
+    """The accepted rows of a chunk as clean submissions, one per row."""
+
+    subs: pd.DataFrame
+    seconds: float
+
+
+@task(name="Check Lead Batch", **PRIVATE)
 def check_lead_batch(raw: pd.DataFrame, plan: IntakePlan, now: datetime) -> CheckedBatch:
     """Prepare a raw chunk and validate it with the intake suites; stops on a batch-level failure."""
+    started = time.perf_counter()
     prepared = intake.prepare_batch(raw, plan.mapping, plan.default_source)
     blank = intake.blank_rows(prepared)
     prepared = prepared.loc[~blank]
@@ -72,10 +84,11 @@ def check_lead_batch(raw: pd.DataFrame, plan: IntakePlan, now: datetime) -> Chec
     tolerance = pd.Timedelta(minutes=get_settings().future_tolerance_minutes)
     outcome = check_intake_rows(prepared, now, tolerance)
     get_run_logger().info("Checked %d rows: %d rejected", len(prepared), len(outcome.row_reasons))
-    return CheckedBatch(prepared=prepared, outcome=outcome, blank_rows=int(blank.sum()))
+    return CheckedBatch(prepared=prepared, outcome=outcome, blank_rows=int(blank.sum()),
+                        seconds=time.perf_counter() - started)
 
 
-@task(name="Quarantine Rejected Rows", tags=["intake", "db"], **DB_TASK)
+@task(name="Quarantine Rejected Rows", **DB_TASK)
 def quarantine_rejected_rows(
     prepared: pd.DataFrame, outcome: CheckOutcome, batch_id: str, origin: str, now: datetime
 ) -> leads.QuarantineResult:
@@ -89,14 +102,16 @@ def quarantine_rejected_rows(
     return result
 
 
-@task(name="Normalize Leads", tags=["intake"], **PRIVATE)
-def normalize_leads(prepared: pd.DataFrame, rejected_rows: list[int]) -> pd.DataFrame:
+@task(name="Normalize Leads", **PRIVATE)
+def normalize_leads(checked: CheckedBatch) -> NormalizedBatch:
     """Clean and type the accepted rows: emails, names, phones, domains, countries, consent, intent."""
-    accepted = prepared.loc[~prepared[ROW_COLUMN].isin(rejected_rows)]
-    return intake.normalize_batch(accepted)
+    started = time.perf_counter()
+    prepared = checked.prepared
+    accepted = prepared.loc[~prepared[ROW_COLUMN].isin(list(checked.outcome.row_reasons))]
+    return NormalizedBatch(subs=intake.normalize_batch(accepted), seconds=time.perf_counter() - started)
 
 
-@task(name="Create Lead Entry", tags=["intake", "db"], **DB_TASK)
+@task(name="Create Lead Entry", **DB_TASK)
 def create_lead_entries(subs: pd.DataFrame, batch_id: str, now: datetime) -> leads.LeadWriteResult:
     """Upsert leads by normalized email and store new submissions, in one transaction."""
     result = leads.create_lead_entries(store(), subs, batch_id=batch_id, flow_run_id=current_flow_run_id(), now=now)
@@ -107,7 +122,7 @@ def create_lead_entries(subs: pd.DataFrame, batch_id: str, now: datetime) -> lea
     return result
 
 
-@task(name="Update Lead Source", tags=["intake", "db"], **DB_TASK)
+@task(name="Update Lead Source", **DB_TASK)
 def update_lead_sources(subs: pd.DataFrame, batch_id: str, now: datetime) -> int:
     """Keep first-touch attribution and move last-touch attribution to the latest submission."""
     moved = leads.update_lead_sources(store(), subs, batch_id=batch_id, flow_run_id=current_flow_run_id(), now=now)

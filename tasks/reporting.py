@@ -8,7 +8,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from leadflow.summary import IntakeSummary
 
 
-@task(name="Publish Intake Summary", tags=["intake", "artifact"])
+@task(name="Publish Intake Summary")
 def publish_intake_summary(summary: IntakeSummary) -> None:
     """Publish the run summary and the data-check results as artifacts with stable keys."""
     create_markdown_artifact(

@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url  # noqa: E402
 
 from leadflow import store as store_module  # noqa: E402
 from leadflow.settings import get_settings  # noqa: E402
-from leadflow.store import Base, Store  # noqa: E402
+from leadflow.store import Base, Store, database_url  # noqa: E402
 
 PG_URL = os.environ.get("LEADFLOW_TEST_PG_URL")
 REQUIRE_PG = os.environ.get("LEADFLOW_REQUIRE_PG") == "1"
@@ -32,7 +32,7 @@ def pg_database_url():
         if REQUIRE_PG:
             pytest.fail("LEADFLOW_REQUIRE_PG=1 but LEADFLOW_TEST_PG_URL is not set")
         pytest.skip("PostgreSQL tests need LEADFLOW_TEST_PG_URL (set by .ci/run)")
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    admin = create_engine(database_url(PG_URL), isolation_level="AUTOCOMMIT")
     name = f"leadflow_test_{uuid.uuid4().hex[:10]}"
     try:
         with admin.connect() as conn:
@@ -81,3 +81,12 @@ def sqlite_crm(tmp_path, monkeypatch) -> Store:
     yield crm_store
     store_module._stores.pop(crm_store.url, None)
     crm_store.dispose()
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """One throwaway Prefect API for the whole session (it takes seconds to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

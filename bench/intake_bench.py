@@ -1,0 +1,144 @@
+"""Benchmark lead-intake end to end: leads/s and peak memory, with Prefect and with the bare core functions.
+
+Usage: python bench/intake_bench.py --sizes 10000 100000 [--db-url URL] [--chunk-size N]
+
+Each measurement runs in a fresh subprocess so that peak RSS belongs to that run alone. The input is
+generated (bench/generate.py) before timing starts; the database is new and empty for every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def run_core(path: str, chunk_size: int) -> dict:
+    """The same core functions the flow's tasks call, in the same order, without Prefect."""
+    import pandas as pd
+
+    from data_checks.intake import check_intake_batch, check_intake_rows
+    from data_checks.runner import raise_for_failures
+    from leadflow import intake, leads
+    from leadflow.sources import ROW_COLUMN, iter_lead_chunks
+    from leadflow.store import get_store
+    from tasks.common import utc_now
+    from tasks.intake import plan_intake
+
+    store = get_store()
+    started = time.perf_counter()
+    plan = plan_intake(path, None, None)
+    rows = 0
+    for raw in iter_lead_chunks(plan.lead_file, chunk_size):
+        now = utc_now()
+        rows += len(raw)
+        prepared = intake.prepare_batch(raw, plan.mapping, plan.default_source)
+        prepared = prepared.loc[~intake.blank_rows(prepared)]
+        batch = check_intake_batch(prepared)
+        if batch is not None:
+            raise_for_failures(batch)
+        outcome = check_intake_rows(prepared, now, pd.Timedelta(minutes=10))
+        leads.quarantine_rows(store, prepared, outcome.row_reasons, batch_id="bench", origin=path,
+                              flow_run_id=None, now=now)
+        subs = intake.normalize_batch(prepared.loc[~prepared[ROW_COLUMN].isin(list(outcome.row_reasons))])
+        leads.create_lead_entries(store, subs, batch_id="bench", flow_run_id=None, now=now)
+        leads.update_lead_sources(store, subs, batch_id="bench", flow_run_id=None, now=now)
+    return {"rows": rows, "seconds": round(time.perf_counter() - started, 3)}
+
+
+def run_flow(path: str, chunk_size: int) -> dict:
+    """The lead-intake flow, timed from the call to its return (the Prefect API is warmed up first)."""
+    from prefect import flow
+
+    from flows.intake import lead_intake
+
+    @flow(name="bench-warmup")
+    def warmup() -> int:
+        return 1
+
+    warmup()
+    started = time.perf_counter()
+    summary = lead_intake(path=path, chunk_size=chunk_size)
+    return {"rows": summary["rows_read"], "seconds": round(time.perf_counter() - started, 3),
+            "steps": summary["step_seconds"], "quarantined": summary["quarantined"]}
+
+
+def child(mode: str, path: str, chunk_size: int) -> None:
+    """Run one measurement inside a fresh process and print it as JSON."""
+    from leadflow.store import get_store
+
+    get_store().upgrade()
+    result = run_core(path, chunk_size) if mode == "core" else run_flow(path, chunk_size)
+    result["peak_rss_mb"] = peak_rss_mb()
+    print("RESULT " + json.dumps(result))
+
+
+def measure(mode: str, path: str, chunk_size: int, db_url: str | None, workdir: Path) -> dict:
+    """Run one measurement in a subprocess against a new database."""
+    env = dict(os.environ)
+    env["LEADFLOW_DATABASE_URL"] = db_url or f"sqlite:///{workdir / f'{mode}-{time.time_ns()}.db'}"
+    env.setdefault("PREFECT_HOME", str(workdir / "prefect"))
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    env["PREFECT_LOGGING_LEVEL"] = "WARNING"
+    out = subprocess.run([sys.executable, __file__, "--child", mode, path, "--chunk-size", str(chunk_size)],
+                         env=env, capture_output=True, text=True, check=False)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if out.returncode != 0 or line is None:
+        raise SystemExit(f"{mode} run failed:\n{out.stderr[-3000:]}")
+    return json.loads(line[len("RESULT "):])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--chunk-size", type=int, default=50_000)
+    parser.add_argument("--modes", nargs="+", choices=["core", "flow"], default=["core", "flow"])
+    parser.add_argument("--db-url", default=None, help="PostgreSQL URL to use instead of a new SQLite file "
+                        "(the database must be empty and migrated per run: use SQLite unless you know why)")
+    parser.add_argument("--child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], args.child[1], args.chunk_size)
+        return
+
+    from generate import generate_leads
+
+    out_dir = HERE / "out"
+    out_dir.mkdir(exist_ok=True)
+    print("| leads | mode | seconds | leads/s | peak RSS MiB | overhead vs core |")
+    print("|---:|---|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory(prefix="leadflow-bench-") as tmp:
+        workdir = Path(tmp)
+        for size in args.sizes:
+            path = out_dir / f"leads-{size}.csv"
+            if not path.exists():
+                generate_leads(size).to_csv(path, index=False)
+            results = {mode: measure(mode, str(path), args.chunk_size, args.db_url, workdir) for mode in args.modes}
+            for name, result in results.items():
+                rate = result["rows"] / result["seconds"]
+                extra = ""
+                if name == "flow" and "core" in results:
+                    extra = f"{(result['seconds'] - results['core']['seconds']) / results['core']['seconds']:+.1%}"
+                print(f"| {size:,} | {name} | {result['seconds']:.2f} | {rate:,.0f} | {result['peak_rss_mb']} "
+                      f"| {extra} |", flush=True)
+            if "flow" in results:
+                print(f"<!-- flow steps at {size}: {json.dumps(results['flow']['steps'])} -->", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""lead-intake under the Prefect test harness, on real SQLite and real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from sqlalchemy import select
+
+from data_checks.runner import DataCheckError
+from flows.intake import lead_intake
+from leadflow.reference import SAMPLE_CRM_EXPORT, SAMPLE_CRM_EXPORT_MAP, SAMPLE_LEADS
+from leadflow.schema import Lead, LeadEvent, LeadSubmission, QuarantineRecord
+from leadflow.sources import LeadFileError
+from tests.helpers import VOLATILE, lead, snapshot, write_csv
+
+
+def test_sample_file_every_row_is_accounted_for(crm):
+    summary = lead_intake(path=str(SAMPLE_LEADS))
+    rows = len(pd.read_csv(SAMPLE_LEADS, dtype="string", keep_default_na=False))
+    assert summary["rows_read"] == rows
+    assert summary["submissions_new"] + summary["submissions_duplicate"] + summary["quarantined"] + summary[
+        "blank_rows"] == rows
+    counts = crm.table_counts()
+    assert counts["lead_submissions"] == summary["submissions_new"]
+    assert counts["quarantine"] == summary["quarantined_new"] > 0
+    assert counts["leads"] == summary["leads_created"] > 0
+    assert counts["lead_events"] >= counts["leads"]
+
+
+def test_rerunning_the_same_file_changes_nothing(crm):
+    first = lead_intake(path=str(SAMPLE_LEADS))
+    before = snapshot(crm)
+    second = lead_intake(path=str(SAMPLE_LEADS))
+    assert snapshot(crm) == before
+    assert second["submissions_new"] == 0 and second["leads_created"] == 0 and second["quarantined_new"] == 0
+    assert second["submissions_duplicate"] == first["submissions_new"] + first["submissions_duplicate"]
+
+
+def test_chunking_does_not_change_the_result(crm, tmp_path):
+    lead_intake(path=str(SAMPLE_LEADS), chunk_size=100)
+    chunked = snapshot(crm, skip=("intake_batches", "lead_events"), ignore=VOLATILE)
+    with crm.begin() as conn:
+        for table in ("lead_events", "lead_submissions", "quarantine", "leads"):
+            conn.exec_driver_sql(f"DELETE FROM {table}")
+    lead_intake(path=str(SAMPLE_LEADS))
+    assert snapshot(crm, skip=("intake_batches", "lead_events"), ignore=VOLATILE) == chunked
+
+
+def test_same_person_across_batches_is_one_lead_with_both_touches(crm, tmp_path):
+    first = write_csv(tmp_path / "a.csv", [
+        lead("jane.doe@example.com", "2025-01-10T09:00:00Z", "webinar", first_name="jane", utm_campaign="q1-webinar"),
+    ])
+    second = write_csv(tmp_path / "b.csv", [
+        lead("  JANE.DOE@Example.COM ", "2025-02-01T12:30:00+01:00", "Web Form", company="Example Inc.",
+             phone="+1 (415) 555-0100"),
+    ])
+    lead_intake(path=first)
+    summary = lead_intake(path=second)
+    assert summary["leads_created"] == 0 and summary["leads_updated"] == 1 and summary["sources_updated"] == 1
+    with crm.engine.connect() as conn:
+        person = conn.execute(select(Lead.__table__)).one()
+        touches = conn.execute(select(LeadSubmission.source).order_by(LeadSubmission.submitted_at)).scalars().all()
+        events = conn.execute(select(LeadEvent.event_type, LeadEvent.details)).all()
+    assert person.email == "jane.doe@example.com"
+    assert (person.first_touch_source, person.last_touch_source) == ("webinar", "web_form")
+    assert person.first_touch_utm_campaign == "q1-webinar"
+    assert person.first_name == "Jane" and person.company == "Example Inc." and person.phone == "+14155550100"
+    assert touches == ["webinar", "web_form"]
+    moved = [details for kind, details in events if kind == "lead_source_updated"]
+    assert moved == [{"touch": "last", "from": "webinar", "to": "web_form", "at": "2025-02-01T11:30:00+00:00"}]
+
+
+def test_a_late_backfilled_touch_becomes_first_touch_without_losing_newer_details(crm, tmp_path):
+    lead_intake(path=write_csv(tmp_path / "now.csv", [
+        lead("sam@acme.com", "2025-05-01T10:00:00Z", "google_ads", job_title="VP Sales"),
+    ]))
+    lead_intake(path=write_csv(tmp_path / "old.csv", [
+        lead("sam@acme.com", "2024-01-01T10:00:00Z", "event", job_title="Sales Manager", last_name="Lee"),
+    ]))
+    with crm.engine.connect() as conn:
+        person = conn.execute(select(Lead.__table__)).one()
+    assert (person.first_touch_source, person.last_touch_source) == ("event", "google_ads")
+    assert person.job_title == "VP Sales"
+    assert person.last_name == "Lee"
+
+
+def test_bad_rows_are_quarantined_with_reasons_and_raw_payload(crm, tmp_path):
+    rows = [
+        lead("ok@acme.com"),
+        lead("", extra_column="kept"),
+        lead("not-an-email"),
+        lead("late@acme.com", "2099-01-01T00:00:00Z"),
+        lead("when@acme.com", "yesterday-ish"),
+        lead("nosource@acme.com", source=""),
+        lead("long@acme.com", first_name="x" * 500),
+    ]
+    summary = lead_intake(path=write_csv(tmp_path / "bad.csv", rows))
+    assert summary["rows_read"] == 7
+    assert summary["submissions_new"] == 1 and summary["quarantined"] == 6
+    with crm.engine.connect() as conn:
+        kept = conn.execute(select(QuarantineRecord.__table__).order_by(QuarantineRecord.row_number)).all()
+    reasons = {q.row_number: q.reason_codes for q in kept}
+    assert reasons == {
+        2: "missing_email",
+        3: "invalid_email",
+        4: "future_submitted_at",
+        5: "invalid_submitted_at",
+        6: "missing_source",
+        7: "field_too_long:first_name",
+    }
+    assert kept[0].raw_payload["extra_column"] == "kept"
+    assert summary["quarantined_by_reason"]["missing_email"] == 1
+
+
+def test_column_map_export_with_semicolons_and_day_first_dates(crm):
+    mapping = json.loads(SAMPLE_CRM_EXPORT_MAP.read_text())
+    summary = lead_intake(path=str(SAMPLE_CRM_EXPORT), column_map=mapping, source_name="web_form")
+    assert summary["submissions_new"] > 0
+    assert summary["rows_read"] == summary["submissions_new"] + summary["submissions_duplicate"] + summary[
+        "quarantined"] + summary["blank_rows"]
+
+
+def test_missing_required_column_stops_the_run_with_a_typed_error(crm, tmp_path):
+    path = write_csv(tmp_path / "nocol.csv", [{"email": "a@b.com", "source": "web_form"}])
+    with pytest.raises(DataCheckError, match=r"submitted_at"):
+        lead_intake(path=path)
+    assert crm.table_counts()["leads"] == 0
+
+
+def test_mostly_broken_batch_stops_instead_of_quarantining_everything(crm, tmp_path):
+    rows = [lead(f"person number {i}") for i in range(30)]
+    with pytest.raises(DataCheckError, match=r"expect_column_values_to_match_regex\(_email\)"):
+        lead_intake(path=write_csv(tmp_path / "shifted.csv", rows))
+    assert crm.table_counts()["quarantine"] == 0
+
+
+def test_unreadable_input_fails_with_a_clear_error(crm, tmp_path):
+    with pytest.raises(LeadFileError, match="no such file"):
+        lead_intake(path=str(tmp_path / "missing.csv"))
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_jsonl_and_parquet_exports_give_the_same_leads_as_csv(crm, tmp_path, fmt):
+    rows = pd.read_csv(SAMPLE_LEADS, dtype="string", keep_default_na=False, na_values=[""]).head(60)
+    path = tmp_path / f"leads.{fmt}"
+    if fmt == "jsonl":
+        rows.to_json(path, orient="records", lines=True)
+    else:
+        rows.to_parquet(path)
+    summary = lead_intake(path=str(path))
+    assert summary["rows_read"] == 60
+    assert summary["rows_read"] == summary["submissions_new"] + summary["submissions_duplicate"] + summary[
+        "quarantined"] + summary["blank_rows"]
+    assert crm.table_counts()["leads"] == summary["leads_created"] > 0
+
+
+def test_summary_and_validation_artifacts_use_stable_keys(crm, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    state = lead_intake(path=write_csv(tmp_path / "a.csv", [lead("a@b.com"), lead("broken")]), return_state=True)
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        this_run = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        artifacts = client.read_artifacts(artifact_filter=this_run)
+    kinds = {a.key: a.type for a in artifacts}
+    assert kinds == {"lead-intake-summary": "markdown", "lead-intake-validation": "table"}
+    summary = next(a for a in artifacts if a.key == "lead-intake-summary")
+    assert "invalid_email" in summary.data and "broken" not in summary.data

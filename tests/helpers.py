@@ -1,0 +1,40 @@
+"""Small builders shared by the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import select
+
+from leadflow.schema import Base
+from leadflow.store import Store
+
+# Columns that name a run or a moment of processing rather than what was learned about a lead.
+VOLATILE = frozenset({"id", "lead_id", "created_at", "updated_at", "received_at", "occurred_at", "batch_id",
+                      "flow_run_id", "started_at", "finished_at"})
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> str:
+    """Write rows as a CSV lead export and return its path."""
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return str(path)
+
+
+def snapshot(store: Store, skip: tuple[str, ...] = ("intake_batches",), ignore: frozenset[str] = frozenset()
+             ) -> dict[str, list[str]]:
+    """Every CRM table's rows (sorted), minus `ignore`d columns, for comparing a database across runs."""
+    tables: dict[str, list[str]] = {}
+    with store.engine.connect() as conn:
+        for name, table in Base.metadata.tables.items():
+            if name in skip:
+                continue
+            rows = conn.execute(select(table)).mappings().all()
+            tables[name] = sorted(repr(sorted((k, v) for k, v in r.items() if k not in ignore)) for r in rows)
+    return tables
+
+
+def lead(email: str, submitted_at: str = "2025-03-01T10:00:00Z", source: str = "web_form", **extra: Any) -> dict:
+    """One intake row with the required columns."""
+    return {"email": email, "submitted_at": submitted_at, "source": source, **extra}

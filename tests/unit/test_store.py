@@ -1,0 +1,96 @@
+"""The store on real SQLite and PostgreSQL: migrations, upsert merge rules, idempotent inserts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pandas as pd
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import select
+
+from leadflow.schema import Base, Lead
+from leadflow.store import is_transient_db_error, records
+
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def lead_row(email: str, at: str, **values) -> dict:
+    ts = pd.Timestamp(at, tz="UTC")
+    return {"email": email, "first_touch_at": ts, "last_touch_at": ts, "first_touch_source": "web_form",
+            "last_touch_source": "web_form", **values}
+
+
+def test_migrations_match_the_models(crm):
+    with crm.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+    assert crm.revision() is not None
+
+
+@pytest.mark.parametrize(
+    ("stored", "incoming", "expected"),
+    [
+        # A newer submission's non-empty value wins; an empty one never erases.
+        ({"job_title": "Engineer"}, {"job_title": "CTO", "at": "2025-02-01"}, {"job_title": "CTO"}),
+        ({"job_title": "Engineer"}, {"job_title": None, "at": "2025-02-01"}, {"job_title": "Engineer"}),
+        # An older submission (a backfill) only fills gaps.
+        ({"job_title": "Engineer"}, {"job_title": "Intern", "at": "2024-01-01"}, {"job_title": "Engineer"}),
+        ({"phone": None}, {"phone": "+4930123456", "at": "2024-01-01"}, {"phone": "+4930123456"}),
+        # Counters keep the highest value seen, whatever the order.
+        ({"page_views": 40}, {"page_views": 12, "at": "2025-02-01"}, {"page_views": 40}),
+        ({"page_views": None}, {"page_views": 12, "at": "2024-01-01"}, {"page_views": 12}),
+        ({"demo_requested": False}, {"demo_requested": True, "at": "2024-01-01"}, {"demo_requested": True}),
+        # Consent follows the newest statement, including a withdrawal.
+        ({"email_opt_in": True}, {"email_opt_in": False, "at": "2025-02-01"}, {"email_opt_in": False}),
+    ],
+)
+def test_upsert_merge_rules(crm, stored, incoming, expected):
+    incoming = dict(incoming)
+    at = incoming.pop("at")
+    with crm.begin() as conn:
+        crm.upsert_leads(conn, pd.DataFrame([lead_row("a@b.com", "2025-01-01", **stored)]), NOW)
+    with crm.begin() as conn:
+        crm.upsert_leads(conn, pd.DataFrame([lead_row("a@b.com", at, **incoming)]), NOW)
+    with crm.engine.connect() as conn:
+        row = conn.execute(select(Lead)).one()
+    assert {k: getattr(row, k) for k in expected} == expected
+    # Attribution is not the upsert's business: update_lead_sources moves touches.
+    assert row.first_touch_at.replace(tzinfo=UTC) == pd.Timestamp("2025-01-01", tz="UTC")
+
+
+def test_quarantine_insert_is_idempotent(crm):
+    rows = pd.DataFrame([{"idempotency_key": "k1", "batch_id": "b", "origin": "f.csv", "row_number": 3,
+                          "source": None, "reason_codes": "missing_email", "raw_payload": '{"email": null}',
+                          "created_at": NOW, "flow_run_id": None}])
+    with crm.begin() as conn:
+        assert crm.insert_quarantine(conn, rows) == 1
+    with crm.begin() as conn:
+        assert crm.insert_quarantine(conn, rows) == 0
+    assert crm.table_counts()["quarantine"] == 1
+
+
+def test_records_turn_missing_values_into_none_and_numpy_into_python():
+    frame = pd.DataFrame({"a": pd.array([1, None], dtype="Int64"), "b": [1.5, float("nan")],
+                          "c": pd.array(["x", None], dtype="string"), "d": pd.to_datetime(["2025-01-01", None])})
+    rows = records(frame)
+    assert rows[1] == {"a": None, "b": None, "c": None, "d": None}
+    assert type(rows[0]["a"]) is int and type(rows[0]["b"]) is float
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [(ValueError("no"), False), (None, False)],
+)
+def test_only_database_errors_are_transient(error, transient):
+    assert is_transient_db_error(error) is transient
+
+
+def test_sqlite_lock_is_transient():
+    import sqlite3
+
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    assert is_transient_db_error(OperationalError("x", {}, sqlite3.OperationalError("database is locked")))
+    assert not is_transient_db_error(IntegrityError("x", {}, sqlite3.IntegrityError("UNIQUE constraint failed")))
