@@ -1,0 +1,48 @@
+"""Two intake runs at once over the same rows: the CRM ends up exactly as after one run."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+import pandas as pd
+
+from data_checks.intake import check_intake_rows
+from leadflow import intake, leads
+from leadflow.contract import resolve_columns
+from leadflow.reference import SAMPLE_LEADS
+from leadflow.sources import ROW_COLUMN, inspect_lead_file, iter_lead_chunks
+
+NOW = datetime(2025, 6, 1, tzinfo=UTC)
+
+
+def accepted_submissions() -> pd.DataFrame:
+    lead_file = inspect_lead_file(SAMPLE_LEADS)
+    raw = next(iter_lead_chunks(lead_file, 10_000))
+    prepared = intake.prepare_batch(raw, resolve_columns(lead_file.headers))
+    rejected = check_intake_rows(prepared, NOW, pd.Timedelta(0)).row_reasons
+    return intake.normalize_batch(prepared.loc[~prepared[ROW_COLUMN].isin(list(rejected))])
+
+
+def test_overlapping_runs_never_duplicate_leads_or_submissions(crm):
+    subs = accepted_submissions()
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def run(batch: str) -> None:
+        try:
+            start.wait()
+            leads.create_lead_entries(crm, subs, batch_id=batch, flow_run_id=None, now=NOW)
+            leads.update_lead_sources(crm, subs, batch_id=batch, flow_run_id=None, now=NOW)
+        except BaseException as exc:  # a failure in a thread must fail the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(f"batch-{i}",)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    counts = crm.table_counts()
+    assert counts["leads"] == subs["email"].nunique()
+    assert counts["lead_submissions"] == subs["idempotency_key"].nunique()
