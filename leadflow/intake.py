@@ -74,16 +74,18 @@ def raw_payloads(raw: pd.DataFrame) -> pd.Series:
     """Each input row as a JSON object of its non-empty original fields, for the audit trail."""
     import pyarrow.compute as pc
 
-    fields = []
+    pairs = []
     for column in raw.columns:
         if column == ROW_COLUMN or not raw[column].notna().any():
             continue
-        key = json.dumps(str(column), ensure_ascii=False) + ":"
-        # A null value stays null here, so the join below skips the whole "key":value pair.
-        fields.append(pc.binary_join_element_wise(key, _json_values(raw[column]), ""))
-    if not fields:
+        key = "," + json.dumps(str(column), ensure_ascii=False) + ":"
+        # A missing value makes the whole `,"key":value` pair empty, so it leaves no trace in the object.
+        pairs.append(pc.fill_null(pc.binary_join_element_wise(key, _json_values(raw[column]), ""), ""))
+    if not pairs:
         return pd.Series("{}", index=raw.index, dtype="string")
-    body = pc.binary_join_element_wise(*fields, ",", null_handling="skip")
+    body = pc.utf8_slice_codeunits(pc.binary_join_element_wise(*pairs, ""), 1) if len(pairs) > 1 else (
+        pc.utf8_slice_codeunits(pairs[0], 1)
+    )
     joined = pc.binary_join_element_wise("{", body, "}", "")
     return pd.Series(pd.arrays.ArrowStringArray(pc.cast(joined, "large_string")), index=raw.index)
 

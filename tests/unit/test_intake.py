@@ -114,3 +114,27 @@ def test_attribution_changes_only_moves_touches_outward():
     assert changes.index.tolist() == ["a", "b"]
     assert changes.loc["a", "first_touch_changed"] and not changes.loc["a", "last_touch_changed"]
     assert changes.loc["b", "last_touch_changed"] and not changes.loc["b", "first_touch_changed"]
+
+
+@pytest.mark.parametrize(
+    ("columns", "expected"),
+    [
+        ({"email": ["a@b.com", None]}, [{"email": "a@b.com"}, {}]),
+        ({"note": ['say "hi"\\n', "tab\there\nnew line"]}, [{"note": 'say "hi"\\n'}, {"note": "tab\there\nnew line"}]),
+        ({"odd": ["\x0bvertical", "ünïcødé ✓"]}, [{"odd": "\x0bvertical"}, {"odd": "ünïcødé ✓"}]),
+        ({"n": [3, None], "f": [1.5, float("inf")]}, [{"n": 3.0, "f": 1.5}, {"f": "inf"}]),
+        ({"meta": [{"k": [1, 2]}, None], "ok": [True, False]}, [{"meta": {"k": [1, 2]}, "ok": True}, {"ok": False}]),
+        ({"Weird \"Header\"": ["x", "y"]}, [{'Weird "Header"': "x"}, {'Weird "Header"': "y"}]),
+    ],
+)
+def test_raw_payloads_are_valid_json_of_the_non_empty_fields(columns, expected):
+    import json
+
+    from leadflow.intake import raw_payloads
+
+    frame = pd.DataFrame(columns)
+    for name, values in columns.items():
+        if all(isinstance(v, str) or v is None for v in values):
+            frame[name] = pd.array(values, dtype="string")
+    frame[ROW_COLUMN] = range(1, len(frame) + 1)
+    assert [json.loads(p) for p in raw_payloads(frame)] == expected
