@@ -25,16 +25,8 @@ def _load(name: str, path: Path) -> ModuleType:
 
 
 gen = _load("leadflow_bench_generate", ROOT / "bench" / "generate.py")
-
-
-def _parsed_times(values: pd.Series) -> pd.Series:
-    """UTC instants of the layouts the generator writes; anything else is NaT."""
-    text = values.str.strip()
-    parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
-    for layout in ("%Y-%m-%d %H:%M:%S", "%m/%d/%Y %H:%M"):
-        parsed = parsed.fillna(pd.to_datetime(text, format=layout, utc=True, errors="coerce"))
-    epoch = pd.to_numeric(text.where(text.str.fullmatch(r"\d{9,11}").fillna(False)), errors="coerce")
-    return parsed.fillna(pd.to_datetime(epoch, unit="s", utc=True))
+make_sample = _load("leadflow_bench_make_sample", ROOT / "bench" / "make_sample.py")
+_parsed_times = make_sample.parse_generated_times
 
 
 def _bad_rows(frame: pd.DataFrame) -> pd.Series:
@@ -110,7 +102,6 @@ def test_cli_writes_each_format(tmp_path: Path, suffix: str) -> None:
 
 def test_committed_sample_matches_its_script() -> None:
     sample = ROOT / "leadflow" / "data" / "sample_leads.csv"
-    make_sample = _load("leadflow_bench_make_sample", ROOT / "bench" / "make_sample.py")
     text = sample.read_text(encoding="utf-8")
     assert sample.stat().st_size < 200_000
     assert text.splitlines()[0] == ",".join(gen.CANONICAL_COLUMNS)
