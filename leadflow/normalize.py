@@ -525,14 +525,15 @@ _SOURCE_ALIASES: dict[str, str] = {
     **dict.fromkeys(["trade_show", "tradeshow", "trade_shows", "tradeshows", "conference", "conferences",
                      "event", "events", "booth"], "event"),
     **dict.fromkeys(["linkedin", "linkedin_ads", "linkedin_ad", "linked_in", "li"], "linkedin_ads"),
-    **dict.fromkeys(["google", "adwords", "google_ads", "google_adwords", "ppc", "sem", "paid_search"],
-                    "google_ads"),
+    **dict.fromkeys(["google", "adwords", "google_ads", "googleads", "google_adwords", "ppc", "sem",
+                     "paid_search"], "google_ads"),
     **dict.fromkeys(["seo", "organic", "organic_search"], "organic_search"),
     **dict.fromkeys(["webinar", "webinars"], "webinar"),
-    **dict.fromkeys(["referral", "referrals", "referred"], "referral"),
-    **dict.fromkeys(["email", "e_mail", "newsletter", "email_campaign", "email_campaigns"],
+    **dict.fromkeys(["referral", "referrals", "referred", "referal", "customer_referral", "word_of_mouth"],
+                    "referral"),
+    **dict.fromkeys(["email", "e_mail", "newsletter", "email_campaign", "email_campaigns", "e_mail_campaign"],
                     "email_campaign"),
-    **dict.fromkeys(["partner", "partners", "reseller", "resellers"], "partner"),
+    **dict.fromkeys(["partner", "partners", "reseller", "resellers", "partner_referral"], "partner"),
 }
 
 

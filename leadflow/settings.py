@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
-
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -19,7 +17,6 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the CRM database: a SQLite file (default) or postgresql://...",
     )
     chunk_size: int = Field(default=50_000, ge=100, le=1_000_000, description="Rows read per intake chunk.")
-    output_dir: Path = Field(default=Path("leadflow-output"), description="Reports, outbox files, exports.")
     future_tolerance_minutes: int = Field(
         default=10, ge=0, description="Clock skew allowed before a submitted_at counts as in the future."
     )
