@@ -123,3 +123,15 @@ def test_duplicate_and_empty_headers_keep_every_value(tmp_path):
     path.write_text("email,Email,\na@b.com,other@b.com,x\n")
     frame = read_all(path)
     assert frame.iloc[0][["email", "Email", "Unnamed: 2"]].tolist() == ["a@b.com", "other@b.com", "x"]
+
+
+def test_fsspec_urls_are_read_like_local_files(tmp_path):
+    import fsspec
+
+    with fsspec.open("memory://exports/leads.csv", "w") as handle:
+        handle.write("email;source\na@b.com;web\n")
+    (tmp_path / "local.csv").write_text("email,source\nc@d.com,chat\n")
+    for url, email in (("memory://exports/leads.csv", "a@b.com"), (f"file://{tmp_path / 'local.csv'}", "c@d.com")):
+        assert read_all(url)["email"].tolist() == [email]
+    with pytest.raises(LeadFileError, match="cannot read"):
+        inspect_lead_file("memory://exports/absent.csv")
