@@ -99,7 +99,7 @@ def check_intake_rows(prepared: pd.DataFrame, now: datetime, future_tolerance: p
     # GX filters the whole frame for every expectation: checking lengths instead of the long texts themselves
     # keeps those copies small, and keeps the texts (personal data) out of the validation results.
     for column in limited:
-        frame[f"_len_{column}"] = prepared[column].str.len().astype("Int64")
+        frame[f"_len_{column}"] = prepared[column].str.len().astype("float64")
     outcome = run_suite(frame, intake_rows_suite(now, future_tolerance, limited))
     for row_id, reasons in outcome.row_reasons.items():
         kept = [r for r in dict.fromkeys(reasons) if IMPLIED_BY.get(r) not in reasons]

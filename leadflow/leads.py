@@ -91,15 +91,14 @@ def create_lead_entries(
         result.submissions_duplicate = len(repeats) + len(unique) - len(fresh)
         if fresh.empty:
             return result
-        before = store.lead_touches(conn, fresh["email"].unique().tolist())
-        existing = set(before["email"])
+        existing = store.lead_ids(conn, fresh["email"].unique().tolist())
         leads = aggregate_leads(fresh)
         store.upsert_leads(conn, leads, now)
-        after = store.lead_touches(conn, leads["email"].tolist())
-        ids = dict(zip(after["email"], after["id"].astype(int), strict=True))
+        # An upsert keeps the id of a lead it updates, so only the leads it created need looking up.
+        ids = {**existing, **store.lead_ids(conn, [e for e in leads["email"] if e not in existing])}
         fresh = fresh.assign(lead_id=fresh["email"].map(ids))
         store.insert_submissions(conn, fresh, batch_id, now)
-        created = ~leads["email"].isin(existing)
+        created = ~leads["email"].isin(list(existing))
         details = [
             json.dumps({"new_submissions": int(n), "source": source} if new else {"new_submissions": int(n)})
             for n, source, new in zip(leads["submissions"], leads["first_touch_source"], created, strict=True)

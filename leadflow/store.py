@@ -191,17 +191,27 @@ class Store:
         """Which of these submission idempotency keys are already stored."""
         found: set[str] = set()
         column = SUBMISSIONS.c.idempotency_key
+        stmt = select(column).where(column.in_(bindparam("values", expanding=True)))
         for part in _chunks(list(keys)):
-            found.update(conn.execute(select(column).where(column.in_(part))).scalars())
+            found.update(conn.execute(stmt, {"values": list(part)}).scalars())
         return found
+
+    def lead_ids(self, conn: Connection, emails: Iterable[str]) -> dict[str, int]:
+        """Id by email of the leads with these emails (answered from the unique email index alone)."""
+        stmt = select(LEADS.c.email, LEADS.c.id).where(LEADS.c.email.in_(bindparam("values", expanding=True)))
+        ids: dict[str, int] = {}
+        for part in _chunks(list(emails)):
+            ids.update((email, id_) for email, id_ in conn.execute(stmt, {"values": list(part)}))
+        return ids
 
     def lead_touches(self, conn: Connection, emails: Iterable[str]) -> pd.DataFrame:
         """Id and first/last touch of the leads with these emails (UTC datetimes)."""
         columns = [LEADS.c[name] for name in ("id", "email", "first_touch_at", "first_touch_source",
                                                "last_touch_at", "last_touch_source")]
         rows: list[Any] = []
+        stmt = select(*columns).where(LEADS.c.email.in_(bindparam("values", expanding=True)))
         for part in _chunks(list(emails)):
-            rows.extend(tuple(row) for row in conn.execute(select(*columns).where(LEADS.c.email.in_(part))))
+            rows.extend(tuple(row) for row in conn.execute(stmt, {"values": list(part)}))
         frame = pd.DataFrame(rows, columns=[c.name for c in columns])
         for name in ("first_touch_at", "last_touch_at"):
             frame[name] = utc(frame[name])
