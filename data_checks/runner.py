@@ -80,10 +80,6 @@ class CheckOutcome:
     failures: list[FailedExpectation] = field(default_factory=list)
     row_reasons: dict[int, list[str]] = field(default_factory=dict)
 
-    def as_artifact_rows(self) -> list[dict[str, Any]]:
-        """The per-expectation results as table rows for a Prefect artifact."""
-        return self.results
-
 
 def _row_ids(result: dict[str, Any]) -> list[int]:
     ids: list[int] = []

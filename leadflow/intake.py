@@ -9,6 +9,7 @@ import pandas as pd
 
 from leadflow import normalize as nz
 from leadflow.contract import CANONICAL_COLUMNS, FIELD_LIMITS
+from leadflow.schema import MAX_COUNTERS, MERGED_DETAILS
 from leadflow.sources import MALFORMED_COLUMN, ROW_COLUMN
 
 PAYLOAD_COLUMN = "_payload"
@@ -17,21 +18,6 @@ SUBMITTED_AT_COLUMN = "_submitted_at"
 SOURCE_COLUMN = "_source"
 TEXT_COLUMNS = tuple(FIELD_LIMITS)
 TOUCH_FIELDS = ("source", "utm_source", "utm_medium", "utm_campaign")
-DETAIL_COLUMNS = (
-    "email_domain",
-    "first_name",
-    "last_name",
-    "phone",
-    "job_title",
-    "country",
-    "company",
-    "company_key",
-    "company_domain",
-    "company_size",
-    "industry",
-    "email_opt_in",
-)
-COUNTER_COLUMNS = ("page_views", "pricing_page_visits", "content_downloads", "demo_requested")
 
 
 _CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
@@ -172,8 +158,8 @@ def aggregate_leads(subs: pd.DataFrame) -> pd.DataFrame:
     groups = ordered.groupby("email", sort=False)
     first = groups.nth(0).set_index("email")
     last = groups.nth(-1).set_index("email")
-    leads = groups[list(DETAIL_COLUMNS)].last()
-    for column in COUNTER_COLUMNS:
+    leads = groups[list(MERGED_DETAILS)].last()
+    for column in MAX_COUNTERS:
         leads[column] = groups[column].max()
     leads["first_touch_at"] = first["submitted_at"]
     leads["last_touch_at"] = last["submitted_at"]

@@ -16,6 +16,8 @@ from sqlalchemy import Connection, Engine, bindparam, case, create_engine, event
 from sqlalchemy.engine import URL, make_url
 
 from leadflow.schema import (
+    MAX_COUNTERS,
+    MERGED_DETAILS,
     Base,
     IntakeBatch,
     Lead,
@@ -162,12 +164,6 @@ class Store:
                 for name, table in Base.metadata.tables.items()
             }
 
-    def read_frame(self, statement) -> pd.DataFrame:
-        """Run a SELECT and return its rows as a DataFrame."""
-        with self.engine.connect() as conn:
-            result = conn.execute(statement)
-            return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-
     def bulk(self, conn: Connection, statement, frame: pd.DataFrame) -> None:
         """Execute a statement once per frame row with bound parameters named like the frame's columns.
 
@@ -232,12 +228,11 @@ class Store:
         ex = stmt.excluded
         newer = ex.last_touch_at >= LEADS.c.last_touch_at
         merge: dict[str, Any] = {}
-        for name in ("email_domain", "first_name", "last_name", "phone", "job_title", "country", "company",
-                     "company_key", "company_domain", "company_size", "industry", "email_opt_in"):
+        for name in MERGED_DETAILS:
             merge[name] = case(
                 (newer, func.coalesce(ex[name], LEADS.c[name])), else_=func.coalesce(LEADS.c[name], ex[name])
             )
-        for name in ("page_views", "pricing_page_visits", "content_downloads", "demo_requested"):
+        for name in MAX_COUNTERS:
             merge[name] = case((or_(LEADS.c[name].is_(None), ex[name] > LEADS.c[name]), ex[name]), else_=LEADS.c[name])
         merge["updated_at"] = ex.updated_at
         self.bulk(conn, stmt.on_conflict_do_update(index_elements=["email"], set_=merge), frame)
