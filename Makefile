@@ -29,7 +29,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 bench: $(STAMP)
-	$(BIN)/python bench/intake_bench.py --sizes 10000 100000
+	$(BIN)/python bench/intake_bench.py --sizes 10000 100000 --repeat 3
 
 ui: $(STAMP)
 	$(BIN)/prefect server start

@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--chunk-size", type=int, default=50_000)
     parser.add_argument("--modes", nargs="+", choices=["core", "flow"], default=["core", "flow"])
+    parser.add_argument("--repeat", type=int, default=1, help="runs per measurement; the median run is reported")
     parser.add_argument("--db-url", default=None, help="PostgreSQL URL to use instead of a new SQLite file "
                         "(the database must be empty and migrated per run: use SQLite unless you know why)")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
@@ -128,7 +129,11 @@ def main() -> None:
             path = out_dir / f"leads-{size}.csv"
             if not path.exists():
                 generate_leads(size).to_csv(path, index=False)
-            results = {mode: measure(mode, str(path), args.chunk_size, args.db_url, workdir) for mode in args.modes}
+            results = {}
+            for mode in args.modes:
+                runs = sorted((measure(mode, str(path), args.chunk_size, args.db_url, workdir)
+                               for _ in range(args.repeat)), key=lambda run: run["seconds"])
+                results[mode] = runs[len(runs) // 2]
             for name, result in results.items():
                 rate = result["rows"] / result["seconds"]
                 extra = ""
