@@ -87,12 +87,7 @@ def intake(
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))
     else:
-        typer.echo(_summary_text(IntakeSummary, result))
-
-
-def _summary_text(cls, result: dict[str, Any]) -> str:
-    fields = {k: v for k, v in result.items() if k in cls.__dataclass_fields__ and k != "checks"}
-    return cls(**fields).to_text()
+        typer.echo(IntakeSummary.from_dict(result).to_text())
 
 
 @app.command("demo")
@@ -109,9 +104,9 @@ def demo() -> None:
     typer.echo(f"Loaded {reps} sales reps and {accounts} accounts.\n")
     try:
         first = run_intake(str(reference.SAMPLE_LEADS), None, None, None)
-        typer.echo(_summary_text(IntakeSummary, first) + "\n")
+        typer.echo(IntakeSummary.from_dict(first).to_text() + "\n")
         second = run_intake(str(reference.SAMPLE_CRM_EXPORT), "web_form", str(reference.SAMPLE_CRM_EXPORT_MAP), None)
-        typer.echo(_summary_text(IntakeSummary, second) + "\n")
+        typer.echo(IntakeSummary.from_dict(second).to_text() + "\n")
     except _known_errors() as exc:
         _fail(_one_line(exc))
     counts = store.table_counts()

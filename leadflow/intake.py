@@ -152,23 +152,34 @@ def split_duplicate_keys(subs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame
     return subs.loc[~repeated], subs.loc[repeated]
 
 
-def aggregate_leads(subs: pd.DataFrame) -> pd.DataFrame:
-    """One row per email from a batch of submissions: earliest and latest touch, newest known details."""
-    ordered = subs.sort_values(["email", "submitted_at", ROW_COLUMN], kind="stable")
-    groups = ordered.groupby("email", sort=False)
+def _by_email(subs: pd.DataFrame):
+    """Submissions grouped by email, each group in time order (file order breaks ties)."""
+    return subs.sort_values(["email", "submitted_at", ROW_COLUMN], kind="stable").groupby("email", sort=False)
+
+
+def _touches(groups) -> pd.DataFrame:
     first = groups.nth(0).set_index("email")
     last = groups.nth(-1).set_index("email")
+    touches = pd.DataFrame({"first_touch_at": first["submitted_at"], "last_touch_at": last["submitted_at"]})
+    for name in TOUCH_FIELDS:
+        touches[f"first_touch_{name}"] = first[name]
+        touches[f"last_touch_{name}"] = last[name]
+    touches["submissions"] = groups.size()
+    return touches
+
+
+def aggregate_touches(subs: pd.DataFrame) -> pd.DataFrame:
+    """One row per email from a batch of submissions: its earliest and latest touch and how many it made."""
+    return _touches(_by_email(subs)).reset_index()
+
+
+def aggregate_leads(subs: pd.DataFrame) -> pd.DataFrame:
+    """One row per email from a batch of submissions: earliest and latest touch, newest known details."""
+    groups = _by_email(subs)
     leads = groups[list(MERGED_DETAILS)].last()
     for column in MAX_COUNTERS:
         leads[column] = groups[column].max()
-    leads["first_touch_at"] = first["submitted_at"]
-    leads["last_touch_at"] = last["submitted_at"]
-    for name in TOUCH_FIELDS:
-        suffix = "source" if name == "source" else name
-        leads[f"first_touch_{suffix}"] = first[name]
-        leads[f"last_touch_{suffix}"] = last[name]
-    leads["submissions"] = groups.size()
-    return leads.reset_index()
+    return leads.join(_touches(groups)).reset_index()
 
 
 def attribution_changes(touches: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame:

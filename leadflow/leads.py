@@ -11,7 +11,14 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from leadflow.intake import PAYLOAD_COLUMN, SOURCE_COLUMN, aggregate_leads, attribution_changes, split_duplicate_keys
+from leadflow.intake import (
+    PAYLOAD_COLUMN,
+    SOURCE_COLUMN,
+    aggregate_leads,
+    aggregate_touches,
+    attribution_changes,
+    split_duplicate_keys,
+)
 from leadflow.sources import ROW_COLUMN
 from leadflow.store import Store
 
@@ -125,11 +132,7 @@ def update_lead_sources(
     """Keep first-touch attribution at the earliest touch and move last-touch to the latest; returns leads moved."""
     if subs.empty:
         return 0
-    touches = aggregate_leads(subs)[
-        ["email", "first_touch_at", "first_touch_source", "first_touch_utm_source", "first_touch_utm_medium",
-         "first_touch_utm_campaign", "last_touch_at", "last_touch_source", "last_touch_utm_source",
-         "last_touch_utm_medium", "last_touch_utm_campaign"]
-    ]
+    touches = aggregate_touches(subs)
     with store.begin() as conn:
         current = store.lead_touches(conn, touches["email"].tolist())
         changes = attribution_changes(touches, current)

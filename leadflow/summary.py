@@ -28,6 +28,12 @@ class IntakeSummary:
     step_seconds: dict[str, float] = field(default_factory=dict)
     checks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IntakeSummary:
+        """Rebuild a summary from `as_dict` output (what the flow returns)."""
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "checks"}
+        return cls(**fields)
+
     def add_time(self, step: str, seconds: float) -> None:
         """Add time spent in one step."""
         self.step_seconds[step] = round(self.step_seconds.get(step, 0.0) + seconds, 4)
