@@ -132,6 +132,8 @@ class Lead(Base):
     employee_count: Mapped[int | None] = mapped_column(Integer)
     revenue_band: Mapped[str | None] = mapped_column(String(32))
     seniority: Mapped[str | None] = mapped_column(String(16))
+    priority: Mapped[str | None] = mapped_column(String(2), index=True)
+    priority_reason: Mapped[str | None] = mapped_column(String(200))
     account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), index=True)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("sales_reps.id"), index=True)
     is_spam: Mapped[bool] = mapped_column(Boolean, server_default="0")

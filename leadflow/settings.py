@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +23,36 @@ class Settings(BaseSettings):
     future_tolerance_minutes: int = Field(
         default=10, ge=0, description="Clock skew allowed before a submitted_at counts as in the future."
     )
+
+    timezone: str = Field(
+        default="UTC", description="IANA time zone for business hours, SLA clocks and the nightly/monthly schedules."
+    )
+    # Retrieve Lead Details.
+    enrichment_provider: Literal["reference", "http", "none"] = Field(
+        default="reference",
+        description="Where firmographics come from: the `firmographics` table, an HTTP API, or nowhere.",
+    )
+    enrichment_url: str | None = Field(default=None, description="Base URL of the HTTP enrichment API.")
+    enrichment_api_key: SecretStr | None = Field(default=None, description="Bearer token for the enrichment API.")
+    enrichment_batch_size: int = Field(default=100, ge=1, le=1000, description="Domains per enrichment API call.")
+    enrichment_timeout_seconds: float = Field(default=10.0, gt=0, description="Timeout of one enrichment call.")
+    enrichment_max_attempts: int = Field(default=5, ge=1, le=20, description="Tries per enrichment call.")
+    enrichment_rate_per_second: float = Field(default=10.0, gt=0, description="Enrichment API calls per second.")
+    enrichment_max_concurrency: int = Field(default=4, ge=1, le=64, description="Enrichment calls in flight.")
+    # Outbox delivery: prospect email over SMTP, rep/manager/ops alerts through Apprise URLs.
+    smtp_url: SecretStr | None = Field(
+        default=None,
+        description="smtp://user:password@host:port for prospect email; unset writes .eml files into outbox_dir.",
+    )
+    outbox_dir: Path = Field(default=Path("leadflow-output/outbox"), description="Where .eml files go without SMTP.")
+    sender_email: str = Field(default="sales@leadflow.example", description="From address of prospect email.")
+    manager_alert_urls: SecretStr | None = Field(
+        default=None, description="Apprise URL(s), comma-separated, for sales-manager notices."
+    )
+    ops_alert_urls: SecretStr | None = Field(
+        default=None, description="Apprise URL(s), comma-separated, for flow-failure alerts to ops."
+    )
+    report_dir: Path = Field(default=Path("leadflow-output/reports"), description="Where report files are written.")
 
     def database_url_plain(self) -> str:
         """The database URL as a string, for the engine factory only (never log it)."""

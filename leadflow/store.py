@@ -134,7 +134,7 @@ class Store:
         with self.engine.begin() as conn:
             yield conn
 
-    def upgrade(self, revision: str = "head") -> None:
+    def upgrade(self, revision: str = "heads") -> None:
         """Bring the schema up to date with the Alembic migrations."""
         from alembic import command
         from alembic.config import Config
@@ -146,11 +146,12 @@ class Store:
             command.upgrade(config, revision)
 
     def revision(self) -> str | None:
-        """The schema revision the database is at, or None before the first migration."""
+        """The schema revision(s) the database is at (joined by '+'), or None before the first migration."""
         from alembic.migration import MigrationContext
 
         with self.engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            heads = sorted(MigrationContext.configure(conn).get_current_heads())
+        return "+".join(heads) or None
 
     def dispose(self) -> None:
         """Close pooled connections."""
