@@ -1,4 +1,4 @@
-"""Intake steps that touch the CRM: quarantine rejects, create lead entries, update lead sources."""
+"""Lead steps that touch the CRM: quarantine, create lead entries, update sources, retrieve details, score."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from leadflow import enrichment as en
 from leadflow.intake import (
     PAYLOAD_COLUMN,
     SOURCE_COLUMN,
@@ -19,6 +20,7 @@ from leadflow.intake import (
     attribution_changes,
     split_duplicate_keys,
 )
+from leadflow.scoring import ScoringPolicy, score_leads
 from leadflow.sources import ROW_COLUMN
 from leadflow.store import Store
 
@@ -153,3 +155,161 @@ def update_lead_sources(
         )
         store.insert_events(conn, events)
     return len(changes)
+
+
+# --- Retrieve Lead Details -------------------------------------------------------------------------------------
+
+DETAIL_COLUMNS = ("email", "email_domain", "company", "company_domain", "enrichment_status", "enrichment_sources",
+                  *en.FILLS.values())
+SCORE_INPUTS = ("email", "email_domain", "industry", "employee_count", "company_size", "country", "job_title",
+                "demo_requested", "pricing_page_visits", "page_views", "content_downloads", "last_touch_at")
+SCORE_COLUMNS = ("fit_score", "intent_score", "score", "tier", "seniority", "score_policy_version",
+                 "score_explanation")
+
+
+@dataclass
+class DetailsPlan:
+    """The leads of a batch with their current details, and the domains a provider still has to answer."""
+
+    leads: pd.DataFrame
+    domains: list[str]
+
+
+@dataclass
+class DetailsResult:
+    """What Retrieve Lead Details did: leads (re)considered by enrichment status, and fields filled."""
+
+    by_status: Counter = field(default_factory=Counter)
+    fields_filled: Counter = field(default_factory=Counter)
+
+
+def plan_lead_details(store: Store, lead_ids: list[int], results: en.DomainResults) -> DetailsPlan:
+    """Load the leads' details and list the domains to look up (not yet answered in this run)."""
+    columns = sorted({*DETAIL_COLUMNS, *SCORE_INPUTS, *SCORE_COLUMNS})
+    with store.begin() as conn:
+        frame = store.leads_by_id(conn, lead_ids, columns)
+        messages = store.lead_messages(conn, lead_ids)
+    frame["message"] = frame["id"].map(messages).astype("string")
+    domains = en.lookup_domains(frame)
+    todo = en.needs_lookup(frame, domains)
+    known = results.known()
+    wanted = sorted({d for d in domains[todo].dropna().tolist() if d not in known})
+    return DetailsPlan(leads=frame, domains=wanted)
+
+
+def write_lead_details(
+    store: Store, plan: DetailsPlan, results: en.DomainResults, provider: str | None, now: datetime
+) -> tuple[DetailsResult, pd.DataFrame]:
+    """Fill empty fields from the lookups, record status and sources; returns counts and the leads as now stored."""
+    changed = en.apply_details(plan.leads, results, provider, now)
+    outcome = DetailsResult(by_status=Counter(changed["enrichment_status"].dropna().tolist()))
+    if changed.empty:
+        return outcome, plan.leads
+    before = plan.leads.set_index("id").loc[changed["id"]]
+    for column in [*en.FILLS.values(), "company"]:
+        filled = before[column].isna().to_numpy() & changed[column].notna().to_numpy()
+        if filled.any():
+            outcome.fields_filled[column] = int(filled.sum())
+    with store.begin() as conn:
+        store.update_leads(conn, changed)
+    leads = plan.leads.set_index("id")
+    leads.loc[changed["id"], changed.columns.drop("id")] = changed.set_index("id")
+    return outcome, leads.reset_index()
+
+
+# --- Calculate Lead Score --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScoreResult:
+    """What Calculate Lead Score did: leads scored, leads whose score or tier changed, and the distributions."""
+
+    scored: int = 0
+    changed: int = 0
+    by_tier: Counter = field(default_factory=Counter)
+    by_band: Counter = field(default_factory=Counter)
+
+    def add(self, other: ScoreResult) -> None:
+        """Fold another batch's counts in."""
+        self.scored += other.scored
+        self.changed += other.changed
+        self.by_tier.update(other.by_tier)
+        self.by_band.update(other.by_band)
+
+
+SCORE_BANDS = ("0-19", "20-39", "40-59", "60-79", "80+")
+
+
+def score_band(scores: pd.Series) -> pd.Series:
+    """Scores grouped into bands of 20 points for the distribution (the last band is open)."""
+    edges = [0, 20, 40, 60, 80, np.inf]
+    return pd.cut(scores.astype(float), bins=edges, right=False, labels=list(SCORE_BANDS)).astype("string")
+
+
+def calculate_lead_scores(
+    store: Store,
+    leads: pd.DataFrame,
+    policy: ScoringPolicy,
+    *,
+    as_of: datetime,
+    batch_id: str | None,
+    flow_run_id: str | None,
+    event_type: str = "lead_rescored",
+) -> ScoreResult:
+    """Score the leads, store the changed scores, and log old and new values of every lead scored before."""
+    result = ScoreResult()
+    if leads.empty:
+        return result
+    scored = score_leads(leads, policy, pd.Timestamp(as_of))
+    new = pd.DataFrame({
+        "id": leads["id"].to_numpy(),
+        "fit_score": scored["fit_score"].to_numpy(),
+        "intent_score": scored["intent_score"].to_numpy(),
+        "score": scored["score"].to_numpy(),
+        "tier": scored["tier"].array,
+        "seniority": scored["seniority"].array,
+        "score_policy_version": scored["policy_version"].array,
+        "score_explanation": scored["explanation"].array,
+    })
+    old = leads.loc[:, ["id", *SCORE_COLUMNS]].reset_index(drop=True)
+    same = np.ones(len(new), dtype=bool)
+    for column in SCORE_COLUMNS:
+        a, b = old[column].astype(object), new[column].astype(object)
+        same &= ((a == b) | (a.isna() & b.isna())).to_numpy(dtype=bool)
+    changed = new.loc[~same].assign(scored_at=pd.Timestamp(as_of))
+    result.scored = len(new)
+    result.changed = len(changed)
+    result.by_tier = Counter(new["tier"].dropna().tolist())
+    result.by_band = Counter(score_band(new["score"]).dropna().tolist())
+    if changed.empty:
+        return result
+    # First scores are part of lead_created; only a score that replaces another one is an event worth keeping.
+    before = old.loc[~same]
+    rescored = before["score"].notna().to_numpy()
+    events = pd.DataFrame({
+        "lead_id": changed["id"].to_numpy()[rescored],
+        "event_type": event_type,
+        "occurred_at": pd.Timestamp(as_of),
+        "batch_id": batch_id,
+        "flow_run_id": flow_run_id,
+        "details": [
+            json.dumps({
+                "old": {"score": _num(o.score), "tier": _txt(o.tier), "policy_version": _txt(o.score_policy_version)},
+                "new": {"score": _num(n.score), "tier": _txt(n.tier), "policy_version": _txt(n.score_policy_version)},
+            })
+            for o, n in zip(before.loc[rescored].itertuples(), changed.loc[rescored].itertuples(), strict=True)
+        ],
+    })
+    with store.begin() as conn:
+        store.update_leads(conn, changed)
+        store.insert_events(conn, events)
+    return result
+
+
+def _num(value: object) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
+
+
+
+def _txt(value: object) -> str | None:
+    return None if value is None or pd.isna(value) else str(value)

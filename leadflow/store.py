@@ -19,6 +19,7 @@ from leadflow.schema import (
     MAX_COUNTERS,
     MERGED_DETAILS,
     Base,
+    Firmographic,
     IntakeBatch,
     Lead,
     LeadEvent,
@@ -31,6 +32,7 @@ SUBMISSIONS = LeadSubmission.__table__
 EVENTS = LeadEvent.__table__
 QUARANTINE = QuarantineRecord.__table__
 BATCHES = IntakeBatch.__table__
+FIRMOGRAPHICS = Firmographic.__table__
 IN_LIST_SIZE = 5_000
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -299,6 +301,89 @@ class Store:
         with self.begin() as conn:
             conn.execute(update(BATCHES).where(BATCHES.c.id == batch_id)
                          .values(status=status, summary=summary, finished_at=now))
+
+    # --- lead details and scores ------------------------------------------------------------------------
+
+    def leads_by_id(self, conn: Connection, ids: Sequence[int], columns: Sequence[str]) -> pd.DataFrame:
+        """These columns (plus id) of the leads with these ids, in id order; times as UTC."""
+        names = ["id", *(c for c in columns if c != "id")]
+        stmt = select(*(LEADS.c[n] for n in names)).where(LEADS.c.id.in_(bindparam("values", expanding=True)))
+        rows: list[Any] = []
+        for part in _chunks(sorted(set(int(i) for i in ids))):
+            rows.extend(tuple(row) for row in conn.execute(stmt, {"values": list(part)}))
+        frame = pd.DataFrame(rows, columns=names)
+        for name in names:
+            if isinstance(LEADS.c[name].type, type(LEADS.c.created_at.type)):
+                frame[name] = utc(frame[name])
+        return frame
+
+    def lead_id_pages(self, size: int, after: int = 0) -> Iterator[list[int]]:
+        """All lead ids in ascending pages of `size` (keyset pagination: memory follows the page size)."""
+        stmt = select(LEADS.c.id).where(LEADS.c.id > bindparam("after")).order_by(LEADS.c.id).limit(size)
+        while True:
+            with self.begin() as conn:
+                page = list(conn.execute(stmt, {"after": after}).scalars())
+            if not page:
+                return
+            yield page
+            after = page[-1]
+
+    def lead_messages(self, conn: Connection, ids: Sequence[int]) -> pd.Series:
+        """Every message a lead sent (oldest first, one per line) by lead id, for intent keywords."""
+        stmt = (
+            select(SUBMISSIONS.c.lead_id, SUBMISSIONS.c.message)
+            .where(SUBMISSIONS.c.lead_id.in_(bindparam("values", expanding=True)), SUBMISSIONS.c.message.is_not(None))
+            .order_by(SUBMISSIONS.c.lead_id, SUBMISSIONS.c.submitted_at, SUBMISSIONS.c.id)
+        )
+        rows: list[Any] = []
+        for part in _chunks(sorted(set(int(i) for i in ids))):
+            rows.extend(tuple(row) for row in conn.execute(stmt, {"values": list(part)}))
+        frame = pd.DataFrame(rows, columns=["lead_id", "message"])
+        if frame.empty:
+            return pd.Series(dtype="string", name="message")
+        return frame.groupby("lead_id", sort=False)["message"].agg("\n".join).astype("string")
+
+    def update_leads(self, conn: Connection, frame: pd.DataFrame) -> None:
+        """Set the frame's columns on the leads with the frame's ids (JSON columns given as dicts or JSON text)."""
+        if frame.empty:
+            return
+        columns = [c for c in frame.columns if c != "id"]
+        out = frame.copy()
+        for name in columns:
+            if name in {"enrichment_sources"}:
+                out[name] = [v if isinstance(v, str) or v is None else _json_dumps(v) for v in out[name]]
+        stmt = (
+            update(LEADS)
+            .where(LEADS.c.id == bindparam("_id"))
+            .values({name: bindparam(name) for name in columns})
+        )
+        self.bulk(conn, stmt, out.rename(columns={"id": "_id"}))
+
+    def firmographics_for(self, conn: Connection, domains: Sequence[str]) -> pd.DataFrame:
+        """Reference firmographics of these domains (one row per domain found)."""
+        columns = [c.name for c in FIRMOGRAPHICS.columns if c.name != "updated_at"]
+        stmt = select(*(FIRMOGRAPHICS.c[n] for n in columns)).where(
+            FIRMOGRAPHICS.c.domain.in_(bindparam("values", expanding=True))
+        )
+        rows: list[Any] = []
+        for part in _chunks(sorted(set(domains))):
+            rows.extend(tuple(row) for row in conn.execute(stmt, {"values": list(part)}))
+        return pd.DataFrame(rows, columns=columns)
+
+    def upsert_firmographics(self, frame: pd.DataFrame, now: datetime) -> int:
+        """Insert or replace reference firmographics by domain; returns the rows written."""
+        if frame.empty:
+            return 0
+        columns = [c.name for c in FIRMOGRAPHICS.columns if c.name != "updated_at"]
+        rows = frame.loc[:, columns].assign(updated_at=now)
+        stmt = self._values(FIRMOGRAPHICS, [*columns, "updated_at"])
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["domain"],
+            set_={name: stmt.excluded[name] for name in [*columns, "updated_at"] if name != "domain"},
+        )
+        with self.begin() as conn:
+            self.bulk(conn, stmt, rows)
+        return len(rows)
 
 
 _stores: dict[str, Store] = {}

@@ -7,6 +7,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
+def _rows(counts: dict[str, int]) -> str:
+    """Markdown table rows of a count table ("none" when it is empty)."""
+    return "".join(f"| {key} | {count} |\n" for key, count in counts.items()) or "| none | 0 |\n"
+
+
 @dataclass
 class IntakeSummary:
     """What one lead-intake run did with every row it read."""
@@ -23,6 +28,17 @@ class IntakeSummary:
     quarantined: int = 0
     quarantined_new: int = 0
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)
+    enrichment: dict[str, int] = field(default_factory=dict)
+    enrichment_calls: int = 0
+    enrichment_failed_calls: int = 0
+    fields_filled: dict[str, int] = field(default_factory=dict)
+    leads_scored: int = 0
+    scores_changed: int = 0
+    tiers: dict[str, int] = field(default_factory=dict)
+    score_bands: dict[str, int] = field(default_factory=dict)
+    spam_flagged: int = 0
+    spam_by_reason: dict[str, int] = field(default_factory=dict)
+    qualification: dict[str, Any] = field(default_factory=dict)
     chunks: int = 0
     seconds: float = 0.0
     step_seconds: dict[str, float] = field(default_factory=dict)
@@ -43,6 +59,18 @@ class IntakeSummary:
         merged = Counter(self.quarantined_by_reason)
         merged.update(reasons)
         self.quarantined_by_reason = dict(sorted(merged.items()))
+
+    def add_counts(self, name: str, counts: Counter | dict[str, int]) -> None:
+        """Add per-key counts to one of the summary's count tables (enrichment, tiers, score_bands, ...)."""
+        merged = Counter(getattr(self, name))
+        merged.update(counts)
+        setattr(self, name, dict(sorted(merged.items())))
+
+    @property
+    def enrichment_rate(self) -> float | None:
+        """Share of looked-up leads that a provider enriched (free-mail and domain-less leads are not looked up)."""
+        looked_up = sum(self.enrichment.get(k, 0) for k in ("enriched", "not_found", "failed"))
+        return round(self.enrichment.get("enriched", 0) / looked_up, 4) if looked_up else None
 
     def add_check_results(self, results: list[dict[str, Any]]) -> None:
         """Fold one chunk's per-expectation results into run totals."""
@@ -70,6 +98,7 @@ class IntakeSummary:
         data = asdict(self)
         data["checks"] = list(self.checks.values())
         data["leads_per_second"] = self.leads_per_second
+        data["enrichment_rate"] = self.enrichment_rate
         return data
 
     def to_markdown(self) -> str:
@@ -77,6 +106,9 @@ class IntakeSummary:
         reasons = "".join(f"| {code} | {count} |\n" for code, count in self.quarantined_by_reason.items())
         reasons = reasons or "| none | 0 |\n"
         steps = "".join(f"| {step} | {secs:.2f} |\n" for step, secs in self.step_seconds.items())
+        enrichment, tiers, bands = _rows(self.enrichment), _rows(self.tiers), _rows(self.score_bands)
+        rate = "n/a" if self.enrichment_rate is None else f"{self.enrichment_rate:.1%}"
+        spam = _rows(self.spam_by_reason)
         return (
             f"# Lead intake: {self.origin}\n\n"
             f"| rows read | new submissions | known submissions | leads created | leads updated "
@@ -84,6 +116,11 @@ class IntakeSummary:
             f"| {self.rows_read} | {self.submissions_new} | {self.submissions_duplicate} | {self.leads_created} "
             f"| {self.leads_updated} | {self.sources_updated} | {self.quarantined} | {self.blank_rows} |\n\n"
             f"## Quarantined by reason\n\n| reason | rows |\n|---|---|\n{reasons}\n"
+            f"## Lead details (enrichment rate {rate}, {self.enrichment_calls} provider calls, "
+            f"{self.enrichment_failed_calls} failed)\n\n| enrichment status | leads |\n|---|---|\n{enrichment}\n"
+            f"## Scores ({self.leads_scored} scored, {self.scores_changed} changed)\n\n"
+            f"| tier | leads |\n|---|---|\n{tiers}\n| score | leads |\n|---|---|\n{bands}\n"
+            f"## Spam flagged at intake ({self.spam_flagged})\n\n| reason | leads |\n|---|---|\n{spam}\n"
             f"## Timings ({self.seconds:.2f} s, {self.leads_per_second} rows/s)\n\n"
             f"| step | seconds |\n|---|---|\n{steps}\n"
             f"Batch `{self.batch_id}`, {self.chunks} chunk(s).\n"
@@ -103,4 +140,11 @@ class IntakeSummary:
             f"  quarantined          {self.quarantined}",
         ]
         lines += [f"    {code:<22} {count}" for code, count in self.quarantined_by_reason.items()]
+        rate = "n/a" if self.enrichment_rate is None else f"{self.enrichment_rate:.1%}"
+        lines.append(f"  enrichment           {rate} enriched of looked up")
+        lines += [f"    {status:<22} {count}" for status, count in self.enrichment.items()]
+        lines.append(f"  leads scored         {self.leads_scored} ({self.scores_changed} changed)")
+        lines += [f"    {tier:<22} {count}" for tier, count in self.tiers.items()]
+        if self.spam_flagged:
+            lines.append(f"  flagged as spam      {self.spam_flagged}")
         return "\n".join(lines)
