@@ -618,6 +618,26 @@ class _Pool:
         return self.values.take(self.index(rng, keys, first))
 
 
+def market_firmographics(coverage: float = 0.7, seed: int = MARKET_SEED) -> pd.DataFrame:
+    """Reference firmographics for a share of the generated market, as `leadflow firmographics load` takes them."""
+    market = _market()
+    rng = np.random.default_rng(seed + 1)
+    keep = rng.random(len(market.employees)) < coverage
+    suffix = np.array(["", *(LEGAL_SUFFIXES[key][0] for key in SUFFIX_KEYS)], dtype=object)[market.suffix + 1]
+    names = [f"{b}{s}".strip() for b, s in zip(market.base.to_pylist(), suffix, strict=True)]
+    bands = np.array(["<1M", "1M-10M", "10M-50M", "50M-250M", "250M-1B", "1B+"])
+    band = bands[np.searchsorted([10, 50, 200, 1000, 5000], market.employees, side="left")]
+    frame = pd.DataFrame({
+        "domain": market.domain.to_pylist(),
+        "legal_name": names,
+        "industry": np.array(INDUSTRY_NAMES)[market.industry],
+        "employee_count": market.employees,
+        "revenue_band": band,
+        "country": np.array([c.code for c in COUNTRIES])[market.country],
+    })
+    return frame.loc[keep].reset_index(drop=True)
+
+
 def _strings(values: Sequence[str]) -> pa.Array:
     return pa.array(list(values), type=pa.string())
 

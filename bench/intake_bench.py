@@ -1,4 +1,4 @@
-"""Benchmark lead-intake end to end: leads/s and peak memory, with Prefect and with the bare core functions.
+"""Benchmark lead-intake end to end (with details and scores): leads/s and peak memory, with and without Prefect.
 
 Usage: python bench/intake_bench.py --sizes 10000 100000 [--db-url URL] [--chunk-size N]
 
@@ -35,12 +35,17 @@ def run_core(path: str, chunk_size: int) -> dict:
     from data_checks.intake import check_intake_batch, check_intake_rows
     from data_checks.runner import raise_for_failures
     from leadflow import intake, leads
+    from leadflow.enrichment import DomainResults, ReferenceTableProvider
     from leadflow.sources import ROW_COLUMN, iter_lead_chunks
     from leadflow.store import get_store
     from tasks.common import utc_now
+    from tasks.details import scoring_policy
     from tasks.intake import plan_intake
 
     store = get_store()
+    policy = scoring_policy()
+    provider = ReferenceTableProvider(store)
+    lookups = DomainResults()
     started = time.perf_counter()
     plan = plan_intake(path, None, None)
     rows = 0
@@ -56,8 +61,14 @@ def run_core(path: str, chunk_size: int) -> dict:
         leads.quarantine_rows(store, prepared, outcome.row_reasons, batch_id="bench", origin=path,
                               flow_run_id=None, now=now)
         subs = intake.normalize_batch(prepared.loc[~prepared[ROW_COLUMN].isin(list(outcome.row_reasons))])
-        leads.create_lead_entries(store, subs, batch_id="bench", flow_run_id=None, now=now)
+        written = leads.create_lead_entries(store, subs, batch_id="bench", flow_run_id=None, now=now)
         leads.update_lead_sources(store, subs, batch_id="bench", flow_run_id=None, now=now)
+        if written.lead_ids:
+            details = leads.plan_lead_details(store, written.lead_ids, lookups)
+            for batch in provider.batches(details.domains):
+                lookups.add(provider.fetch(batch))
+            _, current = leads.write_lead_details(store, details, lookups, provider.name, now)
+            leads.calculate_lead_scores(store, current, policy, as_of=now, batch_id="bench", flow_run_id=None)
     return {"rows": rows, "seconds": round(time.perf_counter() - started, 3)}
 
 
@@ -78,11 +89,24 @@ def run_flow(path: str, chunk_size: int) -> dict:
             "steps": summary["step_seconds"], "quarantined": summary["quarantined"]}
 
 
+def load_reference_firmographics() -> int:
+    """The reference table the default enrichment provider reads: 70% of the generated market's companies."""
+    from generate import market_firmographics
+
+    from leadflow.store import get_store
+    from tasks.common import utc_now
+
+    store = get_store()
+    store.upgrade()
+    return store.upsert_firmographics(market_firmographics(), utc_now())
+
+
 def child(mode: str, path: str, chunk_size: int) -> None:
     """Run one measurement inside a fresh process and print it as JSON."""
     from leadflow.store import get_store
 
     get_store().upgrade()
+    load_reference_firmographics()
     result = run_core(path, chunk_size) if mode == "core" else run_flow(path, chunk_size)
     result["peak_rss_mb"] = peak_rss_mb()
     print("RESULT " + json.dumps(result))

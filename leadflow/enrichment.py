@@ -339,6 +339,21 @@ def apply_details(leads: pd.DataFrame, results: DomainResults, provider: str | N
     return part.loc[:, list(DETAIL_OUTPUT)]
 
 
+def merge_details(leads: pd.DataFrame, changed: pd.DataFrame) -> pd.DataFrame:
+    """The leads with the rows `apply_details` changed swapped in (by id), whatever dtypes the database gave."""
+    if changed.empty:
+        return leads
+    out = leads.set_index("id")
+    update = changed.set_index("id")
+    for column in update.columns:
+        # Object columns take any value: a float64 column of NULLs and counts must accept an Int64 answer.
+        values = out[column].astype(object) if column in out.columns else pd.Series(None, index=out.index,
+                                                                                     dtype=object)
+        values.loc[update.index] = update[column].astype(object).where(update[column].notna(), None)
+        out[column] = values
+    return out.reset_index()
+
+
 def jittered_backoff(base: float, attempts: int, jitter: float = 0.5, seed: int | None = None) -> list[float]:
     """Exponential retry delays (base, 2*base, 4*base, ...) each stretched by up to `jitter` at random."""
     rng = random.Random(seed)

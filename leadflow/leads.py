@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -212,9 +213,7 @@ def write_lead_details(
             outcome.fields_filled[column] = int(filled.sum())
     with store.begin() as conn:
         store.update_leads(conn, changed)
-    leads = plan.leads.set_index("id")
-    leads.loc[changed["id"], changed.columns.drop("id")] = changed.set_index("id")
-    return outcome, leads.reset_index()
+    return outcome, en.merge_details(plan.leads, changed)
 
 
 # --- Calculate Lead Score --------------------------------------------------------------------------------------
@@ -255,8 +254,12 @@ def calculate_lead_scores(
     batch_id: str | None,
     flow_run_id: str | None,
     event_type: str = "lead_rescored",
+    guard: Callable[[pd.DataFrame, ScoringPolicy], None] | None = None,
 ) -> ScoreResult:
-    """Score the leads, store the changed scores, and log old and new values of every lead scored before."""
+    """Score the leads, store the changed scores, and log old and new values of every lead scored before.
+
+    `guard` checks the new scores before anything is written (the flow passes the GX suite).
+    """
     result = ScoreResult()
     if leads.empty:
         return result
@@ -271,6 +274,8 @@ def calculate_lead_scores(
         "score_policy_version": scored["policy_version"].array,
         "score_explanation": scored["explanation"].array,
     })
+    if guard is not None:
+        guard(new, policy)
     old = leads.loc[:, ["id", *SCORE_COLUMNS]].reset_index(drop=True)
     same = np.ones(len(new), dtype=bool)
     for column in SCORE_COLUMNS:

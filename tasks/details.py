@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 from prefect import get_run_logger, task
 
+from data_checks.scoring import guard_scores
 from leadflow import enrichment as en
 from leadflow import leads
 from leadflow.policy import load_policy
@@ -123,7 +124,8 @@ def calculate_lead_score(
     """Score fit and intent under the versioned policy, store changed scores and log every re-score."""
     chosen = scoring_policy(policy)
     result = leads.calculate_lead_scores(
-        store(), frame, chosen, as_of=as_of, batch_id=batch_id, flow_run_id=current_flow_run_id()
+        store(), frame, chosen, as_of=as_of, batch_id=batch_id, flow_run_id=current_flow_run_id(),
+        guard=guard_scores,
     )
     get_run_logger().info(
         "Scored %d leads with policy %s (%d changed): tiers %s", result.scored, chosen.version, result.changed,

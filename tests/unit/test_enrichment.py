@@ -146,6 +146,19 @@ def test_apply_details_fills_only_empty_fields_and_records_sources():
         "_domain": "unknown.example"}
 
 
+def test_merged_details_accept_counts_into_a_column_the_database_read_as_floats():
+    leads = _leads(company_domain=["acme.com", "old.example"], email_domain=["acme.com", "old.example"],
+                   enrichment_status=[None, "enriched"], enrichment_sources=[None, {"_domain": "old.example"}])
+    leads["employee_count"] = pd.Series([float("nan"), 35.0])  # NULL and a number come back as float64
+    results = en.DomainResults()
+    results.add({"acme.com": ACME})
+    changed = en.apply_details(leads, results, "reference", NOW)
+    merged = en.merge_details(leads, changed).set_index("id")
+    assert merged.loc[1, "employee_count"] == 1200 and merged.loc[2, "employee_count"] == 35
+    assert merged.loc[1, "enrichment_status"] == "enriched" and merged.loc[2, "enrichment_status"] == "enriched"
+    assert en.merge_details(leads, changed.iloc[:0]) is leads
+
+
 def test_apply_details_without_a_provider_says_disabled():
     leads = _leads(company_domain=["acme.com"], email_domain=["acme.com"])
     out = en.apply_details(leads, en.DomainResults(), None, NOW)
