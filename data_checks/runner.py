@@ -14,6 +14,9 @@ if TYPE_CHECKING:
 ROW_ID = "_row"
 REASON = "reason_code"
 _context_lock = threading.Lock()
+# One validation at a time: the context's single dataframe asset and suite store are shared, and two threads
+# validating at once (Check Lead Batch in a worker while a guard runs in the flow thread) mixed up row results.
+_validate_lock = threading.Lock()
 _context: Any = None
 
 
@@ -93,18 +96,19 @@ def _row_ids(result: dict[str, Any]) -> list[int]:
 def run_suite(frame: pd.DataFrame, suite: ExpectationSuite) -> CheckOutcome:
     """Validate a frame (with a `_row` id column) against a suite and collect what failed, row by row."""
     context = gx_context()
-    suite = context.suites.add_or_update(suite)
-    batch = (
-        context.data_sources.get("leadflow").get_asset("frame").get_batch_definition("whole")
-        .get_batch(batch_parameters={"dataframe": frame})
-    )
     result_format = {
         "result_format": "COMPLETE",
         "unexpected_index_column_names": [ROW_ID],
         "return_unexpected_index_query": False,
         "partial_unexpected_count": 0,
     }
-    validation = batch.validate(suite, result_format=result_format)
+    with _validate_lock:
+        suite = context.suites.add_or_update(suite)
+        batch = (
+            context.data_sources.get("leadflow").get_asset("frame").get_batch_definition("whole")
+            .get_batch(batch_parameters={"dataframe": frame})
+        )
+        validation = batch.validate(suite, result_format=result_format)
     outcome = CheckOutcome(suite=suite.name, success=bool(validation.success), evaluated=0, rows=len(frame))
     for item in validation.results:
         config = item.expectation_config

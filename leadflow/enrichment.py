@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,7 +36,6 @@ ENRICHED, NOT_FOUND, FAILED, FREE_MAIL, NO_DOMAIN, DISABLED = (
 STATUSES: tuple[str, ...] = (ENRICHED, NOT_FOUND, FAILED, FREE_MAIL, NO_DOMAIN, DISABLED)
 # Key in `enrichment_sources` that remembers which domain was looked up, so a changed domain is looked up again.
 DOMAIN_KEY = "_domain"
-TYPED = "typed"
 # Retry-After values above this are not waited for inside one attempt; the next retry's backoff takes over.
 MAX_RETRY_AFTER_SECONDS = 60.0
 OUTAGE_AFTER = 3
@@ -62,6 +62,13 @@ class Provider(Protocol):
     def fetch(self, domains: Sequence[str]) -> dict[str, dict[str, Any] | None]: ...
 
 
+@lru_cache(maxsize=4096)
+def _country_code(text: str) -> str | None:
+    """ISO-2 code of a country as a provider spells it (cached: providers repeat a handful of countries)."""
+    code = nz.normalize_country(pd.Series([text], dtype="string")).iloc[0]
+    return None if pd.isna(code) else str(code)
+
+
 def _firmographic(record: dict[str, Any] | None) -> dict[str, Any] | None:
     """Keep only known, non-empty firmographic fields, with employee_count as an int and country as ISO-2."""
     if not isinstance(record, dict):
@@ -83,10 +90,10 @@ def _firmographic(record: dict[str, Any] | None) -> dict[str, Any] | None:
         if not text:
             continue
         if name == "country":
-            code = nz.normalize_country(pd.Series([text], dtype="string")).iloc[0]
-            if pd.isna(code):
+            code = _country_code(text)
+            if code is None:
                 continue
-            text = str(code)
+            text = code
         out[name] = text[:300] if name == "legal_name" else text[:100]
     return out or None
 
@@ -281,61 +288,87 @@ class DomainResults:
         self.failed.update(domains)
 
 
-def apply_details(leads: pd.DataFrame, results: DomainResults, provider: str | None, now: datetime) -> pd.DataFrame:
-    """Enrichment status, filled gaps and their sources for the leads that need a lookup; other rows untouched.
+def _same(recorded: Any, current: Any) -> bool:
+    """Whether a lead's current value is still the one a provider filled in (1200 and 1200.0 are the same)."""
+    if current is None or (isinstance(current, float) and np.isnan(current)) or current is pd.NA:
+        return False
+    if isinstance(recorded, int | float) and not isinstance(recorded, bool):
+        try:
+            return float(recorded) == float(current)
+        except (TypeError, ValueError):
+            return False
+    return str(recorded) == str(current)
 
-    Returns only the rows that were (re)considered, with the lead columns that may change.
+
+def _present(value: Any) -> bool:
+    return value is not None and value is not pd.NA and not (isinstance(value, float) and np.isnan(value)) and bool(
+        str(value).strip())
+
+
+def apply_details(leads: pd.DataFrame, results: DomainResults, provider: str | None, now: datetime) -> pd.DataFrame:
+    """Enrichment status, filled gaps and their sources; returns only the rows that change, with those columns.
+
+    `enrichment_sources` names the provider and value of every field a provider filled, plus the domain looked
+    up; a field not named there was typed by the person (or is empty). A provider value that a later submission
+    replaced is dropped from the sources, so they stay true however the submissions were batched.
     """
     domains = lookup_domains(leads)
     todo = needs_lookup(leads, domains)
-    part = leads.loc[todo].copy()
-    part["enriched_at"] = pd.Series(pd.Timestamp(now), index=part.index, dtype="datetime64[us, UTC]")
-    if part.empty:
-        return part.loc[:, list(DETAIL_OUTPUT)]
-    dom = domains[todo]
-    free = nz.is_free_mail(part["email_domain"].astype("string").fillna("")).to_numpy(dtype=bool)
-    dom_list = dom.tolist()
-    status = []
-    for domain, is_free in zip(dom_list, free, strict=True):
+    free = nz.is_free_mail(leads["email_domain"].astype("string").fillna("")).to_numpy(dtype=bool)
+    names = [*FIRMOGRAPHIC_FIELDS, "company"]
+    lead_column = {**FILLS, "company": "company"}
+    values = {name: leads[lead_column[name]].astype(object).where(leads[lead_column[name]].notna(), None).tolist()
+              for name in names}
+    old_sources = _sources(leads["enrichment_sources"])
+    old_status = leads["enrichment_status"].astype(object).where(leads["enrichment_status"].notna(), None).tolist()
+    status: list[str | None] = []
+    sources_out: list[str] = []
+    keep = np.zeros(len(leads), dtype=bool)
+    for i, domain in enumerate(domains.astype(object).where(domains.notna(), None).tolist()):
+        old = old_sources[i]
+        sources = {k: v for k, v in old.items()
+                   if k == DOMAIN_KEY or (isinstance(v, dict) and _same(v.get("value"), values[k][i] if k in values
+                                                                         else None))}
+        if not todo[i]:
+            status.append(old_status[i])
+            keep[i] = sources != old
+            sources_out.append(json.dumps(sources, sort_keys=True))
+            continue
+        keep[i] = True
         if provider is None:
             status.append(DISABLED)
-        elif domain is None or pd.isna(domain):
-            status.append(FREE_MAIL if is_free else NO_DOMAIN)
+        elif domain is None:
+            status.append(FREE_MAIL if free[i] else NO_DOMAIN)
         elif domain in results.found:
             status.append(ENRICHED)
         elif domain in results.failed:
             status.append(FAILED)
         else:
             status.append(NOT_FOUND)
-    part["enrichment_status"] = pd.array(status, dtype="string")
-
-    old_sources = _sources(part["enrichment_sources"])
-    new_sources: list[str] = []
-    columns = {name: part[column].astype(object).where(part[column].notna(), None).tolist()
-               for name, column in FILLS.items()}
-    company = part["company"].astype(object).where(part["company"].notna(), None).tolist()
-    for i, domain in enumerate(dom_list):
-        sources = {k: v for k, v in old_sources[i].items() if v == TYPED}
-        record = results.found.get(domain) if status[i] == ENRICHED else None
-        for name in FIRMOGRAPHIC_FIELDS:
-            current = columns[name][i]
-            if current is not None and str(current).strip():
-                # Already known: typed by the person, or filled by an earlier lookup that keeps its source.
-                sources[name] = old_sources[i].get(name, TYPED)
-            elif record and name in record:
-                columns[name][i] = record[name]
-                sources[name] = provider
-        if (company[i] is None or not str(company[i]).strip()) and record and record.get("legal_name"):
-            company[i] = record["legal_name"]
-            sources["company"] = provider
-        if domain is not None and not pd.isna(domain):
+        record = results.found.get(domain) if status[-1] == ENRICHED else None
+        if record:
+            for name in names:
+                value = record.get("legal_name" if name == "company" else name)
+                if value is not None and not _present(values[name][i]):
+                    values[name][i] = value
+                    sources[name] = {"from": provider, "value": value}
+        if domain is None:
+            sources.pop(DOMAIN_KEY, None)
+        else:
             sources[DOMAIN_KEY] = domain
-        new_sources.append(json.dumps(sources, sort_keys=True))
-    for name, column in FILLS.items():
+        sources_out.append(json.dumps(sources, sort_keys=True))
+    part = leads.loc[keep, ["id"]].copy()
+    part["enrichment_status"] = pd.array([s for s, k in zip(status, keep, strict=True) if k], dtype="string")
+    part["enrichment_sources"] = [s for s, k in zip(sources_out, keep, strict=True) if k]
+    if "enriched_at" in leads.columns:
+        earlier = pd.to_datetime(leads.loc[keep, "enriched_at"], utc=True).astype("datetime64[us, UTC]")
+    else:
+        earlier = pd.Series(pd.NaT, index=part.index, dtype="datetime64[us, UTC]")
+    part["enriched_at"] = earlier.mask(todo[keep], pd.Timestamp(now).tz_convert("UTC"))
+    for name in names:
+        column = lead_column[name]
         dtype = "Int64" if name == "employee_count" else "string"
-        part[column] = pd.array(columns[name], dtype=dtype)
-    part["company"] = pd.array(company, dtype="string")
-    part["enrichment_sources"] = new_sources
+        part[column] = pd.array([v for v, k in zip(values[name], keep, strict=True) if k], dtype=dtype)
     return part.loc[:, list(DETAIL_OUTPUT)]
 
 

@@ -161,7 +161,7 @@ def update_lead_sources(
 # --- Retrieve Lead Details -------------------------------------------------------------------------------------
 
 DETAIL_COLUMNS = ("email", "email_domain", "company", "company_domain", "enrichment_status", "enrichment_sources",
-                  *en.FILLS.values())
+                  "enriched_at", *en.FILLS.values())
 SCORE_INPUTS = ("email", "email_domain", "industry", "employee_count", "company_size", "country", "job_title",
                 "demo_requested", "pricing_page_visits", "page_views", "content_downloads", "last_touch_at")
 SCORE_COLUMNS = ("fit_score", "intent_score", "score", "tier", "seniority", "score_policy_version",

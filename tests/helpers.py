@@ -13,7 +13,8 @@ from leadflow.store import Store
 
 # Columns that name a run or a moment of processing rather than what was learned about a lead.
 VOLATILE = frozenset({"id", "lead_id", "created_at", "updated_at", "received_at", "occurred_at", "batch_id",
-                      "flow_run_id", "started_at", "finished_at", "scored_at", "enriched_at"})
+                      "flow_run_id", "started_at", "finished_at", "scored_at", "enriched_at",
+                      "spam_flagged_at"})
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> str:

@@ -140,23 +140,26 @@ def test_apply_details_fills_only_empty_fields_and_records_sources():
     assert out.loc[2, "industry"] == "Retail" and out.loc[2, "country"] == "DE" and out.loc[2, "company"] == "ACME Typed"
     assert out.loc[2, "revenue_band"] == "250M-1B"
     sources = json.loads(out.loc[2, "enrichment_sources"])
-    assert sources == {"_domain": "acme.com", "industry": "typed", "country": "typed", "legal_name": "reference",
-                       "employee_count": "reference", "revenue_band": "reference"}
+    # Typed fields are not named; every provider value is, with where it came from.
+    assert sources == {"_domain": "acme.com", "legal_name": {"from": "reference", "value": "Acme Corporation"},
+                       "employee_count": {"from": "reference", "value": 1200},
+                       "revenue_band": {"from": "reference", "value": "250M-1B"}}
+    assert json.loads(out.loc[1, "enrichment_sources"])["company"] == {"from": "reference",
+                                                                        "value": "Acme Corporation"}
     assert out.loc[3, "industry"] is pd.NA and json.loads(out.loc[3, "enrichment_sources"]) == {
         "_domain": "unknown.example"}
+    assert json.loads(out.loc[5, "enrichment_sources"]) == {}
 
 
-def test_merged_details_accept_counts_into_a_column_the_database_read_as_floats():
-    leads = _leads(company_domain=["acme.com", "old.example"], email_domain=["acme.com", "old.example"],
-                   enrichment_status=[None, "enriched"], enrichment_sources=[None, {"_domain": "old.example"}])
-    leads["employee_count"] = pd.Series([float("nan"), 35.0])  # NULL and a number come back as float64
-    results = en.DomainResults()
-    results.add({"acme.com": ACME})
-    changed = en.apply_details(leads, results, "reference", NOW)
-    merged = en.merge_details(leads, changed).set_index("id")
-    assert merged.loc[1, "employee_count"] == 1200 and merged.loc[2, "employee_count"] == 35
-    assert merged.loc[1, "enrichment_status"] == "enriched" and merged.loc[2, "enrichment_status"] == "enriched"
-    assert en.merge_details(leads, changed.iloc[:0]) is leads
+def test_a_provider_value_replaced_by_a_typed_one_leaves_the_sources():
+    sources = {"_domain": "acme.com", "industry": {"from": "reference", "value": "Manufacturing"},
+               "employee_count": {"from": "reference", "value": 1200}}
+    leads = _leads(company_domain=["acme.com"], email_domain=["acme.com"], enrichment_status=["enriched"],
+                   enrichment_sources=[json.dumps(sources)], industry=["Retail"], employee_count=[1200])
+    out = en.apply_details(leads, en.DomainResults(), "reference", NOW)
+    assert out["enrichment_status"].tolist() == ["enriched"]  # no new lookup
+    assert json.loads(out["enrichment_sources"].iloc[0]) == {
+        "_domain": "acme.com", "employee_count": {"from": "reference", "value": 1200}}
 
 
 def test_apply_details_without_a_provider_says_disabled():
