@@ -11,6 +11,8 @@ app = typer.Typer(help="leadflow: lead-lifecycle orchestration on Prefect 3.", n
                   pretty_exceptions_enable=False, add_completion=False)
 db_app = typer.Typer(help="The CRM database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+firmographics_app = typer.Typer(help="Reference firmographics for Retrieve Lead Details.", no_args_is_help=True)
+app.add_typer(firmographics_app, name="firmographics")
 
 UI_HINT = """\
 Watch the runs in the Prefect UI:
@@ -90,10 +92,382 @@ def intake(
         typer.echo(IntakeSummary.from_dict(result).to_text())
 
 
+@firmographics_app.command("load")
+def firmographics_load(
+    path: Annotated[str, typer.Argument(help="CSV with domain, legal_name, industry, employee_count, "
+                                              "revenue_band, country.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """(Re)load the firmographics reference table that the default enrichment provider reads."""
+    from datetime import UTC, datetime
+
+    from leadflow.enrichment import load_firmographics
+
+    try:
+        store = _store()
+        store.upgrade()
+        loaded = load_firmographics(store, path, datetime.now(UTC))
+    except (*_known_errors(), OSError, ValueError) as exc:
+        _fail(f"cannot load firmographics from {path}: {_one_line(exc)}")
+    reasons = loaded.rejected["reason"].value_counts().to_dict() if len(loaded.rejected) else {}
+    if as_json:
+        typer.echo(json.dumps({"written": loaded.written, "rejected": len(loaded.rejected), "by_reason": reasons}))
+        return
+    typer.echo(f"Loaded {loaded.written} companies into firmographics; rejected {len(loaded.rejected)} rows.")
+    for row in loaded.rejected.head(20).to_dict("records"):
+        typer.echo(f"  line {row['_row']}: {row['reason']}")
+
+
+@app.command("rescore")
+def rescore(
+    policy: Annotated[str | None, typer.Option(help="Policy name in leadflow/policies/ or a JSON file.")] = None,
+    as_of: Annotated[str | None, typer.Option(help="ISO time recency is measured from (default: now).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Score every lead again (for example under a new policy version); each change is logged with old and new."""
+    from datetime import datetime
+
+    from flows.rescore import lead_rescore
+    from leadflow.policy import PolicyError
+    from tasks.details import scoring_policy
+
+    try:
+        scoring_policy(policy)
+        moment = datetime.fromisoformat(as_of) if as_of else None
+        if moment is not None and moment.tzinfo is None:
+            _fail("--as-of needs a time zone, for example 2026-11-01T00:00:00+00:00")
+        _store().upgrade()
+        result = lead_rescore(policy=policy, as_of=moment)
+    except (*_known_errors(), PolicyError, ValueError) as exc:
+        _fail(_one_line(exc))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    typer.echo(f"Re-scored {result['leads_scored']} leads with policy {result['policy_version']}: "
+               f"{result['scores_changed']} changed.")
+    for tier, count in result["tiers"].items():
+        typer.echo(f"  {tier:<8} {count}")
+
+
+lead_app = typer.Typer(help="Lead status changes, recorded in lead_events for the funnel.", no_args_is_help=True)
+app.add_typer(lead_app, name="lead")
+REPORT_FORMATS = ("md", "csv", "html", "json")
+
+
+@app.command("report")
+def report(
+    month: Annotated[str | None, typer.Option(help="YYYY-MM (default: the month before today).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="What to print: md, csv, html or json.")] = "md",
+) -> None:
+    """Run the monthly-report flow for a month and print the report; every format is also written to files."""
+    from pathlib import Path
+
+    from data_checks.runner import DataCheckError
+    from flows.monthly_report import monthly_report
+    from leadflow.report import ReconciliationError, month_bounds
+
+    if fmt not in REPORT_FORMATS:
+        _fail(f"unknown format {fmt!r}; expected one of {', '.join(REPORT_FORMATS)}")
+    try:
+        if month is not None:
+            month_bounds(month)
+        _store().upgrade()
+        result = monthly_report(month=month)
+    except (*_known_errors(), DataCheckError, ReconciliationError, ValueError) as exc:
+        _fail(_one_line(exc))
+    files = result["files"][fmt]
+    if fmt == "csv":
+        volume = next(p for p in files if p.endswith("-volume.csv"))
+        typer.echo(Path(volume).read_text(encoding="utf-8"), nl=False)
+    else:
+        typer.echo(Path(files[0]).read_text(encoding="utf-8"), nl=fmt != "html")
+    typer.echo(f"Report files in {Path(files[0]).parent}", err=True)
+
+
+def _status_output(result: Any, as_json: bool) -> None:
+    from leadflow.spam import mask_email
+
+    summary = result.as_dict(mask_email)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    typer.echo(f"{summary['rows']} rows: {summary['applied']} applied, {summary['unchanged']} unchanged, "
+               f"{summary['already_recorded']} already recorded, {summary['rejected']} rejected.")
+    for reject in summary["rejects"]:
+        typer.echo(f"  row {reject['row']}: {reject['reason']} ({reject['email'] or 'no email'})")
+
+
+@lead_app.command("status")
+def lead_status(
+    email: Annotated[str, typer.Argument(help="The lead's email.")],
+    status: Annotated[str, typer.Argument(help="working, qualified, discovery_call_booked, converted, "
+                                               "disqualified, recycled or new.")],
+    reason: Annotated[str | None, typer.Option(help="Reason code (required for disqualified).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Change one lead's status; the change is recorded as a status_changed event."""
+    from datetime import UTC, datetime
+
+    from leadflow.status import set_status
+
+    try:
+        store = _store()
+        store.upgrade()
+        result = set_status(store, email, status, reason, datetime.now(UTC))
+    except _known_errors() as exc:
+        _fail(_one_line(exc))
+    if result.rejected:
+        _fail(f"status not changed: {result.rejected[0].reason}")
+    _status_output(result, as_json)
+
+
+@lead_app.command("import-status")
+def lead_import_status(
+    path: Annotated[str, typer.Argument(help="CSV export of the sales tool: email, status, reason, changed_at.")],
+    rejects: Annotated[str | None, typer.Option(help="Write rejected rows (row, reason) to this CSV file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Record status updates from a CSV export; rows that cannot apply are listed with a reason, never dropped."""
+    from datetime import UTC, datetime
+
+    import pandas as pd
+
+    from leadflow.status import StatusFileError, import_status_file
+
+    try:
+        store = _store()
+        store.upgrade()
+        result = import_status_file(store, path, datetime.now(UTC))
+    except (*_known_errors(), StatusFileError) as exc:
+        _fail(_one_line(exc))
+    if rejects:
+        pd.DataFrame([{"row": r.row, "email": r.email, "reason": r.reason} for r in result.rejected],
+                     columns=["row", "email", "reason"]).to_csv(rejects, index=False)
+    _status_output(result, as_json)
+
+
+spam_app = typer.Typer(help="Spam leads: restore what was flagged by mistake.", no_args_is_help=True)
+app.add_typer(spam_app, name="spam")
+
+
+@app.command("spam-cleanup")
+def spam_cleanup_command(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would happen; change nothing.")] = False,
+    since: Annotated[str | None, typer.Option(help="ISO date or time of the oldest submission to re-check.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Submissions per chunk.", min=1)] = 50_000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Run the spam-cleanup flow: flag spam among recent leads, purge spam past retention."""
+    from flows.spam_cleanup import spam_cleanup
+    from leadflow.cleanup import SpamCleanupError, load_spam_policy, parse_since
+    from leadflow.policy import PolicyError
+    from tasks.common import utc_now
+
+    try:
+        parse_since(since, utc_now(), load_spam_policy())
+        _store().upgrade()
+        result = spam_cleanup(since=since, dry_run=dry_run, batch_size=batch_size)
+    except (*_known_errors(), SpamCleanupError, PolicyError) as exc:
+        _fail(_one_line(exc))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+        return
+    flagged, purged = result["flagged"], result["purged"]
+    typer.echo(f"Spam cleanup{' (dry run: nothing changed)' if dry_run else ''}, policy {result['policy_version']}, "
+               f"submissions since {result['since']}")
+    typer.echo(f"  leads checked        {flagged['leads_checked']}")
+    typer.echo(f"  {'would flag' if dry_run else 'flagged':<21}{flagged['flagged']}")
+    for reason, count in flagged["by_reason"].items():
+        typer.echo(f"    {reason:<19}{count}")
+    typer.echo(f"  restored (window)    {result['restored']}")
+    typer.echo(f"  {'would purge' if dry_run else 'purged':<21}{purged['purged']}")
+    typer.echo(f"  held for review      {purged['review']}")
+    for row in purged["review_sample"]:
+        typer.echo(f"    lead {row['lead_id']} {row['email']}: {row['why']} ({row['reasons']})")
+
+
+@spam_app.command("restore")
+def spam_restore(
+    email: Annotated[str | None, typer.Argument(help="The address to restore (a flagged lead or a tombstone).")] = None,
+    reason: Annotated[str | None, typer.Option(help="Restore every lead flagged for this reason code.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be restored; change nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Bring spam-flagged leads back with their status, tasks and messages; they are never flagged again."""
+    from leadflow.cleanup import SpamCleanupError, restore_spam
+    from tasks.common import utc_now
+
+    try:
+        store = _store()
+        store.upgrade()
+        result = restore_spam(store, email=email, reason=reason, now=utc_now(), by="cli", dry_run=dry_run)
+    except (*_known_errors(), SpamCleanupError) as exc:
+        _fail(_one_line(exc))
+    if as_json:
+        typer.echo(json.dumps(result.as_dict(), indent=2, default=str))
+        return
+    verb = "Would restore" if dry_run else "Restored"
+    typer.echo(f"{verb} {result.restored} leads ({result.tasks_reopened} tasks reopened, {result.outbox_restored} "
+               f"messages back to pending, {result.tombstones_cleared} tombstones cleared).")
+    for row in result.sample:
+        typer.echo(f"  lead {row['lead_id']} {row['email']}: {row['reasons']} -> {row['to_status']}")
+
+
+@app.command("submit")
+def submit(
+    lead_json: Annotated[str | None, typer.Argument(help="The lead as a JSON object (or use --file).")] = None,
+    file: Annotated[str | None, typer.Option("--file", help="A JSON file holding the lead object.")] = None,
+    no_event: Annotated[bool, typer.Option("--no-event", help="Insert only; do not emit the event.")] = False,
+) -> None:
+    """Insert one lead into lead_inbox and emit `leadflow.lead.submitted` so continuous intake takes it at once."""
+    from pathlib import Path
+
+    from leadflow import inbox
+
+    try:
+        text = Path(file).read_text(encoding="utf-8") if file else lead_json
+        if not text:
+            _fail("give the lead as a JSON argument or with --file")
+        payload = json.loads(text)
+        store = _store()
+        store.upgrade()
+        inbox_id = inbox.submit_lead(store, payload)
+    except (OSError, ValueError, *_known_errors()) as exc:
+        _fail(f"cannot submit the lead: {_one_line(exc)}")
+    if not no_event:
+        from prefect.events import emit_event
+
+        emit_event(event=inbox.SUBMITTED_EVENT, resource={"prefect.resource.id": inbox.INBOX_RESOURCE_ID},
+                   payload={"inbox_id": inbox_id})
+    typer.echo(json.dumps({"inbox_id": inbox_id}))
+
+
+@app.command("serve")
+def serve(limit: Annotated[int | None, typer.Option(help="Most flow runs at the same time.")] = None) -> None:
+    """Serve every deployment of prefect.yaml, with its schedules and triggers, from this process."""
+    from deployments.serve import DeploymentConfigError, serve_all
+
+    try:
+        _store().upgrade()
+        serve_all(limit=limit)
+    except DeploymentConfigError as exc:
+        _fail(_one_line(exc))
+
+
+@app.command("backfill")
+def backfill(
+    path: Annotated[str, typer.Argument(help="A lead export or a folder of them.")],
+    start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD (UTC).")],
+    end: Annotated[str, typer.Option(help="Last day, inclusive, YYYY-MM-DD (UTC).")],
+    window: Annotated[str, typer.Option(help="day, week or month.")] = "month",
+    runner: Annotated[str, typer.Option(help="threads, dask or deployment.")] = "threads",
+    dask_address: Annotated[str | None, typer.Option(help="Scheduler of an existing Dask cluster.")] = None,
+    max_parallel: Annotated[int, typer.Option(help="Windows at the same time.")] = 2,
+    source_name: Annotated[str | None, typer.Option(help="Channel for rows that name none.")] = None,
+    column_map: Annotated[str | None, typer.Option(help="JSON/YAML file: export header -> canonical column.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+) -> None:
+    """Replay lead history between two dates in windows, resumably; reports of touched months are recomputed."""
+    from datetime import date
+
+    from flows.backfill import lead_backfill
+    from leadflow import backfill as bf
+    from leadflow.contract import load_column_map
+
+    try:
+        first, last = date.fromisoformat(start), date.fromisoformat(end)
+        bf.make_windows(first, last, window)
+        bf.list_inputs(path)
+        if runner not in {"threads", "dask", "deployment"}:
+            _fail(f"unknown runner {runner!r} (expected threads, dask or deployment)")
+        mapping = load_column_map(column_map) if column_map else None
+        _store().upgrade()
+        result = lead_backfill(path=path, start=first, end=last, window=window, runner=runner,
+                               dask_address=dask_address, max_parallel=max_parallel, source_name=source_name,
+                               column_map=mapping)
+    except (ValueError, *_known_errors()) as exc:
+        _fail(_one_line(exc))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+    else:
+        typer.echo(f"{result['windows_imported']} windows imported, {result['windows_done_before']} already done, "
+                   f"{result['rows_imported']} rows; reports redone: {', '.join(result['months_reported']) or 'none'}")
+
+
+outbox_app = typer.Typer(help="Messages waiting to be sent: prospect email, rep and manager alerts.",
+                         no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
+
+
+@app.command("qualify")
+def qualify(
+    emails: Annotated[list[str] | None, typer.Argument(help="Emails of the leads to (re)qualify.")] = None,
+    all_unqualified: Annotated[bool, typer.Option("--all-unqualified", help="Every lead never qualified.")] = False,
+    replay: Annotated[bool, typer.Option(help="History replay: no messages, tasks recorded as historical.")] = False,
+    deliver: Annotated[bool, typer.Option(help="Send the queued messages at the end.")] = True,
+    policy: Annotated[str | None, typer.Option(help="Policy name in leadflow/policies/ or a JSON file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Run lead-qualification on leads by email, or on every lead that was never qualified."""
+    from flows.qualification import lead_qualification
+    from leadflow.policy import PolicyError
+    from leadflow.qualification import load_qualification_policy
+    from leadflow.qualify_store import resolve_lead_ids
+
+    if not emails and not all_unqualified:
+        _fail("name lead emails or pass --all-unqualified")
+    try:
+        load_qualification_policy(policy or "qualification")
+        store = _store()
+        store.upgrade()
+        ids = resolve_lead_ids(store, None, emails, all_unqualified)
+        if emails and not ids:
+            _fail("no lead has any of these emails")
+        result = lead_qualification(lead_ids=ids, replay=replay, deliver=deliver, policy=policy)
+    except (*_known_errors(), PolicyError) as exc:
+        _fail(_one_line(exc))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+        return
+    typer.echo(f"Qualified {result['leads']} leads ({result['skipped_spam']} spam skipped), policy "
+               f"{result['policy_version']}{' (replay)' if replay else ''}.")
+    for title, key in (("priority", "by_priority"), ("match band", "matches_by_band"),
+                       ("assignment rule", "assignments_by_rule"), ("tasks created", "tasks_created"),
+                       ("messages queued", "messages_queued")):
+        typer.echo(f"  {title:<16} " + ", ".join(f"{k} {v}" for k, v in sorted(result[key].items())))
+    typer.echo(f"  accounts created {result['accounts_created']}; delivered {result['delivered']}, "
+               f"failed {result['delivery_failed']}")
+
+
+@outbox_app.command("deliver")
+def outbox_deliver(
+    limit: Annotated[int | None, typer.Option(help="Most messages to claim in this run.")] = None,
+    lease_minutes: Annotated[float | None, typer.Option(help="Minutes after which a claim counts as dead.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Send every pending outbox message (the run after a crash sends what was left, never anything twice)."""
+    from flows.delivery import outbox_delivery
+
+    try:
+        _store().upgrade()
+        result = outbox_delivery(limit=limit, lease_minutes=lease_minutes)
+    except _known_errors() as exc:
+        _fail(_one_line(exc))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+        return
+    typer.echo(f"Sent {result['sent']} of {result['claimed']} claimed; {result['retry_later']} to retry later, "
+               f"{result['failed']} failed, {result['unknown_outcome']} of unknown outcome (not resent).")
+    typer.echo("Outbox now: " + ", ".join(f"{k} {v}" for k, v in sorted(result["outbox"].items())))
+
+
 @app.command("demo")
 def demo() -> None:
     """Migrate the embedded database, load reference data, run intake on the bundled messy samples."""
+    from datetime import UTC, datetime
+
     from leadflow import reference
+    from leadflow.enrichment import SAMPLE_FIRMOGRAPHICS, load_firmographics
     from leadflow.summary import IntakeSummary
 
     store = _store()
@@ -101,7 +475,8 @@ def demo() -> None:
     store.upgrade()
     reps = reference.load_sales_reps(store, reference.DATA_DIR / "sales_reps.csv")
     accounts = reference.load_accounts(store, reference.DATA_DIR / "accounts.csv")
-    typer.echo(f"Loaded {reps} sales reps and {accounts} accounts.\n")
+    firmographics = load_firmographics(store, str(SAMPLE_FIRMOGRAPHICS), datetime.now(UTC)).written
+    typer.echo(f"Loaded {reps} sales reps, {accounts} accounts and firmographics of {firmographics} companies.\n")
     try:
         first = run_intake(str(reference.SAMPLE_LEADS), None, None, None)
         typer.echo(IntakeSummary.from_dict(first).to_text() + "\n")

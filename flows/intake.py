@@ -11,10 +11,16 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.hooks import notify_ops_on_failure
+from flows.qualification import lead_qualification
+from leadflow.enrichment import DomainResults
+from leadflow.inbox import INBOX_ORIGIN
 from leadflow.settings import get_settings
 from leadflow.sources import iter_lead_chunks
 from leadflow.summary import IntakeSummary
 from tasks.common import current_flow_run_id, store, utc_now
+from tasks.details import calculate_lead_score, retrieve_lead_details
+from tasks.inbox import InboxReader, inbox_plan
 from tasks.intake import (
     check_lead_batch,
     create_lead_entries,
@@ -24,47 +30,69 @@ from tasks.intake import (
     update_lead_sources,
 )
 from tasks.reporting import publish_intake_summary
+from tasks.spam import check_spam_at_intake
 
 
 def intake_run_name() -> str:
     """Name runs after the file they read, so the UI's run list says what each run was about."""
-    path = str(flow_run.parameters.get("path", "input"))
+    path = str(flow_run.parameters.get("path") or INBOX_ORIGIN)
     return f"intake-{PurePosixPath(path.rstrip('/')).name or path}"
 
 
 @flow(name="lead-intake", flow_run_name=intake_run_name, task_runner=ThreadPoolTaskRunner(max_workers=2),
-      log_prints=False)
+      on_failure=[notify_ops_on_failure], on_crashed=[notify_ops_on_failure], log_prints=False)
 def lead_intake(
-    path: str,
+    path: str | None = None,
     source_name: str | None = None,
     column_map: dict[str, str] | None = None,
     chunk_size: int | None = None,
+    replay: bool = False,
+    qualify: bool = True,
 ) -> dict[str, Any]:
     """Turn a lead export into clean, deduplicated, attributed leads; rejects go to quarantine with reasons.
 
     Args:
-        path: CSV, JSON-lines or Parquet file, as a local path or fsspec URL.
+        path: CSV, JSON-lines or Parquet file, as a local path or fsspec URL; empty claims leads from lead_inbox.
         source_name: Channel for rows that do not name one (for example `event` for a booth scan list).
         column_map: Export header -> canonical column, for exports with their own header names.
         chunk_size: Rows per chunk (default from LEADFLOW_CHUNK_SIZE); memory grows with this, not the file.
+        replay: Replaying history (a backfill): no auto-responses or rep alerts, and no row is dated to today.
+        qualify: Run the lead-qualification subflow on each chunk's new and changed leads (spam excluded).
     """
     logger = get_run_logger()
     started = time.perf_counter()
-    summary = IntakeSummary(batch_id=str(uuid.uuid4()), origin=path)
-    plan = inspect_lead_input(path, column_map, source_name)
+    origin = path or INBOX_ORIGIN
+    summary = IntakeSummary(batch_id=str(uuid.uuid4()), origin=origin)
+    inbox = None if path else InboxReader(chunk_size or get_settings().chunk_size, column_map, replay)
+    if inbox and not inbox.has_work():
+        # The continuous deployment runs every minute: an idle run leaves no batch row and no artifacts.
+        logger.info("lead_inbox has no leads to claim")
+        return summary.as_dict()
+    plan = inspect_lead_input(path, column_map, source_name) if path else inbox_plan(source_name)
     crm = store()
-    crm.start_batch(summary.batch_id, path, source_name, current_flow_run_id(), utc_now())
+    crm.start_batch(summary.batch_id, origin, source_name, current_flow_run_id(), utc_now())
     try:
-        chunks = iter_lead_chunks(plan.lead_file, chunk_size or get_settings().chunk_size)
+        chunks = iter(inbox) if inbox else iter_lead_chunks(plan.lead_file, chunk_size or get_settings().chunk_size)
         # Two-stage pipeline: while the flow thread writes chunk N to the CRM, a worker thread checks and
         # normalizes chunk N+1. At most two chunks are in memory, so memory still follows the chunk size.
         pending = _start_chunk(_read(chunks, summary), plan, summary)
+        # Lookups answered once per run: a company with 1,000 leads across chunks costs one lookup.
+        lookups = DomainResults()
         while pending is not None:
             upcoming = _start_chunk(_read(chunks, summary), plan, summary)
-            _finish_chunk(*pending, summary)
+            lead_ids = _finish_chunk(*pending, summary, lookups)
+            if qualify and lead_ids:
+                # Per chunk, so a huge import starts reaching reps before it ends and memory stays bounded.
+                tick = time.perf_counter()
+                summary.add_qualification(lead_qualification(lead_ids=lead_ids, replay=replay))
+                summary.add_time("lead_qualification", time.perf_counter() - tick)
+            if inbox:
+                inbox.chunk_written(summary.batch_id)
             pending = upcoming
-        # Seam: the lead-qualification subflow runs here on the leads this run created or changed.
+        summary.enrichment_calls, summary.enrichment_failed_calls = lookups.calls, lookups.failed_calls
     except BaseException:
+        if inbox:
+            inbox.release()
         summary.seconds = round(time.perf_counter() - started, 3)
         crm.finish_batch(summary.batch_id, "failed", summary.as_dict(), utc_now())
         raise
@@ -98,7 +126,7 @@ def _start_chunk(raw, plan, summary: IntakeSummary):
     return now, checked, normalize_leads.submit(checked)
 
 
-def _finish_chunk(now, checked_future, normalized_future, summary: IntakeSummary) -> list[int]:
+def _finish_chunk(now, checked_future, normalized_future, summary: IntakeSummary, lookups: DomainResults) -> list[int]:
     """Run the database steps of a chunk and fold its counts into the summary."""
     tick = time.perf_counter()
     checked = checked_future.result()
@@ -124,5 +152,22 @@ def _finish_chunk(now, checked_future, normalized_future, summary: IntakeSummary
     tick = time.perf_counter()
     summary.sources_updated += update_lead_sources(normalized.subs, summary.batch_id, now)
     summary.add_time("update_lead_sources", time.perf_counter() - tick)
-    # Seam: Retrieve Lead Details and Calculate Lead Score run here on `normalized.subs` and `written.lead_ids`.
+    if written.lead_ids:
+        # Spam is flagged before anything downstream sees it: no task, alert or auto-response for it.
+        tick = time.perf_counter()
+        spam = check_spam_at_intake(written.lead_ids, summary.batch_id, now)
+        summary.add_time("check_spam", time.perf_counter() - tick)
+        summary.spam_flagged += int(spam.get("flagged", 0))
+        summary.add_counts("spam_by_reason", spam.get("by_reason", {}))
+        details = retrieve_lead_details(written.lead_ids, lookups, now)
+        summary.add_time("retrieve_lead_details", details.seconds)
+        summary.add_counts("enrichment", details.result.by_status)
+        summary.add_counts("fields_filled", details.result.fields_filled)
+        tick = time.perf_counter()
+        scored = calculate_lead_score(details.leads, now, summary.batch_id)
+        summary.add_time("calculate_lead_score", time.perf_counter() - tick)
+        summary.leads_scored += scored.scored
+        summary.scores_changed += scored.changed
+        summary.add_counts("tiers", scored.by_tier)
+        summary.add_counts("score_bands", scored.by_band)
     return written.lead_ids

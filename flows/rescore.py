@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
+from flows.hooks import notify_ops_on_failure
 from leadflow.leads import ScoreResult
 from leadflow.settings import get_settings
 from tasks.common import store, utc_now
@@ -20,7 +21,8 @@ def rescore_run_name() -> str:
     return f"rescore-{flow_run.parameters.get('policy') or get_settings().scoring_policy}"
 
 
-@flow(name="lead-rescore", flow_run_name=rescore_run_name, log_prints=False)
+@flow(name="lead-rescore", flow_run_name=rescore_run_name, on_failure=[notify_ops_on_failure],
+      on_crashed=[notify_ops_on_failure], log_prints=False)
 def lead_rescore(policy: str | None = None, as_of: datetime | None = None, page_size: int = 50_000) -> dict[str, Any]:
     """Re-score all leads page by page; only changed scores are written, each with a `lead_rescored` event.
 

@@ -23,7 +23,7 @@ def _list(value: object) -> list[str]:
 
 
 def load_sales_reps(store: Store, path: str | Path) -> int:
-    """Insert or update sales reps from a CSV (email, name, territories and segments `|`-separated, capacity)."""
+    """Upsert sales reps from a CSV (email, name, `|`-separated territories and segments, capacity, alert_url)."""
     frame = pd.read_csv(path, dtype="string", keep_default_na=False)
     frame["email"] = nz.normalize_email(frame["email"])
     rows = [
@@ -35,13 +35,15 @@ def load_sales_reps(store: Store, path: str | Path) -> int:
             "territories": _list(row.get("territories")),
             "segments": _list(row.get("segments")),
             "max_open_leads": int(row.get("max_open_leads") or 50),
+            # Apprise URL(s) for new-lead alerts; without one a rep is alerted by email.
+            "alert_url": (row.get("alert_url") or "").strip() or None,
         }
         for row in records(frame)
     ]
     table = SalesRep.__table__
     stmt = store.insert(table)
     update = {name: stmt.excluded[name] for name in ("name", "active", "out_of_office", "territories", "segments",
-                                                       "max_open_leads")}
+                                                       "max_open_leads", "alert_url")}
     with store.begin() as conn:
         conn.execute(stmt.on_conflict_do_update(index_elements=["email"], set_=update), rows)
     return len(rows)

@@ -598,3 +598,110 @@ def reconcile(volume: pd.DataFrame, direct_new_leads: int) -> None:
             f"breakdowns do not add up to the {report_total} new leads: {detail}",
             report_total=report_total, direct_total=int(direct_new_leads),
         )
+
+
+# --- the whole monthly report --------------------------------------------------------------------------------
+
+FUNNEL_BREAKDOWNS: tuple[str | None, ...] = (None, "source", "owner")
+FUNNEL_COLUMNS: tuple[str, ...] = ("cohort", "breakdown", "group", "stage", "reached", "passed", "conversion_to_next",
+                                   "median_hours_to_next")
+REASON_COLUMNS: tuple[str, ...] = ("cohort", "breakdown", "group", "reason", "leads", "share")
+
+
+@dataclass(frozen=True)
+class MonthlyReport:
+    """Everything one month's report says: volume with changes, cohort funnels, SLA and 12 months of history."""
+
+    month: str
+    as_of: pd.Timestamp  # events at or after this moment are ignored, so re-runs reproduce the numbers
+    generated_at: pd.Timestamp
+    volume: pd.DataFrame  # lead_volume + with_changes
+    funnel: pd.DataFrame  # FUNNEL_COLUMNS
+    reasons: pd.DataFrame  # REASON_COLUMNS
+    sla: dict[str, Any]
+    history: pd.DataFrame  # month, source, new_leads (spam excluded), 12 months up to the report month
+    direct: dict[str, int]  # independent counts of the month's leads: new_leads (spam excluded), spam_leads
+
+    def total(self, column: str) -> int:
+        """One count of the volume's total row."""
+        rows = self.volume.loc[(self.volume["dimension"] == TOTAL[0]) & (self.volume["value"] == TOTAL[1]), column]
+        return int(rows.iloc[0]) if len(rows) else 0
+
+    def headline(self) -> dict[str, Any]:
+        """The numbers a manager reads first."""
+        main = self.funnel.loc[(self.funnel["cohort"] == self.month) & (self.funnel["breakdown"] == "all")]
+        reached = main.set_index("stage")["reached"].to_dict() if len(main) else {}
+        return {
+            "month": self.month,
+            "new_leads": self.total("new_leads"),
+            "spam_leads": self.total("spam_leads"),
+            "submissions": self.total("submissions"),
+            "repeat_submissions": self.total("repeat_submissions"),
+            "new_leads_prev": _int_or_none(self._total_change("new_leads_prev")),
+            "new_leads_mom_pct": _float_or_none(self._total_change("new_leads_mom_pct")),
+            "new_leads_last_year": _int_or_none(self._total_change("new_leads_last_year")),
+            "new_leads_yoy_pct": _float_or_none(self._total_change("new_leads_yoy_pct")),
+            "converted": int(reached.get("converted", 0)),
+            "disqualified": int(reached.get("disqualified", 0)),
+            "sla": dict(self.sla),
+        }
+
+    def _total_change(self, column: str) -> Any:
+        if column not in self.volume.columns:
+            return None
+        rows = self.volume.loc[self.volume["dimension"] == TOTAL[0], column]
+        return rows.iloc[0] if len(rows) else None
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None or pd.isna(value) else int(value)
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None or pd.isna(value) else round(float(value), 4)
+
+
+def cohort_months(month: str, count: int) -> list[str]:
+    """The report month and the count-1 months before it, newest first."""
+    months = [month]
+    while len(months) < max(count, 1):
+        months.append(previous_month(months[-1]))
+    return months
+
+
+def cohort_funnels(
+    events: pd.DataFrame, leads: pd.DataFrame, cohorts: Sequence[str], as_of: pd.Timestamp,
+    breakdowns: Sequence[str | None] = FUNNEL_BREAKDOWNS,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Funnels of several creation cohorts, overall and per breakdown, as two long tables (stages, reasons)."""
+    stages, reasons = [], []
+    for cohort in cohorts:
+        for by in breakdowns:
+            report = funnel(events, leads, cohort, by=by, as_of=as_of)
+            label = by or "all"
+            stages.append(report.stages.assign(cohort=cohort, breakdown=label))
+            reasons.append(report.disqualification_reasons.assign(cohort=cohort, breakdown=label))
+    stage_frame = pd.concat(stages, ignore_index=True) if stages else pd.DataFrame(columns=list(FUNNEL_COLUMNS))
+    reason_frame = pd.concat(reasons, ignore_index=True) if reasons else pd.DataFrame(columns=list(REASON_COLUMNS))
+    stage_frame = stage_frame[list(FUNNEL_COLUMNS)].astype({"cohort": "str", "breakdown": "str", "group": "str"})
+    reason_frame = reason_frame[list(REASON_COLUMNS)].astype({"cohort": "str", "breakdown": "str", "group": "str",
+                                                              "reason": "str"})
+    return stage_frame.reset_index(drop=True), reason_frame.reset_index(drop=True)
+
+
+def monthly_volume(
+    leads: pd.DataFrame,
+    submissions: pd.DataFrame,
+    previous_leads: pd.DataFrame,
+    last_year_leads: pd.DataFrame,
+    month: str,
+) -> pd.DataFrame:
+    """The month's lead volume by every dimension, with new leads of last month and last year beside it."""
+    no_touches = pd.DataFrame({"lead_id": pd.Series(dtype="int64"),
+                               "submitted_at": pd.Series(dtype="datetime64[us, UTC]")})
+    current = lead_volume(leads, submissions, month)
+    # A comparison month without a single lead is "no data yet", not a drop to zero.
+    previous = lead_volume(previous_leads, no_touches, previous_month(month)) if len(previous_leads) else None
+    last_year = (lead_volume(last_year_leads, no_touches, same_month_last_year(month))
+                 if len(last_year_leads) else None)
+    return with_changes(current, previous, last_year)

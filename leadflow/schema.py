@@ -17,6 +17,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -62,6 +63,11 @@ class SalesRep(Base):
     territories: Mapped[list[str]] = mapped_column(Json, default=list)
     segments: Mapped[list[str]] = mapped_column(Json, default=list)
     max_open_leads: Mapped[int] = mapped_column(Integer, server_default="50")
+    # Qualification routing: the open-lead counter is reserved with a guarded UPDATE (never above max_open_leads),
+    # the assignment sequence is the round-robin rotation state, alert_url the rep's Apprise URL(s).
+    open_leads: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_assigned_seq: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    alert_url: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.current_timestamp())
 
 
@@ -136,6 +142,9 @@ class Lead(Base):
     priority_reason: Mapped[str | None] = mapped_column(String(200))
     account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), index=True)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("sales_reps.id"), index=True)
+    checklist: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    match_details: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    qualified_at: Mapped[datetime | None] = mapped_column(Timestamp)
     is_spam: Mapped[bool] = mapped_column(Boolean, server_default="0")
     spam_reasons: Mapped[str | None] = mapped_column(String(500))
     spam_flagged_at: Mapped[datetime | None] = mapped_column(Timestamp)
@@ -199,6 +208,12 @@ class OutboxMessage(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.current_timestamp())
     sent_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # Delivery bookkeeping: who claimed the row, when, when its send began (a crash after that point leaves the
+    # outcome unknown) and when a failed row may be tried again.
+    claim_token: Mapped[str | None] = mapped_column(String(36), index=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    send_started_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class LeadEvent(Base):
@@ -260,3 +275,148 @@ class IntakeBatch(Base):
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
     status: Mapped[str] = mapped_column(String(16))
     summary: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+
+
+class LeadInboxRow(Base):
+    """A lead posted by a form handler or any system, waiting for the continuous intake to claim it."""
+
+    __tablename__ = "lead_inbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    # The submission as the sender named its fields (canonical names or any known alias); unknown fields are kept.
+    payload: Mapped[dict[str, Any]] = mapped_column(Json)
+    received_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.current_timestamp())
+    claim_token: Mapped[str | None] = mapped_column(String(36), index=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    processed_at: Mapped[datetime | None] = mapped_column(Timestamp, index=True)
+    batch_id: Mapped[str | None] = mapped_column(String(36))
+
+
+class BackfillLedgerEntry(Base):
+    """One backfill window of one source under one policy version: done windows are skipped on re-runs."""
+
+    __tablename__ = "backfill_ledger"
+    __table_args__ = (
+        Index("ix_backfill_ledger_source_key_window_id_policy_version", "source_key", "window_id", "policy_version",
+              unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    source_key: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(1000))
+    window_id: Mapped[str] = mapped_column(String(40))
+    window_start: Mapped[datetime | None] = mapped_column(Timestamp)
+    window_end: Mapped[datetime | None] = mapped_column(Timestamp)
+    policy_version: Mapped[str] = mapped_column(String(80))
+    status: Mapped[str] = mapped_column(String(16))
+    rows: Mapped[int] = mapped_column(Integer, server_default="0")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    summary: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    flow_run_id: Mapped[str | None] = mapped_column(String(36))
+    started_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class ReportRun(Base):
+    """One published monthly report: its headline numbers, when it was built and as of when."""
+
+    __tablename__ = "report_runs"
+
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    generated_at: Mapped[datetime] = mapped_column(Timestamp)
+    as_of: Mapped[datetime] = mapped_column(Timestamp)
+    new_leads: Mapped[int] = mapped_column(Integer)
+    spam_leads: Mapped[int] = mapped_column(Integer)
+    submissions: Mapped[int] = mapped_column(Integer)
+    repeat_submissions: Mapped[int] = mapped_column(Integer)
+    sla_eligible: Mapped[int] = mapped_column(Integer)
+    sla_met: Mapped[int] = mapped_column(Integer)
+    sla_rate: Mapped[float | None] = mapped_column(Float)
+    flow_run_id: Mapped[str | None] = mapped_column(String(36))
+    summary: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+
+
+class ReportLeadVolume(Base):
+    """Monthly lead volume by dimension value, with last month's and last year's new leads beside it."""
+
+    __tablename__ = "report_lead_volume"
+    __table_args__ = (UniqueConstraint("month", "dimension", "value"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    month: Mapped[str] = mapped_column(String(7))
+    dimension: Mapped[str] = mapped_column(String(32))
+    value: Mapped[str] = mapped_column(String(500))
+    new_leads: Mapped[int] = mapped_column(Integer)
+    submissions: Mapped[int] = mapped_column(Integer)
+    repeat_submissions: Mapped[int] = mapped_column(Integer)
+    spam_leads: Mapped[int] = mapped_column(Integer)
+    spam_submissions: Mapped[int] = mapped_column(Integer)
+    new_leads_prev: Mapped[int | None] = mapped_column(Integer)
+    new_leads_mom_pct: Mapped[float | None] = mapped_column(Float)
+    new_leads_last_year: Mapped[int | None] = mapped_column(Integer)
+    new_leads_yoy_pct: Mapped[float | None] = mapped_column(Float)
+
+
+class ReportFunnel(Base):
+    """One funnel stage of one creation cohort (overall, by source or by owner) in a monthly report."""
+
+    __tablename__ = "report_funnel"
+    __table_args__ = (UniqueConstraint("month", "cohort", "breakdown", "group_value", "stage"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    month: Mapped[str] = mapped_column(String(7))
+    cohort: Mapped[str] = mapped_column(String(7))
+    breakdown: Mapped[str] = mapped_column(String(16))
+    group_value: Mapped[str] = mapped_column(String(500))
+    stage: Mapped[str] = mapped_column(String(32))
+    reached: Mapped[int] = mapped_column(Integer)
+    passed: Mapped[int | None] = mapped_column(Integer)
+    conversion_to_next: Mapped[float | None] = mapped_column(Float)
+    median_hours_to_next: Mapped[float | None] = mapped_column(Float)
+
+
+class ReportDisqualificationReason(Base):
+    """Disqualified leads of one cohort by their latest reason code, in a monthly report."""
+
+    __tablename__ = "report_dq_reasons"
+    __table_args__ = (UniqueConstraint("month", "cohort", "breakdown", "group_value", "reason"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    month: Mapped[str] = mapped_column(String(7))
+    cohort: Mapped[str] = mapped_column(String(7))
+    breakdown: Mapped[str] = mapped_column(String(16))
+    group_value: Mapped[str] = mapped_column(String(500))
+    reason: Mapped[str] = mapped_column(String(200))
+    leads: Mapped[int] = mapped_column(Integer)
+    share: Mapped[float | None] = mapped_column(Float)
+
+
+class SpamTombstone(Base):
+    """What remains of a purged spam lead: its email hash and reasons, so the address is known as bad later."""
+
+    __tablename__ = "spam_tombstones"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    email_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    reasons: Mapped[str] = mapped_column(String(500))
+    policy_version: Mapped[str | None] = mapped_column(String(32))
+    flagged_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    purged_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class SpamExemption(Base):
+    """An address a person restored from spam: later sweeps and intake checks never flag it again."""
+
+    __tablename__ = "spam_exemptions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    email_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    lead_id: Mapped[int | None] = mapped_column(BigInteger)
+    reasons: Mapped[str | None] = mapped_column(String(500))
+    restored_at: Mapped[datetime] = mapped_column(Timestamp)
+    restored_by: Mapped[str] = mapped_column(String(200))
+
+
+# The purge finds expired spam by flag time; without an index it would scan every lead each night.
+Index("ix_leads_spam_flagged_at", Lead.__table__.c.spam_flagged_at)

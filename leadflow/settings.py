@@ -38,7 +38,16 @@ class Settings(BaseSettings):
     enrichment_timeout_seconds: float = Field(default=10.0, gt=0, description="Timeout of one enrichment call.")
     enrichment_max_attempts: int = Field(default=5, ge=1, le=20, description="Tries per enrichment call.")
     enrichment_rate_per_second: float = Field(default=10.0, gt=0, description="Enrichment API calls per second.")
+    enrichment_backoff_seconds: float = Field(
+        default=1.0, ge=0, le=60, description="First retry delay of a failed enrichment call; doubles per retry."
+    )
     enrichment_max_concurrency: int = Field(default=4, ge=1, le=64, description="Enrichment calls in flight.")
+    scoring_policy: str = Field(
+        default="scoring", description="Scoring policy: a name in leadflow/policies/ or a path to a JSON file."
+    )
+    spam_policy: str = Field(
+        default="spam", description="Spam policy: a name in leadflow/policies/ or a path to a JSON file."
+    )
     # Outbox delivery: prospect email over SMTP, rep/manager/ops alerts through Apprise URLs.
     smtp_url: SecretStr | None = Field(
         default=None,

@@ -155,6 +155,10 @@ class SpamPolicy(VersionedPolicy):
     retention_days: int = Field(
         ge=1, le=3650, description="Days a flagged lead stays quarantined (reversible) before it is purged."
     )
+    recheck_days: int = Field(
+        default=7, ge=1, le=3650,
+        description="How far back the nightly sweep re-checks submissions when no start date is given.",
+    )
     min_reasons_to_flag: int = Field(
         ge=1, le=len(REASON_CODES), description="How many rules must fire before a lead is flagged as spam."
     )

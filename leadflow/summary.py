@@ -72,6 +72,24 @@ class IntakeSummary:
         looked_up = sum(self.enrichment.get(k, 0) for k in ("enriched", "not_found", "failed"))
         return round(self.enrichment.get("enriched", 0) / looked_up, 4) if looked_up else None
 
+    def add_qualification(self, result: dict[str, Any]) -> None:
+        """Fold one lead-qualification subflow run's summary in: counts add up, tables add up per key."""
+        total = self.qualification
+        for key, value in result.items():
+            if isinstance(value, bool) or key in {"policy_version", "replay", "seconds", "step_seconds"}:
+                if key == "policy_version":
+                    total[key] = value
+                continue
+            if isinstance(value, int | float):
+                total[key] = round(total.get(key, 0) + value, 3)
+            elif isinstance(value, dict):
+                merged = Counter(total.get(key, {}))
+                merged.update({k: v for k, v in value.items() if isinstance(v, int | float)})
+                total[key] = dict(sorted(merged.items()))
+            elif isinstance(value, list):
+                total[key] = [*total.get(key, []), *value][:20]
+        total["runs"] = total.get("runs", 0) + 1
+
     def add_check_results(self, results: list[dict[str, Any]]) -> None:
         """Fold one chunk's per-expectation results into run totals."""
         for row in results:
@@ -121,9 +139,21 @@ class IntakeSummary:
             f"## Scores ({self.leads_scored} scored, {self.scores_changed} changed)\n\n"
             f"| tier | leads |\n|---|---|\n{tiers}\n| score | leads |\n|---|---|\n{bands}\n"
             f"## Spam flagged at intake ({self.spam_flagged})\n\n| reason | leads |\n|---|---|\n{spam}\n"
+            f"{self._qualification_markdown()}"
             f"## Timings ({self.seconds:.2f} s, {self.leads_per_second} rows/s)\n\n"
             f"| step | seconds |\n|---|---|\n{steps}\n"
             f"Batch `{self.batch_id}`, {self.chunks} chunk(s).\n"
+        )
+
+    def _qualification_markdown(self) -> str:
+        q = self.qualification
+        if not q:
+            return "## Qualification\n\nNot run (no new or changed leads, or `qualify=False`).\n\n"
+        return (
+            f"## Qualification ({q.get('leads', 0)} leads in {q.get('runs', 0)} lead-qualification run(s))\n\n"
+            f"| priority | leads |\n|---|---|\n{_rows(q.get('by_priority', {}))}\n"
+            f"Accounts created {q.get('accounts_created', 0)}, tasks {q.get('tasks_created', {})}, "
+            f"messages queued {q.get('messages_queued', {})}, delivered {q.get('delivered', 0)}.\n\n"
         )
 
     def to_text(self) -> str:
@@ -147,4 +177,12 @@ class IntakeSummary:
         lines += [f"    {tier:<22} {count}" for tier, count in self.tiers.items()]
         if self.spam_flagged:
             lines.append(f"  flagged as spam      {self.spam_flagged}")
+        q = self.qualification
+        if q:
+            created = q.get("accounts_created", 0)
+            lines.append(f"  qualified            {q.get('leads', 0)} (accounts created {created})")
+            lines += [f"    {p:<22} {count}" for p, count in q.get("by_priority", {}).items()]
+            lines.append(f"  tasks created        {sum(q.get('tasks_created', {}).values())}")
+            lines.append(f"  messages queued      {sum(q.get('messages_queued', {}).values())} "
+                         f"(delivered {q.get('delivered', 0)})")
         return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -55,10 +56,9 @@ def enrichment_server(api: EnrichmentApi) -> Iterator[str]:
             if retry_after is not None:
                 self.send_header("Retry-After", retry_after)
             self.end_headers()
-            try:
+            # The client may have given up on a slow answer: that is the point of the slow move.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 self.wfile.write(data)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client gave up on a slow answer: that is the point of the slow move
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True

@@ -39,3 +39,18 @@ def snapshot(store: Store, skip: tuple[str, ...] = ("intake_batches",), ignore: 
 def lead(email: str, submitted_at: str = "2025-03-01T10:00:00Z", source: str = "web_form", **extra: Any) -> dict:
     """One intake row with the required columns."""
     return {"email": email, "submitted_at": submitted_at, "source": source, **extra}
+
+
+def lenient_spam_policy(folder: Path) -> str:
+    """A spam policy file as before today's lists: only known-bad addresses are flagged (for nightly-sweep tests)."""
+    import json
+
+    from leadflow.policy import POLICY_DIR
+    from leadflow.spam import REASON_CODES
+
+    data = json.loads((POLICY_DIR / "spam.json").read_text(encoding="utf-8"))
+    data["rules"] = {code: code == "known_bad_address" for code in REASON_CODES}
+    data["min_reasons_to_flag"] = 1
+    path = folder / "spam-yesterday.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return str(path)

@@ -15,8 +15,8 @@ from flows.intake import lead_intake
 from flows.rescore import lead_rescore
 from leadflow.enrichment import SAMPLE_FIRMOGRAPHICS, load_firmographics
 from leadflow.policy import POLICY_DIR
-from leadflow.scoring import TIERS
 from leadflow.schema import Lead, LeadEvent
+from leadflow.scoring import TIERS
 from leadflow.settings import get_settings
 from tests.enrichment_server import EnrichmentApi, enrichment_server
 from tests.helpers import lead, write_csv
@@ -169,7 +169,9 @@ def test_rescore_with_a_new_policy_logs_old_and_new_values_once(crm, tmp_path):
     high_fit = after["fit_score"] >= 1
     assert high_fit.sum() >= 3 and after.loc[high_fit, "tier"].isin(["tier_1", "tier_2"]).all()
     with crm.engine.connect() as conn:
-        events = conn.execute(select(LeadEvent.__table__).where(LeadEvent.event_type == "lead_rescored")).mappings().all()
+        events = conn.execute(
+            select(LeadEvent.__table__).where(LeadEvent.event_type == "lead_rescored")
+        ).mappings().all()
     assert len(events) == 4
     details = [e["details"] if isinstance(e["details"], dict) else json.loads(e["details"]) for e in events]
     assert {d["old"]["policy_version"] for d in details} == {"2026.11-1"}

@@ -137,7 +137,8 @@ def test_apply_details_fills_only_empty_fields_and_records_sources():
     assert out.loc[1, "industry"] == "Manufacturing" and out.loc[1, "company"] == "Acme Corporation"
     assert out.loc[1, "employee_count"] == 1200
     # Lead 2 typed its industry, country and company: those win.
-    assert out.loc[2, "industry"] == "Retail" and out.loc[2, "country"] == "DE" and out.loc[2, "company"] == "ACME Typed"
+    assert out.loc[2, "industry"] == "Retail" and out.loc[2, "country"] == "DE"
+    assert out.loc[2, "company"] == "ACME Typed"
     assert out.loc[2, "revenue_band"] == "250M-1B"
     sources = json.loads(out.loc[2, "enrichment_sources"])
     # Typed fields are not named; every provider value is, with where it came from.

@@ -45,6 +45,6 @@ def test_real_scores_pass():
     ],
 )
 def test_impossible_scores_stop_the_write(overrides, expectation):
-    with pytest.raises(DataCheckError, match="lead_scores.batch") as caught:
+    with pytest.raises(DataCheckError, match=r"lead_scores\.batch") as caught:
         guard_scores(_scores(**overrides), POLICY)
     assert expectation in {f.expectation for f in caught.value.failures}

@@ -1,0 +1,53 @@
+"""spam-cleanup: re-check recent leads, flag spam reversibly, purge expired spam keeping tombstones."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+
+from flows.hooks import notify_ops_on_failure
+from leadflow import cleanup
+from tasks.common import store, utc_now
+from tasks.spam import cleanup_spam_leads, publish_spam_summary, purge_expired_spam_leads
+
+
+def spam_cleanup_run_name() -> str:
+    """Dry runs say so in the run list."""
+    return "spam-cleanup-dry-run" if flow_run.parameters.get("dry_run") else "spam-cleanup"
+
+
+@flow(name="spam-cleanup", flow_run_name=spam_cleanup_run_name, on_failure=[notify_ops_on_failure],
+      on_crashed=[notify_ops_on_failure], log_prints=False)
+def spam_cleanup(since: str | None = None, dry_run: bool = False, batch_size: int = 50_000) -> dict[str, Any]:
+    """Flag spam among recent leads (status spam, tasks cancelled, messages withdrawn) and purge expired spam.
+
+    Args:
+        since: ISO date or time of the oldest submission to re-check (default: the policy's recheck_days ago).
+        dry_run: Report what would be flagged and purged, and change nothing.
+        batch_size: Submissions (and leads to purge) per chunk; memory follows this, not the table size.
+    """
+    started = time.perf_counter()
+    policy = cleanup.load_spam_policy()
+    now = utc_now()
+    start = cleanup.parse_since(since, now, policy)
+    flagged = cleanup_spam_leads(policy, start, now, batch_size, dry_run)
+    purged = purge_expired_spam_leads(policy, now, batch_size, dry_run)
+    summary = {
+        "dry_run": dry_run,
+        "policy_version": policy.version,
+        "since": start.isoformat(),
+        "run_at": now.isoformat(),
+        "flagged": flagged.as_dict(),
+        "restored": cleanup.restored_since(store(), start),
+        "purged": purged.as_dict(),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    publish_spam_summary(summary)
+    get_run_logger().info(
+        "Checked %d leads: %d flagged, %d purged, %d held for review%s", flagged.leads_checked, flagged.flagged,
+        purged.purged, purged.review, " (dry run)" if dry_run else "",
+    )
+    return summary

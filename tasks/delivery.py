@@ -1,0 +1,37 @@
+"""Task shell for Deliver Outbox: send what is pending, with retries inside and around the run."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from prefect import get_run_logger, task
+
+from leadflow.delivery import DeliveryConfig, DeliveryResult, deliver_pending
+from leadflow.settings import get_settings
+from tasks.common import DB_TASK, store, utc_now
+
+
+def delivery_config(lease_minutes: float | None = None, **overrides: Any) -> DeliveryConfig:
+    """Delivery settings from LEADFLOW_* (SMTP URL, outbox folder, sender), with optional overrides."""
+    settings = get_settings()
+    smtp = settings.smtp_url.get_secret_value() if settings.smtp_url else None
+    config = DeliveryConfig(smtp_url=smtp, outbox_dir=settings.outbox_dir, sender_email=settings.sender_email,
+                            **overrides)
+    if lease_minutes is not None:
+        config = DeliveryConfig(**{**config.__dict__, "lease": timedelta(minutes=lease_minutes)})
+    return config
+
+
+@task(name="Deliver Outbox", **DB_TASK)
+def deliver_outbox(limit: int | None = None, lease_minutes: float | None = None) -> DeliveryResult:
+    """Claim and send pending outbox rows: prospect email over SMTP or as .eml files, alerts through Apprise."""
+    result = deliver_pending(store(), delivery_config(lease_minutes), now=utc_now, limit=limit)
+    logger = get_run_logger()
+    logger.info("Outbox: %d claimed, %d sent, %d to retry later, %d failed; %d stale rows requeued, %d of unknown "
+                "outcome", result.claimed, result.sent, result.retry_later, result.failed, result.requeued_stale,
+                result.unknown_outcome)
+    if result.unknown_outcome:
+        logger.warning("%d outbox rows were interrupted mid-send by a dead run: marked failed, not resent",
+                       result.unknown_outcome)
+    return result

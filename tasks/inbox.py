@@ -1,0 +1,96 @@
+"""Task shells for the lead_inbox: claim a chunk of posted leads, mark it processed once intake wrote it."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+
+import pandas as pd
+from prefect import get_run_logger, task
+
+from leadflow import inbox
+from leadflow.contract import CANONICAL_COLUMNS, resolve_columns
+from leadflow.sources import MALFORMED_COLUMN, ROW_COLUMN, LeadFile
+from tasks.common import DB_TASK, store, utc_now
+from tasks.intake import IntakePlan
+
+# A continuous run stops after this many chunks so that it ends even while leads keep arriving; the next
+# scheduled run carries on.
+MAX_CHUNKS_PER_RUN = 20
+
+
+def inbox_plan(source_name: str | None) -> IntakePlan:
+    """The intake plan of inbox chunks: the reader already renamed known fields to canonical columns."""
+    lead_file = LeadFile(url=inbox.INBOX_ORIGIN, format="inbox", headers=list(CANONICAL_COLUMNS))
+    return IntakePlan(lead_file=lead_file, mapping={c: c for c in CANONICAL_COLUMNS}, default_source=source_name)
+
+
+def canonical_frame(raw: pd.DataFrame, column_map: dict[str, str] | None) -> pd.DataFrame:
+    """Rename the fields a chunk's senders used (aliases, a column map) to canonical columns; others stay."""
+    headers = [str(c) for c in raw.columns if c not in (ROW_COLUMN, MALFORMED_COLUMN)]
+    frame = raw
+    # Each header on its own: two spellings of one field (from different senders) both map to it.
+    targets = {h: c for h in headers for c in resolve_columns([h], column_map).values()}
+    for header, column in targets.items():
+        if header == column:
+            continue
+        if column in frame.columns:
+            # Senders in one chunk may spell a field differently: each row keeps the value it gave.
+            frame = frame.assign(**{column: frame[column].where(frame[column].notna(), frame[header])})
+            frame = frame.drop(columns=[header])
+        else:
+            frame = frame.rename(columns={header: column})
+    return frame
+
+
+@task(name="Claim Inbox Leads", **DB_TASK)
+def claim_inbox_leads(limit: int, replay: bool = False) -> inbox.InboxClaim:
+    """Atomically claim the oldest unprocessed rows of lead_inbox for this run."""
+    claim = inbox.claim_rows(store(), limit, now=utc_now(), replay=replay)
+    get_run_logger().info("Claimed %d inbox rows", len(claim))
+    return claim
+
+
+@task(name="Mark Inbox Leads Processed", **DB_TASK)
+def mark_inbox_leads(claim: inbox.InboxClaim, batch_id: str) -> int:
+    """Mark a claimed chunk processed once intake has stored it (as submissions or quarantine records)."""
+    return inbox.mark_processed(store(), claim, batch_id, utc_now())
+
+
+class InboxReader:
+    """Reads lead_inbox chunk by chunk for one intake run, and marks each chunk once the run has written it."""
+
+    def __init__(self, chunk_size: int, column_map: dict[str, str] | None = None, replay: bool = False) -> None:
+        self.chunk_size = chunk_size
+        self.column_map = column_map
+        self.replay = replay
+        self.open_claims: deque[inbox.InboxClaim] = deque()
+        self.marked = 0
+
+    def __iter__(self) -> Iterator[pd.DataFrame]:
+        for _ in range(MAX_CHUNKS_PER_RUN):
+            claim = claim_inbox_leads(self.chunk_size, self.replay)
+            if not claim:
+                return
+            self.open_claims.append(claim)
+            yield canonical_frame(claim.frame, self.column_map)
+            if len(claim) < self.chunk_size:
+                return
+
+    def has_work(self) -> bool:
+        """Whether the inbox holds rows this run could claim (an empty inbox needs no batch, no artifacts)."""
+        return inbox.has_claimable_rows(store(), now=utc_now())
+
+    def chunk_written(self, batch_id: str) -> None:
+        """The oldest open chunk is stored: mark its rows processed (chunks finish in the order they were read)."""
+        self.marked += mark_inbox_leads(self.open_claims.popleft(), batch_id)
+
+    def release(self) -> None:
+        """Hand the rows of unfinished chunks back to the inbox at once (the run failed)."""
+        while self.open_claims:
+            claim = self.open_claims.popleft()
+            try:
+                inbox.release_claim(store(), claim)
+            except Exception as exc:
+                # The claim then expires after the claim timeout; the run's own error is the one to report.
+                get_run_logger().warning("Could not release %d inbox rows: %s", len(claim), type(exc).__name__)

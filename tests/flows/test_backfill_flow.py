@@ -1,0 +1,226 @@
+"""lead-backfill under the Prefect test harness: windows, resume, Dask vs threads, a crash and its resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from flows.backfill import lead_backfill
+from leadflow.backfill import LEDGER
+from leadflow.schema import LeadSubmission, QuarantineRecord
+from tests.helpers import VOLATILE, lead, snapshot, write_csv
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def history_rows(n_per_month: int = 6) -> list[dict]:
+    """Leads over Jan-Mar 2024, a person who comes back, rows outside the dates and rows without a date."""
+    rows = []
+    for month in (1, 2, 3):
+        for i in range(n_per_month):
+            rows.append(lead(f"p{month}-{i}@acme{i % 3}.com", f"2024-{month:02d}-{10 + i:02d}T09:00:00Z",
+                             first_name=f"P{i}", company=f"Acme {i % 3}"))
+    rows.append(lead("returning@beta.io", "2024-01-05T08:00:00Z", source="webinar"))
+    rows.append(lead("returning@beta.io", "2024-02-20T08:00:00Z", source="google_ads"))
+    rows.append(lead("early@gamma.io", "2023-12-31T23:00:00Z"))
+    rows.append(lead("late@gamma.io", "2024-04-01T00:00:00Z"))
+    rows.append(lead("nodate@gamma.io", ""))
+    rows.append(lead("baddate@gamma.io", "not a date"))
+    return rows
+
+
+@pytest.fixture
+def history(tmp_path) -> str:
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    rows = history_rows()
+    write_csv(folder / "part1.csv", rows[: len(rows) // 2])
+    write_csv(folder / "part2.csv", rows[len(rows) // 2 :])
+    return str(folder)
+
+
+def _count(crm, column) -> int:
+    with crm.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(column.table)).scalar_one()
+
+
+def test_backfill_imports_each_window_once_and_resumes_to_nothing(crm, history, tmp_path):
+    result = lead_backfill(path=history, start=date(2024, 1, 1), end=date(2024, 3, 31), window="month",
+                           work_dir=str(tmp_path / "work"))
+    # Three months plus the undated window; the two rows outside the dates are counted, not imported.
+    assert result["windows_total"] == 4 and result["windows_imported"] == 4
+    assert result["rows_outside_range"] == 2 and result["rows_undated"] == 2
+    assert _count(crm, LeadSubmission.__table__.c.id) == 3 * 6 + 2
+    with crm.engine.connect() as conn:
+        reasons = sorted(conn.execute(select(QuarantineRecord.__table__.c.reason_codes)).scalars())
+        ledger = {r.window_id: r.status for r in conn.execute(select(LEDGER))}
+    assert reasons == ["invalid_submitted_at", "missing_submitted_at"]
+    assert ledger == {"2024-01-01_2024-02-01": "completed", "2024-02-01_2024-03-01": "completed",
+                      "2024-03-01_2024-04-01": "completed", "undated": "completed"}
+    before = snapshot(crm)
+    again = lead_backfill(path=history, start=date(2024, 1, 1), end=date(2024, 3, 31), window="month",
+                          work_dir=str(tmp_path / "work"))
+    assert again["windows_done_before"] == 4 and again["windows_imported"] == 0
+    assert snapshot(crm) == before
+
+
+def test_a_failed_window_is_retried_alone(crm, history, tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    # The February window's input is broken on purpose; the others import.
+    import tasks.backfill as tb
+
+    real = tb.bf.split_by_window
+
+    def split_then_break(*args, **kwargs):
+        manifest = real(*args, **kwargs)
+        Path(manifest.parts["2024-02-01_2024-03-01"]).write_text("{not json\n" * 30, encoding="utf-8")
+        return manifest
+
+    monkeypatch.setattr(tb.bf, "split_by_window", split_then_break)
+    with pytest.raises(Exception, match="2024-02-01_2024-03-01"):
+        lead_backfill(path=history, start=date(2024, 1, 1), end=date(2024, 3, 31), work_dir=str(work))
+    with crm.engine.connect() as conn:
+        ledger = {r.window_id: r.status for r in conn.execute(select(LEDGER))}
+    assert ledger["2024-02-01_2024-03-01"] == "failed"
+    assert sum(s == "completed" for s in ledger.values()) == 3
+    monkeypatch.setattr(tb.bf, "split_by_window", real)
+    # Repair the input (a fresh split) and re-run: only the failed window is imported.
+    (work.glob("*/*/manifest.json").__next__()).unlink()
+    result = lead_backfill(path=history, start=date(2024, 1, 1), end=date(2024, 3, 31), work_dir=str(work))
+    assert result["windows_done_before"] == 3 and result["windows_imported"] == 1
+    assert _count(crm, LeadSubmission.__table__.c.id) == 3 * 6 + 2
+
+
+@pytest.mark.parametrize("bad", [{"window": "year"}, {"end": date(2023, 1, 1)}])
+def test_bad_backfill_arguments_fail_with_a_clear_error(crm, history, tmp_path, bad):
+    kwargs = {"path": history, "start": date(2024, 1, 1), "end": date(2024, 3, 31), "work_dir": str(tmp_path)}
+    with pytest.raises(Exception, match=r"window|before start"):
+        lead_backfill(**{**kwargs, **bad})
+
+
+def _wipe(crm) -> None:
+    from leadflow.schema import Base
+
+    with crm.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(table.delete())
+
+
+def _state(crm) -> tuple[dict, dict, list]:
+    from leadflow.schema import LeadEvent
+
+    events = LeadEvent.__table__
+    with crm.engine.connect() as conn:
+        by_type = dict(conn.execute(select(events.c.event_type, func.count()).group_by(events.c.event_type)).all())
+        ledger = sorted(conn.execute(select(LEDGER.c.window_id, LEDGER.c.status, LEDGER.c.rows)).all())
+    tables = snapshot(crm, skip=("intake_batches", "lead_events", "backfill_ledger"),
+                      ignore=VOLATILE | {"generated_at"})
+    return tables, by_type, ledger
+
+
+def test_dask_local_cluster_gives_the_same_database_as_threads(crm, history, tmp_path):
+    kwargs = {"path": history, "start": date(2024, 1, 1), "end": date(2024, 3, 31), "window": "month"}
+    # One staging folder for both: the split is reused, so both runs import the very same window inputs.
+    kwargs["work_dir"] = str(tmp_path / "work")
+    threads = lead_backfill(**kwargs, runner="threads")
+    by_threads = _state(crm)
+    _wipe(crm)
+    dask = lead_backfill(**kwargs, runner="dask", max_parallel=2)
+    assert dask["windows_imported"] == threads["windows_imported"] == 4
+    assert _state(crm) == by_threads
+    assert by_threads[0]["lead_submissions"] and by_threads[0]["leads"]
+
+
+CHILD = """
+import sys
+from datetime import date
+from flows.backfill import lead_backfill
+lead_backfill(path=sys.argv[1], start=date(2024, 1, 1), end=date(2024, 3, 31), window="day", max_parallel=1,
+              work_dir=sys.argv[2], recompute_reports=False)
+"""
+
+
+def test_a_killed_backfill_resumes_without_duplicates(crm, history, tmp_path):
+    from prefect.settings import PREFECT_API_URL
+
+    work = str(tmp_path / "work")
+    env = {**os.environ, "LEADFLOW_DATABASE_URL": crm.url, "PREFECT_API_URL": PREFECT_API_URL.value(),
+           "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, history, work], cwd=ROOT, env=env,
+                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        done = 0
+        while time.monotonic() < deadline and child.poll() is None:
+            with crm.engine.connect() as conn:
+                done = conn.execute(select(func.count()).select_from(LEDGER).where(LEDGER.c.status == "completed")
+                                    ).scalar_one()
+            if done >= 3:
+                break
+            time.sleep(0.2)
+        assert child.poll() is None, f"the backfill ended before it could be killed: {child.stderr.read()[-2000:]}"
+        os.killpg(child.pid, signal.SIGKILL)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    with crm.engine.connect() as conn:
+        completed_at_kill = conn.execute(select(func.count()).select_from(LEDGER)
+                                         .where(LEDGER.c.status == "completed")).scalar_one()
+    windows_with_rows = 3 * 6 + 1 + 1 + 1  # one day per lead, the returning lead's two days, and undated
+    assert 3 <= completed_at_kill < windows_with_rows
+    # The window the dead run was importing is taken over at once (timeout 0), the completed ones are skipped.
+    result = lead_backfill(path=history, start=date(2024, 1, 1), end=date(2024, 3, 31), window="day",
+                           max_parallel=2, work_dir=work, window_timeout_minutes=0, recompute_reports=False)
+    assert result["windows_done_before"] == completed_at_kill
+    assert result["windows_done_before"] + result["windows_imported"] == result["windows_total"] == windows_with_rows
+    with crm.engine.connect() as conn:
+        keys = conn.execute(select(LeadSubmission.__table__.c.idempotency_key)).scalars().all()
+        quarantined = conn.execute(select(func.count()).select_from(QuarantineRecord.__table__)).scalar_one()
+    assert len(keys) == len(set(keys)) == 3 * 6 + 2
+    assert quarantined == 2
+
+
+def test_undated_rows_are_quarantined_by_the_backfill_itself(crm, tmp_path):
+    # 50 undated rows make chunks that are mostly undated: intake's batch check would stop on them.
+    rows = [lead(f"dated{i}@acme.com", f"2024-01-{10 + i:02d}T09:00:00Z") for i in range(5)]
+    rows += [lead(f"nodate{i}@acme.com", "", first_name=f"N{i}") for i in range(30)]
+    rows += [lead(f"baddate{i}@acme.com", f"someday {i}") for i in range(20)]
+    history = write_csv(tmp_path / "history.csv", rows)
+    kwargs = {"path": history, "start": date(2024, 1, 1), "end": date(2024, 1, 31), "window": "month",
+              "work_dir": str(tmp_path / "work"), "chunk_size": 40, "recompute_reports": False}
+    result = lead_backfill(**kwargs)
+    assert result["rows_undated"] == 50 and result["windows_failed"] == []
+    assert result["windows_imported"] == 2 and result["rows_imported"] == 55
+    quarantine = QuarantineRecord.__table__
+    with crm.engine.connect() as conn:
+        stored = conn.execute(select(quarantine.c.reason_codes, quarantine.c.raw_payload, quarantine.c.origin)).all()
+        undated = conn.execute(select(LEDGER.c.status, LEDGER.c.summary).where(LEDGER.c.window_id == "undated")).one()
+    assert sorted(r[0] for r in stored) == ["invalid_submitted_at"] * 20 + ["missing_submitted_at"] * 30
+    payloads = {r[1]["email"]: r[1] for r in stored}
+    assert payloads["nodate7@acme.com"]["first_name"] == "N7" and "submitted_at" not in payloads["nodate7@acme.com"]
+    assert payloads["baddate3@acme.com"]["submitted_at"] == "someday 3"
+    assert {r[2] for r in stored} == {str(Path(history).resolve())}
+    assert undated.status == "completed"
+    assert undated.summary["quarantined"] == undated.summary["quarantined_new"] == 50
+    assert undated.summary["quarantined_by_reason"] == {"invalid_submitted_at": 20, "missing_submitted_at": 30}
+    assert _count(crm, LeadSubmission.__table__.c.id) == 5
+    before = snapshot(crm)
+    # Forget the ledger: the rows are quarantined again by key, and nothing is added.
+    with crm.begin() as conn:
+        conn.execute(LEDGER.delete())
+    again = lead_backfill(**kwargs)
+    assert again["windows_imported"] == 2
+    with crm.engine.connect() as conn:
+        summary = conn.execute(select(LEDGER.c.summary).where(LEDGER.c.window_id == "undated")).scalar_one()
+    assert summary["quarantined"] == 50 and summary["quarantined_new"] == 0
+    assert snapshot(crm, skip=("intake_batches", "backfill_ledger")) == {
+        k: v for k, v in before.items() if k != "backfill_ledger"}

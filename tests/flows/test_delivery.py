@@ -1,0 +1,242 @@
+"""Deliver Outbox against a real SMTP server (aiosmtpd) and a real HTTP webhook (Apprise json://), on both databases."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from aiosmtpd.controller import Controller
+
+from flows.delivery import outbox_delivery
+from leadflow.delivery import UNKNOWN_OUTCOME, DeliveryConfig, deliver_pending, message_id, outbox_frame
+from leadflow.qualify_store import queue_messages
+from leadflow.settings import get_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Inbox:
+    """An aiosmtpd handler that records messages; it can refuse the first tries or answer slowly."""
+
+    def __init__(self, fail_first: int = 0, code: str = "451 4.3.0 try again later", delay: float = 0.0) -> None:
+        self.messages: list = []
+        self.fail_first = fail_first
+        self.code = code
+        self.delay = delay
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        with self.lock:
+            if self.fail_first > 0:
+                self.fail_first -= 1
+                return self.code
+            self.messages.append(message_from_bytes(envelope.content))
+        return "250 OK"
+
+    def ids(self) -> list[str]:
+        with self.lock:
+            return [m["Message-ID"] for m in self.messages]
+
+
+@pytest.fixture
+def smtp_server():
+    """Start a real SMTP server on a free port; yields a factory so each test picks its behaviour."""
+    controllers = []
+
+    def start(**kwargs) -> tuple[Inbox, str]:
+        inbox = Inbox(**kwargs)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        controller = Controller(inbox, hostname="127.0.0.1", port=port)
+        controller.start()
+        controllers.append(controller)
+        return inbox, f"smtp://127.0.0.1:{port}"
+
+    yield start
+    for controller in controllers:
+        controller.stop()
+
+
+@pytest.fixture
+def webhook():
+    """A real local HTTP server receiving Apprise json:// posts; `fail_first` answers 500 that many times."""
+    state = {"posts": [], "fail_first": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if state["fail_first"] > 0:
+                state["fail_first"] -= 1
+                self.send_response(500)
+                self.end_headers()
+                return
+            state["posts"].append(json.loads(body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state["url"] = f"json://127.0.0.1:{server.server_address[1]}/hook"
+    yield state
+    server.shutdown()
+
+
+def rows(n: int, kind: str = "auto_response", channel: str = "email", recipient: str = "p{i}@example.com",
+         prefix: str = "k") -> pd.DataFrame:
+    now = datetime.now(UTC)
+    return pd.DataFrame({
+        "idempotency_key": [f"{prefix}:{i}" for i in range(n)], "lead_id": pd.array([None] * n, dtype="Int64"),
+        "kind": kind, "channel": channel, "recipient": [recipient.format(i=i) for i in range(n)],
+        "subject": [f"Subject {i}" for i in range(n)], "body": [f"<p>Body {i} &amp; more</p>" for i in range(n)],
+        "status": "pending", "attempts": 0, "created_at": now,
+    })
+
+
+def use(monkeypatch, **env) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(f"LEADFLOW_{key.upper()}", value)
+    get_settings.cache_clear()
+
+
+def test_email_over_smtp_once_each(crm, smtp_server, monkeypatch):
+    inbox, url = smtp_server()
+    use(monkeypatch, smtp_url=url)
+    queue_messages(crm, rows(5))
+    result = outbox_delivery()
+    assert result["sent"] == 5 and result["outbox"] == {"sent": 5}
+    assert sorted(inbox.ids()) == sorted(message_id(f"k:{i}") for i in range(5))
+    assert {m["To"] for m in inbox.messages} == {f"p{i}@example.com" for i in range(5)}
+    assert outbox_delivery()["claimed"] == 0 and len(inbox.messages) == 5
+
+
+def test_smtp_server_that_fails_first_is_retried_within_the_run(crm, smtp_server, monkeypatch):
+    inbox, url = smtp_server(fail_first=1)
+    use(monkeypatch, smtp_url=url)
+    queue_messages(crm, rows(2))
+    assert outbox_delivery()["sent"] == 2
+    frame = outbox_frame(crm).set_index("idempotency_key")
+    assert frame.loc["k:0", "attempts"] == 2 and frame.loc["k:1", "attempts"] == 1
+    assert sorted(inbox.ids()) == sorted(message_id(f"k:{i}") for i in range(2))
+
+
+def test_permanent_smtp_rejection_fails_without_retry(crm, smtp_server, monkeypatch):
+    inbox, url = smtp_server(fail_first=5, code="550 5.1.1 no such user")
+    use(monkeypatch, smtp_url=url)
+    queue_messages(crm, rows(1))
+    result = outbox_delivery()
+    row = outbox_frame(crm).iloc[0]
+    assert result["failed"] == 1 and row["status"] == "failed" and row["attempts"] == 1
+    assert "550" in row["last_error"] and inbox.fail_first == 4
+
+
+def test_alert_through_apprise_webhook_that_fails_first(crm, webhook, monkeypatch, tmp_path):
+    use(monkeypatch, outbox_dir=str(tmp_path / "outbox"))
+    webhook["fail_first"] = 1
+    queue_messages(crm, rows(1, kind="rep_alert", channel="apprise", recipient=webhook["url"]))
+    result = outbox_delivery()
+    assert result["sent"] == 1
+    assert [p["title"] for p in webhook["posts"]] == ["Subject 0"]
+    assert "Body 0" in webhook["posts"][0]["message"]
+    assert outbox_frame(crm).iloc[0]["attempts"] == 2
+
+
+def test_unreachable_webhook_is_retried_later_not_lost(crm, monkeypatch, tmp_path):
+    use(monkeypatch, outbox_dir=str(tmp_path / "outbox"))
+    queue_messages(crm, rows(1, kind="manager_notice", channel="apprise", recipient="json://127.0.0.1:9/x"))
+    config = DeliveryConfig(tries_per_run=2, retry_delays=(0.01,), retry_after=timedelta(minutes=1))
+    result = deliver_pending(crm, config, now=lambda: datetime.now(UTC))
+    row = outbox_frame(crm).iloc[0]
+    assert result.retry_later == 1 and row["status"] == "pending" and row["attempts"] == 2
+    assert row["next_attempt_at"] > pd.Timestamp.now(tz="UTC") and row["last_error"]
+    # Not due yet: the next run leaves it alone; once due it is claimed again.
+    assert deliver_pending(crm, config, now=lambda: datetime.now(UTC)).claimed == 0
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    assert deliver_pending(crm, config, now=lambda: later).claimed == 1
+
+
+def test_eml_files_without_smtp_are_idempotent(crm, monkeypatch, tmp_path):
+    use(monkeypatch, outbox_dir=str(tmp_path / "outbox"))
+    queue_messages(crm, rows(3))
+    assert outbox_delivery()["sent"] == 3
+    files = sorted((tmp_path / "outbox").glob("*.eml"))
+    assert [f.name for f in files] == ["k_0.eml", "k_1.eml", "k_2.eml"]
+    parsed = message_from_bytes(files[0].read_bytes())
+    assert parsed["Message-ID"] == message_id("k:0") and parsed["To"] == "p0@example.com"
+    assert outbox_delivery()["claimed"] == 0 and len(list((tmp_path / "outbox").iterdir())) == 3
+
+
+def test_two_runs_at_once_never_send_a_message_twice(crm, smtp_server, monkeypatch):
+    inbox, url = smtp_server(delay=0.01)
+    queue_messages(crm, rows(40))
+    config = DeliveryConfig(smtp_url=url, batch_size=5)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(
+        deliver_pending(crm, config, now=lambda: datetime.now(UTC)))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(r.sent for r in results) == 40
+    assert sorted(inbox.ids()) == sorted(message_id(f"k:{i}") for i in range(40))
+
+
+CHILD = """
+import sys
+from datetime import UTC, datetime
+sys.path.insert(0, {root!r})
+from leadflow.delivery import DeliveryConfig, deliver_pending
+from leadflow.store import get_store
+deliver_pending(get_store(), DeliveryConfig(smtp_url={url!r}, batch_size=50), now=lambda: datetime.now(UTC))
+"""
+
+
+def test_delivery_killed_mid_batch_then_rerun_sends_each_message_at_most_once(crm, smtp_server, monkeypatch):
+    inbox, url = smtp_server(delay=0.15)
+    queue_messages(crm, rows(12))
+    env = dict(os.environ)
+    child = subprocess.Popen([sys.executable, "-c", CHILD.format(root=str(ROOT), url=url)], env=env)
+    deadline = time.monotonic() + 60
+    while len(inbox.messages) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    frame = outbox_frame(crm)
+    assert 3 <= len(inbox.messages) < 12, "the child must die mid-batch"
+    assert (frame["status"] == "sending").sum() >= 12 - len(inbox.messages) - 1
+    received_before = set(inbox.ids())
+
+    # The next run recovers the dead run's claim (lease 0: we know it is dead) and sends the rest.
+    result = deliver_pending(crm, DeliveryConfig(smtp_url=url, lease=timedelta(0)), now=lambda: datetime.now(UTC))
+    frame = outbox_frame(crm).set_index("idempotency_key")
+    ids = inbox.ids()
+    assert len(ids) == len(set(ids)), "a message was sent twice"
+    unknown = frame.index[frame["last_error"].eq(UNKNOWN_OUTCOME).fillna(False)]
+    assert len(unknown) <= 1 and result.unknown_outcome == len(unknown)
+    for key, row in frame.iterrows():
+        if key in unknown:
+            # Interrupted after its send began: never resent; it arrived at most once.
+            assert row["status"] == "failed" and ids.count(message_id(key)) <= 1
+        else:
+            assert row["status"] == "sent" and ids.count(message_id(key)) == 1
+    assert received_before <= set(ids)
+    assert set(frame["status"]) <= {"sent", "failed"}
