@@ -1,6 +1,6 @@
 """Benchmark lead-intake end to end (with details and scores): leads/s and peak memory, with and without Prefect.
 
-Usage: python bench/intake_bench.py --sizes 10000 100000 [--db-url URL] [--chunk-size N]
+Usage: python bench/intake_bench.py --sizes 10000 100000 [--modes core intake flow] [--db-url URL] [--chunk-size N]
 
 Each measurement runs in a fresh subprocess so that peak RSS belongs to that run alone. The input is
 generated (bench/generate.py) before timing starts; the database is new and empty for every run.
@@ -72,7 +72,7 @@ def run_core(path: str, chunk_size: int) -> dict:
     return {"rows": rows, "seconds": round(time.perf_counter() - started, 3)}
 
 
-def run_flow(path: str, chunk_size: int) -> dict:
+def run_flow(path: str, chunk_size: int, qualify: bool = True) -> dict:
     """The lead-intake flow, timed from the call to its return (the Prefect API is warmed up first)."""
     from prefect import flow
 
@@ -84,20 +84,24 @@ def run_flow(path: str, chunk_size: int) -> dict:
 
     warmup()
     started = time.perf_counter()
-    summary = lead_intake(path=path, chunk_size=chunk_size)
+    summary = lead_intake(path=path, chunk_size=chunk_size, qualify=qualify)
     return {"rows": summary["rows_read"], "seconds": round(time.perf_counter() - started, 3),
             "steps": summary["step_seconds"], "quarantined": summary["quarantined"]}
 
 
 def load_reference_firmographics() -> int:
-    """The reference table the default enrichment provider reads: 70% of the generated market's companies."""
+    """Reference data: demo reps and accounts, and firmographics for 70% of the generated market's companies."""
     from generate import market_firmographics
 
+    from leadflow import reference
     from leadflow.store import get_store
     from tasks.common import utc_now
 
     store = get_store()
     store.upgrade()
+    # The demo's reps and accounts, so that qualification routes leads as it would in a real CRM.
+    reference.load_sales_reps(store, reference.DATA_DIR / "sales_reps.csv")
+    reference.load_accounts(store, reference.DATA_DIR / "accounts.csv")
     return store.upsert_firmographics(market_firmographics(), utc_now())
 
 
@@ -107,7 +111,7 @@ def child(mode: str, path: str, chunk_size: int) -> None:
 
     get_store().upgrade()
     load_reference_firmographics()
-    result = run_core(path, chunk_size) if mode == "core" else run_flow(path, chunk_size)
+    result = run_core(path, chunk_size) if mode == "core" else run_flow(path, chunk_size, qualify=mode == "flow")
     result["peak_rss_mb"] = peak_rss_mb()
     print("RESULT " + json.dumps(result))
 
@@ -131,7 +135,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--chunk-size", type=int, default=50_000)
-    parser.add_argument("--modes", nargs="+", choices=["core", "flow"], default=["core", "flow"])
+    parser.add_argument("--modes", nargs="+", choices=["core", "intake", "flow"],
+                        default=["core", "intake", "flow"],
+                        help="core: intake's functions without Prefect; intake: the flow without qualification; "
+                        "flow: lead-intake with its lead-qualification subflow")
     parser.add_argument("--repeat", type=int, default=1, help="runs per measurement; the median run is reported")
     parser.add_argument("--db-url", default=None, help="PostgreSQL URL to use instead of a new SQLite file "
                         "(the database must be empty and migrated per run: use SQLite unless you know why)")
@@ -161,12 +168,13 @@ def main() -> None:
             for name, result in results.items():
                 rate = result["rows"] / result["seconds"]
                 extra = ""
-                if name == "flow" and "core" in results:
+                if name == "intake" and "core" in results:
                     extra = f"{(result['seconds'] - results['core']['seconds']) / results['core']['seconds']:+.1%}"
                 print(f"| {size:,} | {name} | {result['seconds']:.2f} | {rate:,.0f} | {result['peak_rss_mb']} "
                       f"| {extra} |", flush=True)
-            if "flow" in results:
-                print(f"<!-- flow steps at {size}: {json.dumps(results['flow']['steps'])} -->", flush=True)
+            for name in ("intake", "flow"):
+                if name in results:
+                    print(f"<!-- {name} steps at {size}: {json.dumps(results[name]['steps'])} -->", flush=True)
 
 
 if __name__ == "__main__":

@@ -329,6 +329,7 @@ def submit(
         if not text:
             _fail("give the lead as a JSON argument or with --file")
         payload = json.loads(text)
+        inbox.check_lead(payload)
         store = _store()
         store.upgrade()
         inbox_id = inbox.submit_lead(store, payload)
@@ -343,15 +344,34 @@ def submit(
 
 
 @app.command("serve")
-def serve(limit: Annotated[int | None, typer.Option(help="Most flow runs at the same time.")] = None) -> None:
+def serve(
+    limit: Annotated[int | None, typer.Option(help="Most flow runs at the same time.")] = None,
+    project_file: Annotated[str | None, typer.Option("--project", help="The prefect.yaml to serve.")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Build the deployments, list them and exit.")] = False,
+) -> None:
     """Serve every deployment of prefect.yaml, with its schedules and triggers, from this process."""
-    from deployments.serve import DeploymentConfigError, serve_all
+    from pathlib import Path
 
+    from deployments.serve import (
+        PREFECT_YAML,
+        DeploymentConfigError,
+        build_deployments,
+        describe_deployment,
+        load_project,
+        serve_all,
+    )
+
+    path = Path(project_file) if project_file else PREFECT_YAML
     try:
+        project = load_project(path)
+        if check:
+            for deployment in build_deployments(project):
+                typer.echo(describe_deployment(deployment))
+            return
         _store().upgrade()
-        serve_all(limit=limit)
-    except DeploymentConfigError as exc:
-        _fail(_one_line(exc))
+        serve_all(limit=limit, project_file=path)
+    except (DeploymentConfigError, ImportError, KeyError, TypeError, ValueError) as exc:
+        _fail(f"cannot serve {path.name}: {_one_line(exc)}")
 
 
 @app.command("backfill")

@@ -20,9 +20,14 @@ class DeploymentConfigError(ValueError):
 def load_project(path: Path = PREFECT_YAML) -> dict[str, Any]:
     """The parsed prefect.yaml (YAML anchors resolved)."""
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        project = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise DeploymentConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise DeploymentConfigError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from exc
+    if not isinstance(project, dict) or not isinstance(project.get("deployments"), list):
+        raise DeploymentConfigError(f"{path} has no list of deployments")
+    return project
 
 
 def load_entrypoint(entrypoint: str, root: Path = ROOT) -> Any:
@@ -96,11 +101,26 @@ def _concurrency(limit: Any) -> Any:
     return ConcurrencyLimitConfig(**limit)
 
 
-def serve_all(limit: int | None = None) -> None:
+def describe_deployment(deployment: Any) -> str:
+    """One line saying what a built deployment will do when served: its schedules, triggers and concurrency."""
+    when = []
+    for entry in deployment.schedules or []:
+        schedule = getattr(entry, "schedule", entry)
+        if getattr(schedule, "cron", None):
+            when.append(f"cron '{schedule.cron}' ({schedule.timezone})")
+        elif getattr(schedule, "interval", None):
+            when.append(f"every {int(schedule.interval.total_seconds())}s")
+    when += [f"on {', '.join(sorted(t.expect))}" for t in deployment.triggers or []]
+    limit = deployment.concurrency_limit
+    return (f"{deployment.flow_name}/{deployment.name}: {'; '.join(when) or 'no schedule (run on demand)'}; "
+            f"at most {limit if limit is not None else 'unlimited'} at once")
+
+
+def serve_all(limit: int | None = None, project_file: Path = PREFECT_YAML) -> None:
     """Serve every deployment from this process until interrupted (local use; production uses a work pool)."""
     from prefect import serve
 
-    serve(*build_deployments(), limit=limit)
+    serve(*build_deployments(load_project(project_file)), limit=limit)
 
 
 def validate_project(project: dict[str, Any], root: Path = ROOT) -> list[str]:

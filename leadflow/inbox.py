@@ -52,6 +52,21 @@ def _utc(value: Any) -> datetime:
     return (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")).to_pydatetime()
 
 
+def check_lead(payload: Any) -> None:
+    """Refuse at once what intake could only quarantine: no object, or no valid email (for `leadflow submit`)."""
+    from leadflow import normalize as nz
+    from leadflow.spam import mask_email
+
+    if not isinstance(payload, dict) or not payload:
+        raise InboxError("a lead must be a non-empty JSON object of field -> value")
+    field_name = next((h for h, c in resolve_columns([str(k) for k in payload]).items() if c == "email"), None)
+    if field_name is None or payload[field_name] in (None, ""):
+        raise InboxError("the lead has no email")
+    email = nz.normalize_email(pd.Series([str(payload[field_name])], dtype="string"))
+    if not bool(nz.is_valid_email(email).iloc[0]):
+        raise InboxError(f"the lead's email {mask_email(str(payload[field_name]))} is not a valid address")
+
+
 def submit_lead(store: Store, payload: dict[str, Any], now: datetime | None = None) -> int:
     """Insert one lead into the inbox (what a form handler does in SQL) and return its inbox id."""
     if not isinstance(payload, dict) or not payload:

@@ -192,7 +192,12 @@ def link_leads_to_accounts(store: Store, leads: pd.DataFrame, match: pd.DataFram
     keep_old = account.isna() & stored.notna()
     account = account.where(~keep_old, stored)
     details = match["match_details"].astype("string")
-    old_details = leads["match_details"].map(lambda d: d if d is None or isinstance(d, str) else json.dumps(d))
+    # A column of NULLs and JSON can come back with NaN for the NULLs (pandas reads a mostly empty column as float).
+    old_details = pd.Series(
+        [d if isinstance(d, str) else json.dumps(d) if isinstance(d, dict | list) else None
+         for d in leads["match_details"].tolist()],
+        index=leads.index, dtype=object,
+    )
     changed_details = [
         old is None or json.loads(old) != json.loads(new)
         for old, new in zip(old_details, details, strict=True)
@@ -322,9 +327,10 @@ def _assign(store: Store, leads: pd.DataFrame, accounts: pd.Series, priority: pd
             store.bulk(conn, update(LEADS).where(LEADS.c.id == bindparam("b_id"), LEADS.c.owner_id.is_(None))
                        .values(owner_id=bindparam("b_owner"), updated_at=bindparam("b_now")), rows)
             # A lead that waited in the fallback queue hands its open qualification task to the new owner.
+            waited = rows.loc[rows["b_id"].isin(list(queued))]
             store.bulk(conn, update(TASKS).where(TASKS.c.lead_id == bindparam("b_id"), TASKS.c.owner_id.is_(None),
                                                  TASKS.c.status == bindparam("b_open"))
-                       .values(owner_id=bindparam("b_owner")), rows.assign(b_open="open"))
+                       .values(owner_id=bindparam("b_owner")), waited.assign(b_open="open"))
         store.insert_events(conn, qualified_events(leads, accounts, priority, decisions, assigned | newly_queued,
                                                    policy, replay, now, flow_run_id, match, checks))
     return AssignmentResult(decisions=decisions, newly_assigned=pd.Series(assigned, index=leads.index),

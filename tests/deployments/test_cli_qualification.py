@@ -7,6 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from deployments.cli import app
+from flows.intake import lead_intake
 from leadflow import reference
 from leadflow.settings import get_settings
 from tests.helpers import lead, write_csv
@@ -24,7 +25,7 @@ def test_qualify_by_email_then_deliver(crm, tmp_path, monkeypatch):
     reference.load_sales_reps(crm, reference.DATA_DIR / "sales_reps.csv")
     path = write_csv(tmp_path / "l.csv", [lead("cto@acme.com", job_title="CTO", demo_requested="yes",
                                                country="US", company="Acme"), lead("b@acme.com")])
-    assert runner.invoke(app, ["intake", path]).exit_code == 0
+    lead_intake(path=path, qualify=False)
     result = runner.invoke(app, ["qualify", "CTO@acme.com", "--no-deliver", "--json"])
     assert result.exit_code == 0, result.output
     summary = _json(result.stdout)

@@ -29,7 +29,8 @@ def crm_q(crm, tmp_path, monkeypatch):
 
 def _intake(tmp_path, rows, name="leads.csv") -> list[int]:
     path = write_csv(tmp_path / name, rows)
-    lead_intake(path=path)
+    # Intake would qualify its leads itself; these tests run qualification on their own terms.
+    lead_intake(path=path, qualify=False)
     from leadflow.store import get_store
 
     with get_store().engine.connect() as conn:
@@ -46,7 +47,7 @@ HOT = {"job_title": "CTO", "company_size": "1200", "demo_requested": "yes", "cou
 
 
 def test_sample_leads_are_qualified_and_a_rerun_changes_nothing(crm_q):
-    lead_intake(path=str(reference.SAMPLE_LEADS))
+    lead_intake(path=str(reference.SAMPLE_LEADS), qualify=False)
     with crm_q.engine.connect() as conn:
         ids = sorted(conn.execute(select(Lead.id)).scalars())
     first = lead_qualification(lead_ids=ids, deliver=False)
@@ -184,3 +185,9 @@ def test_lead_in_fallback_queue_gets_owner_when_capacity_frees(crm_q, tmp_path):
     task = _rows(crm_q, CrmTask, CrmTask.kind == "qualification")[0]
     assert task["owner_id"] == _rows(crm_q, Lead)[0]["owner_id"] is not None
     assert pd.notna(task["due_at"])
+
+
+def test_intake_runs_qualification_as_a_subflow(crm_q, tmp_path):
+    summary = lead_intake(path=write_csv(tmp_path / "l.csv", [lead("cto@acme.com", **HOT)]))
+    row = _rows(crm_q, Lead)[0]
+    assert row["priority"] == "P1" and row["owner_id"] is not None and summary["leads_created"] == 1
