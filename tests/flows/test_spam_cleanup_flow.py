@@ -41,7 +41,8 @@ def load(crm, tmp_path, rows=ROWS, name="leads.csv") -> None:
     os.environ["LEADFLOW_SPAM_POLICY"] = lenient_spam_policy(tmp_path)
     get_settings.cache_clear()
     try:
-        lead_intake(path=write_csv(tmp_path / name, rows))
+        # Qualification is left out: work_on() below gives leads the tasks and messages it would.
+        lead_intake(path=write_csv(tmp_path / name, rows), qualify=False)
     finally:
         os.environ.pop("LEADFLOW_SPAM_POLICY", None)
         get_settings.cache_clear()
