@@ -46,8 +46,15 @@ with prefect_test_harness(server_startup_timeout=120):
     seconds = time.perf_counter() - t0
 own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+# Where the time went, summed over the windows' intake runs (seconds of work, which overlap across windows).
+steps = {}
+with get_store().engine.connect() as conn:
+    for (summary,) in conn.execute(select(LEDGER.c.summary)):
+        for step, spent in ((summary or {}).get("step_seconds") or {}).items():
+            steps[step] = steps.get(step, 0.0) + spent
+top = dict(sorted(((k, round(v, 1)) for k, v in steps.items()), key=lambda kv: -kv[1])[:8])
 print(json.dumps({"seconds": seconds, "rows": result["rows_read"], "windows": result["windows_imported"],
-                  "peak_rss_mb": round(own / 1024), "peak_child_rss_mb": round(kids / 1024)}))
+                  "peak_rss_mb": round(own / 1024), "peak_child_rss_mb": round(kids / 1024), "steps": top}))
 """
 
 
@@ -122,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                 r = run_case(history, size, db, runner, pg_url)
                 print(f"| {size:,} | {db} | {runner} | {r['windows']} | {r['seconds']:.1f} | {r['leads_per_second']:,}"
                       f" | {r['peak_rss_mb']} | {r['peak_child_rss_mb']} |", flush=True)
+                print(f"<!-- step seconds summed over windows: {r['steps']} -->", flush=True)
     return 0
 
 

@@ -1,0 +1,55 @@
+"""Backfill core: why an undated row cannot be replayed, and its quarantine (idempotent by content)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pandas as pd
+import pytest
+from sqlalchemy import select
+
+from leadflow.backfill import quarantine_undated, undated_reasons
+from leadflow.schema import QuarantineRecord
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("submitted_at", "malformed", "expected"),
+    [
+        (pd.NA, pd.NA, "missing_submitted_at"),
+        ("someday", pd.NA, "invalid_submitted_at"),
+        ("2024-13-45", pd.NA, "invalid_submitted_at"),
+        (pd.NA, '{"broken', "malformed_row"),
+        ("someday", '{"broken', "malformed_row"),
+    ],
+)
+def test_undated_reasons(submitted_at, malformed, expected):
+    prepared = pd.DataFrame({"_row": [7], "submitted_at": pd.array([submitted_at], dtype="string"),
+                             "_malformed": pd.array([malformed], dtype="string")})
+    assert undated_reasons(prepared) == {7: [expected]}
+
+
+def test_quarantine_undated_keeps_raw_payloads_once(crm, tmp_path):
+    part = tmp_path / "undated.jsonl"
+    part.write_text(
+        '{"email": "a@x.com", "source": "web_form", "submitted_at": null, "phone": "+1 555"}\n'
+        '{"email": "b@x.com", "source": "web_form", "submitted_at": "yesterday-ish"}\n'
+        '{"email": null, "source": null, "submitted_at": null}\n'
+        '{"email": "c@x.com", "source": "web_form"\n', encoding="utf-8")
+    kwargs = {"batch_id": "b1", "origin": "/exports/history.csv", "flow_run_id": None, "now": NOW}
+    first = quarantine_undated(crm, part, **kwargs)
+    assert (first.rows_read, first.blank_rows, first.quarantined, first.quarantined_new) == (4, 1, 3, 3)
+    assert first.quarantined_by_reason == {"invalid_submitted_at": 1, "malformed_row": 1,
+                                           "missing_submitted_at": 1}
+    table = QuarantineRecord.__table__
+    with crm.engine.connect() as conn:
+        stored = {r.reason_codes: r for r in conn.execute(select(table))}
+    assert stored["missing_submitted_at"].raw_payload == {"email": "a@x.com", "source": "web_form",
+                                                          "phone": "+1 555"}
+    assert stored["invalid_submitted_at"].raw_payload["submitted_at"] == "yesterday-ish"
+    assert stored["missing_submitted_at"].origin == "/exports/history.csv"
+    again = quarantine_undated(crm, part, **{**kwargs, "batch_id": "b2"})
+    assert (again.quarantined, again.quarantined_new) == (3, 0)
+    with crm.engine.connect() as conn:
+        assert len(conn.execute(select(table.c.id)).all()) == 3
