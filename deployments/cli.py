@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Annotated, Any
 
 import typer
@@ -515,6 +516,9 @@ def demo() -> None:
 
 def main() -> None:
     """Entry point of the `leadflow` console command."""
+    # The ephemeral Prefect API's telemetry write races the first flow run for its SQLite file ("database is
+    # locked" tracebacks on a newcomer's terminal) and phones home; users can still turn it on explicitly.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     app()
 
 
