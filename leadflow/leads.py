@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -184,13 +184,18 @@ class DetailsResult:
     fields_filled: Counter = field(default_factory=Counter)
 
 
-def plan_lead_details(store: Store, lead_ids: list[int], results: en.DomainResults) -> DetailsPlan:
-    """Load the leads' details and list the domains to look up (not yet answered in this run)."""
-    columns = sorted({*DETAIL_COLUMNS, *SCORE_INPUTS, *SCORE_COLUMNS})
+def load_leads(store: Store, lead_ids: list[int], columns: Iterable[str]) -> pd.DataFrame:
+    """These stored lead columns, with every message each lead sent (what scoring's keyword rules read)."""
     with store.begin() as conn:
-        frame = store.leads_by_id(conn, lead_ids, columns)
+        frame = store.leads_by_id(conn, lead_ids, sorted(set(columns)))
         messages = store.lead_messages(conn, lead_ids)
     frame["message"] = frame["id"].map(messages).astype("string")
+    return frame
+
+
+def plan_lead_details(store: Store, lead_ids: list[int], results: en.DomainResults) -> DetailsPlan:
+    """Load the leads' details and list the domains to look up (not yet answered in this run)."""
+    frame = load_leads(store, lead_ids, [*DETAIL_COLUMNS, *SCORE_INPUTS, *SCORE_COLUMNS])
     domains = en.lookup_domains(frame)
     todo = en.needs_lookup(frame, domains)
     known = results.known()

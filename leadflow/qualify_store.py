@@ -427,14 +427,19 @@ def task_rows(leads: pd.DataFrame, decisions: pd.DataFrame, priority: pd.DataFra
 
 def insert_tasks(store: Store, frame: pd.DataFrame) -> int:
     """Insert tasks; a key that exists already is left alone. Returns the number created."""
+    return _insert_new(store, TASKS, frame)
+
+
+def _insert_new(store: Store, table, frame: pd.DataFrame) -> int:
+    """Insert rows keyed by idempotency_key, leaving existing keys alone; returns the rows actually added."""
     if frame.empty:
         return 0
-    stmt = store.insert(TASKS).values({c: bindparam(c) for c in frame.columns}).on_conflict_do_nothing(
+    stmt = store.insert(table).values({c: bindparam(c) for c in frame.columns}).on_conflict_do_nothing(
         index_elements=["idempotency_key"])
     with store.begin() as conn:
-        before = _count(conn, TASKS)
+        before = _count(conn, table)
         store.bulk(conn, stmt, frame)
-        return _count(conn, TASKS) - before
+        return _count(conn, table) - before
 
 
 def _count(conn: Connection, table) -> int:
@@ -445,14 +450,7 @@ def _count(conn: Connection, table) -> int:
 
 def queue_messages(store: Store, frame: pd.DataFrame) -> int:
     """Put messages into the outbox; a key that exists already is left alone. Returns the number queued."""
-    if frame.empty:
-        return 0
-    stmt = store.insert(OUTBOX).values({c: bindparam(c) for c in frame.columns}).on_conflict_do_nothing(
-        index_elements=["idempotency_key"])
-    with store.begin() as conn:
-        before = _count(conn, OUTBOX)
-        store.bulk(conn, stmt, frame)
-        return _count(conn, OUTBOX) - before
+    return _insert_new(store, OUTBOX, frame)
 
 
 def overdue_tasks(store: Store, lead_ids: Sequence[int], now: datetime) -> pd.DataFrame:

@@ -137,10 +137,4 @@ def calculate_lead_score(
 @task(name="Load Leads to Score", **DB_TASK)
 def load_leads_to_score(lead_ids: list[int]) -> pd.DataFrame:
     """The stored fields scoring reads, with every message each lead sent."""
-    crm = store()
-    columns = sorted({*leads.SCORE_INPUTS, *leads.SCORE_COLUMNS})
-    with crm.begin() as conn:
-        frame = crm.leads_by_id(conn, lead_ids, columns)
-        messages = crm.lead_messages(conn, lead_ids)
-    frame["message"] = frame["id"].map(messages).astype("string")
-    return frame
+    return leads.load_leads(store(), lead_ids, [*leads.SCORE_INPUTS, *leads.SCORE_COLUMNS])
