@@ -10,6 +10,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import opaque, quote
 
 from flows.hooks import notify_ops_on_failure
 from flows.qualification import lead_qualification
@@ -18,6 +19,7 @@ from leadflow.inbox import INBOX_ORIGIN
 from leadflow.settings import get_settings
 from leadflow.sources import iter_lead_chunks
 from leadflow.summary import IntakeSummary
+from tasks.chunk_worker import ChunkWorker
 from tasks.common import current_flow_run_id, store, utc_now
 from tasks.details import calculate_lead_score, retrieve_lead_details
 from tasks.inbox import InboxReader, inbox_plan
@@ -71,15 +73,21 @@ def lead_intake(
     plan = inspect_lead_input(path, column_map, source_name) if path else inbox_plan(source_name)
     crm = store()
     crm.start_batch(summary.batch_id, origin, source_name, current_flow_run_id(), utc_now())
+    worker: ChunkWorker | None = None
     try:
         chunks = iter(inbox) if inbox else iter_lead_chunks(plan.lead_file, chunk_size or get_settings().chunk_size)
-        # Two-stage pipeline: while the flow thread writes chunk N to the CRM, a worker thread checks and
-        # normalizes chunk N+1. At most two chunks are in memory, so memory still follows the chunk size.
+        # Two-stage pipeline: while the flow thread writes chunk N to the CRM, chunk N+1 is checked and
+        # normalized. At most two chunks are in memory, so memory still follows the chunk size.
         pending = _start_chunk(_read(chunks, summary), plan, summary)
         # Lookups answered once per run: a company with 1,000 leads across chunks costs one lookup.
         lookups = DomainResults()
         while pending is not None:
-            upcoming = _start_chunk(_read(chunks, summary), plan, summary)
+            raw = _read(chunks, summary)
+            if raw is not None and worker is None and not inbox and get_settings().check_worker \
+                    and ChunkWorker.available():
+                # A second chunk exists: from now on a helper process checks and normalizes on the other core.
+                worker = ChunkWorker()
+            upcoming = _start_chunk(raw, plan, summary, worker)
             lead_ids = _finish_chunk(*pending, summary, lookups)
             if qualify and lead_ids:
                 # Per chunk, so a huge import starts reaching reps before it ends and memory stays bounded.
@@ -96,6 +104,9 @@ def lead_intake(
         summary.seconds = round(time.perf_counter() - started, 3)
         crm.finish_batch(summary.batch_id, "failed", summary.as_dict(), utc_now())
         raise
+    finally:
+        if worker is not None:
+            worker.close()
     summary.seconds = round(time.perf_counter() - started, 3)
     crm.finish_batch(summary.batch_id, "completed", summary.as_dict(), utc_now())
     publish_intake_summary(summary)
@@ -117,13 +128,14 @@ def _read(chunks, summary: IntakeSummary):
     return raw
 
 
-def _start_chunk(raw, plan, summary: IntakeSummary):
+def _start_chunk(raw, plan, summary: IntakeSummary, worker: ChunkWorker | None = None):
     """Submit the CPU-bound steps of a chunk (check, then normalize) to the task runner."""
     if raw is None:
         return None
     now = utc_now()
-    checked = check_lead_batch.submit(raw, plan, now)
-    return now, checked, normalize_leads.submit(checked)
+    checked = check_lead_batch.submit(quote(raw), plan, now, quote(worker))
+    # opaque: hand the checked chunk over without Prefect walking every value inside it.
+    return now, checked, normalize_leads.submit(opaque(checked), quote(worker))
 
 
 def _finish_chunk(now, checked_future, normalized_future, summary: IntakeSummary, lookups: DomainResults) -> list[int]:
@@ -137,34 +149,35 @@ def _finish_chunk(now, checked_future, normalized_future, summary: IntakeSummary
     summary.blank_rows += checked.blank_rows
     summary.add_check_results(checked.outcome.results)
     tick = time.perf_counter()
-    quarantined = quarantine_rejected_rows(checked.prepared, checked.outcome, summary.batch_id, summary.origin, now)
+    quarantined = quarantine_rejected_rows(quote(checked.prepared), quote(checked.outcome), summary.batch_id,
+                                           summary.origin, now)
     summary.add_time("quarantine", time.perf_counter() - tick)
     summary.quarantined += quarantined.rows
     summary.quarantined_new += quarantined.new_records
     summary.add_reasons(quarantined.by_reason)
     tick = time.perf_counter()
-    written = create_lead_entries(normalized.subs, summary.batch_id, now)
+    written = create_lead_entries(quote(normalized.subs), summary.batch_id, now)
     summary.add_time("create_lead_entries", time.perf_counter() - tick)
     summary.submissions_new += written.submissions_new
     summary.submissions_duplicate += written.submissions_duplicate
     summary.leads_created += written.leads_created
     summary.leads_updated += written.leads_updated
     tick = time.perf_counter()
-    summary.sources_updated += update_lead_sources(normalized.subs, summary.batch_id, now)
+    summary.sources_updated += update_lead_sources(quote(normalized.subs), summary.batch_id, now)
     summary.add_time("update_lead_sources", time.perf_counter() - tick)
     if written.lead_ids:
         # Spam is flagged before anything downstream sees it: no task, alert or auto-response for it.
         tick = time.perf_counter()
-        spam = check_spam_at_intake(written.lead_ids, summary.batch_id, now)
+        spam = check_spam_at_intake(quote(written.lead_ids), summary.batch_id, now)
         summary.add_time("check_spam", time.perf_counter() - tick)
         summary.spam_flagged += int(spam.get("flagged", 0))
         summary.add_counts("spam_by_reason", spam.get("by_reason", {}))
-        details = retrieve_lead_details(written.lead_ids, lookups, now)
+        details = retrieve_lead_details(quote(written.lead_ids), quote(lookups), now)
         summary.add_time("retrieve_lead_details", details.seconds)
         summary.add_counts("enrichment", details.result.by_status)
         summary.add_counts("fields_filled", details.result.fields_filled)
         tick = time.perf_counter()
-        scored = calculate_lead_score(details.leads, now, summary.batch_id)
+        scored = calculate_lead_score(quote(details.leads), now, summary.batch_id)
         summary.add_time("calculate_lead_score", time.perf_counter() - tick)
         summary.leads_scored += scored.scored
         summary.scores_changed += scored.changed

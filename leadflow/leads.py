@@ -109,10 +109,15 @@ def create_lead_entries(
         fresh = fresh.assign(lead_id=fresh["email"].map(ids))
         store.insert_submissions(conn, fresh, batch_id, now)
         created = ~leads["email"].isin(list(existing))
-        details = [
-            json.dumps({"new_submissions": int(n), "source": source} if new else {"new_submissions": int(n)})
-            for n, source, new in zip(leads["submissions"], leads["first_touch_source"], created, strict=True)
-        ]
+        # A batch has only a handful of distinct (count, source, new) triples: encode each once.
+        sources = leads["first_touch_source"].to_numpy(dtype=object, na_value=None).tolist()
+        triples = list(zip(leads["submissions"].tolist(), sources, created.tolist(), strict=True))
+        encoded = {
+            (n, source, new): json.dumps({"new_submissions": int(n), "source": source} if new
+                                         else {"new_submissions": int(n)})
+            for n, source, new in set(triples)
+        }
+        details = [encoded[triple] for triple in triples]
         events = pd.DataFrame({
             "lead_id": leads["email"].map(ids).to_numpy(),
             "event_type": np.where(created, "lead_created", "lead_updated"),

@@ -20,6 +20,10 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the CRM database: a SQLite file (default) or postgresql://...",
     )
     chunk_size: int = Field(default=50_000, ge=100, le=1_000_000, description="Rows read per intake chunk.")
+    check_worker: bool = Field(
+        default=True,
+        description="Check and normalize the chunks of a multi-chunk input in a helper process (uses a second core).",
+    )
     future_tolerance_minutes: int = Field(
         default=10, ge=0, description="Clock skew allowed before a submitted_at counts as in the future."
     )

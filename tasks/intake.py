@@ -15,6 +15,7 @@ from leadflow import intake, leads
 from leadflow.contract import REQUIRED_COLUMNS, load_column_map, resolve_columns
 from leadflow.settings import get_settings
 from leadflow.sources import ROW_COLUMN, LeadFile, inspect_lead_file
+from tasks.chunk_worker import ChunkWorker
 from tasks.common import DB_TASK, PRIVATE, current_flow_run_id, retry_on_transient_io, store
 
 
@@ -55,12 +56,18 @@ def inspect_lead_input(path: str, column_map: dict[str, str] | str | None, sourc
 
 @dataclass
 class CheckedBatch:
-    """A prepared chunk without its blank rows, and what the checks said about it."""
+    """A prepared chunk without its blank rows, and what the checks said about it.
+
+    When a chunk worker checked it, `prepared` holds only the rejected rows and `token` names the accepted
+    rows the worker kept for Normalize Leads.
+    """
 
     prepared: pd.DataFrame
     outcome: CheckOutcome
     blank_rows: int
     seconds: float
+    rows: int = 0
+    token: str | None = None
 
 
 @dataclass
@@ -72,20 +79,29 @@ class NormalizedBatch:
 
 
 @task(name="Check Lead Batch", **PRIVATE)
-def check_lead_batch(raw: pd.DataFrame, plan: IntakePlan, now: datetime) -> CheckedBatch:
+def check_lead_batch(raw: pd.DataFrame, plan: IntakePlan, now: datetime, worker: ChunkWorker | None = None
+                     ) -> CheckedBatch:
     """Prepare a raw chunk and validate it with the intake suites; stops on a batch-level failure."""
     started = time.perf_counter()
-    prepared = intake.prepare_batch(raw, plan.mapping, plan.default_source)
-    blank = intake.blank_rows(prepared)
-    prepared = prepared.loc[~blank]
-    batch_outcome = check_intake_batch(prepared)
-    if batch_outcome is not None:
-        raise_for_failures(batch_outcome, hint="most rows are broken: check the column map and the file format")
     tolerance = pd.Timedelta(minutes=get_settings().future_tolerance_minutes)
-    outcome = check_intake_rows(prepared, now, tolerance)
-    get_run_logger().info("Checked %d rows: %d rejected", len(prepared), len(outcome.row_reasons))
-    return CheckedBatch(prepared=prepared, outcome=outcome, blank_rows=int(blank.sum()),
-                        seconds=time.perf_counter() - started)
+    if worker is not None:
+        done = worker.check(raw, plan.mapping, plan.default_source, now, tolerance)
+        if done.batch_failed:
+            raise_for_failures(done.outcome, hint="most rows are broken: check the column map and the file format")
+        checked = CheckedBatch(prepared=done.rejected, outcome=done.outcome, blank_rows=done.blank_rows,
+                               seconds=time.perf_counter() - started, rows=done.rows, token=done.token)
+    else:
+        prepared = intake.prepare_batch(raw, plan.mapping, plan.default_source)
+        blank = intake.blank_rows(prepared)
+        prepared = prepared.loc[~blank]
+        batch_outcome = check_intake_batch(prepared)
+        if batch_outcome is not None:
+            raise_for_failures(batch_outcome, hint="most rows are broken: check the column map and the file format")
+        outcome = check_intake_rows(prepared, now, tolerance)
+        checked = CheckedBatch(prepared=prepared, outcome=outcome, blank_rows=int(blank.sum()),
+                               seconds=time.perf_counter() - started, rows=len(prepared))
+    get_run_logger().info("Checked %d rows: %d rejected", checked.rows, len(checked.outcome.row_reasons))
+    return checked
 
 
 @task(name="Quarantine Rejected Rows", **DB_TASK)
@@ -103,8 +119,11 @@ def quarantine_rejected_rows(
 
 
 @task(name="Normalize Leads", **PRIVATE)
-def normalize_leads(checked: CheckedBatch) -> NormalizedBatch:
+def normalize_leads(checked: CheckedBatch, worker: ChunkWorker | None = None) -> NormalizedBatch:
     """Clean and type the accepted rows: emails, names, phones, domains, countries, consent, intent."""
+    if checked.token is not None and worker is not None:
+        subs, seconds = worker.normalize(checked.token)
+        return NormalizedBatch(subs=subs, seconds=seconds)
     started = time.perf_counter()
     prepared = checked.prepared
     accepted = prepared.loc[~prepared[ROW_COLUMN].isin(list(checked.outcome.row_reasons))]

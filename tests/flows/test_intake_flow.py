@@ -137,6 +137,28 @@ def test_mostly_broken_batch_stops_instead_of_quarantining_everything(crm, tmp_p
     assert crm.table_counts()["quarantine"] == 0
 
 
+def test_a_broken_later_chunk_stops_the_run_from_the_check_worker(crm, tmp_path):
+    # The second chunk onwards is checked in the helper process: its batch failure must still stop the run.
+    good = [lead(f"person{i}@example.com", first_name=f"P{i}") for i in range(100)]
+    broken = [lead(f"person number {i}") for i in range(100)]
+    with pytest.raises(DataCheckError, match=r"expect_column_values_to_match_regex\(_email\)"):
+        lead_intake(path=write_csv(tmp_path / "later.csv", good + broken), chunk_size=100, qualify=False)
+    counts = crm.table_counts()
+    assert counts["leads"] == 100 and counts["quarantine"] == 0
+
+
+def test_the_check_worker_gives_the_same_leads_as_checking_in_the_flow(crm, monkeypatch):
+    monkeypatch.setenv("LEADFLOW_CHECK_WORKER", "false")
+    lead_intake(path=str(SAMPLE_LEADS), chunk_size=100, qualify=False)
+    in_flow = snapshot(crm, skip=("intake_batches", "lead_events"), ignore=VOLATILE)
+    with crm.begin() as conn:
+        for table in ("lead_events", "lead_submissions", "quarantine", "leads"):
+            conn.exec_driver_sql(f"DELETE FROM {table}")
+    monkeypatch.setenv("LEADFLOW_CHECK_WORKER", "true")
+    lead_intake(path=str(SAMPLE_LEADS), chunk_size=100, qualify=False)
+    assert snapshot(crm, skip=("intake_batches", "lead_events"), ignore=VOLATILE) == in_flow
+
+
 def test_unreadable_input_fails_with_a_clear_error(crm, tmp_path):
     with pytest.raises(LeadFileError, match="no such file"):
         lead_intake(path=str(tmp_path / "missing.csv"))

@@ -1,0 +1,100 @@
+"""A helper process for big intake files: it checks and normalizes chunk N+1 while the flow writes chunk N.
+
+Checking (Great Expectations) and normalizing are CPU-bound pandas work. In a worker thread they share the
+flow process's GIL with the database steps; in a process of their own they run on the second core. The
+process is started only once an input turns out to have a second chunk, so a small file or an inbox run never
+pays for it. It imports no Prefect: the task shells in `tasks/intake.py` stay the units the UI shows.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+
+import pandas as pd
+
+from data_checks.intake import check_intake_batch, check_intake_rows
+from data_checks.runner import CheckOutcome
+from leadflow import intake
+from leadflow.sources import ROW_COLUMN
+
+# Prepared chunks kept in the worker between the check and the normalize call, so a chunk crosses the process
+# boundary once each way (raw in; rejected rows and clean submissions out).
+_kept: dict[str, pd.DataFrame] = {}
+
+
+@dataclass
+class CheckedChunk:
+    """What checking a raw chunk gave: the rejected rows, the outcome, and the token of the kept chunk."""
+
+    token: str
+    rejected: pd.DataFrame
+    outcome: CheckOutcome
+    rows: int
+    blank_rows: int
+    seconds: float
+    batch_failed: bool = False
+
+
+def check_chunk(raw: pd.DataFrame, mapping: dict[str, str], default_source: str | None, now: datetime,
+                tolerance: pd.Timedelta) -> CheckedChunk:
+    """Prepare and check a raw chunk (in the worker); a batch-level failure comes back as `batch_failed`."""
+    started = time.perf_counter()
+    prepared = intake.prepare_batch(raw, mapping, default_source)
+    blank = intake.blank_rows(prepared)
+    prepared = prepared.loc[~blank]
+    batch_outcome = check_intake_batch(prepared)
+    if batch_outcome is not None and batch_outcome.failures:
+        # Handed back, not raised: the flow raises it, so the error crosses the process boundary as plain data.
+        return CheckedChunk(token="", rejected=prepared.iloc[:0], outcome=batch_outcome, rows=len(prepared),
+                            blank_rows=int(blank.sum()), seconds=time.perf_counter() - started, batch_failed=True)
+    outcome = check_intake_rows(prepared, now, tolerance)
+    rejected = prepared[ROW_COLUMN].isin(list(outcome.row_reasons))
+    token = uuid.uuid4().hex
+    _kept[token] = prepared.loc[~rejected]
+    return CheckedChunk(token=token, rejected=prepared.loc[rejected], outcome=outcome, rows=len(prepared),
+                        blank_rows=int(blank.sum()), seconds=time.perf_counter() - started)
+
+
+def normalize_chunk(token: str) -> tuple[pd.DataFrame, float]:
+    """Normalize the accepted rows of a chunk checked before (in the worker) and forget the chunk."""
+    started = time.perf_counter()
+    return intake.normalize_batch(_kept.pop(token)), time.perf_counter() - started
+
+
+def _warm_up() -> None:
+    """Import Great Expectations and build its context while the flow writes its first chunk."""
+    from data_checks.runner import gx_context
+
+    gx_context()
+
+
+class ChunkWorker:
+    """One spawned process that checks and normalizes chunks in order, for one intake run."""
+
+    def __init__(self) -> None:
+        # spawn, not fork: the flow process runs threads (Prefect's event loop, the task runner).
+        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        self._pool.submit(_warm_up)
+
+    @staticmethod
+    def available() -> bool:
+        """Whether this process may start one (a daemonic process, such as a Dask worker, may not)."""
+        return not multiprocessing.current_process().daemon
+
+    def check(self, raw: pd.DataFrame, mapping: dict[str, str], default_source: str | None, now: datetime,
+              tolerance: pd.Timedelta) -> CheckedChunk:
+        """Check a raw chunk in the worker."""
+        return self._pool.submit(check_chunk, raw, mapping, default_source, now, tolerance).result()
+
+    def normalize(self, token: str) -> tuple[pd.DataFrame, float]:
+        """Normalize a checked chunk in the worker."""
+        return self._pool.submit(normalize_chunk, token).result()
+
+    def close(self) -> None:
+        """Stop the worker process (pending calls are cancelled)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
