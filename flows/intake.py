@@ -97,6 +97,9 @@ def lead_intake(
             if inbox:
                 inbox.chunk_written(summary.batch_id)
             pending = upcoming
+            if pending is None and inbox:
+                # Leads posted while this run worked (their own runs may have been refused a slot): take them now.
+                pending = _start_chunk(_read(chunks, summary), plan, summary, worker)
         summary.enrichment_calls, summary.enrichment_failed_calls = lookups.calls, lookups.failed_calls
     except BaseException:
         if inbox:
@@ -168,7 +171,7 @@ def _finish_chunk(now, checked_future, normalized_future, summary: IntakeSummary
     if written.lead_ids:
         # Spam is flagged before anything downstream sees it: no task, alert or auto-response for it.
         tick = time.perf_counter()
-        spam = check_spam_at_intake(quote(written.lead_ids), summary.batch_id, now)
+        spam = check_spam_at_intake(quote(written.lead_ids), summary.batch_id, now, quote(normalized.subs))
         summary.add_time("check_spam", time.perf_counter() - tick)
         summary.spam_flagged += int(spam.get("flagged", 0))
         summary.add_counts("spam_by_reason", spam.get("by_reason", {}))

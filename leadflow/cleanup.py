@@ -16,6 +16,7 @@ import pandas as pd
 from sqlalchemy import Connection, Table, bindparam, delete, false, func, null, select, true, tuple_, update
 
 from leadflow.contract import CANONICAL_COLUMNS, COLUMN_ALIASES, fold_header
+from leadflow.intake import PAYLOAD_COLUMN
 from leadflow.normalize import EMAIL_PATTERN, normalize_email
 from leadflow.policy import load_policy
 from leadflow.schema import Base, CrmTask, OutboxMessage, SpamExemption, SpamTombstone
@@ -223,29 +224,131 @@ def _submissions_query():
     return select(*_READ_COLUMNS).join_from(SUBMISSIONS, LEADS, SUBMISSIONS.c.lead_id == LEADS.c.id)
 
 
+def _typed_submissions(frame: pd.DataFrame) -> pd.DataFrame:
+    """Submission columns of a judged frame in the types the spam rules expect."""
+    for column in ("source", "message", "ip_address", "honeypot"):
+        frame[column] = frame[column].astype("string")
+    # Microseconds, as both databases store them (a chunk in memory may hold finer times).
+    frame["submitted_at"] = utc(frame["submitted_at"]).dt.as_unit("us")
+    frame["form_fill_seconds"] = pd.to_numeric(frame["form_fill_seconds"], errors="coerce").astype("float64")
+    return frame
+
+
+def _typed_leads(frame: pd.DataFrame) -> pd.DataFrame:
+    """Lead columns of a judged frame in the types the spam rules expect, with each email's hash."""
+    for column in ("email", "email_domain", "first_name", "last_name", "status"):
+        frame[column] = frame[column].astype("string")
+    frame["is_spam"] = frame["is_spam"].astype(bool)
+    # One hash per distinct email (a lead's submissions share it), spread back by position.
+    codes, emails = pd.factorize(frame["email"])
+    hashes = email_hash(pd.Series(emails, dtype="string")).to_numpy(dtype=object, na_value=None)
+    frame["email_hash"] = pd.Series(np.append(hashes, None)[codes], index=frame.index, dtype="string")
+    return frame
+
+
+def _with_signals(frame: pd.DataFrame, payloads: Sequence[Any]) -> pd.DataFrame:
+    """The frame with the anti-spam signals of each row's raw payload."""
+    signals = payload_signals(payloads)
+    for column in SIGNAL_COLUMNS:
+        frame[column] = signals[column].to_numpy()
+    return frame
+
+
 def _submission_frame(rows: list[Any]) -> pd.DataFrame:
     """Rows of the submissions query as the frame the spam rules judge (one row per submission)."""
     names = [c.name for c in _READ_COLUMNS]
     raw = pd.DataFrame.from_records([tuple(r) for r in rows], columns=names)
-    frame = raw.drop(columns=["raw_payload"])
-    for column in ("source", "message", "email", "email_domain", "first_name", "last_name", "status"):
-        frame[column] = frame[column].astype("string")
-    frame["submitted_at"] = utc(frame["submitted_at"])
-    frame["is_spam"] = frame["is_spam"].astype(bool)
-    signals = payload_signals(raw["raw_payload"].tolist())
-    for column in SIGNAL_COLUMNS:
-        frame[column] = signals[column].to_numpy()
-    hashes = email_hash(frame["email"].drop_duplicates())
-    frame["email_hash"] = frame["email"].map(dict(zip(frame["email"].drop_duplicates(), hashes, strict=True)))
-    frame["email_hash"] = frame["email_hash"].astype("string")
-    return frame
+    return _typed_leads(_typed_submissions(_with_signals(raw.drop(columns=["raw_payload"]),
+                                                         raw["raw_payload"].tolist())))
+
+
+# An intake batch's check reads single tables by index and joins in pandas: joined in SQL, PostgreSQL without
+# statistics on a freshly loaded table (a backfill into a new CRM) planned a nested loop over every lead.
+_STORED_KEYS = (SUBMISSIONS.c.id, SUBMISSIONS.c.idempotency_key, SUBMISSIONS.c.lead_id)
+_STORED_ROWS = (SUBMISSIONS.c.id, SUBMISSIONS.c.lead_id, SUBMISSIONS.c.submitted_at, SUBMISSIONS.c.source,
+                SUBMISSIONS.c.message, SUBMISSIONS.c.raw_payload)
+_LEAD_COLUMNS = (LEADS.c.id, LEADS.c.email, LEADS.c.email_domain, LEADS.c.first_name, LEADS.c.last_name,
+                 LEADS.c.status, LEADS.c.is_spam)
+_FROM_CHUNK = ("submitted_at", "source", "message", *SIGNAL_COLUMNS)
+
+
+def _read_in(conn: Connection, stmt, values: list[Any]) -> list[tuple[Any, ...]]:
+    """Rows of a statement with an expanding `values` IN-list parameter, over bounded parts of the values."""
+    rows: list[tuple[Any, ...]] = []
+    for part in _chunks(values):
+        rows.extend(tuple(r) for r in conn.execute(stmt, {"values": list(part)}))
+    return rows
+
+
+def _stored_rows(conn: Connection, condition, values: list[Any]) -> pd.DataFrame:
+    """Stored submissions matching a condition on an IN-list, with the anti-spam signals of their raw payloads."""
+    names = ["submission_id", *(c.name for c in _STORED_ROWS[1:])]
+    raw = pd.DataFrame(_read_in(conn, select(*_STORED_ROWS).where(condition), values), columns=names)
+    return _typed_submissions(_with_signals(raw.drop(columns=["raw_payload"]), raw["raw_payload"].tolist()))
+
+
+def _from_chunk(stored: pd.DataFrame, subs: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """The stored submissions that are rows of the chunk, with their fields from it; and which stored rows they are."""
+    # The first row of each key is the one that was stored (later repeats in the chunk added nothing).
+    keys = subs["idempotency_key"]
+    firsts = np.flatnonzero(~keys.duplicated().to_numpy())
+    found = pd.Index(keys.to_numpy(dtype=object)[firsts]).get_indexer(stored["idempotency_key"].to_numpy(dtype=object))
+    mine = found >= 0
+    rows = firsts[found[mine]]
+    here = stored.loc[mine, ["submission_id", "lead_id"]].reset_index(drop=True)
+    for column in _FROM_CHUNK:
+        here[column] = subs[column].iloc[rows].reset_index(drop=True)
+    filled = here["honeypot"].notna().to_numpy()
+    if filled.any():
+        # The payload decides a filled honeypot: a typed `false` reads "False" in the chunk but was left alone.
+        payloads = subs[PAYLOAD_COLUMN].iloc[rows[filled]].tolist()
+        here.loc[filled, "honeypot"] = payload_signals(payloads)["honeypot"].to_numpy()
+    return _typed_submissions(here), mine
+
+
+def _batch_frame(conn: Connection, lead_ids: list[int], batch_id: str, subs: pd.DataFrame | None) -> pd.DataFrame:
+    """An intake batch's stored submissions of these leads, with the leads as they are now, as the rules judge them.
+
+    With the chunk in memory (`subs`), its rows are taken from it: only their keys are read back (which of them
+    this batch stored), not their raw payloads. Submissions of these leads stored by an earlier chunk of the same
+    batch are judged with them, read from the database.
+    """
+    values = bindparam("values", expanding=True)
+    in_batch = (SUBMISSIONS.c.batch_id == batch_id) & SUBMISSIONS.c.lead_id.in_(values)
+    if subs is None:
+        parts = [_stored_rows(conn, in_batch, lead_ids)]
+    else:
+        stored = pd.DataFrame(_read_in(conn, select(*_STORED_KEYS).where(in_batch), lead_ids),
+                              columns=["submission_id", "idempotency_key", "lead_id"])
+        here, mine = _from_chunk(stored, subs)
+        parts = [here]
+        earlier = stored.loc[~mine, "submission_id"].tolist()
+        if earlier:
+            parts.append(_stored_rows(conn, SUBMISSIONS.c.id.in_(values), earlier))
+    frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    if frame.empty:
+        return frame
+    leads = pd.DataFrame(_read_in(conn, select(*_LEAD_COLUMNS).where(LEADS.c.id.in_(values)),
+                                  sorted(frame["lead_id"].astype("int64").unique().tolist())),
+                         columns=["lead_id", *(c.name for c in _LEAD_COLUMNS[1:])])
+    frame = frame.merge(_typed_leads(leads), on="lead_id", how="inner")
+    return frame.sort_values("submission_id", kind="stable", ignore_index=True)
 
 
 def _hashes_in(conn: Connection, table: Table, hashes: Iterable[str]) -> set[str]:
     """Which of these email hashes the table (tombstones or exemptions) holds."""
+    wanted = set(hashes.unique().tolist() if isinstance(hashes, pd.Series) else hashes)
+    if not wanted:
+        return set()
+    # These tables stay small (purged or restored addresses): when one holds no more rows than there are hashes
+    # to look up, reading it whole is cheaper than thousands of bound IN-list values, and reads no more rows.
+    few = conn.execute(select(table.c.email_hash).limit(len(wanted) + 1)).scalars().all()
+    if len(few) <= len(wanted):
+        return wanted.intersection(few)
     found: set[str] = set()
-    for condition in _in(table.c.email_hash, sorted(set(hashes))):
-        found.update(conn.execute(select(table.c.email_hash).where(condition)).scalars())
+    stmt = select(table.c.email_hash).where(table.c.email_hash.in_(bindparam("hashes", expanding=True)))
+    for part in _chunks(sorted(wanted)):
+        found.update(conn.execute(stmt, {"hashes": list(part)}).scalars())
     return found
 
 
@@ -346,10 +449,13 @@ def flag_leads(
         if dry_run:
             conn.rollback()
             return result
+        # IS NOT DISTINCT FROM is `=` for these non-null statuses, but no index serves it: PostgreSQL finds each
+        # row by primary key. With `=`, a table without statistics yet (a backfill into a new CRM) got a plan that
+        # walked ix_leads_status through every new lead for each flagged one.
         stmt = (
             update(LEADS)
             .where(LEADS.c.id == bindparam("b_id"), LEADS.c.is_spam == false(),
-                   LEADS.c.status == bindparam("b_old"))
+                   LEADS.c.status.is_not_distinct_from(bindparam("b_old")))
             .values(status=bindparam("b_status"), status_reason=bindparam("b_status_reason"), is_spam=true(),
                     spam_reasons=bindparam("b_reasons"), spam_flagged_at=bindparam("b_now"),
                     updated_at=bindparam("b_now"))
@@ -391,19 +497,21 @@ def check_spam_at_intake(
     batch_id: str,
     now: datetime,
     *,
+    subs: pd.DataFrame | None = None,
     flow_run_id: str | None = None,
     guard: Guard | None = None,
 ) -> FlagResult:
-    """Judge an intake batch's new submissions (per-batch rules plus tombstoned addresses) and flag its spam."""
+    """Judge an intake batch's new submissions (per-batch rules plus tombstoned addresses) and flag its spam.
+
+    `subs` is the normalized chunk the batch just stored, when the caller still holds it: the submissions are
+    then not read back and their raw payloads not parsed again (the same rows and verdicts, much cheaper).
+    """
     result = FlagResult()
-    rows: list[Any] = []
+    ids = sorted({int(i) for i in lead_ids})
     with store.engine.connect() as conn:
-        for condition in _in(SUBMISSIONS.c.lead_id, sorted({int(i) for i in lead_ids})):
-            stmt = _submissions_query().where(SUBMISSIONS.c.batch_id == batch_id, condition)
-            rows.extend(conn.execute(stmt.order_by(SUBMISSIONS.c.id)))
-        if not rows:
+        frame = _batch_frame(conn, ids, batch_id, subs)
+        if frame.empty:
             return result
-        frame = _submission_frame(rows)
         known_bad = _hashes_in(conn, TOMBSTONES, frame["email_hash"].dropna())
     result.submissions_checked = len(frame)
     result.leads_checked = int(frame["lead_id"].nunique())

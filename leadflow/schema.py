@@ -156,12 +156,14 @@ class LeadSubmission(Base):
     """One accepted input row (a touch): who, through which channel, when, and the raw payload."""
 
     __tablename__ = "lead_submissions"
-    __table_args__ = (Index("ix_lead_submissions_lead_id_submitted_at", "lead_id", "submitted_at"),)
+    # (batch_id, lead_id): the intake spam check reads a batch's rows of a chunk's leads; it serves batch_id alone too.
+    __table_args__ = (Index("ix_lead_submissions_lead_id_submitted_at", "lead_id", "submitted_at"),
+                      Index("ix_lead_submissions_batch_id_lead_id", "batch_id", "lead_id"))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
     lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"))
-    batch_id: Mapped[str] = mapped_column(String(36), index=True)
+    batch_id: Mapped[str] = mapped_column(String(36))
     source: Mapped[str] = mapped_column(String(64))
     external_id: Mapped[str | None] = mapped_column(String(200))
     submitted_at: Mapped[datetime] = mapped_column(Timestamp, index=True)

@@ -254,7 +254,10 @@ class Store:
             moved = changes.loc[changes[f"{which}_touch_changed"]]
             if moved.empty:
                 continue
-            at = LEADS.c[f"{which}_touch_at"]
+            # The guard compares COALESCE(touch, new) (the stored touch: the column is never null), which no index
+            # serves: PostgreSQL then finds each row by primary key. Compared bare, a table without statistics yet
+            # (a backfill into a new CRM) got a plan that walked ix_leads_last_touch_at for every row.
+            at = func.coalesce(LEADS.c[f"{which}_touch_at"], bindparam("b_at"))
             fields = ["at", "source", "utm_source", "utm_medium", "utm_campaign"]
             stmt = (
                 update(LEADS)

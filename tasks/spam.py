@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
@@ -15,9 +16,13 @@ from tasks.common import DB_TASK, current_flow_run_id, store
 
 
 @task(name="Check Spam", **DB_TASK)
-def check_spam_at_intake(lead_ids: list[int], batch_id: str, now: datetime) -> dict[str, Any]:
-    """Flag the spam among an intake batch's leads before qualification sees them; returns counts by reason."""
-    result = cleanup.check_spam_at_intake(store(), cleanup.load_spam_policy(), lead_ids, batch_id, now,
+def check_spam_at_intake(lead_ids: list[int], batch_id: str, now: datetime,
+                         subs: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Flag the spam among an intake batch's leads before qualification sees them; returns counts by reason.
+
+    `subs` is the chunk's normalized submissions when the flow still holds them: then they are not read back.
+    """
+    result = cleanup.check_spam_at_intake(store(), cleanup.load_spam_policy(), lead_ids, batch_id, now, subs=subs,
                                           flow_run_id=current_flow_run_id(), guard=guard_spam_flags)
     if result.flagged:
         get_run_logger().warning("Flagged %d of %d leads as spam: %s", result.flagged, result.leads_checked,

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import insert, select, update
 
 from leadflow import cleanup, intake, leads
+from leadflow.contract import resolve_columns
 from leadflow.schema import CrmTask, Lead, LeadEvent, LeadSubmission, OutboxMessage, SpamExemption, SpamTombstone
 from leadflow.sources import MALFORMED_COLUMN, ROW_COLUMN
 from leadflow.spam import email_hash
@@ -19,16 +20,26 @@ NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 POLICY = cleanup.load_spam_policy()
 
 
-def ingest(store, rows: list[dict], batch_id: str | None = None, now: datetime = NOW) -> tuple[str, list[int]]:
-    """Store rows the way lead-intake does (prepare, normalize, create lead entries); returns batch and lead ids."""
+def ingest_chunk(store, raw: pd.DataFrame, batch_id: str | None = None,
+                 now: datetime = NOW) -> tuple[str, list[int], pd.DataFrame]:
+    """Store a raw chunk the way lead-intake does (resolve headers, prepare, normalize, create lead entries).
+
+    Returns the batch, the lead ids and the normalized chunk (what the flow hands the spam check).
+    """
     batch_id = batch_id or str(uuid.uuid4())
-    raw = pd.DataFrame(rows).astype("string")
+    raw = raw.copy()
     raw[ROW_COLUMN] = range(1, len(raw) + 1)
     raw[MALFORMED_COLUMN] = pd.Series(pd.NA, index=raw.index, dtype="string")
-    prepared = intake.prepare_batch(raw, {c: c for c in raw.columns if not c.startswith("_")})
-    written = leads.create_lead_entries(store, intake.normalize_batch(prepared), batch_id=batch_id,
-                                        flow_run_id=None, now=now)
-    return batch_id, written.lead_ids
+    prepared = intake.prepare_batch(raw, resolve_columns([c for c in raw.columns if not c.startswith("_")]))
+    subs = intake.normalize_batch(prepared)
+    written = leads.create_lead_entries(store, subs, batch_id=batch_id, flow_run_id=None, now=now)
+    return batch_id, written.lead_ids, subs
+
+
+def ingest(store, rows: list[dict], batch_id: str | None = None, now: datetime = NOW) -> tuple[str, list[int]]:
+    """Store rows the way lead-intake does (prepare, normalize, create lead entries); returns batch and lead ids."""
+    batch_id, ids, _ = ingest_chunk(store, pd.DataFrame(rows).astype("string"), batch_id, now)
+    return batch_id, ids
 
 
 def row(email: str, minutes: int = 0, **extra) -> dict:
@@ -212,6 +223,75 @@ def test_intake_check_flags_the_batch_and_counts_by_reason(crm):
     assert lead_by_email(crm, "x@acme.example").status == "spam"
     # Another batch's submissions are not this batch's business.
     assert cleanup.check_spam_at_intake(crm, POLICY, ids, "other-batch", NOW).leads_checked == 0
+
+
+def judged(store, ids, batch, subs=None) -> pd.DataFrame:
+    """The frame the intake check judges, read back from the database or taken from the chunk."""
+    with store.engine.connect() as conn:
+        return cleanup._batch_frame(conn, sorted(set(ids)), batch, subs)
+
+
+def test_intake_check_from_the_chunk_judges_the_rows_reading_back_judges(crm):
+    batch = str(uuid.uuid4())
+    # Another run stored one of chunk 2's rows first: it is that run's business, not this batch's.
+    elsewhere = row("eve@acme.example", minutes=40, message="first delivery")
+    ingest(crm, [elsewhere])
+    first = pd.DataFrame([
+        # Export spellings for the signals, as intake resolves them.
+        {**row("bob@acme.example"), "client_ip": "10.1.1.1", "form_fill_seconds": "0.3"},
+        row("ann@acme.example", minutes=1, message="hello"),
+        row("ann@acme.example", minutes=1, message="hello"),  # re-delivered inside the chunk
+    ]).astype("string")
+    _, first_ids, first_subs = ingest_chunk(crm, first, batch)
+    second = pd.DataFrame([
+        row("ann@acme.example", minutes=3, message="again"),  # her chunk-1 row is judged with this one
+        row("carl@acme.example", minutes=4, honeypot=" x ", first_name="Carl"),
+        elsewhere,
+        row("eve@acme.example", minutes=42, message="second delivery"),
+    ]).astype("string")
+    _, ids, subs = ingest_chunk(crm, second, batch)
+    from_chunk = judged(crm, ids, batch, subs)
+    pd.testing.assert_frame_equal(from_chunk, judged(crm, ids, batch), check_like=True)
+    assert sorted(from_chunk["email"].tolist()) == ["ann@acme.example", "ann@acme.example", "carl@acme.example",
+                                                    "eve@acme.example"]
+    assert from_chunk.loc[from_chunk["email"] == "eve@acme.example", "message"].tolist() == ["second delivery"]
+    assert from_chunk["honeypot"].dropna().tolist() == [" x "]
+    result = cleanup.check_spam_at_intake(crm, POLICY, ids, batch, NOW, subs=subs)
+    assert (result.submissions_checked, result.leads_checked, result.flagged) == (4, 3, 1)
+    assert result.by_reason == {"honeypot_filled": 1}
+    assert lead_by_email(crm, "carl@acme.example").status == "spam"
+    assert lead_by_email(crm, "eve@acme.example").status == "new"
+    # Signals under an export's spelling of a column come through from the chunk as they do from the payload.
+    chunk_one = judged(crm, first_ids, batch, first_subs)
+    pd.testing.assert_frame_equal(chunk_one, judged(crm, first_ids, batch), check_like=True)
+    assert chunk_one["ip_address"].dropna().tolist() == ["10.1.1.1"]
+
+
+def test_intake_check_from_the_chunk_keeps_a_typed_false_honeypot_unfilled(crm):
+    # A JSON-lines or Parquet export types the honeypot: `false` is a field left alone, `true` a filled one.
+    raw = pd.DataFrame([row("quiet@acme.example"), row("bot@acme.example", minutes=1)]).astype("string")
+    raw["honeypot"] = pd.array([False, True], dtype="boolean")
+    batch, ids, subs = ingest_chunk(crm, raw)
+    assert subs["honeypot"].tolist() == ["False", "True"]  # what the chunk itself holds
+    frame = judged(crm, ids, batch, subs)
+    pd.testing.assert_frame_equal(frame, judged(crm, ids, batch), check_like=True)
+    result = cleanup.check_spam_at_intake(crm, POLICY, ids, batch, NOW, subs=subs)
+    assert result.flagged == 1 and result.by_reason == {"honeypot_filled": 1}
+    assert lead_by_email(crm, "quiet@acme.example").status == "new"
+    assert lead_by_email(crm, "bot@acme.example").status == "spam"
+
+
+def test_intake_check_from_the_chunk_still_sees_tombstones_and_exemptions(crm):
+    ingest(crm, [row("gone@mailinator.com"), row("jo@mailinator.com")])
+    sweep(crm)
+    cleanup.purge_expired_spam(crm, POLICY, now=NOW + timedelta(days=31))
+    cleanup.restore_spam(crm, email="jo@mailinator.com", now=NOW)
+    batch, ids, subs = ingest_chunk(crm, pd.DataFrame([row("gone@mailinator.com", minutes=60),
+                                                       row("jo@mailinator.com", minutes=61)]).astype("string"))
+    result = cleanup.check_spam_at_intake(crm, POLICY, ids, batch, NOW, subs=subs)
+    assert result.flagged == 1 and result.exempt == 1
+    assert result.by_reason == {"disposable_domain": 1, "known_bad_address": 1}
+    assert lead_by_email(crm, "jo@mailinator.com").status == "new"
 
 
 # --- restore --------------------------------------------------------------------------------------------------
