@@ -159,6 +159,17 @@ class Store:
         """Close pooled connections."""
         self.engine.dispose()
 
+    def refresh_statistics(self, tables: Sequence[str]) -> None:
+        """Refresh PostgreSQL's planner statistics of these tables after a bulk load (SQLite plans without them).
+
+        A new CRM, or one where autovacuum is off or has not come round yet, has none: the planner then takes a
+        table of a million leads for one row and picks nested loops and index walks that cost seconds per chunk.
+        """
+        if self.dialect != "postgresql":
+            return
+        with self.begin() as conn:
+            conn.exec_driver_sql("ANALYZE " + ", ".join(Base.metadata.tables[t].name for t in tables))
+
     def table_counts(self) -> dict[str, int]:
         """Row counts of every CRM table, for summaries and tests."""
         with self.engine.connect() as conn:

@@ -18,6 +18,10 @@ from leadflow.sources import ROW_COLUMN, LeadFile, inspect_lead_file
 from tasks.chunk_worker import ChunkWorker
 from tasks.common import DB_TASK, PRIVATE, current_flow_run_id, retry_on_transient_io, store
 
+# A chunk that stored this many submissions changed the tables enough to refresh PostgreSQL's statistics.
+BULK_LOAD_ROWS = 5_000
+STATISTICS_TABLES = ("leads", "lead_submissions", "lead_events", "accounts", "crm_tasks", "outbox")
+
 
 @dataclass(frozen=True)
 class IntakePlan:
@@ -133,7 +137,11 @@ def normalize_leads(checked: CheckedBatch, worker: ChunkWorker | None = None) ->
 @task(name="Create Lead Entry", **DB_TASK)
 def create_lead_entries(subs: pd.DataFrame, batch_id: str, now: datetime) -> leads.LeadWriteResult:
     """Upsert leads by normalized email and store new submissions, in one transaction."""
-    result = leads.create_lead_entries(store(), subs, batch_id=batch_id, flow_run_id=current_flow_run_id(), now=now)
+    crm = store()
+    result = leads.create_lead_entries(crm, subs, batch_id=batch_id, flow_run_id=current_flow_run_id(), now=now)
+    if result.submissions_new >= BULK_LOAD_ROWS:
+        # After a bulk load the planner needs fresh statistics for the rest of this run (and the next ones).
+        crm.refresh_statistics(STATISTICS_TABLES)
     get_run_logger().info(
         "%d new submissions (%d already known): %d leads created, %d updated",
         result.submissions_new, result.submissions_duplicate, result.leads_created, result.leads_updated,

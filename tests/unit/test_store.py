@@ -94,3 +94,16 @@ def test_sqlite_lock_is_transient():
 
     assert is_transient_db_error(OperationalError("x", {}, sqlite3.OperationalError("database is locked")))
     assert not is_transient_db_error(IntegrityError("x", {}, sqlite3.IntegrityError("UNIQUE constraint failed")))
+
+
+def test_refresh_statistics_analyzes_on_postgresql_and_is_a_no_op_on_sqlite(crm):
+    from sqlalchemy import text
+
+    crm.refresh_statistics(["leads", "lead_submissions"])
+    if crm.dialect != "postgresql":
+        return
+    with crm.engine.connect() as conn:
+        analyzed = dict(conn.execute(text(
+            "SELECT relname, last_analyze IS NOT NULL FROM pg_stat_user_tables "
+            "WHERE relname IN ('leads', 'lead_submissions')")).all())
+    assert analyzed == {"leads": True, "lead_submissions": True}
