@@ -9,18 +9,22 @@ from prefect.artifacts import create_markdown_artifact
 
 from leadflow.delivery import outbox_counts
 from tasks.common import store
-from tasks.delivery import deliver_outbox
+from tasks.delivery import deliver_outbox, watch_task_slas
 
 
 @flow(name="outbox-delivery", log_prints=False)
-def outbox_delivery(limit: int | None = None, lease_minutes: float | None = None) -> dict[str, Any]:
+def outbox_delivery(limit: int | None = None, lease_minutes: float | None = None,
+                    watch_slas: bool = True) -> dict[str, Any]:
     """Deliver pending outbox rows (prospect email, rep and manager alerts) exactly once.
 
     Args:
         limit: Most messages to claim in this run (default: all that are due).
         lease_minutes: How long a claim may stay in `sending` before it counts as left by a dead run (default 10).
+        watch_slas: First queue a manager notice about open tasks newly past their SLA, sent in this same run.
     """
+    watched = watch_task_slas().as_dict() if watch_slas else {}
     result = deliver_outbox(limit=limit, lease_minutes=lease_minutes).as_dict()
+    result.update(watched)
     result["outbox"] = outbox_counts(store())
     lines = "\n".join(f"| {k} | {v} |" for k, v in result.items() if not isinstance(v, dict))
     by_status = "\n".join(f"| {k} | {v} |" for k, v in sorted(result["outbox"].items()))

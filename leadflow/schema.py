@@ -142,6 +142,8 @@ class Lead(Base):
     priority_reason: Mapped[str | None] = mapped_column(String(200))
     account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), index=True)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("sales_reps.id"), index=True)
+    # Whether this lead holds one of its owner's open-lead slots (leadflow/capacity.py gives it back on close).
+    holds_capacity: Mapped[bool] = mapped_column(Boolean, server_default="0")
     checklist: Mapped[dict[str, Any] | None] = mapped_column(Json)
     match_details: Mapped[dict[str, Any] | None] = mapped_column(Json)
     qualified_at: Mapped[datetime | None] = mapped_column(Timestamp)
@@ -190,6 +192,10 @@ class CrmTask(Base):
     details: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.current_timestamp())
     completed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # When a manager notice first named this task as past its SLA (the SLA watch reports each breach once).
+    sla_notified_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+    __table_args__ = (Index("ix_crm_tasks_status_due_at", "status", "due_at"),)
 
 
 class OutboxMessage(Base):

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import bindparam, select, update
 
+from leadflow import capacity
 from leadflow.normalize import EMAIL_PATTERN
 from leadflow.schema import Lead, LeadEvent
 from leadflow.store import Store, utc
@@ -283,6 +284,8 @@ def apply_status_changes(store: Store, changes: pd.DataFrame, by: str, now: date
             conn.execute(guarded, [{"b_id": i, "b_from": f, "b_to": t, "b_reason": r, "b_now": now}
                                    for i, (f, t, r) in final.items()])
             conn.execute(EVENTS.insert(), events)
+            # A closed lead gives its rep's slot back (a reopened one takes it again), in the same transaction.
+            capacity.follow_status_changes(conn, [(i, f, t) for i, (f, t, _) in final.items()])
     result.rejected.sort(key=lambda r: r.row)
     return result
 

@@ -1,4 +1,4 @@
-"""Task shell for Deliver Outbox: send what is pending, with retries inside and around the run."""
+"""Task shells for outbox-delivery: send what is pending (with retries) and watch task SLAs."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from prefect import get_run_logger, task
 
 from leadflow.delivery import DeliveryConfig, DeliveryResult, deliver_pending
 from leadflow.settings import get_settings
+from leadflow.sla import SlaWatchResult, notify_sla_breaches
 from tasks.common import DB_TASK, store, utc_now
 
 
@@ -34,4 +35,15 @@ def deliver_outbox(limit: int | None = None, lease_minutes: float | None = None)
     if result.unknown_outcome:
         logger.warning("%d outbox rows were interrupted mid-send by a dead run: marked failed, not resent",
                        result.unknown_outcome)
+    return result
+
+
+@task(name="Watch Task SLAs", **DB_TASK)
+def watch_task_slas() -> SlaWatchResult:
+    """Queue one manager notice about open tasks newly past their SLA due time (each breach reported once)."""
+    settings = get_settings()
+    urls = settings.manager_alert_urls.get_secret_value() if settings.manager_alert_urls else None
+    result = notify_sla_breaches(store(), urls, settings.sender_email, utc_now())
+    if result.breaches:
+        get_run_logger().warning("%d open tasks are past their SLA: the sales manager is notified", result.breaches)
     return result

@@ -240,3 +240,54 @@ def test_delivery_killed_mid_batch_then_rerun_sends_each_message_at_most_once(cr
             assert row["status"] == "sent" and ids.count(message_id(key)) == 1
     assert received_before <= set(ids)
     assert set(frame["status"]) <= {"sent", "failed"}
+
+
+def _lead_with_tasks(crm, email: str, status: str, due: list[datetime]) -> list[int]:
+    """A lead and one open task per due time; returns the task ids."""
+    from sqlalchemy import insert
+
+    from leadflow.schema import CrmTask, Lead
+
+    now = datetime.now(UTC)
+    with crm.begin() as conn:
+        lead_id = conn.execute(insert(Lead).values(
+            email=email, first_touch_at=now, first_touch_source="web_form", last_touch_at=now,
+            last_touch_source="web_form", status=status, created_at=now, updated_at=now,
+        ).returning(Lead.id)).scalar_one()
+        return [conn.execute(insert(CrmTask).values(
+            idempotency_key=f"qualification:{email}:{i}", lead_id=lead_id, kind="qualification", status="open",
+            due_at=at, details={},
+        ).returning(CrmTask.id)).scalar_one() for i, at in enumerate(due)]
+
+
+def test_sla_watch_reports_each_breach_once_and_delivers_it(crm, monkeypatch, tmp_path):
+    from sqlalchemy import select
+
+    from leadflow.schema import CrmTask
+
+    use(monkeypatch, outbox_dir=str(tmp_path / "outbox"))
+    now = datetime.now(UTC)
+    late = _lead_with_tasks(crm, "late@example.com", "new", [now - timedelta(minutes=30), now + timedelta(hours=2)])
+    _lead_with_tasks(crm, "lost@example.com", "disqualified", [now - timedelta(hours=1)])
+    first = outbox_delivery()
+    assert first["sla_breaches_reported"] == 1 and first["sla_notices_queued"] == 1
+    notices = outbox_frame(crm)
+    notices = notices.loc[notices["kind"] == "manager_notice"]
+    assert len(notices) == 1 and notices["status"].tolist() == ["sent"]
+    assert "1 task past SLA" in notices["subject"].iloc[0]
+    with crm.begin() as conn:
+        stamped = dict(conn.execute(select(CrmTask.id, CrmTask.sla_notified_at)).all())
+    assert stamped[late[0]] is not None and stamped[late[1]] is None
+    # The same breach is never reported again; a new one gets its own notice.
+    assert outbox_delivery()["sla_breaches_reported"] == 0
+    _lead_with_tasks(crm, "later@example.com", "working", [now - timedelta(minutes=1)])
+    assert outbox_delivery()["sla_breaches_reported"] == 1
+    kinds = outbox_frame(crm)["kind"].tolist()
+    assert kinds.count("manager_notice") == 2
+
+
+def test_sla_watch_can_be_switched_off(crm, monkeypatch, tmp_path):
+    use(monkeypatch, outbox_dir=str(tmp_path / "outbox"))
+    _lead_with_tasks(crm, "late@example.com", "new", [datetime.now(UTC) - timedelta(minutes=30)])
+    result = outbox_delivery(watch_slas=False)
+    assert "sla_breaches_reported" not in result and result["claimed"] == 0

@@ -1,0 +1,35 @@
+"""leads.holds_capacity: whether a lead holds one of its owner's open-lead slots
+
+Live assignments reserve a slot in `sales_reps.open_leads`; the flag lets a status change or a spam flag give the
+slot back exactly once (and a reopened lead take it again). Leads assigned before this revision by live runs are
+marked from their open qualification tasks, so the counter can be given back for them too.
+
+Revision ID: 0011_rep_capacity_holds
+Revises: 0010_task_sla_watch
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0011_rep_capacity_holds"
+down_revision = "0010_task_sla_watch"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("leads", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("holds_capacity", sa.Boolean(), server_default="0", nullable=False))
+    # Live assignments left an open, owned qualification task (replays record theirs as cancelled).
+    op.execute(
+        "UPDATE leads SET holds_capacity = true WHERE owner_id IS NOT NULL AND EXISTS ("
+        "SELECT 1 FROM crm_tasks t WHERE t.lead_id = leads.id AND t.kind = 'qualification' "
+        "AND t.status = 'open' AND t.owner_id = leads.owner_id)"
+    )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("leads", schema=None) as batch_op:
+        batch_op.drop_column("holds_capacity")
