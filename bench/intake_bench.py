@@ -113,6 +113,8 @@ def child(mode: str, path: str, chunk_size: int) -> None:
     load_reference_firmographics()
     result = run_core(path, chunk_size) if mode == "core" else run_flow(path, chunk_size, qualify=mode == "flow")
     result["peak_rss_mb"] = peak_rss_mb()
+    # The check worker holds a chunk too (as does the ephemeral Prefect server in flow modes): the largest child.
+    result["peak_child_rss_mb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
     print("RESULT " + json.dumps(result))
 
 
@@ -121,6 +123,8 @@ def measure(mode: str, path: str, chunk_size: int, db_url: str | None, workdir: 
     env = dict(os.environ)
     env["LEADFLOW_DATABASE_URL"] = db_url or f"sqlite:///{workdir / f'{mode}-{time.time_ns()}.db'}"
     env.setdefault("PREFECT_HOME", str(workdir / "prefect"))
+    # On a busy machine the ephemeral API can take longer than Prefect's default 20 s to come up.
+    env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     env["PREFECT_LOGGING_LEVEL"] = "WARNING"
     out = subprocess.run([sys.executable, __file__, "--child", mode, path, "--chunk-size", str(chunk_size)],
@@ -152,8 +156,8 @@ def main() -> None:
 
     out_dir = HERE / "out"
     out_dir.mkdir(exist_ok=True)
-    print("| leads | mode | seconds | leads/s | peak RSS MiB | overhead vs core |")
-    print("|---:|---|---:|---:|---:|---:|")
+    print("| leads | mode | seconds | leads/s | peak RSS MiB | largest child RSS MiB | overhead vs core |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory(prefix="leadflow-bench-") as tmp:
         workdir = Path(tmp)
         for size in args.sizes:
@@ -171,7 +175,7 @@ def main() -> None:
                 if name == "intake" and "core" in results:
                     extra = f"{(result['seconds'] - results['core']['seconds']) / results['core']['seconds']:+.1%}"
                 print(f"| {size:,} | {name} | {result['seconds']:.2f} | {rate:,.0f} | {result['peak_rss_mb']} "
-                      f"| {extra} |", flush=True)
+                      f"| {result.get('peak_child_rss_mb') or '-'} | {extra} |", flush=True)
             for name in ("intake", "flow"):
                 if name in results:
                     print(f"<!-- {name} steps at {size}: {json.dumps(results[name]['steps'])} -->", flush=True)

@@ -148,14 +148,29 @@ def test_a_broken_later_chunk_stops_the_run_from_the_check_worker(crm, tmp_path)
 
 
 def test_the_check_worker_gives_the_same_leads_as_checking_in_the_flow(crm, monkeypatch):
+    from leadflow.settings import get_settings
+    from tasks.chunk_worker import ChunkWorker
+
+    started = []
+    original = ChunkWorker.__init__
+
+    def counting(self):
+        started.append(1)
+        original(self)
+
+    monkeypatch.setattr(ChunkWorker, "__init__", counting)
     monkeypatch.setenv("LEADFLOW_CHECK_WORKER", "false")
+    get_settings.cache_clear()
     lead_intake(path=str(SAMPLE_LEADS), chunk_size=100, qualify=False)
     in_flow = snapshot(crm, skip=("intake_batches", "lead_events"), ignore=VOLATILE)
+    assert started == []
     with crm.begin() as conn:
         for table in ("lead_events", "lead_submissions", "quarantine", "leads"):
             conn.exec_driver_sql(f"DELETE FROM {table}")
     monkeypatch.setenv("LEADFLOW_CHECK_WORKER", "true")
+    get_settings.cache_clear()
     lead_intake(path=str(SAMPLE_LEADS), chunk_size=100, qualify=False)
+    assert started == [1]
     assert snapshot(crm, skip=("intake_batches", "lead_events"), ignore=VOLATILE) == in_flow
 
 
