@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Table, bindparam, delete, false, func, null, select, true, tuple_, update
 
+from leadflow import capacity
 from leadflow.contract import CANONICAL_COLUMNS, COLUMN_ALIASES, fold_header
 from leadflow.intake import PAYLOAD_COLUMN
 from leadflow.normalize import EMAIL_PATTERN, normalize_email
@@ -466,6 +467,8 @@ def flag_leads(
         }))
         _set_status(conn, TASKS, [i for v in tasks.values() for i in v], "open", "cancelled")
         _set_status(conn, OUTBOX, [i for v in outbox.values() for i in v], "pending", "withdrawn")
+        # Spam is no work for its rep: the slot it held goes back (a restore takes it again).
+        capacity.release_capacity(conn, ids)
         status_details = [
             json.dumps({"from": old, "to": SPAM_STATUS, "reason": "spam", "by": by}) for old in plan["previous_status"]
         ]
@@ -669,6 +672,7 @@ def restore_spam(
         store.bulk(conn, stmt, pd.DataFrame({"b_id": ids, "b_status": leads["to_status"].to_numpy(),
                                              "b_reason": leads["to_reason"].to_numpy(), "b_now": pd.Timestamp(now)}))
         result.tasks_reopened = _set_status(conn, TASKS, tasks, "cancelled", "open")
+        capacity.follow_status_changes(conn, list(zip(ids, leads["status"], leads["to_status"], strict=True)))
         result.outbox_restored = _set_status(conn, OUTBOX, outbox, "withdrawn", "pending")
         for condition in _in(TOMBSTONES.c.email_hash, leads["hash"].tolist()):
             result.tombstones_cleared += conn.execute(delete(TOMBSTONES).where(condition)).rowcount

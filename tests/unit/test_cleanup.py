@@ -401,3 +401,23 @@ def test_restoring_a_purged_address_clears_its_tombstone(crm):
     with crm.engine.connect() as conn:
         assert conn.execute(select(SpamTombstone)).all() == []
         assert conn.execute(select(SpamExemption.restored_by)).scalars().all() == ["ops"]
+
+
+def test_flagging_an_assigned_lead_frees_its_reps_slot_and_restoring_takes_it_back(crm):
+    from sqlalchemy import insert, select, update
+
+    from leadflow.schema import Lead, SalesRep
+
+    _, ids = ingest(crm, [row("jo@mailinator.com")])
+    with crm.begin() as conn:
+        rep = conn.execute(insert(SalesRep).values(email="rep@example.com", name="Rep", territories=[], segments=[],
+                                                   max_open_leads=5, open_leads=1).returning(SalesRep.id)).scalar_one()
+        conn.execute(update(Lead).where(Lead.id == ids[0]).values(owner_id=rep, holds_capacity=True))
+
+    def open_leads() -> int:
+        with crm.begin() as conn:
+            return conn.execute(select(SalesRep.open_leads).where(SalesRep.id == rep)).scalar_one()
+
+    assert sweep(crm).flagged == 1 and open_leads() == 0
+    assert cleanup.restore_spam(crm, email="jo@mailinator.com", now=NOW).restored == 1
+    assert open_leads() == 1
