@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFECT_YAML = ROOT / "prefect.yaml"
+# How often `leadflow serve` polls for runs to start (an event-triggered run waits for the next poll).
+SERVE_POLL_SECONDS = 1.0
+# Imported lazily by the flows, at seconds each: a warm start imports them once (see start_warm_flow_runs).
+WARM_MODULES = ("great_expectations",)
 
 
 class DeploymentConfigError(ValueError):
@@ -30,14 +35,23 @@ def load_project(path: Path = PREFECT_YAML) -> dict[str, Any]:
     return project
 
 
+def entrypoint_module(entrypoint: str, root: Path = ROOT) -> str:
+    """The package module an entrypoint's file is (`flows/intake.py:lead_intake` -> `flows.intake`)."""
+    # Imported as a package module, so a flow imported twice is still one flow object.
+    source = (root / entrypoint.partition(":")[0]).resolve()
+    try:
+        return ".".join(source.relative_to(root.resolve()).with_suffix("").parts)
+    except ValueError:
+        raise DeploymentConfigError(f"entrypoint {entrypoint}: not inside {root}") from None
+
+
 def load_entrypoint(entrypoint: str, root: Path = ROOT) -> Any:
     """The flow object an entrypoint (`path/to/file.py:function`) names, imported as its package module."""
     file, _, name = entrypoint.partition(":")
     source = (root / file).resolve()
     if not source.is_file() or not name:
         raise DeploymentConfigError(f"entrypoint {entrypoint}: no such file or no function name")
-    # Import as a package module (flows.intake), so a flow imported twice is still one flow object.
-    module_name = ".".join(source.relative_to(root).with_suffix("").parts)
+    module_name = entrypoint_module(entrypoint, root)
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     if importlib.util.find_spec(module_name) is None:
@@ -67,30 +81,29 @@ def _schedules(config: dict[str, Any], timezone: str) -> list[Any]:
     return schedules
 
 
-def build_deployments(project: dict[str, Any] | None = None, timezone: str | None = None) -> list[Any]:
-    """RunnerDeployments for every deployment in prefect.yaml, ready for prefect.serve."""
+def deployment_options(config: dict[str, Any], timezone: str) -> dict[str, Any]:
+    """What one prefect.yaml deployment asks for, as keyword arguments of `Flow.to_deployment` / `Runner.add_flow`."""
     from prefect.events import DeploymentEventTrigger
 
+    return {
+        "name": config["name"],
+        "description": config.get("description"),
+        "tags": list(config.get("tags") or []),
+        "parameters": dict(config.get("parameters") or {}),
+        "schedules": _schedules(config, timezone),
+        "triggers": [DeploymentEventTrigger(**t) for t in config.get("triggers") or []],
+        "concurrency_limit": _concurrency(config.get("concurrency_limit")),
+    }
+
+
+def build_deployments(project: dict[str, Any] | None = None, timezone: str | None = None) -> list[Any]:
+    """RunnerDeployments for every deployment in prefect.yaml, ready for prefect.serve."""
     from leadflow.settings import get_settings
 
     project = project or load_project()
     timezone = timezone or get_settings().timezone
-    deployments = []
-    for config in project.get("deployments") or []:
-        flow = load_entrypoint(config["entrypoint"])
-        limit = config.get("concurrency_limit")
-        deployments.append(
-            flow.to_deployment(
-                name=config["name"],
-                description=config.get("description"),
-                tags=list(config.get("tags") or []),
-                parameters=dict(config.get("parameters") or {}),
-                schedules=_schedules(config, timezone),
-                triggers=[DeploymentEventTrigger(**t) for t in config.get("triggers") or []],
-                concurrency_limit=_concurrency(limit),
-            )
-        )
-    return deployments
+    return [load_entrypoint(config["entrypoint"]).to_deployment(**deployment_options(config, timezone))
+            for config in project.get("deployments") or []]
 
 
 def _concurrency(limit: Any) -> Any:
@@ -118,9 +131,148 @@ def describe_deployment(deployment: Any) -> str:
 
 def serve_all(limit: int | None = None, project_file: Path = PREFECT_YAML) -> None:
     """Serve every deployment from this process until interrupted (local use; production uses a work pool)."""
-    from prefect import serve
+    import asyncio
 
-    serve(*build_deployments(load_project(project_file)), limit=limit)
+    from prefect.exceptions import TerminationSignal
+    from prefect.logging import get_logger
+    from prefect.runner import Runner
+
+    from leadflow.settings import get_settings
+
+    project = load_project(project_file)
+    timezone = get_settings().timezone
+    warm_up = start_warm_flow_runs(entrypoint_modules(project))
+    runner = Runner(limit=limit, query_seconds=poll_seconds(), pause_on_shutdown=True)
+    for config in project["deployments"]:
+        flow, options = load_entrypoint(config["entrypoint"]), deployment_options(config, timezone)
+        # add_flow (what `flow.serve` uses), not prefect.serve's add_deployment: the runner then starts each run
+        # from the flow object it holds instead of a `python -m prefect.engine` that loads the flow from storage.
+        runner.add_flow(flow, **options)
+        print(f"Serving {describe_deployment(flow.to_deployment(**options))}", flush=True)
+    if warm_up is not None:
+        # Start polling once the fork server has its imports, so that the first lead is as fast as the rest.
+        warm_up.join()
+    start = "warm (forked from a process that imported the flows once)" if warm_up else "in a new interpreter"
+    print(f"Polling for runs every {runner.query_seconds:g} s; flow runs start {start}", flush=True)
+    try:
+        asyncio.run(runner.start())
+    except (KeyboardInterrupt, TerminationSignal) as exc:
+        get_logger("leadflow.serve").info("Received %s, shutting down...", type(exc).__name__)
+
+
+def poll_seconds() -> float:
+    """How often the served runner asks the API for runs to start: PREFECT_RUNNER_POLL_FREQUENCY when set, else 1.
+
+    Prefect's default (10 s) would add 5 s on average to every event-triggered intake run; one small query a
+    second to the local API is cheap.
+    """
+    from prefect.settings import get_current_settings
+
+    runner = get_current_settings().runner
+    # Set explicitly (environment, profile or temporary settings) wins; Prefect's own default does not.
+    return float(runner.poll_frequency) if "poll_frequency" in runner.model_fields_set else SERVE_POLL_SECONDS
+
+
+def entrypoint_modules(project: dict[str, Any], root: Path = ROOT) -> list[str]:
+    """The package modules of every deployment's entrypoint (flows.intake, ...), once each, in prefect.yaml order."""
+    modules = [entrypoint_module(config.get("entrypoint", ""), root) for config in project.get("deployments") or []]
+    return list(dict.fromkeys(modules))
+
+
+def start_warm_flow_runs(modules: list[str]) -> Any:
+    """Start served flow runs by forking a process that imported the flows once, instead of a new interpreter.
+
+    Prefect starts each served run in a `spawn` process, which imports Prefect, pandas, the flow modules and
+    (at the first check) Great Expectations again: seconds of CPU before a lead is read. A fork server imports
+    them once, when serving starts, and forks a child per run. The child runs exactly what Prefect's own
+    `run_flow_in_subprocess` runs (same engine, settings, signals, control channel); only the start differs.
+    Code changed on disk is picked up when `leadflow serve` restarts. Returns a first, empty child process,
+    which ends once the fork server has imported everything (join it to wait for that), or None when runs
+    start cold: no fork on this platform, or a Prefect whose runner no longer has this seam.
+    """
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return None
+    try:
+        from prefect.runner import _starter_direct
+    except ImportError:
+        return None
+    if not hasattr(_starter_direct, "run_flow_in_subprocess"):
+        return None
+    context = multiprocessing.get_context("forkserver")
+    # "__main__" too: otherwise every child re-imports the `leadflow` script as multiprocessing's __mp_main__.
+    context.set_forkserver_preload(["__main__", __name__, *WARM_MODULES, *modules])
+    warm_up = context.Process(target=_warm, name="leadflow-warm-up")
+    warm_up.start()
+    _starter_direct.run_flow_in_subprocess = run_flow_in_forked_process
+    return warm_up
+
+
+def _warm() -> None:
+    """The warm-up child: forked only once the fork server has imported the flows; nothing left to do."""
+
+
+def run_flow_in_forked_process(flow: Any, flow_run: Any = None, parameters: dict[str, Any] | None = None,
+                               wait_for: Any = None, context: dict[str, Any] | None = None,
+                               env: dict[str, str | None] | None = None) -> Any:
+    """prefect.flow_engine.run_flow_in_subprocess (Prefect 3.8), with a child forked from the warm fork server."""
+    import multiprocessing
+
+    from prefect.context import serialize_context
+    from prefect.flow_engine import (
+        _CONTROL_CHANNEL_ENV_KEYS,
+        _run_serialized_call_with_control_bootstrap,
+        _runtime_subprocess_env,
+    )
+    from prefect.settings.context import get_current_settings
+    from prefect.utilities.callables import cloudpickle_wrapped_call
+    from prefect.utilities.processutils import sanitize_subprocess_env
+
+    context = context or serialize_context()
+    merged_env: dict[str, str | None] = (
+        get_current_settings().to_environment_variables(exclude_unset=True)
+        | os.environ
+        | {"PREFECT__ENABLE_CANCELLATION_AND_CRASHED_HOOKS": "false"}
+        | (env or {})
+    )
+    sanitized = sanitize_subprocess_env(merged_env)
+    call = cloudpickle_wrapped_call(
+        _run_flow_with_env,
+        env=_runtime_subprocess_env(sanitized),
+        remove_env={key for key, value in merged_env.items() if value is None},
+        flow=flow,
+        flow_run=flow_run,
+        parameters=parameters,
+        wait_for=wait_for,
+        context=context,
+    )
+    startup_env = {key: value for key, value in sanitized.items() if key in _CONTROL_CHANNEL_ENV_KEYS}
+    process = multiprocessing.get_context("forkserver").Process(
+        target=_run_serialized_call_with_control_bootstrap, args=(call.args[0], startup_env))
+    process.start()
+    return process
+
+
+def _run_flow_with_env(*args: Any, env: dict[str, str], remove_env: set[str], **kwargs: Any) -> None:
+    """In the forked child: take the run's environment and settings, then run the flow as Prefect's engine does."""
+    import asyncio
+
+    from prefect.context import SettingsContext, get_settings_context
+    from prefect.engine import handle_engine_signals
+    from prefect.flow_engine import run_flow
+    from prefect.settings.models.root import Settings
+
+    for key in remove_env:
+        os.environ.pop(key, None)
+    os.environ.update(env)
+    settings_context = get_settings_context()
+    # A new settings object, so the run sees the environment it was started with (not the fork server's).
+    with SettingsContext(profile=settings_context.profile, settings=Settings()), \
+            handle_engine_signals(getattr(kwargs.get("flow_run"), "id", None)):
+        result = run_flow(*args, **kwargs)
+        if asyncio.iscoroutine(result):
+            asyncio.run(result)
 
 
 def validate_project(project: dict[str, Any], root: Path = ROOT) -> list[str]:

@@ -66,16 +66,27 @@ class InboxReader:
         self.replay = replay
         self.open_claims: deque[inbox.InboxClaim] = deque()
         self.marked = 0
+        self.chunks = 0
 
     def __iter__(self) -> Iterator[pd.DataFrame]:
-        for _ in range(MAX_CHUNKS_PER_RUN):
-            claim = claim_inbox_leads(self.chunk_size, self.replay)
-            if not claim:
-                return
-            self.open_claims.append(claim)
-            yield canonical_frame(claim.frame, self.column_map)
-            if len(claim) < self.chunk_size:
-                return
+        return self
+
+    def __next__(self) -> pd.DataFrame:
+        """The next claimed chunk; the end for now when the inbox is empty (asking again later claims again).
+
+        Right after a partial claim the inbox was just drained: until that chunk is written, asking again ends
+        without a claim (no task run on the way to the rep alert). Once it is written, the run asks once more, so
+        leads posted meanwhile (whose own event-triggered runs the concurrency limit may have cancelled) are
+        taken by this run instead of waiting for the next scheduled one.
+        """
+        if self.chunks >= MAX_CHUNKS_PER_RUN or (self.open_claims and len(self.open_claims[-1]) < self.chunk_size):
+            raise StopIteration
+        claim = claim_inbox_leads(self.chunk_size, self.replay)
+        if not claim:
+            raise StopIteration
+        self.chunks += 1
+        self.open_claims.append(claim)
+        return canonical_frame(claim.frame, self.column_map)
 
     def has_work(self) -> bool:
         """Whether the inbox holds rows this run could claim (an empty inbox needs no batch, no artifacts)."""

@@ -55,3 +55,30 @@ def test_an_idle_inbox_run_leaves_no_batch_and_no_artifacts(crm):
     busy = lead_intake(return_state=True)
     assert busy.result()["rows_read"] == 1 and _batches(crm) == 1
     assert "lead-intake-summary" in _artifact_keys(busy.state_details.flow_run_id)
+
+
+def test_a_lead_posted_while_a_run_works_is_taken_by_that_run(crm, monkeypatch):
+    # Its own event-triggered run may have been cancelled by the deployment's concurrency limit meanwhile.
+    import tasks.inbox
+
+    claims = []
+    claim_rows = tasks.inbox.inbox.claim_rows
+    chunk_written = tasks.inbox.InboxReader.chunk_written
+
+    def counting_claim(*args, **kwargs):
+        claims.append(claim_rows(*args, **kwargs))
+        return claims[-1]
+
+    def written_then_a_lead_arrives(self, batch_id):
+        chunk_written(self, batch_id)
+        if len(claims) == 1:
+            submit_lead(crm, {"email": "late@acme.com", "source": "web_form"})
+
+    monkeypatch.setattr(tasks.inbox.inbox, "claim_rows", counting_claim)
+    monkeypatch.setattr(tasks.inbox.InboxReader, "chunk_written", written_then_a_lead_arrives)
+    submit_lead(crm, {"email": "jane@acme.com", "source": "web_form"})
+    summary = lead_intake()
+    assert (summary["rows_read"], summary["submissions_new"], summary["chunks"]) == (2, 2, 2)
+    assert pending_count(crm) == 0 and _batches(crm) == 1
+    # A partial claim drained the inbox: no claim until its chunk is written, then one more, until one is empty.
+    assert [len(c) for c in claims] == [1, 1, 0]
