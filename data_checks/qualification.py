@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from data_checks.runner import ROW_ID, raise_for_failures, run_suite
@@ -35,17 +36,17 @@ def qualification_suite(policy: QualificationPolicy) -> Any:
 def guard_qualification(leads: pd.DataFrame, checks: pd.DataFrame, priority: pd.DataFrame,
                         match: pd.DataFrame, policy: QualificationPolicy) -> None:
     """Stop before writing decisions the policy cannot produce (a bug must not reach the CRM)."""
-    frame = pd.DataFrame({
-        "priority": priority["priority"].astype(object).to_numpy(),
-        "priority_rule": priority["priority_rule"].astype(object).to_numpy(),
-        "match_band": match["match_band"].astype(object).to_numpy(),
-        "match_score": match["match_score"].astype("float64").to_numpy(),
-        **{item: checks[item].astype(object).to_numpy() for item in ITEMS},
-        **{f"{item}_why": checks[f"{item}_why"].astype(object).to_numpy() for item in ITEMS},
-    })
-    # Every expectation is about values, so each distinct row is checked once: a 50,000-lead batch has a few
-    # thousand, and GX's cost grows with rows. Duplicate leads are counted here and checked as a number.
-    frame = frame.drop_duplicates(ignore_index=True)
+    columns = {
+        "priority": priority["priority"], "priority_rule": priority["priority_rule"],
+        "match_band": match["match_band"], "match_score": match["match_score"].astype("float64"),
+        **{item: checks[item] for item in ITEMS}, **{f"{item}_why": checks[f"{item}_why"] for item in ITEMS},
+    }
+    # Every expectation is about the values of one column, so each column's distinct values are checked once,
+    # repeated to a common length: a 50,000-lead batch has a few hundred per column, and GX's cost grows with
+    # rows. Duplicate leads are counted here and checked as a number.
+    distinct = {name: pd.Series(values.unique()).astype(object).to_numpy() for name, values in columns.items()}
+    rows = max(len(values) for values in distinct.values())
+    frame = pd.DataFrame({name: np.resize(values, rows) for name, values in distinct.items()})
     frame[ROW_ID] = range(len(frame))
     frame["duplicate_lead_ids"] = int(leads["lead_id"].duplicated().sum())
     raise_for_failures(run_suite(frame, qualification_suite(policy)), "qualification produced impossible values")

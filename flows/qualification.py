@@ -8,6 +8,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 from leadflow import qualify_store
 from leadflow.qualification import QualificationPolicy, load_qualification_policy
@@ -94,7 +95,8 @@ def _qualify_batch(ids: list[int], policy: QualificationPolicy, replay: bool, su
         summary.add_time(step, time.perf_counter() - tick)
         tick = time.perf_counter()
 
-    leads, spam = load_leads_to_qualify(ids)
+    # quote(): Prefect would otherwise visit each of the 50,000 ids looking for futures, twice per task run.
+    leads, spam = load_leads_to_qualify(quote(ids))
     summary.skipped_spam += spam
     timed("load")
     if leads.empty:
@@ -105,15 +107,15 @@ def _qualify_batch(ids: list[int], policy: QualificationPolicy, replay: bool, su
     accounts = create_account_entries(leads, match)
     summary.accounts_created += accounts.created
     timed("create_account_entries")
-    linked = link_leads_to_accounts(leads, match, accounts, now)
+    links = link_leads_to_accounts(leads, match, accounts)
     timed("link_leads_to_accounts")
     checks = checks_future.result()
     timed("wait_for_checklist")
-    priority = determine_lead_priority(leads, checks, match, policy, now)
+    priority = determine_lead_priority(leads, checks, match, policy)
     timed("determine_lead_priority")
-    assignment = assign_lead_owner(leads, linked, priority, policy, replay, now, match, checks)
+    assignment = assign_lead_owner(leads, links, priority, policy, replay, now, match, checks)
     timed("assign_lead_owner")
-    q = qualified(leads, checks, match, linked, priority, assignment, policy, now)
+    q = qualified(leads, checks, match, links.account, priority, assignment, policy, now)
     summary_of(q, summary)
     add(summary.tasks_created, "qualification", assign_qualification_tasks(q, policy, replay, now))
     timed("assign_qualification_tasks")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,16 @@ def clean_company_names(names: pd.Series) -> pd.Series:
 def clean_websites(websites: pd.Series) -> pd.Series:
     """Bare domains of websites: scheme, www., port and path removed; NA when not a domain."""
     return nz.website_to_domain(websites).astype(_TEXT)
+
+
+def _by_distinct(clean: Callable[[pd.Series], pd.Series], values: pd.Series) -> pd.Series:
+    """An element-wise cleaning run once per distinct value and spread back (names and domains repeat a lot)."""
+    text = values.astype(_TEXT)
+    distinct = text.dropna().unique()
+    if len(distinct) == 0:
+        return pd.Series(pd.NA, index=values.index, dtype=_TEXT)
+    cleaned = clean(pd.Series(distinct, dtype=_TEXT)).astype(_TEXT)
+    return text.map(pd.Series(cleaned.to_numpy(), index=pd.Index(distinct, dtype=_TEXT))).astype(_TEXT)
 
 
 def block_keys(keys: pd.Series, prefix: int) -> pd.Series:
@@ -71,8 +82,8 @@ def _best_in_blocks(queries: pd.Series, choices: pd.Series, prefix: int) -> _Bes
 
 def _cluster_new_keys(keys: pd.Series, bands: MatchBands) -> dict[str, str]:
     """Canonical key of each distinct new company key: near-duplicates in one batch become one account."""
-    counts = keys.value_counts()
-    ordered = sorted(counts.index, key=lambda k: (-counts[k], k))
+    counts = keys.value_counts().to_dict()
+    ordered = sorted(counts, key=lambda k: (-counts[k], k))
     canonical: dict[str, str] = {}
     blocks = block_keys(pd.Series(ordered, dtype=_TEXT), bands.block_prefix).to_numpy(dtype=object)
     heads: dict[str, list[str]] = {}
@@ -87,6 +98,12 @@ def _cluster_new_keys(keys: pd.Series, bands: MatchBands) -> dict[str, str]:
         members.append(key)
         canonical[key] = key
     return canonical
+
+
+def _by_free_mail(domains: pd.Series) -> dict[str, bool]:
+    """Whether each distinct domain is a free-mail provider."""
+    distinct = domains.dropna().unique()
+    return dict(zip(distinct, nz.is_free_mail(pd.Series(distinct, dtype=_TEXT)).tolist(), strict=True))
 
 
 def _json_text(values: pd.Series) -> pd.Series:
@@ -104,16 +121,21 @@ def match_companies(leads: pd.DataFrame, accounts: pd.DataFrame, bands: MatchBan
     """
     n = len(leads)
     index = leads.index
-    names = leads["company"] if "company" in leads.columns else pd.Series(pd.NA, index=index, dtype=_TEXT)
-    key = clean_company_names(names.astype(_TEXT))
+    names = (leads["company"] if "company" in leads.columns else pd.Series(pd.NA, index=index)).astype(_TEXT)
     if "company_key" in leads.columns:
-        stored = leads["company_key"].astype(_TEXT)
-        key = stored.where(stored.notna(), key)
+        # Intake stores the cleaned key: only leads without one are cleaned here.
+        key = leads["company_key"].astype(_TEXT)
+        missing = key.isna().to_numpy()
+        if missing.any():
+            key = key.copy()
+            key.loc[missing] = _by_distinct(clean_company_names, names.loc[missing]).to_numpy()
+    else:
+        key = _by_distinct(clean_company_names, names)
     key = key.mask(key.isin(bands.ignored_names).to_numpy(dtype=bool, na_value=False))
     raw_domain = (leads["company_domain"] if "company_domain" in leads.columns
                   else pd.Series(pd.NA, index=index, dtype=_TEXT)).astype(_TEXT)
-    domain = clean_websites(raw_domain)
-    free = nz.is_free_mail(domain.fillna("")).to_numpy()
+    domain = _by_distinct(clean_websites, raw_domain)
+    free = domain.map(_by_free_mail(domain), na_action="ignore").fillna(False).to_numpy(dtype=bool)
     domain = domain.mask(free)
     acc_ids = accounts["id"].to_numpy(dtype=np.int64) if len(accounts) else np.zeros(0, dtype=np.int64)
     acc_keys = accounts["name_key"].astype(_TEXT) if len(accounts) else pd.Series([], dtype=_TEXT)
@@ -180,7 +202,7 @@ def match_companies(leads: pd.DataFrame, accounts: pd.DataFrame, bands: MatchBan
         # A company known only by its domain is keyed by that domain.
         canon = canon.where(canon.notna(), domain[is_new])
         new_key.loc[is_new] = canon.to_numpy()
-        spelled = nz.tidy_text(names.astype(_TEXT))[is_new] if "company" in leads.columns else canon
+        spelled = _by_distinct(nz.tidy_text, names[is_new]) if "company" in leads.columns else canon
         new_name.loc[is_new] = spelled.where(spelled.notna(), canon).str.slice(0, 300).to_numpy()
 
     cand_key = pd.Series(pd.NA, index=index, dtype=_TEXT)

@@ -11,7 +11,7 @@ from prefect import get_run_logger, task
 from data_checks.qualification import guard_qualification
 from leadflow import matching, qualification, qualify_store
 from leadflow.qualification import QualificationPolicy
-from leadflow.qualify_store import AccountResult, AssignmentResult, CapacityConflict, Qualified
+from leadflow.qualify_store import AccountResult, AssignmentResult, CapacityConflict, LeadLinks, Qualified
 from leadflow.settings import get_settings
 from tasks.common import DB_TASK, PRIVATE, current_flow_run_id, retry_on_db_contention, store
 
@@ -62,31 +62,32 @@ def create_account_entries(leads: pd.DataFrame, match: pd.DataFrame) -> AccountR
     return result
 
 
-@task(name="Link Lead to Account", **DB_TASK)
-def link_leads_to_accounts(leads: pd.DataFrame, match: pd.DataFrame, accounts: AccountResult,
-                           now: datetime) -> pd.Series:
-    """Link leads to their matched or new account and store the match evidence."""
-    return qualify_store.link_leads_to_accounts(store(), leads, match, accounts.account_ids, now,
-                                                current_flow_run_id())
+@task(name="Link Lead to Account", **PRIVATE)
+def link_leads_to_accounts(leads: pd.DataFrame, match: pd.DataFrame, accounts: AccountResult) -> LeadLinks:
+    """Link leads to their matched or new account with the match evidence (stored by Assign Lead Owner)."""
+    links = qualify_store.link_leads_to_accounts(leads, match, accounts.account_ids)
+    get_run_logger().info("Links: %d leads linked, %d links or evidence changed", int(links.account.notna().sum()),
+                          int(links.write.sum()))
+    return links
 
 
-@task(name="Determine Lead Priority", **DB_TASK)
+@task(name="Determine Lead Priority", **PRIVATE)
 def determine_lead_priority(leads: pd.DataFrame, checks: pd.DataFrame, match: pd.DataFrame,
-                            policy: QualificationPolicy, now: datetime) -> pd.DataFrame:
-    """P1..P4 from tier, score and checklist, checked (GX) and stored with the deciding rule and the checklist."""
-    priority = qualification.determine_priority(leads, checks, policy)
+                            policy: QualificationPolicy) -> pd.DataFrame:
+    """P1..P4 from tier, score and checklist with the deciding rule, checked (GX); Assign Lead Owner stores them."""
+    priority = qualify_store.determine_priority(leads, checks, policy)
     guard_qualification(leads, checks, priority, match, policy)
-    changed = qualify_store.record_priorities(store(), leads, checks, priority, now)
-    get_run_logger().info("Priorities: %s (%d changed)", qualify_store.counts(priority["priority"]), changed)
+    get_run_logger().info("Priorities: %s (%d changed)", qualify_store.counts(priority["priority"]),
+                          int(priority["changed"].sum()))
     return priority
 
 
 @task(name="Assign Lead Owner", **ROUTING_TASK)
-def assign_lead_owner(leads: pd.DataFrame, accounts: pd.Series, priority: pd.DataFrame, policy: QualificationPolicy,
+def assign_lead_owner(leads: pd.DataFrame, links: LeadLinks, priority: pd.DataFrame, policy: QualificationPolicy,
                       replay: bool, now: datetime, match: pd.DataFrame, checks: pd.DataFrame) -> AssignmentResult:
-    """Route leads: account owner, then territory and segment, then capacity-weighted round robin, else fallback."""
-    result = qualify_store.assign_lead_owners(store(), leads, accounts, priority, policy, replay=replay, now=now,
-                                              flow_run_id=current_flow_run_id(), match=match, checks=checks)
+    """Route leads (account owner, territory and segment, round robin by capacity, else fallback); store changes."""
+    result = qualify_store.assign_lead_owners(store(), leads, links, checks, priority, policy, replay=replay, now=now,
+                                              flow_run_id=current_flow_run_id(), match=match)
     get_run_logger().info("Assignments by rule: %s; %d newly assigned, %d newly in %s",
                           qualify_store.counts(result.decisions["assignment_rule"]), int(result.newly_assigned.sum()),
                           int(result.newly_queued.sum()), policy.routing.fallback_queue)

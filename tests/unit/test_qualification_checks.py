@@ -32,6 +32,8 @@ def test_real_decisions_pass():
         (lambda lead, c, p, m: m.loc.__setitem__((1, "match_score"), 140.0), "expect_column_values_to_be_between"),
         (lambda lead, c, p, m: c.loc.__setitem__((0, "need"), "maybe"), "expect_column_values_to_be_in_set"),
         (lambda lead, c, p, m: lead.loc.__setitem__((1, "lead_id"), 1), "expect_column_values_to_be_between"),
+        # Checked by distinct values per column: a missing reason next to present ones must still be seen.
+        (lambda lead, c, p, m: c.loc.__setitem__((1, "budget_why"), None), "expect_column_values_to_not_be_null"),
     ],
 )
 def test_impossible_decisions_stop_the_write(break_it, expectation):
