@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, bindparam, select, update
 
-from leadflow import matching, messages, qualification, routing
+from leadflow import matching, messages, qualification, routing, sla
 from leadflow.qualification import QualificationPolicy
 from leadflow.schema import Account, CrmTask, Lead, LeadEvent, LeadSubmission, OutboxMessage, SalesRep
-from leadflow.store import Store, _bind_values, is_transient_db_error, records, utc
+from leadflow.store import Store, _bind_values, is_transient_db_error, records
 
 LEADS = Lead.__table__
 ACCOUNTS = Account.__table__
@@ -277,7 +277,8 @@ def priority_changes(leads: pd.DataFrame, checks: pd.DataFrame, priority: pd.Dat
 
 
 def _lead_updates(leads: pd.DataFrame, links: LeadLinks, checks: pd.DataFrame, priority: pd.DataFrame,
-                  owners: pd.Series, assigned: np.ndarray, now: datetime) -> list[tuple[Any, pd.DataFrame]]:
+                  owners: pd.Series, assigned: np.ndarray, now: datetime,
+                  holds_capacity: bool = True) -> list[tuple[Any, pd.DataFrame]]:
     """The UPDATEs that store each changed lead's new account, match evidence, checklist and priority, and owner.
 
     One row per changed lead, grouped by which of these parts changed so that each statement sets only those
@@ -298,13 +299,15 @@ def _lead_updates(leads: pd.DataFrame, links: LeadLinks, checks: pd.DataFrame, p
         "evidence": {"match_details": bindparam("b_match_details")},
         "priority": {"checklist": bindparam("b_checklist"), "priority": bindparam("b_priority"),
                      "priority_reason": bindparam("b_reason"), "qualified_at": bindparam("b_now")},
-        "owner": {"owner_id": func.coalesce(LEADS.c.owner_id, bindparam("b_owner"))},
+        # A live assignment holds one of the rep's open-lead slots until the lead closes (leadflow/capacity.py).
+        "owner": {"owner_id": func.coalesce(LEADS.c.owner_id, bindparam("b_owner")),
+                  "holds_capacity": bindparam("b_holds")},
     }
     frame = pd.DataFrame({
         "b_id": leads["lead_id"].to_numpy(), "b_account_id": links.account.astype("Int64").to_numpy(),
         "b_match_details": links.details.to_numpy(), "b_checklist": checks["checklist"].to_numpy(),
         "b_priority": priority["priority"].to_numpy(), "b_reason": priority["priority_reason"].to_numpy(),
-        "b_owner": owners.astype("Int64").to_numpy(), "b_now": now,
+        "b_owner": owners.astype("Int64").to_numpy(), "b_now": now, "b_holds": holds_capacity,
     })
     pattern = sum(mask.astype(np.int64) << bit for bit, mask in enumerate(parts.values()))
     updates = []
@@ -395,7 +398,8 @@ def _assign(store: Store, leads: pd.DataFrame, links: LeadLinks, checks: pd.Data
         assigned = decisions["owner_id"].notna().to_numpy() & ~had_owner
         newly_queued = decisions["assignment_rule"].eq(routing.FALLBACK).to_numpy(dtype=bool) & ~np.isin(
             decisions["lead_id"].to_numpy(), list(queued))
-        for stmt, changes in _lead_updates(leads, links, checks, priority, decisions["owner_id"], assigned, now):
+        for stmt, changes in _lead_updates(leads, links, checks, priority, decisions["owner_id"], assigned, now,
+                                          holds_capacity=not replay):
             store.bulk(conn, stmt, changes)
         if assigned.any():
             rows = pd.DataFrame({"b_id": decisions["lead_id"][assigned].to_numpy(),
@@ -564,18 +568,6 @@ def queue_messages(store: Store, frame: pd.DataFrame) -> int:
     return _insert_new(store, OUTBOX, frame)
 
 
-def overdue_tasks(store: Store, lead_ids: Sequence[int], now: datetime) -> pd.DataFrame:
-    """Open tasks of these leads that are past their SLA due time."""
-    columns = [TASKS.c.id, TASKS.c.lead_id, TASKS.c.kind, TASKS.c.owner_id, TASKS.c.due_at]
-    with store.engine.connect() as conn:
-        # Only the overdue rows come back: reading every open task of 50,000 leads to drop them here was slow.
-        rows = _select_in(conn, columns, TASKS.c.lead_id, [int(i) for i in lead_ids], TASKS.c.status == "open",
-                          TASKS.c.due_at.is_not(None), TASKS.c.due_at < now)
-    frame = pd.DataFrame(rows, columns=["id", "lead_id", "kind", "owner_id", "due_at"])
-    frame["due_at"] = utc(frame["due_at"])
-    return frame.loc[frame["due_at"] < pd.Timestamp(now)]
-
-
 def reps_frame(store: Store) -> pd.DataFrame:
     """All reps (for alerts and reports)."""
     with store.engine.connect() as conn:
@@ -714,17 +706,14 @@ def alert_sales_reps(store: Store, q: Qualified, policy: QualificationPolicy, no
 
 def notify_sales_manager(store: Store, q: Qualified, policy: QualificationPolicy, manager_urls: str | None,
                          sales_inbox: str, now: datetime) -> int:
-    """Queue notices about leads newly in the fallback queue and about open tasks past their SLA."""
+    """Queue notices about leads newly in the fallback queue and about open tasks newly past their SLA."""
     queued = q.assignment.newly_queued.to_numpy(dtype=bool)
     unassigned = pd.DataFrame({"lead_id": q.leads["lead_id"][queued], "priority": q.priority["priority"][queued],
                                "fallback_reason": q.assignment.decisions["fallback_reason"][queued]})
-    frames = [
-        messages.unassigned_notice(unassigned, policy.routing.fallback_queue, policy.messages.sla_risk_priorities,
-                                   manager_urls, sales_inbox, now),
-        messages.sla_risk_notice(overdue_tasks(store, q.leads["lead_id"].tolist(), now), manager_urls, sales_inbox,
-                                 now),
-    ]
-    return queue_messages(store, pd.concat([f for f in frames if not f.empty] or frames[:1], ignore_index=True))
+    notices = queue_messages(store, messages.unassigned_notice(
+        unassigned, policy.routing.fallback_queue, policy.messages.sla_risk_priorities, manager_urls, sales_inbox, now))
+    # The SLA watch of the delivery runs, here too: it stamps what it reports, so no breach is reported twice.
+    return notices + sla.notify_sla_breaches(store, manager_urls, sales_inbox, now).notices
 
 
 def decide(store: Store, leads: pd.DataFrame, policy: QualificationPolicy, *, replay: bool, timezone: str,

@@ -89,6 +89,15 @@ def test_hot_lead_gets_owner_tasks_alert_and_auto_response_delivered_as_eml(crm_
     assert details["account"] == {"account_id": acme["id"], "band": "domain", "method": "domain", "score": 100.0}
     assert details["priority"]["priority"] == "P1" and details["priority"]["from"] is None
     assert details["assignment"]["owner_id"] == rep["id"] and rep["id"] in details["assignment"]["candidates"]
+    # The live assignment holds the rep's slot until the lead closes; closing it frees the slot.
+    assert row["holds_capacity"] is True
+    from datetime import UTC, datetime
+
+    from leadflow.status import set_status
+
+    assert set_status(crm_q, "cto@acme.com", "disqualified", "no_budget", datetime.now(UTC)).applied == 1
+    assert _rows(crm_q, SalesRep, SalesRep.id == rep["id"])[0]["open_leads"] == 0
+    assert _rows(crm_q, Lead)[0]["holds_capacity"] is False
 
 
 def test_replay_sends_nothing_and_records_history(crm_q, tmp_path):
@@ -99,6 +108,7 @@ def test_replay_sends_nothing_and_records_history(crm_q, tmp_path):
     assert tasks and all(t["status"] == "cancelled" and t["details"]["historical"] and t["due_at"] is None
                          for t in tasks)
     assert all(r["open_leads"] == 0 for r in _rows(crm_q, SalesRep))
+    assert all(r["owner_id"] and r["holds_capacity"] is False for r in _rows(crm_q, Lead))
     decisions = [e["details"] for e in _rows(crm_q, LeadEvent, LeadEvent.event_type == "lead_qualified")]
     assert len(decisions) == 2 and all(d["historical"] and d["assignment"]["owner_id"] for d in decisions)
 
