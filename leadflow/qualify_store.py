@@ -16,7 +16,7 @@ from sqlalchemy import Connection, bindparam, select, update
 from leadflow import matching, messages, qualification, routing, sla
 from leadflow.qualification import QualificationPolicy
 from leadflow.schema import Account, CrmTask, Lead, LeadEvent, LeadSubmission, OutboxMessage, SalesRep
-from leadflow.store import Store, _bind_values, is_transient_db_error, records
+from leadflow.store import Store, is_transient_db_error, records
 
 LEADS = Lead.__table__
 ACCOUNTS = Account.__table__
@@ -60,20 +60,6 @@ def _select_in(conn: Connection, columns: list, key, values: Sequence[Any], *whe
         else:
             rows.extend(tuple(r) for r in result)
     return rows
-
-
-def _execute_many(store: Store, conn: Connection, statement, frame: pd.DataFrame) -> int:
-    """Store.bulk's compiled executemany, returning the rows the statement changed (summed by both drivers)."""
-    if frame.empty:
-        return 0
-    compiled = statement.compile(dialect=store.engine.dialect)
-    names = list(compiled.positiontup) if compiled.positional else list(compiled.binds)
-    columns = [_bind_values(frame[name], store.dialect) for name in names]
-    if compiled.positional:
-        params: list[Any] = list(zip(*columns, strict=True))
-    else:
-        params = [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
-    return int(conn.exec_driver_sql(compiled.string, params).rowcount)
 
 
 def _events(lead_ids: Sequence[int], event_type: str, details: Sequence[str], now: datetime,
@@ -560,7 +546,7 @@ def _insert_new(store: Store, table, frame: pd.DataFrame) -> int:
         index_elements=["idempotency_key"])
     with store.begin() as conn:
         # The row count of ON CONFLICT DO NOTHING counts only rows this run inserted, even while other runs insert.
-        return _execute_many(store, conn, stmt, frame)
+        return store.bulk(conn, stmt, frame)
 
 
 def queue_messages(store: Store, frame: pd.DataFrame) -> int:

@@ -178,14 +178,15 @@ class Store:
                 for name, table in Base.metadata.tables.items()
             }
 
-    def bulk(self, conn: Connection, statement, frame: pd.DataFrame) -> None:
+    def bulk(self, conn: Connection, statement, frame: pd.DataFrame) -> int:
         """Execute a statement once per frame row with bound parameters named like the frame's columns.
 
         This is the fast path for large batches: the statement is compiled once and the rows go straight to the
         driver's executemany, skipping SQLAlchemy's per-row parameter processing (most of the write time).
+        Returns the rows the statement changed, as the driver counts them (ON CONFLICT DO NOTHING skips count 0).
         """
         if frame.empty:
-            return
+            return 0
         compiled = statement.compile(dialect=self.engine.dialect)
         names = list(compiled.positiontup) if compiled.positional else list(compiled.binds)
         columns = [_bind_values(frame[name], self.dialect) for name in names]
@@ -193,7 +194,7 @@ class Store:
             params: list[Any] = list(zip(*columns, strict=True))
         else:
             params = [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
-        conn.exec_driver_sql(compiled.string, params)
+        return int(conn.exec_driver_sql(compiled.string, params).rowcount)
 
     # --- intake -------------------------------------------------------------------------------------------
 
