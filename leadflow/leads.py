@@ -105,10 +105,12 @@ def create_lead_entries(
         leads = aggregate_leads(fresh)
         store.upsert_leads(conn, leads, now)
         # An upsert keeps the id of a lead it updates, so only the leads it created need looking up.
-        ids = {**existing, **store.lead_ids(conn, [e for e in leads["email"] if e not in existing])}
+        new_ids, inserted = store.leads_created_at(conn, [e for e in leads["email"] if e not in existing], now)
+        ids = {**existing, **new_ids}
         fresh = fresh.assign(lead_id=fresh["email"].map(ids))
         store.insert_submissions(conn, fresh, batch_id, now)
-        created = ~leads["email"].isin(list(existing))
+        # Not "absent when we looked": a run at the same time may have created the lead in between.
+        created = leads["email"].isin(list(inserted))
         # A batch has only a handful of distinct (count, source, new) triples: encode each once.
         sources = leads["first_touch_source"].to_numpy(dtype=object, na_value=None).tolist()
         triples = list(zip(leads["submissions"].tolist(), sources, created.tolist(), strict=True))

@@ -215,6 +215,26 @@ class Store:
             ids.update((email, id_) for email, id_ in conn.execute(stmt, {"values": list(part)}))
         return ids
 
+    def leads_created_at(self, conn: Connection, emails: Iterable[str],
+                         at: datetime) -> tuple[dict[str, int], set[str]]:
+        """Id by email of these leads, and which of them were created at `at` (by this transaction's upsert).
+
+        A concurrent run may have created a lead between our first look and our upsert (PostgreSQL's upsert then
+        waits and updates): its created_at is that run's, so only our own inserts carry `at`.
+        """
+        stmt = select(LEADS.c.email, LEADS.c.id, LEADS.c.created_at).where(
+            LEADS.c.email.in_(bindparam("values", expanding=True)))
+        rows: list[tuple[str, int, Any]] = []
+        for part in _chunks(list(emails)):
+            rows.extend(tuple(row) for row in conn.execute(stmt, {"values": list(part)}))
+        if not rows:
+            return {}, set()
+        stamp = pd.Timestamp(at)
+        stamp = (stamp.tz_convert("UTC") if stamp.tzinfo else stamp.tz_localize("UTC")).floor("us")
+        created = (utc(pd.Series([row[2] for row in rows], dtype=object)).dt.floor("us") == stamp).to_numpy()
+        return ({email: id_ for email, id_, _ in rows},
+                {row[0] for row, new in zip(rows, created, strict=True) if new})
+
     def lead_touches(self, conn: Connection, emails: Iterable[str]) -> pd.DataFrame:
         """Id and first/last touch of the leads with these emails (UTC datetimes)."""
         columns = [LEADS.c[name] for name in ("id", "email", "first_touch_at", "first_touch_source",
