@@ -46,3 +46,22 @@ def test_overlapping_runs_never_duplicate_leads_or_submissions(crm):
     counts = crm.table_counts()
     assert counts["leads"] == subs["email"].nunique()
     assert counts["lead_submissions"] == subs["idempotency_key"].nunique()
+
+
+def test_a_lead_another_run_created_after_our_first_look_counts_as_updated(crm, monkeypatch):
+    # Run A stores the leads; run B's first look (lead_ids) happened before A committed, so it saw none of them.
+    subs = accepted_submissions()
+    first = leads.create_lead_entries(crm, subs.iloc[:5], batch_id="run-a", flow_run_id=None, now=NOW)
+    assert first.leads_created == subs.iloc[:5]["email"].nunique()
+    monkeypatch.setattr(type(crm), "lead_ids", lambda self, conn, emails: {})
+    later = datetime(2025, 6, 1, 0, 5, tzinfo=UTC)
+    # B's rows are new submissions (other keys) of the same people, plus five new people.
+    rows = subs.iloc[:10].copy()
+    rows["idempotency_key"] = rows["idempotency_key"].str.slice(0, 62) + "zz"
+    second = leads.create_lead_entries(crm, rows, batch_id="run-b", flow_run_id=None, now=later)
+    overlap = set(subs.iloc[:5]["email"])
+    assert second.leads_created == len(set(subs.iloc[:10]["email"]) - overlap)
+    assert second.leads_updated == len(overlap)
+    with crm.engine.connect() as conn:
+        created = conn.exec_driver_sql("SELECT count(*) FROM lead_events WHERE event_type = 'lead_created'").scalar()
+    assert created == subs.iloc[:10]["email"].nunique()
