@@ -25,6 +25,26 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+# Prefect's own client retries these: the server answers 503 for retryable errors such as a locked SQLite database.
+RETRY_CODES = {429, 502, 503}
+
+
+class RetryingTransport(httpx.HTTPTransport):
+    """An httpx transport that retries the status codes Prefect's client retries, with exponential backoff."""
+
+    def __init__(self, attempts: int = 6, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.attempts = attempts
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        for attempt in range(self.attempts):
+            response = super().handle_request(request)
+            if response.status_code not in RETRY_CODES or attempt == self.attempts - 1:
+                return response
+            response.read()
+            response.close()
+            time.sleep(min(0.5 * 2**attempt, 8))
+        raise AssertionError("unreachable")
 
 
 def _free_port() -> int:
@@ -46,7 +66,7 @@ class Server:
         self.logs = home / "logs"
         self.logs.mkdir()
         self.processes: list[subprocess.Popen] = []
-        self.http = httpx.Client(base_url=self.api, timeout=30)
+        self.http = httpx.Client(base_url=self.api, timeout=30, transport=RetryingTransport())
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen:
         log = (self.logs / f"{name}.log").open("w")
