@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -89,6 +90,34 @@ def _breakdown(api: Any, crm: Any, inbox_id: int, event_id: str | None, submitte
     return phases
 
 
+def _why_no_alert(api: Any, crm: Any, inbox_id: int, email: str) -> str:
+    """What the CRM and the Prefect API say about a lead that got no rep alert in time."""
+    from sqlalchemy import select
+
+    from leadflow.schema import CrmTask, IntakeBatch, Lead, LeadInboxRow, OutboxMessage
+
+    rows, leads, outbox, tasks = (LeadInboxRow.__table__, Lead.__table__, OutboxMessage.__table__,
+                                  CrmTask.__table__)
+    with crm.engine.connect() as conn:
+        row = conn.execute(select(rows.c.claimed_at, rows.c.claim_token, rows.c.processed_at, rows.c.attempts,
+                                  rows.c.batch_id).where(rows.c.id == inbox_id)).mappings().first()
+        lead = conn.execute(select(leads.c.id, leads.c.status, leads.c.priority, leads.c.owner_id,
+                                   leads.c.is_spam, leads.c.score).where(leads.c.email == email)).mappings().first()
+        sent = (conn.execute(select(outbox.c.kind).where(outbox.c.lead_id == lead["id"])).scalars().all()
+                if lead else [])
+        owed = (conn.execute(select(tasks.c.kind, tasks.c.owner_id, tasks.c.status)
+                             .where(tasks.c.lead_id == lead["id"])).all() if lead else [])
+        run_id = (conn.execute(select(IntakeBatch.__table__.c.flow_run_id)
+                               .where(IntakeBatch.__table__.c.id == row["batch_id"])).scalar_one_or_none()
+                  if row and row["batch_id"] else None)
+    deployment = api.get("/deployments/name/lead-intake/continuous").json()
+    runs = api.post("/flow_runs/filter", json={"deployments": {"id": {"any_": [deployment["id"]]}},
+                                               "sort": "EXPECTED_START_TIME_DESC", "limit": 8}).json()
+    recent = "; ".join(f"{r['name']} {r['state_type']} {r['expected_start_time'][11:19]}" for r in runs)
+    return (f"inbox row {dict(row) if row else None}; lead {dict(lead) if lead else None}; outbox {sent}; "
+            f"tasks {[tuple(t) for t in owed]}; processed by run {run_id}; latest continuous runs: {recent}")
+
+
 def _cancelled_runs(api: Any) -> int:
     """How many runs of lead-intake/continuous the concurrency limit cancelled during the benchmark."""
     deployment = api.get("/deployments/name/lead-intake/continuous").json()
@@ -129,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     reference.load_sales_reps(crm, reference.DATA_DIR / "sales_reps.csv")
     reference.load_accounts(crm, reference.DATA_DIR / "accounts.csv")
     processes = []
+    keep = False
     try:
         serve_cmd = [str(BIN / "leadflow"), "serve"]
         if args.baseline:
@@ -167,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         breakdowns: list[dict[str, float]] = []
         alerted: list[tuple[int, int, str | None, datetime, float]] = []
         api = httpx.Client(base_url=f"http://127.0.0.1:{port}/api", timeout=30)
+        keep = False
         leads, outbox = Lead.__table__, OutboxMessage.__table__
         for i in range(args.leads):
             email = f"vp.sales{i}@bigcorp{i}.com"
@@ -188,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
             elapsed = time.perf_counter() - started
             latencies.append(elapsed if found else float("inf"))
             print(f"lead {i + 1}: {f'{elapsed:.2f} s' if found else 'no rep alert within the timeout'}", flush=True)
+            if not found:
+                keep = True
+                print(f"  why: {_why_no_alert(api, crm, inbox_id, email)}", flush=True)
             time.sleep(args.gap)
             if found:
                 alerted.append((i, inbox_id, str(event.id) if event else None, submitted_at, elapsed))
@@ -223,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
+        if keep:
+            print(f"kept for a look: {home} (server.log, serve.log, crm.db)")
+        else:
+            shutil.rmtree(home, ignore_errors=True)
     return 0
 
 
