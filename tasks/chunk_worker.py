@@ -28,6 +28,31 @@ _kept: dict[str, pd.DataFrame] = {}
 
 
 @dataclass
+class PreparedCheck:
+    """A prepared chunk without its blank rows, and what the intake suites said about it."""
+
+    prepared: pd.DataFrame
+    outcome: CheckOutcome
+    blank_rows: int
+    batch_failed: bool = False
+
+
+def prepare_and_check(raw: pd.DataFrame, mapping: dict[str, str], default_source: str | None, now: datetime,
+                      tolerance: pd.Timedelta) -> PreparedCheck:
+    """Prepare a raw chunk, drop its blank rows and check it; a batch-level failure skips the row checks."""
+    prepared = intake.prepare_batch(raw, mapping, default_source)
+    blank = intake.blank_rows(prepared)
+    prepared = prepared.loc[~blank]
+    batch_outcome = check_intake_batch(prepared)
+    if batch_outcome is not None and batch_outcome.failures:
+        # Returned, not raised: the flow raises it, so from the worker it crosses the process boundary as data.
+        return PreparedCheck(prepared=prepared, outcome=batch_outcome, blank_rows=int(blank.sum()),
+                             batch_failed=True)
+    outcome = check_intake_rows(prepared, now, tolerance)
+    return PreparedCheck(prepared=prepared, outcome=outcome, blank_rows=int(blank.sum()))
+
+
+@dataclass
 class CheckedChunk:
     """What checking a raw chunk gave: the rejected rows, the outcome, and the token of the kept chunk."""
 
@@ -44,20 +69,16 @@ def check_chunk(raw: pd.DataFrame, mapping: dict[str, str], default_source: str 
                 tolerance: pd.Timedelta) -> CheckedChunk:
     """Prepare and check a raw chunk (in the worker); a batch-level failure comes back as `batch_failed`."""
     started = time.perf_counter()
-    prepared = intake.prepare_batch(raw, mapping, default_source)
-    blank = intake.blank_rows(prepared)
-    prepared = prepared.loc[~blank]
-    batch_outcome = check_intake_batch(prepared)
-    if batch_outcome is not None and batch_outcome.failures:
-        # Handed back, not raised: the flow raises it, so the error crosses the process boundary as plain data.
-        return CheckedChunk(token="", rejected=prepared.iloc[:0], outcome=batch_outcome, rows=len(prepared),
-                            blank_rows=int(blank.sum()), seconds=time.perf_counter() - started, batch_failed=True)
-    outcome = check_intake_rows(prepared, now, tolerance)
-    rejected = prepared[ROW_COLUMN].isin(list(outcome.row_reasons))
+    done = prepare_and_check(raw, mapping, default_source, now, tolerance)
+    prepared = done.prepared
+    if done.batch_failed:
+        return CheckedChunk(token="", rejected=prepared.iloc[:0], outcome=done.outcome, rows=len(prepared),
+                            blank_rows=done.blank_rows, seconds=time.perf_counter() - started, batch_failed=True)
+    rejected = prepared[ROW_COLUMN].isin(list(done.outcome.row_reasons))
     token = uuid.uuid4().hex
     _kept[token] = prepared.loc[~rejected]
-    return CheckedChunk(token=token, rejected=prepared.loc[rejected], outcome=outcome, rows=len(prepared),
-                        blank_rows=int(blank.sum()), seconds=time.perf_counter() - started)
+    return CheckedChunk(token=token, rejected=prepared.loc[rejected], outcome=done.outcome, rows=len(prepared),
+                        blank_rows=done.blank_rows, seconds=time.perf_counter() - started)
 
 
 def normalize_chunk(token: str) -> tuple[pd.DataFrame, float]:

@@ -9,13 +9,13 @@ from datetime import datetime
 import pandas as pd
 from prefect import get_run_logger, task
 
-from data_checks.intake import check_intake_batch, check_intake_columns, check_intake_rows
+from data_checks.intake import check_intake_columns
 from data_checks.runner import CheckOutcome, raise_for_failures
 from leadflow import intake, leads
 from leadflow.contract import REQUIRED_COLUMNS, load_column_map, resolve_columns
 from leadflow.settings import get_settings
 from leadflow.sources import ROW_COLUMN, LeadFile, inspect_lead_file
-from tasks.chunk_worker import ChunkWorker
+from tasks.chunk_worker import ChunkWorker, prepare_and_check
 from tasks.common import DB_TASK, PRIVATE, current_flow_run_id, retry_on_transient_io, store
 
 # A chunk that stored this many submissions changed the tables enough to refresh PostgreSQL's statistics.
@@ -95,15 +95,11 @@ def check_lead_batch(raw: pd.DataFrame, plan: IntakePlan, now: datetime, worker:
         checked = CheckedBatch(prepared=done.rejected, outcome=done.outcome, blank_rows=done.blank_rows,
                                seconds=time.perf_counter() - started, rows=done.rows, token=done.token)
     else:
-        prepared = intake.prepare_batch(raw, plan.mapping, plan.default_source)
-        blank = intake.blank_rows(prepared)
-        prepared = prepared.loc[~blank]
-        batch_outcome = check_intake_batch(prepared)
-        if batch_outcome is not None:
-            raise_for_failures(batch_outcome, hint="most rows are broken: check the column map and the file format")
-        outcome = check_intake_rows(prepared, now, tolerance)
-        checked = CheckedBatch(prepared=prepared, outcome=outcome, blank_rows=int(blank.sum()),
-                               seconds=time.perf_counter() - started, rows=len(prepared))
+        here = prepare_and_check(raw, plan.mapping, plan.default_source, now, tolerance)
+        if here.batch_failed:
+            raise_for_failures(here.outcome, hint="most rows are broken: check the column map and the file format")
+        checked = CheckedBatch(prepared=here.prepared, outcome=here.outcome, blank_rows=here.blank_rows,
+                               seconds=time.perf_counter() - started, rows=len(here.prepared))
     get_run_logger().info("Checked %d rows: %d rejected", checked.rows, len(checked.outcome.row_reasons))
     return checked
 
