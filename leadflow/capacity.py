@@ -18,7 +18,7 @@ from leadflow.schema import Lead, SalesRep
 
 LEADS = Lead.__table__
 REPS = SalesRep.__table__
-# A lead in one of these statuses is on its owner's plate.
+# A lead in one of these statuses is on its owner's plate: it holds a slot, and its open tasks can breach their SLA.
 OPEN_STATUSES: frozenset[str] = frozenset({"new", "working", "qualified", "discovery_call_booked"})
 IN_LIST = 5_000
 

@@ -16,14 +16,13 @@ import pandas as pd
 from sqlalchemy import bindparam, select, update
 
 from leadflow import messages
+from leadflow.capacity import OPEN_STATUSES
 from leadflow.schema import CrmTask, Lead, OutboxMessage
 from leadflow.store import Store, utc
 
 TASKS = CrmTask.__table__
 LEADS = Lead.__table__
 OUTBOX = OutboxMessage.__table__
-# Leads a rep still has to work: a task of a converted, disqualified, recycled or spam lead breaches nothing.
-OPEN_LEAD_STATUSES: tuple[str, ...] = ("new", "working", "qualified", "discovery_call_booked")
 # One notice lists at most this many breaches; a backlog beyond it is reported by the next runs.
 MAX_PER_NOTICE = 500
 
@@ -46,7 +45,9 @@ def _breaches(store: Store, conn, now: datetime) -> pd.DataFrame:
         select(TASKS.c.id, TASKS.c.lead_id, TASKS.c.kind, TASKS.c.owner_id, TASKS.c.due_at)
         .join(LEADS, LEADS.c.id == TASKS.c.lead_id)
         .where(TASKS.c.status == "open", TASKS.c.due_at.is_not(None), TASKS.c.due_at < bindparam("now"),
-               TASKS.c.sla_notified_at.is_(None), LEADS.c.status.in_(OPEN_LEAD_STATUSES),
+               # A task of a converted, disqualified, recycled or spam lead breaches nothing (sorted: a set's
+               # order changes from process to process, the statement's parameters should not).
+               TASKS.c.sla_notified_at.is_(None), LEADS.c.status.in_(sorted(OPEN_STATUSES)),
                LEADS.c.spam_flagged_at.is_(None))
         .order_by(TASKS.c.due_at, TASKS.c.id)
         .limit(MAX_PER_NOTICE)
