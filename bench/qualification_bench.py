@@ -105,6 +105,8 @@ def measure(mode: str, template: Path, workdir: Path) -> dict:
     env = dict(os.environ, LEADFLOW_DATABASE_URL=f"sqlite:///{db}", LEADFLOW_OUTBOX_DIR=str(workdir / "outbox"),
                PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_LOGGING_LEVEL="WARNING")
     env.setdefault("PREFECT_HOME", str(workdir / "prefect"))
+    # On a busy machine the ephemeral API can take longer than Prefect's default 20 s to come up.
+    env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     out = subprocess.run([sys.executable, __file__, "--child", mode], env=env, capture_output=True, text=True,
                          check=False)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
