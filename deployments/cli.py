@@ -460,6 +460,83 @@ def qualify(
                f"failed {result['delivery_failed']}")
 
 
+matches_app = typer.Typer(help="The review queue of company matches too loose to link unseen (needs_review).",
+                          no_args_is_help=True)
+app.add_typer(matches_app, name="matches")
+
+
+@matches_app.command("review")
+def matches_review(
+    limit: Annotated[int, typer.Option(help="How many leads to list (closest calls first).")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the queue as JSON.")] = False,
+) -> None:
+    """List leads waiting for a person to confirm or reject their company's closest account (emails masked)."""
+    from leadflow.review import review_queue
+    from leadflow.spam import mask_email
+
+    try:
+        store = _store()
+        store.upgrade()
+        total, queue = review_queue(store, limit)
+    except _known_errors() as exc:
+        _fail(_one_line(exc))
+    rows = [{**r, "email": mask_email(r["email"]), "created_at": str(r["created_at"])}
+            for r in queue.astype(object).where(queue.notna(), None).to_dict("records")]
+    if as_json:
+        typer.echo(json.dumps({"waiting": total, "leads": rows}, indent=2, default=str))
+        return
+    typer.echo(f"{total} leads wait for a company match review" + (f"; the {len(rows)} closest:" if rows else "."))
+    for r in rows:
+        candidate = f"account {r['candidate_account_id']} {r['candidate_name'] or '?'}"
+        typer.echo(f"  lead {r['lead_id']:<8} {r['email']:<28} {r['company'] or '':<30} -> {candidate} "
+                   f"(score {r['score']:.1f})")
+    if rows:
+        typer.echo("Decide with `leadflow matches link LEAD_ID [ACCOUNT_ID]` or "
+                   "`leadflow matches new-account LEAD_ID`.")
+
+
+def _resolve(lead_id: int, account_id: int | None, new_account: bool, reviewer: str | None, as_json: bool) -> None:
+    from datetime import UTC, datetime
+
+    from leadflow.policy import PolicyError
+    from leadflow.review import ReviewError, resolve_match
+
+    try:
+        store = _store()
+        store.upgrade()
+        result = resolve_match(store, lead_id, now=datetime.now(UTC), account_id=account_id,
+                               new_account=new_account, reviewer=reviewer or os.environ.get("USER"))
+    except (*_known_errors(), ReviewError, PolicyError) as exc:
+        _fail(_one_line(exc))
+    if as_json:
+        typer.echo(json.dumps(result.as_dict(), indent=2))
+        return
+    what = "already decided, nothing changed" if not result.changed else (
+        f"linked to {'new ' if result.account_created else ''}account {result.account_id}")
+    typer.echo(f"Lead {result.lead_id}: {what}.")
+
+
+@matches_app.command("link")
+def matches_link(
+    lead_id: Annotated[int, typer.Argument(help="The lead's id (from `leadflow matches review`).")],
+    account_id: Annotated[int | None, typer.Argument(help="The account to link to (default: the candidate).")] = None,
+    reviewer: Annotated[str | None, typer.Option(help="Who decided (default: $USER).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Link a needs_review lead to its candidate account (or another); later runs keep the link."""
+    _resolve(lead_id, account_id, False, reviewer, as_json)
+
+
+@matches_app.command("new-account")
+def matches_new_account(
+    lead_id: Annotated[int, typer.Argument(help="The lead's id (from `leadflow matches review`).")],
+    reviewer: Annotated[str | None, typer.Option(help="Who decided (default: $USER).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """The candidate is another company: create the lead's own account and link the lead to it."""
+    _resolve(lead_id, None, True, reviewer, as_json)
+
+
 @outbox_app.command("deliver")
 def outbox_deliver(
     limit: Annotated[int | None, typer.Option(help="Most messages to claim in this run.")] = None,

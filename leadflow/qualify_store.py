@@ -227,6 +227,12 @@ def link_leads_to_accounts(leads: pd.DataFrame, match: pd.DataFrame, new_ids: pd
          for d in leads["match_details"].tolist()],
         index=leads.index, dtype=object,
     )
+    # A link a person decided in the review queue (leadflow/review.py) stands: no later match moves it.
+    reviewed = np.array([isinstance(d, str) and '"review":' in d for d in old_details], dtype=bool)
+    if reviewed.any():
+        held = pd.Series(reviewed, index=account.index) & stored.notna()
+        account = account.where(~held, stored)
+        details = details.where(~held, old_details.astype("string"))
     changed_details = [
         old is None or json.loads(old) != json.loads(new)
         for old, new in zip(old_details, details, strict=True)
