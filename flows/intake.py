@@ -92,7 +92,10 @@ def lead_intake(
             if qualify and lead_ids:
                 # Per chunk, so a huge import starts reaching reps before it ends and memory stays bounded.
                 tick = time.perf_counter()
-                summary.add_qualification(lead_qualification(lead_ids=lead_ids, replay=replay))
+                # A bulk import's tens of thousands of messages are the outbox-delivery run's job: sent here, they
+                # would hold the import up for as long again as qualifying.
+                deliver = len(lead_ids) <= get_settings().inline_delivery_max_leads
+                summary.add_qualification(lead_qualification(lead_ids=lead_ids, replay=replay, deliver=deliver))
                 summary.add_time("lead_qualification", time.perf_counter() - tick)
             if inbox:
                 inbox.chunk_written(summary.batch_id)

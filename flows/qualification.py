@@ -77,6 +77,9 @@ def lead_qualification(
         except Exception as exc:  # the messages are safe in the outbox: the next outbox-delivery run sends them
             summary.failures.append(f"delivery failed, messages stay pending: {type(exc).__name__}")
         summary.add_time("deliver_outbox", time.perf_counter() - tick)
+    elif sum(summary.messages_queued.values()) and not replay:
+        get_run_logger().info("%d messages wait in the outbox for the outbox-delivery run",
+                              sum(summary.messages_queued.values()))
     summary.seconds = round(time.perf_counter() - started, 3)
     publish_qualification_summary(summary)
     get_run_logger().info("Qualified %d leads (%d spam skipped): %s; %d accounts created; messages queued %s",

@@ -24,6 +24,11 @@ class Settings(BaseSettings):
         default=True,
         description="Check and normalize the chunks of a multi-chunk input in a helper process (uses a second core).",
     )
+    inline_delivery_max_leads: int = Field(
+        default=5_000, ge=0,
+        description="Lead-intake sends a chunk's messages itself up to this many qualified leads (live posts reach "
+                    "reps at once); a bigger import leaves them in the outbox for the outbox-delivery deployment.",
+    )
     future_tolerance_minutes: int = Field(
         default=10, ge=0, description="Clock skew allowed before a submitted_at counts as in the future."
     )

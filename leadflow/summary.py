@@ -183,6 +183,10 @@ class IntakeSummary:
             lines.append(f"  qualified            {q.get('leads', 0)} (accounts created {created})")
             lines += [f"    {p:<22} {count}" for p, count in q.get("by_priority", {}).items()]
             lines.append(f"  tasks created        {sum(q.get('tasks_created', {}).values())}")
-            lines.append(f"  messages queued      {sum(q.get('messages_queued', {}).values())} "
-                         f"(delivered {q.get('delivered', 0)})")
+            queued = sum(q.get("messages_queued", {}).values())
+            lines.append(f"  messages queued      {queued} (delivered {q.get('delivered', 0)})")
+            waiting = queued - q.get("delivered", 0) - q.get("delivery_failed", 0)
+            if waiting > 0:
+                lines.append(f"    waiting in outbox    {waiting}: the outbox-delivery deployment or "
+                             "`leadflow outbox deliver` sends them")
         return "\n".join(lines)

@@ -201,3 +201,30 @@ def test_intake_runs_qualification_as_a_subflow(crm_q, tmp_path):
     summary = lead_intake(path=write_csv(tmp_path / "l.csv", [lead("cto@acme.com", **HOT)]))
     row = _rows(crm_q, Lead)[0]
     assert row["priority"] == "P1" and row["owner_id"] is not None and summary["leads_created"] == 1
+
+
+@pytest.mark.parametrize(("max_leads", "sent_by_intake"), [(5000, True), (1, False)])
+def test_intake_delivers_small_chunks_itself_and_leaves_bulk_imports_to_outbox_delivery(
+        crm_q, tmp_path, monkeypatch, max_leads, sent_by_intake):
+    from flows.delivery import outbox_delivery
+    from leadflow.summary import IntakeSummary
+
+    monkeypatch.setenv("LEADFLOW_INLINE_DELIVERY_MAX_LEADS", str(max_leads))
+    get_settings.cache_clear()
+    path = write_csv(tmp_path / "l.csv", [lead("cto@acme.com", **HOT), lead("vp@globex.de", job_title="VP Sales",
+                                                                          country="DE", demo_requested="yes")])
+    summary = lead_intake(path=path)
+    queued = sum(summary["qualification"]["messages_queued"].values())
+    assert queued >= 3
+    statuses = {m["status"] for m in _rows(crm_q, OutboxMessage)}
+    text = IntakeSummary.from_dict(summary).to_text()
+    if sent_by_intake:
+        assert statuses == {"sent"} and summary["qualification"]["delivered"] == queued
+        assert "waiting in outbox" not in text
+    else:
+        assert statuses == {"pending"} and summary["qualification"]["delivered"] == 0
+        assert f"waiting in outbox    {queued}:" in text
+        # Nothing is lost: the next outbox-delivery run sends them all.
+        outbox_delivery()
+        assert {m["status"] for m in _rows(crm_q, OutboxMessage)} == {"sent"}
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == queued
