@@ -55,3 +55,22 @@ def notify_ops_on_failure(flow: Any, flow_run: Any, state: Any) -> None:
     except Exception as exc:
         # The hook must not hide the run's own failure; the log line above already carries the alert.
         logger.error("ALERT could not be queued in the outbox: %s", type(exc).__name__)
+
+
+def release_inbox_claims(flow: Any, flow_run: Any, state: Any) -> None:
+    """on_crashed / on_cancellation hook: give the run's claimed, unprocessed lead_inbox rows back at once.
+
+    A run that dies (killed, out of memory) cannot release its claims itself; `leadflow serve` and workers run
+    this hook for it, so its leads are taken by the next run instead of waiting out the 15-minute claim timeout.
+    """
+    try:
+        from leadflow.inbox import release_run_claims
+        from leadflow.store import get_store
+
+        released = release_run_claims(get_store(), str(flow_run.id))
+    except Exception as exc:
+        # The claim timeout still hands the rows out again; the run's own end is what ops must see.
+        logger.error("Could not release the inbox claims of run %s: %s", flow_run.id, type(exc).__name__)
+        return
+    if released:
+        logger.warning("Gave %d lead_inbox rows claimed by run %s back to the inbox", released, flow_run.id)

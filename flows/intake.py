@@ -12,7 +12,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import opaque, quote
 
-from flows.hooks import notify_ops_on_failure
+from flows.hooks import notify_ops_on_failure, release_inbox_claims
 from flows.qualification import lead_qualification
 from leadflow.enrichment import DomainResults
 from leadflow.inbox import INBOX_ORIGIN
@@ -42,7 +42,8 @@ def intake_run_name() -> str:
 
 
 @flow(name="lead-intake", flow_run_name=intake_run_name, task_runner=ThreadPoolTaskRunner(max_workers=2),
-      on_failure=[notify_ops_on_failure], on_crashed=[notify_ops_on_failure], log_prints=False)
+      on_failure=[notify_ops_on_failure], on_crashed=[release_inbox_claims, notify_ops_on_failure],
+      on_cancellation=[release_inbox_claims], log_prints=False)
 def lead_intake(
     path: str | None = None,
     source_name: str | None = None,

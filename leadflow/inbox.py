@@ -92,10 +92,15 @@ def has_claimable_rows(store: Store, *, now: datetime | None = None,
 
 
 def claim_rows(store: Store, limit: int, *, now: datetime | None = None,
-               claim_timeout: timedelta = DEFAULT_CLAIM_TIMEOUT, replay: bool = False) -> InboxClaim:
-    """Atomically claim up to `limit` unprocessed rows (oldest first) and return them as a raw intake chunk."""
+               claim_timeout: timedelta = DEFAULT_CLAIM_TIMEOUT, replay: bool = False,
+               token: str | None = None) -> InboxClaim:
+    """Atomically claim up to `limit` unprocessed rows (oldest first) and return them as a raw intake chunk.
+
+    `token` names the claimer (intake passes its flow run id, so that a crashed run's rows can be given back by
+    `release_run_claims`); without one, every claim gets a token of its own.
+    """
     now = now or datetime.now(UTC)
-    token = str(uuid.uuid4())
+    token = token or str(uuid.uuid4())
     candidates = select(INBOX.c.id).where(_claimable(now, claim_timeout)).order_by(INBOX.c.id).limit(limit)
     if store.dialect == "postgresql":
         # Rows another claimer has locked are skipped, not waited for: claimers never block each other.
@@ -170,6 +175,17 @@ def release_claim(store: Store, claim: InboxClaim) -> int:
     stmt = (
         update(INBOX)
         .where(INBOX.c.claim_token == claim.token, INBOX.c.processed_at.is_(None))
+        .values(claim_token=None, claimed_at=None)
+    )
+    with store.begin() as conn:
+        return conn.execute(stmt).rowcount
+
+
+def release_run_claims(store: Store, token: str) -> int:
+    """Give back every unprocessed row a claimer (a flow run) still holds: its process crashed or was cancelled."""
+    stmt = (
+        update(INBOX)
+        .where(INBOX.c.claim_token == token, INBOX.c.processed_at.is_(None))
         .values(claim_token=None, claimed_at=None)
     )
     with store.begin() as conn:

@@ -11,7 +11,7 @@ from prefect import get_run_logger, task
 from leadflow import inbox
 from leadflow.contract import CANONICAL_COLUMNS, resolve_columns
 from leadflow.sources import MALFORMED_COLUMN, ROW_COLUMN, LeadFile
-from tasks.common import DB_TASK, store, utc_now
+from tasks.common import DB_TASK, current_flow_run_id, store, utc_now
 from tasks.intake import IntakePlan
 
 # A continuous run stops after this many chunks so that it ends even while leads keep arriving; the next
@@ -46,7 +46,8 @@ def canonical_frame(raw: pd.DataFrame, column_map: dict[str, str] | None) -> pd.
 @task(name="Claim Inbox Leads", **DB_TASK)
 def claim_inbox_leads(limit: int, replay: bool = False) -> inbox.InboxClaim:
     """Atomically claim the oldest unprocessed rows of lead_inbox for this run."""
-    claim = inbox.claim_rows(store(), limit, now=utc_now(), replay=replay)
+    # The run's id is the claim token: if the process dies, the runner's on_crashed hook gives the rows back.
+    claim = inbox.claim_rows(store(), limit, now=utc_now(), replay=replay, token=current_flow_run_id())
     get_run_logger().info("Claimed %d inbox rows", len(claim))
     return claim
 

@@ -119,3 +119,36 @@ def test_inbox_frame_keeps_a_payload_that_is_not_an_object_as_malformed():
     frame = inbox_frame([(1, {"email": "a@x.com"}, RECEIVED), (2, [1, 2], RECEIVED)])
     assert frame["_malformed"].tolist()[1] == "[1, 2]"
     assert frame["_row"].tolist() == [1, 2]
+
+
+def test_a_dead_runs_claims_are_given_back_by_its_hook_and_no_one_elses(crm):
+    from types import SimpleNamespace
+
+    from flows.hooks import release_inbox_claims
+    from flows.intake import lead_intake
+
+    ids = _fill(crm, 6)
+    dead, alive = "9b2f7a52-0000-4000-8000-000000000001", "9b2f7a52-0000-4000-8000-000000000002"
+    first = claim_rows(crm, 2, now=NOW, token=dead)
+    second = claim_rows(crm, 2, now=NOW, token=dead)
+    others = claim_rows(crm, 2, now=NOW, token=alive)
+    assert [first.ids, second.ids, others.ids] == [ids[:2], ids[2:4], ids[4:]]
+    # The dead run had written its first chunk.
+    assert mark_processed(crm, first, "b1") == 2
+    assert not claim_rows(crm, 10, now=NOW + timedelta(minutes=1))
+
+    release_inbox_claims(lead_intake, SimpleNamespace(id=dead), None)
+
+    # At once, not after the claim timeout: only the dead run's unprocessed rows.
+    assert claim_rows(crm, 10, now=NOW + timedelta(minutes=1)).ids == ids[2:4]
+    assert mark_processed(crm, others, "b2") == 2
+    release_inbox_claims(lead_intake, SimpleNamespace(id=dead), None)
+    assert inbox.pending_count(crm) == 2
+
+
+def test_lead_intake_gives_claims_back_when_it_crashes_or_is_cancelled():
+    from flows.hooks import release_inbox_claims
+    from flows.intake import lead_intake
+
+    assert release_inbox_claims in lead_intake.on_crashed_hooks
+    assert release_inbox_claims in lead_intake.on_cancellation_hooks
