@@ -15,23 +15,22 @@ from collections.abc import Iterable
 from sqlalchemy import Connection, bindparam, func, select, update
 
 from leadflow.schema import Lead, SalesRep
+from leadflow.store import read_in
 
 LEADS = Lead.__table__
 REPS = SalesRep.__table__
 # A lead in one of these statuses is on its owner's plate: it holds a slot, and its open tasks can breach their SLA.
 OPEN_STATUSES: frozenset[str] = frozenset({"new", "working", "qualified", "discovery_call_booked"})
-IN_LIST = 5_000
 
 
 def _owners(conn: Connection, lead_ids: list[int], holds: bool) -> dict[int, list[int]]:
     """Leads (by owner) among these whose holds_capacity flag is `holds` and that have an owner."""
     stmt = select(LEADS.c.owner_id, LEADS.c.id).where(
-        LEADS.c.id.in_(bindparam("ids", expanding=True)), LEADS.c.owner_id.is_not(None),
+        LEADS.c.id.in_(bindparam("values", expanding=True)), LEADS.c.owner_id.is_not(None),
         LEADS.c.holds_capacity.is_(holds))
     owners: dict[int, list[int]] = {}
-    for start in range(0, len(lead_ids), IN_LIST):
-        for owner, lead_id in conn.execute(stmt, {"ids": lead_ids[start:start + IN_LIST]}):
-            owners.setdefault(int(owner), []).append(int(lead_id))
+    for owner, lead_id in read_in(conn, stmt, lead_ids):
+        owners.setdefault(int(owner), []).append(int(lead_id))
     return owners
 
 

@@ -22,7 +22,7 @@ from leadflow.normalize import EMAIL_PATTERN, normalize_email
 from leadflow.policy import load_policy
 from leadflow.schema import Base, CrmTask, OutboxMessage, SpamExemption, SpamTombstone
 from leadflow.spam import REASON_CODES, RULE_COLUMNS, SpamPolicy, detect_spam, email_hash, mask_emails
-from leadflow.store import EVENTS, LEADS, SUBMISSIONS, Store, utc
+from leadflow.store import EVENTS, LEADS, SUBMISSIONS, Store, chunked, read_in, utc
 
 TASKS = CrmTask.__table__
 OUTBOX = OutboxMessage.__table__
@@ -39,7 +39,6 @@ RESTORED_EVENT = "spam_restored"
 STATUS_EVENT = "status_changed"
 SIGNAL_COLUMNS = ("ip_address", "honeypot", "form_fill_seconds")
 SAMPLE_SIZE = 20
-IN_LIST = 5_000
 
 Guard = Callable[[pd.DataFrame], None]
 
@@ -73,15 +72,11 @@ def parse_since(text: str | None, now: datetime, policy: SpamPolicy) -> datetime
     return when.to_pydatetime()
 
 
-def _chunks(values: Sequence[Any], size: int = IN_LIST) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
-
 
 def _in(column, values: Iterable[Any]) -> Iterator[Any]:
     """`column IN (...)` conditions over bounded parts of a long value list."""
     values = list(values)
-    for part in _chunks(values):
+    for part in chunked(values):
         yield column.in_(list(part))
 
 
@@ -273,18 +268,10 @@ _LEAD_COLUMNS = (LEADS.c.id, LEADS.c.email, LEADS.c.email_domain, LEADS.c.first_
 _FROM_CHUNK = ("submitted_at", "source", "message", *SIGNAL_COLUMNS)
 
 
-def _read_in(conn: Connection, stmt, values: list[Any]) -> list[tuple[Any, ...]]:
-    """Rows of a statement with an expanding `values` IN-list parameter, over bounded parts of the values."""
-    rows: list[tuple[Any, ...]] = []
-    for part in _chunks(values):
-        rows.extend(tuple(r) for r in conn.execute(stmt, {"values": list(part)}))
-    return rows
-
-
 def _stored_rows(conn: Connection, condition, values: list[Any]) -> pd.DataFrame:
     """Stored submissions matching a condition on an IN-list, with the anti-spam signals of their raw payloads."""
     names = ["submission_id", *(c.name for c in _STORED_ROWS[1:])]
-    raw = pd.DataFrame(_read_in(conn, select(*_STORED_ROWS).where(condition), values), columns=names)
+    raw = pd.DataFrame(read_in(conn, select(*_STORED_ROWS).where(condition), values), columns=names)
     return _typed_submissions(_with_signals(raw.drop(columns=["raw_payload"]), raw["raw_payload"].tolist()))
 
 
@@ -319,7 +306,7 @@ def _batch_frame(conn: Connection, lead_ids: list[int], batch_id: str, subs: pd.
     if subs is None:
         parts = [_stored_rows(conn, in_batch, lead_ids)]
     else:
-        stored = pd.DataFrame(_read_in(conn, select(*_STORED_KEYS).where(in_batch), lead_ids),
+        stored = pd.DataFrame(read_in(conn, select(*_STORED_KEYS).where(in_batch), lead_ids),
                               columns=["submission_id", "idempotency_key", "lead_id"])
         here, mine = _from_chunk(stored, subs)
         parts = [here]
@@ -329,7 +316,7 @@ def _batch_frame(conn: Connection, lead_ids: list[int], batch_id: str, subs: pd.
     frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     if frame.empty:
         return frame
-    leads = pd.DataFrame(_read_in(conn, select(*_LEAD_COLUMNS).where(LEADS.c.id.in_(values)),
+    leads = pd.DataFrame(read_in(conn, select(*_LEAD_COLUMNS).where(LEADS.c.id.in_(values)),
                                   sorted(frame["lead_id"].astype("int64").unique().tolist())),
                          columns=["lead_id", *(c.name for c in _LEAD_COLUMNS[1:])])
     frame = frame.merge(_typed_leads(leads), on="lead_id", how="inner")
@@ -348,7 +335,7 @@ def _hashes_in(conn: Connection, table: Table, hashes: Iterable[str]) -> set[str
         return wanted.intersection(few)
     found: set[str] = set()
     stmt = select(table.c.email_hash).where(table.c.email_hash.in_(bindparam("hashes", expanding=True)))
-    for part in _chunks(sorted(wanted)):
+    for part in chunked(sorted(wanted)):
         found.update(conn.execute(stmt, {"hashes": list(part)}).scalars())
     return found
 

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, bindparam, select, update
 from leadflow import matching, messages, qualification, routing, sla
 from leadflow.qualification import QualificationPolicy
 from leadflow.schema import Account, CrmTask, Lead, LeadEvent, LeadSubmission, OutboxMessage, SalesRep
-from leadflow.store import Store, is_transient_db_error, records
+from leadflow.store import Store, chunked, is_transient_db_error, read_in, records
 
 LEADS = Lead.__table__
 ACCOUNTS = Account.__table__
@@ -25,7 +25,6 @@ TASKS = CrmTask.__table__
 OUTBOX = OutboxMessage.__table__
 EVENTS = LeadEvent.__table__
 SUBMISSIONS = LeadSubmission.__table__
-IN_LIST = 5_000
 
 LEAD_COLUMNS = (
     "id", "email", "first_name", "last_name", "job_title", "country", "company", "company_key", "company_domain",
@@ -39,10 +38,6 @@ class CapacityConflict(RuntimeError):
     """A rep's capacity changed under a reservation: the assignment transaction rolls back and is retried."""
 
 
-def _chunks(values: Sequence[Any], size: int = IN_LIST):
-    for start in range(0, len(values), size):
-        yield values[start:start + size]
-
 
 def _select_in(conn: Connection, columns: list, key, values: Sequence[Any], *where, raw: bool = False) -> list[tuple]:
     """Rows whose key is one of `values`, IN-list by IN-list; `raw` returns the driver's tuples as they come.
@@ -50,15 +45,14 @@ def _select_in(conn: Connection, columns: list, key, values: Sequence[Any], *whe
     Raw rows skip SQLAlchemy's per-row result processing (half the read time of a wide 50,000-row read), so
     callers get what the driver gives: 0/1 for booleans and JSON text on SQLite.
     """
-    rows: list[tuple] = []
     stmt = select(*columns).where(key.in_(bindparam("values", expanding=True)), *where)
-    for part in _chunks(sorted(set(values))):
+    if not raw:
+        return read_in(conn, stmt, sorted(set(values)))
+    rows: list[tuple] = []
+    for part in chunked(sorted(set(values))):
         result = conn.execute(stmt, {"values": list(part)})
-        if raw:
-            rows.extend(result.cursor.fetchall())
-            result.close()
-        else:
-            rows.extend(tuple(r) for r in result)
+        rows.extend(result.cursor.fetchall())
+        result.close()
     return rows
 
 
@@ -545,14 +539,11 @@ def insert_tasks(store: Store, frame: pd.DataFrame) -> int:
 
 
 def _insert_new(store: Store, table, frame: pd.DataFrame) -> int:
-    """Insert rows keyed by idempotency_key, leaving existing keys alone; returns the rows actually added."""
+    """Insert rows keyed by idempotency_key in a transaction of their own; returns the rows actually added."""
     if frame.empty:
         return 0
-    stmt = store.insert(table).values({c: bindparam(c) for c in frame.columns}).on_conflict_do_nothing(
-        index_elements=["idempotency_key"])
     with store.begin() as conn:
-        # The row count of ON CONFLICT DO NOTHING counts only rows this run inserted, even while other runs insert.
-        return store.bulk(conn, stmt, frame)
+        return store.insert_new(conn, table, frame)
 
 
 def queue_messages(store: Store, frame: pd.DataFrame) -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import pandas as pd
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from leadflow import messages
 from leadflow.capacity import OPEN_STATUSES
@@ -39,7 +39,7 @@ class SlaWatchResult:
         return {"sla_breaches_reported": self.breaches, "sla_notices_queued": self.notices}
 
 
-def _breaches(store: Store, conn, now: datetime) -> pd.DataFrame:
+def _breaches(conn: Connection, now: datetime) -> pd.DataFrame:
     """Open tasks of open leads past their due time and not reported yet, oldest breach first."""
     stmt = (
         select(TASKS.c.id, TASKS.c.lead_id, TASKS.c.kind, TASKS.c.owner_id, TASKS.c.due_at)
@@ -52,7 +52,7 @@ def _breaches(store: Store, conn, now: datetime) -> pd.DataFrame:
         .order_by(TASKS.c.due_at, TASKS.c.id)
         .limit(MAX_PER_NOTICE)
     )
-    if store.dialect == "postgresql":
+    if conn.dialect.name == "postgresql":
         # Two watches at once (a delivery run and a qualification run) never report the same breach twice.
         stmt = stmt.with_for_update(of=TASKS, skip_locked=True)
     rows = list(conn.execute(stmt, {"now": now}))
@@ -65,13 +65,11 @@ def notify_sla_breaches(store: Store, manager_urls: str | None, sales_inbox: str
     """Queue one manager notice naming the tasks newly past their SLA and mark them as reported."""
     result = SlaWatchResult()
     with store.begin() as conn:
-        breaches = _breaches(store, conn, now)
+        breaches = _breaches(conn, now)
         if breaches.empty:
             return result
         notice = messages.sla_risk_notice(breaches, manager_urls, sales_inbox, now)
-        stmt = store.insert(OUTBOX).values({c: bindparam(c) for c in notice.columns}).on_conflict_do_nothing(
-            index_elements=["idempotency_key"])
-        store.bulk(conn, stmt, notice)
+        store.insert_new(conn, OUTBOX, notice)
         conn.execute(
             update(TASKS).where(TASKS.c.id.in_(bindparam("ids", expanding=True)), TASKS.c.sla_notified_at.is_(None))
             .values(sla_notified_at=now),

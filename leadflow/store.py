@@ -67,9 +67,18 @@ def utc(values: pd.Series) -> pd.Series:
     return pd.to_datetime(values, utc=True)
 
 
-def _chunks(values: Sequence[Any], size: int = IN_LIST_SIZE) -> Iterator[Sequence[Any]]:
+def chunked(values: Sequence[Any], size: int = IN_LIST_SIZE) -> Iterator[Sequence[Any]]:
+    """Consecutive slices of `values` short enough for one IN-list."""
     for start in range(0, len(values), size):
         yield values[start : start + size]
+
+
+def read_in(conn: Connection, stmt, values: Iterable[Any]) -> list[tuple[Any, ...]]:
+    """Rows of a statement with an expanding `values` IN-list parameter, read over bounded parts of the values."""
+    rows: list[tuple[Any, ...]] = []
+    for part in chunked(list(values)):
+        rows.extend(tuple(row) for row in conn.execute(stmt, {"values": list(part)}))
+    return rows
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -203,7 +212,7 @@ class Store:
         found: set[str] = set()
         column = SUBMISSIONS.c.idempotency_key
         stmt = select(column).where(column.in_(bindparam("values", expanding=True)))
-        for part in _chunks(list(keys)):
+        for part in chunked(list(keys)):
             found.update(conn.execute(stmt, {"values": list(part)}).scalars())
         return found
 
@@ -211,7 +220,7 @@ class Store:
         """Id by email of the leads with these emails (answered from the unique email index alone)."""
         stmt = select(LEADS.c.email, LEADS.c.id).where(LEADS.c.email.in_(bindparam("values", expanding=True)))
         ids: dict[str, int] = {}
-        for part in _chunks(list(emails)):
+        for part in chunked(list(emails)):
             ids.update((email, id_) for email, id_ in conn.execute(stmt, {"values": list(part)}))
         return ids
 
@@ -224,9 +233,7 @@ class Store:
         """
         stmt = select(LEADS.c.email, LEADS.c.id, LEADS.c.created_at).where(
             LEADS.c.email.in_(bindparam("values", expanding=True)))
-        rows: list[tuple[str, int, Any]] = []
-        for part in _chunks(list(emails)):
-            rows.extend(tuple(row) for row in conn.execute(stmt, {"values": list(part)}))
+        rows = read_in(conn, stmt, emails)
         if not rows:
             return {}, set()
         stamp = pd.Timestamp(at)
@@ -239,11 +246,8 @@ class Store:
         """Id and first/last touch of the leads with these emails (UTC datetimes)."""
         columns = [LEADS.c[name] for name in ("id", "email", "first_touch_at", "first_touch_source",
                                                "last_touch_at", "last_touch_source")]
-        rows: list[Any] = []
         stmt = select(*columns).where(LEADS.c.email.in_(bindparam("values", expanding=True)))
-        for part in _chunks(list(emails)):
-            rows.extend(tuple(row) for row in conn.execute(stmt, {"values": list(part)}))
-        frame = pd.DataFrame(rows, columns=[c.name for c in columns])
+        frame = pd.DataFrame(read_in(conn, stmt, emails), columns=[c.name for c in columns])
         for name in ("first_touch_at", "last_touch_at"):
             frame[name] = utc(frame[name])
         return frame
@@ -272,13 +276,21 @@ class Store:
         merge["updated_at"] = ex.updated_at
         self.bulk(conn, stmt.on_conflict_do_update(index_elements=["email"], set_=merge), frame)
 
+    def insert_new(self, conn: Connection, table, frame: pd.DataFrame) -> int:
+        """Insert rows keyed by idempotency_key, leaving existing keys alone; returns the rows actually added.
+
+        The row count of ON CONFLICT DO NOTHING counts only rows this statement inserted, even while other runs
+        insert the same keys.
+        """
+        stmt = self._values(table, list(frame.columns)).on_conflict_do_nothing(index_elements=["idempotency_key"])
+        return self.bulk(conn, stmt, frame)
+
     def insert_submissions(self, conn: Connection, subs: pd.DataFrame, batch_id: str, received_at: datetime) -> None:
         """Store accepted rows as submissions; a key that is already stored is left alone."""
         columns = ["idempotency_key", "lead_id", "source", "external_id", "submitted_at", "utm_source",
                    "utm_medium", "utm_campaign", "message"]
         frame = subs[columns].assign(raw_payload=subs["_payload"], batch_id=batch_id, received_at=received_at)
-        stmt = self._values(SUBMISSIONS, list(frame.columns))
-        self.bulk(conn, stmt.on_conflict_do_nothing(index_elements=["idempotency_key"]), frame)
+        self.insert_new(conn, SUBMISSIONS, frame)
 
     def move_touches(self, conn: Connection, changes: pd.DataFrame, now: datetime) -> None:
         """Move first touch earlier and last touch later; the guards keep a concurrent newer touch."""
@@ -316,11 +328,10 @@ class Store:
             return 0
         known: set[str] = set()
         column = QUARANTINE.c.idempotency_key
-        for part in _chunks(rows["idempotency_key"].tolist()):
+        for part in chunked(rows["idempotency_key"].tolist()):
             known.update(conn.execute(select(column).where(column.in_(part))).scalars())
         fresh = rows.loc[~rows["idempotency_key"].isin(known)]
-        stmt = self._values(QUARANTINE, list(fresh.columns))
-        self.bulk(conn, stmt.on_conflict_do_nothing(index_elements=["idempotency_key"]), fresh)
+        self.insert_new(conn, QUARANTINE, fresh)
         return len(fresh)
 
     def start_batch(self, batch_id: str, origin: str, source_name: str | None, flow_run_id: str | None,
@@ -344,7 +355,7 @@ class Store:
         names = ["id", *(c for c in columns if c != "id")]
         stmt = select(*(LEADS.c[n] for n in names)).where(LEADS.c.id.in_(bindparam("values", expanding=True)))
         rows: list[Any] = []
-        for part in _chunks(sorted(set(int(i) for i in ids))):
+        for part in chunked(sorted(set(int(i) for i in ids))):
             rows.extend(tuple(row) for row in conn.execute(stmt, {"values": list(part)}))
         frame = pd.DataFrame(rows, columns=names)
         for name in names:
@@ -371,7 +382,7 @@ class Store:
             .order_by(SUBMISSIONS.c.lead_id, SUBMISSIONS.c.submitted_at, SUBMISSIONS.c.id)
         )
         rows: list[Any] = []
-        for part in _chunks(sorted(set(int(i) for i in ids))):
+        for part in chunked(sorted(set(int(i) for i in ids))):
             rows.extend(tuple(row) for row in conn.execute(stmt, {"values": list(part)}))
         frame = pd.DataFrame(rows, columns=["lead_id", "message"])
         if frame.empty:
@@ -401,7 +412,7 @@ class Store:
             FIRMOGRAPHICS.c.domain.in_(bindparam("values", expanding=True))
         )
         rows: list[Any] = []
-        for part in _chunks(sorted(set(domains))):
+        for part in chunked(sorted(set(domains))):
             rows.extend(tuple(row) for row in conn.execute(stmt, {"values": list(part)}))
         return pd.DataFrame(rows, columns=columns)
 
