@@ -62,7 +62,8 @@ def run_core(path: str, chunk_size: int) -> dict:
                               flow_run_id=None, now=now)
         subs = intake.normalize_batch(prepared.loc[~prepared[ROW_COLUMN].isin(list(outcome.row_reasons))])
         written = leads.create_lead_entries(store, subs, batch_id="bench", flow_run_id=None, now=now)
-        leads.update_lead_sources(store, subs, batch_id="bench", flow_run_id=None, now=now)
+        leads.update_lead_sources(store, subs, batch_id="bench", flow_run_id=None, now=now,
+                                  settled=written.settled_emails)
         if written.lead_ids:
             details = leads.plan_lead_details(store, written.lead_ids, lookups)
             for batch in provider.batches(details.domains):

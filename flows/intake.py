@@ -170,7 +170,8 @@ def _finish_chunk(now, checked_future, normalized_future, summary: IntakeSummary
     summary.leads_created += written.leads_created
     summary.leads_updated += written.leads_updated
     tick = time.perf_counter()
-    summary.sources_updated += update_lead_sources(quote(normalized.subs), summary.batch_id, now)
+    summary.sources_updated += update_lead_sources(quote(normalized.subs), summary.batch_id, now,
+                                                   quote(written.settled_emails))
     summary.add_time("update_lead_sources", time.perf_counter() - tick)
     if written.lead_ids:
         # Spam is flagged before anything downstream sees it: no task, alert or auto-response for it.

@@ -306,7 +306,7 @@ def _batch_frame(conn: Connection, lead_ids: list[int], batch_id: str, subs: pd.
     if subs is None:
         parts = [_stored_rows(conn, in_batch, lead_ids)]
     else:
-        stored = pd.DataFrame(read_in(conn, select(*_STORED_KEYS).where(in_batch), lead_ids),
+        stored = pd.DataFrame(read_in(conn, select(*_STORED_KEYS).where(in_batch), lead_ids, raw=True),
                               columns=["submission_id", "idempotency_key", "lead_id"])
         here, mine = _from_chunk(stored, subs)
         parts = [here]
@@ -316,8 +316,9 @@ def _batch_frame(conn: Connection, lead_ids: list[int], batch_id: str, subs: pd.
     frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     if frame.empty:
         return frame
+    # Raw rows: _typed_leads gives every column its type (is_spam may come as 0/1).
     leads = pd.DataFrame(read_in(conn, select(*_LEAD_COLUMNS).where(LEADS.c.id.in_(values)),
-                                  sorted(frame["lead_id"].astype("int64").unique().tolist())),
+                                  sorted(frame["lead_id"].astype("int64").unique().tolist()), raw=True),
                          columns=["lead_id", *(c.name for c in _LEAD_COLUMNS[1:])])
     frame = frame.merge(_typed_leads(leads), on="lead_id", how="inner")
     return frame.sort_values("submission_id", kind="stable", ignore_index=True)

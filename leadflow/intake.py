@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from leadflow import normalize as nz
@@ -144,6 +147,16 @@ def submission_keys(subs: pd.DataFrame) -> pd.Series:
     for column in ("message", "first_name", "last_name", "company", "phone", "utm_campaign"):
         by_content = by_content + "|" + subs[column].astype("string").fillna("")
     return _sha256(by_id.where(subs["external_id"].notna(), by_content))
+
+
+def in_set(values: pd.Series, wanted: Collection[Any]) -> np.ndarray:
+    """Which values are in `wanted`, as booleans: one hash lookup per row.
+
+    pandas' isin validates every wanted value of a string column on its own (some 5 us each), which made checking
+    50,000 rows against 50,000 keys take a quarter of a second.
+    """
+    lookup = wanted if isinstance(wanted, set | frozenset | dict) else set(wanted)
+    return np.fromiter((value in lookup for value in values.tolist()), dtype=bool, count=len(values))
 
 
 def split_duplicate_keys(subs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

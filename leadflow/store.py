@@ -63,8 +63,11 @@ def _bind_values(values: pd.Series, dialect: str) -> list[Any]:
 
 
 def utc(values: pd.Series) -> pd.Series:
-    """Datetimes read back from either database as timezone-aware UTC (SQLite hands them back naive)."""
-    return pd.to_datetime(values, utc=True)
+    """Datetimes read back from either database as timezone-aware UTC (SQLite hands them back naive, or as text).
+
+    Any ISO 8601 precision: SQLite's CURRENT_TIMESTAMP defaults store whole seconds, SQLAlchemy microseconds.
+    """
+    return pd.to_datetime(values, utc=True, format="ISO8601")
 
 
 def chunked(values: Sequence[Any], size: int = IN_LIST_SIZE) -> Iterator[Sequence[Any]]:
@@ -73,11 +76,20 @@ def chunked(values: Sequence[Any], size: int = IN_LIST_SIZE) -> Iterator[Sequenc
         yield values[start : start + size]
 
 
-def read_in(conn: Connection, stmt, values: Iterable[Any]) -> list[tuple[Any, ...]]:
-    """Rows of a statement with an expanding `values` IN-list parameter, read over bounded parts of the values."""
+def read_in(conn: Connection, stmt, values: Iterable[Any], raw: bool = False) -> list[tuple[Any, ...]]:
+    """Rows of a statement with an expanding `values` IN-list parameter, read over bounded parts of the values.
+
+    `raw` hands back the driver's tuples, skipping SQLAlchemy's per-row result processing (a quarter of a narrow
+    read's time): booleans may come as 0/1, and SQLite gives datetimes as text (`utc` parses either).
+    """
     rows: list[tuple[Any, ...]] = []
     for part in chunked(list(values)):
-        rows.extend(tuple(row) for row in conn.execute(stmt, {"values": list(part)}))
+        result = conn.execute(stmt, {"values": list(part)})
+        if raw:
+            rows.extend(result.cursor.fetchall())
+            result.close()
+        else:
+            rows.extend(tuple(row) for row in result)
     return rows
 
 
@@ -209,20 +221,14 @@ class Store:
 
     def known_submission_keys(self, conn: Connection, keys: Sequence[str]) -> set[str]:
         """Which of these submission idempotency keys are already stored."""
-        found: set[str] = set()
         column = SUBMISSIONS.c.idempotency_key
         stmt = select(column).where(column.in_(bindparam("values", expanding=True)))
-        for part in chunked(list(keys)):
-            found.update(conn.execute(stmt, {"values": list(part)}).scalars())
-        return found
+        return {row[0] for row in read_in(conn, stmt, keys, raw=True)}
 
     def lead_ids(self, conn: Connection, emails: Iterable[str]) -> dict[str, int]:
         """Id by email of the leads with these emails (answered from the unique email index alone)."""
         stmt = select(LEADS.c.email, LEADS.c.id).where(LEADS.c.email.in_(bindparam("values", expanding=True)))
-        ids: dict[str, int] = {}
-        for part in chunked(list(emails)):
-            ids.update((email, id_) for email, id_ in conn.execute(stmt, {"values": list(part)}))
-        return ids
+        return dict(read_in(conn, stmt, emails, raw=True))
 
     def leads_created_at(self, conn: Connection, emails: Iterable[str],
                          at: datetime) -> tuple[dict[str, int], set[str]]:
@@ -233,7 +239,7 @@ class Store:
         """
         stmt = select(LEADS.c.email, LEADS.c.id, LEADS.c.created_at).where(
             LEADS.c.email.in_(bindparam("values", expanding=True)))
-        rows = read_in(conn, stmt, emails)
+        rows = read_in(conn, stmt, emails, raw=True)
         if not rows:
             return {}, set()
         stamp = pd.Timestamp(at)
@@ -247,7 +253,7 @@ class Store:
         columns = [LEADS.c[name] for name in ("id", "email", "first_touch_at", "first_touch_source",
                                                "last_touch_at", "last_touch_source")]
         stmt = select(*columns).where(LEADS.c.email.in_(bindparam("values", expanding=True)))
-        frame = pd.DataFrame(read_in(conn, stmt, emails), columns=[c.name for c in columns])
+        frame = pd.DataFrame(read_in(conn, stmt, emails, raw=True), columns=[c.name for c in columns])
         for name in ("first_touch_at", "last_touch_at"):
             frame[name] = utc(frame[name])
         return frame
@@ -381,13 +387,14 @@ class Store:
             .where(SUBMISSIONS.c.lead_id.in_(bindparam("values", expanding=True)), SUBMISSIONS.c.message.is_not(None))
             .order_by(SUBMISSIONS.c.lead_id, SUBMISSIONS.c.submitted_at, SUBMISSIONS.c.id)
         )
-        rows: list[Any] = []
+        joined: dict[int, str] = {}
+        # The rows come grouped by lead in time order: a plain loop joins them several times faster than groupby.
         for part in chunked(sorted(set(int(i) for i in ids))):
-            rows.extend(tuple(row) for row in conn.execute(stmt, {"values": list(part)}))
-        frame = pd.DataFrame(rows, columns=["lead_id", "message"])
-        if frame.empty:
-            return pd.Series(dtype="string", name="message")
-        return frame.groupby("lead_id", sort=False)["message"].agg("\n".join).astype("string")
+            result = conn.execute(stmt, {"values": list(part)})
+            for lead_id, message in result.cursor.fetchall():
+                joined[lead_id] = joined[lead_id] + "\n" + message if lead_id in joined else message
+            result.close()
+        return pd.Series(joined, dtype="string", name="message")
 
     def update_leads(self, conn: Connection, frame: pd.DataFrame) -> None:
         """Set the frame's columns on the leads with the frame's ids (JSON columns given as dicts or JSON text)."""

@@ -146,8 +146,9 @@ def create_lead_entries(subs: pd.DataFrame, batch_id: str, now: datetime) -> lea
 
 
 @task(name="Update Lead Source", **DB_TASK)
-def update_lead_sources(subs: pd.DataFrame, batch_id: str, now: datetime) -> int:
+def update_lead_sources(subs: pd.DataFrame, batch_id: str, now: datetime, settled: set[str] | None = None) -> int:
     """Keep first-touch attribution and move last-touch attribution to the latest submission."""
-    moved = leads.update_lead_sources(store(), subs, batch_id=batch_id, flow_run_id=current_flow_run_id(), now=now)
+    moved = leads.update_lead_sources(store(), subs, batch_id=batch_id, flow_run_id=current_flow_run_id(), now=now,
+                                      settled=settled or frozenset())
     get_run_logger().info("Attribution moved for %d leads", moved)
     return moved

@@ -10,6 +10,7 @@ from leadflow.intake import (
     aggregate_leads,
     attribution_changes,
     blank_rows,
+    in_set,
     normalize_batch,
     prepare_batch,
     split_duplicate_keys,
@@ -138,3 +139,18 @@ def test_raw_payloads_are_valid_json_of_the_non_empty_fields(columns, expected):
             frame[name] = pd.array(values, dtype="string")
     frame[ROW_COLUMN] = range(1, len(frame) + 1)
     assert [json.loads(p) for p in raw_payloads(frame)] == expected
+
+
+@pytest.mark.parametrize(
+    ("values", "wanted", "expected"),
+    [
+        (pd.Series(["a", "b", None], dtype="string"), {"b"}, [False, True, False]),
+        (pd.Series(["a", "b"], dtype="string"), [], [False, False]),
+        (pd.Series([], dtype="string"), {"a"}, []),
+        (pd.Series([1, 2, 3]), {3, 1}, [True, False, True]),
+        (pd.Series(["A"], dtype="string"), {"a"}, [False]),
+        (pd.Series(["k1", "k2"], dtype="string"), {"k2": 7}, [False, True]),
+    ],
+)
+def test_in_set(values, wanted, expected):
+    assert in_set(values, wanted).tolist() == expected
