@@ -17,7 +17,7 @@ from flows.qualification import lead_qualification
 from leadflow.enrichment import DomainResults
 from leadflow.inbox import INBOX_ORIGIN
 from leadflow.settings import get_settings
-from leadflow.sources import iter_lead_chunks
+from leadflow.sources import iter_lead_chunks, read_ahead
 from leadflow.summary import IntakeSummary
 from tasks.chunk_worker import ChunkWorker
 from tasks.common import current_flow_run_id, store, utc_now
@@ -76,7 +76,8 @@ def lead_intake(
     crm.start_batch(summary.batch_id, origin, source_name, current_flow_run_id(), utc_now())
     worker: ChunkWorker | None = None
     try:
-        chunks = iter(inbox) if inbox else iter_lead_chunks(plan.lead_file, chunk_size or get_settings().chunk_size)
+        chunks = iter(inbox) if inbox else read_ahead(iter_lead_chunks(plan.lead_file,
+                                                                       chunk_size or get_settings().chunk_size))
         # Two-stage pipeline: while the flow thread writes chunk N to the CRM, chunk N+1 is checked and
         # normalized. At most two chunks are in memory, so memory still follows the chunk size.
         pending = _start_chunk(_read(chunks, summary), plan, summary)

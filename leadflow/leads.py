@@ -108,7 +108,7 @@ def create_lead_entries(
         leads = aggregate_leads(fresh)
         store.upsert_leads(conn, leads, now)
         # An upsert keeps the id of a lead it updates, so only the leads it created need looking up.
-        new_ids, inserted = store.leads_created_at(conn, [e for e in leads["email"] if e not in existing], now)
+        new_ids, inserted = store.leads_created_at(conn, [e for e in leads["email"].tolist() if e not in existing], now)
         ids = {**existing, **new_ids}
         fresh = fresh.assign(lead_id=fresh["email"].map(ids))
         store.insert_submissions(conn, fresh, batch_id, now)

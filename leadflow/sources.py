@@ -7,12 +7,15 @@ import io
 import json
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import fsspec
 import pandas as pd
 
+T = TypeVar("T")
 ROW_COLUMN = "_row"
 MALFORMED_COLUMN = "_malformed"
 SAMPLE_BYTES = 1 << 20
@@ -220,6 +223,23 @@ def _read_parquet(lead_file: LeadFile, chunk_size: int) -> Iterator[pd.DataFrame
 
 
 READERS = {"csv": _read_csv, "jsonl": _read_jsonl, "parquet": _read_parquet}
+
+
+_END = object()
+
+
+def read_ahead(items: Iterator[T]) -> Iterator[T]:
+    """The same items in the same order, each next one read by a helper thread while the caller uses this one.
+
+    Parsing a CSV chunk mostly runs without the GIL, as do SQLite's statements: reading chunk N+1 while chunk N is
+    written takes the read off the critical path. Exactly one item is read ahead, so memory grows by one chunk.
+    Errors surface where the failing item would have been.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="leadflow-read-ahead") as pool:
+        pending = pool.submit(next, items, _END)
+        while (item := pending.result()) is not _END:
+            pending = pool.submit(next, items, _END)
+            yield item
 
 
 def iter_lead_chunks(lead_file: LeadFile, chunk_size: int) -> Iterator[pd.DataFrame]:

@@ -12,7 +12,21 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, bindparam, case, create_engine, event, func, or_, select, update
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Connection,
+    DateTime,
+    Engine,
+    bindparam,
+    case,
+    create_engine,
+    event,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import URL, make_url
 
 from leadflow.schema import (
@@ -360,12 +374,19 @@ class Store:
         """These columns (plus id) of the leads with these ids, in id order; times as UTC."""
         names = ["id", *(c for c in columns if c != "id")]
         stmt = select(*(LEADS.c[n] for n in names)).where(LEADS.c.id.in_(bindparam("values", expanding=True)))
-        rows: list[Any] = []
-        for part in chunked(sorted(set(int(i) for i in ids))):
-            rows.extend(tuple(row) for row in conn.execute(stmt, {"values": list(part)}))
-        frame = pd.DataFrame(rows, columns=names)
+        # Raw rows, typed here per column: SQLAlchemy's row processing was half of this read.
+        rows = read_in(conn, stmt, sorted(set(int(i) for i in ids)), raw=True)
+        columns = dict(zip(names, map(list, zip(*rows, strict=True)), strict=True)) if rows else {n: [] for n in names}
         for name in names:
-            if isinstance(LEADS.c[name].type, type(LEADS.c.created_at.type)):
+            kind = LEADS.c[name].type
+            if isinstance(kind, Boolean):
+                # As SQLAlchemy gives them (SQLite stores 0/1): bool, and None where missing.
+                columns[name] = [None if v is None else bool(v) for v in columns[name]]
+            elif isinstance(kind, JSON) and self.dialect == "sqlite":
+                columns[name] = [json.loads(v) if isinstance(v, str) else v for v in columns[name]]
+        frame = pd.DataFrame(columns, columns=names)
+        for name in names:
+            if isinstance(LEADS.c[name].type, DateTime):
                 frame[name] = utc(frame[name])
         return frame
 

@@ -8,7 +8,14 @@ import json
 import pandas as pd
 import pytest
 
-from leadflow.sources import MALFORMED_COLUMN, ROW_COLUMN, LeadFileError, inspect_lead_file, iter_lead_chunks
+from leadflow.sources import (
+    MALFORMED_COLUMN,
+    ROW_COLUMN,
+    LeadFileError,
+    inspect_lead_file,
+    iter_lead_chunks,
+    read_ahead,
+)
 
 
 def read_all(path, chunk_size=1000) -> pd.DataFrame:
@@ -135,3 +142,32 @@ def test_fsspec_urls_are_read_like_local_files(tmp_path):
         assert read_all(url)["email"].tolist() == [email]
     with pytest.raises(LeadFileError, match="cannot read"):
         inspect_lead_file("memory://exports/absent.csv")
+
+
+def test_read_ahead_keeps_order_and_raises_where_the_input_fails():
+    def items():
+        yield 1
+        yield 2
+        raise LeadFileError("broken after row 2")
+
+    seen = []
+    with pytest.raises(LeadFileError, match="after row 2"):
+        for item in read_ahead(items()):
+            seen.append(item)
+    assert seen == [1, 2]
+    assert list(read_ahead(iter([]))) == []
+
+
+def test_read_ahead_reads_one_item_ahead_and_stops_when_abandoned():
+    pulled = []
+
+    def items():
+        for i in range(10):
+            pulled.append(i)
+            yield i
+
+    ahead = read_ahead(items())
+    assert next(ahead) == 0
+    ahead.close()
+    # The item being handed out plus exactly one read ahead: an abandoned run reads no further.
+    assert pulled == [0, 1]

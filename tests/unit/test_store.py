@@ -107,3 +107,25 @@ def test_refresh_statistics_analyzes_on_postgresql_and_is_a_no_op_on_sqlite(crm)
             "SELECT relname, last_analyze IS NOT NULL FROM pg_stat_user_tables "
             "WHERE relname IN ('leads', 'lead_submissions')")).all())
     assert analyzed == {"leads": True, "lead_submissions": True}
+
+
+def test_leads_by_id_gives_the_types_sqlalchemy_would(crm):
+    # Raw driver rows: SQLite hands back booleans as 0/1, JSON and times as text; a missing flag must stay None.
+    rows = pd.DataFrame([lead_row("a@x.com", "2025-05-01 10:00:00.5", demo_requested=True),
+                         lead_row("b@x.com", "2025-05-02", demo_requested=None),
+                         lead_row("c@x.com", "2025-05-03", demo_requested=False)])
+    with crm.begin() as conn:
+        crm.upsert_leads(conn, rows, NOW)
+        ids = crm.lead_ids(conn, ["a@x.com", "b@x.com", "c@x.com"])
+        crm.update_leads(conn, pd.DataFrame({"id": [ids["a@x.com"]], "enrichment_sources": [{"domain": "x.com"}]}))
+        frame = crm.leads_by_id(conn, list(ids.values()), ["email", "demo_requested", "enrichment_sources",
+                                                          "last_touch_at", "score"])
+        empty = crm.leads_by_id(conn, [], ["email", "demo_requested"])
+    by_email = frame.set_index("email").loc[["a@x.com", "b@x.com", "c@x.com"]]
+    assert by_email["demo_requested"].tolist() == [True, None, False]
+    assert by_email.loc["a@x.com", "enrichment_sources"] == {"domain": "x.com"}
+    assert by_email["enrichment_sources"].iloc[1:].isna().all()
+    assert by_email.loc["a@x.com", "last_touch_at"] == pd.Timestamp("2025-05-01 10:00:00.5", tz="UTC")
+    assert str(frame["last_touch_at"].dtype).endswith("UTC]")
+    assert frame["score"].isna().all()
+    assert empty.columns.tolist() == ["id", "email", "demo_requested"] and empty.empty
