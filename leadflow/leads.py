@@ -135,7 +135,7 @@ def create_lead_entries(
     result.submissions_new = len(fresh)
     result.leads_created = int(created.sum())
     result.leads_updated = len(leads) - result.leads_created
-    result.lead_ids = [ids[email] for email in leads["email"]]
+    result.lead_ids = [ids[email] for email in leads["email"].tolist()]
     # A repeated or already stored row can still move a touch: only leads made of fresh rows alone are settled.
     stale = set(subs.loc[~subs.index.isin(fresh.index), "email"].tolist())
     result.settled_emails = {email for email in inserted if email not in stale}

@@ -339,7 +339,8 @@ class Store:
         """Append to the audit log (lead_id, event_type, occurred_at, batch_id, flow_run_id, details)."""
         if events.empty:
             return
-        frame = events.assign(details=[_json_dumps(d) if not isinstance(d, str) else d for d in events["details"]])
+        details = [_json_dumps(d) if not isinstance(d, str) else d for d in events["details"].tolist()]
+        frame = events.assign(details=details)
         self.bulk(conn, self._values(EVENTS, list(frame.columns)), frame)
 
     def insert_quarantine(self, conn: Connection, rows: pd.DataFrame) -> int:
@@ -425,7 +426,7 @@ class Store:
         out = frame.copy()
         for name in columns:
             if name in {"enrichment_sources"}:
-                out[name] = [v if isinstance(v, str) or v is None else _json_dumps(v) for v in out[name]]
+                out[name] = [v if isinstance(v, str) or v is None else _json_dumps(v) for v in out[name].tolist()]
         stmt = (
             update(LEADS)
             .where(LEADS.c.id == bindparam("_id"))
