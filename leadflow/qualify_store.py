@@ -16,7 +16,7 @@ from sqlalchemy import Connection, bindparam, select, update
 from leadflow import matching, messages, qualification, routing, sla
 from leadflow.qualification import QualificationPolicy
 from leadflow.schema import Account, CrmTask, Lead, LeadEvent, LeadSubmission, OutboxMessage, SalesRep
-from leadflow.store import Store, chunked, is_transient_db_error, read_in, records
+from leadflow.store import Store, is_transient_db_error, read_in, records
 
 LEADS = Lead.__table__
 ACCOUNTS = Account.__table__
@@ -46,14 +46,7 @@ def _select_in(conn: Connection, columns: list, key, values: Sequence[Any], *whe
     callers get what the driver gives: 0/1 for booleans and JSON text on SQLite.
     """
     stmt = select(*columns).where(key.in_(bindparam("values", expanding=True)), *where)
-    if not raw:
-        return read_in(conn, stmt, sorted(set(values)))
-    rows: list[tuple] = []
-    for part in chunked(sorted(set(values))):
-        result = conn.execute(stmt, {"values": list(part)})
-        rows.extend(result.cursor.fetchall())
-        result.close()
-    return rows
+    return read_in(conn, stmt, sorted(set(values)), raw=raw)
 
 
 def _events(lead_ids: Sequence[int], event_type: str, details: Sequence[str], now: datetime,
