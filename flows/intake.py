@@ -79,7 +79,7 @@ def lead_intake(
         chunks = iter(inbox) if inbox else read_ahead(iter_lead_chunks(plan.lead_file,
                                                                        chunk_size or get_settings().chunk_size))
         # Two-stage pipeline: while the flow thread writes chunk N to the CRM, chunk N+1 is checked and
-        # normalized. At most two chunks are in memory, so memory still follows the chunk size.
+        # normalized and chunk N+2 is read. At most three chunks are in memory: memory follows the chunk size.
         pending = _start_chunk(_read(chunks, summary), plan, summary)
         # Lookups answered once per run: a company with 1,000 leads across chunks costs one lookup.
         lookups = DomainResults()

@@ -67,7 +67,8 @@ def lead_qualification(
     size = get_settings().chunk_size
     for start in range(0, len(ids), size):
         _qualify_batch(ids[start:start + size], rules, replay, summary)
-    if deliver and not replay and sum(summary.messages_queued.values()):
+    queued = sum(summary.messages_queued.values())
+    if deliver and not replay and queued:
         tick = time.perf_counter()
         try:
             delivered = deliver_outbox()
@@ -77,9 +78,8 @@ def lead_qualification(
         except Exception as exc:  # the messages are safe in the outbox: the next outbox-delivery run sends them
             summary.failures.append(f"delivery failed, messages stay pending: {type(exc).__name__}")
         summary.add_time("deliver_outbox", time.perf_counter() - tick)
-    elif sum(summary.messages_queued.values()) and not replay:
-        get_run_logger().info("%d messages wait in the outbox for the outbox-delivery run",
-                              sum(summary.messages_queued.values()))
+    elif queued and not replay:
+        get_run_logger().info("%d messages wait in the outbox for the outbox-delivery run", queued)
     summary.seconds = round(time.perf_counter() - started, 3)
     publish_qualification_summary(summary)
     get_run_logger().info("Qualified %d leads (%d spam skipped): %s; %d accounts created; messages queued %s",

@@ -334,11 +334,8 @@ def _hashes_in(conn: Connection, table: Table, hashes: Iterable[str]) -> set[str
     few = conn.execute(select(table.c.email_hash).limit(len(wanted) + 1)).scalars().all()
     if len(few) <= len(wanted):
         return wanted.intersection(few)
-    found: set[str] = set()
-    stmt = select(table.c.email_hash).where(table.c.email_hash.in_(bindparam("hashes", expanding=True)))
-    for part in chunked(sorted(wanted)):
-        found.update(conn.execute(stmt, {"hashes": list(part)}).scalars())
-    return found
+    stmt = select(table.c.email_hash).where(table.c.email_hash.in_(bindparam("values", expanding=True)))
+    return {row[0] for row in read_in(conn, stmt, sorted(wanted), raw=True)}
 
 
 # --- judging and flagging ---------------------------------------------------------------------------------------

@@ -100,11 +100,14 @@ def load_leads(store: Store, lead_ids: Sequence[int]) -> pd.DataFrame:
     return frame
 
 
+ACCOUNT_COLUMNS = ("id", "name_key", "domain", "owner_id")
+
+
 def load_accounts(store: Store) -> pd.DataFrame:
     """Every account's id, name key, domain and owner, for matching (a few columns: cheap even for many rows)."""
     with store.engine.connect() as conn:
-        rows = conn.execute(select(ACCOUNTS.c.id, ACCOUNTS.c.name_key, ACCOUNTS.c.domain, ACCOUNTS.c.owner_id)).all()
-    return pd.DataFrame([tuple(r) for r in rows], columns=["id", "name_key", "domain", "owner_id"])
+        rows = conn.execute(select(*(ACCOUNTS.c[c] for c in ACCOUNT_COLUMNS))).all()
+    return pd.DataFrame([tuple(r) for r in rows], columns=list(ACCOUNT_COLUMNS))
 
 
 def load_reps(conn: Connection, lock: bool = False) -> pd.DataFrame:

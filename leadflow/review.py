@@ -138,7 +138,8 @@ def _new_account(store: Store, lead_id: int, policy: str | None) -> tuple[int, b
     from leadflow.qualification import load_qualification_policy
 
     leads = qualify_store.load_leads(store, [lead_id])
-    none = qualify_store.load_accounts(store).iloc[:0]
+    # No accounts at all (what load_accounts gives on an empty CRM), without reading every account for one lead.
+    none = pd.DataFrame(columns=list(qualify_store.ACCOUNT_COLUMNS))
     # Matched against no accounts, the lead's company comes out as a new company with its cleaned name and domain.
     match = matching.match_companies(leads, none, load_qualification_policy(policy or "qualification").matching)
     if match["match_band"].iloc[0] != "new_company":

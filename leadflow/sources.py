@@ -231,8 +231,8 @@ _END = object()
 def read_ahead(items: Iterator[T]) -> Iterator[T]:
     """The same items in the same order, each next one read by a helper thread while the caller uses this one.
 
-    Parsing a CSV chunk mostly runs without the GIL, as do SQLite's statements: reading chunk N+1 while chunk N is
-    written takes the read off the critical path. Exactly one item is read ahead, so memory grows by one chunk.
+    pandas' CSV tokenizer and SQLite's statements release the GIL, so the read of chunk N+1 can overlap the writes
+    of chunk N. Exactly one item is read ahead, so memory grows by one chunk.
     Errors surface where the failing item would have been.
     """
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="leadflow-read-ahead") as pool:

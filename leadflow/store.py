@@ -233,11 +233,15 @@ class Store:
 
     # --- intake -------------------------------------------------------------------------------------------
 
-    def known_submission_keys(self, conn: Connection, keys: Sequence[str]) -> set[str]:
-        """Which of these submission idempotency keys are already stored."""
-        column = SUBMISSIONS.c.idempotency_key
+    def known_keys(self, conn: Connection, table, keys: Iterable[str]) -> set[str]:
+        """Which of these idempotency keys the table (submissions, quarantine) already holds."""
+        column = table.c.idempotency_key
         stmt = select(column).where(column.in_(bindparam("values", expanding=True)))
         return {row[0] for row in read_in(conn, stmt, keys, raw=True)}
+
+    def known_submission_keys(self, conn: Connection, keys: Sequence[str]) -> set[str]:
+        """Which of these submission idempotency keys are already stored."""
+        return self.known_keys(conn, SUBMISSIONS, keys)
 
     def lead_ids(self, conn: Connection, emails: Iterable[str]) -> dict[str, int]:
         """Id by email of the leads with these emails (answered from the unique email index alone)."""
@@ -347,10 +351,7 @@ class Store:
         """Keep rejected rows with their reasons; a row quarantined before is not stored twice. Returns new rows."""
         if rows.empty:
             return 0
-        known: set[str] = set()
-        column = QUARANTINE.c.idempotency_key
-        for part in chunked(rows["idempotency_key"].tolist()):
-            known.update(conn.execute(select(column).where(column.in_(part))).scalars())
+        known = self.known_keys(conn, QUARANTINE, rows["idempotency_key"].tolist())
         fresh = rows.loc[~rows["idempotency_key"].isin(known)]
         self.insert_new(conn, QUARANTINE, fresh)
         return len(fresh)
@@ -411,11 +412,8 @@ class Store:
         )
         joined: dict[int, str] = {}
         # The rows come grouped by lead in time order: a plain loop joins them several times faster than groupby.
-        for part in chunked(sorted(set(int(i) for i in ids))):
-            result = conn.execute(stmt, {"values": list(part)})
-            for lead_id, message in result.cursor.fetchall():
-                joined[lead_id] = joined[lead_id] + "\n" + message if lead_id in joined else message
-            result.close()
+        for lead_id, message in read_in(conn, stmt, sorted(set(int(i) for i in ids)), raw=True):
+            joined[lead_id] = joined[lead_id] + "\n" + message if lead_id in joined else message
         return pd.Series(joined, dtype="string", name="message")
 
     def update_leads(self, conn: Connection, frame: pd.DataFrame) -> None:
@@ -440,10 +438,7 @@ class Store:
         stmt = select(*(FIRMOGRAPHICS.c[n] for n in columns)).where(
             FIRMOGRAPHICS.c.domain.in_(bindparam("values", expanding=True))
         )
-        rows: list[Any] = []
-        for part in chunked(sorted(set(domains))):
-            rows.extend(tuple(row) for row in conn.execute(stmt, {"values": list(part)}))
-        return pd.DataFrame(rows, columns=columns)
+        return pd.DataFrame(read_in(conn, stmt, sorted(set(domains))), columns=columns)
 
     def upsert_firmographics(self, frame: pd.DataFrame, now: datetime) -> int:
         """Insert or replace reference firmographics by domain; returns the rows written."""
