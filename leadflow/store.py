@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -107,12 +108,22 @@ def read_in(conn: Connection, stmt, values: Iterable[Any], raw: bool = False) ->
     return rows
 
 
+WAL_SIZE_LIMIT = 64 << 20
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     # The driver's implicit BEGIN is disabled so that every transaction can start as BEGIN IMMEDIATE below:
     # concurrent writers then queue on busy_timeout instead of failing on a lock upgrade.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
+    # Takes effect only on a new, empty database (before WAL is on): bulk chunk writes touch fewer, fuller pages,
+    # which made a 100k intake about 4% faster than the default 4 KiB.
+    cursor.execute("PRAGMA page_size=16384")
     cursor.execute("PRAGMA journal_mode=WAL")
+    # Commits only append to the WAL; a background thread checkpoints it (WalCheckpointer). A WAL file that a
+    # checkpoint emptied is cut back to this size instead of keeping the biggest chunk's size on disk.
+    cursor.execute("PRAGMA wal_autocheckpoint=0")
+    cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=60000")
@@ -120,6 +131,64 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA cache_size=-131072")
     cursor.execute("PRAGMA temp_store=MEMORY")
     cursor.close()
+
+
+class WalCheckpointer:
+    """Copies committed pages from a SQLite file database's WAL into the database in a background thread.
+
+    SQLite's automatic checkpoint runs inside the commit that takes the WAL past 1,000 pages, so a big chunk's
+    commit also copied the chunk into the database file and synced it: about 1 s of every 100k leads' intake. As
+    SQLite's WAL documentation suggests for writers that should not wait, connections turn the automatic checkpoint
+    off and this thread runs a PASSIVE checkpoint after commits: it never blocks readers or writers, and SQLite
+    releases the GIL while it copies. The last connection to close checkpoints whatever is left, as always.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = weakref.ref(engine)
+        self._wake = threading.Event()
+        self._closed = False
+        self.checkpoints = 0
+        self._thread = threading.Thread(target=self._run, name="leadflow-wal-checkpoint", daemon=True)
+        self._thread.start()
+
+    def nudge(self, *_: Any) -> None:
+        """Ask for a checkpoint soon: called whenever a connection goes back to the pool, after its commit."""
+        if threading.current_thread() is not self._thread:
+            self._wake.set()
+
+    def close(self) -> None:
+        """Stop the thread after its current checkpoint."""
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._closed:
+            woken = self._wake.wait(timeout=60)
+            self._wake.clear()
+            engine = self._engine()
+            if engine is None or self._closed:
+                return
+            if woken:
+                self._checkpoint(engine)
+            del engine
+
+    def _checkpoint(self, engine: Engine) -> None:
+        # A raw pooled connection: a SQLAlchemy Connection would open BEGIN IMMEDIATE and queue behind writers.
+        try:
+            raw = engine.raw_connection()
+        except Exception:  # the database went away (a test dropped it); the next commit asks again
+            return
+        try:
+            cursor = raw.cursor()
+            cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            cursor.fetchall()
+            cursor.close()
+            self.checkpoints += 1
+        except Exception:  # a checkpoint is an optimisation: the WAL keeps every commit until one succeeds
+            pass
+        finally:
+            raw.close()
 
 
 def _sqlite_begin(conn: Connection) -> None:
@@ -149,9 +218,14 @@ class Store:
         else:
             options.update(pool_size=5, max_overflow=5, pool_pre_ping=True)
         self.engine: Engine = create_engine(parsed, **options)
+        self.checkpointer: WalCheckpointer | None = None
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
+            if parsed.database and parsed.database != ":memory:":
+                self.checkpointer = WalCheckpointer(self.engine)
+                # Not the "commit" event: it fires before the commit, when there is nothing new to copy yet.
+                event.listen(self.engine, "checkin", self.checkpointer.nudge)
 
     def __repr__(self) -> str:
         return f"Store({self.engine.url.render_as_string(hide_password=True)})"
@@ -191,7 +265,9 @@ class Store:
         return "+".join(heads) or None
 
     def dispose(self) -> None:
-        """Close pooled connections."""
+        """Close pooled connections (and stop the WAL checkpoint thread)."""
+        if self.checkpointer is not None:
+            self.checkpointer.close()
         self.engine.dispose()
 
     def refresh_statistics(self, tables: Sequence[str]) -> None:

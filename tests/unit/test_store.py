@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -11,7 +13,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import select
 
 from leadflow.schema import Base, Lead
-from leadflow.store import is_transient_db_error, records
+from leadflow.store import Store, is_transient_db_error, records
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -88,8 +90,6 @@ def test_only_database_errors_are_transient(error, transient):
 
 
 def test_sqlite_lock_is_transient():
-    import sqlite3
-
     from sqlalchemy.exc import IntegrityError, OperationalError
 
     assert is_transient_db_error(OperationalError("x", {}, sqlite3.OperationalError("database is locked")))
@@ -129,3 +129,47 @@ def test_leads_by_id_gives_the_types_sqlalchemy_would(crm):
     assert str(frame["last_touch_at"].dtype).endswith("UTC]")
     assert frame["score"].isna().all()
     assert empty.columns.tolist() == ["id", "email", "demo_requested"] and empty.empty
+
+
+def test_new_sqlite_databases_use_16k_pages_and_existing_ones_keep_theirs(tmp_path):
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    new_store, old_store = Store(f"sqlite:///{tmp_path / 'new.db'}"), Store(f"sqlite:///{old}")
+    try:
+        new_store.upgrade()
+        with new_store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA page_size").scalar_one() == 16384
+        with old_store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA page_size").scalar_one() == 4096
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+    finally:
+        new_store.dispose()
+        old_store.dispose()
+
+
+def test_a_background_thread_checkpoints_the_wal_after_commits(tmp_path):
+    path = tmp_path / "crm.db"
+    crm = Store(f"sqlite:///{path}")
+    try:
+        with crm.begin() as conn:
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() == 0
+            assert conn.exec_driver_sql("PRAGMA journal_size_limit").scalar_one() == 64 << 20
+            conn.exec_driver_sql("CREATE TABLE scratch (x TEXT)")
+        before = path.stat().st_size
+        with crm.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO scratch VALUES (?)", [("x" * 1000,)] * 5000)
+        # The commit itself copies nothing into the database file (no automatic checkpoint): the thread does.
+        deadline = time.monotonic() + 20
+        while path.stat().st_size < before + 4_000_000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert path.stat().st_size > before + 4_000_000
+        assert crm.checkpointer.checkpoints >= 1
+    finally:
+        crm.dispose()
+    assert not crm.checkpointer._thread.is_alive()
+
+
+def test_in_memory_and_postgresql_stores_have_no_checkpoint_thread():
+    assert Store("sqlite://").checkpointer is None
+    assert Store("postgresql://nobody@127.0.0.1:1/none").checkpointer is None
