@@ -280,3 +280,30 @@ def test_http_provider_sends_the_api_key_as_a_bearer_token():
         seen["auth"] = provider.client.headers.get("Authorization")
         provider.fetch(["acme.com"])
     assert seen["auth"] == "Bearer s3cret"
+
+
+def test_merge_details_swaps_in_changed_rows_by_id_whatever_the_dtypes():
+    at = pd.Timestamp("2025-06-01 12:00", tz="UTC")
+    leads = pd.DataFrame({
+        "id": [1, 2, 3],
+        "enriched_at": pd.Series([pd.NaT, at, pd.NaT], dtype="datetime64[us, UTC]"),
+        "industry": pd.array(["Retail", None, None], dtype="string"),
+        "employee_count": [float("nan")] * 3,
+    })
+    changed = pd.DataFrame({
+        "id": [3, 1],
+        "enriched_at": pd.Series([at, at], dtype="datetime64[us, UTC]"),
+        "industry": pd.array(["Software", None], dtype="string"),
+        "employee_count": pd.array([250, None], dtype="Int64"),
+        "enrichment_status": pd.array(["enriched", "not_found"], dtype="string"),
+    })
+    merged = en.merge_details(leads, changed).set_index("id")
+    assert merged["enriched_at"].dtype == "datetime64[us, UTC]"
+    assert merged["enriched_at"].tolist() == [at, at, at]
+    assert merged["industry"].dtype == "string"
+    assert merged["industry"].tolist()[:2] == [pd.NA, pd.NA] and merged.loc[3, "industry"] == "Software"
+    assert merged.loc[1, "employee_count"] is None and pd.isna(merged.loc[2, "employee_count"])
+    assert merged.loc[3, "employee_count"] == 250
+    assert merged.loc[1, "enrichment_status"] == "not_found" and pd.isna(merged.loc[2, "enrichment_status"])
+    assert merged.loc[3, "enrichment_status"] == "enriched"
+    assert leads["industry"].tolist()[0] == "Retail"
