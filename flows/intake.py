@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from pathlib import PurePosixPath
@@ -12,12 +13,13 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import opaque, quote
 
+from data_checks.runner import gx_context
 from flows.hooks import notify_ops_on_failure, release_inbox_claims
 from flows.qualification import lead_qualification
 from leadflow.enrichment import DomainResults
 from leadflow.inbox import INBOX_ORIGIN
 from leadflow.settings import get_settings
-from leadflow.sources import iter_lead_chunks, read_ahead
+from leadflow.sources import input_size, iter_lead_chunks, read_ahead
 from leadflow.summary import IntakeSummary
 from tasks.chunk_worker import ChunkWorker
 from tasks.common import current_flow_run_id, store, utc_now
@@ -71,16 +73,28 @@ def lead_intake(
         # The continuous deployment runs every minute: an idle run leaves no batch row and no artifacts.
         logger.info("lead_inbox has no leads to claim")
         return summary.as_dict()
-    plan = inspect_lead_input(path, column_map, source_name) if path else inbox_plan(source_name)
+    # A big file gets its check worker now: it imports Great Expectations on the other core while this process
+    # reads, prepares and normalizes the first chunk, instead of this process importing it first.
+    worker = _early_worker(path) if path else None
+    if worker is not None:
+        # This process needs GX too, for the spam and score guards: its import (seconds of mostly Python) overlaps
+        # the first chunk's reading and normalizing, which spend much of their time in Arrow without the GIL.
+        threading.Thread(target=gx_context, name="leadflow-gx-import", daemon=True).start()
+    try:
+        plan = (inspect_lead_input(path, column_map, source_name, check_columns=worker is None) if path
+                else inbox_plan(source_name))
+    except BaseException:
+        if worker is not None:
+            worker.close()
+        raise
     crm = store()
     crm.start_batch(summary.batch_id, origin, source_name, current_flow_run_id(), utc_now())
-    worker: ChunkWorker | None = None
     try:
         chunks = iter(inbox) if inbox else read_ahead(iter_lead_chunks(plan.lead_file,
                                                                        chunk_size or get_settings().chunk_size))
         # Two-stage pipeline: while the flow thread writes chunk N to the CRM, chunk N+1 is checked and
         # normalized and chunk N+2 is read. At most three chunks are in memory: memory follows the chunk size.
-        pending = _start_chunk(_read(chunks, summary), plan, summary)
+        pending = _start_chunk(_read(chunks, summary), plan, summary, worker, normalize_here=worker is not None)
         # Lookups answered once per run: a company with 1,000 leads across chunks costs one lookup.
         lookups = DomainResults()
         while pending is not None:
@@ -125,6 +139,17 @@ def lead_intake(
     return summary.as_dict()
 
 
+def _early_worker(path: str) -> ChunkWorker | None:
+    """A check worker started with the run, for a file big enough to have more than one chunk."""
+    settings = get_settings()
+    if not settings.check_worker or not ChunkWorker.available():
+        return None
+    size = input_size(path)
+    if size is None or size < settings.check_worker_min_bytes:
+        return None
+    return ChunkWorker()
+
+
 def _read(chunks, summary: IntakeSummary):
     """The next raw chunk, or None at the end of the input."""
     tick = time.perf_counter()
@@ -136,12 +161,12 @@ def _read(chunks, summary: IntakeSummary):
     return raw
 
 
-def _start_chunk(raw, plan, summary: IntakeSummary, worker: ChunkWorker | None = None):
+def _start_chunk(raw, plan, summary: IntakeSummary, worker: ChunkWorker | None = None, normalize_here: bool = False):
     """Submit the CPU-bound steps of a chunk (check, then normalize) to the task runner."""
     if raw is None:
         return None
     now = utc_now()
-    checked = check_lead_batch.submit(quote(raw), plan, now, quote(worker))
+    checked = check_lead_batch.submit(quote(raw), plan, now, quote(worker), normalize_here)
     # opaque: hand the checked chunk over without Prefect walking every value inside it.
     return now, checked, normalize_leads.submit(opaque(checked), quote(worker))
 

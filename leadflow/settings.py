@@ -24,6 +24,11 @@ class Settings(BaseSettings):
         default=True,
         description="Check and normalize the chunks of a multi-chunk input in a helper process (uses a second core).",
     )
+    check_worker_min_bytes: int = Field(
+        default=8 << 20, ge=0,
+        description="A file at least this big starts the helper process with the run, so that it checks the first "
+                    "chunk while the flow normalizes it; a smaller file starts it when a second chunk turns up.",
+    )
     inline_delivery_max_leads: int = Field(
         default=5_000, ge=0,
         description="Lead-intake sends a chunk's messages itself up to this many qualified leads (live posts reach "

@@ -66,6 +66,15 @@ def _open(url: str, mode: str = "rb"):
     return fsspec.open(url, mode, compression="infer")
 
 
+def input_size(url: str) -> int | None:
+    """The size of an input in bytes (compressed, if it is), or None when the store cannot tell."""
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+        return int(fs.size(path))
+    except Exception:  # a size is a hint for planning: reading the input reports the real errors
+        return None
+
+
 def _detect_encoding(sample: bytes) -> str:
     try:
         # Incremental decoding tolerates a multi-byte character cut off at the end of the sample.

@@ -10,17 +10,18 @@ import pandas as pd
 from prefect import get_run_logger, task
 
 from data_checks.intake import check_intake_columns
-from data_checks.runner import CheckOutcome, raise_for_failures
+from data_checks.runner import CheckOutcome, gx_context, raise_for_failures
 from leadflow import intake, leads
 from leadflow.contract import REQUIRED_COLUMNS, load_column_map, resolve_columns
 from leadflow.settings import get_settings
 from leadflow.sources import ROW_COLUMN, LeadFile, inspect_lead_file
-from tasks.chunk_worker import ChunkWorker, prepare_and_check
+from tasks.chunk_worker import COLUMNS_FAILED, ChunkWorker, prepare_and_check, prepare_chunk
 from tasks.common import DB_TASK, PRIVATE, current_flow_run_id, retry_on_transient_io, store
 
 # A chunk that stored this many submissions changed the tables enough to refresh PostgreSQL's statistics.
 BULK_LOAD_ROWS = 5_000
 STATISTICS_TABLES = ("leads", "lead_submissions", "lead_events", "accounts", "crm_tasks", "outbox")
+BROKEN_BATCH_HINT = "most rows are broken: check the column map and the file format"
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,18 @@ class IntakePlan:
     lead_file: LeadFile
     mapping: dict[str, str]
     default_source: str | None
+    # False when the required-columns suite was left to the first chunk's check (in the check worker).
+    columns_checked: bool = True
+
+    @property
+    def columns(self) -> list[str]:
+        """The canonical columns this input provides (a default source provides `source`)."""
+        return sorted(set(self.mapping.values()) | ({"source"} if self.default_source else set()))
+
+    def missing_hint(self) -> str:
+        """What to tell the user when required columns are missing."""
+        missing = [c for c in REQUIRED_COLUMNS if c not in self.columns]
+        return f"no column for {', '.join(missing)}; pass a column map" if missing else ""
 
     def describe(self) -> str:
         """One line for logs: format and the mapped columns."""
@@ -37,24 +50,29 @@ class IntakePlan:
         return f"{self.lead_file.format} with {len(self.lead_file.headers)} columns; renamed: {mapped or 'none'}"
 
 
-def plan_intake(path: str, column_map: dict[str, str] | str | None, source_name: str | None) -> IntakePlan:
-    """Inspect an input and resolve its columns; raises when it cannot be read or lacks required columns."""
+def plan_intake(path: str, column_map: dict[str, str] | str | None, source_name: str | None,
+                check_columns: bool = True) -> IntakePlan:
+    """Inspect an input and resolve its columns; raises when it cannot be read or lacks required columns.
+
+    `check_columns=False` leaves the required-columns suite to the first chunk's check (see `IntakePlan`).
+    """
     lead_file = inspect_lead_file(path)
     explicit = load_column_map(column_map) if isinstance(column_map, str) else column_map
-    mapping = resolve_columns(lead_file.headers, explicit)
-    provided = set(mapping.values()) | ({"source"} if source_name else set())
-    outcome = check_intake_columns(sorted(provided))
-    missing = [c for c in REQUIRED_COLUMNS if c not in provided]
-    raise_for_failures(outcome, hint=f"no column for {', '.join(missing)}; pass a column map" if missing else "")
-    return IntakePlan(lead_file=lead_file, mapping=mapping, default_source=source_name)
+    plan = IntakePlan(lead_file=lead_file, mapping=resolve_columns(lead_file.headers, explicit),
+                      default_source=source_name, columns_checked=check_columns)
+    if check_columns:
+        raise_for_failures(check_intake_columns(plan.columns), hint=plan.missing_hint())
+    return plan
 
 
 @task(name="Inspect Lead File", retries=2, retry_delay_seconds=[2, 10],
-      retry_condition_fn=retry_on_transient_io)
-def inspect_lead_input(path: str, column_map: dict[str, str] | str | None, source_name: str | None) -> IntakePlan:
+      retry_condition_fn=retry_on_transient_io, **PRIVATE)
+def inspect_lead_input(path: str, column_map: dict[str, str] | str | None, source_name: str | None,
+                       check_columns: bool = True) -> IntakePlan:
     """Detect format and columns of an input and check it has the required columns."""
-    plan = plan_intake(path, column_map, source_name)
-    get_run_logger().info("Input is %s", plan.describe())
+    plan = plan_intake(path, column_map, source_name, check_columns)
+    get_run_logger().info("Input is %s%s", plan.describe(),
+                          "" if check_columns else "; its columns are checked with the first chunk")
     return plan
 
 
@@ -72,6 +90,9 @@ class CheckedBatch:
     seconds: float
     rows: int = 0
     token: str | None = None
+    # Set when the chunk was normalized while the worker checked it: its accepted rows, already clean.
+    subs: pd.DataFrame | None = None
+    normalize_seconds: float = 0.0
 
 
 @dataclass
@@ -82,22 +103,59 @@ class NormalizedBatch:
     seconds: float
 
 
+def _raise_check_failure(outcome: CheckOutcome, failed: str, plan: IntakePlan) -> None:
+    hint = plan.missing_hint() if failed == COLUMNS_FAILED else BROKEN_BATCH_HINT
+    raise_for_failures(outcome, hint=hint)
+
+
+def _check_there_normalize_here(raw: pd.DataFrame, plan: IntakePlan, now: datetime, tolerance: pd.Timedelta,
+                                worker: ChunkWorker) -> CheckedBatch:
+    """Prepare a chunk here, check it in the worker and normalize it here meanwhile; keep the accepted rows.
+
+    For a run's first chunk: the worker is still importing Great Expectations when it arrives, and the flow would
+    otherwise wait idle. Normalizing is per row, so normalizing the rows the checks then reject changes nothing for
+    the others; they are dropped here and quarantined from their prepared rows as usual.
+    """
+    started = time.perf_counter()
+    prepared, blank_rows = prepare_chunk(raw, plan.mapping, plan.default_source)
+    pending = worker.submit_check(prepared, now, tolerance, None if plan.columns_checked else plan.columns)
+    tick = time.perf_counter()
+    subs = intake.normalize_batch(prepared)
+    normalize_seconds = time.perf_counter() - tick
+    # This process needs Great Expectations too (the spam and score guards): the flow started importing it in a
+    # thread; finishing that here, while the worker checks, fills a wait instead of delaying Check Spam.
+    gx_context()
+    outcome, failed = pending.result()
+    if failed:
+        _raise_check_failure(outcome, failed, plan)
+    rejected = prepared[ROW_COLUMN].isin(list(outcome.row_reasons))
+    return CheckedBatch(prepared=prepared.loc[rejected], outcome=outcome, blank_rows=blank_rows,
+                        seconds=time.perf_counter() - started - normalize_seconds, rows=len(prepared),
+                        subs=subs.loc[~rejected.to_numpy()], normalize_seconds=normalize_seconds)
+
+
 @task(name="Check Lead Batch", **PRIVATE)
-def check_lead_batch(raw: pd.DataFrame, plan: IntakePlan, now: datetime, worker: ChunkWorker | None = None
-                     ) -> CheckedBatch:
-    """Prepare a raw chunk and validate it with the intake suites; stops on a batch-level failure."""
+def check_lead_batch(raw: pd.DataFrame, plan: IntakePlan, now: datetime, worker: ChunkWorker | None = None,
+                     normalize_here: bool = False) -> CheckedBatch:
+    """Prepare a raw chunk and validate it with the intake suites; stops on a batch-level failure.
+
+    With `normalize_here` (a run's first chunk, while the worker warms up) the worker runs the suites and this
+    task normalizes the chunk meanwhile; Normalize Leads then hands on the accepted rows.
+    """
     started = time.perf_counter()
     tolerance = pd.Timedelta(minutes=get_settings().future_tolerance_minutes)
-    if worker is not None:
+    if worker is not None and normalize_here:
+        checked = _check_there_normalize_here(raw, plan, now, tolerance, worker)
+    elif worker is not None:
         done = worker.check(raw, plan.mapping, plan.default_source, now, tolerance)
         if done.batch_failed:
-            raise_for_failures(done.outcome, hint="most rows are broken: check the column map and the file format")
+            raise_for_failures(done.outcome, hint=BROKEN_BATCH_HINT)
         checked = CheckedBatch(prepared=done.rejected, outcome=done.outcome, blank_rows=done.blank_rows,
                                seconds=time.perf_counter() - started, rows=done.rows, token=done.token)
     else:
         here = prepare_and_check(raw, plan.mapping, plan.default_source, now, tolerance)
         if here.batch_failed:
-            raise_for_failures(here.outcome, hint="most rows are broken: check the column map and the file format")
+            raise_for_failures(here.outcome, hint=BROKEN_BATCH_HINT)
         checked = CheckedBatch(prepared=here.prepared, outcome=here.outcome, blank_rows=here.blank_rows,
                                seconds=time.perf_counter() - started, rows=len(here.prepared))
     get_run_logger().info("Checked %d rows: %d rejected", checked.rows, len(checked.outcome.row_reasons))
@@ -121,6 +179,8 @@ def quarantine_rejected_rows(
 @task(name="Normalize Leads", **PRIVATE)
 def normalize_leads(checked: CheckedBatch, worker: ChunkWorker | None = None) -> NormalizedBatch:
     """Clean and type the accepted rows: emails, names, phones, domains, countries, consent, intent."""
+    if checked.subs is not None:
+        return NormalizedBatch(subs=checked.subs, seconds=checked.normalize_seconds)
     if checked.token is not None and worker is not None:
         subs, seconds = worker.normalize(checked.token)
         return NormalizedBatch(subs=subs, seconds=seconds)

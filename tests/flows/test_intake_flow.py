@@ -123,14 +123,27 @@ def test_column_map_export_with_semicolons_and_day_first_dates(crm):
         "quarantined"] + summary["blank_rows"]
 
 
-def test_missing_required_column_stops_the_run_with_a_typed_error(crm, tmp_path):
+def _early_worker(monkeypatch, early: bool) -> None:
+    """Make every file big enough for the check worker to start with the run (or never that early)."""
+    from leadflow.settings import get_settings
+
+    monkeypatch.setenv("LEADFLOW_CHECK_WORKER_MIN_BYTES", "0" if early else str(1 << 40))
+    get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("early", [False, True], ids=["checked-in-flow", "early-worker"])
+def test_missing_required_column_stops_the_run_with_a_typed_error(crm, tmp_path, monkeypatch, early):
+    # With an early worker the required-columns suite runs there, with the first chunk: same error, no lead.
+    _early_worker(monkeypatch, early)
     path = write_csv(tmp_path / "nocol.csv", [{"email": "a@b.com", "source": "web_form"}])
-    with pytest.raises(DataCheckError, match=r"submitted_at"):
+    with pytest.raises(DataCheckError, match=r"lead_intake.columns.*submitted_at.*no column for submitted_at"):
         lead_intake(path=path)
     assert crm.table_counts()["leads"] == 0
 
 
-def test_mostly_broken_batch_stops_instead_of_quarantining_everything(crm, tmp_path):
+@pytest.mark.parametrize("early", [False, True], ids=["checked-in-flow", "early-worker"])
+def test_mostly_broken_batch_stops_instead_of_quarantining_everything(crm, tmp_path, monkeypatch, early):
+    _early_worker(monkeypatch, early)
     rows = [lead(f"person number {i}") for i in range(30)]
     with pytest.raises(DataCheckError, match=r"expect_column_values_to_match_regex\(_email\)"):
         lead_intake(path=write_csv(tmp_path / "shifted.csv", rows))
@@ -171,6 +184,28 @@ def test_the_check_worker_gives_the_same_leads_as_checking_in_the_flow(crm, monk
     get_settings.cache_clear()
     lead_intake(path=str(SAMPLE_LEADS), chunk_size=100, qualify=False)
     assert started == [1]
+    assert snapshot(crm, skip=("intake_batches", "lead_events"), ignore=VOLATILE) == in_flow
+
+
+def test_an_early_worker_gives_the_same_leads_as_checking_in_the_flow(crm, monkeypatch):
+    # A big file's first chunk is normalized in the flow while the worker checks it; rejected rows are dropped after.
+    import tasks.intake as intake_tasks
+
+    _early_worker(monkeypatch, False)
+    monkeypatch.setenv("LEADFLOW_CHECK_WORKER", "false")
+    lead_intake(path=str(SAMPLE_LEADS), chunk_size=100, qualify=False)
+    in_flow = snapshot(crm, skip=("intake_batches", "lead_events"), ignore=VOLATILE)
+    with crm.begin() as conn:
+        for table in ("lead_events", "lead_submissions", "quarantine", "leads"):
+            conn.exec_driver_sql(f"DELETE FROM {table}")
+    split = []
+    original = intake_tasks._check_there_normalize_here
+    monkeypatch.setattr(intake_tasks, "_check_there_normalize_here",
+                        lambda *args: split.append(1) or original(*args))
+    monkeypatch.setenv("LEADFLOW_CHECK_WORKER", "true")
+    _early_worker(monkeypatch, True)
+    summary = lead_intake(path=str(SAMPLE_LEADS), chunk_size=100, qualify=False)
+    assert split == [1] and summary["quarantined"] > 0
     assert snapshot(crm, skip=("intake_batches", "lead_events"), ignore=VOLATILE) == in_flow
 
 

@@ -12,6 +12,7 @@ from leadflow.sources import (
     MALFORMED_COLUMN,
     ROW_COLUMN,
     LeadFileError,
+    input_size,
     inspect_lead_file,
     iter_lead_chunks,
     read_ahead,
@@ -171,3 +172,16 @@ def test_read_ahead_reads_one_item_ahead_and_stops_when_abandoned():
     ahead.close()
     # The item being handed out plus exactly one read ahead: an abandoned run reads no further.
     assert pulled == [0, 1]
+
+
+def test_input_size_in_bytes_or_none_when_the_store_cannot_tell(tmp_path):
+    import fsspec
+
+    (tmp_path / "leads.csv").write_text("email,source\nc@d.com,chat\n")
+    with fsspec.open("memory://sizes/leads.csv", "w") as handle:
+        handle.write("email\n")
+    assert input_size(str(tmp_path / "leads.csv")) == 26
+    assert input_size(f"file://{tmp_path / 'leads.csv'}") == 26
+    assert input_size("memory://sizes/leads.csv") == 6
+    assert input_size(str(tmp_path / "absent.csv")) is None
+    assert input_size("nosuchprotocol://bucket/leads.csv") is None
