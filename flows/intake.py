@@ -76,19 +76,19 @@ def lead_intake(
     # A big file gets its check worker now: it imports Great Expectations on the other core while this process
     # reads, prepares and normalizes the first chunk, instead of this process importing it first.
     worker = _early_worker(path) if path else None
-    if worker is not None:
-        # This process needs GX too, for the spam and score guards: its import (seconds of mostly Python) overlaps
-        # the first chunk's reading and normalizing, which spend much of their time in Arrow without the GIL.
-        threading.Thread(target=gx_context, name="leadflow-gx-import", daemon=True).start()
     try:
         plan = (inspect_lead_input(path, column_map, source_name, check_columns=worker is None) if path
                 else inbox_plan(source_name))
+        if worker is not None:
+            # This process needs GX too, for the spam and score guards: its import (seconds of mostly Python)
+            # overlaps the first chunk's reading and normalizing, which spend much of their time in Arrow.
+            threading.Thread(target=gx_context, name="leadflow-gx-import", daemon=True).start()
+        crm = store()
+        crm.start_batch(summary.batch_id, origin, source_name, current_flow_run_id(), utc_now())
     except BaseException:
         if worker is not None:
             worker.close()
         raise
-    crm = store()
-    crm.start_batch(summary.batch_id, origin, source_name, current_flow_run_id(), utc_now())
     try:
         chunks = iter(inbox) if inbox else read_ahead(iter_lead_chunks(plan.lead_file,
                                                                        chunk_size or get_settings().chunk_size))
@@ -140,7 +140,7 @@ def lead_intake(
 
 
 def _early_worker(path: str) -> ChunkWorker | None:
-    """A check worker started with the run, for a file big enough to have more than one chunk."""
+    """A check worker started with the run, for a file whose first chunk takes longer to check than it to start."""
     settings = get_settings()
     if not settings.check_worker or not ChunkWorker.available():
         return None

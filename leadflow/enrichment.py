@@ -383,6 +383,18 @@ def apply_details(leads: pd.DataFrame, results: DomainResults, provider: str | N
     return part.loc[:, list(DETAIL_OUTPUT)]
 
 
+def _same_kind(stored: pd.Series, changed: pd.Series) -> Any:
+    """The dtype both columns can share without losing a value, or None: equal dtypes, texts, or UTC times."""
+    if stored.dtype == changed.dtype:
+        return stored.dtype
+    if isinstance(stored.dtype, pd.StringDtype) and isinstance(changed.dtype, pd.StringDtype):
+        # The stored column's flavour of missing value (NaN for "str", NA for "string") is what readers expect.
+        return stored.dtype
+    if isinstance(stored.dtype, pd.DatetimeTZDtype) and isinstance(changed.dtype, pd.DatetimeTZDtype):
+        return pd.DatetimeTZDtype(unit="us", tz="UTC")
+    return None
+
+
 def merge_details(leads: pd.DataFrame, changed: pd.DataFrame) -> pd.DataFrame:
     """The leads with the rows `apply_details` changed swapped in (by id), whatever dtypes the database gave."""
     if changed.empty:
@@ -390,10 +402,11 @@ def merge_details(leads: pd.DataFrame, changed: pd.DataFrame) -> pd.DataFrame:
     out = leads.set_index("id")
     update = changed.set_index("id")
     for column in update.columns:
-        if column in out.columns and out[column].dtype == update[column].dtype:
-            # Same dtype: no detour through objects, which costs a Timestamp per row for a datetime column.
-            values = out[column].copy()
-            values.loc[update.index] = update[column]
+        kind = _same_kind(out[column], update[column]) if column in out.columns else None
+        if kind is not None:
+            # No detour through objects, which costs a Python object (a Timestamp, say) per lead.
+            values = out[column].astype(kind)
+            values.loc[update.index] = update[column].astype(kind)
         else:
             # Object columns take any value: a float64 column of NULLs and counts must accept an Int64 answer.
             values = out[column].astype(object) if column in out.columns else pd.Series(None, index=out.index,

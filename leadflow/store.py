@@ -71,8 +71,12 @@ def _bind_values(values: pd.Series, dialect: str) -> list[Any]:
         if dialect == "sqlite":
             # SQLAlchemy's SQLite DATETIME text format, so stored times compare correctly as strings.
             naive = values.dt.tz_convert("UTC").dt.tz_localize(None) if values.dt.tz else values
-            text = np.datetime_as_string(naive.to_numpy(dtype="datetime64[us]"), unit="us")
-            return [None if t == "NaT" else t.replace("T", " ") for t in text]
+            # Each distinct time is formatted once: many columns hold one stamp for the whole chunk (created_at).
+            codes, uniques = pd.factorize(naive.to_numpy(dtype="datetime64[us]"))
+            if not len(uniques):
+                return [None] * len(values)
+            text = np.char.replace(np.datetime_as_string(uniques, unit="us"), "T", " ").astype(object)
+            return np.append(text, None)[codes].tolist()
         return values.to_numpy(dtype=object, na_value=None).tolist()
     return values.to_numpy(dtype=object, na_value=None).tolist()
 

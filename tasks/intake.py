@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -54,12 +55,15 @@ def plan_intake(path: str, column_map: dict[str, str] | str | None, source_name:
                 check_columns: bool = True) -> IntakePlan:
     """Inspect an input and resolve its columns; raises when it cannot be read or lacks required columns.
 
-    `check_columns=False` leaves the required-columns suite to the first chunk's check (see `IntakePlan`).
+    `check_columns=False` leaves the required-columns suite to the first chunk's check (see `IntakePlan`), unless
+    a required column is plainly missing: then the suite runs here, so that such a file still fails before any read.
     """
     lead_file = inspect_lead_file(path)
     explicit = load_column_map(column_map) if isinstance(column_map, str) else column_map
     plan = IntakePlan(lead_file=lead_file, mapping=resolve_columns(lead_file.headers, explicit),
-                      default_source=source_name, columns_checked=check_columns)
+                      default_source=source_name)
+    check_columns = check_columns or bool(plan.missing_hint())
+    plan = dataclasses.replace(plan, columns_checked=check_columns)
     if check_columns:
         raise_for_failures(check_intake_columns(plan.columns), hint=plan.missing_hint())
     return plan
@@ -113,8 +117,8 @@ def _check_there_normalize_here(raw: pd.DataFrame, plan: IntakePlan, now: dateti
     """Prepare a chunk here, check it in the worker and normalize it here meanwhile; keep the accepted rows.
 
     For a run's first chunk: the worker is still importing Great Expectations when it arrives, and the flow would
-    otherwise wait idle. Normalizing is per row, so normalizing the rows the checks then reject changes nothing for
-    the others; they are dropped here and quarantined from their prepared rows as usual.
+    otherwise wait idle. Each row's clean values depend on that row alone, so normalizing the rows the checks then
+    reject changes nothing for the others; they are dropped here and quarantined from their prepared rows as usual.
     """
     started = time.perf_counter()
     prepared, blank_rows = prepare_chunk(raw, plan.mapping, plan.default_source)

@@ -286,8 +286,10 @@ def test_merge_details_swaps_in_changed_rows_by_id_whatever_the_dtypes():
     at = pd.Timestamp("2025-06-01 12:00", tz="UTC")
     leads = pd.DataFrame({
         "id": [1, 2, 3],
-        "enriched_at": pd.Series([pd.NaT, at, pd.NaT], dtype="datetime64[us, UTC]"),
+        # As leads are read back: seconds when every stored time is whole, "str" texts (NaN when missing).
+        "enriched_at": pd.Series([pd.NaT, at, pd.NaT], dtype="datetime64[s, UTC]"),
         "industry": pd.array(["Retail", None, None], dtype="string"),
+        "country": pd.Series(["DE", None, "FR"], dtype="str"),
         "employee_count": [float("nan")] * 3,
     })
     changed = pd.DataFrame({
@@ -295,6 +297,7 @@ def test_merge_details_swaps_in_changed_rows_by_id_whatever_the_dtypes():
         "enriched_at": pd.Series([at, at], dtype="datetime64[us, UTC]"),
         "industry": pd.array(["Software", None], dtype="string"),
         "employee_count": pd.array([250, None], dtype="Int64"),
+        "country": pd.array(["NL", None], dtype="string"),
         "enrichment_status": pd.array(["enriched", "not_found"], dtype="string"),
     })
     merged = en.merge_details(leads, changed).set_index("id")
@@ -302,6 +305,8 @@ def test_merge_details_swaps_in_changed_rows_by_id_whatever_the_dtypes():
     assert merged["enriched_at"].tolist() == [at, at, at]
     assert merged["industry"].dtype == "string"
     assert merged["industry"].tolist()[:2] == [pd.NA, pd.NA] and merged.loc[3, "industry"] == "Software"
+    assert merged["country"].dtype == "str" and merged.loc[3, "country"] == "NL"
+    assert pd.isna(merged.loc[1, "country"]) and pd.isna(merged.loc[2, "country"])
     assert merged.loc[1, "employee_count"] is None and pd.isna(merged.loc[2, "employee_count"])
     assert merged.loc[3, "employee_count"] == 250
     assert merged.loc[1, "enrichment_status"] == "not_found" and pd.isna(merged.loc[2, "enrichment_status"])

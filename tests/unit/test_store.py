@@ -13,7 +13,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import select
 
 from leadflow.schema import Base, Lead
-from leadflow.store import Store, is_transient_db_error, records
+from leadflow.store import Store, _bind_values, is_transient_db_error, records
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -173,3 +173,21 @@ def test_a_background_thread_checkpoints_the_wal_after_commits(tmp_path):
 def test_in_memory_and_postgresql_stores_have_no_checkpoint_thread():
     assert Store("sqlite://").checkpointer is None
     assert Store("postgresql://nobody@127.0.0.1:1/none").checkpointer is None
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (pd.Series([pd.Timestamp("2025-06-01 12:00:00.5", tz="UTC"), pd.NaT, pd.Timestamp("2025-06-01 12:00:00.5",
+                                                                                     tz="UTC")]),
+         ["2025-06-01 12:00:00.500000", None, "2025-06-01 12:00:00.500000"]),
+        (pd.Series([pd.Timestamp("2025-06-01 14:00", tz="Europe/Berlin")]), ["2025-06-01 12:00:00.000000"]),
+        (pd.Series([pd.Timestamp("2025-01-02 03:04:05.000006")] * 3), ["2025-01-02 03:04:05.000006"] * 3),
+        (pd.Series([pd.NaT, pd.NaT], dtype="datetime64[us, UTC]"), [None, None]),
+        (pd.Series(["a", None], dtype="string"), ["a", None]),
+        (pd.Series([1, None], dtype="Int64"), [1, None]),
+    ],
+    ids=["utc-with-nat", "berlin-to-utc", "one-stamp-for-all", "all-nat", "string", "nullable-int"],
+)
+def test_bind_values_on_sqlite_write_times_as_sqlalchemy_text_and_missing_as_none(values, expected):
+    assert _bind_values(values, "sqlite") == expected
