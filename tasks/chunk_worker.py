@@ -2,8 +2,9 @@
 
 Checking (Great Expectations) and normalizing are CPU-bound pandas work. In a worker thread they share the
 flow process's GIL with the database steps; in a process of their own they run on the second core. The
-process is started only once an input turns out to have a second chunk, so a small file or an inbox run never
-pays for it. It imports no Prefect: the task shells in `tasks/intake.py` stay the units the UI shows.
+process is started with the run for a big file (then it also checks the first chunk while the flow normalizes it),
+else only once an input turns out to have a second chunk, so a small file or an inbox run never pays for it. It
+imports no Prefect: the task shells in `tasks/intake.py` stay the units the UI shows.
 """
 
 from __future__ import annotations

@@ -42,7 +42,8 @@ class IntakePlan:
 
     def missing_hint(self) -> str:
         """What to tell the user when required columns are missing."""
-        missing = [c for c in REQUIRED_COLUMNS if c not in self.columns]
+        provided = self.columns
+        missing = [c for c in REQUIRED_COLUMNS if c not in provided]
         return f"no column for {', '.join(missing)}; pass a column map" if missing else ""
 
     def describe(self) -> str:
@@ -62,10 +63,10 @@ def plan_intake(path: str, column_map: dict[str, str] | str | None, source_name:
     explicit = load_column_map(column_map) if isinstance(column_map, str) else column_map
     plan = IntakePlan(lead_file=lead_file, mapping=resolve_columns(lead_file.headers, explicit),
                       default_source=source_name)
-    check_columns = check_columns or bool(plan.missing_hint())
-    plan = dataclasses.replace(plan, columns_checked=check_columns)
-    if check_columns:
-        raise_for_failures(check_intake_columns(plan.columns), hint=plan.missing_hint())
+    hint = plan.missing_hint()
+    if not check_columns and not hint:
+        return dataclasses.replace(plan, columns_checked=False)
+    raise_for_failures(check_intake_columns(plan.columns), hint=hint)
     return plan
 
 
