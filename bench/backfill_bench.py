@@ -25,11 +25,11 @@ CHILD = """
 import json, resource, sys, time
 from datetime import date
 from prefect.testing.utilities import prefect_test_harness
-from leadflow.store import get_store
+from leadflow.crm.store import get_store
 get_store().upgrade()
 from flows.backfill import lead_backfill
 from sqlalchemy import select
-from leadflow.backfill import LEDGER
+from leadflow.steps.backfill import LEDGER
 with prefect_test_harness(server_startup_timeout=120):
     t0 = time.perf_counter()
     try:
@@ -65,7 +65,7 @@ def _database(kind: str, pg_url: str | None) -> tuple[str, callable]:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    from leadflow.store import database_url
+    from leadflow.crm.store import database_url
 
     admin = create_engine(database_url(pg_url), isolation_level="AUTOCOMMIT")
     name = f"lf_bench_{uuid.uuid4().hex[:8]}"

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-# Mirrors leadflow.contract.CANONICAL_COLUMNS (a test keeps them equal); kept here so the generator runs
+# Mirrors leadflow.domain.contract.CANONICAL_COLUMNS (a test keeps them equal); kept here so the generator runs
 # without importing the ORM.
 CANONICAL_COLUMNS: tuple[str, ...] = (
     "email", "submitted_at", "source", "external_id", "first_name", "last_name", "phone", "job_title",

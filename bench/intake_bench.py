@@ -34,10 +34,11 @@ def run_core(path: str, chunk_size: int) -> dict:
 
     from data_checks.intake import check_intake_batch, check_intake_rows
     from data_checks.runner import raise_for_failures
-    from leadflow import intake, leads
-    from leadflow.enrichment import DomainResults, ReferenceTableProvider
-    from leadflow.sources import ROW_COLUMN, iter_lead_chunks
-    from leadflow.store import get_store
+    from leadflow.crm.store import get_store
+    from leadflow.domain import submissions as intake
+    from leadflow.io.enrichment import DomainResults, ReferenceTableProvider
+    from leadflow.io.sources import ROW_COLUMN, iter_lead_chunks
+    from leadflow.steps import intake as leads
     from tasks.common import utc_now
     from tasks.details import scoring_policy
     from tasks.intake import plan_intake
@@ -94,8 +95,8 @@ def load_reference_firmographics() -> int:
     """Reference data: demo reps and accounts, and firmographics for 70% of the generated market's companies."""
     from generate import market_firmographics
 
-    from leadflow import reference
-    from leadflow.store import get_store
+    from leadflow.crm import reference
+    from leadflow.crm.store import get_store
     from tasks.common import utc_now
 
     store = get_store()
@@ -108,7 +109,7 @@ def load_reference_firmographics() -> int:
 
 def child(mode: str, path: str, chunk_size: int) -> None:
     """Run one measurement inside a fresh process and print it as JSON."""
-    from leadflow.store import get_store
+    from leadflow.crm.store import get_store
 
     get_store().upgrade()
     load_reference_firmographics()

@@ -37,8 +37,8 @@ def prepare(csv: Path, db: Path, extra_reps: int) -> dict:
     os.environ["LEADFLOW_DATABASE_URL"] = f"sqlite:///{db}"
     from intake_bench import run_core
 
-    from leadflow import reference
-    from leadflow.store import get_store
+    from leadflow.crm import reference
+    from leadflow.crm.store import get_store
 
     store = get_store()
     store.upgrade()
@@ -67,9 +67,9 @@ def child(mode: str) -> None:
     """One measurement in a fresh process: qualify every lead of the database."""
     from datetime import UTC, datetime
 
-    from leadflow.qualification import load_qualification_policy
-    from leadflow.qualify_store import resolve_lead_ids, run_qualification
-    from leadflow.store import get_store
+    from leadflow.crm.store import get_store
+    from leadflow.domain.qualification import load_qualification_policy
+    from leadflow.steps.qualification import resolve_lead_ids, run_qualification
 
     store = get_store()
     ids = resolve_lead_ids(store, all_unqualified=True)

@@ -66,7 +66,7 @@ def _text(times: np.ndarray) -> list[str]:
 
 def generate(path: Path, n_leads: int, months: int, last_month: str, seed: int = 6) -> dict:
     """Write a migrated SQLite CRM with n_leads leads spread over `months` months ending with last_month."""
-    from leadflow.store import Store
+    from leadflow.crm.store import Store
 
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
@@ -158,7 +158,7 @@ def generate(path: Path, n_leads: int, months: int, last_month: str, seed: int =
 def run_core(month: str) -> dict:
     """The functions the flow's tasks call, in order, without Prefect; seconds per step."""
     from data_checks.report import check_monthly_report
-    from leadflow import report as rpt
+    from leadflow.domain import reports as rpt
     from tasks import report as tr
 
     steps: dict[str, float] = {}

@@ -66,7 +66,7 @@ def build(path: Path, leads: int) -> float:
     """Create and fill the benchmark CRM; returns seconds."""
     from sqlalchemy import text
 
-    from leadflow.store import Store
+    from leadflow.crm.store import Store
 
     started = time.perf_counter()
     store = Store(f"sqlite:///{path}")
@@ -83,8 +83,8 @@ def child(path: str, batch_size: int) -> None:
     """One measured run: import, sweep, purge; prints JSON."""
     from datetime import UTC, datetime, timedelta
 
-    from leadflow import cleanup
-    from leadflow.store import Store
+    from leadflow.crm.store import Store
+    from leadflow.steps import spam as cleanup
 
     store = Store(f"sqlite:///{path}")
     policy = cleanup.load_spam_policy()

@@ -51,7 +51,7 @@ def _breakdown(api: Any, crm: Any, inbox_id: int, event_id: str | None, submitte
     """
     from sqlalchemy import select
 
-    from leadflow.schema import IntakeBatch, LeadInboxRow
+    from leadflow.crm.schema import IntakeBatch, LeadInboxRow
 
     rows, batches = LeadInboxRow.__table__, IntakeBatch.__table__
     with crm.engine.connect() as conn:
@@ -94,7 +94,7 @@ def _why_no_alert(api: Any, crm: Any, inbox_id: int, email: str) -> str:
     """What the CRM and the Prefect API say about a lead that got no rep alert in time."""
     from sqlalchemy import select
 
-    from leadflow.schema import CrmTask, IntakeBatch, Lead, LeadInboxRow, OutboxMessage
+    from leadflow.crm.schema import CrmTask, IntakeBatch, Lead, LeadInboxRow, OutboxMessage
 
     rows, leads, outbox, tasks = (LeadInboxRow.__table__, Lead.__table__, OutboxMessage.__table__,
                                   CrmTask.__table__)
@@ -149,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     import httpx
     from sqlalchemy import select
 
-    from leadflow import inbox, reference
-    from leadflow.schema import Lead, OutboxMessage
-    from leadflow.store import get_store
+    from leadflow.crm import inbox, reference
+    from leadflow.crm.schema import Lead, OutboxMessage
+    from leadflow.crm.store import get_store
 
     crm = get_store()
     crm.upgrade()

@@ -8,8 +8,8 @@ from typing import Any
 import pandas as pd
 
 from data_checks.runner import REASON, CheckOutcome, gx_context, run_suite
-from leadflow.contract import FIELD_LIMITS, REQUIRED_COLUMNS, ReasonCode
-from leadflow.normalize import EMAIL_PATTERN
+from leadflow.domain.contract import FIELD_LIMITS, REQUIRED_COLUMNS, ReasonCode
+from leadflow.domain.normalize import EMAIL_PATTERN
 
 MIN_ROWS_FOR_RATIOS = 20
 # A reason that another one already explains is dropped, so each row says why it failed once.

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 
 from data_checks.runner import ROW_ID, raise_for_failures, run_suite
-from leadflow.matching import BANDS
-from leadflow.qualification import ITEMS, PRIORITIES, QualificationPolicy
+from leadflow.domain.accounts import BANDS
+from leadflow.domain.qualification import ITEMS, PRIORITIES, QualificationPolicy
 
 STATUSES = ("met", "not_met", "unknown")
 

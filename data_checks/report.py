@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 
 from data_checks.runner import ROW_ID, CheckOutcome, DataCheckError, gx_context, run_suite
-from leadflow.report import COUNT_COLUMNS, MonthlyReport, reconcile
+from leadflow.domain.reports import COUNT_COLUMNS, MonthlyReport, reconcile
 
 SUITE = "monthly_report"
 

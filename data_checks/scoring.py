@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 
 from data_checks.runner import ROW_ID, raise_for_failures, run_suite
-from leadflow.scoring import TIERS, ScoringPolicy
+from leadflow.domain.scoring import TIERS, ScoringPolicy
 
 
 def scores_suite(policy: ScoringPolicy) -> Any:

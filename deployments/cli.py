@@ -32,8 +32,8 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from sqlalchemy.exc import SQLAlchemyError
 
     from data_checks.runner import DataCheckError
-    from leadflow.contract import ColumnMapError
-    from leadflow.sources import LeadFileError
+    from leadflow.domain.contract import ColumnMapError
+    from leadflow.io.sources import LeadFileError
 
     return (LeadFileError, ColumnMapError, DataCheckError, SQLAlchemyError)
 
@@ -44,7 +44,7 @@ def _one_line(error: BaseException) -> str:
 
 
 def _store():
-    from leadflow.store import get_store
+    from leadflow.crm.store import get_store
 
     return get_store()
 
@@ -63,7 +63,7 @@ def db_upgrade() -> None:
 def run_intake(path: str, source_name: str | None, column_map: str | None, chunk_size: int | None) -> dict[str, Any]:
     """Check the input up front (one-line errors), then run the lead-intake flow on it."""
     from flows.intake import lead_intake
-    from leadflow.contract import load_column_map
+    from leadflow.domain.contract import load_column_map
     from tasks.intake import plan_intake
 
     mapping = load_column_map(column_map) if column_map else None
@@ -81,7 +81,7 @@ def intake(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run the lead-intake flow on one file and print its summary."""
-    from leadflow.summary import IntakeSummary
+    from leadflow.domain.summary import IntakeSummary
 
     try:
         result = run_intake(path, source_name, column_map, chunk_size)
@@ -102,7 +102,7 @@ def firmographics_load(
     """(Re)load the firmographics reference table that the default enrichment provider reads."""
     from datetime import UTC, datetime
 
-    from leadflow.enrichment import load_firmographics
+    from leadflow.io.enrichment import load_firmographics
 
     try:
         store = _store()
@@ -121,7 +121,7 @@ def firmographics_load(
 
 @app.command("rescore")
 def rescore(
-    policy: Annotated[str | None, typer.Option(help="Policy name in leadflow/policies/ or a JSON file.")] = None,
+    policy: Annotated[str | None, typer.Option(help="Policy name in leadflow/config/policies/ or a JSON file.")] = None,
     as_of: Annotated[str | None, typer.Option(help="ISO time recency is measured from (default: now).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
@@ -129,7 +129,7 @@ def rescore(
     from datetime import datetime
 
     from flows.rescore import lead_rescore
-    from leadflow.policy import PolicyError
+    from leadflow.config.policy import PolicyError
     from tasks.details import scoring_policy
 
     try:
@@ -165,7 +165,7 @@ def report(
 
     from data_checks.runner import DataCheckError
     from flows.monthly_report import monthly_report
-    from leadflow.report import ReconciliationError, month_bounds
+    from leadflow.domain.reports import ReconciliationError, month_bounds
 
     if fmt not in REPORT_FORMATS:
         _fail(f"unknown format {fmt!r}; expected one of {', '.join(REPORT_FORMATS)}")
@@ -186,7 +186,7 @@ def report(
 
 
 def _status_output(result: Any, as_json: bool) -> None:
-    from leadflow.spam import mask_email
+    from leadflow.domain.spam import mask_email
 
     summary = result.as_dict(mask_email)
     if as_json:
@@ -209,7 +209,7 @@ def lead_status(
     """Change one lead's status; the change is recorded as a status_changed event."""
     from datetime import UTC, datetime
 
-    from leadflow.status import set_status
+    from leadflow.crm.status import set_status
 
     try:
         store = _store()
@@ -233,7 +233,7 @@ def lead_import_status(
 
     import pandas as pd
 
-    from leadflow.status import StatusFileError, import_status_file
+    from leadflow.crm.status import StatusFileError, import_status_file
 
     try:
         store = _store()
@@ -260,8 +260,8 @@ def spam_cleanup_command(
 ) -> None:
     """Run the spam-cleanup flow: flag spam among recent leads, purge spam past retention."""
     from flows.spam_cleanup import spam_cleanup
-    from leadflow.cleanup import SpamCleanupError, load_spam_policy, parse_since
-    from leadflow.policy import PolicyError
+    from leadflow.config.policy import PolicyError
+    from leadflow.steps.spam import SpamCleanupError, load_spam_policy, parse_since
     from tasks.common import utc_now
 
     try:
@@ -295,7 +295,7 @@ def spam_restore(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Bring spam-flagged leads back with their status, tasks and messages; they are never flagged again."""
-    from leadflow.cleanup import SpamCleanupError, restore_spam
+    from leadflow.steps.spam import SpamCleanupError, restore_spam
     from tasks.common import utc_now
 
     try:
@@ -323,8 +323,7 @@ def submit(
     """Insert one lead into lead_inbox and emit `leadflow.lead.submitted` so continuous intake takes it at once."""
     from pathlib import Path
 
-    from leadflow import inbox
-
+    from leadflow.crm import inbox
     try:
         text = Path(file).read_text(encoding="utf-8") if file else lead_json
         if not text:
@@ -392,8 +391,8 @@ def backfill(
     from datetime import date
 
     from flows.backfill import lead_backfill
-    from leadflow import backfill as bf
-    from leadflow.contract import load_column_map
+    from leadflow.domain.contract import load_column_map
+    from leadflow.steps import backfill as bf
 
     try:
         first, last = date.fromisoformat(start), date.fromisoformat(end)
@@ -426,14 +425,14 @@ def qualify(
     all_unqualified: Annotated[bool, typer.Option("--all-unqualified", help="Every lead never qualified.")] = False,
     replay: Annotated[bool, typer.Option(help="History replay: no messages, tasks recorded as historical.")] = False,
     deliver: Annotated[bool, typer.Option(help="Send the queued messages at the end.")] = True,
-    policy: Annotated[str | None, typer.Option(help="Policy name in leadflow/policies/ or a JSON file.")] = None,
+    policy: Annotated[str | None, typer.Option(help="Policy name in leadflow/config/policies/ or a JSON file.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run lead-qualification on leads by email, or on every lead that was never qualified."""
     from flows.qualification import lead_qualification
-    from leadflow.policy import PolicyError
-    from leadflow.qualification import load_qualification_policy
-    from leadflow.qualify_store import resolve_lead_ids
+    from leadflow.config.policy import PolicyError
+    from leadflow.domain.qualification import load_qualification_policy
+    from leadflow.steps.qualification import resolve_lead_ids
 
     if not emails and not all_unqualified:
         _fail("name lead emails or pass --all-unqualified")
@@ -471,8 +470,8 @@ def matches_review(
     as_json: Annotated[bool, typer.Option("--json", help="Print the queue as JSON.")] = False,
 ) -> None:
     """List leads waiting for a person to confirm or reject their company's closest account (emails masked)."""
-    from leadflow.review import review_queue
-    from leadflow.spam import mask_email
+    from leadflow.crm.review import review_queue
+    from leadflow.domain.spam import mask_email
 
     try:
         store = _store()
@@ -498,8 +497,8 @@ def matches_review(
 def _resolve(lead_id: int, account_id: int | None, new_account: bool, reviewer: str | None, as_json: bool) -> None:
     from datetime import UTC, datetime
 
-    from leadflow.policy import PolicyError
-    from leadflow.review import ReviewError, resolve_match
+    from leadflow.config.policy import PolicyError
+    from leadflow.crm.review import ReviewError, resolve_match
 
     try:
         store = _store()
@@ -564,9 +563,9 @@ def demo() -> None:
     """Migrate the embedded database, load reference data, run intake on the bundled messy samples."""
     from datetime import UTC, datetime
 
-    from leadflow import reference
-    from leadflow.enrichment import SAMPLE_FIRMOGRAPHICS, load_firmographics
-    from leadflow.summary import IntakeSummary
+    from leadflow.crm import reference
+    from leadflow.domain.summary import IntakeSummary
+    from leadflow.io.enrichment import SAMPLE_FIRMOGRAPHICS, load_firmographics
 
     store = _store()
     typer.echo(f"CRM database: {store}")

@@ -98,7 +98,7 @@ def deployment_options(config: dict[str, Any], timezone: str) -> dict[str, Any]:
 
 def build_deployments(project: dict[str, Any] | None = None, timezone: str | None = None) -> list[Any]:
     """RunnerDeployments for every deployment in prefect.yaml, ready for prefect.serve."""
-    from leadflow.settings import get_settings
+    from leadflow.config.settings import get_settings
 
     project = project or load_project()
     timezone = timezone or get_settings().timezone
@@ -137,7 +137,7 @@ def serve_all(limit: int | None = None, project_file: Path = PREFECT_YAML) -> No
     from prefect.logging import get_logger
     from prefect.runner import Runner
 
-    from leadflow.settings import get_settings
+    from leadflow.config.settings import get_settings
 
     project = load_project(project_file)
     timezone = get_settings().timezone

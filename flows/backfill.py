@@ -13,8 +13,8 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.hooks import notify_ops_on_failure
-from leadflow import backfill as bf
-from leadflow.settings import get_settings
+from leadflow.config.settings import get_settings
+from leadflow.steps import backfill as bf
 from tasks.backfill import (
     BackfillPlan,
     WindowResult,
@@ -240,7 +240,7 @@ def _batch_summary(flow_run_id: str) -> dict[str, Any]:
     """What a file-import run did, from the intake batch it recorded (results of remote runs are not kept)."""
     from sqlalchemy import select
 
-    from leadflow.store import BATCHES
+    from leadflow.crm.store import BATCHES
 
     with _store().engine.connect() as conn:
         row = conn.execute(select(BATCHES.c.summary).where(BATCHES.c.flow_run_id == flow_run_id)).first()

@@ -7,8 +7,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from leadflow.schema import OutboxMessage
-from leadflow.settings import get_settings
+from leadflow.config.settings import get_settings
+from leadflow.crm.schema import OutboxMessage
 
 OUTBOX = OutboxMessage.__table__
 # Error messages may quote an input row: never let an address reach an alert or a log.
@@ -18,7 +18,7 @@ logger = logging.getLogger("leadflow.ops")
 
 def mask_addresses(text: str) -> str:
     """The text with every e-mail address in it masked."""
-    from leadflow.spam import mask_email
+    from leadflow.domain.spam import mask_email
 
     return _EMAIL.sub(lambda m: mask_email(m.group(0)), text)
 
@@ -47,7 +47,7 @@ def notify_ops_on_failure(flow: Any, flow_run: Any, state: Any) -> None:
     row = ops_alert(flow.name, flow_run.name, str(flow_run.id), state.name or "Failed", state.message)
     logger.error("ALERT %s", row["body"])
     try:
-        from leadflow.store import get_store
+        from leadflow.crm.store import get_store
 
         crm = get_store()
         with crm.begin() as conn:
@@ -64,8 +64,8 @@ def release_inbox_claims(flow: Any, flow_run: Any, state: Any) -> None:
     this hook for it, so its leads are taken by the next run instead of waiting out the 15-minute claim timeout.
     """
     try:
-        from leadflow.inbox import release_run_claims
-        from leadflow.store import get_store
+        from leadflow.crm.inbox import release_run_claims
+        from leadflow.crm.store import get_store
 
         released = release_run_claims(get_store(), str(flow_run.id))
     except Exception as exc:

@@ -16,12 +16,12 @@ from prefect.utilities.annotations import opaque, quote
 from data_checks.runner import gx_context
 from flows.hooks import notify_ops_on_failure, release_inbox_claims
 from flows.qualification import lead_qualification
-from leadflow.enrichment import DomainResults
-from leadflow.inbox import INBOX_ORIGIN
-from leadflow.settings import get_settings
-from leadflow.sources import input_size, iter_lead_chunks, read_ahead
-from leadflow.summary import IntakeSummary
-from tasks.chunk_worker import ChunkWorker
+from leadflow.config.settings import get_settings
+from leadflow.crm.inbox import INBOX_ORIGIN
+from leadflow.domain.summary import IntakeSummary
+from leadflow.io.enrichment import DomainResults
+from leadflow.io.sources import input_size, iter_lead_chunks, read_ahead
+from leadflow.steps.chunk_worker import ChunkWorker
 from tasks.common import current_flow_run_id, store, utc_now
 from tasks.details import calculate_lead_score, retrieve_lead_details
 from tasks.inbox import InboxReader, inbox_plan

@@ -12,9 +12,9 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.hooks import notify_ops_on_failure
-from leadflow import report as rpt
-from leadflow.report_render import FORMATS
-from leadflow.settings import get_settings
+from leadflow.config.settings import get_settings
+from leadflow.domain import reports as rpt
+from leadflow.io.report_files import FORMATS
 from tasks.report import (
     aggregate_monthly_lead_volume,
     check_report,

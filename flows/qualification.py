@@ -10,10 +10,10 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
-from leadflow import qualify_store
-from leadflow.qualification import QualificationPolicy, load_qualification_policy
-from leadflow.qualify_store import QualificationSummary, add, summary_of
-from leadflow.settings import get_settings
+from leadflow.config.settings import get_settings
+from leadflow.domain.qualification import QualificationPolicy, load_qualification_policy
+from leadflow.steps import qualification as qualify_store
+from leadflow.steps.qualification import QualificationSummary, add, summary_of
 from tasks.common import store, utc_now
 from tasks.delivery import deliver_outbox
 from tasks.qualification import (
@@ -58,7 +58,7 @@ def lead_qualification(
         emails: Leads to qualify, by email (for example to requalify some after a policy change).
         replay: History being replayed: no messages at all; assignments and tasks are recorded as historical.
         deliver: Send the queued messages at the end of the run (else the next outbox-delivery run does).
-        policy: Qualification policy name in leadflow/policies/ or a JSON path (default: qualification).
+        policy: Qualification policy name in leadflow/config/policies/ or a JSON path (default: qualification).
     """
     started = time.perf_counter()
     rules = load_qualification_policy(policy or "qualification")

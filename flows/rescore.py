@@ -10,8 +10,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from flows.hooks import notify_ops_on_failure
-from leadflow.leads import ScoreResult
-from leadflow.settings import get_settings
+from leadflow.config.settings import get_settings
+from leadflow.steps.intake import ScoreResult
 from tasks.common import store, utc_now
 from tasks.details import calculate_lead_score, load_leads_to_score, scoring_policy
 
@@ -27,7 +27,7 @@ def lead_rescore(policy: str | None = None, as_of: datetime | None = None, page_
     """Re-score all leads page by page; only changed scores are written, each with a `lead_rescored` event.
 
     Args:
-        policy: Scoring policy name in leadflow/policies/ or a JSON file path (default: LEADFLOW_SCORING_POLICY).
+        policy: Scoring policy name in leadflow/config/policies/ or a JSON file path (default: LEADFLOW_SCORING_POLICY).
         as_of: Time that recency decay is measured from (default: now); fix it to reproduce a run exactly.
         page_size: Leads per page; memory follows this.
     """

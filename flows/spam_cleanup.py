@@ -9,7 +9,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows.hooks import notify_ops_on_failure
-from leadflow import cleanup
+from leadflow.steps import spam as cleanup
 from tasks.common import store, utc_now
 from tasks.spam import cleanup_spam_leads, publish_spam_summary, purge_expired_spam_leads
 

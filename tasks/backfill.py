@@ -12,7 +12,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-from leadflow import backfill as bf
+from leadflow.steps import backfill as bf
 from tasks.common import PRIVATE, current_flow_run_id, store, utc_now
 
 DEFAULT_WORK_DIR = Path("leadflow-output/backfill")

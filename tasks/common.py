@@ -8,7 +8,7 @@ from typing import Any
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from leadflow.store import Store, get_store, is_transient_db_error
+from leadflow.crm.store import Store, get_store, is_transient_db_error
 
 # Lead frames hold personal data: never cache or persist them to the result store.
 # Tasks carry no tags on purpose: Prefect 3.8 checks tag concurrency limits with an API call per task run, which
@@ -28,8 +28,8 @@ def retry_on_db_contention(task: Any, task_run: Any, state: Any) -> bool:
 def retry_on_transient_io(task: Any, task_run: Any, state: Any) -> bool:
     """Retry reading an input only when the failure may pass (a remote store hiccup), never on a bad file."""
     from data_checks.runner import DataCheckError
-    from leadflow.contract import ColumnMapError
-    from leadflow.sources import LeadFileError
+    from leadflow.domain.contract import ColumnMapError
+    from leadflow.io.sources import LeadFileError
 
     try:
         error = state.result(raise_on_failure=False)

@@ -7,9 +7,9 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
-from leadflow.delivery import DeliveryConfig, DeliveryResult, deliver_pending
-from leadflow.settings import get_settings
-from leadflow.sla import SlaWatchResult, notify_sla_breaches
+from leadflow.config.settings import get_settings
+from leadflow.io.senders import DeliveryConfig, DeliveryResult, deliver_pending
+from leadflow.steps.sla import SlaWatchResult, notify_sla_breaches
 from tasks.common import DB_TASK, store, utc_now
 
 

@@ -12,11 +12,11 @@ import pandas as pd
 from prefect import get_run_logger, task
 
 from data_checks.scoring import guard_scores
-from leadflow import enrichment as en
-from leadflow import leads
-from leadflow.policy import load_policy
-from leadflow.scoring import ScoringPolicy
-from leadflow.settings import get_settings
+from leadflow.config.policy import load_policy
+from leadflow.config.settings import get_settings
+from leadflow.domain.scoring import ScoringPolicy
+from leadflow.io import enrichment as en
+from leadflow.steps import intake as leads
 from tasks.common import DB_TASK, PRIVATE, current_flow_run_id, store
 
 
@@ -40,7 +40,7 @@ def provider() -> en.Provider | None:
 
 def _retry_enrichment(task: Any, task_run: Any, state: Any) -> bool:
     """Retry a lookup only when trying again may help: 429, 5xx, timeouts, refused connections, DB contention."""
-    from leadflow.store import is_transient_db_error
+    from leadflow.crm.store import is_transient_db_error
 
     try:
         error = state.result(raise_on_failure=False)

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pandas as pd
 from prefect import get_run_logger, task
 
-from leadflow import inbox
-from leadflow.contract import CANONICAL_COLUMNS, resolve_columns
-from leadflow.sources import MALFORMED_COLUMN, ROW_COLUMN, LeadFile
+from leadflow.crm import inbox
+from leadflow.domain.contract import CANONICAL_COLUMNS, resolve_columns
+from leadflow.io.sources import MALFORMED_COLUMN, ROW_COLUMN, LeadFile
 from tasks.common import DB_TASK, current_flow_run_id, store, utc_now
 from tasks.intake import IntakePlan
 

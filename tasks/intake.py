@@ -12,11 +12,12 @@ from prefect import get_run_logger, task
 
 from data_checks.intake import check_intake_columns
 from data_checks.runner import CheckOutcome, gx_context, raise_for_failures
-from leadflow import intake, leads
-from leadflow.contract import REQUIRED_COLUMNS, load_column_map, resolve_columns
-from leadflow.settings import get_settings
-from leadflow.sources import ROW_COLUMN, LeadFile, inspect_lead_file
-from tasks.chunk_worker import COLUMNS_FAILED, ChunkWorker, prepare_and_check, prepare_chunk
+from leadflow.config.settings import get_settings
+from leadflow.domain import submissions as intake
+from leadflow.domain.contract import REQUIRED_COLUMNS, load_column_map, resolve_columns
+from leadflow.io.sources import ROW_COLUMN, LeadFile, inspect_lead_file
+from leadflow.steps import intake as leads
+from leadflow.steps.chunk_worker import COLUMNS_FAILED, ChunkWorker, prepare_and_check, prepare_chunk
 from tasks.common import DB_TASK, PRIVATE, current_flow_run_id, retry_on_transient_io, store
 
 # A chunk that stored this many submissions changed the tables enough to refresh PostgreSQL's statistics.

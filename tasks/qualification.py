@@ -9,10 +9,12 @@ import pandas as pd
 from prefect import get_run_logger, task
 
 from data_checks.qualification import guard_qualification
-from leadflow import matching, qualification, qualify_store
-from leadflow.qualification import QualificationPolicy
-from leadflow.qualify_store import AccountResult, AssignmentResult, CapacityConflict, LeadLinks, Qualified
-from leadflow.settings import get_settings
+from leadflow.config.settings import get_settings
+from leadflow.domain import accounts as matching
+from leadflow.domain import qualification
+from leadflow.domain.qualification import QualificationPolicy
+from leadflow.steps import qualification as qualify_store
+from leadflow.steps.qualification import AccountResult, AssignmentResult, CapacityConflict, LeadLinks, Qualified
 from tasks.common import DB_TASK, PRIVATE, current_flow_run_id, retry_on_db_contention, store
 
 

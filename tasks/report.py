@@ -11,9 +11,10 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from data_checks.report import check_monthly_report
-from leadflow import report as rpt
-from leadflow import report_render, report_store
-from leadflow.settings import get_settings
+from leadflow.config.settings import get_settings
+from leadflow.crm import reports as report_store
+from leadflow.domain import reports as rpt
+from leadflow.io import report_files as report_render
 from tasks.common import DB_TASK, PRIVATE, current_flow_run_id, store
 
 HISTORY_MONTHS = 12
@@ -110,7 +111,7 @@ def notify_manager(report: rpt.MonthlyReport, files: dict[str, list[str]]) -> st
     """Queue the manager's notice in the outbox (one per month); a re-run refreshes it only while unsent."""
     from sqlalchemy import bindparam
 
-    from leadflow.schema import OutboxMessage
+    from leadflow.crm.schema import OutboxMessage
 
     settings = get_settings()
     recipient = settings.manager_alert_urls.get_secret_value() if settings.manager_alert_urls else "unconfigured"

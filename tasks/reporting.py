@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from leadflow.summary import IntakeSummary
+from leadflow.domain.summary import IntakeSummary
 
 
 @task(name="Publish Intake Summary")

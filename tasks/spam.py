@@ -10,8 +10,8 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from data_checks.spam import guard_spam_flags
-from leadflow import cleanup
-from leadflow.spam import SpamPolicy
+from leadflow.domain.spam import SpamPolicy
+from leadflow.steps import spam as cleanup
 from tasks.common import DB_TASK, current_flow_run_id, store
 
 

@@ -17,9 +17,9 @@ import pytest  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from leadflow import store as store_module  # noqa: E402
-from leadflow.settings import get_settings  # noqa: E402
-from leadflow.store import Base, Store, database_url  # noqa: E402
+from leadflow.config.settings import get_settings  # noqa: E402
+from leadflow.crm import store as store_module  # noqa: E402
+from leadflow.crm.store import Base, Store, database_url  # noqa: E402
 
 PG_URL = os.environ.get("LEADFLOW_TEST_PG_URL")
 REQUIRE_PG = os.environ.get("LEADFLOW_REQUIRE_PG") == "1"

@@ -8,8 +8,8 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import select
 
-from leadflow.schema import Base
-from leadflow.store import Store
+from leadflow.crm.schema import Base
+from leadflow.crm.store import Store
 
 # Columns that name a run or a moment of processing rather than what was learned about a lead.
 VOLATILE = frozenset({"id", "lead_id", "created_at", "updated_at", "received_at", "occurred_at", "batch_id",
@@ -45,8 +45,8 @@ def lenient_spam_policy(folder: Path) -> str:
     """A spam policy file as before today's lists: only known-bad addresses are flagged (for nightly-sweep tests)."""
     import json
 
-    from leadflow.policy import POLICY_DIR
-    from leadflow.spam import REASON_CODES
+    from leadflow.config.policy import POLICY_DIR
+    from leadflow.domain.spam import REASON_CODES
 
     data = json.loads((POLICY_DIR / "spam.json").read_text(encoding="utf-8"))
     data["rules"] = {code: code == "known_bad_address" for code in REASON_CODES}

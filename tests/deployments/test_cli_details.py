@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from deployments.cli import app
-from leadflow.enrichment import SAMPLE_FIRMOGRAPHICS
+from leadflow.io.enrichment import SAMPLE_FIRMOGRAPHICS
 from tests.helpers import lead, write_csv
 
 runner = CliRunner()

@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from deployments.cli import app
 from flows.intake import lead_intake
-from leadflow import reference
-from leadflow.settings import get_settings
+from leadflow.config.settings import get_settings
+from leadflow.crm import reference
 from tests.helpers import lead, write_csv
 
 runner = CliRunner()

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from deployments.cli import app
-from leadflow.schema import Lead, LeadEvent
+from leadflow.crm.schema import Lead, LeadEvent
 from tests.helpers import lead, write_csv
 
 runner = CliRunner()
@@ -19,7 +19,7 @@ runner = CliRunner()
 @pytest.fixture
 def reports(tmp_path, monkeypatch):
     """Report files go to a temporary folder."""
-    from leadflow.settings import get_settings
+    from leadflow.config.settings import get_settings
 
     monkeypatch.setenv("LEADFLOW_REPORT_DIR", str(tmp_path / "reports"))
     get_settings.cache_clear()

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from deployments.cli import app
 from flows.intake import lead_intake
-from leadflow import reference
-from leadflow.schema import Account, Lead, LeadEvent
+from leadflow.crm import reference
+from leadflow.crm.schema import Account, Lead, LeadEvent
 from tests.helpers import lead, write_csv
 
 runner = CliRunner()

@@ -10,8 +10,8 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from deployments.cli import app
-from leadflow.schema import Lead
-from leadflow.settings import get_settings
+from leadflow.config.settings import get_settings
+from leadflow.crm.schema import Lead
 from tests.helpers import lead, lenient_spam_policy, write_csv
 
 runner = CliRunner()

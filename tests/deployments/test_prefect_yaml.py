@@ -17,8 +17,8 @@ from deployments.serve import (
     load_project,
     validate_project,
 )
-from leadflow.inbox import INBOX_RESOURCE_ID, SUBMITTED_EVENT
-from leadflow.settings import Settings
+from leadflow.config.settings import Settings
+from leadflow.crm.inbox import INBOX_RESOURCE_ID, SUBMITTED_EVENT
 
 EXPECTED = {
     "lead-intake/continuous",
@@ -94,7 +94,7 @@ def test_concurrency_lets_intake_overlap_but_not_backfills(project):
 
 
 def test_served_cron_schedules_follow_the_time_zone_setting(project, monkeypatch):
-    from leadflow.settings import get_settings
+    from leadflow.config.settings import get_settings
 
     monkeypatch.setenv("LEADFLOW_TIMEZONE", "Europe/Berlin")
     get_settings.cache_clear()

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from leadflow import report_render as rr
+from leadflow.io import report_files as rr
 from tests.unit.test_report_render import build_report
 
 WIDTH, HEIGHT = 1000, 1400

@@ -11,7 +11,7 @@ from prefect.settings import PREFECT_RUNNER_POLL_FREQUENCY, temporary_settings
 
 from deployments import serve
 from flows.intake import lead_intake
-from leadflow.inbox import pending_count, submit_lead
+from leadflow.crm.inbox import pending_count, submit_lead
 
 
 def test_served_runs_are_polled_for_every_second_unless_prefect_is_told_otherwise():

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import func, select
 
 from flows.backfill import lead_backfill
-from leadflow.backfill import LEDGER
-from leadflow.schema import LeadSubmission, QuarantineRecord
+from leadflow.crm.schema import LeadSubmission, QuarantineRecord
+from leadflow.steps.backfill import LEDGER
 from tests.helpers import VOLATILE, lead, snapshot, write_csv
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,7 +112,7 @@ def _wipe(crm) -> None:
     """Empty every table and restart ids (leads and tasks name account ids, so both runs must count alike)."""
     from sqlalchemy import text
 
-    from leadflow.schema import Base
+    from leadflow.crm.schema import Base
 
     with crm.begin() as conn:
         if crm.dialect == "postgresql":
@@ -124,7 +124,7 @@ def _wipe(crm) -> None:
 
 
 def _state(crm) -> tuple[dict, dict, list]:
-    from leadflow.schema import LeadEvent
+    from leadflow.crm.schema import LeadEvent
 
     events = LeadEvent.__table__
     with crm.engine.connect() as conn:

@@ -21,9 +21,9 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from flows.delivery import outbox_delivery
-from leadflow.delivery import UNKNOWN_OUTCOME, DeliveryConfig, deliver_pending, message_id, outbox_frame
-from leadflow.qualify_store import queue_messages
-from leadflow.settings import get_settings
+from leadflow.config.settings import get_settings
+from leadflow.io.senders import UNKNOWN_OUTCOME, DeliveryConfig, deliver_pending, message_id, outbox_frame
+from leadflow.steps.qualification import queue_messages
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -204,8 +204,8 @@ CHILD = """
 import sys
 from datetime import UTC, datetime
 sys.path.insert(0, {root!r})
-from leadflow.delivery import DeliveryConfig, deliver_pending
-from leadflow.store import get_store
+from leadflow.io.senders import DeliveryConfig, deliver_pending
+from leadflow.crm.store import get_store
 deliver_pending(get_store(), DeliveryConfig(smtp_url={url!r}, batch_size=50), now=lambda: datetime.now(UTC))
 """
 
@@ -246,7 +246,7 @@ def _lead_with_tasks(crm, email: str, status: str, due: list[datetime]) -> list[
     """A lead and one open task per due time; returns the task ids."""
     from sqlalchemy import insert
 
-    from leadflow.schema import CrmTask, Lead
+    from leadflow.crm.schema import CrmTask, Lead
 
     now = datetime.now(UTC)
     with crm.begin() as conn:
@@ -263,7 +263,7 @@ def _lead_with_tasks(crm, email: str, status: str, due: list[datetime]) -> list[
 def test_sla_watch_reports_each_breach_once_and_delivers_it(crm, monkeypatch, tmp_path):
     from sqlalchemy import select
 
-    from leadflow.schema import CrmTask
+    from leadflow.crm.schema import CrmTask
 
     use(monkeypatch, outbox_dir=str(tmp_path / "outbox"))
     now = datetime.now(UTC)

@@ -13,11 +13,11 @@ from sqlalchemy import select
 
 from flows.intake import lead_intake
 from flows.rescore import lead_rescore
-from leadflow.enrichment import SAMPLE_FIRMOGRAPHICS, load_firmographics
-from leadflow.policy import POLICY_DIR
-from leadflow.schema import Lead, LeadEvent
-from leadflow.scoring import TIERS
-from leadflow.settings import get_settings
+from leadflow.config.policy import POLICY_DIR
+from leadflow.config.settings import get_settings
+from leadflow.crm.schema import Lead, LeadEvent
+from leadflow.domain.scoring import TIERS
+from leadflow.io.enrichment import SAMPLE_FIRMOGRAPHICS, load_firmographics
 from tests.enrichment_server import EnrichmentApi, enrichment_server
 from tests.helpers import lead, write_csv
 

@@ -7,8 +7,8 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from sqlalchemy import func, select
 
 from flows.intake import lead_intake
-from leadflow.inbox import INBOX, claim_rows, pending_count, release_claim, submit_lead
-from leadflow.schema import IntakeBatch, LeadSubmission, QuarantineRecord
+from leadflow.crm.inbox import INBOX, claim_rows, pending_count, release_claim, submit_lead
+from leadflow.crm.schema import IntakeBatch, LeadSubmission, QuarantineRecord
 
 
 def test_inbox_rows_become_leads_or_quarantine_and_are_marked(crm):

@@ -10,9 +10,9 @@ from sqlalchemy import select
 
 from data_checks.runner import DataCheckError
 from flows.intake import lead_intake
-from leadflow.reference import SAMPLE_CRM_EXPORT, SAMPLE_CRM_EXPORT_MAP, SAMPLE_LEADS
-from leadflow.schema import Lead, LeadEvent, LeadSubmission, QuarantineRecord
-from leadflow.sources import LeadFileError
+from leadflow.crm.reference import SAMPLE_CRM_EXPORT, SAMPLE_CRM_EXPORT_MAP, SAMPLE_LEADS
+from leadflow.crm.schema import Lead, LeadEvent, LeadSubmission, QuarantineRecord
+from leadflow.io.sources import LeadFileError
 from tests.helpers import VOLATILE, lead, snapshot, write_csv
 
 
@@ -125,7 +125,7 @@ def test_column_map_export_with_semicolons_and_day_first_dates(crm):
 
 def _early_worker(monkeypatch, early: bool) -> None:
     """Make every file big enough for the check worker to start with the run (or never that early)."""
-    from leadflow.settings import get_settings
+    from leadflow.config.settings import get_settings
 
     monkeypatch.setenv("LEADFLOW_CHECK_WORKER_MIN_BYTES", "0" if early else str(1 << 40))
     get_settings.cache_clear()
@@ -162,8 +162,8 @@ def test_a_broken_later_chunk_stops_the_run_from_the_check_worker(crm, tmp_path)
 
 
 def test_the_check_worker_gives_the_same_leads_as_checking_in_the_flow(crm, monkeypatch):
-    from leadflow.settings import get_settings
-    from tasks.chunk_worker import ChunkWorker
+    from leadflow.config.settings import get_settings
+    from leadflow.steps.chunk_worker import ChunkWorker
 
     started = []
     original = ChunkWorker.__init__

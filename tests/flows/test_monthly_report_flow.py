@@ -11,9 +11,9 @@ from sqlalchemy import func, insert, select, update
 
 from data_checks.runner import DataCheckError
 from flows.monthly_report import default_month, monthly_report
-from leadflow import report_store
-from leadflow.report import ReconciliationError
-from leadflow.schema import CrmTask, Lead, LeadEvent, LeadSubmission, OutboxMessage, SalesRep
+from leadflow.crm import reports as report_store
+from leadflow.crm.schema import CrmTask, Lead, LeadEvent, LeadSubmission, OutboxMessage, SalesRep
+from leadflow.domain.reports import ReconciliationError
 
 MONTH = "2025-03"
 
@@ -81,7 +81,7 @@ def seed(crm) -> None:
 @pytest.fixture
 def reports(tmp_path, monkeypatch):
     """Report files go to a temporary folder."""
-    from leadflow.settings import get_settings
+    from leadflow.config.settings import get_settings
 
     monkeypatch.setenv("LEADFLOW_REPORT_DIR", str(tmp_path / "reports"))
     get_settings.cache_clear()
@@ -172,8 +172,7 @@ def test_reconciliation_failure_fails_the_run_and_publishes_nothing(crm, reports
 
 def test_breakdowns_that_do_not_add_up_fail_the_run(crm, reports, monkeypatch):
     seed(crm)
-    from leadflow import report as rpt
-
+    from leadflow.domain import reports as rpt
     real = rpt.monthly_volume
 
     def inflated(*args, **kwargs):

@@ -10,9 +10,9 @@ from sqlalchemy import select, update
 
 from flows.intake import lead_intake
 from flows.qualification import lead_qualification
-from leadflow import reference
-from leadflow.schema import Account, CrmTask, Lead, LeadEvent, OutboxMessage, SalesRep
-from leadflow.settings import get_settings
+from leadflow.config.settings import get_settings
+from leadflow.crm import reference
+from leadflow.crm.schema import Account, CrmTask, Lead, LeadEvent, OutboxMessage, SalesRep
 from tests.helpers import lead, snapshot, write_csv
 
 
@@ -31,7 +31,7 @@ def _intake(tmp_path, rows, name="leads.csv") -> list[int]:
     path = write_csv(tmp_path / name, rows)
     # Intake would qualify its leads itself; these tests run qualification on their own terms.
     lead_intake(path=path, qualify=False)
-    from leadflow.store import get_store
+    from leadflow.crm.store import get_store
 
     with get_store().engine.connect() as conn:
         return sorted(conn.execute(select(Lead.id)).scalars())
@@ -93,7 +93,7 @@ def test_hot_lead_gets_owner_tasks_alert_and_auto_response_delivered_as_eml(crm_
     assert row["holds_capacity"] is True
     from datetime import UTC, datetime
 
-    from leadflow.status import set_status
+    from leadflow.crm.status import set_status
 
     assert set_status(crm_q, "cto@acme.com", "disqualified", "no_budget", datetime.now(UTC)).applied == 1
     assert _rows(crm_q, SalesRep, SalesRep.id == rep["id"])[0]["open_leads"] == 0
@@ -207,7 +207,7 @@ def test_intake_runs_qualification_as_a_subflow(crm_q, tmp_path):
 def test_intake_delivers_small_chunks_itself_and_leaves_bulk_imports_to_outbox_delivery(
         crm_q, tmp_path, monkeypatch, max_leads, sent_by_intake):
     from flows.delivery import outbox_delivery
-    from leadflow.summary import IntakeSummary
+    from leadflow.domain.summary import IntakeSummary
 
     monkeypatch.setenv("LEADFLOW_INLINE_DELIVERY_MAX_LEADS", str(max_leads))
     get_settings.cache_clear()

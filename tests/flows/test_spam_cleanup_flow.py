@@ -14,10 +14,10 @@ from data_checks.runner import DataCheckError
 from data_checks.spam import check_spam_flags, guard_spam_flags
 from flows.intake import lead_intake
 from flows.spam_cleanup import spam_cleanup
-from leadflow import cleanup
-from leadflow.schema import CrmTask, IntakeBatch, Lead, LeadEvent, LeadSubmission, OutboxMessage, SpamTombstone
-from leadflow.settings import get_settings
-from leadflow.spam import email_hash
+from leadflow.config.settings import get_settings
+from leadflow.crm.schema import CrmTask, IntakeBatch, Lead, LeadEvent, LeadSubmission, OutboxMessage, SpamTombstone
+from leadflow.domain.spam import email_hash
+from leadflow.steps import spam as cleanup
 from tasks.spam import check_spam_at_intake
 from tests.helpers import lead, lenient_spam_policy, snapshot, write_csv
 

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from leadflow.backfill import quarantine_undated, undated_reasons
-from leadflow.schema import QuarantineRecord
+from leadflow.crm.schema import QuarantineRecord
+from leadflow.steps.backfill import quarantine_undated, undated_reasons
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

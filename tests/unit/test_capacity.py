@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import insert, select
 
-from leadflow import capacity, status
-from leadflow.schema import Lead, SalesRep
+from leadflow.crm import assignments as capacity
+from leadflow.crm import status
+from leadflow.crm.schema import Lead, SalesRep
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 

@@ -10,11 +10,13 @@ import pandas as pd
 import pytest
 from sqlalchemy import insert, select, update
 
-from leadflow import cleanup, intake, leads
-from leadflow.contract import resolve_columns
-from leadflow.schema import CrmTask, Lead, LeadEvent, LeadSubmission, OutboxMessage, SpamExemption, SpamTombstone
-from leadflow.sources import MALFORMED_COLUMN, ROW_COLUMN
-from leadflow.spam import email_hash
+from leadflow.crm.schema import CrmTask, Lead, LeadEvent, LeadSubmission, OutboxMessage, SpamExemption, SpamTombstone
+from leadflow.domain import submissions as intake
+from leadflow.domain.contract import resolve_columns
+from leadflow.domain.spam import email_hash
+from leadflow.io.sources import MALFORMED_COLUMN, ROW_COLUMN
+from leadflow.steps import intake as leads
+from leadflow.steps import spam as cleanup
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 POLICY = cleanup.load_spam_policy()
@@ -406,7 +408,7 @@ def test_restoring_a_purged_address_clears_its_tombstone(crm):
 def test_flagging_an_assigned_lead_frees_its_reps_slot_and_restoring_takes_it_back(crm):
     from sqlalchemy import insert, select, update
 
-    from leadflow.schema import Lead, SalesRep
+    from leadflow.crm.schema import Lead, SalesRep
 
     _, ids = ingest(crm, [row("jo@mailinator.com")])
     with crm.begin() as conn:

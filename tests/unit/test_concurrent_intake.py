@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 import pandas as pd
 
 from data_checks.intake import check_intake_rows
-from leadflow import intake, leads
-from leadflow.contract import resolve_columns
-from leadflow.reference import SAMPLE_LEADS
-from leadflow.sources import ROW_COLUMN, inspect_lead_file, iter_lead_chunks
+from leadflow.crm.reference import SAMPLE_LEADS
+from leadflow.domain import submissions as intake
+from leadflow.domain.contract import resolve_columns
+from leadflow.io.sources import ROW_COLUMN, inspect_lead_file, iter_lead_chunks
+from leadflow.steps import intake as leads
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
-from leadflow.qualification import load_qualification_policy
-from leadflow.qualify_store import run_qualification
-from leadflow.schema import Account, Lead, SalesRep
+from leadflow.crm.schema import Account, Lead, SalesRep
+from leadflow.domain.qualification import load_qualification_policy
+from leadflow.steps.qualification import run_qualification
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 COMPANIES = [("Acme Widgets", "acmewidgets.com"), ("ACME WIDGETS, Inc.", None), ("Globex Systems", "globex.io"),

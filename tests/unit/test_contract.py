@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from leadflow.contract import ColumnMapError, fold_header, load_column_map, resolve_columns
+from leadflow.domain.contract import ColumnMapError, fold_header, load_column_map, resolve_columns
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from leadflow import enrichment as en
-from leadflow.settings import Settings
+from leadflow.config.settings import Settings
+from leadflow.io import enrichment as en
 from tests.enrichment_server import EnrichmentApi, enrichment_server
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

@@ -58,7 +58,7 @@ def test_requested_rows_in_canonical_string_columns(n: int) -> None:
 
 
 def test_columns_follow_the_intake_contract() -> None:
-    from leadflow.contract import CANONICAL_COLUMNS
+    from leadflow.domain.contract import CANONICAL_COLUMNS
 
     assert gen.CANONICAL_COLUMNS == CANONICAL_COLUMNS
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from leadflow import inbox
-from leadflow.inbox import INBOX, InboxError, claim_rows, inbox_frame, mark_processed, release_claim, submit_lead
+from leadflow.crm import inbox
+from leadflow.crm.inbox import INBOX, InboxError, claim_rows, inbox_frame, mark_processed, release_claim, submit_lead
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

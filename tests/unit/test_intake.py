@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from leadflow.contract import resolve_columns
-from leadflow.intake import (
+from leadflow.domain.contract import resolve_columns
+from leadflow.domain.submissions import (
     aggregate_leads,
     attribution_changes,
     blank_rows,
@@ -15,7 +15,7 @@ from leadflow.intake import (
     prepare_batch,
     split_duplicate_keys,
 )
-from leadflow.sources import MALFORMED_COLUMN, ROW_COLUMN
+from leadflow.io.sources import MALFORMED_COLUMN, ROW_COLUMN
 
 
 def raw_frame(rows: list[dict]) -> pd.DataFrame:
@@ -131,7 +131,7 @@ def test_attribution_changes_only_moves_touches_outward():
 def test_raw_payloads_are_valid_json_of_the_non_empty_fields(columns, expected):
     import json
 
-    from leadflow.intake import raw_payloads
+    from leadflow.domain.submissions import raw_payloads
 
     frame = pd.DataFrame(columns)
     for name, values in columns.items():

@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from leadflow import matching
-from leadflow.qualification import load_qualification_policy
+from leadflow.domain import accounts as matching
+from leadflow.domain.qualification import load_qualification_policy
 
 BANDS = load_qualification_policy().matching
 ACCOUNTS = pd.DataFrame({

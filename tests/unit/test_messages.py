@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from leadflow import messages
+from leadflow.domain import messages
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 

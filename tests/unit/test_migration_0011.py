@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import MetaData, create_engine, select, text
 from sqlalchemy.engine import make_url
 
-from leadflow.store import Store, database_url
+from leadflow.crm.store import Store, database_url
 
 BEFORE = "0010_task_sla_watch"
 REVISION = "0011_rep_capacity_holds"

@@ -1,4 +1,4 @@
-"""Tables of messy real-world values for leadflow.normalize; each holds good and bad input side by side."""
+"""Tables of messy real-world values for leadflow.domain.normalize; each holds good and bad input side by side."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leadflow import normalize as nz
-from leadflow.normalize import (
+from leadflow.domain import normalize as nz
+from leadflow.domain.normalize import (
     COUNT_CAP,
     EMAIL_PATTERN,
     FREE_MAIL_DOMAINS,

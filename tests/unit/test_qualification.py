@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from leadflow.policy import POLICY_DIR, PolicyError, load_policy
-from leadflow.qualification import (
+from leadflow.config.policy import POLICY_DIR, PolicyError, load_policy
+from leadflow.domain.qualification import (
     QualificationPolicy,
     add_business_minutes,
     determine_priority,

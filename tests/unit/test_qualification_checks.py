@@ -7,7 +7,8 @@ import pytest
 
 from data_checks.qualification import guard_qualification
 from data_checks.runner import DataCheckError
-from leadflow import matching, qualification
+from leadflow.domain import accounts as matching
+from leadflow.domain import qualification
 
 POLICY = qualification.load_qualification_policy()
 ACCOUNTS = pd.DataFrame({"id": [1], "name_key": ["acme"], "domain": ["acme.com"]})

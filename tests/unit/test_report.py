@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leadflow.report import (
+from leadflow.domain.reports import (
     DIMENSIONS,
     MAIN_STAGES,
     FunnelReport,

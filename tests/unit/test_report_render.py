@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from leadflow import report_render as rr
-from leadflow.report import MonthlyReport, cohort_funnels, cohort_months, monthly_volume, sla_compliance
+from leadflow.domain.reports import MonthlyReport, cohort_funnels, cohort_months, monthly_volume, sla_compliance
+from leadflow.io import report_files as rr
 from tests.unit.test_report import MONTH, make_events, make_leads, make_submissions
 
 EVIL = '<script>alert("x")</script>'

@@ -7,8 +7,8 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from leadflow import routing
-from leadflow.qualification import load_qualification_policy
+from leadflow.domain import routing
+from leadflow.domain.qualification import load_qualification_policy
 
 RULES = load_qualification_policy().routing
 

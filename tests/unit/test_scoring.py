@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from leadflow.policy import load_policy
-from leadflow.scoring import (
+from leadflow.config.policy import load_policy
+from leadflow.domain.scoring import (
     OUTPUT_COLUMNS,
     SENIORITY_LEVELS,
     SIZE_BANDS,
@@ -584,5 +584,5 @@ def test_invalid_policies_are_rejected(data):
 
 
 def test_scoring_never_imports_prefect():
-    code = "import sys, leadflow.scoring; assert not any(m.split('.')[0] == 'prefect' for m in sys.modules)"
+    code = "import sys, leadflow.domain.scoring; assert not any(m.split('.')[0] == 'prefect' for m in sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)

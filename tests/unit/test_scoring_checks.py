@@ -7,8 +7,8 @@ import pytest
 
 from data_checks.runner import DataCheckError
 from data_checks.scoring import guard_scores
-from leadflow.policy import load_policy
-from leadflow.scoring import ScoringPolicy, score_leads
+from leadflow.config.policy import load_policy
+from leadflow.domain.scoring import ScoringPolicy, score_leads
 
 POLICY = load_policy(ScoringPolicy, "scoring")
 

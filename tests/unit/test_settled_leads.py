@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 import pandas as pd
 from sqlalchemy import select
 
-from leadflow import leads
-from leadflow.contract import resolve_columns
-from leadflow.intake import normalize_batch, prepare_batch
-from leadflow.sources import MALFORMED_COLUMN, ROW_COLUMN
-from leadflow.store import LEADS
+from leadflow.crm.store import LEADS
+from leadflow.domain.contract import resolve_columns
+from leadflow.domain.submissions import normalize_batch, prepare_batch
+from leadflow.io.sources import MALFORMED_COLUMN, ROW_COLUMN
+from leadflow.steps import intake as leads
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 
@@ -73,7 +73,7 @@ def test_only_leads_made_of_fresh_rows_alone_are_settled(crm):
 def test_skipping_settled_leads_stores_the_same_touches(crm, tmp_path):
     run(crm, settle=True)
     with_settled = touches(crm)
-    from leadflow.store import Store
+    from leadflow.crm.store import Store
 
     other = Store(f"sqlite:///{tmp_path / 'plain.db'}")
     other.upgrade()

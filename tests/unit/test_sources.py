@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from leadflow.sources import (
+from leadflow.io.sources import (
     MALFORMED_COLUMN,
     ROW_COLUMN,
     LeadFileError,

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leadflow.policy import PolicyError, load_policy
-from leadflow.spam import (
+from leadflow.config.policy import PolicyError, load_policy
+from leadflow.domain.spam import (
     DENIED_DOMAIN,
     DISPOSABLE_DOMAIN,
     EMAIL_BURST,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from leadflow.status import (
+from leadflow.crm.status import (
     STATUSES,
     TRANSITIONS,
     StatusFileError,

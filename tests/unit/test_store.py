@@ -12,8 +12,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import select
 
-from leadflow.schema import Base, Lead
-from leadflow.store import Store, _bind_values, is_transient_db_error, records
+from leadflow.crm.schema import Base, Lead
+from leadflow.crm.store import Store, _bind_values, is_transient_db_error, records
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 

@@ -1,0 +1,88 @@
+"""Infrastructure settings for leadflow, read from `LEADFLOW_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where leadflow keeps its data and how it talks to the outside world."""
+
+    model_config = SettingsConfigDict(env_prefix="LEADFLOW_", env_file=".env", extra="ignore")
+
+    database_url: SecretStr = Field(
+        default=SecretStr("sqlite:///leadflow.db"),
+        description="SQLAlchemy URL of the CRM database: a SQLite file (default) or postgresql://...",
+    )
+    chunk_size: int = Field(default=50_000, ge=100, le=1_000_000, description="Rows read per intake chunk.")
+    check_worker: bool = Field(
+        default=True,
+        description="Check and normalize the chunks of a multi-chunk input in a helper process (uses a second core).",
+    )
+    check_worker_min_bytes: int = Field(
+        default=8 << 20, ge=0,
+        description="A file at least this big starts the helper process with the run, so that it checks the first "
+                    "chunk while the flow normalizes it; a smaller file starts it when a second chunk turns up.",
+    )
+    inline_delivery_max_leads: int = Field(
+        default=5_000, ge=0,
+        description="Lead-intake sends a chunk's messages itself up to this many qualified leads (live posts reach "
+                    "reps at once); a bigger import leaves them in the outbox for the outbox-delivery deployment.",
+    )
+    future_tolerance_minutes: int = Field(
+        default=10, ge=0, description="Clock skew allowed before a submitted_at counts as in the future."
+    )
+
+    timezone: str = Field(
+        default="UTC", description="IANA time zone for business hours, SLA clocks and the nightly/monthly schedules."
+    )
+    # Retrieve Lead Details.
+    enrichment_provider: Literal["reference", "http", "none"] = Field(
+        default="reference",
+        description="Where firmographics come from: the `firmographics` table, an HTTP API, or nowhere.",
+    )
+    enrichment_url: str | None = Field(default=None, description="Base URL of the HTTP enrichment API.")
+    enrichment_api_key: SecretStr | None = Field(default=None, description="Bearer token for the enrichment API.")
+    enrichment_batch_size: int = Field(default=100, ge=1, le=1000, description="Domains per enrichment API call.")
+    enrichment_timeout_seconds: float = Field(default=10.0, gt=0, description="Timeout of one enrichment call.")
+    enrichment_max_attempts: int = Field(default=5, ge=1, le=20, description="Tries per enrichment call.")
+    enrichment_rate_per_second: float = Field(default=10.0, gt=0, description="Enrichment API calls per second.")
+    enrichment_backoff_seconds: float = Field(
+        default=1.0, ge=0, le=60, description="First retry delay of a failed enrichment call; doubles per retry."
+    )
+    enrichment_max_concurrency: int = Field(default=4, ge=1, le=64, description="Enrichment calls in flight.")
+    scoring_policy: str = Field(
+        default="scoring", description="Scoring policy: a name in leadflow/config/policies/ or a path to a JSON file."
+    )
+    spam_policy: str = Field(
+        default="spam", description="Spam policy: a name in leadflow/config/policies/ or a path to a JSON file."
+    )
+    # Outbox delivery: prospect email over SMTP, rep/manager/ops alerts through Apprise URLs.
+    smtp_url: SecretStr | None = Field(
+        default=None,
+        description="smtp://user:password@host:port for prospect email; unset writes .eml files into outbox_dir.",
+    )
+    outbox_dir: Path = Field(default=Path("leadflow-output/outbox"), description="Where .eml files go without SMTP.")
+    sender_email: str = Field(default="sales@leadflow.example", description="From address of prospect email.")
+    manager_alert_urls: SecretStr | None = Field(
+        default=None, description="Apprise URL(s), comma-separated, for sales-manager notices."
+    )
+    ops_alert_urls: SecretStr | None = Field(
+        default=None, description="Apprise URL(s), comma-separated, for flow-failure alerts to ops."
+    )
+    report_dir: Path = Field(default=Path("leadflow-output/reports"), description="Where report files are written.")
+
+    def database_url_plain(self) -> str:
+        """The database URL as a string, for the engine factory only (never log it)."""
+        return self.database_url.get_secret_value()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,66 @@
+"""Reference data the CRM needs before leads arrive: sales reps and known accounts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from leadflow.crm.schema import Account, SalesRep
+from leadflow.crm.store import Store, records
+from leadflow.domain import normalize as nz
+
+DATA_DIR = Path(__file__).parents[1] / "data"
+SAMPLE_LEADS = DATA_DIR / "sample_leads.csv"
+SAMPLE_CRM_EXPORT = DATA_DIR / "sample_crm_export.csv"
+SAMPLE_CRM_EXPORT_MAP = DATA_DIR / "sample_crm_export.columns.json"
+
+
+def _list(value: object) -> list[str]:
+    if not isinstance(value, str) or not value.strip():
+        return []
+    return [part.strip() for part in value.split("|") if part.strip()]
+
+
+def load_sales_reps(store: Store, path: str | Path) -> int:
+    """Upsert sales reps from a CSV (email, name, `|`-separated territories and segments, capacity, alert_url)."""
+    frame = pd.read_csv(path, dtype="string", keep_default_na=False)
+    frame["email"] = nz.normalize_email(frame["email"])
+    rows = [
+        {
+            "email": row["email"],
+            "name": row["name"],
+            "active": str(row.get("active", "true")).lower() in {"true", "1", "yes"},
+            "out_of_office": str(row.get("out_of_office", "false")).lower() in {"true", "1", "yes"},
+            "territories": _list(row.get("territories")),
+            "segments": _list(row.get("segments")),
+            "max_open_leads": int(row.get("max_open_leads") or 50),
+            # Apprise URL(s) for new-lead alerts; without one a rep is alerted by email.
+            "alert_url": (row.get("alert_url") or "").strip() or None,
+        }
+        for row in records(frame)
+    ]
+    table = SalesRep.__table__
+    stmt = store.insert(table)
+    update = {name: stmt.excluded[name] for name in ("name", "active", "out_of_office", "territories", "segments",
+                                                       "max_open_leads", "alert_url")}
+    with store.begin() as conn:
+        conn.execute(stmt.on_conflict_do_update(index_elements=["email"], set_=update), rows)
+    return len(rows)
+
+
+def load_accounts(store: Store, path: str | Path) -> int:
+    """Insert or update known accounts from a CSV (name, website or domain, industry, employees, country)."""
+    frame = pd.read_csv(path, dtype="string", keep_default_na=False, na_values=[""])
+    frame["domain"] = nz.website_to_domain(frame["domain"])
+    frame["name_key"] = nz.clean_company_name(frame["name"])
+    frame["country"] = nz.normalize_country(frame["country"])
+    frame["employee_count"] = nz.parse_count(frame["employee_count"])
+    frame = frame.loc[frame["name_key"].notna()].drop_duplicates("name_key")
+    rows = records(frame, ["name", "name_key", "domain", "industry", "employee_count", "country"])
+    table = Account.__table__
+    stmt = store.insert(table)
+    update = {name: stmt.excluded[name] for name in ("name", "domain", "industry", "employee_count", "country")}
+    with store.begin() as conn:
+        conn.execute(stmt.on_conflict_do_update(index_elements=["name_key"], set_=update), rows)
+    return len(rows)

@@ -1,0 +1,248 @@
+"""Reads for the monthly report (filtered and flattened in SQL) and its idempotent per-month writes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Connection, String, and_, delete, false, func, or_, select, type_coerce
+
+from leadflow.crm.schema import (
+    CrmTask,
+    Lead,
+    LeadEvent,
+    LeadSubmission,
+    ReportDisqualificationReason,
+    ReportFunnel,
+    ReportLeadVolume,
+    ReportRun,
+    SalesRep,
+)
+from leadflow.crm.store import Store, records, utc
+from leadflow.domain.reports import MonthlyReport, month_bounds, previous_month, same_month_last_year
+
+LEADS = Lead.__table__
+SUBMISSIONS = LeadSubmission.__table__
+EVENTS = LeadEvent.__table__
+TASKS = CrmTask.__table__
+REPS = SalesRep.__table__
+RUNS = ReportRun.__table__
+VOLUME = ReportLeadVolume.__table__
+FUNNEL = ReportFunnel.__table__
+REASONS = ReportDisqualificationReason.__table__
+REPORT_TABLES = (VOLUME, FUNNEL, REASONS, RUNS)
+
+LEAD_COLUMNS = ("id", "created_at", "is_spam", "first_touch_source", "first_touch_utm_medium",
+                "first_touch_utm_source", "country", "tier", "owner_id", "priority")
+VOLUME_COLUMNS = ("dimension", "value", "new_leads", "submissions", "repeat_submissions", "spam_leads",
+                  "spam_submissions", "new_leads_prev", "new_leads_mom_pct", "new_leads_last_year",
+                  "new_leads_yoy_pct")
+
+
+@dataclass(frozen=True)
+class VolumeInputs:
+    """What the volume part of the report reads: the month's leads and touches, and the comparison months' leads."""
+
+    leads: pd.DataFrame  # leads created in the month, plus the leads of the month's touches
+    submissions: pd.DataFrame  # id, lead_id, submitted_at
+    previous_leads: pd.DataFrame  # leads created in the month before
+    last_year_leads: pd.DataFrame  # leads created in the same month a year before
+
+
+@dataclass(frozen=True)
+class ConversionInputs:
+    """What the conversion part reads: cohort leads, their status changes before as_of, and their tasks."""
+
+    leads: pd.DataFrame  # leads created from the oldest cohort month to the report month's end
+    events: pd.DataFrame  # id, lead_id, event_type, occurred_at, to_status, reason (non-spam leads only)
+    tasks: pd.DataFrame  # lead_id, kind, due_at, completed_at of the report month's non-spam leads
+
+
+def _time(store: Store, column):
+    # SQLite hands DATETIME text to a slow per-row parser; reading the text and parsing it once in pandas is far faster.
+    return type_coerce(column, String()).label(column.name) if store.dialect == "sqlite" else column
+
+
+def _frame(conn: Connection, stmt, times: Sequence[str] = ()) -> pd.DataFrame:
+    result = conn.execute(stmt)
+    columns = list(result.keys())
+    # Plain tuples: handed Row objects, pandas probes each for attributes, which costs SQLAlchemy an exception apiece.
+    frame = pd.DataFrame([tuple(row) for row in result], columns=columns)
+    for name in times:
+        frame[name] = utc(frame[name]) if len(frame) else pd.Series(dtype="datetime64[us, UTC]")
+    return frame
+
+
+def _lead_select(store: Store):
+    columns = [_time(store, LEADS.c[name]) if name == "created_at" else LEADS.c[name] for name in LEAD_COLUMNS]
+    return select(*columns, REPS.c.name.label("owner_name")).select_from(
+        LEADS.outerjoin(REPS, REPS.c.id == LEADS.c.owner_id)
+    )
+
+
+def _typed_leads(frame: pd.DataFrame) -> pd.DataFrame:
+    if frame.empty:
+        frame = pd.DataFrame({name: pd.Series(dtype="object") for name in [*LEAD_COLUMNS, "owner_name"]})
+        frame["created_at"] = pd.Series(dtype="datetime64[us, UTC]")
+    return frame.astype({"id": "int64", "is_spam": "bool", "owner_id": "Int64"}).drop_duplicates("id")
+
+
+def load_leads(conn: Connection, store: Store, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """Leads created in [start, end), with the owner's name (the index on created_at does the filtering)."""
+    created = LEADS.c.created_at
+    stmt = _lead_select(store).where(created >= start.to_pydatetime(), created < end.to_pydatetime())
+    return _typed_leads(_frame(conn, stmt, ["created_at"]))
+
+
+def load_volume_inputs(store: Store, month: str) -> VolumeInputs:
+    """Read the month's leads and submissions and the comparison months' leads in one snapshot."""
+    start, end = (t.to_pydatetime() for t in month_bounds(month))
+    created, submitted = LEADS.c.created_at, SUBMISSIONS.c.submitted_at
+    touched = select(SUBMISSIONS.c.lead_id).where(submitted >= start, submitted < end)
+    with store.engine.connect() as conn, conn.begin():
+        window = _frame(conn, _lead_select(store).where(created >= start, created < end), ["created_at"])
+        # Touches this month by leads created at another time still count as (repeat) submissions.
+        others = _frame(conn, _lead_select(store).where(or_(created < start, created >= end),
+                                                         LEADS.c.id.in_(touched)), ["created_at"])
+        leads = _typed_leads(pd.concat([window, others], ignore_index=True) if len(others) else window)
+        sub_columns = [SUBMISSIONS.c.id, SUBMISSIONS.c.lead_id, _time(store, submitted)]
+        in_month = _frame(conn, select(*sub_columns).where(submitted >= start, submitted < end), ["submitted_at"])
+        # A lead created this month whose earlier touches were backfilled: those make this month's touch a repeat.
+        joined = SUBMISSIONS.join(LEADS, LEADS.c.id == SUBMISSIONS.c.lead_id)
+        earlier = _frame(conn, select(*sub_columns).select_from(joined)
+                         .where(created >= start, created < end, submitted < start), ["submitted_at"])
+        submissions = pd.concat([in_month, earlier], ignore_index=True) if len(earlier) else in_month
+        previous = load_leads(conn, store, *month_bounds(previous_month(month)))
+        last_year = load_leads(conn, store, *month_bounds(same_month_last_year(month)))
+    submissions = submissions.astype({"id": "int64", "lead_id": "int64"}) if len(submissions) else submissions
+    return VolumeInputs(leads=leads, submissions=submissions, previous_leads=previous, last_year_leads=last_year)
+
+
+def load_conversion_inputs(store: Store, month: str, cohorts: Sequence[str], as_of: pd.Timestamp
+                           ) -> ConversionInputs:
+    """Read the cohorts' leads, their status changes before as_of and the month's tasks in one snapshot."""
+    start, end = (t.to_pydatetime() for t in month_bounds(month))
+    oldest = min(month_bounds(c)[0] for c in [month, *cohorts])
+    with store.engine.connect() as conn, conn.begin():
+        leads = load_leads(conn, store, oldest, month_bounds(month)[1])
+        events = load_status_events(conn, store, oldest.to_pydatetime(), end, as_of)
+        tasks = load_tasks(conn, store, start, end)
+    return ConversionInputs(leads=leads, events=events, tasks=tasks)
+
+
+def _cohort_join(table, start: datetime, end: datetime):
+    """The table joined to non-spam leads created in [start, end): the created_at index drives the lookup."""
+    return table.join(LEADS, and_(LEADS.c.id == table.c.lead_id, LEADS.c.created_at >= start, LEADS.c.created_at < end,
+                                  LEADS.c.is_spam == false()))
+
+
+def load_status_events(conn: Connection, store: Store, start: datetime, end: datetime,
+                       as_of: pd.Timestamp) -> pd.DataFrame:
+    """Status changes (before as_of) of non-spam leads created in [start, end), details flattened in SQL."""
+    details = EVENTS.c.details
+    # Without statistics SQLite would walk every status change through the event_type index; `event_type || ''`
+    # hides that index, so it starts from the cohort's leads (created_at index) and reads their events by lead_id.
+    kind = EVENTS.c.event_type.concat("") if store.dialect == "sqlite" else EVENTS.c.event_type
+    stmt = (
+        select(EVENTS.c.id, EVENTS.c.lead_id, EVENTS.c.event_type, _time(store, EVENTS.c.occurred_at),
+               details["to"].as_string().label("to_status"), details["reason"].as_string().label("reason"))
+        .select_from(_cohort_join(EVENTS, start, end))
+        .where(kind == "status_changed", EVENTS.c.occurred_at < as_of.to_pydatetime())
+    )
+    frame = _frame(conn, stmt, ["occurred_at"])
+    return frame.astype({"id": "int64", "lead_id": "int64"}) if len(frame) else frame
+
+
+def load_tasks(conn: Connection, store: Store, start: datetime, end: datetime) -> pd.DataFrame:
+    """crm_tasks of non-spam leads created in [start, end), for the SLA."""
+    stmt = (
+        select(TASKS.c.lead_id, TASKS.c.kind, _time(store, TASKS.c.due_at), _time(store, TASKS.c.completed_at))
+        .select_from(_cohort_join(TASKS, start, end))
+    )
+    return _frame(conn, stmt, ["due_at", "completed_at"])
+
+
+def count_leads(store: Store, month: str) -> dict[str, int]:
+    """A direct count of the leads created in a month, spam apart: the report must agree with it."""
+    start, end = (t.to_pydatetime() for t in month_bounds(month))
+    stmt = (select(LEADS.c.is_spam, func.count()).where(LEADS.c.created_at >= start, LEADS.c.created_at < end)
+            .group_by(LEADS.c.is_spam))
+    with store.engine.connect() as conn:
+        counts = {bool(spam): int(n) for spam, n in conn.execute(stmt)}
+    return {"new_leads": counts.get(False, 0), "spam_leads": counts.get(True, 0)}
+
+
+def volume_history(store: Store, months: Sequence[str]) -> pd.DataFrame:
+    """New leads (spam excluded) by first-touch source for each month, counted in SQL month by month."""
+    rows: list[tuple[str, str, int]] = []
+    with store.engine.connect() as conn:
+        for month in months:
+            start, end = (t.to_pydatetime() for t in month_bounds(month))
+            stmt = (select(LEADS.c.first_touch_source, func.count())
+                    .where(LEADS.c.created_at >= start, LEADS.c.created_at < end, LEADS.c.is_spam == false())
+                    .group_by(LEADS.c.first_touch_source))
+            rows.extend((month, str(source), int(n)) for source, n in conn.execute(stmt))
+    frame = pd.DataFrame(rows, columns=["month", "source", "new_leads"])
+    return frame.astype({"month": "str", "source": "str", "new_leads": "int64"}).sort_values(
+        ["month", "source"], kind="stable").reset_index(drop=True)
+
+
+# --- writes --------------------------------------------------------------------------------------------------
+
+
+def _rows(frame: pd.DataFrame, month: str, rename: dict[str, str] | None = None) -> pd.DataFrame:
+    out = frame.rename(columns=rename or {}).assign(month=month)
+    return out
+
+
+def write_report(store: Store, report: MonthlyReport, flow_run_id: str | None = None) -> dict[str, int]:
+    """Replace the month's report rows in one transaction: delete what the month had, insert the new rows."""
+    month = report.month
+    volume = _rows(report.volume[list(VOLUME_COLUMNS)], month)
+    funnel = _rows(report.funnel, month, {"group": "group_value"})
+    reasons = _rows(report.reasons, month, {"group": "group_value"})
+    run = {
+        "month": month, "generated_at": report.generated_at.to_pydatetime(), "as_of": report.as_of.to_pydatetime(),
+        "new_leads": report.total("new_leads"), "spam_leads": report.total("spam_leads"),
+        "submissions": report.total("submissions"), "repeat_submissions": report.total("repeat_submissions"),
+        "sla_eligible": int(report.sla["eligible"]), "sla_met": int(report.sla["met"]),
+        "sla_rate": report.sla["rate"], "flow_run_id": flow_run_id, "summary": _json_safe(report.headline()),
+    }
+    with store.begin() as conn:
+        for table in REPORT_TABLES:
+            conn.execute(delete(table).where(table.c.month == month))
+        for table, frame in ((VOLUME, volume), (FUNNEL, funnel), (REASONS, reasons)):
+            if len(frame):
+                columns = [c.name for c in table.columns if c.name != "id"]
+                conn.execute(table.insert(), records(frame, columns))
+        conn.execute(RUNS.insert(), [run])
+    return {"report_lead_volume": len(volume), "report_funnel": len(funnel), "report_dq_reasons": len(reasons)}
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if pd.isna(value):
+        return None
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def read_report_tables(store: Store, month: str) -> dict[str, pd.DataFrame]:
+    """The stored report rows of a month (without row ids and run times), sorted, for comparing re-runs."""
+    out: dict[str, pd.DataFrame] = {}
+    with store.engine.connect() as conn:
+        for table in REPORT_TABLES:
+            columns = [c for c in table.columns if c.name not in ("id", "generated_at", "flow_run_id")]
+            frame = _frame(conn, select(*columns).where(table.c.month == month))
+            keys = [c.name for c in columns if c.name not in ("summary",)]
+            out[table.name] = frame.sort_values(keys, kind="stable").reset_index(drop=True) if len(frame) else frame
+    return out

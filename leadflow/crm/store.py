@@ -1,0 +1,566 @@
+"""The one way into the CRM database: engines, migrations and every read and write, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import threading
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Connection,
+    DateTime,
+    Engine,
+    bindparam,
+    case,
+    create_engine,
+    event,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import URL, make_url
+
+from leadflow.crm.schema import (
+    MAX_COUNTERS,
+    MERGED_DETAILS,
+    Base,
+    Firmographic,
+    IntakeBatch,
+    Lead,
+    LeadEvent,
+    LeadSubmission,
+    QuarantineRecord,
+)
+
+LEADS = Lead.__table__
+SUBMISSIONS = LeadSubmission.__table__
+EVENTS = LeadEvent.__table__
+QUARANTINE = QuarantineRecord.__table__
+BATCHES = IntakeBatch.__table__
+FIRMOGRAPHICS = Firmographic.__table__
+IN_LIST_SIZE = 5_000
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _json_dumps(value: Any) -> str:
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def records(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """DataFrame rows as plain dicts for bound parameters: NA, NaN and NaT become None, numpy scalars Python."""
+    part = frame if columns is None else frame[list(columns)]
+    if part.empty:
+        return []
+    as_objects = part.astype(object)
+    return as_objects.where(part.notna(), None).to_dict("records")
+
+
+def _bind_values(values: pd.Series, dialect: str) -> list[Any]:
+    """One column as plain Python bind values: None for missing, and datetimes as SQLAlchemy stores them."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(values.dtype):
+        if dialect == "sqlite":
+            # SQLAlchemy's SQLite DATETIME text format, so stored times compare correctly as strings.
+            naive = values.dt.tz_convert("UTC").dt.tz_localize(None) if values.dt.tz else values
+            # Each distinct time is formatted once: many columns hold one stamp for the whole chunk (created_at).
+            codes, uniques = pd.factorize(naive.to_numpy(dtype="datetime64[us]"))
+            if not len(uniques):
+                return [None] * len(values)
+            text = np.char.replace(np.datetime_as_string(uniques, unit="us"), "T", " ").astype(object)
+            return np.append(text, None)[codes].tolist()
+        return values.to_numpy(dtype=object, na_value=None).tolist()
+    return values.to_numpy(dtype=object, na_value=None).tolist()
+
+
+def utc(values: pd.Series) -> pd.Series:
+    """Datetimes read back from either database as timezone-aware UTC (SQLite hands them back naive, or as text).
+
+    Any ISO 8601 precision: SQLite's CURRENT_TIMESTAMP defaults store whole seconds, SQLAlchemy microseconds.
+    """
+    return pd.to_datetime(values, utc=True, format="ISO8601")
+
+
+def chunked(values: Sequence[Any], size: int = IN_LIST_SIZE) -> Iterator[Sequence[Any]]:
+    """Consecutive slices of `values` short enough for one IN-list."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def read_in(conn: Connection, stmt, values: Iterable[Any], raw: bool = False) -> list[tuple[Any, ...]]:
+    """Rows of a statement with an expanding `values` IN-list parameter, read over bounded parts of the values.
+
+    `raw` hands back the driver's tuples, skipping SQLAlchemy's per-row result processing (a quarter of a narrow
+    read's time): booleans may come as 0/1, and SQLite gives datetimes as text (`utc` parses either).
+    """
+    rows: list[tuple[Any, ...]] = []
+    for part in chunked(list(values)):
+        result = conn.execute(stmt, {"values": list(part)})
+        if raw:
+            rows.extend(result.cursor.fetchall())
+            result.close()
+        else:
+            rows.extend(tuple(row) for row in result)
+    return rows
+
+
+WAL_SIZE_LIMIT = 64 << 20
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # The driver's implicit BEGIN is disabled so that every transaction can start as BEGIN IMMEDIATE below:
+    # concurrent writers then queue on busy_timeout instead of failing on a lock upgrade.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    # Takes effect only on a new, empty database (before WAL is on): bulk chunk writes touch fewer, fuller pages,
+    # which made a 100k intake about 4% faster than the default 4 KiB.
+    cursor.execute("PRAGMA page_size=16384")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # Commits only append to the WAL; a background thread checkpoints it (WalCheckpointer). A WAL file that a
+    # checkpoint emptied is cut back to this size instead of keeping the biggest chunk's size on disk.
+    cursor.execute("PRAGMA wal_autocheckpoint=0")
+    cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=60000")
+    # The default 2 MB page cache makes index maintenance dominate bulk upserts into indexed tables.
+    cursor.execute("PRAGMA cache_size=-131072")
+    cursor.execute("PRAGMA temp_store=MEMORY")
+    cursor.close()
+
+
+class WalCheckpointer:
+    """Copies committed pages from a SQLite file database's WAL into the database in a background thread.
+
+    SQLite's automatic checkpoint runs inside the commit that takes the WAL past 1,000 pages, so a big chunk's
+    commit also copied the chunk into the database file and synced it: about 1 s of every 100k leads' intake. As
+    SQLite's WAL documentation suggests for writers that should not wait, connections turn the automatic checkpoint
+    off and this thread runs a PASSIVE checkpoint after commits: it never blocks readers or writers, and SQLite
+    releases the GIL while it copies. The last connection to close checkpoints whatever is left, as always.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = weakref.ref(engine)
+        self._wake = threading.Event()
+        self._closed = False
+        self.checkpoints = 0
+        self._thread = threading.Thread(target=self._run, name="leadflow-wal-checkpoint", daemon=True)
+        self._thread.start()
+
+    def nudge(self, *_: Any) -> None:
+        """Ask for a checkpoint soon: called whenever a connection goes back to the pool, after its commit."""
+        if threading.current_thread() is not self._thread:
+            self._wake.set()
+
+    def close(self) -> None:
+        """Stop the thread after its current checkpoint."""
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._closed:
+            woken = self._wake.wait(timeout=60)
+            self._wake.clear()
+            engine = self._engine()
+            if engine is None or self._closed:
+                return
+            if woken:
+                self._checkpoint(engine)
+            del engine
+
+    def _checkpoint(self, engine: Engine) -> None:
+        # A raw pooled connection: a SQLAlchemy Connection would open BEGIN IMMEDIATE and queue behind writers.
+        try:
+            raw = engine.raw_connection()
+        except Exception:  # the database went away (a test dropped it); the next commit asks again
+            return
+        try:
+            cursor = raw.cursor()
+            cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            cursor.fetchall()
+            cursor.close()
+            self.checkpoints += 1
+        except Exception:  # a checkpoint is an optimisation: the WAL keeps every commit until one succeeds
+            pass
+        finally:
+            raw.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def database_url(url: str) -> URL:
+    """Parse a database URL; a bare `postgresql://` means psycopg 3 (SQLAlchemy 2.0 would pick psycopg2)."""
+    parsed = make_url(url)
+    if parsed.drivername in {"postgresql", "postgres"}:
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+class Store:
+    """The CRM database behind one interface; the same calls work on SQLite and PostgreSQL."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        parsed = database_url(url)
+        self.dialect = parsed.get_backend_name()
+        options: dict[str, Any] = {"echo": echo, "json_serializer": _json_dumps, "future": True}
+        if self.dialect == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            options["connect_args"] = {"timeout": 60, "check_same_thread": False}
+        else:
+            options.update(pool_size=5, max_overflow=5, pool_pre_ping=True)
+        self.engine: Engine = create_engine(parsed, **options)
+        self.checkpointer: WalCheckpointer | None = None
+        if self.dialect == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", _sqlite_begin)
+            if parsed.database and parsed.database != ":memory:":
+                self.checkpointer = WalCheckpointer(self.engine)
+                # Not the "commit" event: it fires before the commit, when there is nothing new to copy yet.
+                event.listen(self.engine, "checkin", self.checkpointer.nudge)
+
+    def __repr__(self) -> str:
+        return f"Store({self.engine.url.render_as_string(hide_password=True)})"
+
+    @property
+    def insert(self):
+        """The dialect's INSERT construct, which knows ON CONFLICT."""
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    def upgrade(self, revision: str = "heads") -> None:
+        """Bring the schema up to date with the Alembic migrations."""
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, revision)
+
+    def revision(self) -> str | None:
+        """The schema revision(s) the database is at (joined by '+'), or None before the first migration."""
+        from alembic.migration import MigrationContext
+
+        with self.engine.connect() as conn:
+            heads = sorted(MigrationContext.configure(conn).get_current_heads())
+        return "+".join(heads) or None
+
+    def dispose(self) -> None:
+        """Close pooled connections (and stop the WAL checkpoint thread)."""
+        if self.checkpointer is not None:
+            self.checkpointer.close()
+        self.engine.dispose()
+
+    def refresh_statistics(self, tables: Sequence[str]) -> None:
+        """Refresh PostgreSQL's planner statistics of these tables after a bulk load (SQLite plans without them).
+
+        A new CRM, or one where autovacuum is off or has not come round yet, has none: the planner then takes a
+        table of a million leads for one row and picks nested loops and index walks that cost seconds per chunk.
+        """
+        if self.dialect != "postgresql":
+            return
+        with self.begin() as conn:
+            conn.exec_driver_sql("ANALYZE " + ", ".join(Base.metadata.tables[t].name for t in tables))
+
+    def table_counts(self) -> dict[str, int]:
+        """Row counts of every CRM table, for summaries and tests."""
+        with self.engine.connect() as conn:
+            return {
+                name: conn.execute(select(func.count()).select_from(table)).scalar_one()
+                for name, table in Base.metadata.tables.items()
+            }
+
+    def bulk(self, conn: Connection, statement, frame: pd.DataFrame) -> int:
+        """Execute a statement once per frame row with bound parameters named like the frame's columns.
+
+        This is the fast path for large batches: the statement is compiled once and the rows go straight to the
+        driver's executemany, skipping SQLAlchemy's per-row parameter processing (most of the write time).
+        Returns the rows the statement changed, as the driver counts them (ON CONFLICT DO NOTHING skips count 0).
+        """
+        if frame.empty:
+            return 0
+        compiled = statement.compile(dialect=self.engine.dialect)
+        names = list(compiled.positiontup) if compiled.positional else list(compiled.binds)
+        columns = [_bind_values(frame[name], self.dialect) for name in names]
+        if compiled.positional:
+            params: list[Any] = list(zip(*columns, strict=True))
+        else:
+            params = [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+        return int(conn.exec_driver_sql(compiled.string, params).rowcount)
+
+    # --- intake -------------------------------------------------------------------------------------------
+
+    def known_keys(self, conn: Connection, table, keys: Iterable[str]) -> set[str]:
+        """Which of these idempotency keys the table (submissions, quarantine) already holds."""
+        column = table.c.idempotency_key
+        stmt = select(column).where(column.in_(bindparam("values", expanding=True)))
+        return {row[0] for row in read_in(conn, stmt, keys, raw=True)}
+
+    def known_submission_keys(self, conn: Connection, keys: Sequence[str]) -> set[str]:
+        """Which of these submission idempotency keys are already stored."""
+        return self.known_keys(conn, SUBMISSIONS, keys)
+
+    def lead_ids(self, conn: Connection, emails: Iterable[str]) -> dict[str, int]:
+        """Id by email of the leads with these emails (answered from the unique email index alone)."""
+        stmt = select(LEADS.c.email, LEADS.c.id).where(LEADS.c.email.in_(bindparam("values", expanding=True)))
+        return dict(read_in(conn, stmt, emails, raw=True))
+
+    def leads_created_at(self, conn: Connection, emails: Iterable[str],
+                         at: datetime) -> tuple[dict[str, int], set[str]]:
+        """Id by email of these leads, and which of them were created at `at` (by this transaction's upsert).
+
+        A concurrent run may have created a lead between our first look and our upsert (PostgreSQL's upsert then
+        waits and updates): its created_at is that run's, so only our own inserts carry `at`.
+        """
+        stmt = select(LEADS.c.email, LEADS.c.id, LEADS.c.created_at).where(
+            LEADS.c.email.in_(bindparam("values", expanding=True)))
+        rows = read_in(conn, stmt, emails, raw=True)
+        if not rows:
+            return {}, set()
+        stamp = pd.Timestamp(at)
+        stamp = (stamp.tz_convert("UTC") if stamp.tzinfo else stamp.tz_localize("UTC")).floor("us")
+        created = (utc(pd.Series([row[2] for row in rows], dtype=object)).dt.floor("us") == stamp).to_numpy()
+        return ({email: id_ for email, id_, _ in rows},
+                {row[0] for row, new in zip(rows, created, strict=True) if new})
+
+    def lead_touches(self, conn: Connection, emails: Iterable[str]) -> pd.DataFrame:
+        """Id and first/last touch of the leads with these emails (UTC datetimes)."""
+        columns = [LEADS.c[name] for name in ("id", "email", "first_touch_at", "first_touch_source",
+                                               "last_touch_at", "last_touch_source")]
+        stmt = select(*columns).where(LEADS.c.email.in_(bindparam("values", expanding=True)))
+        frame = pd.DataFrame(read_in(conn, stmt, emails, raw=True), columns=[c.name for c in columns])
+        for name in ("first_touch_at", "last_touch_at"):
+            frame[name] = utc(frame[name])
+        return frame
+
+    def _values(self, table, columns: Sequence[str]):
+        """An INSERT of these columns, each bound to the parameter of the same name."""
+        return self.insert(table).values({name: bindparam(name) for name in columns})
+
+    def upsert_leads(self, conn: Connection, leads: pd.DataFrame, now: datetime) -> None:
+        """Create new leads and merge details into known ones: newer non-empty values win, counters keep the max."""
+        if leads.empty:
+            return
+        columns = [c.name for c in LEADS.columns if c.name in leads.columns and c.name not in ("created_at",
+                                                                                                  "updated_at")]
+        frame = leads[columns].assign(created_at=now, updated_at=now)
+        stmt = self._values(LEADS, [*columns, "created_at", "updated_at"])
+        ex = stmt.excluded
+        newer = ex.last_touch_at >= LEADS.c.last_touch_at
+        merge: dict[str, Any] = {}
+        for name in MERGED_DETAILS:
+            merge[name] = case(
+                (newer, func.coalesce(ex[name], LEADS.c[name])), else_=func.coalesce(LEADS.c[name], ex[name])
+            )
+        for name in MAX_COUNTERS:
+            merge[name] = case((or_(LEADS.c[name].is_(None), ex[name] > LEADS.c[name]), ex[name]), else_=LEADS.c[name])
+        merge["updated_at"] = ex.updated_at
+        self.bulk(conn, stmt.on_conflict_do_update(index_elements=["email"], set_=merge), frame)
+
+    def insert_new(self, conn: Connection, table, frame: pd.DataFrame) -> int:
+        """Insert rows keyed by idempotency_key, leaving existing keys alone; returns the rows actually added.
+
+        The row count of ON CONFLICT DO NOTHING counts only rows this statement inserted, even while other runs
+        insert the same keys.
+        """
+        stmt = self._values(table, list(frame.columns)).on_conflict_do_nothing(index_elements=["idempotency_key"])
+        return self.bulk(conn, stmt, frame)
+
+    def insert_submissions(self, conn: Connection, subs: pd.DataFrame, batch_id: str, received_at: datetime) -> None:
+        """Store accepted rows as submissions; a key that is already stored is left alone."""
+        columns = ["idempotency_key", "lead_id", "source", "external_id", "submitted_at", "utm_source",
+                   "utm_medium", "utm_campaign", "message"]
+        frame = subs[columns].assign(raw_payload=subs["_payload"], batch_id=batch_id, received_at=received_at)
+        self.insert_new(conn, SUBMISSIONS, frame)
+
+    def move_touches(self, conn: Connection, changes: pd.DataFrame, now: datetime) -> None:
+        """Move first touch earlier and last touch later; the guards keep a concurrent newer touch."""
+        for which in ("first", "last"):
+            moved = changes.loc[changes[f"{which}_touch_changed"]]
+            if moved.empty:
+                continue
+            # The guard compares COALESCE(touch, new) (the stored touch: the column is never null), which no index
+            # serves: PostgreSQL then finds each row by primary key. Compared bare, a table without statistics yet
+            # (a backfill into a new CRM) got a plan that walked ix_leads_last_touch_at for every row.
+            at = func.coalesce(LEADS.c[f"{which}_touch_at"], bindparam("b_at"))
+            fields = ["at", "source", "utm_source", "utm_medium", "utm_campaign"]
+            stmt = (
+                update(LEADS)
+                .where(LEADS.c.id == bindparam("b_id"), at > bindparam("b_at") if which == "first"
+                       else at < bindparam("b_at"))
+                .values({**{f"{which}_touch_{f}": bindparam(f"b_{f}") for f in fields},
+                         "updated_at": bindparam("b_now")})
+            )
+            frame = pd.DataFrame({f"b_{f}": moved[f"{which}_touch_{f}"] for f in fields}).assign(
+                b_id=moved["id"], b_now=now
+            )
+            self.bulk(conn, stmt, frame)
+
+    def insert_events(self, conn: Connection, events: pd.DataFrame) -> None:
+        """Append to the audit log (lead_id, event_type, occurred_at, batch_id, flow_run_id, details)."""
+        if events.empty:
+            return
+        details = [_json_dumps(d) if not isinstance(d, str) else d for d in events["details"].tolist()]
+        frame = events.assign(details=details)
+        self.bulk(conn, self._values(EVENTS, list(frame.columns)), frame)
+
+    def insert_quarantine(self, conn: Connection, rows: pd.DataFrame) -> int:
+        """Keep rejected rows with their reasons; a row quarantined before is not stored twice. Returns new rows."""
+        if rows.empty:
+            return 0
+        known = self.known_keys(conn, QUARANTINE, rows["idempotency_key"].tolist())
+        fresh = rows.loc[~rows["idempotency_key"].isin(known)]
+        self.insert_new(conn, QUARANTINE, fresh)
+        return len(fresh)
+
+    def start_batch(self, batch_id: str, origin: str, source_name: str | None, flow_run_id: str | None,
+                    now: datetime) -> None:
+        """Record that an intake batch started."""
+        with self.begin() as conn:
+            conn.execute(BATCHES.insert().values(id=batch_id, origin=origin[:1000], source_name=source_name,
+                                                 flow_run_id=flow_run_id, started_at=now, status="running",
+                                                 summary={}))
+
+    def finish_batch(self, batch_id: str, status: str, summary: dict[str, Any], now: datetime) -> None:
+        """Record how an intake batch ended and what became of its rows."""
+        with self.begin() as conn:
+            conn.execute(update(BATCHES).where(BATCHES.c.id == batch_id)
+                         .values(status=status, summary=summary, finished_at=now))
+
+    # --- lead details and scores ------------------------------------------------------------------------
+
+    def leads_by_id(self, conn: Connection, ids: Sequence[int], columns: Sequence[str]) -> pd.DataFrame:
+        """These columns (plus id) of the leads with these ids, in id order; times as UTC."""
+        names = ["id", *(c for c in columns if c != "id")]
+        stmt = select(*(LEADS.c[n] for n in names)).where(LEADS.c.id.in_(bindparam("values", expanding=True)))
+        # Raw rows, typed here per column: SQLAlchemy's row processing was half of this read.
+        rows = read_in(conn, stmt, sorted(set(int(i) for i in ids)), raw=True)
+        columns = dict(zip(names, map(list, zip(*rows, strict=True)), strict=True)) if rows else {n: [] for n in names}
+        for name in names:
+            kind = LEADS.c[name].type
+            if isinstance(kind, Boolean):
+                # As SQLAlchemy gives them (SQLite stores 0/1): bool, and None where missing.
+                columns[name] = [None if v is None else bool(v) for v in columns[name]]
+            elif isinstance(kind, JSON) and self.dialect == "sqlite":
+                columns[name] = [json.loads(v) if isinstance(v, str) else v for v in columns[name]]
+        frame = pd.DataFrame(columns, columns=names)
+        for name in names:
+            if isinstance(LEADS.c[name].type, DateTime):
+                frame[name] = utc(frame[name])
+        return frame
+
+    def lead_id_pages(self, size: int, after: int = 0) -> Iterator[list[int]]:
+        """All lead ids in ascending pages of `size` (keyset pagination: memory follows the page size)."""
+        stmt = select(LEADS.c.id).where(LEADS.c.id > bindparam("after")).order_by(LEADS.c.id).limit(size)
+        while True:
+            with self.begin() as conn:
+                page = list(conn.execute(stmt, {"after": after}).scalars())
+            if not page:
+                return
+            yield page
+            after = page[-1]
+
+    def lead_messages(self, conn: Connection, ids: Sequence[int]) -> pd.Series:
+        """Every message a lead sent (oldest first, one per line) by lead id, for intent keywords."""
+        stmt = (
+            select(SUBMISSIONS.c.lead_id, SUBMISSIONS.c.message)
+            .where(SUBMISSIONS.c.lead_id.in_(bindparam("values", expanding=True)), SUBMISSIONS.c.message.is_not(None))
+            .order_by(SUBMISSIONS.c.lead_id, SUBMISSIONS.c.submitted_at, SUBMISSIONS.c.id)
+        )
+        joined: dict[int, str] = {}
+        # The rows come grouped by lead in time order: a plain loop joins them several times faster than groupby.
+        for lead_id, message in read_in(conn, stmt, sorted(set(int(i) for i in ids)), raw=True):
+            joined[lead_id] = joined[lead_id] + "\n" + message if lead_id in joined else message
+        return pd.Series(joined, dtype="string", name="message")
+
+    def update_leads(self, conn: Connection, frame: pd.DataFrame) -> None:
+        """Set the frame's columns on the leads with the frame's ids (JSON columns given as dicts or JSON text)."""
+        if frame.empty:
+            return
+        columns = [c for c in frame.columns if c != "id"]
+        out = frame.copy()
+        for name in columns:
+            if name in {"enrichment_sources"}:
+                out[name] = [v if isinstance(v, str) or v is None else _json_dumps(v) for v in out[name].tolist()]
+        stmt = (
+            update(LEADS)
+            .where(LEADS.c.id == bindparam("_id"))
+            .values({name: bindparam(name) for name in columns})
+        )
+        self.bulk(conn, stmt, out.rename(columns={"id": "_id"}))
+
+    def firmographics_for(self, conn: Connection, domains: Sequence[str]) -> pd.DataFrame:
+        """Reference firmographics of these domains (one row per domain found)."""
+        columns = [c.name for c in FIRMOGRAPHICS.columns if c.name != "updated_at"]
+        stmt = select(*(FIRMOGRAPHICS.c[n] for n in columns)).where(
+            FIRMOGRAPHICS.c.domain.in_(bindparam("values", expanding=True))
+        )
+        return pd.DataFrame(read_in(conn, stmt, sorted(set(domains))), columns=columns)
+
+    def upsert_firmographics(self, frame: pd.DataFrame, now: datetime) -> int:
+        """Insert or replace reference firmographics by domain; returns the rows written."""
+        if frame.empty:
+            return 0
+        columns = [c.name for c in FIRMOGRAPHICS.columns if c.name != "updated_at"]
+        rows = frame.loc[:, columns].assign(updated_at=now)
+        stmt = self._values(FIRMOGRAPHICS, [*columns, "updated_at"])
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["domain"],
+            set_={name: stmt.excluded[name] for name in [*columns, "updated_at"] if name != "domain"},
+        )
+        with self.begin() as conn:
+            self.bulk(conn, stmt, rows)
+        return len(rows)
+
+
+_stores: dict[str, Store] = {}
+_stores_lock = threading.Lock()
+
+
+def get_store(url: str | None = None) -> Store:
+    """The process-wide Store for a database URL (default: LEADFLOW_DATABASE_URL), built once and reused."""
+    if url is None:
+        from leadflow.config.settings import get_settings
+
+        url = get_settings().database_url_plain()
+    with _stores_lock:
+        if url not in _stores:
+            _stores[url] = Store(url)
+        return _stores[url]
+
+
+def is_transient_db_error(error: BaseException | None) -> bool:
+    """Whether a database error is worth retrying: lock, deadlock, serialization or lost connection."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    if not isinstance(error, DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    code = getattr(error.orig, "sqlstate", None)
+    if code in {"40001", "40P01", "55P03", "57P01", "08006", "08001", "08003"}:
+        return True
+    return isinstance(error, OperationalError) and "locked" in str(error.orig).lower()

@@ -1,0 +1,209 @@
+"""Send Auto-Response, Alert Sales Rep, Notify Sales Manager: messages rendered from templates as outbox rows."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
+
+from leadflow.domain.qualification import ITEMS
+
+TEMPLATE_DIR = Path(__file__).parents[1] / "templates"
+OUTBOX_COLUMNS = ("idempotency_key", "lead_id", "kind", "channel", "recipient", "subject", "body", "status",
+                  "attempts", "created_at")
+LISTED_IDS = 50
+
+
+@lru_cache(maxsize=1)
+def environment() -> Environment:
+    """The template environment: autoescaping everywhere, so lead-supplied text can never inject markup."""
+    return Environment(loader=FileSystemLoader(str(TEMPLATE_DIR)), autoescape=True, undefined=StrictUndefined,
+                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False)
+
+
+def template(name: str) -> Template:
+    """A template of leadflow/templates by file name."""
+    return environment().get_template(name)
+
+
+def render(name: str, **context: Any) -> str:
+    """Render one template with its context (values are escaped)."""
+    return template(name).render(**context)
+
+
+_SENTINEL = re.compile("\x00f:([a-z_]+)\x00")
+_ESCAPES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&#34;"), ("'", "&#39;"))
+
+
+def escape_column(values: pd.Series) -> pd.Series:
+    """HTML-escape a text column exactly as Jinja's autoescape (markupsafe) does, column-wise."""
+    out = values.astype("string[pyarrow]")
+    for char, entity in _ESCAPES:
+        out = out.str.replace(char, entity, regex=False)
+    return out
+
+
+def render_many(name: str, rows: pd.DataFrame) -> pd.Series:
+    """Render a template once per pattern of missing fields instead of once per row, then fill in each row's values.
+
+    The template is rendered with a marker for every present field (markers contain nothing autoescape would
+    change), split at the markers, and each row's escaped values are joined in between: the output is what
+    `render` gives row by row, for templates that only print fields or test whether they are empty.
+    """
+    if rows.empty:
+        return pd.Series([], dtype="string[pyarrow]", index=rows.index)
+    tpl = template(name)
+    text = rows.astype("string[pyarrow]")
+    present = text.notna() & text.ne("")
+    escaped = {col: escape_column(text[col]) for col in rows.columns}
+    out = pd.Series(pd.NA, index=rows.index, dtype="string[pyarrow]")
+    flags = present.to_numpy(dtype=bool)
+    patterns = flags.astype(np.int64) @ (1 << np.arange(flags.shape[1], dtype=np.int64))
+    for pattern, group in pd.Series(patterns, index=rows.index).groupby(patterns).groups.items():
+        context = {col: (f"\x00f:{col}\x00" if pattern >> bit & 1 else None)
+                   for bit, col in enumerate(rows.columns)}
+        pieces = _SENTINEL.split(tpl.render(**context))
+        result = pd.Series(pieces[0], index=group, dtype="string[pyarrow]")
+        for i in range(1, len(pieces), 2):
+            result = result + escaped[pieces[i]].loc[group] + pieces[i + 1]
+        out.loc[group] = result
+    return out
+
+
+def _text(value: Any) -> str | None:
+    if value is None or (not isinstance(value, str | list | dict) and pd.isna(value)):
+        return None
+    return str(value)
+
+
+def _frame(rows: list[dict[str, Any]] | pd.DataFrame, now: datetime) -> pd.DataFrame:
+    columns = [c for c in OUTBOX_COLUMNS if c not in ("status", "attempts", "created_at")]
+    frame = rows.reindex(columns=columns) if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=columns)
+    frame["lead_id"] = frame["lead_id"].astype("Int64")
+    return frame.assign(status="pending", attempts=0, created_at=now)
+
+
+def suppressed(leads: pd.DataFrame) -> np.ndarray:
+    """Leads that get no prospect email: do-not-contact, spam, or consent explicitly withdrawn (opt-out)."""
+    dnc = leads["do_not_contact"].astype("boolean").to_numpy(dtype=bool, na_value=False)
+    spam = leads["is_spam"].astype("boolean").to_numpy(dtype=bool, na_value=False) if "is_spam" in leads else False
+    opted_out = leads["email_opt_in"].astype("boolean").eq(False).to_numpy(dtype=bool, na_value=False)
+    return dnc | spam | opted_out
+
+
+def auto_responses(leads: pd.DataFrame, now: datetime) -> pd.DataFrame:
+    """One auto-response per prospect (key auto_response:lead:<id>), except to suppressed leads."""
+    keep = leads.loc[~suppressed(leads) & leads["email"].notna().to_numpy()]
+    bodies = render_many("auto_response_email.j2", keep[["first_name", "company"]])
+    frame = pd.DataFrame({
+        "idempotency_key": "auto_response:lead:" + keep["lead_id"].astype(str),
+        "lead_id": keep["lead_id"].to_numpy(),
+        "kind": "auto_response",
+        "channel": "email",
+        "recipient": keep["email"].to_numpy(),
+        "subject": "Thank you for contacting us",
+        "body": bodies.to_numpy(),
+    })
+    return _frame(frame, now)
+
+
+def checklist_text(checklists: pd.Series) -> pd.Series:
+    """One line per checklist for alerts: 'budget met (why); authority unknown (why); ...'."""
+    def line(value: Any) -> str | None:
+        data = json.loads(value) if isinstance(value, str) else value
+        if not isinstance(data, dict):
+            return None
+        return "; ".join(f"{item} {data.get(item, {}).get('status', 'unknown')} ({data.get(item, {}).get('why', '')})"
+                         for item in ITEMS)
+
+    return checklists.map(line).astype("string")
+
+
+def rep_alerts(leads: pd.DataFrame, reps: pd.DataFrame, now: datetime) -> pd.DataFrame:
+    """One alert per lead newly assigned to a rep (key rep_alert:lead:<id>:rep:<rep>): Apprise URL, else email."""
+    if leads.empty or reps.empty:
+        return _frame(pd.DataFrame(), now)
+    rep = reps.set_index("id")
+    owner = leads["owner_id"].astype("int64")
+    leads = leads.loc[owner.isin(rep.index).to_numpy()]
+    owner = owner.loc[leads.index]
+    names = (leads["first_name"].astype("string").fillna("") + " " + leads["last_name"].astype("string").fillna(""))
+    due = pd.to_datetime(leads["due_at"], utc=True)
+    fields = pd.DataFrame({
+        "lead_id": leads["lead_id"].astype(str), "priority": leads["priority"],
+        "priority_reason": leads["priority_reason"], "name": names.str.strip(), "job_title": leads["job_title"],
+        "company": leads["company"], "country": leads["country"],
+        "checklist": checklist_text(leads["checklist"]), "due_at": due.dt.strftime("%Y-%m-%d %H:%M UTC"),
+    }, index=leads.index)
+    url = owner.map(rep["alert_url"]).astype("string")
+    has_url = url.notna() & url.str.strip().ne("")
+    frame = pd.DataFrame({
+        "idempotency_key": "rep_alert:lead:" + leads["lead_id"].astype(str) + ":rep:" + owner.astype(str),
+        "lead_id": leads["lead_id"].to_numpy(),
+        "kind": "rep_alert",
+        "channel": np.where(has_url, "apprise", "email"),
+        "recipient": url.where(has_url, owner.map(rep["email"]).astype("string")).to_numpy(),
+        "subject": "New " + leads["priority"].astype(str) + " lead assigned to you",
+        "body": render_many("rep_alert_new_lead.j2", fields).to_numpy(),
+    })
+    return _frame(frame, now)
+
+
+def _manager_channel(manager_urls: str | None, sales_inbox: str) -> tuple[str, str]:
+    return ("apprise", manager_urls) if manager_urls else ("email", sales_inbox)
+
+
+def _digest_key(kind: str, ids: list[int]) -> str:
+    digest = hashlib.sha256(",".join(str(i) for i in sorted(ids)).encode()).hexdigest()[:32]
+    return f"manager_notice:{kind}:{digest}"
+
+
+def unassigned_notice(unassigned: pd.DataFrame, queue: str, risk_priorities: list[str], manager_urls: str | None,
+                      sales_inbox: str, now: datetime) -> pd.DataFrame:
+    """One notice about leads newly put in the fallback queue (keyed by those leads, so a re-run adds none)."""
+    if unassigned.empty:
+        return _frame([], now)
+    ids = sorted(int(i) for i in unassigned["lead_id"])
+    priorities = Counter(unassigned["priority"].fillna("none"))
+    at_risk = int(unassigned["priority"].isin(risk_priorities).sum())
+    body = render(
+        "manager_notice_unassigned.j2", count=len(ids), queue=queue,
+        reasons=sorted(Counter(unassigned["fallback_reason"].fillna("unknown")).items()),
+        priorities=sorted(priorities.items()), at_risk=at_risk, risk_priorities="/".join(risk_priorities),
+        lead_ids=ids[:LISTED_IDS], more=max(len(ids) - LISTED_IDS, 0),
+    )
+    channel, recipient = _manager_channel(manager_urls, sales_inbox)
+    subject = f"{len(ids)} lead{'s' if len(ids) != 1 else ''} in {queue}" + (f", {at_risk} at SLA risk"
+                                                                            if at_risk else "")
+    row = {"idempotency_key": _digest_key("unassigned", ids), "lead_id": ids[0] if len(ids) == 1 else None,
+           "kind": "manager_notice", "channel": channel, "recipient": recipient, "subject": subject, "body": body}
+    return _frame([row], now)
+
+
+def sla_risk_notice(overdue: pd.DataFrame, manager_urls: str | None, sales_inbox: str,
+                    now: datetime) -> pd.DataFrame:
+    """One notice about open tasks past their SLA (keyed by those tasks, so each breach is reported once)."""
+    if overdue.empty:
+        return _frame([], now)
+    tasks = [
+        {"id": int(t["id"]), "lead_id": int(t["lead_id"]), "kind": t["kind"],
+         "owner": f"rep #{int(t['owner_id'])}" if pd.notna(t["owner_id"]) else "unassigned",
+         "due_at": pd.Timestamp(t["due_at"]).strftime("%Y-%m-%d %H:%M UTC")}
+        for t in overdue.sort_values("due_at").to_dict("records")
+    ]
+    body = render("manager_notice_sla_risk.j2", count=len(tasks), tasks=tasks[:LISTED_IDS],
+                  more=max(len(tasks) - LISTED_IDS, 0))
+    channel, recipient = _manager_channel(manager_urls, sales_inbox)
+    row = {"idempotency_key": _digest_key("sla_risk", [t["id"] for t in tasks]), "lead_id": None,
+           "kind": "manager_notice", "channel": channel, "recipient": recipient,
+           "subject": f"{len(tasks)} task{'s' if len(tasks) != 1 else ''} past SLA", "body": body}
+    return _frame([row], now)

@@ -1,0 +1,1 @@
+"""Files, enrichment providers, message senders and report files."""
