@@ -159,6 +159,7 @@ def run_core(month: str) -> dict:
     """The functions the flow's tasks call, in order, without Prefect; seconds per step."""
     from data_checks.report import check_monthly_report
     from leadflow.domain import reports as rpt
+    from leadflow.steps.delivery import queue_monthly_report_notice
     from tasks import report as tr
 
     steps: dict[str, float] = {}
@@ -179,7 +180,7 @@ def run_core(month: str) -> dict:
     published = tr.publish(report, ["md", "csv", "html", "json"], checks)
     steps["publish"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    tr.notify_manager(report, published["files"])
+    queue_monthly_report_notice(tr.store(), report, published["files"])
     steps["notify"] = time.perf_counter() - tick
     return {"steps": {k: round(v, 2) for k, v in steps.items()}, "new_leads": report.total("new_leads"),
             "funnel_rows": len(report.funnel)}

@@ -121,7 +121,7 @@ def quarantine_undated_rows(plan: BackfillPlan, part: str, source_name: str | No
 
 def error_text(exc: BaseException, limit: int = 4000) -> str:
     """A window's error in full (with where it was raised) for the ledger, addresses masked."""
-    from flows.hooks import mask_addresses
+    from leadflow.domain.privacy import mask_addresses
 
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""

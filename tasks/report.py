@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -15,6 +14,7 @@ from leadflow.config.settings import get_settings
 from leadflow.crm import reports as report_store
 from leadflow.domain import reports as rpt
 from leadflow.io import report_files as report_render
+from leadflow.steps.delivery import queue_monthly_report_notice
 from tasks.common import DB_TASK, PRIVATE, current_flow_run_id, store
 
 HISTORY_MONTHS = 12
@@ -107,45 +107,9 @@ def publish_monthly_report(report: rpt.MonthlyReport, formats: list[str], checks
     return published
 
 
-def notify_manager(report: rpt.MonthlyReport, files: dict[str, list[str]]) -> str:
-    """Queue the manager's notice in the outbox (one per month); a re-run refreshes it only while unsent."""
-    from sqlalchemy import bindparam
-
-    from leadflow.crm.schema import OutboxMessage
-
-    settings = get_settings()
-    recipient = settings.manager_alert_urls.get_secret_value() if settings.manager_alert_urls else "unconfigured"
-    head = report.headline()
-    links = [Path(p).resolve().as_uri() for fmt in ("html", "md") for p in files.get(fmt, [])]
-    body = "\n".join([
-        f"Monthly lead report {report.month}",
-        f"New leads: {head['new_leads']:,} (MoM {report_render._pct(head['new_leads_mom_pct'], signed=True)}, "
-        f"YoY {report_render._pct(head['new_leads_yoy_pct'], signed=True)})",
-        f"Submissions: {head['submissions']:,} ({head['repeat_submissions']:,} repeat); spam leads: "
-        f"{head['spam_leads']:,}",
-        f"Converted from this month's cohort: {head['converted']:,}; SLA met: "
-        f"{report_render._pct(report.sla['rate'])} of {report.sla['eligible']:,} P1/P2 leads",
-        *(f"Report: {link}" for link in links),
-    ])
-    crm = store()
-    table = OutboxMessage.__table__
-    key = f"monthly_report:{report.month}"
-    stmt = crm.insert(table).values(idempotency_key=bindparam("k"), kind="monthly_report", channel="apprise",
-                                    recipient=bindparam("r"), subject=bindparam("s"), body=bindparam("b"),
-                                    status="pending")
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["idempotency_key"],
-        set_={"recipient": stmt.excluded.recipient, "subject": stmt.excluded.subject, "body": stmt.excluded.body},
-        where=table.c.status == "pending",
-    )
-    with crm.begin() as conn:
-        conn.execute(stmt, {"k": key, "r": recipient[:500], "s": f"Monthly lead report {report.month}", "b": body})
-    return key
-
-
 @task(name="Notify Sales Manager", **DB_TASK)
 def notify_sales_manager(report: rpt.MonthlyReport, files: dict[str, list[str]]) -> str:
     """The summary with a link to the report page, queued in the outbox for the delivery run."""
-    key = notify_manager(report, files)
+    key = queue_monthly_report_notice(store(), report, files)
     get_run_logger().info("Queued the manager's notice %s", key)
     return key

@@ -92,6 +92,20 @@ def _frame(rows: list[dict[str, Any]] | pd.DataFrame, now: datetime) -> pd.DataF
     return frame.assign(status="pending", attempts=0, created_at=now)
 
 
+def message_key(kind: str, *parts: object) -> str:
+    """The outbox idempotency key of a message: its kind, then what it is about ('rep_alert:lead:7:rep:2')."""
+    return ":".join([kind, *(str(part) for part in parts)])
+
+
+def message_keys(kind: str, **parts: pd.Series) -> pd.Series:
+    """message_key for a column of messages: each keyword adds '<name>:<value>' ('auto_response:lead:7')."""
+    keys = None
+    for name, values in parts.items():
+        piece = f"{name}:" + values.astype(str)
+        keys = piece if keys is None else keys + ":" + piece.to_numpy()
+    return f"{kind}:" + keys
+
+
 def suppressed(leads: pd.DataFrame) -> np.ndarray:
     """Leads that get no prospect email: do-not-contact, spam, or consent explicitly withdrawn (opt-out)."""
     dnc = leads["do_not_contact"].astype("boolean").to_numpy(dtype=bool, na_value=False)
@@ -105,7 +119,7 @@ def auto_responses(leads: pd.DataFrame, now: datetime) -> pd.DataFrame:
     keep = leads.loc[~suppressed(leads) & leads["email"].notna().to_numpy()]
     bodies = render_many("auto_response_email.j2", keep[["first_name", "company"]])
     frame = pd.DataFrame({
-        "idempotency_key": "auto_response:lead:" + keep["lead_id"].astype(str),
+        "idempotency_key": message_keys("auto_response", lead=keep["lead_id"]),
         "lead_id": keep["lead_id"].to_numpy(),
         "kind": "auto_response",
         "channel": "email",
@@ -147,7 +161,7 @@ def rep_alerts(leads: pd.DataFrame, reps: pd.DataFrame, now: datetime) -> pd.Dat
     url = owner.map(rep["alert_url"]).astype("string")
     has_url = url.notna() & url.str.strip().ne("")
     frame = pd.DataFrame({
-        "idempotency_key": "rep_alert:lead:" + leads["lead_id"].astype(str) + ":rep:" + owner.astype(str),
+        "idempotency_key": message_keys("rep_alert", lead=leads["lead_id"], rep=owner),
         "lead_id": leads["lead_id"].to_numpy(),
         "kind": "rep_alert",
         "channel": np.where(has_url, "apprise", "email"),
@@ -164,7 +178,7 @@ def _manager_channel(manager_urls: str | None, sales_inbox: str) -> tuple[str, s
 
 def _digest_key(kind: str, ids: list[int]) -> str:
     digest = hashlib.sha256(",".join(str(i) for i in sorted(ids)).encode()).hexdigest()[:32]
-    return f"manager_notice:{kind}:{digest}"
+    return message_key("manager_notice", kind, digest)
 
 
 def unassigned_notice(unassigned: pd.DataFrame, queue: str, risk_priorities: list[str], manager_urls: str | None,
@@ -207,3 +221,43 @@ def sla_risk_notice(overdue: pd.DataFrame, manager_urls: str | None, sales_inbox
            "kind": "manager_notice", "channel": channel, "recipient": recipient,
            "subject": f"{len(tasks)} task{'s' if len(tasks) != 1 else ''} past SLA", "body": body}
     return _frame([row], now)
+
+
+def ops_alert(flow_name: str, run_name: str, run_id: str, state_name: str, message: str | None,
+              recipient: str | None, now: datetime) -> dict[str, Any]:
+    """The ops alert of a failed run: one outbox row per flow run (withdrawn when no channel is configured)."""
+    from leadflow.domain.privacy import mask_addresses
+
+    text = (message or "").strip()
+    reason = mask_addresses(text.splitlines()[0] if text else "no message")
+    return {
+        "idempotency_key": message_key("ops_alert", run_id),
+        "lead_id": None,
+        "kind": "ops_alert",
+        "channel": "apprise",
+        "recipient": recipient or "",
+        "subject": f"[leadflow] {flow_name} run {run_name} {state_name.lower()}"[:500],
+        "body": f"Flow {flow_name}, run {run_name} ({run_id}) ended {state_name}: {reason}",
+        "status": "pending" if recipient else "withdrawn",
+        "last_error": None if recipient else "no ops_alert_urls configured",
+        "created_at": now,
+    }
+
+
+def monthly_report_notice(month: str, headline: dict[str, Any], sla: dict[str, Any], links: list[str],
+                          recipient: str) -> dict[str, Any]:
+    """The manager's notice of a month's report: the headline figures and links to the report files."""
+    from leadflow.domain.reports import pct
+
+    body = "\n".join([
+        f"Monthly lead report {month}",
+        f"New leads: {headline['new_leads']:,} (MoM {pct(headline['new_leads_mom_pct'], signed=True)}, "
+        f"YoY {pct(headline['new_leads_yoy_pct'], signed=True)})",
+        f"Submissions: {headline['submissions']:,} ({headline['repeat_submissions']:,} repeat); spam leads: "
+        f"{headline['spam_leads']:,}",
+        f"Converted from this month's cohort: {headline['converted']:,}; SLA met: "
+        f"{pct(sla['rate'])} of {sla['eligible']:,} P1/P2 leads",
+        *(f"Report: {link}" for link in links),
+    ])
+    return {"idempotency_key": message_key("monthly_report", month), "kind": "monthly_report", "channel": "apprise",
+            "recipient": recipient, "subject": f"Monthly lead report {month}", "body": body}

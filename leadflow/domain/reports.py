@@ -705,3 +705,10 @@ def monthly_volume(
     last_year = (lead_volume(last_year_leads, no_touches, same_month_last_year(month))
                  if len(last_year_leads) else None)
     return with_changes(current, previous, last_year)
+
+
+def pct(value: Any, *, signed: bool = False) -> str:
+    """A share (0.25 -> '25.0%') or, signed, a change already in percent (12.5 -> '+12.5%'); '–' when unknown."""
+    if value is None or pd.isna(value):
+        return "–"
+    return f"{float(value):+.1f}%" if signed else f"{float(value) * 100:.1f}%"

@@ -12,7 +12,7 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
 
-from leadflow.domain.reports import MAIN_STAGES, MonthlyReport
+from leadflow.domain.reports import MAIN_STAGES, MonthlyReport, pct
 
 FORMATS: tuple[str, ...] = ("md", "csv", "html", "json")
 PALETTE = ("#2563eb", "#f97316", "#16a34a", "#dc2626", "#9333ea", "#0891b2", "#ca8a04", "#db2777", "#64748b")
@@ -38,10 +38,7 @@ def _count(value: Any) -> str:
     return "–" if value is None or pd.isna(value) else f"{int(value):,}"
 
 
-def _pct(value: Any, *, signed: bool = False) -> str:
-    if value is None or pd.isna(value):
-        return "–"
-    return f"{float(value):+.1f}%" if signed else f"{float(value) * 100:.1f}%"
+_pct = pct
 
 
 def _hours(value: Any) -> str:

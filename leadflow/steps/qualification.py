@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, bindparam, select, update
 
+from leadflow.crm.outbox import queue_messages
 from leadflow.crm.schema import Account, CrmTask, Lead, LeadEvent, LeadSubmission, OutboxMessage, SalesRep
 from leadflow.crm.store import Store, is_transient_db_error, read_in, records
 from leadflow.domain import accounts as matching
@@ -542,11 +543,6 @@ def _insert_new(store: Store, table, frame: pd.DataFrame) -> int:
         return 0
     with store.begin() as conn:
         return store.insert_new(conn, table, frame)
-
-
-def queue_messages(store: Store, frame: pd.DataFrame) -> int:
-    """Put messages into the outbox; a key that exists already is left alone. Returns the number queued."""
-    return _insert_new(store, OUTBOX, frame)
 
 
 def reps_frame(store: Store) -> pd.DataFrame:

@@ -15,6 +15,7 @@ from datetime import datetime
 import pandas as pd
 from sqlalchemy import Connection, bindparam, select, update
 
+from leadflow.crm import outbox
 from leadflow.crm.assignments import OPEN_STATUSES
 from leadflow.crm.schema import CrmTask, Lead, OutboxMessage
 from leadflow.crm.store import Store, utc
@@ -69,7 +70,7 @@ def notify_sla_breaches(store: Store, manager_urls: str | None, sales_inbox: str
         if breaches.empty:
             return result
         notice = messages.sla_risk_notice(breaches, manager_urls, sales_inbox, now)
-        store.insert_new(conn, OUTBOX, notice)
+        outbox.queue(conn, store, notice)
         conn.execute(
             update(TASKS).where(TASKS.c.id.in_(bindparam("ids", expanding=True)), TASKS.c.sla_notified_at.is_(None))
             .values(sla_notified_at=now),

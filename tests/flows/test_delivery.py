@@ -22,8 +22,8 @@ from aiosmtpd.controller import Controller
 
 from flows.delivery import outbox_delivery
 from leadflow.config.settings import get_settings
+from leadflow.crm.outbox import queue_messages
 from leadflow.io.senders import UNKNOWN_OUTCOME, DeliveryConfig, deliver_pending, message_id, outbox_frame
-from leadflow.steps.qualification import queue_messages
 
 ROOT = Path(__file__).resolve().parents[2]
 
