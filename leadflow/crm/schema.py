@@ -37,11 +37,6 @@ NAMING = {
 }
 
 
-# How a new submission merges into a known lead (see Store.upsert_leads): details follow the newest non-empty
-# value, intent counters keep the highest value ever seen.
-MERGED_DETAILS = ("email_domain", "first_name", "last_name", "phone", "job_title", "country", "company",
-                  "company_key", "company_domain", "company_size", "industry", "email_opt_in")
-MAX_COUNTERS = ("page_views", "pricing_page_visits", "content_downloads", "demo_requested")
 
 
 class Base(DeclarativeBase):

@@ -31,8 +31,6 @@ from sqlalchemy import (
 from sqlalchemy.engine import URL, make_url
 
 from leadflow.crm.schema import (
-    MAX_COUNTERS,
-    MERGED_DETAILS,
     Base,
     Firmographic,
     IntakeBatch,
@@ -41,6 +39,7 @@ from leadflow.crm.schema import (
     LeadSubmission,
     QuarantineRecord,
 )
+from leadflow.domain.contract import MAX_COUNTERS, MERGED_DETAILS
 
 LEADS = Lead.__table__
 SUBMISSIONS = LeadSubmission.__table__

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from leadflow.crm.schema import Lead, LeadSubmission
-
 REQUIRED_COLUMNS: tuple[str, ...] = ("email", "submitted_at", "source")
 OPTIONAL_COLUMNS: tuple[str, ...] = (
     "external_id",
@@ -69,20 +67,21 @@ COLUMN_ALIASES: dict[str, str] = {
     **{a: "demo_requested" for a in ("request_demo", "demo_request", "wants_demo")},
 }
 
-# Raw field limits: what the CRM columns can hold, so a row never fails at the database instead.
+# Raw field limits: what the CRM columns can hold, so a row never fails at the database instead
+# (tests/crm/test_schema_contract.py holds them equal to the schema's column lengths).
 FIELD_LIMITS: dict[str, int] = {
-    "email": Lead.__table__.c.email.type.length,
-    "source": LeadSubmission.__table__.c.source.type.length,
-    "external_id": LeadSubmission.__table__.c.external_id.type.length,
-    "first_name": Lead.__table__.c.first_name.type.length,
-    "last_name": Lead.__table__.c.last_name.type.length,
-    "job_title": Lead.__table__.c.job_title.type.length,
-    "company": Lead.__table__.c.company.type.length,
-    "company_size": Lead.__table__.c.company_size.type.length,
-    "industry": Lead.__table__.c.industry.type.length,
-    "utm_source": LeadSubmission.__table__.c.utm_source.type.length,
-    "utm_medium": LeadSubmission.__table__.c.utm_medium.type.length,
-    "utm_campaign": LeadSubmission.__table__.c.utm_campaign.type.length,
+    "email": 320,
+    "source": 64,
+    "external_id": 200,
+    "first_name": 200,
+    "last_name": 200,
+    "job_title": 200,
+    "company": 300,
+    "company_size": 100,
+    "industry": 100,
+    "utm_source": 200,
+    "utm_medium": 200,
+    "utm_campaign": 200,
     "phone": 64,
     "country": 100,
     "website": 2_000,
@@ -90,6 +89,12 @@ FIELD_LIMITS: dict[str, int] = {
     "honeypot": 1_000,
     "message": 10_000,
 }
+
+# How a new submission merges into a known lead (see Store.upsert_leads): details follow the newest non-empty
+# value, intent counters keep the highest value ever seen.
+MERGED_DETAILS = ("email_domain", "first_name", "last_name", "phone", "job_title", "country", "company",
+                  "company_key", "company_domain", "company_size", "industry", "email_opt_in")
+MAX_COUNTERS = ("page_views", "pricing_page_visits", "content_downloads", "demo_requested")
 
 
 class ReasonCode:

@@ -10,9 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from leadflow.crm.schema import MAX_COUNTERS, MERGED_DETAILS
 from leadflow.domain import normalize as nz
-from leadflow.domain.contract import CANONICAL_COLUMNS, FIELD_LIMITS
+from leadflow.domain.contract import CANONICAL_COLUMNS, FIELD_LIMITS, MAX_COUNTERS, MERGED_DETAILS
 from leadflow.io.sources import MALFORMED_COLUMN, ROW_COLUMN
 
 PAYLOAD_COLUMN = "_payload"
