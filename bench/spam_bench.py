@@ -2,12 +2,12 @@
 
 Usage: python bench/spam_bench.py --leads 1000000 --batch-sizes 10000 50000 [--workdir DIR]
 
-The CRM is filled once with bulk SQL (a recursive CTE: seconds, not the hours intake would take): `--leads`
-leads with one submission each in the last 7 days, raw payloads with IP, honeypot and fill time, and a mix of
-spam (disposable domains, honeypots, fast fills, gibberish names, casino messages, IP bursts of 8 rows), plus
-1% of leads flagged 40 days ago so the purge has work. Each measurement runs in a fresh subprocess on its own
-copy of that database, so peak RSS belongs to that run alone; the core functions the flow's tasks call are
-timed (sweep_spam, then purge_expired_spam), without Prefect.
+The CRM is filled once with bulk SQL (leadflow.crm.spam.fill_bench_crm, a recursive CTE: seconds, not the hours
+intake would take): `--leads` leads with one submission each in the last 7 days, raw payloads with IP, honeypot
+and fill time, and a mix of spam (disposable domains, honeypots, fast fills, gibberish names, casino messages, IP
+bursts of 8 rows), plus 1% of leads flagged 40 days ago so the purge has work. Each measurement runs in a fresh
+subprocess on its own copy of that database, so peak RSS belongs to that run alone; the step functions the flow's
+tasks call are timed in the flow's order (sweep_spam, then purge_expired_spam), without Prefect.
 """
 
 from __future__ import annotations
@@ -25,38 +25,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-FILL = """
-WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < :n)
-INSERT INTO leads (id, email, email_domain, first_name, last_name, company, first_touch_at, first_touch_source,
-                   last_touch_at, last_touch_source, status, is_spam, spam_reasons, spam_flagged_at, created_at,
-                   updated_at)
-SELECT n, 'person' || n || '@' || dom, dom,
-       CASE WHEN n % 211 = 0 THEN 'xkqzvbw' ELSE 'Ann' END, 'Lee', 'Company ' || (n % 5000),
-       ts, 'web_form', ts, 'web_form',
-       CASE WHEN n % 100 = 1 THEN 'spam' ELSE 'new' END,
-       CASE WHEN n % 100 = 1 THEN 1 ELSE 0 END,
-       CASE WHEN n % 100 = 1 THEN 'disposable_domain' END,
-       CASE WHEN n % 100 = 1 THEN strftime('%Y-%m-%d %H:%M:%S', 'now', '-40 days') || '.000000' END,
-       ts, ts
-FROM (SELECT n,
-             CASE WHEN n % 53 = 0 THEN 'mailinator.com' ELSE 'acme' || (n % 20000) || '.example' END AS dom,
-             strftime('%Y-%m-%d %H:%M:%S', 'now', '-' || (n % 600000) || ' seconds') || '.000000' AS ts
-      FROM seq)
-"""
-SUBMISSIONS = """
-INSERT INTO lead_submissions (id, idempotency_key, lead_id, batch_id, source, submitted_at, received_at, message,
-                              raw_payload)
-SELECT id, printf('%064d', id), id, 'bench', 'web_form', first_touch_at, first_touch_at,
-       CASE WHEN id % 307 = 0 THEN 'best online casino bonus' ELSE 'Please send pricing' END,
-       json_object('email', email, 'submitted_at', first_touch_at, 'source', 'web_form',
-                   'ip_address', CASE WHEN id % 10000 < 8 THEN '66.6.' || (id / 10000) || '.1'
-                                      ELSE '10.' || (id % 250) || '.' || (id / 250 % 250) || '.' || (id % 7) END,
-                   'honeypot', CASE WHEN id % 401 = 0 THEN 'filled' END,
-                   'form_fill_seconds', CASE WHEN id % 503 = 0 THEN 0.4 ELSE 25 + id % 60 END)
-FROM leads
-"""
-
-
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -64,16 +32,13 @@ def peak_rss_mb() -> float:
 
 def build(path: Path, leads: int) -> float:
     """Create and fill the benchmark CRM; returns seconds."""
-    from sqlalchemy import text
-
+    from leadflow.crm.spam import fill_bench_crm
     from leadflow.crm.store import Store
 
     started = time.perf_counter()
     store = Store(f"sqlite:///{path}")
     store.upgrade()
-    with store.begin() as conn:
-        conn.execute(text(FILL), {"n": leads})
-        conn.execute(text(SUBMISSIONS))
+    fill_bench_crm(store, leads)
     # Closing the last connection checkpoints the WAL into the file that is copied for each run.
     store.dispose()
     return round(time.perf_counter() - started, 1)

@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 
 from data_checks.runner import ROW_ID, CheckOutcome, gx_context, raise_for_failures, run_suite
-from leadflow.steps.spam import NEVER_FLAGGED
+from leadflow.domain.spam import NEVER_FLAGGED
 
 
 def spam_flag_suite() -> Any:

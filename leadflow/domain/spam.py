@@ -1,11 +1,20 @@
-"""Detect spam leads: pure, vectorized rules over a batch of leads under a versioned policy."""
+"""Detect spam leads: pure, vectorized rules over a batch of leads under a versioned policy.
+
+Also the pure parts of spam cleanup: reading anti-spam signals from raw payloads, judging submissions per lead,
+and the plans, events and results of flagging, restoring and purging (leadflow/crm/spam.py writes them).
+"""
 
 from __future__ import annotations
 
+import json
 import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from hashlib import sha256
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -15,6 +24,9 @@ from disposable_email_domains import blocklist
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from leadflow.config.policy import VersionedPolicy
+from leadflow.domain.contract import CANONICAL_COLUMNS, COLUMN_ALIASES, fold_header
+from leadflow.domain.normalize import EMAIL_PATTERN, normalize_email
+from leadflow.domain.submissions import PAYLOAD_COLUMN
 
 # --- reason codes ---------------------------------------------------------------------------------------------
 
@@ -682,3 +694,398 @@ def detect_spam(leads: pd.DataFrame, policy: SpamPolicy, known_bad_hashes: set[s
     }
     columns.update({f"rule_{code}": fired[code] for code in REASON_CODES})
     return pd.DataFrame(columns, index=leads.index)
+
+
+# --- cleanup: constants, errors and results -------------------------------------------------------------------
+
+SPAM_STATUS = "spam"
+# A won deal is never spam, whatever its submissions look like: these leads are never flagged.
+NEVER_FLAGGED = ("converted", "won")
+# A rep worked these leads: flagged ones are reported for review instead of being purged.
+INTERACTION_STATUSES = ("converted", "won", "qualified", "discovery_call_booked")
+FLAGGED_EVENT = "spam_flagged"
+RESTORED_EVENT = "spam_restored"
+STATUS_EVENT = "status_changed"
+SIGNAL_COLUMNS = ("ip_address", "honeypot", "form_fill_seconds")
+SAMPLE_SIZE = 20
+
+
+class SpamCleanupError(ValueError):
+    """Bad input to a spam command (an unknown reason, an unreadable date, nothing to restore)."""
+
+
+def parse_since(text: str | None, now: datetime, policy: SpamPolicy) -> datetime:
+    """Start of the sweep window: an ISO date or time (naive means UTC), else `recheck_days` before now."""
+    if text is None or not str(text).strip():
+        return now - timedelta(days=policy.recheck_days)
+    try:
+        when = pd.Timestamp(str(text).strip())
+    except ValueError as exc:
+        raise SpamCleanupError(f"--since must be an ISO date or time, got {text!r}") from exc
+    if pd.isna(when):
+        raise SpamCleanupError(f"--since must be an ISO date or time, got {text!r}")
+    when = when.tz_localize(UTC) if when.tzinfo is None else when.tz_convert(UTC)
+    if when > pd.Timestamp(now):
+        raise SpamCleanupError(f"--since {text} is in the future")
+    return when.to_pydatetime()
+
+
+def sample_rows(frame: pd.DataFrame, columns: Sequence[str], limit: int = SAMPLE_SIZE) -> list[dict[str, Any]]:
+    """A few rows for artifacts, with the email masked and no other personal data."""
+    head = frame.head(limit)
+    out = pd.DataFrame({"lead_id": head["lead_id"].astype("int64"), "email": mask_emails(head["email"])})
+    for column in columns:
+        out[column] = head[column]
+    return [{k: (None if pd.isna(v) else v) for k, v in row.items()} for row in out.astype(object).to_dict("records")]
+
+
+def reason_counts(reasons: pd.Series) -> Counter:
+    """Leads per reason code, from comma-joined reason lists (missing lists count nothing)."""
+    return Counter(code for joined in reasons.dropna() for code in joined.split(","))
+
+
+@dataclass
+class FlagResult:
+    """What a spam check (nightly sweep or intake batch) found and did; in a dry run, what it would do."""
+
+    dry_run: bool = False
+    submissions_checked: int = 0
+    leads_checked: int = 0
+    flagged: int = 0
+    by_reason: Counter = field(default_factory=Counter)
+    exempt: int = 0
+    tasks_cancelled: int = 0
+    outbox_withdrawn: int = 0
+    chunks: int = 0
+    sample: list[dict[str, Any]] = field(default_factory=list)
+    # The leads of one flag_leads call, for callers that track them; never summed or published.
+    lead_ids: list[int] = field(default_factory=list, repr=False)
+
+    def add(self, other: FlagResult) -> None:
+        """Fold the result of one chunk into this one."""
+        for name in ("flagged", "exempt", "tasks_cancelled", "outbox_withdrawn"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.by_reason.update(other.by_reason)
+        self.sample.extend(other.sample[: max(0, SAMPLE_SIZE - len(self.sample))])
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready counts (emails in the sample are masked)."""
+        data = asdict(self)
+        data.pop("lead_ids")
+        data["by_reason"] = dict(sorted(self.by_reason.items()))
+        return data
+
+
+@dataclass
+class PurgeResult:
+    """Expired spam leads: purged (tombstone kept) or held for review because a rep worked them."""
+
+    dry_run: bool = False
+    expired: int = 0
+    purged: int = 0
+    by_reason: Counter = field(default_factory=Counter)
+    rows_deleted: dict[str, int] = field(default_factory=dict)
+    review: int = 0
+    review_sample: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready counts (emails in the review sample are masked)."""
+        data = asdict(self)
+        data["by_reason"] = dict(sorted(self.by_reason.items()))
+        return data
+
+
+@dataclass
+class RestoreResult:
+    """Leads brought back from spam, with their tasks and messages, and tombstones cleared."""
+
+    dry_run: bool = False
+    restored: int = 0
+    by_reason: Counter = field(default_factory=Counter)
+    tasks_reopened: int = 0
+    outbox_restored: int = 0
+    tombstones_cleared: int = 0
+    sample: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready counts (emails in the sample are masked)."""
+        data = asdict(self)
+        data["by_reason"] = dict(sorted(self.by_reason.items()))
+        return data
+
+
+# --- cleanup: submissions with their anti-spam signals ----------------------------------------------------------
+
+
+def _canonical(header: str) -> str | None:
+    folded = fold_header(header)
+    return folded if folded in CANONICAL_COLUMNS else COLUMN_ALIASES.get(folded)
+
+
+def _signal_value(column: str, value: Any) -> Any:
+    """A payload value as the spam rules read it; a JSON `false` honeypot means the field was left alone."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if column == "honeypot" and isinstance(value, bool):
+        return "true" if value else None
+    return value if column == "form_fill_seconds" else str(value)
+
+
+def payload_signals(payloads: Sequence[Any]) -> pd.DataFrame:
+    """ip_address, honeypot and form_fill_seconds out of raw payloads, under canonical names or known aliases."""
+    parsed = [json.loads(p) if isinstance(p, str) else (p or {}) for p in payloads]
+    keys: set[str] = set()
+    for payload in parsed:
+        keys.update(payload)
+    headers: dict[str, list[str]] = {column: [] for column in SIGNAL_COLUMNS}
+    # Exact canonical names first, then aliases, as intake resolves them.
+    for key in sorted(keys, key=lambda k: fold_header(k) not in CANONICAL_COLUMNS):
+        target = _canonical(key)
+        if target in headers:
+            headers[target].append(key)
+    columns: dict[str, list[Any]] = {}
+    for column, names in headers.items():
+        values: list[Any] = [None] * len(parsed)
+        if names:
+            for i, payload in enumerate(parsed):
+                for name in names:
+                    value = _signal_value(column, payload.get(name))
+                    if value is not None:
+                        values[i] = value
+                        break
+        columns[column] = values
+    frame = pd.DataFrame({c: pd.Series(v, dtype="object") for c, v in columns.items()})
+    frame["ip_address"] = frame["ip_address"].astype("string")
+    frame["honeypot"] = frame["honeypot"].astype("string")
+    frame["form_fill_seconds"] = pd.to_numeric(frame["form_fill_seconds"], errors="coerce").astype("float64")
+    return frame
+
+
+def _utc(values: pd.Series) -> pd.Series:
+    """Datetimes read back from either database as timezone-aware UTC (SQLite hands them back naive, or as text)."""
+    return pd.to_datetime(values, utc=True, format="ISO8601")
+
+
+def typed_submissions(frame: pd.DataFrame) -> pd.DataFrame:
+    """Submission columns of a judged frame in the types the spam rules expect."""
+    for column in ("source", "message", "ip_address", "honeypot"):
+        frame[column] = frame[column].astype("string")
+    # Microseconds, as both databases store them (a chunk in memory may hold finer times).
+    frame["submitted_at"] = _utc(frame["submitted_at"]).dt.as_unit("us")
+    frame["form_fill_seconds"] = pd.to_numeric(frame["form_fill_seconds"], errors="coerce").astype("float64")
+    return frame
+
+
+def typed_leads(frame: pd.DataFrame) -> pd.DataFrame:
+    """Lead columns of a judged frame in the types the spam rules expect, with each email's hash."""
+    for column in ("email", "email_domain", "first_name", "last_name", "status"):
+        frame[column] = frame[column].astype("string")
+    frame["is_spam"] = frame["is_spam"].astype(bool)
+    # One hash per distinct email (a lead's submissions share it), spread back by position.
+    codes, emails = pd.factorize(frame["email"])
+    hashes = email_hash(pd.Series(emails, dtype="string")).to_numpy(dtype=object, na_value=None)
+    frame["email_hash"] = pd.Series(np.append(hashes, None)[codes], index=frame.index, dtype="string")
+    return frame
+
+
+def _with_signals(frame: pd.DataFrame, payloads: Sequence[Any]) -> pd.DataFrame:
+    """The frame with the anti-spam signals of each row's raw payload."""
+    signals = payload_signals(payloads)
+    for column in SIGNAL_COLUMNS:
+        frame[column] = signals[column].to_numpy()
+    return frame
+
+
+def stored_submissions(raw: pd.DataFrame) -> pd.DataFrame:
+    """Stored submission rows (with their raw_payload) as the rules judge them: signals out, payload dropped."""
+    return typed_submissions(_with_signals(raw.drop(columns=["raw_payload"]), raw["raw_payload"].tolist()))
+
+
+def submission_frame(raw: pd.DataFrame) -> pd.DataFrame:
+    """Submissions read joined with their leads as the frame the spam rules judge (one row per submission)."""
+    return typed_leads(stored_submissions(raw))
+
+
+_FROM_CHUNK = ("submitted_at", "source", "message", *SIGNAL_COLUMNS)
+
+
+def from_chunk(stored: pd.DataFrame, subs: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """The stored submissions that are rows of the chunk, with their fields from it; and which stored rows they are.
+
+    `stored` holds submission_id, idempotency_key and lead_id of what the batch stored; `subs` is the chunk.
+    """
+    # The first row of each key is the one that was stored (later repeats in the chunk added nothing).
+    keys = subs["idempotency_key"]
+    firsts = np.flatnonzero(~keys.duplicated().to_numpy())
+    found = pd.Index(keys.to_numpy(dtype=object)[firsts]).get_indexer(stored["idempotency_key"].to_numpy(dtype=object))
+    mine = found >= 0
+    rows = firsts[found[mine]]
+    here = stored.loc[mine, ["submission_id", "lead_id"]].reset_index(drop=True)
+    for column in _FROM_CHUNK:
+        here[column] = subs[column].iloc[rows].reset_index(drop=True)
+    filled = here["honeypot"].notna().to_numpy()
+    if filled.any():
+        # The payload decides a filled honeypot: a typed `false` reads "False" in the chunk but was left alone.
+        payloads = subs[PAYLOAD_COLUMN].iloc[rows[filled]].tolist()
+        here.loc[filled, "honeypot"] = payload_signals(payloads)["honeypot"].to_numpy()
+    return typed_submissions(here), mine
+
+
+def with_leads(frame: pd.DataFrame, leads: pd.DataFrame) -> pd.DataFrame:
+    """Submissions joined with their leads as they are now (raw lead rows typed here), in submission order."""
+    frame = frame.merge(typed_leads(leads), on="lead_id", how="inner")
+    return frame.sort_values("submission_id", kind="stable", ignore_index=True)
+
+
+# --- cleanup: judging and flagging ------------------------------------------------------------------------------
+
+
+def judge_submissions(frame: pd.DataFrame, policy: SpamPolicy, known_bad: set[str]) -> pd.DataFrame:
+    """Spam verdict per lead from its submissions in the frame: lead_id, email, email_hash, status, reasons."""
+    verdict = detect_spam(frame, policy, known_bad)
+    spam = verdict.loc[verdict["is_spam"]]
+    if spam.empty:
+        return pd.DataFrame(columns=["lead_id", "email", "email_hash", "status", "is_spam", "reasons"])
+    fired = spam[list(RULE_COLUMNS)].groupby(frame.loc[spam.index, "lead_id"]).any()
+    # Each lead's rules as bits: one label per distinct combination instead of one string join per lead.
+    bits = np.zeros(len(fired), dtype=np.int64)
+    for k, rule in enumerate(RULE_COLUMNS):
+        bits |= fired[rule].to_numpy(dtype=bool).astype(np.int64) << k
+    labels = {int(b): ",".join(sorted(c for k, c in enumerate(REASON_CODES) if int(b) >> k & 1))
+              for b in np.unique(bits)}
+    reasons = pd.Series([labels[int(b)] for b in bits], index=fired.index, dtype=object)
+    leads = frame.loc[spam.index].drop_duplicates("lead_id").set_index("lead_id")
+    out = leads.loc[reasons.index, ["email", "email_hash", "status", "is_spam"]].assign(reasons=reasons)
+    return out.reset_index()
+
+
+def flag_candidates(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """Verdicts of leads that may be flagged: not spam already, not won (judged on the status read with them)."""
+    flaggable = ~verdicts["is_spam"].astype(bool) & ~verdicts["status"].isin([*NEVER_FLAGGED, SPAM_STATUS])
+    return verdicts.loc[flaggable]
+
+
+def flag_plan(candidates: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame:
+    """Candidates still flaggable as their leads are now (current_status, current_reason, current_is_spam).
+
+    Another run (or a rep) may have changed a lead since it was read: it is judged on what it is now. The plan
+    carries previous_status and previous_reason for the events and for a later restore.
+    """
+    plan = candidates.merge(current, on="lead_id")
+    plan = plan.loc[~plan["current_is_spam"].astype(bool)
+                    & ~plan["current_status"].isin([*NEVER_FLAGGED, SPAM_STATUS])]
+    return plan.rename(columns={"current_status": "previous_status", "current_reason": "previous_reason"})
+
+
+def flag_events(
+    plan: pd.DataFrame,
+    tasks: dict[int, list[int]],
+    outbox: dict[int, list[int]],
+    *,
+    policy: SpamPolicy,
+    now: datetime,
+    by: str,
+    batch_id: str | None,
+    flow_run_id: str | None,
+) -> pd.DataFrame:
+    """The status_changed and spam_flagged events of a flag plan; the latter remember what a restore puts back."""
+    ids = plan["lead_id"].astype("int64").tolist()
+    status_details = [
+        json.dumps({"from": old, "to": SPAM_STATUS, "reason": "spam", "by": by}) for old in plan["previous_status"]
+    ]
+    flag_details = [
+        json.dumps({
+            "reasons": reasons.split(","), "policy_version": policy.version, "by": by,
+            "from_status": old, "from_reason": None if pd.isna(old_reason) else old_reason,
+            "cancelled_tasks": tasks.get(int(lead_id), []), "withdrawn_outbox": outbox.get(int(lead_id), []),
+        })
+        for lead_id, reasons, old, old_reason in zip(plan["lead_id"], plan["reasons"], plan["previous_status"],
+                                                     plan["previous_reason"], strict=True)
+    ]
+    return pd.DataFrame({
+        "lead_id": [*ids, *ids],
+        "event_type": [STATUS_EVENT] * len(ids) + [FLAGGED_EVENT] * len(ids),
+        "occurred_at": now,
+        "batch_id": batch_id,
+        "flow_run_id": flow_run_id,
+        "details": status_details + flag_details,
+    })
+
+
+# --- cleanup: restoring -----------------------------------------------------------------------------------------
+
+
+def restore_target(email: str | None, reason: str | None) -> tuple[str | None, str | None]:
+    """A restore request checked: the normalized email and its hash (both None when restoring by reason)."""
+    if (email is None) == (reason is None):
+        raise SpamCleanupError("give exactly one of an email or --reason")
+    if reason is not None and reason not in REASON_CODES:
+        raise SpamCleanupError(f"unknown spam reason {reason!r}; known: {', '.join(REASON_CODES)}")
+    if email is None:
+        return None, None
+    normalized = normalize_email(pd.Series([email], dtype="string")).iloc[0]
+    if pd.isna(normalized) or not re.fullmatch(EMAIL_PATTERN, normalized):
+        raise SpamCleanupError("that is not an email address")
+    return normalized, str(email_hash(pd.Series([normalized], dtype="string")).iloc[0])
+
+
+def restore_plan(
+    leads: pd.DataFrame, flags: dict[int, dict[str, Any]]
+) -> tuple[pd.DataFrame, list[int], list[int]]:
+    """Flagged leads (lead_id, email, status, reasons) with what to put back, from their latest flag details.
+
+    Adds hash, to_status and to_reason; returns them with the task and outbox ids the flag took away.
+    """
+    ids = leads["lead_id"].astype("int64").tolist()
+    leads["hash"] = email_hash(leads["email"].astype("string"))
+    back = [flags.get(i, {}) for i in ids]
+    leads["to_status"] = [(d.get("from_status") or "new") if s == SPAM_STATUS else s
+                          for d, s in zip(back, leads["status"], strict=True)]
+    leads["to_reason"] = [d.get("from_reason") for d in back]
+    tasks = [t for d in back for t in d.get("cancelled_tasks", [])]
+    outbox = [o for d in back for o in d.get("withdrawn_outbox", [])]
+    return leads, tasks, outbox
+
+
+def restore_events(leads: pd.DataFrame, now: datetime, by: str) -> pd.DataFrame:
+    """The status_changed and spam_restored events of a restore plan."""
+    ids = leads["lead_id"].astype("int64").tolist()
+    return pd.DataFrame({
+        "lead_id": [*ids, *ids],
+        "event_type": [STATUS_EVENT] * len(ids) + [RESTORED_EVENT] * len(ids),
+        "occurred_at": now,
+        "batch_id": None,
+        "flow_run_id": None,
+        "details": [json.dumps({"from": old, "to": new, "reason": "spam_restored", "by": by})
+                    for old, new in zip(leads["status"], leads["to_status"], strict=True)]
+        + [json.dumps({"reasons": (r or "").split(",") if r else [], "by": by}) for r in leads["reasons"]],
+    })
+
+
+# --- cleanup: purging -------------------------------------------------------------------------------------------
+
+
+def review_reasons(leads: pd.DataFrame, worked: set[int], before: dict[int, str | None]) -> list[str | None]:
+    """Why each expired spam lead needs a person instead of the purge (None: purge it).
+
+    `worked` holds the leads with a done task; `before` each lead's status before it was flagged.
+    """
+    ids = leads["lead_id"].astype("int64").tolist()
+    return [
+        "task_done" if i in worked
+        else f"status:{before.get(i) or s}" if (before.get(i) or s) in INTERACTION_STATUSES else None
+        for i, s in zip(ids, leads["status"], strict=True)
+    ]
+
+
+def tombstone_rows(doomed: pd.DataFrame, policy: SpamPolicy, now: datetime) -> pd.DataFrame:
+    """The tombstones of purged leads (email hash, reasons, policy, flag and purge times): all that outlives them."""
+    tombstones = pd.DataFrame({
+        "email_hash": email_hash(doomed["email"].astype("string")).to_numpy(),
+        "reasons": doomed["reasons"].fillna("").to_numpy(),
+        "policy_version": policy.version,
+        "flagged_at": _utc(doomed["flagged_at"]).to_numpy(),
+        "purged_at": pd.Timestamp(now),
+    })
+    tombstones["flagged_at"] = _utc(tombstones["flagged_at"])
+    return tombstones

@@ -1,0 +1,427 @@
+"""Spam handling's SQL: reading submissions to judge, flag and restore writes, exemptions, tombstones, the purge.
+
+The decisions (what is spam, what a flag or a restore puts where, what is purged) are in leadflow/domain/spam.py;
+leadflow/steps/spam.py runs them in order. Functions that take a `conn` run inside the caller's transaction, so
+one step's reads and writes commit together; on PostgreSQL the leads a write will change are locked when read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import (
+    Connection,
+    Select,
+    Table,
+    bindparam,
+    delete,
+    false,
+    func,
+    null,
+    select,
+    text,
+    true,
+    tuple_,
+    update,
+)
+
+from leadflow.crm import assignments as capacity
+from leadflow.crm.schema import Base, CrmTask, OutboxMessage, SpamExemption, SpamTombstone
+from leadflow.crm.store import EVENTS, LEADS, SUBMISSIONS, Store, chunked, read_in
+from leadflow.domain.spam import FLAGGED_EVENT, RESTORED_EVENT, SPAM_STATUS
+
+TASKS = CrmTask.__table__
+OUTBOX = OutboxMessage.__table__
+TOMBSTONES = SpamTombstone.__table__
+EXEMPTIONS = SpamExemption.__table__
+
+
+def _in(column, values: Iterable[Any]) -> Iterator[Any]:
+    """`column IN (...)` conditions over bounded parts of a long value list."""
+    values = list(values)
+    for part in chunked(values):
+        yield column.in_(list(part))
+
+
+def _locked(conn: Connection, stmt: Select) -> Select:
+    """The statement locking its rows for the rest of the transaction (PostgreSQL; SQLite locks it all)."""
+    return stmt.with_for_update() if conn.dialect.name == "postgresql" else stmt
+
+
+# --- reading submissions to judge -------------------------------------------------------------------------------
+
+_READ_COLUMNS = (
+    SUBMISSIONS.c.id.label("submission_id"), SUBMISSIONS.c.lead_id, SUBMISSIONS.c.submitted_at,
+    SUBMISSIONS.c.source, SUBMISSIONS.c.message, SUBMISSIONS.c.raw_payload, LEADS.c.email, LEADS.c.email_domain,
+    LEADS.c.first_name, LEADS.c.last_name, LEADS.c.status, LEADS.c.is_spam,
+)
+
+
+def leads_submitting_since(conn: Connection, since: datetime) -> int:
+    """How many leads have a submission at or after `since`."""
+    return conn.execute(
+        select(func.count(func.distinct(SUBMISSIONS.c.lead_id))).where(SUBMISSIONS.c.submitted_at >= since)
+    ).scalar_one()
+
+
+def window_submissions(
+    conn: Connection, start: datetime, after: tuple[datetime, int] | None, limit: int
+) -> tuple[pd.DataFrame, tuple[datetime, int] | None]:
+    """The next `limit` submissions from `start` in time order (after the key `after`), joined with their leads.
+
+    Returns the raw rows (with raw_payload) and the key to read on from, None when nothing was left.
+    """
+    stmt = (select(*_READ_COLUMNS).join_from(SUBMISSIONS, LEADS, SUBMISSIONS.c.lead_id == LEADS.c.id)
+            .where(SUBMISSIONS.c.submitted_at >= start))
+    if after is not None:
+        stmt = stmt.where(tuple_(SUBMISSIONS.c.submitted_at, SUBMISSIONS.c.id) > tuple_(*after))
+    stmt = stmt.order_by(SUBMISSIONS.c.submitted_at, SUBMISSIONS.c.id).limit(limit)
+    rows = conn.execute(stmt).all()
+    if not rows:
+        return pd.DataFrame(columns=[c.name for c in _READ_COLUMNS]), None
+    raw = pd.DataFrame.from_records([tuple(r) for r in rows], columns=[c.name for c in _READ_COLUMNS])
+    return raw, (rows[-1].submitted_at, rows[-1].submission_id)
+
+
+# An intake batch's check reads single tables by index and joins in pandas: joined in SQL, PostgreSQL without
+# statistics on a freshly loaded table (a backfill into a new CRM) planned a nested loop over every lead.
+_STORED_KEYS = (SUBMISSIONS.c.id, SUBMISSIONS.c.idempotency_key, SUBMISSIONS.c.lead_id)
+_STORED_ROWS = (SUBMISSIONS.c.id, SUBMISSIONS.c.lead_id, SUBMISSIONS.c.submitted_at, SUBMISSIONS.c.source,
+                SUBMISSIONS.c.message, SUBMISSIONS.c.raw_payload)
+_LEAD_COLUMNS = (LEADS.c.id, LEADS.c.email, LEADS.c.email_domain, LEADS.c.first_name, LEADS.c.last_name,
+                 LEADS.c.status, LEADS.c.is_spam)
+
+
+def _in_batch(batch_id: str):
+    return (SUBMISSIONS.c.batch_id == batch_id) & SUBMISSIONS.c.lead_id.in_(bindparam("values", expanding=True))
+
+
+def _stored_rows(conn: Connection, condition, values: list[Any]) -> pd.DataFrame:
+    names = ["submission_id", *(c.name for c in _STORED_ROWS[1:])]
+    return pd.DataFrame(read_in(conn, select(*_STORED_ROWS).where(condition), values), columns=names)
+
+
+def batch_submissions(conn: Connection, batch_id: str, lead_ids: list[int]) -> pd.DataFrame:
+    """An intake batch's stored submissions of these leads (submission_id, ..., raw_payload), as stored."""
+    return _stored_rows(conn, _in_batch(batch_id), lead_ids)
+
+
+def batch_submission_keys(conn: Connection, batch_id: str, lead_ids: list[int]) -> pd.DataFrame:
+    """Which submissions of these leads an intake batch stored: submission_id, idempotency_key, lead_id."""
+    rows = read_in(conn, select(*_STORED_KEYS).where(_in_batch(batch_id)), lead_ids, raw=True)
+    return pd.DataFrame(rows, columns=["submission_id", "idempotency_key", "lead_id"])
+
+
+def submissions_by_id(conn: Connection, ids: list[int]) -> pd.DataFrame:
+    """Stored submissions by id (submission_id, ..., raw_payload), as stored."""
+    return _stored_rows(conn, SUBMISSIONS.c.id.in_(bindparam("values", expanding=True)), ids)
+
+
+def leads_to_judge(conn: Connection, lead_ids: list[int]) -> pd.DataFrame:
+    """These leads as the spam rules see them now (lead_id, email, email_domain, names, status, is_spam), raw."""
+    # Raw rows: is_spam may come as 0/1; the domain gives every column its type.
+    rows = read_in(conn, select(*_LEAD_COLUMNS).where(LEADS.c.id.in_(bindparam("values", expanding=True))),
+                   lead_ids, raw=True)
+    return pd.DataFrame(rows, columns=["lead_id", *(c.name for c in _LEAD_COLUMNS[1:])])
+
+
+def _hashes_in(conn: Connection, table: Table, hashes: Iterable[str]) -> set[str]:
+    """Which of these email hashes the table (tombstones or exemptions) holds."""
+    wanted = set(hashes.unique().tolist() if isinstance(hashes, pd.Series) else hashes)
+    if not wanted:
+        return set()
+    # These tables stay small (purged or restored addresses): when one holds no more rows than there are hashes
+    # to look up, reading it whole is cheaper than thousands of bound IN-list values, and reads no more rows.
+    few = conn.execute(select(table.c.email_hash).limit(len(wanted) + 1)).scalars().all()
+    if len(few) <= len(wanted):
+        return wanted.intersection(few)
+    stmt = select(table.c.email_hash).where(table.c.email_hash.in_(bindparam("values", expanding=True)))
+    return {row[0] for row in read_in(conn, stmt, sorted(wanted), raw=True)}
+
+
+def tombstoned(conn: Connection, hashes: Iterable[str]) -> set[str]:
+    """Which of these email hashes belong to purged spam leads."""
+    return _hashes_in(conn, TOMBSTONES, hashes)
+
+
+def exempted(conn: Connection, hashes: Iterable[str]) -> set[str]:
+    """Which of these email hashes were restored from spam (never flagged again)."""
+    return _hashes_in(conn, EXEMPTIONS, hashes)
+
+
+# --- flagging ---------------------------------------------------------------------------------------------------
+
+
+def lock_leads(conn: Connection, ids: list[int]) -> pd.DataFrame:
+    """Current status of these leads, locked for the rest of the transaction (PostgreSQL; SQLite locks it all)."""
+    rows: list[Any] = []
+    columns = (LEADS.c.id, LEADS.c.status, LEADS.c.status_reason, LEADS.c.is_spam)
+    for condition in _in(LEADS.c.id, ids):
+        rows.extend(tuple(r) for r in conn.execute(_locked(conn, select(*columns).where(condition))))
+    return pd.DataFrame(rows, columns=["lead_id", "current_status", "current_reason", "current_is_spam"])
+
+
+def _ids_by_lead(conn: Connection, table: Table, lead_ids: list[int], status: str) -> dict[int, list[int]]:
+    """Ids of the rows of a lead-owned table (tasks, outbox) in one status, by lead."""
+    found: dict[int, list[int]] = {}
+    for condition in _in(table.c.lead_id, lead_ids):
+        stmt = select(table.c.id, table.c.lead_id).where(condition, table.c.status == status).order_by(table.c.id)
+        for row_id, lead_id in conn.execute(stmt):
+            found.setdefault(int(lead_id), []).append(int(row_id))
+    return found
+
+
+def open_tasks_by_lead(conn: Connection, lead_ids: list[int]) -> dict[int, list[int]]:
+    """Ids of these leads' open CRM tasks, by lead."""
+    return _ids_by_lead(conn, TASKS, lead_ids, "open")
+
+
+def pending_outbox_by_lead(conn: Connection, lead_ids: list[int]) -> dict[int, list[int]]:
+    """Ids of these leads' pending outbox messages, by lead."""
+    return _ids_by_lead(conn, OUTBOX, lead_ids, "pending")
+
+
+def _set_status(conn: Connection, table: Table, ids: list[int], old: str, new: str) -> int:
+    """Move rows from one status to another; rows no longer in the old status are left alone."""
+    changed = 0
+    for condition in _in(table.c.id, ids):
+        changed += conn.execute(update(table).where(condition, table.c.status == old).values(status=new)).rowcount
+    return changed
+
+
+def _count_in_status(conn: Connection, table: Table, ids: list[int], status: str) -> int:
+    count = 0
+    for condition in _in(table.c.id, ids):
+        count += conn.execute(select(func.count()).where(condition, table.c.status == status)).scalar_one()
+    return count
+
+
+def flag(store: Store, conn: Connection, plan: pd.DataFrame, task_ids: list[int], outbox_ids: list[int],
+         now: datetime) -> None:
+    """Write a flag plan: leads to spam (only if unchanged since locked), tasks cancelled, outbox withdrawn.
+
+    `plan` holds lead_id, previous_status and reasons. The owners' capacity slots go back too.
+    """
+    # IS NOT DISTINCT FROM is `=` for these non-null statuses, but no index serves it: PostgreSQL finds each
+    # row by primary key. With `=`, a table without statistics yet (a backfill into a new CRM) got a plan that
+    # walked ix_leads_status through every new lead for each flagged one.
+    stmt = (
+        update(LEADS)
+        .where(LEADS.c.id == bindparam("b_id"), LEADS.c.is_spam == false(),
+               LEADS.c.status.is_not_distinct_from(bindparam("b_old")))
+        .values(status=bindparam("b_status"), status_reason=bindparam("b_status_reason"), is_spam=true(),
+                spam_reasons=bindparam("b_reasons"), spam_flagged_at=bindparam("b_now"),
+                updated_at=bindparam("b_now"))
+    )
+    store.bulk(conn, stmt, pd.DataFrame({
+        "b_id": plan["lead_id"].to_numpy(), "b_old": plan["previous_status"].to_numpy(), "b_status": SPAM_STATUS,
+        "b_status_reason": "spam", "b_reasons": plan["reasons"].to_numpy(), "b_now": pd.Timestamp(now),
+    }))
+    _set_status(conn, TASKS, task_ids, "open", "cancelled")
+    _set_status(conn, OUTBOX, outbox_ids, "pending", "withdrawn")
+    # Spam is no work for its rep: the slot it held goes back (a restore takes it again).
+    capacity.release_capacity(conn, plan["lead_id"].astype("int64").tolist())
+
+
+# --- restoring --------------------------------------------------------------------------------------------------
+
+
+def lock_flagged(conn: Connection, *, email: str | None = None, reason: str | None = None) -> pd.DataFrame:
+    """Flagged leads with this (normalized) email or flagged for this reason, locked: lead_id, email, status,
+    reasons."""
+    condition = LEADS.c.is_spam == true()
+    if email is not None:
+        condition = condition & (LEADS.c.email == email)
+    else:
+        padded = "," + LEADS.c.spam_reasons + ","
+        condition = condition & padded.like(f"%,{reason},%")
+    stmt = select(LEADS.c.id, LEADS.c.email, LEADS.c.status, LEADS.c.spam_reasons).where(condition)
+    return pd.DataFrame([tuple(r) for r in conn.execute(_locked(conn, stmt).order_by(LEADS.c.id))],
+                        columns=["lead_id", "email", "status", "reasons"])
+
+
+def latest_flag_details(conn: Connection, lead_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Details of each lead's latest spam_flagged event (what to put back on restore)."""
+    found: dict[int, dict[str, Any]] = {}
+    for condition in _in(EVENTS.c.lead_id, lead_ids):
+        stmt = (select(EVENTS.c.lead_id, EVENTS.c.details)
+                .where(condition, EVENTS.c.event_type == FLAGGED_EVENT).order_by(EVENTS.c.id))
+        for lead_id, details in conn.execute(stmt):
+            found[int(lead_id)] = json.loads(details) if isinstance(details, str) else dict(details or {})
+    return found
+
+
+def cancelled_tasks(conn: Connection, ids: list[int]) -> int:
+    """How many of these CRM tasks are cancelled (what a restore would reopen)."""
+    return _count_in_status(conn, TASKS, ids, "cancelled")
+
+
+def withdrawn_outbox(conn: Connection, ids: list[int]) -> int:
+    """How many of these outbox messages are withdrawn (what a restore would put back to pending)."""
+    return _count_in_status(conn, OUTBOX, ids, "withdrawn")
+
+
+def unflag(store: Store, conn: Connection, leads: pd.DataFrame, task_ids: list[int], outbox_ids: list[int],
+           now: datetime) -> tuple[int, int]:
+    """Write a restore plan: leads back to to_status and to_reason, tasks reopened, messages pending again.
+
+    `leads` holds lead_id, status (now) and to_status, to_reason. Owners take their capacity slots again.
+    Returns (tasks reopened, messages restored).
+    """
+    ids = leads["lead_id"].astype("int64").tolist()
+    stmt = (
+        update(LEADS)
+        .where(LEADS.c.id == bindparam("b_id"), LEADS.c.is_spam == true())
+        .values(status=bindparam("b_status"), status_reason=bindparam("b_reason"), is_spam=false(),
+                spam_reasons=null(), spam_flagged_at=null(), updated_at=bindparam("b_now"))
+    )
+    store.bulk(conn, stmt, pd.DataFrame({"b_id": ids, "b_status": leads["to_status"].to_numpy(),
+                                         "b_reason": leads["to_reason"].to_numpy(), "b_now": pd.Timestamp(now)}))
+    reopened = _set_status(conn, TASKS, task_ids, "cancelled", "open")
+    capacity.follow_status_changes(conn, list(zip(ids, leads["status"], leads["to_status"], strict=True)))
+    restored = _set_status(conn, OUTBOX, outbox_ids, "withdrawn", "pending")
+    return reopened, restored
+
+
+def clear_tombstones(conn: Connection, hashes: Iterable[str]) -> int:
+    """Delete the tombstones of these email hashes (the addresses may come back); returns how many went."""
+    cleared = 0
+    for condition in _in(TOMBSTONES.c.email_hash, hashes):
+        cleared += conn.execute(delete(TOMBSTONES).where(condition)).rowcount
+    return cleared
+
+
+def exempt(store: Store, conn: Connection, rows: pd.DataFrame, now: datetime, by: str) -> None:
+    """Remember restored addresses so that no later run flags them again (upsert by email hash).
+
+    `rows` holds email_hash, lead_id and reasons.
+    """
+    frame = rows.assign(restored_at=pd.Timestamp(now), restored_by=by[:200])
+    stmt = store.insert(EXEMPTIONS).values({c: bindparam(c) for c in frame.columns})
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["email_hash"],
+        set_={"lead_id": stmt.excluded.lead_id, "reasons": stmt.excluded.reasons,
+              "restored_at": stmt.excluded.restored_at, "restored_by": stmt.excluded.restored_by},
+    )
+    store.bulk(conn, stmt, frame)
+
+
+def restored_since(store: Store, since: datetime) -> int:
+    """How many restores were recorded since a time (for the nightly summary)."""
+    with store.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(EVENTS).where(
+            EVENTS.c.event_type == RESTORED_EVENT, EVENTS.c.occurred_at >= since)).scalar_one()
+
+
+# --- purging ----------------------------------------------------------------------------------------------------
+
+
+def lock_expired(conn: Connection, cutoff: datetime, after: int, limit: int) -> pd.DataFrame:
+    """The next `limit` leads (by id, after `after`) flagged before `cutoff`, locked: lead_id, email, status,
+    reasons, flagged_at."""
+    stmt = (
+        select(LEADS.c.id, LEADS.c.email, LEADS.c.status, LEADS.c.spam_reasons, LEADS.c.spam_flagged_at)
+        .where(LEADS.c.is_spam == true(), LEADS.c.spam_flagged_at < cutoff, LEADS.c.id > after)
+        .order_by(LEADS.c.id).limit(limit)
+    )
+    return pd.DataFrame([tuple(r) for r in conn.execute(_locked(conn, stmt))],
+                        columns=["lead_id", "email", "status", "reasons", "flagged_at"])
+
+
+def leads_with_done_tasks(conn: Connection, lead_ids: list[int]) -> set[int]:
+    """Which of these leads have a CRM task a rep finished."""
+    return {lead_id for cond in _in(TASKS.c.lead_id, lead_ids)
+            for lead_id in conn.execute(select(TASKS.c.lead_id).where(cond, TASKS.c.status == "done")).scalars()}
+
+
+def add_tombstones(store: Store, conn: Connection, tombstones: pd.DataFrame) -> None:
+    """Keep the tombstones of purged leads (upsert by email hash: a later purge of the address wins)."""
+    ins = store.insert(TOMBSTONES).values({c: bindparam(c) for c in tombstones.columns})
+    ins = ins.on_conflict_do_update(
+        index_elements=["email_hash"],
+        set_={"reasons": ins.excluded.reasons, "policy_version": ins.excluded.policy_version,
+              "flagged_at": ins.excluded.flagged_at, "purged_at": ins.excluded.purged_at},
+    )
+    store.bulk(conn, ins, tombstones)
+
+
+def _children(table: Table) -> list[tuple[Table, Any]]:
+    """Tables with a foreign key to this table's id, and that key column (found in the schema, so new ones count)."""
+    found = []
+    for child in Base.metadata.sorted_tables:
+        if child is table:
+            continue
+        for fk in child.foreign_keys:
+            if fk.column.table is table:
+                found.append((child, fk.parent))
+    return found
+
+
+def _delete_rows(conn: Connection, table: Table, ids: list[int], deleted: Counter) -> None:
+    """Delete rows by id after every row that references them, depth first."""
+    for child, column in _children(table):
+        child_ids: list[int] = []
+        for condition in _in(column, ids):
+            child_ids.extend(conn.execute(select(child.c.id).where(condition)).scalars())
+        if child_ids:
+            _delete_rows(conn, child, child_ids, deleted)
+    for condition in _in(table.c.id, ids):
+        deleted[table.name] += conn.execute(delete(table).where(condition)).rowcount
+
+
+def delete_leads(conn: Connection, lead_ids: list[int], deleted: Counter) -> None:
+    """Delete leads with every row that references them; counts deleted rows by table into `deleted`."""
+    _delete_rows(conn, LEADS, lead_ids, deleted)
+
+
+# --- benchmark data ---------------------------------------------------------------------------------------------
+
+_BENCH_LEADS = """
+WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < :n)
+INSERT INTO leads (id, email, email_domain, first_name, last_name, company, first_touch_at, first_touch_source,
+                   last_touch_at, last_touch_source, status, is_spam, spam_reasons, spam_flagged_at, created_at,
+                   updated_at)
+SELECT n, 'person' || n || '@' || dom, dom,
+       CASE WHEN n % 211 = 0 THEN 'xkqzvbw' ELSE 'Ann' END, 'Lee', 'Company ' || (n % 5000),
+       ts, 'web_form', ts, 'web_form',
+       CASE WHEN n % 100 = 1 THEN 'spam' ELSE 'new' END,
+       CASE WHEN n % 100 = 1 THEN 1 ELSE 0 END,
+       CASE WHEN n % 100 = 1 THEN 'disposable_domain' END,
+       CASE WHEN n % 100 = 1 THEN strftime('%Y-%m-%d %H:%M:%S', 'now', '-40 days') || '.000000' END,
+       ts, ts
+FROM (SELECT n,
+             CASE WHEN n % 53 = 0 THEN 'mailinator.com' ELSE 'acme' || (n % 20000) || '.example' END AS dom,
+             strftime('%Y-%m-%d %H:%M:%S', 'now', '-' || (n % 600000) || ' seconds') || '.000000' AS ts
+      FROM seq)
+"""
+_BENCH_SUBMISSIONS = """
+INSERT INTO lead_submissions (id, idempotency_key, lead_id, batch_id, source, submitted_at, received_at, message,
+                              raw_payload)
+SELECT id, printf('%064d', id), id, 'bench', 'web_form', first_touch_at, first_touch_at,
+       CASE WHEN id % 307 = 0 THEN 'best online casino bonus' ELSE 'Please send pricing' END,
+       json_object('email', email, 'submitted_at', first_touch_at, 'source', 'web_form',
+                   'ip_address', CASE WHEN id % 10000 < 8 THEN '66.6.' || (id / 10000) || '.1'
+                                      ELSE '10.' || (id % 250) || '.' || (id / 250 % 250) || '.' || (id % 7) END,
+                   'honeypot', CASE WHEN id % 401 = 0 THEN 'filled' END,
+                   'form_fill_seconds', CASE WHEN id % 503 = 0 THEN 0.4 ELSE 25 + id % 60 END)
+FROM leads
+"""
+
+
+def fill_bench_crm(store: Store, leads: int) -> None:
+    """Fill an empty SQLite CRM for bench/spam_bench.py with bulk SQL (a recursive CTE: seconds, not hours).
+
+    `leads` leads with one submission each in the last 7 days, raw payloads with IP, honeypot and fill time, and a
+    mix of spam (disposable domains, honeypots, fast fills, gibberish names, casino messages, IP bursts of 8
+    rows), plus 1% of leads flagged 40 days ago so the purge has work.
+    """
+    if store.dialect != "sqlite":
+        raise ValueError("the spam benchmark's CRM is filled with SQLite SQL")
+    with store.begin() as conn:
+        conn.execute(text(_BENCH_LEADS), {"n": leads})
+        conn.execute(text(_BENCH_SUBMISSIONS))
