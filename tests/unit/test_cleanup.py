@@ -1,84 +1,23 @@
-"""Spam cleanup against the real CRM on SQLite and PostgreSQL: sweep, flag, restore, purge, tombstones, intake check."""
+"""The pure parts of spam cleanup on tiny tables: payload signals, the sweep window, judging per lead, and the plans,
+events and results of flagging, restoring and purging (the SQL side is in tests/crm/test_spam_store.py)."""
 
 from __future__ import annotations
 
 import json
-import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import insert, select, update
 
-from leadflow.crm.schema import CrmTask, Lead, LeadEvent, LeadSubmission, OutboxMessage, SpamExemption, SpamTombstone
-from leadflow.domain import submissions as intake
-from leadflow.domain.contract import resolve_columns
-from leadflow.domain.spam import email_hash
-from leadflow.io.sources import MALFORMED_COLUMN, ROW_COLUMN
-from leadflow.steps import intake as leads
-from leadflow.steps import spam as cleanup
+from leadflow.config.policy import load_policy
+from leadflow.domain import spam as cleanup
+from leadflow.domain.spam import SpamPolicy, email_hash
+from leadflow.domain.submissions import PAYLOAD_COLUMN
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
-POLICY = cleanup.load_spam_policy()
-
-
-def ingest_chunk(store, raw: pd.DataFrame, batch_id: str | None = None,
-                 now: datetime = NOW) -> tuple[str, list[int], pd.DataFrame]:
-    """Store a raw chunk the way lead-intake does (resolve headers, prepare, normalize, create lead entries).
-
-    Returns the batch, the lead ids and the normalized chunk (what the flow hands the spam check).
-    """
-    batch_id = batch_id or str(uuid.uuid4())
-    raw = raw.copy()
-    raw[ROW_COLUMN] = range(1, len(raw) + 1)
-    raw[MALFORMED_COLUMN] = pd.Series(pd.NA, index=raw.index, dtype="string")
-    prepared = intake.prepare_batch(raw, resolve_columns([c for c in raw.columns if not c.startswith("_")]))
-    subs = intake.normalize_batch(prepared)
-    written = leads.create_lead_entries(store, subs, batch_id=batch_id, flow_run_id=None, now=now)
-    return batch_id, written.lead_ids, subs
-
-
-def ingest(store, rows: list[dict], batch_id: str | None = None, now: datetime = NOW) -> tuple[str, list[int]]:
-    """Store rows the way lead-intake does (prepare, normalize, create lead entries); returns batch and lead ids."""
-    batch_id, ids, _ = ingest_chunk(store, pd.DataFrame(rows).astype("string"), batch_id, now)
-    return batch_id, ids
-
-
-def row(email: str, minutes: int = 0, **extra) -> dict:
-    at = (NOW - timedelta(days=1) + timedelta(minutes=minutes)).isoformat()
-    return {"email": email, "submitted_at": at, "source": "web_form", "first_name": "Ann", "last_name": "Lee",
-            "company": "Acme", **extra}
-
-
-def lead_by_email(store, email: str):
-    with store.engine.connect() as conn:
-        return conn.execute(select(Lead).where(Lead.email == email)).one_or_none()
-
-
-def add_task_and_message(store, lead_id: int, task_status: str = "open") -> None:
-    with store.begin() as conn:
-        conn.execute(insert(CrmTask).values(idempotency_key=f"t-{lead_id}-{task_status}", lead_id=lead_id,
-                                            kind="qualification", status=task_status))
-        conn.execute(insert(OutboxMessage).values(idempotency_key=f"o-{lead_id}", lead_id=lead_id,
-                                                  kind="auto_response", channel="email", recipient="x@y.com",
-                                                  subject="Hi", body="Hello", status="pending"))
-
-
-def statuses(store, table, lead_id: int) -> list[str]:
-    with store.engine.connect() as conn:
-        return sorted(conn.execute(select(table.status).where(table.lead_id == lead_id)).scalars())
-
-
-def events(store, lead_id: int) -> list[tuple[str, dict]]:
-    with store.engine.connect() as conn:
-        rows = conn.execute(select(LeadEvent.event_type, LeadEvent.details).where(LeadEvent.lead_id == lead_id)
-                            .order_by(LeadEvent.id)).all()
-    return [(t, json.loads(d) if isinstance(d, str) else d) for t, d in rows]
-
-
-def sweep(store, **kwargs):
-    options = {"since": NOW - timedelta(days=7), "now": NOW, "batch_size": 50_000}
-    return cleanup.sweep_spam(store, POLICY, **{**options, **kwargs})
+POLICY = load_policy(SpamPolicy, "spam")
 
 
 # --- pure helpers ---------------------------------------------------------------------------------------------
@@ -99,8 +38,8 @@ def sweep(store, **kwargs):
     ],
 )
 def test_payload_signals(payload, expected):
-    frame = payload_frame = cleanup.payload_signals([payload])
-    got = tuple(None if pd.isna(v) else v for v in payload_frame.iloc[0][list(cleanup.SIGNAL_COLUMNS)])
+    frame = cleanup.payload_signals([payload])
+    got = tuple(None if pd.isna(v) else v for v in frame.iloc[0][list(cleanup.SIGNAL_COLUMNS)])
     assert got == expected
     assert len(frame) == 1
 
@@ -122,216 +61,159 @@ def test_parse_since(text, expected):
     assert cleanup.parse_since(text, NOW, POLICY) == expected
 
 
-@pytest.mark.parametrize(("text", "message"), [("yesterday-ish", "ISO date"), ("2030-01-01", "future")])
+@pytest.mark.parametrize(("text", "message"), [("yesterday-ish", "ISO date"), ("last tuesday", "ISO date"),
+                                             ("2030-01-01", "future")])
 def test_parse_since_rejects_bad_dates(text, message):
     with pytest.raises(cleanup.SpamCleanupError, match=message):
         cleanup.parse_since(text, NOW, POLICY)
 
 
-# --- sweep and flag -------------------------------------------------------------------------------------------
+
+# --- judging ----------------------------------------------------------------------------------------------------
 
 
-def test_sweep_flags_spam_cancels_tasks_withdraws_outbox_and_explains(crm):
-    ingest(crm, [row("bob@gmail.com"), row("bot@mailinator.com", honeypot="filled", message="cheap casino")])
-    bot = lead_by_email(crm, "bot@mailinator.com")
-    add_task_and_message(crm, bot.id)
-    result = sweep(crm)
-    assert result.flagged == 1 and result.leads_checked == 2 and result.submissions_checked == 2
-    assert result.by_reason == {"disposable_domain": 1, "honeypot_filled": 1, "spam_message": 1}
-    assert result.tasks_cancelled == 1 and result.outbox_withdrawn == 1
-    assert result.sample[0]["email"] == "b***@m***.com"
-    flagged = lead_by_email(crm, "bot@mailinator.com")
-    assert (flagged.status, flagged.is_spam) == ("spam", True)
-    assert flagged.spam_reasons == "disposable_domain,honeypot_filled,spam_message"
-    assert flagged.spam_flagged_at is not None
-    assert statuses(crm, CrmTask, bot.id) == ["cancelled"] and statuses(crm, OutboxMessage, bot.id) == ["withdrawn"]
-    kinds = events(crm, bot.id)
-    assert kinds[-2] == ("status_changed", {"from": "new", "to": "spam", "reason": "spam", "by": "spam-cleanup"})
-    assert kinds[-1][0] == "spam_flagged"
-    assert kinds[-1][1]["reasons"] == ["disposable_domain", "honeypot_filled", "spam_message"]
-    assert lead_by_email(crm, "bob@gmail.com").status == "new"
+def raw_rows(*rows: dict) -> pd.DataFrame:
+    """Submissions joined with their leads as the CRM reads them back (naive text times, 0/1 flags, JSON payloads)."""
+    base = {"source": "web_form", "message": None, "raw_payload": "{}", "email_domain": None, "first_name": "Ann",
+            "last_name": "Lee", "status": "new", "is_spam": 0}
+    return pd.DataFrame([{**base, **r} for r in rows])
 
 
-def test_second_sweep_flags_nothing_new(crm):
-    ingest(crm, [row("bot@mailinator.com"), row("ok@acme.example")])
-    assert sweep(crm).flagged == 1
-    with crm.engine.connect() as conn:
-        before = conn.execute(select(LeadEvent.id)).scalars().all()
-    again = sweep(crm)
-    assert again.flagged == 0 and again.by_reason == {}
-    with crm.engine.connect() as conn:
-        assert conn.execute(select(LeadEvent.id)).scalars().all() == before
+def test_submission_frame_types_the_rows_and_reads_their_signals():
+    frame = cleanup.submission_frame(raw_rows(
+        {"submission_id": 1, "lead_id": 7, "submitted_at": "2025-05-31 10:00:00.123456", "email": "a@acme.example",
+         "raw_payload": json.dumps({"client_ip": "1.2.3.4", "honeypot": False, "form_fill_seconds": "0.5"})},
+    ))
+    assert "raw_payload" not in frame.columns
+    assert frame["submitted_at"].iloc[0] == pd.Timestamp("2025-05-31 10:00:00.123456", tz="UTC")
+    assert str(frame["submitted_at"].dtype) == "datetime64[us, UTC]"
+    assert (frame["ip_address"].iloc[0], frame["form_fill_seconds"].iloc[0]) == ("1.2.3.4", 0.5)
+    assert pd.isna(frame["honeypot"].iloc[0]) and frame["is_spam"].dtype == bool
+    assert frame["email_hash"].iloc[0] == email_hash(pd.Series(["a@acme.example"])).iloc[0]
 
 
-def test_dry_run_reports_and_changes_nothing(crm):
-    ingest(crm, [row("bot@mailinator.com"), row("bot@mailinator.com", minutes=5, message="other")])
-    result = sweep(crm, dry_run=True, batch_size=1)
-    assert result.dry_run and result.flagged == 1 and result.chunks == 2
-    assert lead_by_email(crm, "bot@mailinator.com").status == "new"
-    assert [t for t, _ in events(crm, lead_by_email(crm, "bot@mailinator.com").id)] == ["lead_created"]
+def test_judge_submissions_gives_one_verdict_per_lead_with_every_rule_of_its_submissions():
+    at = "2025-05-31 10:00:00"
+    frame = cleanup.submission_frame(raw_rows(
+        {"submission_id": 1, "lead_id": 1, "submitted_at": at, "email": "jo@acme.example",
+         "raw_payload": json.dumps({"honeypot": "x"})},
+        {"submission_id": 2, "lead_id": 1, "submitted_at": at, "email": "jo@acme.example", "message": "cheap casino"},
+        {"submission_id": 3, "lead_id": 2, "submitted_at": at, "email": "ann@acme.example", "message": "hello"},
+        {"submission_id": 4, "lead_id": 3, "submitted_at": at, "email": "x@mailinator.com", "status": "working"},
+    ))
+    verdicts = cleanup.judge_submissions(frame, POLICY, set()).sort_values("lead_id", ignore_index=True)
+    assert verdicts["lead_id"].tolist() == [1, 3]
+    assert verdicts["reasons"].tolist() == ["honeypot_filled,spam_message", "disposable_domain"]
+    assert verdicts["status"].tolist() == ["new", "working"]
+    assert verdicts["email_hash"].tolist() == frame.set_index("lead_id").loc[[1, 3], "email_hash"].drop_duplicates(
+    ).tolist()
+    known = set(frame.loc[frame["lead_id"] == 2, "email_hash"])
+    again = cleanup.judge_submissions(frame, POLICY, known)
+    assert again.set_index("lead_id").loc[2, "reasons"] == "known_bad_address"
+    clean = cleanup.judge_submissions(frame.loc[frame["lead_id"] == 2], POLICY, set())
+    assert clean.empty and list(clean.columns) == ["lead_id", "email", "email_hash", "status", "is_spam", "reasons"]
 
 
-def test_bursts_are_seen_across_intake_batches_and_chunks(crm):
-    # Six people from one IP within ten minutes, posted in three different intake batches: no batch alone
-    # holds a burst (limit 5 per IP), and the sweep reads them two at a time.
-    people = [row(f"p{i}@acme{i}.example", minutes=i, ip_address="10.0.0.9") for i in range(6)]
-    for part in (people[:2], people[2:4], people[4:]):
-        batch, ids = ingest(crm, part)
-        assert cleanup.check_spam_at_intake(crm, POLICY, ids, batch, NOW).flagged == 0
-    ingest(crm, [row("calm@acme.example", minutes=2, ip_address="10.0.0.1")])
-    result = sweep(crm, batch_size=2)
-    assert result.flagged == 6 and result.by_reason == {"ip_burst": 6}
-    assert lead_by_email(crm, "calm@acme.example").status == "new"
+def test_from_chunk_takes_the_stored_rows_from_the_chunk_and_says_which_are_earlier():
+    subs = pd.DataFrame({
+        "idempotency_key": ["k1", "k2", "k1"],  # k1 re-delivered inside the chunk: its first row was stored
+        "submitted_at": pd.to_datetime(["2025-05-31T10:00:00.1234567Z", "2025-05-31T11:00:00Z",
+                                        "2025-05-31T12:00:00Z"], utc=True, format="ISO8601"),
+        "source": ["web_form", "event", "web_form"],
+        "message": ["first", None, "repeat"],
+        "ip_address": ["1.1.1.1", None, None],
+        "honeypot": ["False", "x", None],
+        "form_fill_seconds": ["3", None, None],
+        PAYLOAD_COLUMN: [json.dumps({"honeypot": False}), json.dumps({"honeypot": "x"}), "{}"],
+    })
+    # k0 was stored by an earlier chunk of the batch; it is read back, not taken from here.
+    stored = pd.DataFrame({"submission_id": [10, 11, 12], "idempotency_key": ["k0", "k1", "k2"],
+                           "lead_id": [5, 6, 7]})
+    here, mine = cleanup.from_chunk(stored, subs)
+    assert mine.tolist() == [False, True, True]
+    assert here["submission_id"].tolist() == [11, 12] and here["lead_id"].tolist() == [6, 7]
+    assert here["message"].tolist()[0] == "first" and here["source"].tolist() == ["web_form", "event"]
+    # A typed false honeypot reads "False" in the chunk but the payload says the field was left alone.
+    assert pd.isna(here["honeypot"].iloc[0]) and here["honeypot"].iloc[1] == "x"
+    assert here["form_fill_seconds"].tolist()[0] == 3.0
+    assert here["submitted_at"].iloc[0] == pd.Timestamp("2025-05-31T10:00:00.123456Z")
 
 
-def test_submissions_before_since_are_context_only(crm):
-    ingest(crm, [row("old@mailinator.com", minutes=-60 * 24 * 30)])
-    assert sweep(crm).flagged == 0
-    assert sweep(crm, since=NOW - timedelta(days=60)).flagged == 1
+def test_with_leads_joins_the_leads_as_they_are_now_in_submission_order():
+    frame = pd.DataFrame({"submission_id": [3, 1, 2], "lead_id": [2, 1, 9]})
+    leads = pd.DataFrame({"lead_id": [1, 2], "email": ["a@x.example", "b@x.example"], "email_domain": [None, None],
+                          "first_name": [None, None], "last_name": [None, None], "status": ["new", "spam"],
+                          "is_spam": [0, 1]})
+    joined = cleanup.with_leads(frame, leads)
+    # A lead gone in between (id 9) takes its submissions with it.
+    assert joined["submission_id"].tolist() == [1, 3] and joined["is_spam"].tolist() == [False, True]
+    assert joined["email_hash"].notna().all()
 
 
-def test_converted_leads_are_never_flagged_and_the_guard_sees_every_plan(crm):
-    ingest(crm, [row("won@mailinator.com"), row("bot@mailinator.com")])
-    with crm.begin() as conn:
-        conn.execute(update(Lead).where(Lead.email == "won@mailinator.com").values(status="converted"))
-    seen: list[pd.DataFrame] = []
-    result = sweep(crm, guard=seen.append)
-    assert result.flagged == 1 and lead_by_email(crm, "won@mailinator.com").status == "converted"
-    assert seen[0]["previous_status"].tolist() == ["new"]
+# --- flagging ---------------------------------------------------------------------------------------------------
 
 
-def test_a_failing_guard_writes_nothing(crm):
-    ingest(crm, [row("bot@mailinator.com")])
-
-    def refuse(plan):
-        raise RuntimeError("guard failed")
-
-    with pytest.raises(RuntimeError, match="guard failed"):
-        sweep(crm, guard=refuse)
-    assert lead_by_email(crm, "bot@mailinator.com").status == "new"
+def verdicts(**columns) -> pd.DataFrame:
+    base = {"lead_id": [1, 2, 3, 4, 5], "email": [f"p{i}@x.example" for i in range(5)],
+            "email_hash": [f"h{i}" for i in range(5)], "status": ["new", "converted", "spam", "working", "won"],
+            "is_spam": [False, False, False, True, False], "reasons": ["ip_burst"] * 5}
+    return pd.DataFrame({**base, **columns})
 
 
-# --- intake-time check ----------------------------------------------------------------------------------------
+def test_flag_candidates_skip_spam_and_won_leads():
+    assert cleanup.flag_candidates(verdicts())["lead_id"].tolist() == [1]
 
 
-def test_intake_check_flags_the_batch_and_counts_by_reason(crm):
-    batch, ids = ingest(crm, [row("fine@acme.example"), row("bot@mailinator.com", form_fill_seconds="0.4"),
-                              row("x@acme.example", first_name="<a href=x>Buy</a>")])
-    result = cleanup.check_spam_at_intake(crm, POLICY, ids, batch, NOW)
-    assert result.leads_checked == 3 and result.flagged == 2
-    assert result.by_reason == {"disposable_domain": 1, "too_fast_form_fill": 1, "markup_in_name": 1,
-                                "link_in_name": 1}
-    assert lead_by_email(crm, "fine@acme.example").status == "new"
-    assert lead_by_email(crm, "x@acme.example").status == "spam"
-    # Another batch's submissions are not this batch's business.
-    assert cleanup.check_spam_at_intake(crm, POLICY, ids, "other-batch", NOW).leads_checked == 0
+def test_flag_plan_judges_the_leads_as_they_are_now():
+    candidates = verdicts(status=["new"] * 5, is_spam=[False] * 5)
+    current = pd.DataFrame({"lead_id": [1, 2, 3, 4], "current_status": ["working", "won", "new", "spam"],
+                            "current_reason": ["contacted", None, None, "spam"],
+                            "current_is_spam": [0, 0, 1, 1]})
+    plan = cleanup.flag_plan(candidates, current)
+    # 2 was won meanwhile, 3 and 4 flagged by another run, 5 is gone.
+    assert plan["lead_id"].tolist() == [1]
+    assert (plan["previous_status"].iloc[0], plan["previous_reason"].iloc[0]) == ("working", "contacted")
 
 
-def judged(store, ids, batch, subs=None) -> pd.DataFrame:
-    """The frame the intake check judges, read back from the database or taken from the chunk."""
-    with store.engine.connect() as conn:
-        return cleanup._batch_frame(conn, sorted(set(ids)), batch, subs)
+def test_flag_events_remember_what_a_restore_puts_back():
+    plan = pd.DataFrame({"lead_id": [1, 2], "reasons": ["honeypot_filled,ip_burst", "ip_burst"],
+                         "previous_status": ["working", "new"], "previous_reason": ["contacted", np.nan]})
+    events = cleanup.flag_events(plan, {1: [10, 11]}, {2: [20]}, policy=POLICY, now=NOW, by="intake",
+                                 batch_id="b1", flow_run_id="r1")
+    assert events["event_type"].tolist() == ["status_changed", "status_changed", "spam_flagged", "spam_flagged"]
+    assert events["lead_id"].tolist() == [1, 2, 1, 2]
+    assert set(events["batch_id"]) == {"b1"} and set(events["flow_run_id"]) == {"r1"}
+    assert json.loads(events["details"].iloc[0]) == {"from": "working", "to": "spam", "reason": "spam", "by": "intake"}
+    assert json.loads(events["details"].iloc[2]) == {
+        "reasons": ["honeypot_filled", "ip_burst"], "policy_version": POLICY.version, "by": "intake",
+        "from_status": "working", "from_reason": "contacted", "cancelled_tasks": [10, 11], "withdrawn_outbox": []}
+    second = json.loads(events["details"].iloc[3])
+    assert second["from_reason"] is None and second["withdrawn_outbox"] == [20] and second["cancelled_tasks"] == []
 
 
-def test_intake_check_from_the_chunk_judges_the_rows_reading_back_judges(crm):
-    batch = str(uuid.uuid4())
-    # Another run stored one of chunk 2's rows first: it is that run's business, not this batch's.
-    elsewhere = row("eve@acme.example", minutes=40, message="first delivery")
-    ingest(crm, [elsewhere])
-    first = pd.DataFrame([
-        # Export spellings for the signals, as intake resolves them.
-        {**row("bob@acme.example"), "client_ip": "10.1.1.1", "form_fill_seconds": "0.3"},
-        row("ann@acme.example", minutes=1, message="hello"),
-        row("ann@acme.example", minutes=1, message="hello"),  # re-delivered inside the chunk
-    ]).astype("string")
-    _, first_ids, first_subs = ingest_chunk(crm, first, batch)
-    second = pd.DataFrame([
-        row("ann@acme.example", minutes=3, message="again"),  # her chunk-1 row is judged with this one
-        row("carl@acme.example", minutes=4, honeypot=" x ", first_name="Carl"),
-        elsewhere,
-        row("eve@acme.example", minutes=42, message="second delivery"),
-    ]).astype("string")
-    _, ids, subs = ingest_chunk(crm, second, batch)
-    from_chunk = judged(crm, ids, batch, subs)
-    pd.testing.assert_frame_equal(from_chunk, judged(crm, ids, batch), check_like=True)
-    assert sorted(from_chunk["email"].tolist()) == ["ann@acme.example", "ann@acme.example", "carl@acme.example",
-                                                    "eve@acme.example"]
-    assert from_chunk.loc[from_chunk["email"] == "eve@acme.example", "message"].tolist() == ["second delivery"]
-    assert from_chunk["honeypot"].dropna().tolist() == [" x "]
-    result = cleanup.check_spam_at_intake(crm, POLICY, ids, batch, NOW, subs=subs)
-    assert (result.submissions_checked, result.leads_checked, result.flagged) == (4, 3, 1)
-    assert result.by_reason == {"honeypot_filled": 1}
-    assert lead_by_email(crm, "carl@acme.example").status == "spam"
-    assert lead_by_email(crm, "eve@acme.example").status == "new"
-    # Signals under an export's spelling of a column come through from the chunk as they do from the payload.
-    chunk_one = judged(crm, first_ids, batch, first_subs)
-    pd.testing.assert_frame_equal(chunk_one, judged(crm, first_ids, batch), check_like=True)
-    assert chunk_one["ip_address"].dropna().tolist() == ["10.1.1.1"]
+def test_flag_results_fold_chunks_cap_the_sample_and_publish_no_lead_ids():
+    total = cleanup.FlagResult()
+    for n in range(3):
+        part = cleanup.FlagResult(flagged=2, exempt=1, tasks_cancelled=n, outbox_withdrawn=1,
+                                  by_reason=Counter({"ip_burst": 2}), lead_ids=[n],
+                                  sample=[{"lead_id": i} for i in range(15)])
+        total.add(part)
+    assert (total.flagged, total.exempt, total.tasks_cancelled, total.outbox_withdrawn) == (6, 3, 3, 3)
+    assert total.by_reason == {"ip_burst": 6} and len(total.sample) == cleanup.SAMPLE_SIZE
+    assert total.lead_ids == [] and "lead_ids" not in total.as_dict()
+    assert cleanup.reason_counts(pd.Series(["a,b", None, "b"])) == {"a": 1, "b": 2}
 
 
-def test_intake_check_from_the_chunk_keeps_a_typed_false_honeypot_unfilled(crm):
-    # A JSON-lines or Parquet export types the honeypot: `false` is a field left alone, `true` a filled one.
-    raw = pd.DataFrame([row("quiet@acme.example"), row("bot@acme.example", minutes=1)]).astype("string")
-    raw["honeypot"] = pd.array([False, True], dtype="boolean")
-    batch, ids, subs = ingest_chunk(crm, raw)
-    assert subs["honeypot"].tolist() == ["False", "True"]  # what the chunk itself holds
-    frame = judged(crm, ids, batch, subs)
-    pd.testing.assert_frame_equal(frame, judged(crm, ids, batch), check_like=True)
-    result = cleanup.check_spam_at_intake(crm, POLICY, ids, batch, NOW, subs=subs)
-    assert result.flagged == 1 and result.by_reason == {"honeypot_filled": 1}
-    assert lead_by_email(crm, "quiet@acme.example").status == "new"
-    assert lead_by_email(crm, "bot@acme.example").status == "spam"
-
-
-def test_intake_check_from_the_chunk_still_sees_tombstones_and_exemptions(crm):
-    ingest(crm, [row("gone@mailinator.com"), row("jo@mailinator.com")])
-    sweep(crm)
-    cleanup.purge_expired_spam(crm, POLICY, now=NOW + timedelta(days=31))
-    cleanup.restore_spam(crm, email="jo@mailinator.com", now=NOW)
-    batch, ids, subs = ingest_chunk(crm, pd.DataFrame([row("gone@mailinator.com", minutes=60),
-                                                       row("jo@mailinator.com", minutes=61)]).astype("string"))
-    result = cleanup.check_spam_at_intake(crm, POLICY, ids, batch, NOW, subs=subs)
-    assert result.flagged == 1 and result.exempt == 1
-    assert result.by_reason == {"disposable_domain": 1, "known_bad_address": 1}
-    assert lead_by_email(crm, "jo@mailinator.com").status == "new"
-
-
-# --- restore --------------------------------------------------------------------------------------------------
-
-
-def test_restore_by_email_brings_the_lead_back_whole_and_it_stays_back(crm):
-    ingest(crm, [row("jo@mailinator.com")])
-    jo = lead_by_email(crm, "jo@mailinator.com")
-    with crm.begin() as conn:
-        conn.execute(update(Lead).where(Lead.id == jo.id).values(status="working", status_reason="contacted"))
-    add_task_and_message(crm, jo.id)
-    sweep(crm)
-    result = cleanup.restore_spam(crm, email=" JO@mailinator.com", now=NOW, by="ops")
-    assert result.restored == 1 and result.tasks_reopened == 1 and result.outbox_restored == 1
-    back = lead_by_email(crm, "jo@mailinator.com")
-    assert (back.status, back.status_reason, back.is_spam, back.spam_reasons) == ("working", "contacted", False, None)
-    assert statuses(crm, CrmTask, jo.id) == ["open"] and statuses(crm, OutboxMessage, jo.id) == ["pending"]
-    assert events(crm, jo.id)[-2:] == [
-        ("status_changed", {"from": "spam", "to": "working", "reason": "spam_restored", "by": "ops"}),
-        ("spam_restored", {"reasons": ["disposable_domain"], "by": "ops"}),
+def test_sample_rows_mask_emails_and_keep_only_the_asked_columns():
+    frame = pd.DataFrame({"lead_id": [1, 2], "email": ["jane@example.com", "x@y.example"], "phone": ["1", "2"],
+                          "reasons": ["ip_burst", None]})
+    assert cleanup.sample_rows(frame, ["reasons"], limit=5) == [
+        {"lead_id": 1, "email": "j***@e***.com", "reasons": "ip_burst"},
+        {"lead_id": 2, "email": "***@***.example", "reasons": None},
     ]
-    # The next sweep and the next intake batch leave the restored lead alone.
-    assert sweep(crm).flagged == 0 and sweep(crm).exempt == 1
-    batch, ids = ingest(crm, [row("jo@mailinator.com", minutes=30, message="again")])
-    assert cleanup.check_spam_at_intake(crm, POLICY, ids, batch, NOW).flagged == 0
-    assert lead_by_email(crm, "jo@mailinator.com").status == "working"
 
 
-def test_restore_by_reason_and_dry_run(crm):
-    ingest(crm, [row("a@mailinator.com"), row("b@acme.example", honeypot="x")])
-    sweep(crm)
-    preview = cleanup.restore_spam(crm, reason="honeypot_filled", now=NOW, dry_run=True)
-    assert preview.restored == 1 and lead_by_email(crm, "b@acme.example").status == "spam"
-    done = cleanup.restore_spam(crm, reason="honeypot_filled", now=NOW)
-    assert done.restored == 1 and done.by_reason == {"honeypot_filled": 1}
-    assert lead_by_email(crm, "b@acme.example").status == "new"
-    assert lead_by_email(crm, "a@mailinator.com").status == "spam"
-    assert cleanup.restore_spam(crm, reason="honeypot_filled", now=NOW).restored == 0
+# --- restoring --------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -341,85 +223,60 @@ def test_restore_by_reason_and_dry_run(crm):
         ({"email": "a@b.com", "reason": "ip_burst"}, "exactly one"),
         ({"reason": "rude"}, "unknown spam reason"),
         ({"email": "not an email"}, "not an email"),
-        ({"email": "nobody@acme.example"}, "no flagged lead"),
     ],
 )
-def test_restore_rejects_bad_requests(crm, kwargs, message):
+def test_restore_target_rejects_bad_requests(kwargs, message):
     with pytest.raises(cleanup.SpamCleanupError, match=message):
-        cleanup.restore_spam(crm, now=NOW, **kwargs)
+        cleanup.restore_target(kwargs.get("email"), kwargs.get("reason"))
 
 
-# --- purge ----------------------------------------------------------------------------------------------------
+def test_restore_target_normalizes_the_email():
+    assert cleanup.restore_target(None, "ip_burst") == (None, None)
+    email, digest = cleanup.restore_target(" JO@Mailinator.com", None)
+    assert email == "jo@mailinator.com" and digest == email_hash(pd.Series(["jo@mailinator.com"])).iloc[0]
 
 
-def test_purge_after_retention_keeps_only_a_tombstone_that_later_runs_use(crm):
-    ingest(crm, [row("gone@mailinator.com", message="casino"), row("keep@acme.example")])
-    gone = lead_by_email(crm, "gone@mailinator.com")
-    add_task_and_message(crm, gone.id)
-    sweep(crm)
-    early = cleanup.purge_expired_spam(crm, POLICY, now=NOW + timedelta(days=29))
-    assert early.purged == 0 and lead_by_email(crm, "gone@mailinator.com") is not None
-    later = NOW + timedelta(days=31)
-    preview = cleanup.purge_expired_spam(crm, POLICY, now=later, dry_run=True)
-    assert preview.purged == 1 and lead_by_email(crm, "gone@mailinator.com") is not None
-    result = cleanup.purge_expired_spam(crm, POLICY, now=later, batch_size=1)
-    assert result.purged == 1 and result.by_reason == {"disposable_domain": 1, "spam_message": 1}
-    assert result.rows_deleted == {"crm_tasks": 1, "lead_events": 3, "lead_submissions": 1, "leads": 1, "outbox": 1}
-    with crm.engine.connect() as conn:
-        assert conn.execute(select(Lead.email)).scalars().all() == ["keep@acme.example"]
-        for table in (LeadSubmission, CrmTask, OutboxMessage, LeadEvent):
-            assert gone.id not in conn.execute(select(table.lead_id)).scalars().all()
-        stone = conn.execute(select(SpamTombstone)).one()
-    assert stone.email_hash == email_hash(pd.Series(["gone@mailinator.com"])).iloc[0]
-    assert stone.reasons == "disposable_domain,spam_message"
-    assert cleanup.purge_expired_spam(crm, POLICY, now=later).purged == 0
-    # The same address comes back from an allowed domain: the tombstone alone flags it at intake.
-    batch, ids = ingest(crm, [row("gone@mailinator.com", minutes=60, message="hello again")])
-    assert cleanup.check_spam_at_intake(crm, POLICY, ids, batch, NOW).by_reason["known_bad_address"] == 1
+def test_restore_plan_puts_back_the_status_before_the_flag():
+    leads = pd.DataFrame({"lead_id": [1, 2, 3], "email": ["a@x.example", "b@x.example", "c@x.example"],
+                          "status": ["spam", "spam", "working"], "reasons": ["ip_burst", "", "honeypot_filled"]})
+    flags = {1: {"from_status": "qualified", "from_reason": "fit", "cancelled_tasks": [7],
+                 "withdrawn_outbox": [8, 9]},
+             3: {"from_status": "new", "cancelled_tasks": [10]}}
+    plan, tasks, outbox = cleanup.restore_plan(leads, flags)
+    # No flag event: back to new; a status a person set since the flag is kept.
+    assert plan["to_status"].tolist() == ["qualified", "new", "working"]
+    assert [None if pd.isna(r) else r for r in plan["to_reason"]] == ["fit", None, None]
+    assert tasks == [7, 10] and outbox == [8, 9]
+    assert plan["hash"].tolist() == email_hash(leads["email"]).tolist()
+    events = cleanup.restore_events(plan, NOW, "ops")
+    assert events["event_type"].tolist() == ["status_changed"] * 3 + ["spam_restored"] * 3
+    assert [json.loads(d) for d in events["details"]] == [
+        {"from": "spam", "to": "qualified", "reason": "spam_restored", "by": "ops"},
+        {"from": "spam", "to": "new", "reason": "spam_restored", "by": "ops"},
+        {"from": "working", "to": "working", "reason": "spam_restored", "by": "ops"},
+        {"reasons": ["ip_burst"], "by": "ops"}, {"reasons": [], "by": "ops"},
+        {"reasons": ["honeypot_filled"], "by": "ops"},
+    ]
 
 
-def test_worked_leads_are_reported_for_review_not_purged(crm):
-    ingest(crm, [row("done@mailinator.com"), row("qual@mailinator.com")])
-    done, qual = lead_by_email(crm, "done@mailinator.com"), lead_by_email(crm, "qual@mailinator.com")
-    add_task_and_message(crm, done.id, task_status="done")
-    with crm.begin() as conn:
-        conn.execute(update(Lead).where(Lead.id == qual.id).values(status="qualified"))
-    assert sweep(crm).flagged == 2
-    later = NOW + timedelta(days=31)
-    result = cleanup.purge_expired_spam(crm, POLICY, now=later)
-    assert result.purged == 0 and result.review == 2
-    assert {(r["email"], r["why"]) for r in result.review_sample} == {("d***@m***.com", "task_done"),
-                                                                      ("q***@m***.com", "status:qualified")}
-    assert len(cleanup.spam_review_list(crm, POLICY, later)) == 2
-    assert lead_by_email(crm, "done@mailinator.com").is_spam
+# --- purging ----------------------------------------------------------------------------------------------------
 
 
-def test_restoring_a_purged_address_clears_its_tombstone(crm):
-    ingest(crm, [row("back@mailinator.com")])
-    sweep(crm)
-    cleanup.purge_expired_spam(crm, POLICY, now=NOW + timedelta(days=31))
-    result = cleanup.restore_spam(crm, email="back@mailinator.com", now=NOW, by="ops")
-    assert result.restored == 0 and result.tombstones_cleared == 1
-    with crm.engine.connect() as conn:
-        assert conn.execute(select(SpamTombstone)).all() == []
-        assert conn.execute(select(SpamExemption.restored_by)).scalars().all() == ["ops"]
+def test_review_reasons_hold_leads_a_rep_worked():
+    leads = pd.DataFrame({"lead_id": [1, 2, 3, 4], "status": ["spam", "spam", "spam", "qualified"]})
+    before = {1: "new", 2: "discovery_call_booked", 3: None}
+    assert cleanup.review_reasons(leads, {1}, before) == ["task_done", "status:discovery_call_booked", None,
+                                                          "status:qualified"]
 
 
-def test_flagging_an_assigned_lead_frees_its_reps_slot_and_restoring_takes_it_back(crm):
-    from sqlalchemy import insert, select, update
-
-    from leadflow.crm.schema import Lead, SalesRep
-
-    _, ids = ingest(crm, [row("jo@mailinator.com")])
-    with crm.begin() as conn:
-        rep = conn.execute(insert(SalesRep).values(email="rep@example.com", name="Rep", territories=[], segments=[],
-                                                   max_open_leads=5, open_leads=1).returning(SalesRep.id)).scalar_one()
-        conn.execute(update(Lead).where(Lead.id == ids[0]).values(owner_id=rep, holds_capacity=True))
-
-    def open_leads() -> int:
-        with crm.begin() as conn:
-            return conn.execute(select(SalesRep.open_leads).where(SalesRep.id == rep)).scalar_one()
-
-    assert sweep(crm).flagged == 1 and open_leads() == 0
-    assert cleanup.restore_spam(crm, email="jo@mailinator.com", now=NOW).restored == 1
-    assert open_leads() == 1
+def test_tombstones_keep_only_a_hash_the_reasons_and_the_times():
+    doomed = pd.DataFrame({"lead_id": [1, 2], "email": ["Gone@Mailinator.com", "x@y.example"],
+                           "reasons": ["disposable_domain", None],
+                           "flagged_at": ["2025-04-01 10:00:00.000000", "2025-04-02 11:30:00"]})
+    stones = cleanup.tombstone_rows(doomed, POLICY, NOW)
+    assert list(stones.columns) == ["email_hash", "reasons", "policy_version", "flagged_at", "purged_at"]
+    assert stones["email_hash"].iloc[0] == email_hash(pd.Series(["gone@mailinator.com"])).iloc[0]
+    assert stones["reasons"].tolist() == ["disposable_domain", ""]
+    assert stones["flagged_at"].tolist() == [pd.Timestamp("2025-04-01 10:00", tz="UTC"),
+                                             pd.Timestamp("2025-04-02 11:30", tz="UTC")]
+    assert set(stones["policy_version"]) == {POLICY.version} and set(stones["purged_at"]) == {pd.Timestamp(NOW)}
