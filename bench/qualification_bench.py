@@ -67,15 +67,22 @@ def child(mode: str) -> None:
     """One measurement in a fresh process: qualify every lead of the database."""
     from datetime import UTC, datetime
 
+    from leadflow.config.settings import get_settings
+    from leadflow.crm.leads import resolve_lead_ids
     from leadflow.crm.store import get_store
     from leadflow.domain.qualification import load_qualification_policy
-    from leadflow.steps.qualification import resolve_lead_ids, run_qualification
+    from leadflow.domain.summary import QualificationSummary
+    from leadflow.steps.qualification import local_steps, qualify
 
     store = get_store()
     ids = resolve_lead_ids(store, all_unqualified=True)
     if mode == "core":
+        # The flow's sequence with the plain steps in place of its tasks (no delivery, as flow with deliver=False).
+        policy, settings = load_qualification_policy(), get_settings()
         started, cpu = time.perf_counter(), time.process_time()
-        summary = run_qualification(store, ids, load_qualification_policy(), now=datetime.now(UTC)).as_dict()
+        summary = qualify(local_steps(store), ids, policy, QualificationSummary(policy_version=policy.version),
+                          replay=False, timezone=settings.timezone, clock=lambda: datetime.now(UTC),
+                          chunk_size=settings.chunk_size).as_dict()
     else:
         from prefect import flow
 

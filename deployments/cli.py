@@ -431,8 +431,8 @@ def qualify(
     """Run lead-qualification on leads by email, or on every lead that was never qualified."""
     from flows.qualification import lead_qualification
     from leadflow.config.policy import PolicyError
+    from leadflow.crm.leads import resolve_lead_ids
     from leadflow.domain.qualification import load_qualification_policy
-    from leadflow.steps.qualification import resolve_lead_ids
 
     if not emails and not all_unqualified:
         _fail("name lead emails or pass --all-unqualified")

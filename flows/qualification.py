@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -11,27 +12,22 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
 from leadflow.config.settings import get_settings
-from leadflow.domain.qualification import QualificationPolicy, load_qualification_policy
-from leadflow.steps import qualification as qualify_store
-from leadflow.steps.qualification import QualificationSummary, add, summary_of
+from leadflow.crm.leads import resolve_lead_ids
+from leadflow.domain.qualification import load_qualification_policy
+from leadflow.domain.summary import QualificationSummary
+from leadflow.steps.qualification import qualify
 from tasks.common import store, utc_now
 from tasks.delivery import deliver_outbox
-from tasks.qualification import (
-    alert_sales_reps,
-    assign_lead_owner,
-    assign_qualification_tasks,
-    check_company_existence,
-    create_account_entries,
-    create_discovery_call_tasks,
-    determine_lead_priority,
-    link_leads_to_accounts,
-    load_leads_to_qualify,
-    notify_sales_manager,
-    publish_qualification_summary,
-    qualification_checklist,
-    qualified,
-    send_auto_responses,
-)
+from tasks.qualification import QUALIFICATION_TASKS, load_leads_to_qualify, publish_qualification_summary
+
+
+def _load_leads_to_qualify(ids: list[int]) -> tuple[Any, int]:
+    """Load Leads To Qualify with its ids passed as they are."""
+    # quote(): Prefect would otherwise visit each of the 50,000 ids looking for futures, twice per task run.
+    return load_leads_to_qualify(quote(ids))
+
+
+TASKS = replace(QUALIFICATION_TASKS, load_leads_to_qualify=_load_leads_to_qualify)
 
 
 def qualification_run_name() -> str:
@@ -63,10 +59,10 @@ def lead_qualification(
     started = time.perf_counter()
     rules = load_qualification_policy(policy or "qualification")
     summary = QualificationSummary(replay=replay, policy_version=rules.version)
-    ids = qualify_store.resolve_lead_ids(store(), lead_ids, emails)
-    size = get_settings().chunk_size
-    for start in range(0, len(ids), size):
-        _qualify_batch(ids[start:start + size], rules, replay, summary)
+    ids = resolve_lead_ids(store(), lead_ids, emails)
+    settings = get_settings()
+    qualify(TASKS, ids, rules, summary, replay=replay, timezone=settings.timezone, clock=utc_now,
+            chunk_size=settings.chunk_size)
     queued = sum(summary.messages_queued.values())
     if deliver and not replay and queued:
         tick = time.perf_counter()
@@ -87,48 +83,3 @@ def lead_qualification(
                           summary.messages_queued)
     return summary.as_dict()
 
-
-def _qualify_batch(ids: list[int], policy: QualificationPolicy, replay: bool, summary: QualificationSummary) -> None:
-    """Every step over one batch of leads."""
-    now = utc_now()
-    tick = time.perf_counter()
-
-    def timed(step: str) -> None:
-        nonlocal tick
-        summary.add_time(step, time.perf_counter() - tick)
-        tick = time.perf_counter()
-
-    # quote(): Prefect would otherwise visit each of the 50,000 ids looking for futures, twice per task run.
-    leads, spam = load_leads_to_qualify(quote(ids))
-    summary.skipped_spam += spam
-    timed("load")
-    if leads.empty:
-        return
-    checks_future = qualification_checklist.submit(leads, policy)
-    match = check_company_existence(leads, policy)
-    timed("check_company_existence")
-    accounts = create_account_entries(leads, match)
-    summary.accounts_created += accounts.created
-    timed("create_account_entries")
-    links = link_leads_to_accounts(leads, match, accounts)
-    timed("link_leads_to_accounts")
-    checks = checks_future.result()
-    timed("wait_for_checklist")
-    priority = determine_lead_priority(leads, checks, match, policy)
-    timed("determine_lead_priority")
-    assignment = assign_lead_owner(leads, links, priority, policy, replay, now, match, checks)
-    timed("assign_lead_owner")
-    q = qualified(leads, checks, match, links.account, priority, assignment, policy, now)
-    summary_of(q, summary)
-    add(summary.tasks_created, "qualification", assign_qualification_tasks(q, policy, replay, now))
-    timed("assign_qualification_tasks")
-    add(summary.tasks_created, "discovery_call", create_discovery_call_tasks(q, policy, replay, now))
-    timed("create_discovery_call_tasks")
-    if replay:
-        return
-    add(summary.messages_queued, "auto_response", send_auto_responses(q, policy, now))
-    timed("send_auto_responses")
-    add(summary.messages_queued, "rep_alert", alert_sales_reps(q, policy, now))
-    timed("alert_sales_reps")
-    add(summary.messages_queued, "manager_notice", notify_sales_manager(q, policy, now))
-    timed("notify_sales_manager")

@@ -9,7 +9,8 @@ from prefect import get_run_logger, task
 
 from leadflow.config.settings import get_settings
 from leadflow.io.senders import DeliveryConfig, DeliveryResult, deliver_pending
-from leadflow.steps.sla import SlaWatchResult, notify_sla_breaches
+from leadflow.steps import sla
+from leadflow.steps.sla import SlaWatchResult
 from tasks.common import DB_TASK, store, utc_now
 
 
@@ -43,7 +44,7 @@ def watch_task_slas() -> SlaWatchResult:
     """Queue one manager notice about open tasks newly past their SLA due time (each breach reported once)."""
     settings = get_settings()
     urls = settings.manager_alert_urls.get_secret_value() if settings.manager_alert_urls else None
-    result = notify_sla_breaches(store(), urls, settings.sender_email, utc_now())
+    result = sla.watch_task_slas(store(), urls, settings.sender_email, utc_now())
     if result.breaches:
         get_run_logger().warning("%d open tasks are past their SLA: the sales manager is notified", result.breaches)
     return result

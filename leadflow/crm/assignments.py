@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import pandas as pd
 from sqlalchemy import Connection, bindparam, func, select, update
 
 from leadflow.crm.schema import Lead, SalesRep
-from leadflow.crm.store import read_in
+from leadflow.crm.store import Store, read_in
 
 LEADS = Lead.__table__
 REPS = SalesRep.__table__
@@ -67,3 +68,44 @@ def follow_status_changes(conn: Connection, changes: Iterable[tuple[int, str, st
     closing = [i for i, old, new in changes if old in OPEN_STATUSES and new not in OPEN_STATUSES]
     reopening = [i for i, old, new in changes if old not in OPEN_STATUSES and new in OPEN_STATUSES]
     return (release_capacity(conn, closing) if closing else 0), (hold_capacity(conn, reopening) if reopening else 0)
+
+
+class CapacityConflict(RuntimeError):
+    """A rep's capacity changed under a reservation: the assignment transaction rolls back and is retried."""
+
+
+def load_reps(conn: Connection, lock: bool = False) -> pd.DataFrame:
+    """All sales reps with their routing state; `lock` takes row locks on PostgreSQL (SQLite's write lock is held)."""
+    stmt = select(REPS.c.id, REPS.c.email, REPS.c.name, REPS.c.active, REPS.c.out_of_office, REPS.c.territories,
+                  REPS.c.segments, REPS.c.max_open_leads, REPS.c.open_leads, REPS.c.last_assigned_seq,
+                  REPS.c.alert_url).order_by(REPS.c.id)
+    if lock and conn.dialect.name == "postgresql":
+        # FOR NO KEY UPDATE: tasks and leads referencing a rep take KEY SHARE locks on it, which this must not block.
+        stmt = stmt.with_for_update(key_share=True)
+    rows = conn.execute(stmt).all()
+    return pd.DataFrame([tuple(r) for r in rows], columns=list(stmt.selected_columns.keys()))
+
+
+def reps_frame(store: Store) -> pd.DataFrame:
+    """All reps (for alerts and reports)."""
+    with store.engine.connect() as conn:
+        return load_reps(conn)
+
+
+def reserve_capacity(conn: Connection, reserved: dict[int, int]) -> None:
+    """Take `n` open-lead slots of each rep, or raise CapacityConflict if a concurrent run took them first.
+
+    `UPDATE ... WHERE open_leads + n <= max_open_leads`: the row count proves no rep went over.
+    """
+    guard = (update(REPS).where(REPS.c.id == bindparam("b_id"),
+                                REPS.c.open_leads + bindparam("b_n") <= REPS.c.max_open_leads)
+             .values(open_leads=REPS.c.open_leads + bindparam("b_n")))
+    for rep, n in sorted(reserved.items()):
+        if conn.execute(guard, {"b_id": rep, "b_n": n}).rowcount != 1:
+            raise CapacityConflict(f"rep {rep} has no room for {n} more leads")
+
+
+def record_rotation(conn: Connection, rotation: dict[int, int]) -> None:
+    """Store each rep's place in the round robin (the sequence number of its last assignment)."""
+    for rep, seq in sorted(rotation.items()):
+        conn.execute(update(REPS).where(REPS.c.id == rep).values(last_assigned_seq=seq))

@@ -134,18 +134,19 @@ def resolve_match(store: Store, lead_id: int, *, now: datetime, account_id: int 
 
 def _new_account(store: Store, lead_id: int, policy: str | None) -> tuple[int, bool]:
     """Create (or find) the account of the lead's own company, as Create Account Entry would have."""
+    from leadflow.crm.accounts import ACCOUNT_COLUMNS, create_accounts
+    from leadflow.crm.leads import load_leads
     from leadflow.domain import accounts as matching
     from leadflow.domain.qualification import load_qualification_policy
-    from leadflow.steps import qualification as qualify_store
 
-    leads = qualify_store.load_leads(store, [lead_id])
+    leads = load_leads(store, [lead_id])
     # No accounts at all (what load_accounts gives on an empty CRM), without reading every account for one lead.
-    none = pd.DataFrame(columns=list(qualify_store.ACCOUNT_COLUMNS))
+    none = pd.DataFrame(columns=list(ACCOUNT_COLUMNS))
     # Matched against no accounts, the lead's company comes out as a new company with its cleaned name and domain.
     match = matching.match_companies(leads, none, load_qualification_policy(policy or "qualification").matching)
     if match["match_band"].iloc[0] != "new_company":
         raise ReviewError(f"lead {lead_id} has no company name to create an account from")
-    result = qualify_store.create_account_entries(store, leads, match)
+    result = create_accounts(store, leads, match)
     account = result.account_ids.iloc[0]
     if pd.isna(account):
         raise ReviewError(f"no account could be created for lead {lead_id}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -264,3 +265,50 @@ def new_accounts(leads: pd.DataFrame, match: pd.DataFrame) -> pd.DataFrame:
     frame["name_key"] = frame["name_key"].str.slice(0, 300)
     frame["industry"] = frame["industry"].astype(_TEXT).str.slice(0, 100)
     return frame.reset_index(drop=True)
+
+
+@dataclass
+class LeadLinks:
+    """Each lead's account (matched, new or kept) and which leads' link or match evidence changed."""
+
+    account: pd.Series
+    write: np.ndarray
+    details: pd.Series
+
+
+def link_leads_to_accounts(leads: pd.DataFrame, match: pd.DataFrame, new_ids: pd.Series) -> LeadLinks:
+    """Decide each lead's account (matched or newly created) and which links and match evidence change.
+
+    Assign Lead Owner writes the changes together with the priority and the owner, in one UPDATE per lead (three
+    passes over the same rows took most of the qualification's write time); its `lead_qualified` event records
+    the new link.
+    """
+    account = match["matched_account_id"].astype("Int64")
+    account = account.where(account.notna(), new_ids.reindex(match.index).astype("Int64"))
+    stored = pd.to_numeric(leads["account_id"], errors="coerce").astype("Int64")
+    # A needs_review or no_company result never unlinks an account a lead already has (a human may have set it).
+    keep_old = account.isna() & stored.notna()
+    account = account.where(~keep_old, stored)
+    details = match["match_details"].astype("string")
+    # A column of NULLs and JSON can come back with NaN for the NULLs (pandas reads a mostly empty column as float).
+    old_details = pd.Series(
+        [d if isinstance(d, str) else json.dumps(d) if isinstance(d, dict | list) else None
+         for d in leads["match_details"].tolist()],
+        index=leads.index, dtype=object,
+    )
+    # A link a person decided in the review queue (leadflow/crm/review.py) stands: no later match moves it.
+    reviewed = np.array([isinstance(d, str) and '"review":' in d for d in old_details], dtype=bool)
+    if reviewed.any():
+        held = pd.Series(reviewed, index=account.index) & stored.notna()
+        account = account.where(~held, stored)
+        details = details.where(~held, old_details.astype("string"))
+    changed_details = [
+        old is None or json.loads(old) != json.loads(new)
+        for old, new in zip(old_details, details, strict=True)
+    ] if old_details.notna().any() else [True] * len(leads)
+    moved = (account.fillna(-1) != stored.fillna(-1)).to_numpy()
+    # Evidence of a link that stays is kept: the account a run created matches by domain on the next run, and
+    # rewriting "new_company" as "domain" would only churn the row.
+    unlinked_or_blank = account.isna().to_numpy() | old_details.isna().to_numpy()
+    write = moved | (np.asarray(changed_details, dtype=bool) & unlinked_or_blank)
+    return LeadLinks(account=account, write=write, details=details)

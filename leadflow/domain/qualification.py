@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime, time, timedelta
 from typing import Annotated, Literal
@@ -356,3 +357,16 @@ def due_times(priorities: pd.Series, minutes: dict[str, int], now: datetime, sla
     """SLA due time of each lead's task from its priority (NaT where the priority has no SLA)."""
     table = {p: pd.Timestamp(add_business_minutes(now, m, sla, timezone)) for p, m in minutes.items()}
     return pd.to_datetime(priorities.map(table), utc=True)
+
+
+def priority_changes(leads: pd.DataFrame, checks: pd.DataFrame, priority: pd.DataFrame) -> np.ndarray:
+    """Which leads' checklist, priority or deciding rule changed (Assign Lead Owner writes them)."""
+    new_text = checks["checklist"].astype("string")
+    same_checklist = np.array([
+        o is not None and not (isinstance(o, float) and np.isnan(o))
+        and (json.loads(o) if isinstance(o, str) else o) == json.loads(n)
+        for o, n in zip(leads["checklist"].tolist(), new_text.tolist(), strict=True)
+    ], dtype=bool)
+    same_priority = (leads["priority"].astype("string").fillna("") == priority["priority"].fillna("")).to_numpy() & (
+        leads["priority_reason"].astype("string").fillna("") == priority["priority_reason"].fillna("")).to_numpy()
+    return ~(same_checklist & same_priority)

@@ -6,6 +6,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import pandas as pd
+
 
 def _rows(counts: dict[str, int]) -> str:
     """Markdown table rows of a count table ("none" when it is empty)."""
@@ -190,3 +192,71 @@ class IntakeSummary:
                 lines.append(f"    waiting in outbox    {waiting}: the outbox-delivery deployment or "
                              "`leadflow outbox deliver` sends them")
         return "\n".join(lines)
+
+
+@dataclass
+class QualificationSummary:
+    """What one qualification run did, for the summary artifact and the CLI."""
+
+    leads: int = 0
+    skipped_spam: int = 0
+    replay: bool = False
+    policy_version: str = ""
+    by_priority: dict[str, int] = field(default_factory=dict)
+    by_tier: dict[str, int] = field(default_factory=dict)
+    checklist_passed: int = 0
+    matches_by_band: dict[str, int] = field(default_factory=dict)
+    accounts_created: int = 0
+    leads_linked: int = 0
+    priorities_changed: int = 0
+    assignments_by_rep: dict[str, int] = field(default_factory=dict)
+    assignments_by_rule: dict[str, int] = field(default_factory=dict)
+    newly_assigned: int = 0
+    newly_queued: int = 0
+    tasks_created: dict[str, int] = field(default_factory=dict)
+    messages_queued: dict[str, int] = field(default_factory=dict)
+    delivered: int = 0
+    delivery_failed: int = 0
+    failures: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    step_seconds: dict[str, float] = field(default_factory=dict)
+
+    def add_time(self, step: str, seconds: float) -> None:
+        """Add the time one step took (summed over batches)."""
+        self.step_seconds[step] = round(self.step_seconds.get(step, 0.0) + seconds, 3)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict."""
+        return asdict(self)
+
+    def to_markdown(self) -> str:
+        """The run at a glance, for the Prefect UI (counts only, no personal data)."""
+        def table(title: str, counts: dict[str, int]) -> str:
+            rows = "\n".join(f"| {k} | {v:,} |" for k, v in sorted(counts.items())) or "| none | 0 |"
+            return f"| {title} | leads |\n|---|---:|\n{rows}\n"
+
+        head = (f"# Lead qualification{' (replay: no messages)' if self.replay else ''}\n\n"
+                f"Policy {self.policy_version}: {self.leads:,} leads qualified, {self.skipped_spam:,} spam skipped, "
+                f"{self.checklist_passed:,} passed the checklist, {self.accounts_created:,} accounts created, "
+                f"{self.newly_assigned:,} newly assigned, {self.newly_queued:,} put in the fallback queue, "
+                f"{self.delivered:,} messages delivered, {self.delivery_failed:,} failed. ({self.seconds:.2f} s)\n\n")
+        parts = [table("priority", self.by_priority), table("tier", self.by_tier),
+                 table("match band", self.matches_by_band), table("assignment rule", self.assignments_by_rule),
+                 table("rep", self.assignments_by_rep), table("task kind (created)", self.tasks_created),
+                 table("message kind (queued)", self.messages_queued)]
+        failures = "\n".join(f"- {f}" for f in self.failures) or "none"
+        return head + "\n".join(parts) + f"\n## Failures\n\n{failures}\n"
+
+
+def counts(values: pd.Series) -> dict[str, int]:
+    """Value counts as a plain dict (NA counted as 'none')."""
+    out: dict[str, int] = {}
+    for key, n in values.value_counts(dropna=False).items():  # counted in the column's own dtype: no object copy
+        name = "none" if pd.isna(key) else str(key)
+        out[name] = out.get(name, 0) + int(n)
+    return out
+
+
+def add(target: dict[str, int], key: str, n: int) -> None:
+    """Add n to a counter dict."""
+    target[key] = target.get(key, 0) + n

@@ -1,4 +1,8 @@
-"""Several qualification runs at once over overlapping companies and one rep pool (PostgreSQL and SQLite)."""
+"""Several qualification runs at once over overlapping companies and one rep pool (PostgreSQL and SQLite).
+
+Each run is the production sequence (leadflow.steps.qualification.qualify, data check included) with the plain
+steps in place of the flow's tasks.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ from sqlalchemy import func, select
 
 from leadflow.crm.schema import Account, Lead, SalesRep
 from leadflow.domain.qualification import load_qualification_policy
-from leadflow.steps.qualification import run_qualification
+from leadflow.domain.summary import QualificationSummary
+from leadflow.steps.qualification import local_steps, qualify
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 COMPANIES = [("Acme Widgets", "acmewidgets.com"), ("ACME WIDGETS, Inc.", None), ("Globex Systems", "globex.io"),
@@ -47,7 +52,8 @@ def run_all(crm, groups: list[list[int]]) -> list:
     def work(ids: list[int]) -> None:
         barrier.wait()
         try:
-            results.append(run_qualification(crm, ids, policy, now=NOW))
+            results.append(qualify(local_steps(crm), ids, policy, QualificationSummary(policy_version=policy.version),
+                                   replay=False, timezone="UTC", clock=lambda: NOW, chunk_size=50_000))
         except Exception as exc:  # collected so the test reports it instead of losing it in a thread
             errors.append(exc)
 

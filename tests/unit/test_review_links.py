@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from leadflow.steps.qualification import link_leads_to_accounts
+from leadflow.domain.accounts import link_leads_to_accounts
 
 REVIEW = {"decision": "link", "account_id": 5, "reviewer": "dana", "reviewed_at": "2026-01-05T10:00:00+00:00"}
 
