@@ -29,13 +29,12 @@ def _fail(message: str) -> None:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from sqlalchemy.exc import SQLAlchemyError
-
     from data_checks.runner import DataCheckError
+    from leadflow.crm.store import DatabaseError
     from leadflow.domain.contract import ColumnMapError
     from leadflow.io.sources import LeadFileError
 
-    return (LeadFileError, ColumnMapError, DataCheckError, SQLAlchemyError)
+    return (LeadFileError, ColumnMapError, DataCheckError, DatabaseError)
 
 
 def _one_line(error: BaseException) -> str:

@@ -29,6 +29,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from leadflow.crm.schema import (
     Base,
@@ -40,6 +41,9 @@ from leadflow.crm.schema import (
     QuarantineRecord,
 )
 from leadflow.domain.contract import MAX_COUNTERS, MERGED_DETAILS
+
+# What callers above the crm catch for any database failure, without importing SQLAlchemy themselves.
+DatabaseError = SQLAlchemyError
 
 LEADS = Lead.__table__
 SUBMISSIONS = LeadSubmission.__table__
