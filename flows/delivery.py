@@ -7,7 +7,7 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from leadflow.io.senders import outbox_counts
+from leadflow.crm.outbox import outbox_counts
 from tasks.common import store
 from tasks.delivery import deliver_outbox, watch_task_slas
 

@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any
-
 from prefect import get_run_logger, task
 
 from leadflow.config.settings import get_settings
-from leadflow.io.senders import DeliveryConfig, DeliveryResult, deliver_pending
-from leadflow.steps import sla
+from leadflow.steps import delivery, sla
+from leadflow.steps.delivery import DeliveryResult
 from leadflow.steps.sla import SlaWatchResult
 from tasks.common import DB_TASK, store, utc_now
-
-
-def delivery_config(lease_minutes: float | None = None, **overrides: Any) -> DeliveryConfig:
-    """Delivery settings from LEADFLOW_* (SMTP URL, outbox folder, sender), with optional overrides."""
-    settings = get_settings()
-    smtp = settings.smtp_url.get_secret_value() if settings.smtp_url else None
-    config = DeliveryConfig(smtp_url=smtp, outbox_dir=settings.outbox_dir, sender_email=settings.sender_email,
-                            **overrides)
-    if lease_minutes is not None:
-        config = DeliveryConfig(**{**config.__dict__, "lease": timedelta(minutes=lease_minutes)})
-    return config
 
 
 @task(name="Deliver Outbox", **DB_TASK)
 def deliver_outbox(limit: int | None = None, lease_minutes: float | None = None) -> DeliveryResult:
     """Claim and send pending outbox rows: prospect email over SMTP or as .eml files, alerts through Apprise."""
-    result = deliver_pending(store(), delivery_config(lease_minutes), now=utc_now, limit=limit)
+    result = delivery.deliver_outbox(store(), delivery.delivery_config(lease_minutes), now=utc_now, limit=limit)
     logger = get_run_logger()
     logger.info("Outbox: %d claimed, %d sent, %d to retry later, %d failed; %d stale rows requeued, %d of unknown "
                 "outcome", result.claimed, result.sent, result.retry_later, result.failed, result.requeued_stale,

@@ -1,16 +1,23 @@
-"""The outbox table: the only module that writes outbox rows (queue, refresh, claim, mark) or reads them."""
+"""The outbox table: the only module that writes outbox rows (queue, refresh, claim, mark, recover) or reads them."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Collection
+from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, bindparam
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from leadflow.crm.schema import OutboxMessage
-from leadflow.crm.store import Store
+from leadflow.crm.store import Store, utc
 
 OUTBOX = OutboxMessage.__table__
+UNKNOWN_OUTCOME = "outcome unknown: delivery was interrupted after the send began; not resent automatically"
+# What a claimed row carries to its sender.
+CLAIMED_COLUMNS = ("id", "idempotency_key", "lead_id", "kind", "channel", "recipient", "subject", "body", "attempts",
+                   "created_at")
 
 
 def queue(conn: Connection, store: Store, frame: pd.DataFrame) -> int:
@@ -47,3 +54,98 @@ def queue_or_refresh(store: Store, row: dict[str, Any]) -> None:
     with store.begin() as conn:
         conn.execute(stmt, {"k": row["idempotency_key"], "kind": row["kind"], "channel": row["channel"],
                             "r": row["recipient"][:500], "s": row["subject"], "b": row["body"]})
+
+
+# --- delivery state: claim, mark, recover -----------------------------------------------------------------------
+
+
+def recover_stale(store: Store, now: datetime, lease: timedelta,
+                  idempotent_channels: Collection[str] = ()) -> tuple[int, int]:
+    """Settle rows a dead run left in `sending`: back to pending when safe, else failed as outcome unknown.
+
+    Safe means the send never began, or the row's channel is idempotent (a resend changes nothing).
+    Returns (requeued, unknown outcome).
+    """
+    cutoff = now - lease
+    stale = (OUTBOX.c.status == "sending") & (OUTBOX.c.claimed_at <= cutoff)
+    safe = OUTBOX.c.send_started_at.is_(None)
+    if idempotent_channels:
+        safe = safe | OUTBOX.c.channel.in_(sorted(idempotent_channels))
+    with store.begin() as conn:
+        requeued = conn.execute(
+            update(OUTBOX).where(stale, safe).values(status="pending", claim_token=None, claimed_at=None,
+                                                     send_started_at=None)
+        ).rowcount
+        unknown = conn.execute(
+            update(OUTBOX).where(stale, ~safe).values(status="failed", last_error=UNKNOWN_OUTCOME, claim_token=None)
+        ).rowcount
+    return int(requeued or 0), int(unknown or 0)
+
+
+def claim_batch(store: Store, now: datetime, limit: int) -> tuple[str, list[dict[str, Any]]]:
+    """Claim up to `limit` due pending rows for this run (pending -> sending) and return them in id order."""
+    token = str(uuid.uuid4())
+    due = (OUTBOX.c.status == "pending") & (OUTBOX.c.next_attempt_at.is_(None) | (OUTBOX.c.next_attempt_at <= now))
+    ids = select(OUTBOX.c.id).where(due).order_by(OUTBOX.c.id).limit(limit)
+    if store.dialect == "postgresql":
+        # Two runs at once skip each other's rows instead of waiting for them (SQLite serializes writers).
+        ids = ids.with_for_update(skip_locked=True)
+    columns = [OUTBOX.c[c] for c in CLAIMED_COLUMNS]
+    with store.begin() as conn:
+        conn.execute(update(OUTBOX).where(OUTBOX.c.id.in_(ids.scalar_subquery()))
+                     .values(status="sending", claim_token=token, claimed_at=now, send_started_at=None))
+        rows = [dict(r._mapping) for r in conn.execute(select(*columns).where(OUTBOX.c.claim_token == token)
+                                                       .order_by(OUTBOX.c.id))]
+    return token, rows
+
+
+def mark_started(store: Store, row_id: int, token: str, now: datetime) -> None:
+    """Commit that a non-idempotent send is about to begin, so a crash after it is never resent blindly."""
+    with store.begin() as conn:
+        conn.execute(update(OUTBOX).where(OUTBOX.c.id == row_id, OUTBOX.c.claim_token == token)
+                     .values(send_started_at=now))
+
+
+def mark_sent(store: Store, ids: list[int], tries: dict[int, int], token: str, now: datetime) -> None:
+    """Record rows of this claim as sent, adding each row's tries in this run to its attempts."""
+    if not ids:
+        return
+    stmt = (update(OUTBOX).where(OUTBOX.c.id == bindparam("b_id"), OUTBOX.c.claim_token == bindparam("b_token"))
+            .values(status=bindparam("b_status"), sent_at=bindparam("b_now"),
+                    attempts=OUTBOX.c.attempts + bindparam("b_tries"), claim_token=bindparam("b_none"),
+                    last_error=bindparam("b_none")))
+    frame = pd.DataFrame({"b_id": ids, "b_token": token, "b_now": now, "b_tries": [tries.get(i, 1) for i in ids],
+                          "b_status": "sent", "b_none": None})
+    with store.begin() as conn:
+        store.bulk(conn, stmt, frame)
+
+
+def mark_failed(store: Store, row_id: int, token: str, attempts: int, error: str,
+                retry_at: datetime | None) -> None:
+    """Record a failed send of this claim: back to pending until `retry_at`, or failed for good when it is None."""
+    values: dict[str, Any] = {"attempts": attempts, "last_error": error[:1000], "claim_token": None,
+                              "send_started_at": None}
+    if retry_at is None:
+        values["status"] = "failed"
+    else:
+        values.update(status="pending", next_attempt_at=retry_at, claimed_at=None)
+    with store.begin() as conn:
+        conn.execute(update(OUTBOX).where(OUTBOX.c.id == row_id, OUTBOX.c.claim_token == token).values(**values))
+
+
+def outbox_counts(store: Store) -> dict[str, int]:
+    """Outbox rows by status."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(OUTBOX.c.status, func.count()).group_by(OUTBOX.c.status)).all()
+    return {status: int(n) for status, n in rows}
+
+
+def outbox_frame(store: Store) -> pd.DataFrame:
+    """Every outbox row (for tests and checks)."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(OUTBOX)).mappings().all()
+    frame = pd.DataFrame([dict(r) for r in rows])
+    for name in ("created_at", "sent_at", "claimed_at", "send_started_at", "next_attempt_at"):
+        if name in frame:
+            frame[name] = utc(frame[name])
+    return frame

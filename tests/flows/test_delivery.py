@@ -1,4 +1,8 @@
-"""Deliver Outbox against a real SMTP server (aiosmtpd) and a real HTTP webhook (Apprise json://), on both databases."""
+"""Deliver Outbox against a real SMTP server (aiosmtpd) and a real HTTP webhook (Apprise json://), on both databases.
+
+Three tests run the outbox-delivery flow in the Prefect harness (SMTP from settings, the SLA watch, the switch);
+the rest call the step, steps.delivery.deliver_outbox, that the flow's task calls.
+"""
 
 from __future__ import annotations
 
@@ -22,8 +26,10 @@ from aiosmtpd.controller import Controller
 
 from flows.delivery import outbox_delivery
 from leadflow.config.settings import get_settings
-from leadflow.crm.outbox import queue_messages
-from leadflow.io.senders import UNKNOWN_OUTCOME, DeliveryConfig, deliver_pending, message_id, outbox_frame
+from leadflow.crm.outbox import UNKNOWN_OUTCOME, outbox_frame, queue_messages
+from leadflow.io.senders import PermanentDeliveryError, message_id
+from leadflow.steps.delivery import DeliveryConfig, deliver_outbox
+from leadflow.steps.sla import watch_task_slas
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -118,6 +124,11 @@ def use(monkeypatch, **env) -> None:
     get_settings.cache_clear()
 
 
+def deliver(crm, config: DeliveryConfig, **kwargs):
+    """One delivery run of the step, at the wall clock's time."""
+    return deliver_outbox(crm, config, now=lambda: datetime.now(UTC), **kwargs)
+
+
 def test_email_over_smtp_once_each(crm, smtp_server, monkeypatch):
     inbox, url = smtp_server()
     use(monkeypatch, smtp_url=url)
@@ -126,72 +137,105 @@ def test_email_over_smtp_once_each(crm, smtp_server, monkeypatch):
     assert result["sent"] == 5 and result["outbox"] == {"sent": 5}
     assert sorted(inbox.ids()) == sorted(message_id(f"k:{i}") for i in range(5))
     assert {m["To"] for m in inbox.messages} == {f"p{i}@example.com" for i in range(5)}
-    assert outbox_delivery()["claimed"] == 0 and len(inbox.messages) == 5
+    assert deliver(crm, DeliveryConfig(smtp_url=url)).claimed == 0 and len(inbox.messages) == 5
 
 
-def test_smtp_server_that_fails_first_is_retried_within_the_run(crm, smtp_server, monkeypatch):
+def test_smtp_server_that_fails_first_is_retried_within_the_run(crm, smtp_server):
     inbox, url = smtp_server(fail_first=1)
-    use(monkeypatch, smtp_url=url)
     queue_messages(crm, rows(2))
-    assert outbox_delivery()["sent"] == 2
+    assert deliver(crm, DeliveryConfig(smtp_url=url), sleep=lambda _: None).sent == 2
     frame = outbox_frame(crm).set_index("idempotency_key")
     assert frame.loc["k:0", "attempts"] == 2 and frame.loc["k:1", "attempts"] == 1
     assert sorted(inbox.ids()) == sorted(message_id(f"k:{i}") for i in range(2))
 
 
-def test_permanent_smtp_rejection_fails_without_retry(crm, smtp_server, monkeypatch):
+def test_permanent_smtp_rejection_fails_without_retry(crm, smtp_server):
     inbox, url = smtp_server(fail_first=5, code="550 5.1.1 no such user")
-    use(monkeypatch, smtp_url=url)
     queue_messages(crm, rows(1))
-    result = outbox_delivery()
+    result = deliver(crm, DeliveryConfig(smtp_url=url))
     row = outbox_frame(crm).iloc[0]
-    assert result["failed"] == 1 and row["status"] == "failed" and row["attempts"] == 1
+    assert result.failed == 1 and row["status"] == "failed" and row["attempts"] == 1
     assert "550" in row["last_error"] and inbox.fail_first == 4
 
 
-def test_alert_through_apprise_webhook_that_fails_first(crm, webhook, monkeypatch, tmp_path):
-    use(monkeypatch, outbox_dir=str(tmp_path / "outbox"))
+def test_alert_through_apprise_webhook_that_fails_first(crm, webhook, tmp_path):
     webhook["fail_first"] = 1
     queue_messages(crm, rows(1, kind="rep_alert", channel="apprise", recipient=webhook["url"]))
-    result = outbox_delivery()
-    assert result["sent"] == 1
+    result = deliver(crm, DeliveryConfig(outbox_dir=tmp_path / "outbox"), sleep=lambda _: None)
+    assert result.sent == 1 and result.by_kind == {"rep_alert": 1}
     assert [p["title"] for p in webhook["posts"]] == ["Subject 0"]
     assert "Body 0" in webhook["posts"][0]["message"]
     assert outbox_frame(crm).iloc[0]["attempts"] == 2
 
 
-def test_unreachable_webhook_is_retried_later_not_lost(crm, monkeypatch, tmp_path):
-    use(monkeypatch, outbox_dir=str(tmp_path / "outbox"))
+def test_unreachable_webhook_is_retried_later_not_lost(crm, tmp_path):
     queue_messages(crm, rows(1, kind="manager_notice", channel="apprise", recipient="json://127.0.0.1:9/x"))
-    config = DeliveryConfig(tries_per_run=2, retry_delays=(0.01,), retry_after=timedelta(minutes=1))
-    result = deliver_pending(crm, config, now=lambda: datetime.now(UTC))
+    config = DeliveryConfig(outbox_dir=tmp_path / "outbox", tries_per_run=2, retry_delays=(0.01,),
+                            retry_after=timedelta(minutes=1))
+    result = deliver(crm, config)
     row = outbox_frame(crm).iloc[0]
     assert result.retry_later == 1 and row["status"] == "pending" and row["attempts"] == 2
     assert row["next_attempt_at"] > pd.Timestamp.now(tz="UTC") and row["last_error"]
     # Not due yet: the next run leaves it alone; once due it is claimed again.
-    assert deliver_pending(crm, config, now=lambda: datetime.now(UTC)).claimed == 0
+    assert deliver(crm, config).claimed == 0
     later = datetime.now(UTC) + timedelta(minutes=5)
-    assert deliver_pending(crm, config, now=lambda: later).claimed == 1
+    assert deliver_outbox(crm, config, now=lambda: later).claimed == 1
 
 
-def test_eml_files_without_smtp_are_idempotent(crm, monkeypatch, tmp_path):
-    use(monkeypatch, outbox_dir=str(tmp_path / "outbox"))
+def test_eml_files_without_smtp_are_idempotent(crm, tmp_path):
+    config = DeliveryConfig(outbox_dir=tmp_path / "outbox")
     queue_messages(crm, rows(3))
-    assert outbox_delivery()["sent"] == 3
+    assert deliver(crm, config).sent == 3
     files = sorted((tmp_path / "outbox").glob("*.eml"))
     assert [f.name for f in files] == ["k_0.eml", "k_1.eml", "k_2.eml"]
     parsed = message_from_bytes(files[0].read_bytes())
     assert parsed["Message-ID"] == message_id("k:0") and parsed["To"] == "p0@example.com"
-    assert outbox_delivery()["claimed"] == 0 and len(list((tmp_path / "outbox").iterdir())) == 3
+    assert deliver(crm, config).claimed == 0 and len(list((tmp_path / "outbox").iterdir())) == 3
+    # Files need no "send started" mark: a resend would write the same bytes.
+    assert outbox_frame(crm)["send_started_at"].isna().all()
 
 
-def test_two_runs_at_once_never_send_a_message_twice(crm, smtp_server, monkeypatch):
+class Recorder:
+    """A sender that records what it is asked to do; it can refuse a recipient for good."""
+
+    def __init__(self, idempotent: bool = False, refuse: str | None = None) -> None:
+        self.idempotent = idempotent
+        self.refuse = refuse
+        self.calls: list[str] = []
+
+    def open(self) -> None:
+        self.calls.append("open")
+
+    def send(self, row) -> None:
+        if row["recipient"] == self.refuse:
+            raise PermanentDeliveryError("refused")
+        self.calls.append(row["idempotency_key"])
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+def test_each_row_goes_to_its_channels_sender_opened_and_closed_per_batch(crm):
+    queue_messages(crm, pd.concat([rows(3), rows(1, channel="apprise", recipient="json://x", prefix="a"),
+                                   rows(1, channel="fax", prefix="f")], ignore_index=True))
+    email, alerts = Recorder(refuse="p2@example.com"), Recorder()
+    result = deliver(crm, DeliveryConfig(batch_size=3), senders={"email": email, "apprise": alerts})
+    assert email.calls == ["open", "k:0", "k:1", "close", "open", "close"]
+    assert alerts.calls == ["open", "close", "open", "a:0", "close"]
+    assert (result.claimed, result.sent, result.failed) == (5, 3, 2)
+    frame = outbox_frame(crm).set_index("idempotency_key")
+    assert frame.loc["f:0", "last_error"].startswith("PermanentDeliveryError: unknown channel")
+    assert frame.loc["k:2", "status"] == "failed" and frame.loc["k:2", "attempts"] == 1
+    # A non-idempotent sender's rows carry the mark that their send began.
+    assert frame.loc[["k:0", "a:0"], "send_started_at"].notna().all()
+
+
+def test_two_runs_at_once_never_send_a_message_twice(crm, smtp_server):
     inbox, url = smtp_server(delay=0.01)
     queue_messages(crm, rows(40))
     config = DeliveryConfig(smtp_url=url, batch_size=5)
     results = []
-    threads = [threading.Thread(target=lambda: results.append(
-        deliver_pending(crm, config, now=lambda: datetime.now(UTC)))) for _ in range(3)]
+    threads = [threading.Thread(target=lambda: results.append(deliver(crm, config))) for _ in range(3)]
     for t in threads:
         t.start()
     for t in threads:
@@ -204,9 +248,9 @@ CHILD = """
 import sys
 from datetime import UTC, datetime
 sys.path.insert(0, {root!r})
-from leadflow.io.senders import DeliveryConfig, deliver_pending
+from leadflow.steps.delivery import DeliveryConfig, deliver_outbox
 from leadflow.crm.store import get_store
-deliver_pending(get_store(), DeliveryConfig(smtp_url={url!r}, batch_size=50), now=lambda: datetime.now(UTC))
+deliver_outbox(get_store(), DeliveryConfig(smtp_url={url!r}, batch_size=50), now=lambda: datetime.now(UTC))
 """
 
 
@@ -226,7 +270,7 @@ def test_delivery_killed_mid_batch_then_rerun_sends_each_message_at_most_once(cr
     received_before = set(inbox.ids())
 
     # The next run recovers the dead run's claim (lease 0: we know it is dead) and sends the rest.
-    result = deliver_pending(crm, DeliveryConfig(smtp_url=url, lease=timedelta(0)), now=lambda: datetime.now(UTC))
+    result = deliver(crm, DeliveryConfig(smtp_url=url, lease=timedelta(0)))
     frame = outbox_frame(crm).set_index("idempotency_key")
     ids = inbox.ids()
     assert len(ids) == len(set(ids)), "a message was sent twice"
@@ -278,10 +322,16 @@ def test_sla_watch_reports_each_breach_once_and_delivers_it(crm, monkeypatch, tm
     with crm.begin() as conn:
         stamped = dict(conn.execute(select(CrmTask.id, CrmTask.sla_notified_at)).all())
     assert stamped[late[0]] is not None and stamped[late[1]] is None
-    # The same breach is never reported again; a new one gets its own notice.
-    assert outbox_delivery()["sla_breaches_reported"] == 0
+    # The same breach is never reported again; a new one gets its own notice (the flow's two steps, called directly).
+    settings = get_settings()
+
+    def watch():
+        return watch_task_slas(crm, None, settings.sender_email, datetime.now(UTC))
+
+    assert watch().breaches == 0
     _lead_with_tasks(crm, "later@example.com", "working", [now - timedelta(minutes=1)])
-    assert outbox_delivery()["sla_breaches_reported"] == 1
+    assert watch().breaches == 1
+    assert deliver(crm, DeliveryConfig(outbox_dir=tmp_path / "outbox")).by_kind == {"manager_notice": 1}
     kinds = outbox_frame(crm)["kind"].tolist()
     assert kinds.count("manager_notice") == 2
 
