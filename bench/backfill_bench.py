@@ -28,8 +28,7 @@ from prefect.testing.utilities import prefect_test_harness
 from leadflow.crm.store import get_store
 get_store().upgrade()
 from flows.backfill import lead_backfill
-from sqlalchemy import select
-from leadflow.steps.backfill import LEDGER
+from leadflow.crm.backfill import ledger_rows
 with prefect_test_harness(server_startup_timeout=120):
     t0 = time.perf_counter()
     try:
@@ -37,21 +36,18 @@ with prefect_test_harness(server_startup_timeout=120):
                                runner=sys.argv[2], max_parallel=2, work_dir=sys.argv[3], recompute_reports=False)
     except Exception:
         # Every failed window's error in full, from the ledger, as the last line the parent reads.
-        with get_store().engine.connect() as conn:
-            failed = conn.execute(select(LEDGER.c.window_id, LEDGER.c.attempts, LEDGER.c.summary)
-                                  .where(LEDGER.c.status != "completed")).all()
-        print(json.dumps({"failed_windows": [{"window": w, "attempts": a, "error": (s or {}).get("error")}
-                                             for w, a, s in failed]}))
+        failed = [r for r in ledger_rows(get_store()) if r["status"] != "completed"]
+        print(json.dumps({"failed_windows": [{"window": r["window_id"], "attempts": r["attempts"],
+                                              "error": (r["summary"] or {}).get("error")} for r in failed]}))
         raise
     seconds = time.perf_counter() - t0
 own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 # Where the time went, summed over the windows' intake runs (seconds of work, which overlap across windows).
 steps = {}
-with get_store().engine.connect() as conn:
-    for (summary,) in conn.execute(select(LEDGER.c.summary)):
-        for step, spent in ((summary or {}).get("step_seconds") or {}).items():
-            steps[step] = steps.get(step, 0.0) + spent
+for row in ledger_rows(get_store()):
+    for step, spent in ((row["summary"] or {}).get("step_seconds") or {}).items():
+        steps[step] = steps.get(step, 0.0) + spent
 top = dict(sorted(((k, round(v, 1)) for k, v in steps.items()), key=lambda kv: -kv[1])[:8])
 print(json.dumps({"seconds": seconds, "rows": result["rows_read"], "windows": result["windows_imported"],
                   "peak_rss_mb": round(own / 1024), "peak_child_rss_mb": round(kids / 1024), "steps": top}))

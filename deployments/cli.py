@@ -390,13 +390,14 @@ def backfill(
     from datetime import date
 
     from flows.backfill import lead_backfill
+    from leadflow.domain.backfill import make_windows
     from leadflow.domain.contract import load_column_map
-    from leadflow.steps import backfill as bf
+    from leadflow.io.backfill_files import list_inputs
 
     try:
         first, last = date.fromisoformat(start), date.fromisoformat(end)
-        bf.make_windows(first, last, window)
-        bf.list_inputs(path)
+        make_windows(first, last, window)
+        list_inputs(path)
         if runner not in {"threads", "dask", "deployment"}:
             _fail(f"unknown runner {runner!r} (expected threads, dask or deployment)")
         mapping = load_column_map(column_map) if column_map else None

@@ -14,7 +14,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.hooks import notify_ops_on_failure
 from leadflow.config.settings import get_settings
-from leadflow.steps import backfill as bf
+from leadflow.crm.batches import batch_summary
+from leadflow.domain.backfill import UNDATED, UNDATED_WINDOW, Window
+from leadflow.io.backfill_files import SplitManifest
+from leadflow.steps.backfill import windows_done_before
 from tasks.backfill import (
     BackfillPlan,
     WindowResult,
@@ -98,16 +101,16 @@ def lead_backfill(
     chunk_size = chunk_size or get_settings().chunk_size
     plan = plan_backfill(path, start, end, window, work_dir)
     manifest = split_history(plan, column_map, chunk_size)
-    windows = [w for w in [*plan.windows, bf.UNDATED_WINDOW] if w.id in manifest.windows]
-    done_before = bf.completed_windows(_store(), plan.source_key, plan.policy_version)
+    windows = [w for w in [*plan.windows, UNDATED_WINDOW] if w.id in manifest.windows]
+    done_before = windows_done_before(_store(), plan)
     todo = [w for w in windows if w.id not in done_before]
     progress = _Progress(total=len(windows), done=len(windows) - len(todo))
     logger.info("%d windows hold rows; %d already done, %d to import on %s", len(windows), progress.done, len(todo),
                 runner)
     options = {"source_name": source_name, "chunk_size": chunk_size, "timeout_minutes": window_timeout_minutes}
     # Rows without a usable submitted_at cannot be replayed: they are quarantined here, not run through intake.
-    results = [_quarantine_undated(plan, manifest, options, progress)] if bf.UNDATED in {w.id for w in todo} else []
-    dated = [w for w in todo if w.id != bf.UNDATED]
+    results = [_quarantine_undated(plan, manifest, options, progress)] if UNDATED in {w.id for w in todo} else []
+    dated = [w for w in todo if w.id != UNDATED]
     if runner == "deployment":
         results += _run_as_deployments(plan, manifest, dated, options, max_parallel, progress)
     else:
@@ -156,18 +159,25 @@ def _task_runner(runner: str, dask_address: str | None, max_parallel: int):
     raise ValueError(f"unknown runner {runner!r} (expected threads, dask or deployment)")
 
 
-def _quarantine_undated(plan: BackfillPlan, manifest: bf.SplitManifest, options: dict[str, Any],
+def replay_through_intake(**parameters: Any) -> dict[str, Any]:
+    """Run lead-intake on one window's input: what Import Backfill Window calls (a task never imports flows)."""
+    from flows.intake import lead_intake
+
+    return lead_intake(**parameters)
+
+
+def _quarantine_undated(plan: BackfillPlan, manifest: SplitManifest, options: dict[str, Any],
                         progress: _Progress) -> WindowResult:
-    state = quarantine_undated_rows(plan, manifest.parts[bf.UNDATED], options["source_name"], options["chunk_size"],
+    state = quarantine_undated_rows(plan, manifest.parts[UNDATED], options["source_name"], options["chunk_size"],
                                     options["timeout_minutes"], return_state=True)
     if not state.is_completed():
         # The task recorded the failure in the ledger; a re-run retries it alone.
-        return WindowResult(window_id=bf.UNDATED, status="failed", error=state.message)
+        return WindowResult(window_id=UNDATED, status="failed", error=state.message)
     progress.step()
     return state.result()
 
 
-def _run_on_task_runner(plan: BackfillPlan, manifest: bf.SplitManifest, todo: list[bf.Window],
+def _run_on_task_runner(plan: BackfillPlan, manifest: SplitManifest, todo: list[Window],
                         options: dict[str, Any], task_runner, progress: _Progress) -> list[WindowResult]:
     results: list[WindowResult] = []
     if not todo:
@@ -175,7 +185,8 @@ def _run_on_task_runner(plan: BackfillPlan, manifest: bf.SplitManifest, todo: li
     with task_runner as tr:
         futures = {
             window.id: tr.submit(import_window, parameters={"plan": plan, "window": window,
-                                                            "part": manifest.parts[window.id], **options})
+                                                            "part": manifest.parts[window.id],
+                                                            "replay": replay_through_intake, **options})
             for window in todo
         }
         for window in todo:
@@ -192,7 +203,7 @@ def _run_on_task_runner(plan: BackfillPlan, manifest: bf.SplitManifest, todo: li
     return results
 
 
-def _run_as_deployments(plan: BackfillPlan, manifest: bf.SplitManifest, todo: list[bf.Window],
+def _run_as_deployments(plan: BackfillPlan, manifest: SplitManifest, todo: list[Window],
                         options: dict[str, Any], max_parallel: int, progress: _Progress) -> list[WindowResult]:
     """Each window as a run of the file-import deployment, so the work pool's workers share the windows."""
     from prefect.client.orchestration import get_client
@@ -201,7 +212,7 @@ def _run_as_deployments(plan: BackfillPlan, manifest: bf.SplitManifest, todo: li
     logger = get_run_logger()
     results: list[WindowResult] = []
     queue = list(todo)
-    in_flight: dict[Any, bf.Window] = {}
+    in_flight: dict[Any, Window] = {}
     with get_client(sync_client=True) as client:
         while queue or in_flight:
             while queue and len(in_flight) < max_parallel:
@@ -227,24 +238,14 @@ def _run_as_deployments(plan: BackfillPlan, manifest: bf.SplitManifest, todo: li
                     continue
                 del in_flight[run_id]
                 if state.type.value == "COMPLETED":
-                    summary = _batch_summary(str(run_id))
+                    # Results of remote runs are not kept: read what the run's intake batch recorded.
+                    summary = batch_summary(_store(), str(run_id))
                     results.append(record_window(plan, window, "completed", summary))
                     progress.step()
                 else:
                     logger.warning("Window %s: run %s ended %s", window.id, run_id, state.name)
                     results.append(record_window(plan, window, "failed", {"error": f"flow run {state.name}"}))
     return results
-
-
-def _batch_summary(flow_run_id: str) -> dict[str, Any]:
-    """What a file-import run did, from the intake batch it recorded (results of remote runs are not kept)."""
-    from sqlalchemy import select
-
-    from leadflow.crm.store import BATCHES
-
-    with _store().engine.connect() as conn:
-        row = conn.execute(select(BATCHES.c.summary).where(BATCHES.c.flow_run_id == flow_run_id)).first()
-    return dict(row[0]) if row else {}
 
 
 def _recompute_reports(months: list[str]) -> list[str]:

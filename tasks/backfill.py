@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import traceback
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,130 +11,87 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
+from leadflow.domain.backfill import UNDATED_WINDOW, Window
+from leadflow.io.backfill_files import SplitManifest
 from leadflow.steps import backfill as bf
+from leadflow.steps.backfill import BackfillPlan, WindowResult
 from tasks.common import PRIVATE, current_flow_run_id, store, utc_now
 
-DEFAULT_WORK_DIR = Path("leadflow-output/backfill")
-
-
-@dataclass(frozen=True)
-class BackfillPlan:
-    """What a backfill will do: its inputs, windows, identity in the ledger and where it stages windows."""
-
-    origin: str
-    files: list[str]
-    windows: list[bf.Window]
-    source_key: str
-    policy_version: str
-    work_dir: str
-
-
-@dataclass
-class WindowResult:
-    """How one window's import ended."""
-
-    window_id: str
-    status: str
-    rows: int = 0
-    summary: dict[str, Any] = field(default_factory=dict)
-    months: list[str] = field(default_factory=list)
-    error: str | None = None
+__all__ = ["BackfillPlan", "WindowResult", "import_window", "plan_backfill", "publish_backfill_summary",
+           "quarantine_undated_rows", "record_window", "split_history", "take_window"]
 
 
 @task(name="Plan Backfill Windows")
 def plan_backfill(path: str, start: date, end: date, window: str, work_dir: str | None) -> BackfillPlan:
     """List the input files, cut the date range into windows and fix the backfill's identity in the ledger."""
-    files = bf.list_inputs(path)
-    windows = bf.make_windows(start, end, window)
-    key = bf.source_key(files)
-    base = Path(work_dir) if work_dir else DEFAULT_WORK_DIR
-    staging = base / key[:16] / f"{window}-{start:%Y%m%d}-{end:%Y%m%d}"
-    get_run_logger().info("Backfill of %d file(s) in %d %s windows from %s to %s", len(files), len(windows),
-                          window, start, end)
-    return BackfillPlan(origin=str(Path(path).resolve()), files=[str(f) for f in files], windows=windows,
-                        source_key=key, policy_version=bf.policy_version(), work_dir=str(staging))
+    plan = bf.plan_backfill(path, start, end, window, work_dir)
+    get_run_logger().info("Backfill of %d file(s) in %d %s windows from %s to %s", len(plan.files),
+                          len(plan.windows), window, start, end)
+    return plan
 
 
 @task(name="Split History by Window", **PRIVATE)
-def split_history(plan: BackfillPlan, column_map: dict[str, str] | None, chunk_size: int) -> bf.SplitManifest:
+def split_history(plan: BackfillPlan, column_map: dict[str, str] | None, chunk_size: int) -> SplitManifest:
     """Split the inputs by submitted_at into one input per window, in bounded memory (reused when done before)."""
-    manifest = bf.split_by_window([Path(f) for f in plan.files], plan.windows, Path(plan.work_dir),
-                                  key=plan.source_key, column_map=column_map, chunk_size=chunk_size)
+    manifest = bf.split_history(plan, column_map, chunk_size)
     get_run_logger().info("Split %d rows into %d windows (%d outside the dates, %d undated)", manifest.rows_read,
                           len(manifest.windows), manifest.outside_range, manifest.undated)
     return manifest
 
 
-def take_window(plan: BackfillPlan, window: bf.Window, timeout_minutes: int) -> int | None:
+def take_window(plan: BackfillPlan, window: Window, timeout_minutes: int) -> int | None:
     """Claim a window in the ledger; the attempt number, or None when it is done or another run imports it."""
-    return bf.start_window(store(), source=plan.source_key, origin=plan.origin, window=window,
-                           policy=plan.policy_version, flow_run_id=current_flow_run_id(), now=utc_now(),
-                           timeout=timedelta(minutes=timeout_minutes))
+    return bf.take_window(store(), plan, window, timedelta(minutes=timeout_minutes),
+                          flow_run_id=current_flow_run_id(), now=utc_now())
 
 
-def record_window(plan: BackfillPlan, window: bf.Window, status: str, summary: dict[str, Any]) -> WindowResult:
+def record_window(plan: BackfillPlan, window: Window, status: str, summary: dict[str, Any]) -> WindowResult:
     """Write a window's outcome to the ledger and return it."""
-    rows = int(summary.get("rows_read") or 0)
-    bf.finish_window(store(), source=plan.source_key, window_id=window.id, policy=plan.policy_version,
-                     status=status, rows=rows, summary=summary, now=utc_now())
-    return WindowResult(window_id=window.id, status=status, rows=rows, summary=summary, months=window.months,
-                        error=summary.get("error"))
+    return bf.record_window(store(), plan, window, status, summary, utc_now())
 
 
 @task(name="Import Backfill Window", retries=1, retry_delay_seconds=5, **PRIVATE)
-def import_window(plan: BackfillPlan, window: bf.Window, part: str, source_name: str | None,
-                  chunk_size: int | None, timeout_minutes: int) -> WindowResult:
-    """Replay one window's input through lead-intake (and qualification) in replay mode, recorded in the ledger."""
-    from flows.intake import lead_intake
+def import_window(plan: BackfillPlan, window: Window, part: str, source_name: str | None,
+                  chunk_size: int | None, timeout_minutes: int,
+                  replay: Callable[..., dict[str, Any]]) -> WindowResult:
+    """Replay one window's input through lead-intake (and qualification) in replay mode, recorded in the ledger.
 
-    if take_window(plan, window, timeout_minutes) is None:
+    `replay` runs intake on one file (the flow passes its lead-intake subflow in; a task never imports flows).
+    """
+    result = bf.import_window(
+        store(), plan, window,
+        lambda: replay(path=part, source_name=source_name, chunk_size=chunk_size, replay=True),
+        timedelta(minutes=timeout_minutes), flow_run_id=current_flow_run_id(), now=utc_now)
+    if result.status == "skipped":
         get_run_logger().info("Window %s is done or being imported by another run: skipped", window.id)
-        return WindowResult(window_id=window.id, status="skipped")
-    try:
-        summary = lead_intake(path=part, source_name=source_name, chunk_size=chunk_size, replay=True)
-    except BaseException as exc:
-        record_window(plan, window, "failed", {"error": error_text(exc)})
-        raise
-    return record_window(plan, window, "completed", summary)
+    return result
 
 
 @task(name="Quarantine Undated Rows", retries=1, retry_delay_seconds=5, **PRIVATE)
 def quarantine_undated_rows(plan: BackfillPlan, part: str, source_name: str | None, chunk_size: int | None,
                             timeout_minutes: int) -> WindowResult:
     """Quarantine the rows without a usable submitted_at (they cannot be replayed), recorded in the ledger."""
-    window = bf.UNDATED_WINDOW
-    if take_window(plan, window, timeout_minutes) is None:
+    crm, flow_run_id = store(), current_flow_run_id()
+
+    def quarantine() -> dict[str, Any]:
+        return bf.quarantine_undated(crm, part, batch_id=str(uuid.uuid4()), origin=plan.origin,
+                                     flow_run_id=flow_run_id, now=utc_now(), chunk_size=chunk_size or 50_000,
+                                     default_source=source_name).as_dict()
+
+    result = bf.import_window(crm, plan, UNDATED_WINDOW, quarantine, timedelta(minutes=timeout_minutes),
+                              flow_run_id=flow_run_id, now=utc_now)
+    if result.status == "skipped":
         get_run_logger().info("Undated rows are done or being quarantined by another run: skipped")
-        return WindowResult(window_id=window.id, status="skipped")
-    try:
-        result = bf.quarantine_undated(store(), part, batch_id=str(uuid.uuid4()), origin=plan.origin,
-                                       flow_run_id=current_flow_run_id(), now=utc_now(),
-                                       chunk_size=chunk_size or 50_000, default_source=source_name)
-    except BaseException as exc:
-        record_window(plan, window, "failed", {"error": error_text(exc)})
-        raise
-    get_run_logger().warning("Quarantined %d rows without a usable submitted_at (%d new records): %s",
-                             result.quarantined, result.quarantined_new, result.quarantined_by_reason)
-    return record_window(plan, window, "completed", result.as_dict())
+    else:
+        get_run_logger().warning("Quarantined %d rows without a usable submitted_at (%d new records): %s",
+                                 result.summary["quarantined"], result.summary["quarantined_new"],
+                                 result.summary["quarantined_by_reason"])
+    return result
 
 
-def error_text(exc: BaseException, limit: int = 4000) -> str:
-    """A window's error in full (with where it was raised) for the ledger, addresses masked."""
-    from leadflow.domain.privacy import mask_addresses
-
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
-    return mask_addresses(f"{type(exc).__name__}: {exc}{where}")[:limit]
-
-
-def publish_backfill_summary(plan: BackfillPlan, manifest: bf.SplitManifest) -> None:
+def publish_backfill_summary(plan: BackfillPlan, manifest: SplitManifest) -> None:
     """The ledger of this backfill as a table artifact under a stable key."""
-    rows = [
-        {"window": r["window_id"], "status": r["status"], "rows": r["rows"], "attempts": r["attempts"],
-         "new_submissions": (r["summary"] or {}).get("submissions_new", 0),
-         "quarantined": (r["summary"] or {}).get("quarantined", 0)}
-        for r in bf.ledger_rows(store(), plan.source_key, plan.policy_version)
-    ]
+    rows = bf.ledger_table(store(), plan)
     create_table_artifact(
         key="lead-backfill-summary",
         table=rows or [{"window": "none", "status": "no rows in range", "rows": 0, "attempts": 0,

@@ -9,9 +9,9 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from deployments.cli import app
+from leadflow.crm.backfill import LEDGER
 from leadflow.crm.inbox import INBOX
 from leadflow.crm.schema import LeadSubmission
-from leadflow.steps.backfill import LEDGER
 from tests.helpers import lead, snapshot, write_csv
 
 runner = CliRunner()

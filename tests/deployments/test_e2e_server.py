@@ -14,10 +14,10 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from leadflow.crm.backfill import LEDGER
 from leadflow.crm.reference import SAMPLE_LEADS
 from leadflow.crm.schema import LeadSubmission
 from leadflow.crm.store import Store
-from leadflow.steps.backfill import LEDGER
 from tests.helpers import lead, write_csv
 
 pytestmark = pytest.mark.slow

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import func, select
 
 from flows.backfill import lead_backfill
+from leadflow.crm.backfill import LEDGER
 from leadflow.crm.schema import LeadSubmission, QuarantineRecord
-from leadflow.steps.backfill import LEDGER
 from tests.helpers import VOLATILE, lead, snapshot, write_csv
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,23 +77,23 @@ def test_backfill_imports_each_window_once_and_resumes_to_nothing(crm, history, 
 def test_a_failed_window_is_retried_alone(crm, history, tmp_path, monkeypatch):
     work = tmp_path / "work"
     # The February window's input is broken on purpose; the others import.
-    import tasks.backfill as tb
+    from leadflow.io import backfill_files
 
-    real = tb.bf.split_by_window
+    real = backfill_files.split_by_window
 
     def split_then_break(*args, **kwargs):
         manifest = real(*args, **kwargs)
         Path(manifest.parts["2024-02-01_2024-03-01"]).write_text("{not json\n" * 30, encoding="utf-8")
         return manifest
 
-    monkeypatch.setattr(tb.bf, "split_by_window", split_then_break)
+    monkeypatch.setattr(backfill_files, "split_by_window", split_then_break)
     with pytest.raises(Exception, match="2024-02-01_2024-03-01"):
         lead_backfill(path=history, start=date(2024, 1, 1), end=date(2024, 3, 31), work_dir=str(work))
     with crm.engine.connect() as conn:
         ledger = {r.window_id: r.status for r in conn.execute(select(LEDGER))}
     assert ledger["2024-02-01_2024-03-01"] == "failed"
     assert sum(s == "completed" for s in ledger.values()) == 3
-    monkeypatch.setattr(tb.bf, "split_by_window", real)
+    monkeypatch.setattr(backfill_files, "split_by_window", real)
     # Repair the input (a fresh split) and re-run: only the failed window is imported.
     (work.glob("*/*/manifest.json").__next__()).unlink()
     result = lead_backfill(path=history, start=date(2024, 1, 1), end=date(2024, 3, 31), work_dir=str(work))

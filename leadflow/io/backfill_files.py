@@ -1,0 +1,154 @@
+"""Backfill inputs: the export files of a backfill, their identity, and splitting them into one input per window."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from leadflow.domain import normalize as nz
+from leadflow.domain.backfill import UNDATED, BackfillError, Window
+from leadflow.domain.contract import CANONICAL_COLUMNS, REQUIRED_COLUMNS, resolve_columns
+from leadflow.io.sources import (
+    FORMATS,
+    MALFORMED_COLUMN,
+    ROW_COLUMN,
+    LeadFileError,
+    inspect_lead_file,
+    iter_lead_chunks,
+)
+
+
+def list_inputs(path: str | Path) -> list[Path]:
+    """The lead exports of a backfill: one file, or every export file under a folder (sorted, recursive)."""
+    root = Path(path)
+    if root.is_file():
+        return [root.resolve()]
+    if not root.is_dir():
+        raise BackfillError(f"{path}: no such file or folder")
+    files = sorted(p.resolve() for p in root.rglob("*") if p.is_file() and _is_export(p))
+    if not files:
+        raise BackfillError(f"{path}: no lead exports (.csv, .tsv, .jsonl, .json, .parquet) in this folder")
+    return files
+
+
+def _is_export(path: Path) -> bool:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in {".gz", ".bz2", ".xz", ".zst"}:
+        suffixes = suffixes[:-1]
+    return bool(suffixes) and suffixes[-1] in FORMATS and not path.name.startswith(".")
+
+
+def source_key(files: list[Path]) -> str:
+    """Identity of a backfill's input: its files' paths, sizes and modification times (a re-export is new input)."""
+    digest = hashlib.sha256()
+    for file in files:
+        stat = file.stat()
+        digest.update(f"{file}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+@dataclass
+class SplitManifest:
+    """Where each window's rows were written and how many there are; what a resumed backfill reads back."""
+
+    source_key: str
+    windows: dict[str, int] = field(default_factory=dict)
+    parts: dict[str, str] = field(default_factory=dict)
+    rows_read: int = 0
+    outside_range: int = 0
+    undated: int = 0
+
+    def save(self, path: Path) -> None:
+        """Write the manifest atomically."""
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> SplitManifest | None:
+        """A finished split's manifest, or None when the split never completed."""
+        if not path.is_file():
+            return None
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+
+def _canonical_chunk(raw: pd.DataFrame, mapping: dict[str, str]) -> pd.DataFrame:
+    """A raw chunk with mapped headers renamed to canonical columns (others kept) and required keys present."""
+    renames = {h: c for h, c in mapping.items() if h != c}
+    # An unmapped header that spells a canonical name (the map took another header for it) must not collide.
+    clashes = {c: f"{c} (unmapped)" for c in raw.columns if c in CANONICAL_COLUMNS and c not in mapping}
+    frame = raw.drop(columns=[ROW_COLUMN]).rename(columns={**clashes, **renames})
+    for column in REQUIRED_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = pd.Series(pd.NA, index=frame.index, dtype="string")
+    if not frame[MALFORMED_COLUMN].notna().any():
+        frame = frame.drop(columns=[MALFORMED_COLUMN])
+    return frame
+
+
+def split_by_window(
+    files: list[Path], windows: list[Window], work_dir: Path, *, key: str,
+    column_map: dict[str, str] | None = None, chunk_size: int = 50_000,
+) -> SplitManifest:
+    """Split exports by submitted_at into one JSON-lines input per window, one chunk in memory at a time.
+
+    Rows before or after the windows are counted and left out; rows with no usable submitted_at go to the
+    `undated` input, which `quarantine_undated` quarantines. A split that finished is reused.
+    """
+    work_dir = Path(work_dir)
+    manifest_path = work_dir / "manifest.json"
+    done = SplitManifest.load(manifest_path)
+    if done is not None and done.source_key == key:
+        return done
+    staging = work_dir / "staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    manifest = SplitManifest(source_key=key)
+    starts = np.array([w.start.replace(tzinfo=None) for w in windows], dtype="datetime64[us]")
+    range_start = np.datetime64(windows[0].start.replace(tzinfo=None), "us")
+    range_end = np.datetime64(windows[-1].end.replace(tzinfo=None), "us")
+    counts: Counter[str] = Counter()
+    for file in files:
+        try:
+            lead_file = inspect_lead_file(file)
+        except LeadFileError as exc:
+            raise BackfillError(str(exc)) from exc
+        mapping = resolve_columns(lead_file.headers, column_map)
+        when_header = next((h for h, c in mapping.items() if c == "submitted_at"), None)
+        for raw in iter_lead_chunks(lead_file, chunk_size):
+            manifest.rows_read += len(raw)
+            if when_header is None:
+                when = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")
+            else:
+                when = nz.parse_timestamps(raw[when_header])
+            stamps = when.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
+            dated = ~np.isnat(stamps)
+            inside = dated & (stamps >= range_start) & (stamps < range_end)
+            manifest.outside_range += int((dated & ~inside).sum())
+            slot = np.searchsorted(starts, stamps, side="right") - 1
+            ids = np.where(inside, np.array([w.id for w in windows], dtype=object)[np.clip(slot, 0, None)], None)
+            ids = np.where(dated, ids, UNDATED)
+            frame = _canonical_chunk(raw, mapping)
+            labels = pd.Series(ids, index=frame.index)
+            for window_id, rows in frame.groupby(labels, sort=False):
+                part = staging / f"{window_id}.jsonl"
+                with part.open("a", encoding="utf-8") as handle:
+                    rows.to_json(handle, orient="records", lines=True, date_format="iso", force_ascii=False)
+                    handle.write("\n")
+                counts[window_id] += len(rows)
+    final = work_dir / "windows"
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(staging, final)
+    manifest.windows = {w: counts[w] for w in [*[w.id for w in windows], UNDATED] if counts[w]}
+    manifest.parts = {w: str(final / f"{w}.jsonl") for w in manifest.windows}
+    manifest.undated = counts[UNDATED]
+    manifest.save(manifest_path)
+    return manifest
