@@ -208,7 +208,7 @@ def lead_status(
     """Change one lead's status; the change is recorded as a status_changed event."""
     from datetime import UTC, datetime
 
-    from leadflow.crm.status import set_status
+    from leadflow.steps.status import set_status
 
     try:
         store = _store()
@@ -232,7 +232,8 @@ def lead_import_status(
 
     import pandas as pd
 
-    from leadflow.crm.status import StatusFileError, import_status_file
+    from leadflow.domain.status import StatusFileError
+    from leadflow.steps.status import import_status_file
 
     try:
         store = _store()

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import insert, select
 
 from leadflow.crm import assignments as capacity
-from leadflow.crm import status
 from leadflow.crm.schema import Lead, SalesRep
+from leadflow.steps import status
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 

@@ -144,7 +144,7 @@ def test_hot_lead_gets_owner_tasks_alert_and_auto_response(crm_q):
     assert details["assignment"]["owner_id"] == rep["id"] and rep["id"] in details["assignment"]["candidates"]
     # The live assignment holds the rep's slot until the lead closes; closing it frees the slot.
     assert row["holds_capacity"] is True
-    from leadflow.crm.status import set_status
+    from leadflow.steps.status import set_status
 
     assert set_status(crm_q, "cto@acme.com", "disqualified", "no_budget", datetime.now(UTC)).applied == 1
     assert rows(crm_q, SalesRep, SalesRep.id == rep["id"])[0]["open_leads"] == 0

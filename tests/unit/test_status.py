@@ -7,17 +7,17 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from leadflow.crm.status import (
+from leadflow.domain.status import (
     STATUSES,
     TRANSITIONS,
     StatusFileError,
     parse_reason,
     parse_status,
     prepare_changes,
-    read_status_file,
     resolve_headers,
     transition_error,
 )
+from leadflow.io.status_files import read_status_file
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
