@@ -2,7 +2,8 @@
 
 Usage: python bench/report_bench.py [--leads 1000000] [--months 24] [--month 2025-06] [--repeat 3] [--db PATH]
 
-The CRM is generated once (bulk inserts with the driver's executemany, about a minute) and kept at --db, so
+The CRM is generated once (bulk inserts with the driver's executemany through leadflow.crm.reports.fill_bench_crm,
+about a minute) and kept at --db, so
 repeated runs measure only the report. Each report run is a fresh subprocess, so peak RSS belongs to that run:
 `core` calls the functions the flow's tasks call, in order, without Prefect; `flow` runs the monthly-report flow.
 """
@@ -13,12 +14,12 @@ import argparse
 import json
 import os
 import resource
-import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,7 @@ def _text(times: np.ndarray) -> list[str]:
 
 def generate(path: Path, n_leads: int, months: int, last_month: str, seed: int = 6) -> dict:
     """Write a migrated SQLite CRM with n_leads leads spread over `months` months ending with last_month."""
+    from leadflow.crm.reports import fill_bench_crm
     from leadflow.crm.store import Store
 
     rng = np.random.default_rng(seed)
@@ -84,33 +86,21 @@ def generate(path: Path, n_leads: int, months: int, last_month: str, seed: int =
     country = COUNTRIES[rng.integers(0, len(COUNTRIES), n_leads)]
     tier = np.array(["A", "B", "C"])[rng.integers(0, 3, n_leads)]
     created_text = _text(created)
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=OFF")
-    conn.execute("PRAGMA cache_size=-262144")
-    conn.executemany("INSERT INTO sales_reps (id, email, name, territories, segments) VALUES (?, ?, ?, '[]', '[]')",
-                     [(i, f"rep{i}@bench.example", f"Rep {i:02d}") for i in range(1, 21)])
-    conn.executemany(
-        "INSERT INTO leads (id, email, first_touch_at, first_touch_source, last_touch_at, last_touch_source, "
-        "first_touch_utm_medium, first_touch_utm_source, country, tier, owner_id, priority, is_spam, status, "
-        "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'new', ?, ?)",
-        zip(ids.tolist(), (f"lead{i}@bench.example" for i in ids), created_text, source.tolist(), created_text,
-            source.tolist(), np.where(source == "google_ads", "cpc", None).tolist(),
-            np.where(source == "google_ads", "google", None).tolist(), country.tolist(), tier.tolist(),
-            owner.tolist(), priority.tolist(), spam.astype(int).tolist(), created_text, created_text, strict=True),
-    )
+    rows: dict[str, Iterable[tuple]] = {}
+    rows["sales_reps"] = [(i, f"rep{i}@bench.example", f"Rep {i:02d}") for i in range(1, 21)]
+    rows["leads"] = zip(
+        ids.tolist(), (f"lead{i}@bench.example" for i in ids), created_text, source.tolist(), created_text,
+        source.tolist(), np.where(source == "google_ads", "cpc", None).tolist(),
+        np.where(source == "google_ads", "google", None).tolist(), country.tolist(), tier.tolist(),
+        owner.tolist(), priority.tolist(), spam.astype(int).tolist(), created_text, created_text, strict=True)
     # Submissions: every lead's first touch, and a repeat for about 30% of them a few days later.
     repeat = rng.random(n_leads) < 0.3
     sub_lead = np.concatenate([ids, ids[repeat]])
     sub_at = np.concatenate([created, created[repeat] + rng.integers(1, 20 * 86400, repeat.sum()).astype(
         "timedelta64[s]").astype("timedelta64[us]")])
     sub_text = _text(sub_at)
-    conn.executemany(
-        "INSERT INTO lead_submissions (idempotency_key, lead_id, batch_id, source, submitted_at, received_at, "
-        "raw_payload) VALUES (?, ?, 'bench', ?, ?, ?, '{}')",
-        zip((f"s{i}" for i in range(len(sub_lead))), sub_lead.tolist(), source[sub_lead - 1].tolist(), sub_text,
-            sub_text, strict=True),
-    )
+    rows["lead_submissions"] = zip((f"s{i}" for i in range(len(sub_lead))), sub_lead.tolist(),
+                                   source[sub_lead - 1].tolist(), sub_text, sub_text, strict=True)
     # Events: lead_created, then each lead's status path, hours apart.
     weights = np.array([w for _, w in PATHS])
     path_of = rng.choice(len(PATHS), n_leads, p=weights / weights.sum())
@@ -131,56 +121,47 @@ def generate(path: Path, n_leads: int, months: int, last_month: str, seed: int =
             details[(i, k)] = json.dumps({"from": previous, "to": to, "reason": reason, "by": "bench"})
             previous = to
     detail_text = [details[(p, s)] for p, s in zip(np.repeat(path_of, lengths).tolist(), step.tolist(), strict=True)]
-    conn.executemany(
-        "INSERT INTO lead_events (lead_id, event_type, occurred_at, batch_id, details) "
-        "VALUES (?, 'lead_created', ?, 'bench', '{}')", zip(ids.tolist(), created_text, strict=True))
-    conn.executemany(
-        "INSERT INTO lead_events (lead_id, event_type, occurred_at, details) VALUES (?, 'status_changed', ?, ?)",
-        zip(ev_lead.tolist(), _text(ev_at), detail_text, strict=True))
+    rows["lead_created"] = zip(ids.tolist(), created_text, strict=True)
+    rows["status_changed"] = zip(ev_lead.tolist(), _text(ev_at), detail_text, strict=True)
     # Qualification tasks with a due time for P1/P2 leads; about 70% completed.
     p12 = np.flatnonzero(np.isin(priority, ["P1", "P2"]))
     due = created[p12] + np.where(priority[p12] == "P1", 4, 24).astype("timedelta64[h]").astype("timedelta64[us]")
     done = rng.random(len(p12)) < 0.7
     completed = created[p12] + rng.integers(1, 48, len(p12)).astype("timedelta64[h]").astype("timedelta64[us]")
-    conn.executemany(
-        "INSERT INTO crm_tasks (idempotency_key, lead_id, owner_id, kind, status, due_at, details, created_at, "
-        "completed_at) VALUES (?, ?, ?, 'qualification', ?, ?, '{}', ?, ?)",
-        zip((f"q{i}" for i in ids[p12]), ids[p12].tolist(), owner[p12].tolist(),
-            np.where(done, "done", "open").tolist(), _text(due), [created_text[i] for i in p12],
-            [t if d else None for t, d in zip(_text(completed), done, strict=True)], strict=True))
-    conn.commit()
-    counts = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-              for t in ("leads", "lead_submissions", "lead_events", "crm_tasks")}
-    conn.close()
+    rows["crm_tasks"] = zip((f"q{i}" for i in ids[p12]), ids[p12].tolist(), owner[p12].tolist(),
+                            np.where(done, "done", "open").tolist(), _text(due), [created_text[i] for i in p12],
+                            [t if d else None for t, d in zip(_text(completed), done, strict=True)], strict=True)
+    counts = fill_bench_crm(path, rows)
     return {**counts, "seconds": round(time.perf_counter() - started, 1)}
 
 
 def run_core(month: str) -> dict:
-    """The functions the flow's tasks call, in order, without Prefect; seconds per step."""
-    from data_checks.report import check_monthly_report
+    """The step functions the flow's tasks call, in the flow's order, without Prefect; seconds per step."""
+    from leadflow.config.settings import get_settings
+    from leadflow.crm.store import get_store
     from leadflow.domain import reports as rpt
+    from leadflow.steps import reports as report_steps
     from leadflow.steps.delivery import queue_monthly_report_notice
-    from tasks import report as tr
 
+    crm = get_store()
     steps: dict[str, float] = {}
     tick = time.perf_counter()
     as_of = rpt.month_bounds(month)[1]
-    volume = tr.aggregate_volume(month)
+    volume = report_steps.aggregate_monthly_lead_volume(crm, month)
     steps["aggregate_volume"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    conversion = tr.conversion_report(month, 3, as_of)
+    conversion = report_steps.lead_conversion_report(crm, month, 3, as_of)
     steps["conversion_report"] = time.perf_counter() - tick
-    report = rpt.MonthlyReport(month=month, as_of=as_of, generated_at=pd.Timestamp.now(tz="UTC"),
-                               volume=volume.volume, funnel=conversion.funnel, reasons=conversion.reasons,
-                               sla=conversion.sla, history=volume.history, direct=volume.direct)
+    report = report_steps.assemble_report(month, as_of, volume, conversion)
     tick = time.perf_counter()
-    checks = check_monthly_report(report).results
+    checks = report_steps.check_report(report)
     steps["check"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    published = tr.publish(report, ["md", "csv", "html", "json"], checks)
+    published = report_steps.publish_monthly_report(crm, report, ["md", "csv", "html", "json"], checks,
+                                                    get_settings().report_dir)
     steps["publish"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    queue_monthly_report_notice(tr.store(), report, published["files"])
+    queue_monthly_report_notice(crm, report, published["files"])
     steps["notify"] = time.perf_counter() - tick
     return {"steps": {k: round(v, 2) for k, v in steps.items()}, "new_leads": report.total("new_leads"),
             "funnel_rows": len(report.funnel)}

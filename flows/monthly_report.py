@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -15,7 +14,8 @@ from flows.hooks import notify_ops_on_failure
 from leadflow.config.settings import get_settings
 from leadflow.domain import reports as rpt
 from leadflow.io.report_files import FORMATS
-from tasks.report import (
+from leadflow.steps.reports import assemble_report
+from tasks.reports import (
     aggregate_monthly_lead_volume,
     check_report,
     lead_conversion_report,
@@ -59,11 +59,7 @@ def monthly_report(month: str | None = None, formats: list[str] | None = None) -
     volume_future = aggregate_monthly_lead_volume.submit(month)
     conversion_future = lead_conversion_report.submit(month, DEFAULT_COHORTS, as_of)
     volume, conversion = volume_future.result(), conversion_future.result()
-    report = rpt.MonthlyReport(
-        month=month, as_of=as_of, generated_at=pd.Timestamp.now(tz="UTC"), volume=volume.volume,
-        funnel=conversion.funnel, reasons=conversion.reasons, sla=conversion.sla, history=volume.history,
-        direct=volume.direct,
-    )
+    report = assemble_report(month, as_of, volume, conversion)
     checks = check_report(report)
     published = publish_monthly_report(report, formats, checks)
     notice = notify_sales_manager(report, published["files"])

@@ -1,4 +1,8 @@
-"""monthly-report end to end on SQLite and PostgreSQL: reconciled, idempotent per month, honest when empty."""
+"""monthly-report on SQLite and PostgreSQL: reconciled, idempotent per month, honest when empty.
+
+Three tests run the flow in the Prefect harness (a month published, an empty month, bad arguments); the others call
+the step functions its tasks call, in the flow's order (`run_steps`).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,10 @@ from data_checks.runner import DataCheckError
 from flows.monthly_report import default_month, monthly_report
 from leadflow.crm import reports as report_store
 from leadflow.crm.schema import CrmTask, Lead, LeadEvent, LeadSubmission, OutboxMessage, SalesRep
+from leadflow.domain import reports as rpt
 from leadflow.domain.reports import ReconciliationError
+from leadflow.steps import reports as report_steps
+from leadflow.steps.delivery import queue_monthly_report_notice
 
 MONTH = "2025-03"
 
@@ -89,6 +96,18 @@ def reports(tmp_path, monkeypatch):
     get_settings.cache_clear()
 
 
+def run_steps(crm, month: str, formats: list[str], report_dir: Path) -> dict:
+    """The monthly report without Prefect: the steps the flow's tasks call, in the flow's order."""
+    as_of = rpt.month_bounds(month)[1]
+    volume = report_steps.aggregate_monthly_lead_volume(crm, month)
+    conversion = report_steps.lead_conversion_report(crm, month, 3, as_of)
+    report = report_steps.assemble_report(month, as_of, volume, conversion)
+    checks = report_steps.check_report(report)
+    published = report_steps.publish_monthly_report(crm, report, formats, checks, report_dir)
+    queue_monthly_report_notice(crm, report, published["files"])
+    return published
+
+
 def test_report_of_a_month_publishes_tables_files_and_a_notice(crm, reports):
     seed(crm)
     result = monthly_report(month=MONTH)
@@ -123,14 +142,14 @@ def test_report_of_a_month_publishes_tables_files_and_a_notice(crm, reports):
 
 def test_rerunning_a_month_gives_identical_tables_and_one_notice(crm, reports):
     seed(crm)
-    monthly_report(month=MONTH, formats=["json"])
+    run_steps(crm, MONTH, ["json"], reports)
     first = report_store.read_report_tables(crm, MONTH)
     # A change after the month's end must not alter the March report: the funnel is as of the month's end.
     with crm.begin() as conn:
         conn.execute(insert(LeadEvent.__table__), [{"lead_id": 2, "event_type": "status_changed",
                                                     "occurred_at": ts("2025-04-02"),
                                                     "details": {"from": "discovery_call_booked", "to": "converted"}}])
-    monthly_report(month=MONTH, formats=["json"])
+    run_steps(crm, MONTH, ["json"], reports)
     second = report_store.read_report_tables(crm, MONTH)
     for name in first:
         pd.testing.assert_frame_equal(first[name], second[name], check_dtype=False)
@@ -141,17 +160,17 @@ def test_rerunning_a_month_gives_identical_tables_and_one_notice(crm, reports):
 
 def test_a_sent_notice_is_not_rewritten_by_a_rerun(crm, reports):
     seed(crm)
-    monthly_report(month=MONTH, formats=["md"])
+    run_steps(crm, MONTH, ["md"], reports)
     with crm.begin() as conn:
         conn.execute(update(OutboxMessage.__table__).values(status="sent", body="delivered text"))
-    monthly_report(month=MONTH, formats=["md"])
+    run_steps(crm, MONTH, ["md"], reports)
     with crm.engine.connect() as conn:
         assert conn.execute(select(OutboxMessage.__table__.c.body)).scalar_one() == "delivered text"
 
 
 def test_reconciliation_failure_fails_the_run_and_publishes_nothing(crm, reports, monkeypatch):
     seed(crm)
-    monthly_report(month=MONTH, formats=["json"])
+    run_steps(crm, MONTH, ["json"], reports)
     before = report_store.read_report_tables(crm, MONTH)
     real = report_store.load_volume_inputs
 
@@ -164,7 +183,7 @@ def test_reconciliation_failure_fails_the_run_and_publishes_nothing(crm, reports
 
     monkeypatch.setattr(report_store, "load_volume_inputs", losing_one_lead)
     with pytest.raises(DataCheckError, match="expect_column_pair_values_to_be_equal"):
-        monthly_report(month=MONTH, formats=["json"])
+        run_steps(crm, MONTH, ["json"], reports)
     after = report_store.read_report_tables(crm, MONTH)
     for name in before:
         pd.testing.assert_frame_equal(before[name], after[name], check_dtype=False)
@@ -172,7 +191,6 @@ def test_reconciliation_failure_fails_the_run_and_publishes_nothing(crm, reports
 
 def test_breakdowns_that_do_not_add_up_fail_the_run(crm, reports, monkeypatch):
     seed(crm)
-    from leadflow.domain import reports as rpt
     real = rpt.monthly_volume
 
     def inflated(*args, **kwargs):
@@ -182,7 +200,7 @@ def test_breakdowns_that_do_not_add_up_fail_the_run(crm, reports, monkeypatch):
 
     monkeypatch.setattr(rpt, "monthly_volume", inflated)
     with pytest.raises(ReconciliationError, match="breakdowns do not add up"):
-        monthly_report(month=MONTH, formats=["json"])
+        run_steps(crm, MONTH, ["json"], reports)
     assert crm.table_counts()["report_runs"] == 0
 
 
