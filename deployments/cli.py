@@ -499,7 +499,7 @@ def _resolve(lead_id: int, account_id: int | None, new_account: bool, reviewer: 
     from datetime import UTC, datetime
 
     from leadflow.config.policy import PolicyError
-    from leadflow.crm.review import ReviewError, resolve_match
+    from leadflow.steps.review import ReviewError, resolve_match
 
     try:
         store = _store()
