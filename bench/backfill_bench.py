@@ -58,21 +58,9 @@ def _database(kind: str, pg_url: str | None) -> tuple[str, callable]:
     if kind == "sqlite":
         folder = tempfile.mkdtemp(prefix="lf-bench-")
         return f"sqlite:///{folder}/crm.db", lambda: None
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
+    from leadflow.crm.backfill import scratch_postgres_database
 
-    from leadflow.crm.store import database_url
-
-    admin = create_engine(database_url(pg_url), isolation_level="AUTOCOMMIT")
-    name = f"lf_bench_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-    return make_url(pg_url).set(database=name).render_as_string(hide_password=False), drop
+    return scratch_postgres_database(pg_url, f"lf_bench_{uuid.uuid4().hex[:8]}")
 
 
 def _failure_report(done: subprocess.CompletedProcess) -> str:

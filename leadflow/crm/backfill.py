@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, create_engine, or_, select, text, update
+from sqlalchemy.engine import make_url
 
 from leadflow.crm.schema import BackfillLedgerEntry
-from leadflow.crm.store import Store
+from leadflow.crm.store import Store, database_url
 from leadflow.domain.backfill import UNDATED, Window
 
 LEDGER = BackfillLedgerEntry.__table__
@@ -73,3 +75,17 @@ def ledger_rows(store: Store, source: str | None = None, policy: str | None = No
         rows = [dict(r) for r in conn.execute(stmt).mappings()]
     # Undated rows have no time: they sort last.
     return sorted(rows, key=lambda r: (r["window_id"] == UNDATED, r["window_id"]))
+
+
+def scratch_postgres_database(server_url: str, name: str) -> tuple[str, Callable[[], None]]:
+    """Create an empty PostgreSQL database for a backfill benchmark run: its URL, and a function that drops it."""
+    admin = create_engine(database_url(server_url), isolation_level="AUTOCOMMIT")
+    # The name is the caller's own (a fixed prefix and hex digits): CREATE DATABASE takes no bound parameter.
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False), drop
