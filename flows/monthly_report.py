@@ -19,8 +19,8 @@ from tasks.reports import (
     aggregate_monthly_lead_volume,
     check_report,
     lead_conversion_report,
-    notify_sales_manager,
     publish_monthly_report,
+    queue_monthly_report_notice,
 )
 
 DEFAULT_COHORTS = 3
@@ -62,7 +62,7 @@ def monthly_report(month: str | None = None, formats: list[str] | None = None) -
     report = assemble_report(month, as_of, volume, conversion)
     checks = check_report(report)
     published = publish_monthly_report(report, formats, checks)
-    notice = notify_sales_manager(report, published["files"])
+    notice = queue_monthly_report_notice(report, published["files"])
     head = report.headline()
     logger.info("Report %s: %d new leads, %d spam, %d submissions", month, head["new_leads"], head["spam_leads"],
                 head["submissions"])

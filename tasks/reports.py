@@ -11,13 +11,13 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from leadflow.config.settings import get_settings
 from leadflow.domain import reports as rpt
 from leadflow.io import report_files as report_render
+from leadflow.steps import delivery
 from leadflow.steps import reports as report_steps
-from leadflow.steps.delivery import queue_monthly_report_notice
 from leadflow.steps.reports import ConversionResult, VolumeResult
 from tasks.common import DB_TASK, PRIVATE, current_flow_run_id, store
 
 __all__ = ["ConversionResult", "VolumeResult", "aggregate_monthly_lead_volume", "check_report",
-           "lead_conversion_report", "notify_sales_manager", "publish_monthly_report"]
+           "lead_conversion_report", "publish_monthly_report", "queue_monthly_report_notice"]
 
 
 @task(name="Aggregate Monthly Lead Volume", **DB_TASK)
@@ -63,9 +63,9 @@ def publish_monthly_report(report: rpt.MonthlyReport, formats: list[str], checks
     return published
 
 
-@task(name="Notify Sales Manager", **DB_TASK)
-def notify_sales_manager(report: rpt.MonthlyReport, files: dict[str, list[str]]) -> str:
+@task(name="Queue Monthly Report Notice", **DB_TASK)
+def queue_monthly_report_notice(report: rpt.MonthlyReport, files: dict[str, list[str]]) -> str:
     """The summary with a link to the report page, queued in the outbox for the delivery run."""
-    key = queue_monthly_report_notice(store(), report, files)
+    key = delivery.queue_monthly_report_notice(store(), report, files)
     get_run_logger().info("Queued the manager's notice %s", key)
     return key
