@@ -19,9 +19,8 @@ from leadflow.config.settings import get_settings
 from leadflow.crm import submissions
 from leadflow.crm.inbox import INBOX_ORIGIN
 from leadflow.domain.summary import IntakeSummary
-from leadflow.io.sources import input_size, iter_lead_chunks, read_ahead
-from leadflow.steps.chunk_worker import ChunkWorker
-from leadflow.steps.intake import IntakeSteps, inbox_plan, intake_chunks
+from leadflow.io.sources import iter_lead_chunks, read_ahead
+from leadflow.steps.intake import IntakeSteps, early_worker, inbox_plan, intake_chunks, late_worker
 from tasks.common import called_quoted, current_flow_run_id, store, submitted_quoted, utc_now
 from tasks.enrichment import retrieve_lead_details
 from tasks.inbox import InboxReader
@@ -89,7 +88,7 @@ def lead_intake(
         return summary.as_dict()
     # A big file gets its check worker now: it imports Great Expectations on the other core while this process
     # reads, prepares and normalizes the first chunk, instead of this process importing it first.
-    worker = _early_worker(path) if path else None
+    worker = early_worker(path) if path else None
     try:
         plan = (inspect_lead_input(path, column_map, source_name, check_columns=worker is None) if path
                 else inbox_plan(source_name))
@@ -121,7 +120,7 @@ def lead_intake(
 
         # Leads posted while an inbox run worked (their own runs may have been refused a slot) are taken at its end.
         intake_chunks(INTAKE_TASKS, chunks, plan, summary, worker=worker,
-                      start_worker=None if inbox else _late_worker, after_chunk=after_chunk, read_again=bool(inbox))
+                      start_worker=None if inbox else late_worker, after_chunk=after_chunk, read_again=bool(inbox))
     except BaseException:
         if inbox:
             inbox.release()
@@ -139,21 +138,3 @@ def lead_intake(
         summary.rows_read, summary.submissions_new, summary.leads_created, summary.leads_updated, summary.quarantined,
     )
     return summary.as_dict()
-
-
-def _early_worker(path: str) -> ChunkWorker | None:
-    """A check worker started with the run, for a file whose first chunk takes longer to check than it to start."""
-    settings = get_settings()
-    if not settings.check_worker or not ChunkWorker.available():
-        return None
-    size = input_size(path)
-    if size is None or size < settings.check_worker_min_bytes:
-        return None
-    return ChunkWorker()
-
-
-def _late_worker() -> ChunkWorker | None:
-    """A check worker for a file that turned out to have a second chunk: it checks and normalizes on the other core."""
-    if not get_settings().check_worker or not ChunkWorker.available():
-        return None
-    return ChunkWorker()

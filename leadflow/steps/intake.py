@@ -41,7 +41,7 @@ from leadflow.domain.submissions import (
 )
 from leadflow.domain.summary import IntakeSummary
 from leadflow.io.enrichment import DomainResults
-from leadflow.io.sources import LeadFile, inspect_lead_file
+from leadflow.io.sources import LeadFile, input_size, inspect_lead_file
 from leadflow.steps.chunk_worker import COLUMNS_FAILED, ChunkWorker, prepare_and_check, prepare_chunk
 from leadflow.steps.enrichment import DetailsOutput
 from leadflow.steps.scoring import ScoreResult
@@ -363,6 +363,24 @@ def update_lead_sources(
 
 
 # --- The sequence ---------------------------------------------------------------------------------------------
+
+
+def early_worker(path: str) -> ChunkWorker | None:
+    """A check worker started with the run, for a file whose first chunk takes longer to check than it to start."""
+    settings = get_settings()
+    if not settings.check_worker or not ChunkWorker.available():
+        return None
+    size = input_size(path)
+    if size is None or size < settings.check_worker_min_bytes:
+        return None
+    return ChunkWorker()
+
+
+def late_worker() -> ChunkWorker | None:
+    """A check worker for a file that turned out to have a second chunk: it checks and normalizes on the other core."""
+    if not get_settings().check_worker or not ChunkWorker.available():
+        return None
+    return ChunkWorker()
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ def test_reference_firmographics_are_replaced_by_domain(crm):
     frame = pd.DataFrame({"domain": ["acme.com", "beta.io"], "legal_name": ["Acme", "Beta"],
                           "industry": ["Software", None], "employee_count": pd.array([120, None], dtype="Int64"),
                           "country": ["US", "DE"], "revenue_band": [None, None]})
-    columns = [c for c in reference.FIRMOGRAPHICS.columns.keys() if c != "updated_at"]
+    columns = [c.name for c in reference.FIRMOGRAPHICS.columns if c.name != "updated_at"]
     frame = frame.reindex(columns=columns)
     assert reference.upsert_firmographics(crm, frame, NOW) == 2
     assert reference.upsert_firmographics(crm, frame.assign(legal_name=["Acme Inc", "Beta"]), NOW) == 2
