@@ -1,4 +1,4 @@
-"""Pure inbox logic: what `leadflow submit` refuses at once, and inbox rows in the raw chunk shape intake reads."""
+"""Pure inbox logic: what `leadflow submit` refuses at once, and inbox rows as the raw chunks intake reads."""
 
 from __future__ import annotations
 

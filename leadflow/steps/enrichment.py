@@ -23,11 +23,6 @@ DETAIL_COLUMNS = ("email", "email_domain", "company", "company_domain", "enrichm
 Lookup = Callable[[en.Provider, list[str], en.DomainResults], None]
 
 
-def reference_provider(store: Store) -> en.ReferenceTableProvider:
-    """The provider that answers from this store's reference table of firmographics."""
-    return en.ReferenceTableProvider(partial(reference.firmographics_for, store))
-
-
 @lru_cache(maxsize=1)
 def _provider(settings_key: str) -> en.Provider | None:
     # One provider per process and settings, so its rate limiter and connection pool are shared by every thread.
