@@ -29,49 +29,20 @@ def peak_rss_mb() -> float:
 
 
 def run_core(path: str, chunk_size: int) -> dict:
-    """The same core functions the flow's tasks call, in the same order, without Prefect."""
-    import pandas as pd
-
-    from data_checks.intake import check_intake_batch, check_intake_rows
-    from data_checks.runner import raise_for_failures
+    """The flow's intake sequence (steps/intake.py) over the plain step functions, without Prefect."""
     from leadflow.crm.store import get_store
-    from leadflow.domain import submissions as intake
-    from leadflow.io.enrichment import DomainResults, ReferenceTableProvider
-    from leadflow.io.sources import ROW_COLUMN, iter_lead_chunks
-    from leadflow.steps import intake as leads
-    from tasks.common import utc_now
-    from tasks.details import scoring_policy
-    from tasks.intake import plan_intake
+    from leadflow.domain.summary import IntakeSummary
+    from leadflow.io.sources import iter_lead_chunks
+    from leadflow.steps.intake import intake_chunks, plain_steps, plan_intake
 
     store = get_store()
-    policy = scoring_policy()
-    provider = ReferenceTableProvider(store)
-    lookups = DomainResults()
+    steps = plain_steps(store)
     started = time.perf_counter()
     plan = plan_intake(path, None, None)
-    rows = 0
-    for raw in iter_lead_chunks(plan.lead_file, chunk_size):
-        now = utc_now()
-        rows += len(raw)
-        prepared = intake.prepare_batch(raw, plan.mapping, plan.default_source)
-        prepared = prepared.loc[~intake.blank_rows(prepared)]
-        batch = check_intake_batch(prepared)
-        if batch is not None:
-            raise_for_failures(batch)
-        outcome = check_intake_rows(prepared, now, pd.Timedelta(minutes=10))
-        leads.quarantine_rows(store, prepared, outcome.row_reasons, batch_id="bench", origin=path,
-                              flow_run_id=None, now=now)
-        subs = intake.normalize_batch(prepared.loc[~prepared[ROW_COLUMN].isin(list(outcome.row_reasons))])
-        written = leads.create_lead_entries(store, subs, batch_id="bench", flow_run_id=None, now=now)
-        leads.update_lead_sources(store, subs, batch_id="bench", flow_run_id=None, now=now,
-                                  settled=written.settled_emails)
-        if written.lead_ids:
-            details = leads.plan_lead_details(store, written.lead_ids, lookups)
-            for batch in provider.batches(details.domains):
-                lookups.add(provider.fetch(batch))
-            _, current = leads.write_lead_details(store, details, lookups, provider.name, now)
-            leads.calculate_lead_scores(store, current, policy, as_of=now, batch_id="bench", flow_run_id=None)
-    return {"rows": rows, "seconds": round(time.perf_counter() - started, 3)}
+    summary = IntakeSummary(batch_id="bench", origin=path)
+    intake_chunks(steps, iter_lead_chunks(plan.lead_file, chunk_size), plan, summary)
+    return {"rows": summary.rows_read, "seconds": round(time.perf_counter() - started, 3),
+            "steps": summary.step_seconds, "quarantined": summary.quarantined}
 
 
 def run_flow(path: str, chunk_size: int, qualify: bool = True) -> dict:
@@ -93,18 +64,19 @@ def run_flow(path: str, chunk_size: int, qualify: bool = True) -> dict:
 
 def load_reference_firmographics() -> int:
     """Reference data: demo reps and accounts, and firmographics for 70% of the generated market's companies."""
+    from datetime import UTC, datetime
+
     from generate import market_firmographics
 
     from leadflow.crm import reference
     from leadflow.crm.store import get_store
-    from tasks.common import utc_now
 
     store = get_store()
     store.upgrade()
     # The demo's reps and accounts, so that qualification routes leads as it would in a real CRM.
     reference.load_sales_reps(store, reference.DATA_DIR / "sales_reps.csv")
     reference.load_accounts(store, reference.DATA_DIR / "accounts.csv")
-    return store.upsert_firmographics(market_firmographics(), utc_now())
+    return reference.upsert_firmographics(store, market_firmographics(), datetime.now(UTC))
 
 
 def child(mode: str, path: str, chunk_size: int) -> None:
@@ -178,7 +150,7 @@ def main() -> None:
                     extra = f"{(result['seconds'] - results['core']['seconds']) / results['core']['seconds']:+.1%}"
                 print(f"| {size:,} | {name} | {result['seconds']:.2f} | {rate:,.0f} | {result['peak_rss_mb']} "
                       f"| {result.get('peak_child_rss_mb') or '-'} | {extra} |", flush=True)
-            for name in ("intake", "flow"):
+            for name in ("core", "intake", "flow"):
                 if name in results:
                     print(f"<!-- {name} steps at {size}: {json.dumps(results[name]['steps'])} -->", flush=True)
 

@@ -49,14 +49,9 @@ def _breakdown(api: Any, crm: Any, inbox_id: int, event_id: str | None, submitte
     then seconds in each task (the qualification subflow counted as one step), and `other` for the rest of the
     flow until the alert was seen (setup between tasks, the benchmark's own 0.2 s polling).
     """
-    from sqlalchemy import select
+    from leadflow.crm.inbox import processing_run
 
-    from leadflow.crm.schema import IntakeBatch, LeadInboxRow
-
-    rows, batches = LeadInboxRow.__table__, IntakeBatch.__table__
-    with crm.engine.connect() as conn:
-        run_id = conn.execute(select(batches.c.flow_run_id).join(rows, rows.c.batch_id == batches.c.id)
-                              .where(rows.c.id == inbox_id)).scalar_one_or_none()
+    run_id = processing_run(crm, inbox_id)
     if run_id is None:
         return {}
     run = api.get(f"/flow_runs/{run_id}").json()
@@ -92,30 +87,15 @@ def _breakdown(api: Any, crm: Any, inbox_id: int, event_id: str | None, submitte
 
 def _why_no_alert(api: Any, crm: Any, inbox_id: int, email: str) -> str:
     """What the CRM and the Prefect API say about a lead that got no rep alert in time."""
-    from sqlalchemy import select
+    from leadflow.crm.inbox import row_trace
 
-    from leadflow.crm.schema import CrmTask, IntakeBatch, Lead, LeadInboxRow, OutboxMessage
-
-    rows, leads, outbox, tasks = (LeadInboxRow.__table__, Lead.__table__, OutboxMessage.__table__,
-                                  CrmTask.__table__)
-    with crm.engine.connect() as conn:
-        row = conn.execute(select(rows.c.claimed_at, rows.c.claim_token, rows.c.processed_at, rows.c.attempts,
-                                  rows.c.batch_id).where(rows.c.id == inbox_id)).mappings().first()
-        lead = conn.execute(select(leads.c.id, leads.c.status, leads.c.priority, leads.c.owner_id,
-                                   leads.c.is_spam, leads.c.score).where(leads.c.email == email)).mappings().first()
-        sent = (conn.execute(select(outbox.c.kind).where(outbox.c.lead_id == lead["id"])).scalars().all()
-                if lead else [])
-        owed = (conn.execute(select(tasks.c.kind, tasks.c.owner_id, tasks.c.status)
-                             .where(tasks.c.lead_id == lead["id"])).all() if lead else [])
-        run_id = (conn.execute(select(IntakeBatch.__table__.c.flow_run_id)
-                               .where(IntakeBatch.__table__.c.id == row["batch_id"])).scalar_one_or_none()
-                  if row and row["batch_id"] else None)
+    trace = row_trace(crm, inbox_id, email)
     deployment = api.get("/deployments/name/lead-intake/continuous").json()
     runs = api.post("/flow_runs/filter", json={"deployments": {"id": {"any_": [deployment["id"]]}},
                                                "sort": "EXPECTED_START_TIME_DESC", "limit": 8}).json()
     recent = "; ".join(f"{r['name']} {r['state_type']} {r['expected_start_time'][11:19]}" for r in runs)
-    return (f"inbox row {dict(row) if row else None}; lead {dict(lead) if lead else None}; outbox {sent}; "
-            f"tasks {[tuple(t) for t in owed]}; processed by run {run_id}; latest continuous runs: {recent}")
+    return (f"inbox row {trace['row']}; lead {trace['lead']}; outbox {trace['outbox']}; "
+            f"tasks {trace['tasks']}; processed by run {trace['run_id']}; latest continuous runs: {recent}")
 
 
 def _cancelled_runs(api: Any) -> int:
@@ -147,10 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(env)
     sys.path.insert(0, str(ROOT))
     import httpx
-    from sqlalchemy import select
 
     from leadflow.crm import inbox, reference
-    from leadflow.crm.schema import Lead, OutboxMessage
     from leadflow.crm.store import get_store
 
     crm = get_store()
@@ -198,7 +176,6 @@ def main(argv: list[str] | None = None) -> int:
         alerted: list[tuple[int, int, str | None, datetime, float]] = []
         api = httpx.Client(base_url=f"http://127.0.0.1:{port}/api", timeout=30)
         keep = False
-        leads, outbox = Lead.__table__, OutboxMessage.__table__
         for i in range(args.leads):
             email = f"vp.sales{i}@bigcorp{i}.com"
             started, submitted_at = time.perf_counter(), datetime.now(UTC)
@@ -207,14 +184,11 @@ def main(argv: list[str] | None = None) -> int:
                 "company": f"BigCorp {i}", "demo_requested": "yes", "company_size": "1000-5000", "country": "US",
                 "page_views": "12", "pricing_page_visits": "3"})
             event = emit_event(event=inbox.SUBMITTED_EVENT, resource={"prefect.resource.id": inbox.INBOX_RESOURCE_ID})
-            query = (select(outbox.c.id).join(leads, leads.c.id == outbox.c.lead_id)
-                     .where(leads.c.email == email, outbox.c.kind == "rep_alert"))
             found = False
             while time.perf_counter() - started < args.timeout:
-                with crm.engine.connect() as conn:
-                    if conn.execute(query).first():
-                        found = True
-                        break
+                if inbox.rep_alert_queued(crm, email):
+                    found = True
+                    break
                 time.sleep(0.2)
             elapsed = time.perf_counter() - started
             latencies.append(elapsed if found else float("inf"))

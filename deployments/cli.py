@@ -63,7 +63,7 @@ def run_intake(path: str, source_name: str | None, column_map: str | None, chunk
     """Check the input up front (one-line errors), then run the lead-intake flow on it."""
     from flows.intake import lead_intake
     from leadflow.domain.contract import load_column_map
-    from tasks.intake import plan_intake
+    from leadflow.steps.intake import plan_intake
 
     mapping = load_column_map(column_map) if column_map else None
     plan_intake(path, mapping, source_name)
@@ -101,7 +101,7 @@ def firmographics_load(
     """(Re)load the firmographics reference table that the default enrichment provider reads."""
     from datetime import UTC, datetime
 
-    from leadflow.io.enrichment import load_firmographics
+    from leadflow.steps.enrichment import load_firmographics
 
     try:
         store = _store()
@@ -129,7 +129,7 @@ def rescore(
 
     from flows.rescore import lead_rescore
     from leadflow.config.policy import PolicyError
-    from tasks.details import scoring_policy
+    from leadflow.steps.scoring import scoring_policy
 
     try:
         scoring_policy(policy)
@@ -324,12 +324,13 @@ def submit(
     from pathlib import Path
 
     from leadflow.crm import inbox
+    from leadflow.domain.inbox import check_lead
     try:
         text = Path(file).read_text(encoding="utf-8") if file else lead_json
         if not text:
             _fail("give the lead as a JSON argument or with --file")
         payload = json.loads(text)
-        inbox.check_lead(payload)
+        check_lead(payload)
         store = _store()
         store.upgrade()
         inbox_id = inbox.submit_lead(store, payload)
@@ -566,7 +567,8 @@ def demo() -> None:
 
     from leadflow.crm import reference
     from leadflow.domain.summary import IntakeSummary
-    from leadflow.io.enrichment import SAMPLE_FIRMOGRAPHICS, load_firmographics
+    from leadflow.io.enrichment import SAMPLE_FIRMOGRAPHICS
+    from leadflow.steps.enrichment import load_firmographics
 
     store = _store()
     typer.echo(f"CRM database: {store}")

@@ -11,9 +11,9 @@ from prefect.runtime import flow_run
 
 from flows.hooks import notify_ops_on_failure
 from leadflow.config.settings import get_settings
-from leadflow.steps.intake import ScoreResult
+from leadflow.steps.scoring import ScoreResult
 from tasks.common import store, utc_now
-from tasks.details import calculate_lead_score, load_leads_to_score, scoring_policy
+from tasks.scoring import calculate_lead_score, load_leads_to_score, scoring_policy
 
 
 def rescore_run_name() -> str:

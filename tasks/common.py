@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
+from prefect.utilities.annotations import opaque, quote
 
 from leadflow.crm.store import Store, get_store, is_transient_db_error
 
@@ -58,3 +61,19 @@ def store() -> Store:
 def utc_now() -> datetime:
     """Now, in UTC."""
     return datetime.now(UTC)
+
+
+def called_quoted(task: Any) -> Callable[..., Any]:
+    """Call a task with its arguments quoted: Prefect hands frames and id lists over without walking every value."""
+    def call(*args: Any) -> Any:
+        return task(*(quote(a) for a in args))
+
+    return call
+
+
+def submitted_quoted(task: Any) -> Callable[..., PrefectFuture]:
+    """Submit a task to the flow's task runner: futures are resolved at the top only (opaque), other values quoted."""
+    def submit(*args: Any) -> PrefectFuture:
+        return task.submit(*(opaque(a) if isinstance(a, PrefectFuture) else quote(a) for a in args))
+
+    return submit

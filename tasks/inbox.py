@@ -9,38 +9,12 @@ import pandas as pd
 from prefect import get_run_logger, task
 
 from leadflow.crm import inbox
-from leadflow.domain.contract import CANONICAL_COLUMNS, resolve_columns
-from leadflow.io.sources import MALFORMED_COLUMN, ROW_COLUMN, LeadFile
+from leadflow.domain.inbox import canonical_frame
 from tasks.common import DB_TASK, current_flow_run_id, store, utc_now
-from tasks.intake import IntakePlan
 
 # A continuous run stops after this many chunks so that it ends even while leads keep arriving; the next
 # scheduled run carries on.
 MAX_CHUNKS_PER_RUN = 20
-
-
-def inbox_plan(source_name: str | None) -> IntakePlan:
-    """The intake plan of inbox chunks: the reader already renamed known fields to canonical columns."""
-    lead_file = LeadFile(url=inbox.INBOX_ORIGIN, format="inbox", headers=list(CANONICAL_COLUMNS))
-    return IntakePlan(lead_file=lead_file, mapping={c: c for c in CANONICAL_COLUMNS}, default_source=source_name)
-
-
-def canonical_frame(raw: pd.DataFrame, column_map: dict[str, str] | None) -> pd.DataFrame:
-    """Rename the fields a chunk's senders used (aliases, a column map) to canonical columns; others stay."""
-    headers = [str(c) for c in raw.columns if c not in (ROW_COLUMN, MALFORMED_COLUMN)]
-    frame = raw
-    # Each header on its own: two spellings of one field (from different senders) both map to it.
-    targets = {h: c for h in headers for c in resolve_columns([h], column_map).values()}
-    for header, column in targets.items():
-        if header == column:
-            continue
-        if column in frame.columns:
-            # Senders in one chunk may spell a field differently: each row keeps the value it gave.
-            frame = frame.assign(**{column: frame[column].where(frame[column].notna(), frame[header])})
-            frame = frame.drop(columns=[header])
-        else:
-            frame = frame.rename(columns={header: column})
-    return frame
 
 
 @task(name="Claim Inbox Leads", **DB_TASK)

@@ -54,3 +54,38 @@ def lenient_spam_policy(folder: Path) -> str:
     path = folder / "spam-yesterday.json"
     path.write_text(json.dumps(data), encoding="utf-8")
     return str(path)
+
+
+def run_intake(store: Store, path: str, *, column_map: dict[str, str] | str | None = None,
+               source_name: str | None = None, chunk_size: int | None = None) -> dict[str, Any]:
+    """lead-intake on a file without Prefect or qualification: the flow's sequence over the plain steps.
+
+    Check workers are chosen as the flow chooses them (settings, file size), and the batch is recorded the same
+    way; returns the summary as the flow does.
+    """
+    import uuid
+    from datetime import UTC, datetime
+
+    from leadflow.config.settings import get_settings
+    from leadflow.crm import submissions
+    from leadflow.domain.summary import IntakeSummary
+    from leadflow.io.sources import iter_lead_chunks, read_ahead
+    from leadflow.steps.intake import early_worker, intake_chunks, late_worker, plain_steps, plan_intake
+
+    summary = IntakeSummary(batch_id=str(uuid.uuid4()), origin=path)
+    worker = early_worker(path)
+    try:
+        plan = plan_intake(path, column_map, source_name, check_columns=worker is None)
+        submissions.start_batch(store, summary.batch_id, path, source_name, None, datetime.now(UTC))
+    except BaseException:
+        if worker is not None:
+            worker.close()
+        raise
+    chunks = read_ahead(iter_lead_chunks(plan.lead_file, chunk_size or get_settings().chunk_size))
+    try:
+        intake_chunks(plain_steps(store), chunks, plan, summary, worker=worker, start_worker=late_worker)
+    except BaseException:
+        submissions.finish_batch(store, summary.batch_id, "failed", summary.as_dict(), datetime.now(UTC))
+        raise
+    submissions.finish_batch(store, summary.batch_id, "completed", summary.as_dict(), datetime.now(UTC))
+    return summary.as_dict()

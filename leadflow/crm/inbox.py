@@ -8,8 +8,6 @@ its rows are claimed again; processing is idempotent, so a row handled twice is 
 
 from __future__ import annotations
 
-import contextlib
-import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -18,10 +16,9 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import and_, bindparam, func, or_, select, update
 
-from leadflow.crm.schema import LeadInboxRow
+from leadflow.crm.schema import CrmTask, IntakeBatch, Lead, LeadInboxRow, OutboxMessage
 from leadflow.crm.store import Store
-from leadflow.domain.contract import resolve_columns
-from leadflow.io.sources import MALFORMED_COLUMN, ROW_COLUMN
+from leadflow.domain.inbox import InboxError, inbox_frame
 
 INBOX = LeadInboxRow.__table__
 INBOX_ORIGIN = "lead_inbox"
@@ -29,10 +26,6 @@ INBOX_ORIGIN = "lead_inbox"
 SUBMITTED_EVENT = "leadflow.lead.submitted"
 INBOX_RESOURCE_ID = "leadflow.lead_inbox"
 DEFAULT_CLAIM_TIMEOUT = timedelta(minutes=15)
-
-
-class InboxError(ValueError):
-    """A lead that cannot be posted to the inbox; the message says why in one line."""
 
 
 @dataclass
@@ -45,26 +38,6 @@ class InboxClaim:
 
     def __len__(self) -> int:
         return len(self.ids)
-
-
-def _utc(value: Any) -> datetime:
-    stamp = pd.Timestamp(value)
-    return (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")).to_pydatetime()
-
-
-def check_lead(payload: Any) -> None:
-    """Refuse at once what intake could only quarantine: no object, or no valid email (for `leadflow submit`)."""
-    from leadflow.domain import normalize as nz
-    from leadflow.domain.spam import mask_email
-
-    if not isinstance(payload, dict) or not payload:
-        raise InboxError("a lead must be a non-empty JSON object of field -> value")
-    field_name = next((h for h, c in resolve_columns([str(k) for k in payload]).items() if c == "email"), None)
-    if field_name is None or payload[field_name] in (None, ""):
-        raise InboxError("the lead has no email")
-    email = nz.normalize_email(pd.Series([str(payload[field_name])], dtype="string"))
-    if not bool(nz.is_valid_email(email).iloc[0]):
-        raise InboxError(f"the lead's email {mask_email(str(payload[field_name]))} is not a valid address")
 
 
 def submit_lead(store: Store, payload: dict[str, Any], now: datetime | None = None) -> int:
@@ -118,42 +91,6 @@ def claim_rows(store: Store, limit: int, *, now: datetime | None = None,
     return claim
 
 
-def inbox_frame(rows: list[Any], *, replay: bool = False) -> pd.DataFrame:
-    """Inbox rows (id, payload, received_at) in the raw chunk shape intake reads from files.
-
-    `_row` is the inbox id, so a quarantine record names the inbox row it came from. A row without a submission
-    time gets the time it was received, as the data contract says for live posts; in replay mode it does not, so
-    the row is quarantined as `missing_submitted_at` instead of being dated to the replay.
-    """
-    if not rows:
-        return pd.DataFrame({ROW_COLUMN: pd.Series(dtype="int64"), MALFORMED_COLUMN: pd.Series(dtype="string")})
-    records: list[dict[str, Any]] = []
-    malformed: list[Any] = []
-    for _id, payload, _received in rows:
-        if isinstance(payload, str):
-            with contextlib.suppress(ValueError):
-                payload = json.loads(payload)
-        if isinstance(payload, dict):
-            records.append(payload)
-            malformed.append(pd.NA)
-        else:
-            records.append({})
-            malformed.append(json.dumps(payload, default=str, ensure_ascii=False))
-    frame = pd.DataFrame.from_records(records, index=pd.RangeIndex(len(rows)))
-    frame[MALFORMED_COLUMN] = pd.array(malformed, dtype="string")
-    if not replay:
-        target = next((h for h, c in resolve_columns([str(c) for c in frame.columns]).items()
-                       if c == "submitted_at"), "submitted_at")
-        received = pd.Series([_utc(r[2]).isoformat() for r in rows], index=frame.index, dtype="string")
-        current = frame[target].astype("string") if target in frame.columns else pd.Series(
-            pd.NA, index=frame.index, dtype="string")
-        blank = current.isna() | (current.str.strip() == "")
-        has_payload = frame[MALFORMED_COLUMN].isna()
-        frame[target] = current.where(~(blank & has_payload), received)
-    frame[ROW_COLUMN] = [int(r[0]) for r in rows]
-    return frame
-
-
 def mark_processed(store: Store, claim: InboxClaim, batch_id: str, now: datetime | None = None) -> int:
     """Mark a claim's rows processed once intake has written them; returns how many rows were marked."""
     if not claim.ids:
@@ -197,3 +134,43 @@ def pending_count(store: Store) -> int:
     with store.engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(INBOX).where(INBOX.c.processed_at.is_(None)))
                    .scalar_one())
+
+
+# --- an inbox lead's way to a rep alert (bench/speed_to_lead.py) -------------------------------------------------
+
+
+def processing_run(store: Store, inbox_id: int) -> str | None:
+    """The flow run id of the intake batch that processed an inbox row (None until one has)."""
+    batches = IntakeBatch.__table__
+    stmt = (select(batches.c.flow_run_id).join(INBOX, INBOX.c.batch_id == batches.c.id)
+            .where(INBOX.c.id == inbox_id))
+    with store.engine.connect() as conn:
+        return conn.execute(stmt).scalar_one_or_none()
+
+
+def rep_alert_queued(store: Store, email: str) -> bool:
+    """Whether the outbox holds a rep alert for the lead with this email (what a speed-to-lead probe waits for)."""
+    leads, outbox = Lead.__table__, OutboxMessage.__table__
+    stmt = (select(outbox.c.id).join(leads, leads.c.id == outbox.c.lead_id)
+            .where(leads.c.email == email, outbox.c.kind == "rep_alert"))
+    with store.engine.connect() as conn:
+        return conn.execute(stmt).first() is not None
+
+
+def row_trace(store: Store, inbox_id: int, email: str) -> dict[str, Any]:
+    """What the CRM holds on an inbox row's way to a rep alert: the row, its lead, the lead's messages and tasks."""
+    leads, outbox, tasks = Lead.__table__, OutboxMessage.__table__, CrmTask.__table__
+    batches = IntakeBatch.__table__
+    with store.engine.connect() as conn:
+        row = conn.execute(select(INBOX.c.claimed_at, INBOX.c.claim_token, INBOX.c.processed_at, INBOX.c.attempts,
+                                  INBOX.c.batch_id).where(INBOX.c.id == inbox_id)).mappings().first()
+        lead = conn.execute(select(leads.c.id, leads.c.status, leads.c.priority, leads.c.owner_id,
+                                   leads.c.is_spam, leads.c.score).where(leads.c.email == email)).mappings().first()
+        sent = (conn.execute(select(outbox.c.kind).where(outbox.c.lead_id == lead["id"])).scalars().all()
+                if lead else [])
+        owed = (conn.execute(select(tasks.c.kind, tasks.c.owner_id, tasks.c.status)
+                             .where(tasks.c.lead_id == lead["id"])).all() if lead else [])
+        run_id = (conn.execute(select(batches.c.flow_run_id).where(batches.c.id == row["batch_id"]))
+                  .scalar_one_or_none() if row and row["batch_id"] else None)
+    return {"row": dict(row) if row else None, "lead": dict(lead) if lead else None, "outbox": list(sent),
+            "tasks": [tuple(t) for t in owed], "run_id": run_id}

@@ -1,19 +1,23 @@
-"""Reference data the CRM needs before leads arrive: sales reps and known accounts."""
+"""Reference data the CRM needs before leads arrive: sales reps, known accounts and firmographics by domain."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
+from sqlalchemy import bindparam, select
 
-from leadflow.crm.schema import Account, SalesRep
-from leadflow.crm.store import Store, records
+from leadflow.crm.schema import Account, Firmographic, SalesRep
+from leadflow.crm.store import Store, read_in, records
 from leadflow.domain import normalize as nz
 
 DATA_DIR = Path(__file__).parents[1] / "data"
 SAMPLE_LEADS = DATA_DIR / "sample_leads.csv"
 SAMPLE_CRM_EXPORT = DATA_DIR / "sample_crm_export.csv"
 SAMPLE_CRM_EXPORT_MAP = DATA_DIR / "sample_crm_export.columns.json"
+FIRMOGRAPHICS = Firmographic.__table__
 
 
 def _list(value: object) -> list[str]:
@@ -63,4 +67,30 @@ def load_accounts(store: Store, path: str | Path) -> int:
     update = {name: stmt.excluded[name] for name in ("name", "domain", "industry", "employee_count", "country")}
     with store.begin() as conn:
         conn.execute(stmt.on_conflict_do_update(index_elements=["name_key"], set_=update), rows)
+    return len(rows)
+
+
+def firmographics_for(store: Store, domains: Sequence[str]) -> pd.DataFrame:
+    """Reference firmographics of these domains (one row per domain found)."""
+    columns = [c.name for c in FIRMOGRAPHICS.columns if c.name != "updated_at"]
+    stmt = select(*(FIRMOGRAPHICS.c[n] for n in columns)).where(
+        FIRMOGRAPHICS.c.domain.in_(bindparam("values", expanding=True))
+    )
+    with store.begin() as conn:
+        return pd.DataFrame(read_in(conn, stmt, sorted(set(domains))), columns=columns)
+
+
+def upsert_firmographics(store: Store, frame: pd.DataFrame, now: datetime) -> int:
+    """Insert or replace reference firmographics by domain; returns the rows written."""
+    if frame.empty:
+        return 0
+    columns = [c.name for c in FIRMOGRAPHICS.columns if c.name != "updated_at"]
+    rows = frame.loc[:, columns].assign(updated_at=now)
+    stmt = store.insert(FIRMOGRAPHICS).values({name: bindparam(name) for name in [*columns, "updated_at"]})
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["domain"],
+        set_={name: stmt.excluded[name] for name in [*columns, "updated_at"] if name != "domain"},
+    )
+    with store.begin() as conn:
+        store.bulk(conn, stmt, rows)
     return len(rows)

@@ -33,12 +33,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from leadflow.crm.schema import (
     Base,
-    Firmographic,
     IntakeBatch,
     Lead,
     LeadEvent,
     LeadSubmission,
-    QuarantineRecord,
 )
 from leadflow.domain.contract import MAX_COUNTERS, MERGED_DETAILS
 
@@ -48,9 +46,7 @@ DatabaseError = SQLAlchemyError
 LEADS = Lead.__table__
 SUBMISSIONS = LeadSubmission.__table__
 EVENTS = LeadEvent.__table__
-QUARANTINE = QuarantineRecord.__table__
 BATCHES = IntakeBatch.__table__
-FIRMOGRAPHICS = Firmographic.__table__
 IN_LIST_SIZE = 5_000
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -324,50 +320,13 @@ class Store:
             params = [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
         return int(conn.exec_driver_sql(compiled.string, params).rowcount)
 
-    # --- intake -------------------------------------------------------------------------------------------
+    # --- idempotent inserts, leads and events (intake's own statements are in crm/submissions.py) -----------
 
     def known_keys(self, conn: Connection, table, keys: Iterable[str]) -> set[str]:
         """Which of these idempotency keys the table (submissions, quarantine) already holds."""
         column = table.c.idempotency_key
         stmt = select(column).where(column.in_(bindparam("values", expanding=True)))
         return {row[0] for row in read_in(conn, stmt, keys, raw=True)}
-
-    def known_submission_keys(self, conn: Connection, keys: Sequence[str]) -> set[str]:
-        """Which of these submission idempotency keys are already stored."""
-        return self.known_keys(conn, SUBMISSIONS, keys)
-
-    def lead_ids(self, conn: Connection, emails: Iterable[str]) -> dict[str, int]:
-        """Id by email of the leads with these emails (answered from the unique email index alone)."""
-        stmt = select(LEADS.c.email, LEADS.c.id).where(LEADS.c.email.in_(bindparam("values", expanding=True)))
-        return dict(read_in(conn, stmt, emails, raw=True))
-
-    def leads_created_at(self, conn: Connection, emails: Iterable[str],
-                         at: datetime) -> tuple[dict[str, int], set[str]]:
-        """Id by email of these leads, and which of them were created at `at` (by this transaction's upsert).
-
-        A concurrent run may have created a lead between our first look and our upsert (PostgreSQL's upsert then
-        waits and updates): its created_at is that run's, so only our own inserts carry `at`.
-        """
-        stmt = select(LEADS.c.email, LEADS.c.id, LEADS.c.created_at).where(
-            LEADS.c.email.in_(bindparam("values", expanding=True)))
-        rows = read_in(conn, stmt, emails, raw=True)
-        if not rows:
-            return {}, set()
-        stamp = pd.Timestamp(at)
-        stamp = (stamp.tz_convert("UTC") if stamp.tzinfo else stamp.tz_localize("UTC")).floor("us")
-        created = (utc(pd.Series([row[2] for row in rows], dtype=object)).dt.floor("us") == stamp).to_numpy()
-        return ({email: id_ for email, id_, _ in rows},
-                {row[0] for row, new in zip(rows, created, strict=True) if new})
-
-    def lead_touches(self, conn: Connection, emails: Iterable[str]) -> pd.DataFrame:
-        """Id and first/last touch of the leads with these emails (UTC datetimes)."""
-        columns = [LEADS.c[name] for name in ("id", "email", "first_touch_at", "first_touch_source",
-                                               "last_touch_at", "last_touch_source")]
-        stmt = select(*columns).where(LEADS.c.email.in_(bindparam("values", expanding=True)))
-        frame = pd.DataFrame(read_in(conn, stmt, emails, raw=True), columns=[c.name for c in columns])
-        for name in ("first_touch_at", "last_touch_at"):
-            frame[name] = utc(frame[name])
-        return frame
 
     def _values(self, table, columns: Sequence[str]):
         """An INSERT of these columns, each bound to the parameter of the same name."""
@@ -402,36 +361,6 @@ class Store:
         stmt = self._values(table, list(frame.columns)).on_conflict_do_nothing(index_elements=["idempotency_key"])
         return self.bulk(conn, stmt, frame)
 
-    def insert_submissions(self, conn: Connection, subs: pd.DataFrame, batch_id: str, received_at: datetime) -> None:
-        """Store accepted rows as submissions; a key that is already stored is left alone."""
-        columns = ["idempotency_key", "lead_id", "source", "external_id", "submitted_at", "utm_source",
-                   "utm_medium", "utm_campaign", "message"]
-        frame = subs[columns].assign(raw_payload=subs["_payload"], batch_id=batch_id, received_at=received_at)
-        self.insert_new(conn, SUBMISSIONS, frame)
-
-    def move_touches(self, conn: Connection, changes: pd.DataFrame, now: datetime) -> None:
-        """Move first touch earlier and last touch later; the guards keep a concurrent newer touch."""
-        for which in ("first", "last"):
-            moved = changes.loc[changes[f"{which}_touch_changed"]]
-            if moved.empty:
-                continue
-            # The guard compares COALESCE(touch, new) (the stored touch: the column is never null), which no index
-            # serves: PostgreSQL then finds each row by primary key. Compared bare, a table without statistics yet
-            # (a backfill into a new CRM) got a plan that walked ix_leads_last_touch_at for every row.
-            at = func.coalesce(LEADS.c[f"{which}_touch_at"], bindparam("b_at"))
-            fields = ["at", "source", "utm_source", "utm_medium", "utm_campaign"]
-            stmt = (
-                update(LEADS)
-                .where(LEADS.c.id == bindparam("b_id"), at > bindparam("b_at") if which == "first"
-                       else at < bindparam("b_at"))
-                .values({**{f"{which}_touch_{f}": bindparam(f"b_{f}") for f in fields},
-                         "updated_at": bindparam("b_now")})
-            )
-            frame = pd.DataFrame({f"b_{f}": moved[f"{which}_touch_{f}"] for f in fields}).assign(
-                b_id=moved["id"], b_now=now
-            )
-            self.bulk(conn, stmt, frame)
-
     def insert_events(self, conn: Connection, events: pd.DataFrame) -> None:
         """Append to the audit log (lead_id, event_type, occurred_at, batch_id, flow_run_id, details)."""
         if events.empty:
@@ -439,29 +368,6 @@ class Store:
         details = [_json_dumps(d) if not isinstance(d, str) else d for d in events["details"].tolist()]
         frame = events.assign(details=details)
         self.bulk(conn, self._values(EVENTS, list(frame.columns)), frame)
-
-    def insert_quarantine(self, conn: Connection, rows: pd.DataFrame) -> int:
-        """Keep rejected rows with their reasons; a row quarantined before is not stored twice. Returns new rows."""
-        if rows.empty:
-            return 0
-        known = self.known_keys(conn, QUARANTINE, rows["idempotency_key"].tolist())
-        fresh = rows.loc[~rows["idempotency_key"].isin(known)]
-        self.insert_new(conn, QUARANTINE, fresh)
-        return len(fresh)
-
-    def start_batch(self, batch_id: str, origin: str, source_name: str | None, flow_run_id: str | None,
-                    now: datetime) -> None:
-        """Record that an intake batch started."""
-        with self.begin() as conn:
-            conn.execute(BATCHES.insert().values(id=batch_id, origin=origin[:1000], source_name=source_name,
-                                                 flow_run_id=flow_run_id, started_at=now, status="running",
-                                                 summary={}))
-
-    def finish_batch(self, batch_id: str, status: str, summary: dict[str, Any], now: datetime) -> None:
-        """Record how an intake batch ended and what became of its rows."""
-        with self.begin() as conn:
-            conn.execute(update(BATCHES).where(BATCHES.c.id == batch_id)
-                         .values(status=status, summary=summary, finished_at=now))
 
     # --- lead details and scores ------------------------------------------------------------------------
 
@@ -496,19 +402,6 @@ class Store:
             yield page
             after = page[-1]
 
-    def lead_messages(self, conn: Connection, ids: Sequence[int]) -> pd.Series:
-        """Every message a lead sent (oldest first, one per line) by lead id, for intent keywords."""
-        stmt = (
-            select(SUBMISSIONS.c.lead_id, SUBMISSIONS.c.message)
-            .where(SUBMISSIONS.c.lead_id.in_(bindparam("values", expanding=True)), SUBMISSIONS.c.message.is_not(None))
-            .order_by(SUBMISSIONS.c.lead_id, SUBMISSIONS.c.submitted_at, SUBMISSIONS.c.id)
-        )
-        joined: dict[int, str] = {}
-        # The rows come grouped by lead in time order: a plain loop joins them several times faster than groupby.
-        for lead_id, message in read_in(conn, stmt, sorted(set(int(i) for i in ids)), raw=True):
-            joined[lead_id] = joined[lead_id] + "\n" + message if lead_id in joined else message
-        return pd.Series(joined, dtype="string", name="message")
-
     def update_leads(self, conn: Connection, frame: pd.DataFrame) -> None:
         """Set the frame's columns on the leads with the frame's ids (JSON columns given as dicts or JSON text)."""
         if frame.empty:
@@ -524,29 +417,6 @@ class Store:
             .values({name: bindparam(name) for name in columns})
         )
         self.bulk(conn, stmt, out.rename(columns={"id": "_id"}))
-
-    def firmographics_for(self, conn: Connection, domains: Sequence[str]) -> pd.DataFrame:
-        """Reference firmographics of these domains (one row per domain found)."""
-        columns = [c.name for c in FIRMOGRAPHICS.columns if c.name != "updated_at"]
-        stmt = select(*(FIRMOGRAPHICS.c[n] for n in columns)).where(
-            FIRMOGRAPHICS.c.domain.in_(bindparam("values", expanding=True))
-        )
-        return pd.DataFrame(read_in(conn, stmt, sorted(set(domains))), columns=columns)
-
-    def upsert_firmographics(self, frame: pd.DataFrame, now: datetime) -> int:
-        """Insert or replace reference firmographics by domain; returns the rows written."""
-        if frame.empty:
-            return 0
-        columns = [c.name for c in FIRMOGRAPHICS.columns if c.name != "updated_at"]
-        rows = frame.loc[:, columns].assign(updated_at=now)
-        stmt = self._values(FIRMOGRAPHICS, [*columns, "updated_at"])
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["domain"],
-            set_={name: stmt.excluded[name] for name in [*columns, "updated_at"] if name != "domain"},
-        )
-        with self.begin() as conn:
-            self.bulk(conn, stmt, rows)
-        return len(rows)
 
 
 _stores: dict[str, Store] = {}

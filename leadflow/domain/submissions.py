@@ -12,8 +12,11 @@ import pandas as pd
 
 from leadflow.domain import normalize as nz
 from leadflow.domain.contract import CANONICAL_COLUMNS, FIELD_LIMITS, MAX_COUNTERS, MERGED_DETAILS
-from leadflow.io.sources import MALFORMED_COLUMN, ROW_COLUMN
 
+# A raw chunk's own columns, whatever its source (file or inbox): the input row number (a file's line, an inbox
+# row's id) and the text of a row that was not an object.
+ROW_COLUMN = "_row"
+MALFORMED_COLUMN = "_malformed"
 PAYLOAD_COLUMN = "_payload"
 EMAIL_COLUMN = "_email"
 SUBMITTED_AT_COLUMN = "_submitted_at"

@@ -7,7 +7,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -107,8 +107,9 @@ class ReferenceTableProvider:
     name = "reference"
     retryable = False
 
-    def __init__(self, store: Any) -> None:
-        self.store = store
+    def __init__(self, rows_for: Callable[[Sequence[str]], pd.DataFrame]) -> None:
+        # The reader of the reference table (crm.reference.firmographics_for over a store): io runs no SQL itself.
+        self.rows_for = rows_for
 
     def batches(self, domains: Sequence[str]) -> list[list[str]]:
         """One call: the store splits long IN lists itself."""
@@ -116,8 +117,7 @@ class ReferenceTableProvider:
 
     def fetch(self, domains: Sequence[str]) -> dict[str, dict[str, Any] | None]:
         """Each domain's row of the reference table, or None when it has none."""
-        with self.store.begin() as conn:
-            found = self.store.firmographics_for(conn, domains)
+        found = self.rows_for(domains)
         rows = {row["domain"]: _firmographic(row) for row in found.to_dict("records")}
         return {domain: rows.get(domain) for domain in domains}
 
@@ -208,13 +208,17 @@ class HttpProvider:
         return {domain: _firmographic(results.get(domain)) for domain in domains}
 
 
-def provider_from_settings(settings: Settings, store: Any) -> Provider | None:
-    """The provider the settings choose, or None when enrichment is switched off."""
+def provider_from_settings(settings: Settings,
+                           reference_rows: Callable[[Sequence[str]], pd.DataFrame]) -> Provider | None:
+    """The provider the settings choose, or None when enrichment is switched off.
+
+    `reference_rows` reads the reference table by domain, for the default provider.
+    """
     if settings.enrichment_provider == "none":
         return None
     if settings.enrichment_provider == "http":
         return HttpProvider(settings)
-    return ReferenceTableProvider(store)
+    return ReferenceTableProvider(reference_rows)
 
 
 # --- planning and applying ----------------------------------------------------------------------------------
@@ -451,17 +455,3 @@ def read_firmographics(path: str) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 SAMPLE_FIRMOGRAPHICS = Path(__file__).parents[1] / "data" / "firmographics.csv"
-
-
-@dataclass
-class FirmographicsLoad:
-    """What loading a firmographics file did: rows written and rows rejected with a reason each."""
-
-    written: int
-    rejected: pd.DataFrame
-
-
-def load_firmographics(store: Any, path: str, now: datetime) -> FirmographicsLoad:
-    """(Re)load reference firmographics from a CSV: upsert by domain, report rejected rows."""
-    good, rejected = read_firmographics(path)
-    return FirmographicsLoad(store.upsert_firmographics(good, now), rejected)

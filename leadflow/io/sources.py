@@ -15,9 +15,9 @@ from typing import TypeVar
 import fsspec
 import pandas as pd
 
+from leadflow.domain.submissions import MALFORMED_COLUMN, ROW_COLUMN
+
 T = TypeVar("T")
-ROW_COLUMN = "_row"
-MALFORMED_COLUMN = "_malformed"
 SAMPLE_BYTES = 1 << 20
 DELIMITERS = (",", ";", "\t", "|")
 FORMATS = {

@@ -1,21 +1,37 @@
-"""Lead steps that touch the CRM: quarantine, create lead entries, update sources, retrieve details, score."""
+"""Lead intake's steps and its one sequence: check, normalize, quarantine, create lead entries, update sources.
+
+Each step is a plain function named like its task in tasks/intake.py. `intake_chunks` runs them chunk by chunk
+(with Check Spam, Retrieve Lead Details and Calculate Lead Score after them) for every caller: the lead-intake
+flow passes its Prefect tasks, benchmarks and scripts pass `plain_steps(store)`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from data_checks.intake import check_intake_columns
+from data_checks.runner import CheckOutcome, gx_context, raise_for_failures
+from leadflow.config.settings import get_settings
+from leadflow.crm import submissions
+from leadflow.crm.inbox import INBOX_ORIGIN
 from leadflow.crm.store import Store
-from leadflow.domain.scoring import ScoringPolicy, score_leads
+from leadflow.domain import submissions as intake
+from leadflow.domain.contract import CANONICAL_COLUMNS, REQUIRED_COLUMNS, load_column_map, resolve_columns
 from leadflow.domain.submissions import (
     PAYLOAD_COLUMN,
+    ROW_COLUMN,
     SOURCE_COLUMN,
     aggregate_leads,
     aggregate_touches,
@@ -23,8 +39,172 @@ from leadflow.domain.submissions import (
     in_set,
     split_duplicate_keys,
 )
-from leadflow.io import enrichment as en
-from leadflow.io.sources import ROW_COLUMN
+from leadflow.domain.summary import IntakeSummary
+from leadflow.io.enrichment import DomainResults
+from leadflow.io.sources import LeadFile, input_size, inspect_lead_file
+from leadflow.steps.chunk_worker import COLUMNS_FAILED, ChunkWorker, prepare_and_check, prepare_chunk
+from leadflow.steps.enrichment import DetailsOutput
+from leadflow.steps.scoring import ScoreResult
+
+# A chunk that stored this many submissions changed the tables enough to refresh PostgreSQL's statistics.
+BULK_LOAD_ROWS = 5_000
+STATISTICS_TABLES = ("leads", "lead_submissions", "lead_events", "accounts", "crm_tasks", "outbox")
+BROKEN_BATCH_HINT = "most rows are broken: check the column map and the file format"
+
+
+# --- Inspect Lead File -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IntakePlan:
+    """How to read one input: the file, which header feeds which column, and the default source."""
+
+    lead_file: LeadFile
+    mapping: dict[str, str]
+    default_source: str | None
+    # False when the required-columns suite was left to the first chunk's check (in the check worker).
+    columns_checked: bool = True
+
+    @property
+    def columns(self) -> list[str]:
+        """The canonical columns this input provides (a default source provides `source`)."""
+        return sorted(set(self.mapping.values()) | ({"source"} if self.default_source else set()))
+
+    def missing_hint(self) -> str:
+        """What to tell the user when required columns are missing."""
+        provided = self.columns
+        missing = [c for c in REQUIRED_COLUMNS if c not in provided]
+        return f"no column for {', '.join(missing)}; pass a column map" if missing else ""
+
+    def describe(self) -> str:
+        """One line for logs: format and the mapped columns."""
+        mapped = ", ".join(f"{h}->{c}" for h, c in self.mapping.items() if h != c)
+        return f"{self.lead_file.format} with {len(self.lead_file.headers)} columns; renamed: {mapped or 'none'}"
+
+
+def plan_intake(path: str, column_map: dict[str, str] | str | None, source_name: str | None,
+                check_columns: bool = True) -> IntakePlan:
+    """Inspect an input and resolve its columns; raises when it cannot be read or lacks required columns.
+
+    `check_columns=False` leaves the required-columns suite to the first chunk's check (see `IntakePlan`), unless
+    a required column is plainly missing: then the suite runs here, so that such a file still fails before any read.
+    """
+    lead_file = inspect_lead_file(path)
+    explicit = load_column_map(column_map) if isinstance(column_map, str) else column_map
+    plan = IntakePlan(lead_file=lead_file, mapping=resolve_columns(lead_file.headers, explicit),
+                      default_source=source_name)
+    hint = plan.missing_hint()
+    if not check_columns and not hint:
+        return dataclasses.replace(plan, columns_checked=False)
+    raise_for_failures(check_intake_columns(plan.columns), hint=hint)
+    return plan
+
+
+def inbox_plan(source_name: str | None) -> IntakePlan:
+    """The intake plan of inbox chunks: the reader already renamed known fields to canonical columns."""
+    lead_file = LeadFile(url=INBOX_ORIGIN, format="inbox", headers=list(CANONICAL_COLUMNS))
+    return IntakePlan(lead_file=lead_file, mapping={c: c for c in CANONICAL_COLUMNS}, default_source=source_name)
+
+
+# --- Check Lead Batch and Normalize Leads ----------------------------------------------------------------------
+
+
+@dataclass
+class CheckedBatch:
+    """A prepared chunk without its blank rows, and what the checks said about it.
+
+    When a chunk worker checked it, `prepared` holds only the rejected rows and `token` names the accepted
+    rows the worker kept for Normalize Leads.
+    """
+
+    prepared: pd.DataFrame
+    outcome: CheckOutcome
+    blank_rows: int
+    seconds: float
+    rows: int = 0
+    token: str | None = None
+    # Set when the chunk was normalized while the worker checked it: its accepted rows, already clean.
+    subs: pd.DataFrame | None = None
+    normalize_seconds: float = 0.0
+
+
+@dataclass
+class NormalizedBatch:
+    """The accepted rows of a chunk as clean submissions, one per row."""
+
+    subs: pd.DataFrame
+    seconds: float
+
+
+def _raise_check_failure(outcome: CheckOutcome, failed: str, plan: IntakePlan) -> None:
+    hint = plan.missing_hint() if failed == COLUMNS_FAILED else BROKEN_BATCH_HINT
+    raise_for_failures(outcome, hint=hint)
+
+
+def _check_there_normalize_here(raw: pd.DataFrame, plan: IntakePlan, now: datetime, tolerance: pd.Timedelta,
+                                worker: ChunkWorker) -> CheckedBatch:
+    """Prepare a chunk here, check it in the worker and normalize it here meanwhile; keep the accepted rows.
+
+    For a run's first chunk: the worker is still importing Great Expectations when it arrives, and the flow would
+    otherwise wait idle. Each row's clean values depend on that row alone, so normalizing the rows the checks then
+    reject changes nothing for the others; they are dropped here and quarantined from their prepared rows as usual.
+    """
+    started = time.perf_counter()
+    prepared, blank_rows = prepare_chunk(raw, plan.mapping, plan.default_source)
+    pending = worker.submit_check(prepared, now, tolerance, None if plan.columns_checked else plan.columns)
+    tick = time.perf_counter()
+    subs = intake.normalize_batch(prepared)
+    normalize_seconds = time.perf_counter() - tick
+    # This process needs Great Expectations too (the spam and score guards): the flow started importing it in a
+    # thread; finishing that here, while the worker checks, fills a wait instead of delaying Check Spam.
+    gx_context()
+    outcome, failed = pending.result()
+    if failed:
+        _raise_check_failure(outcome, failed, plan)
+    rejected = prepared[ROW_COLUMN].isin(list(outcome.row_reasons))
+    return CheckedBatch(prepared=prepared.loc[rejected], outcome=outcome, blank_rows=blank_rows,
+                        seconds=time.perf_counter() - started - normalize_seconds, rows=len(prepared),
+                        subs=subs.loc[~rejected.to_numpy()], normalize_seconds=normalize_seconds)
+
+
+def check_lead_batch(raw: pd.DataFrame, plan: IntakePlan, now: datetime, worker: ChunkWorker | None = None,
+                     normalize_here: bool = False) -> CheckedBatch:
+    """Prepare a raw chunk and validate it with the intake suites; stops on a batch-level failure.
+
+    With a worker the suites run in its process; with `normalize_here` as well (a run's first chunk, while the
+    worker warms up) this step normalizes the chunk meanwhile, and Normalize Leads then hands on the accepted rows.
+    """
+    started = time.perf_counter()
+    tolerance = pd.Timedelta(minutes=get_settings().future_tolerance_minutes)
+    if worker is not None and normalize_here:
+        return _check_there_normalize_here(raw, plan, now, tolerance, worker)
+    if worker is not None:
+        done = worker.check(raw, plan.mapping, plan.default_source, now, tolerance)
+        if done.batch_failed:
+            raise_for_failures(done.outcome, hint=BROKEN_BATCH_HINT)
+        return CheckedBatch(prepared=done.rejected, outcome=done.outcome, blank_rows=done.blank_rows,
+                            seconds=time.perf_counter() - started, rows=done.rows, token=done.token)
+    here = prepare_and_check(raw, plan.mapping, plan.default_source, now, tolerance)
+    if here.batch_failed:
+        raise_for_failures(here.outcome, hint=BROKEN_BATCH_HINT)
+    return CheckedBatch(prepared=here.prepared, outcome=here.outcome, blank_rows=here.blank_rows,
+                        seconds=time.perf_counter() - started, rows=len(here.prepared))
+
+
+def normalize_leads(checked: CheckedBatch, worker: ChunkWorker | None = None) -> NormalizedBatch:
+    """Clean and type the accepted rows: emails, names, phones, domains, countries, consent, intent."""
+    if checked.subs is not None:
+        return NormalizedBatch(subs=checked.subs, seconds=checked.normalize_seconds)
+    if checked.token is not None and worker is not None:
+        subs, seconds = worker.normalize(checked.token)
+        return NormalizedBatch(subs=subs, seconds=seconds)
+    started = time.perf_counter()
+    prepared = checked.prepared
+    accepted = prepared.loc[~prepared[ROW_COLUMN].isin(list(checked.outcome.row_reasons))]
+    return NormalizedBatch(subs=intake.normalize_batch(accepted), seconds=time.perf_counter() - started)
+
+
+# --- Quarantine Rejected Rows, Create Lead Entry, Update Lead Source ---------------------------------------------
 
 
 @dataclass
@@ -83,7 +263,7 @@ def quarantine_rows(
         }
     ).drop_duplicates("idempotency_key")
     with store.begin() as conn:
-        result.new_records = store.insert_quarantine(conn, frame)
+        result.new_records = submissions.insert_quarantine(store, conn, frame)
     result.rows = len(rejected)
     for codes in row_reasons.values():
         result.by_reason.update(codes)
@@ -99,19 +279,20 @@ def create_lead_entries(
         return result
     unique, repeats = split_duplicate_keys(subs)
     with store.begin() as conn:
-        known = store.known_submission_keys(conn, unique["idempotency_key"].tolist())
+        known = submissions.known_submission_keys(store, conn, unique["idempotency_key"].tolist())
         fresh = unique.loc[~in_set(unique["idempotency_key"], known)]
         result.submissions_duplicate = len(repeats) + len(unique) - len(fresh)
         if fresh.empty:
             return result
-        existing = store.lead_ids(conn, fresh["email"].unique().tolist())
+        existing = submissions.lead_ids(conn, fresh["email"].unique().tolist())
         leads = aggregate_leads(fresh)
         store.upsert_leads(conn, leads, now)
         # An upsert keeps the id of a lead it updates, so only the leads it created need looking up.
-        new_ids, inserted = store.leads_created_at(conn, [e for e in leads["email"].tolist() if e not in existing], now)
+        created_now = [e for e in leads["email"].tolist() if e not in existing]
+        new_ids, inserted = submissions.leads_created_at(conn, created_now, now)
         ids = {**existing, **new_ids}
         fresh = fresh.assign(lead_id=fresh["email"].map(ids))
-        store.insert_submissions(conn, fresh, batch_id, now)
+        submissions.insert_submissions(store, conn, fresh, batch_id, now)
         # Not "absent when we looked": a run at the same time may have created the lead in between.
         created = in_set(leads["email"], inserted)
         # A batch has only a handful of distinct (count, source, new) triples: encode each once.
@@ -139,6 +320,9 @@ def create_lead_entries(
     # A repeated or already stored row can still move a touch: only leads made of fresh rows alone are settled.
     stale = set(subs.loc[~subs.index.isin(fresh.index), "email"].tolist())
     result.settled_emails = {email for email in inserted if email not in stale}
+    if result.submissions_new >= BULK_LOAD_ROWS:
+        # After a bulk load the planner needs fresh statistics for the rest of this run (and the next ones).
+        store.refresh_statistics(STATISTICS_TABLES)
     return result
 
 
@@ -157,11 +341,11 @@ def update_lead_sources(
         return 0
     touches = aggregate_touches(subs)
     with store.begin() as conn:
-        current = store.lead_touches(conn, touches["email"].tolist())
+        current = submissions.lead_touches(conn, touches["email"].tolist())
         changes = attribution_changes(touches, current)
         if changes.empty:
             return 0
-        store.move_touches(conn, changes, now)
+        submissions.move_touches(store, conn, changes, now)
         parts = []
         for which in ("first", "last"):
             moved = changes.loc[changes[f"{which}_touch_changed"]]
@@ -178,168 +362,220 @@ def update_lead_sources(
     return len(changes)
 
 
-# --- Retrieve Lead Details -------------------------------------------------------------------------------------
-
-DETAIL_COLUMNS = ("email", "email_domain", "company", "company_domain", "enrichment_status", "enrichment_sources",
-                  "enriched_at", *en.FILLS.values())
-SCORE_INPUTS = ("email", "email_domain", "industry", "employee_count", "company_size", "country", "job_title",
-                "demo_requested", "pricing_page_visits", "page_views", "content_downloads", "last_touch_at")
-SCORE_COLUMNS = ("fit_score", "intent_score", "score", "tier", "seniority", "score_policy_version",
-                 "score_explanation")
+# --- The sequence ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class DetailsPlan:
-    """The leads of a batch with their current details, and the domains a provider still has to answer."""
-
-    leads: pd.DataFrame
-    domains: list[str]
-
-
-@dataclass
-class DetailsResult:
-    """What Retrieve Lead Details did: leads (re)considered by enrichment status, and fields filled."""
-
-    by_status: Counter = field(default_factory=Counter)
-    fields_filled: Counter = field(default_factory=Counter)
+def early_worker(path: str) -> ChunkWorker | None:
+    """A check worker started with the run, for a file whose first chunk takes longer to check than it to start."""
+    settings = get_settings()
+    if not settings.check_worker or not ChunkWorker.available():
+        return None
+    size = input_size(path)
+    if size is None or size < settings.check_worker_min_bytes:
+        return None
+    return ChunkWorker()
 
 
-def load_leads(store: Store, lead_ids: list[int], columns: Iterable[str]) -> pd.DataFrame:
-    """These stored lead columns, with every message each lead sent (what scoring's keyword rules read)."""
-    with store.begin() as conn:
-        frame = store.leads_by_id(conn, lead_ids, sorted(set(columns)))
-        messages = store.lead_messages(conn, lead_ids)
-    frame["message"] = frame["id"].map(messages).astype("string")
-    return frame
+def late_worker() -> ChunkWorker | None:
+    """A check worker for a file that turned out to have a second chunk: it checks and normalizes on the other core."""
+    if not get_settings().check_worker or not ChunkWorker.available():
+        return None
+    return ChunkWorker()
 
 
-def plan_lead_details(store: Store, lead_ids: list[int], results: en.DomainResults) -> DetailsPlan:
-    """Load the leads' details and list the domains to look up (not yet answered in this run)."""
-    frame = load_leads(store, lead_ids, [*DETAIL_COLUMNS, *SCORE_INPUTS, *SCORE_COLUMNS])
-    domains = en.lookup_domains(frame)
-    todo = en.needs_lookup(frame, domains)
-    known = results.known()
-    wanted = sorted({d for d in domains[todo].dropna().tolist() if d not in known})
-    return DetailsPlan(leads=frame, domains=wanted)
+@dataclass(frozen=True)
+class IntakeSteps:
+    """Intake's steps by seed name, called as their tasks are: the Prefect tasks (the flow) or plain functions.
 
-
-def write_lead_details(
-    store: Store, plan: DetailsPlan, results: en.DomainResults, provider: str | None, now: datetime
-) -> tuple[DetailsResult, pd.DataFrame]:
-    """Fill empty fields from the lookups, record status and sources; returns counts and the leads as now stored."""
-    changed = en.apply_details(plan.leads, results, provider, now)
-    outcome = DetailsResult(by_status=Counter(changed["enrichment_status"].dropna().tolist()))
-    if changed.empty:
-        return outcome, plan.leads
-    before = plan.leads.set_index("id").loc[changed["id"]]
-    for column in [*en.FILLS.values(), "company"]:
-        filled = before[column].isna().to_numpy() & changed[column].notna().to_numpy()
-        if filled.any():
-            outcome.fields_filled[column] = int(filled.sum())
-    with store.begin() as conn:
-        store.update_leads(conn, changed)
-    return outcome, en.merge_details(plan.leads, changed)
-
-
-# --- Calculate Lead Score --------------------------------------------------------------------------------------
-
-
-@dataclass
-class ScoreResult:
-    """What Calculate Lead Score did: leads scored, leads whose score or tier changed, and the distributions."""
-
-    scored: int = 0
-    changed: int = 0
-    by_tier: Counter = field(default_factory=Counter)
-    by_band: Counter = field(default_factory=Counter)
-
-    def add(self, other: ScoreResult) -> None:
-        """Fold another batch's counts in."""
-        self.scored += other.scored
-        self.changed += other.changed
-        self.by_tier.update(other.by_tier)
-        self.by_band.update(other.by_band)
-
-
-SCORE_BANDS = ("0-19", "20-39", "40-59", "60-79", "80+")
-
-
-def score_band(scores: pd.Series) -> pd.Series:
-    """Scores grouped into bands of 20 points for the distribution (the last band is open)."""
-    edges = [0, 20, 40, 60, 80, np.inf]
-    return pd.cut(scores.astype(float), bins=edges, right=False, labels=list(SCORE_BANDS)).astype("string")
-
-
-def calculate_lead_scores(
-    store: Store,
-    leads: pd.DataFrame,
-    policy: ScoringPolicy,
-    *,
-    as_of: datetime,
-    batch_id: str | None,
-    flow_run_id: str | None,
-    event_type: str = "lead_rescored",
-    guard: Callable[[pd.DataFrame, ScoringPolicy], None] | None = None,
-) -> ScoreResult:
-    """Score the leads, store the changed scores, and log old and new values of every lead scored before.
-
-    `guard` checks the new scores before anything is written (the flow passes the GX suite).
+    `check_lead_batch` and `normalize_leads` start CPU-bound work and return a future (the flow's task runner
+    checks and normalizes the next chunk while this one is written); `normalize_leads` takes check's future. The
+    other steps run at once and return their result:
+    check_lead_batch(raw, plan, now, worker, normalize_here), normalize_leads(checked, worker),
+    quarantine_rejected_rows(prepared, outcome, batch_id, origin, now), create_lead_entries(subs, batch_id, now),
+    update_lead_sources(subs, batch_id, now, settled), check_spam(lead_ids, batch_id, now, subs) -> counts,
+    retrieve_lead_details(lead_ids, lookups, now), calculate_lead_score(leads, now, batch_id).
     """
-    result = ScoreResult()
-    if leads.empty:
-        return result
-    scored = score_leads(leads, policy, pd.Timestamp(as_of))
-    new = pd.DataFrame({
-        "id": leads["id"].to_numpy(),
-        "fit_score": scored["fit_score"].to_numpy(),
-        "intent_score": scored["intent_score"].to_numpy(),
-        "score": scored["score"].to_numpy(),
-        "tier": scored["tier"].array,
-        "seniority": scored["seniority"].array,
-        "score_policy_version": scored["policy_version"].array,
-        "score_explanation": scored["explanation"].array,
-    })
-    if guard is not None:
-        guard(new, policy)
-    old = leads.loc[:, ["id", *SCORE_COLUMNS]].reset_index(drop=True)
-    same = np.ones(len(new), dtype=bool)
-    for column in SCORE_COLUMNS:
-        a, b = old[column].astype(object), new[column].astype(object)
-        same &= ((a == b) | (a.isna() & b.isna())).to_numpy(dtype=bool)
-    changed = new.loc[~same].assign(scored_at=pd.Timestamp(as_of))
-    result.scored = len(new)
-    result.changed = len(changed)
-    result.by_tier = Counter(new["tier"].dropna().tolist())
-    result.by_band = Counter(score_band(new["score"]).dropna().tolist())
-    if changed.empty:
-        return result
-    # First scores are part of lead_created; only a score that replaces another one is an event worth keeping.
-    before = old.loc[~same]
-    rescored = before["score"].notna().to_numpy()
-    events = pd.DataFrame({
-        "lead_id": changed["id"].to_numpy()[rescored],
-        "event_type": event_type,
-        "occurred_at": pd.Timestamp(as_of),
-        "batch_id": batch_id,
-        "flow_run_id": flow_run_id,
-        "details": [
-            json.dumps({
-                "old": {"score": _num(o.score), "tier": _txt(o.tier), "policy_version": _txt(o.score_policy_version)},
-                "new": {"score": _num(n.score), "tier": _txt(n.tier), "policy_version": _txt(n.score_policy_version)},
-            })
-            for o, n in zip(before.loc[rescored].itertuples(), changed.loc[rescored].itertuples(), strict=True)
-        ],
-    })
-    with store.begin() as conn:
-        store.update_leads(conn, changed)
-        store.insert_events(conn, events)
-    return result
+
+    check_lead_batch: Callable[..., Any]
+    normalize_leads: Callable[..., Any]
+    quarantine_rejected_rows: Callable[..., QuarantineResult]
+    create_lead_entries: Callable[..., LeadWriteResult]
+    update_lead_sources: Callable[..., int]
+    check_spam: Callable[..., dict[str, Any]]
+    retrieve_lead_details: Callable[..., DetailsOutput]
+    calculate_lead_score: Callable[..., ScoreResult]
 
 
-def _num(value: object) -> float | None:
-    return None if value is None or pd.isna(value) else float(value)
+def _started(step: Callable[..., Any]) -> Callable[..., Future]:
+    """Run a step at once and hand its outcome back as a finished future (a failure is raised by `result()`)."""
+    def start(*args: Any) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(step(*(a.result() if isinstance(a, Future) else a for a in args)))
+        except Exception as exc:  # raised where the flow's task future raises it: at result()
+            future.set_exception(exc)
+        return future
+
+    return start
 
 
+def plain_steps(store: Store, *, flow_run_id: str | None = None) -> IntakeSteps:
+    """The intake steps as plain functions over one store, without Prefect (benchmarks, tests, scripts).
 
-def _txt(value: object) -> str | None:
-    return None if value is None or pd.isna(value) else str(value)
+    The same step functions, policies and guards the tasks use; lookups go to the configured provider one batch
+    after another, without Prefect's retries.
+    """
+    from functools import partial
+
+    from data_checks.scoring import guard_scores
+    from data_checks.spam import guard_spam_flags
+    from leadflow.crm import reference
+    from leadflow.io.enrichment import provider_from_settings
+    from leadflow.steps import enrichment, scoring, spam
+
+    policy = scoring.scoring_policy()
+    spam_policy = spam.load_spam_policy()
+    chosen = provider_from_settings(get_settings(), partial(reference.firmographics_for, store))
+
+    def quarantine_rejected_rows(prepared: pd.DataFrame, outcome: CheckOutcome, batch_id: str, origin: str,
+                                 now: datetime) -> QuarantineResult:
+        return quarantine_rows(store, prepared, outcome.row_reasons, batch_id=batch_id, origin=origin,
+                               flow_run_id=flow_run_id, now=now)
+
+    def create(subs: pd.DataFrame, batch_id: str, now: datetime) -> LeadWriteResult:
+        return create_lead_entries(store, subs, batch_id=batch_id, flow_run_id=flow_run_id, now=now)
+
+    def update(subs: pd.DataFrame, batch_id: str, now: datetime, settled: Collection[str] = frozenset()) -> int:
+        return update_lead_sources(store, subs, batch_id=batch_id, flow_run_id=flow_run_id, now=now, settled=settled)
+
+    def check_spam(lead_ids: list[int], batch_id: str, now: datetime,
+                   subs: pd.DataFrame | None = None) -> dict[str, Any]:
+        return spam.check_spam_at_intake(store, spam_policy, lead_ids, batch_id, now, subs=subs,
+                                         flow_run_id=flow_run_id, guard=guard_spam_flags).as_dict()
+
+    def retrieve(lead_ids: list[int], lookups: DomainResults, now: datetime) -> DetailsOutput:
+        return enrichment.retrieve_lead_details(store, lead_ids, lookups, now, chosen)
+
+    def score(leads: pd.DataFrame, as_of: datetime, batch_id: str | None) -> ScoreResult:
+        return scoring.calculate_lead_scores(store, leads, policy, as_of=as_of, batch_id=batch_id,
+                                             flow_run_id=flow_run_id, guard=guard_scores)
+
+    return IntakeSteps(
+        check_lead_batch=_started(check_lead_batch), normalize_leads=_started(normalize_leads),
+        quarantine_rejected_rows=quarantine_rejected_rows, create_lead_entries=create, update_lead_sources=update,
+        check_spam=check_spam, retrieve_lead_details=retrieve, calculate_lead_score=score,
+    )
+
+
+def _read(chunks: Iterator[pd.DataFrame], summary: IntakeSummary) -> pd.DataFrame | None:
+    """The next raw chunk, or None at the end of the input."""
+    tick = time.perf_counter()
+    raw = next(chunks, None)
+    summary.add_time("read", time.perf_counter() - tick)
+    if raw is not None:
+        summary.chunks += 1
+        summary.rows_read += len(raw)
+    return raw
+
+
+def _start_chunk(steps: IntakeSteps, raw: pd.DataFrame | None, plan: IntakePlan, worker: ChunkWorker | None,
+                 normalize_here: bool = False) -> tuple[datetime, Any, Any] | None:
+    """Start the CPU-bound steps of a chunk: check, then normalize."""
+    if raw is None:
+        return None
+    now = datetime.now(UTC)
+    checked = steps.check_lead_batch(raw, plan, now, worker, normalize_here)
+    return now, checked, steps.normalize_leads(checked, worker)
+
+
+def write_chunk(steps: IntakeSteps, now: datetime, checked_future: Any, normalized_future: Any,
+                summary: IntakeSummary, lookups: DomainResults) -> list[int]:
+    """Run a checked chunk's database steps in order and fold their counts into the summary; returns its lead ids."""
+    tick = time.perf_counter()
+    checked = checked_future.result()
+    normalized = normalized_future.result()
+    summary.add_time("wait_for_check", time.perf_counter() - tick)
+    summary.add_time("check", checked.seconds)
+    summary.add_time("normalize", normalized.seconds)
+    summary.blank_rows += checked.blank_rows
+    summary.add_check_results(checked.outcome.results)
+    tick = time.perf_counter()
+    quarantined = steps.quarantine_rejected_rows(checked.prepared, checked.outcome, summary.batch_id,
+                                                 summary.origin, now)
+    summary.add_time("quarantine", time.perf_counter() - tick)
+    summary.quarantined += quarantined.rows
+    summary.quarantined_new += quarantined.new_records
+    summary.add_reasons(quarantined.by_reason)
+    tick = time.perf_counter()
+    written = steps.create_lead_entries(normalized.subs, summary.batch_id, now)
+    summary.add_time("create_lead_entries", time.perf_counter() - tick)
+    summary.submissions_new += written.submissions_new
+    summary.submissions_duplicate += written.submissions_duplicate
+    summary.leads_created += written.leads_created
+    summary.leads_updated += written.leads_updated
+    tick = time.perf_counter()
+    summary.sources_updated += steps.update_lead_sources(normalized.subs, summary.batch_id, now,
+                                                         written.settled_emails)
+    summary.add_time("update_lead_sources", time.perf_counter() - tick)
+    if written.lead_ids:
+        # Spam is flagged before anything downstream sees it: no task, alert or auto-response for it.
+        tick = time.perf_counter()
+        spam = steps.check_spam(written.lead_ids, summary.batch_id, now, normalized.subs)
+        summary.add_time("check_spam", time.perf_counter() - tick)
+        summary.spam_flagged += int(spam.get("flagged", 0))
+        summary.add_counts("spam_by_reason", spam.get("by_reason", {}))
+        details = steps.retrieve_lead_details(written.lead_ids, lookups, now)
+        summary.add_time("retrieve_lead_details", details.seconds)
+        summary.add_counts("enrichment", details.result.by_status)
+        summary.add_counts("fields_filled", details.result.fields_filled)
+        tick = time.perf_counter()
+        scored = steps.calculate_lead_score(details.leads, now, summary.batch_id)
+        summary.add_time("calculate_lead_score", time.perf_counter() - tick)
+        summary.leads_scored += scored.scored
+        summary.scores_changed += scored.changed
+        summary.add_counts("tiers", scored.by_tier)
+        summary.add_counts("score_bands", scored.by_band)
+    return written.lead_ids
+
+
+def intake_chunks(
+    steps: IntakeSteps,
+    chunks: Iterator[pd.DataFrame],
+    plan: IntakePlan,
+    summary: IntakeSummary,
+    *,
+    worker: ChunkWorker | None = None,
+    start_worker: Callable[[], ChunkWorker | None] | None = None,
+    after_chunk: Callable[[list[int]], None] | None = None,
+    read_again: bool = False,
+) -> IntakeSummary:
+    """Run intake over the chunks: each is checked and normalized, then written; counts go into `summary`.
+
+    Two stages: while chunk N is written, chunk N+1 is checked and normalized (when `steps` start those on a task
+    runner) and chunk N+2 is read, so at most three chunks are in memory. `worker` (a check worker started with the
+    run) checks every chunk, the first one while this process normalizes it; else `start_worker` may start one once
+    a second chunk exists. The sequence closes the worker it ends with. `after_chunk` gets each written chunk's lead
+    ids (the flow qualifies them and marks inbox rows); `read_again` asks the input once more after its last chunk
+    (leads posted to the inbox while the run worked).
+    """
+    try:
+        pending = _start_chunk(steps, _read(chunks, summary), plan, worker, normalize_here=worker is not None)
+        # Lookups answered once per run: a company with 1,000 leads across chunks costs one lookup.
+        lookups = DomainResults()
+        while pending is not None:
+            raw = _read(chunks, summary)
+            if raw is not None and worker is None and start_worker is not None:
+                # A second chunk exists: from now on a helper process may check and normalize on the other core.
+                worker = start_worker()
+            upcoming = _start_chunk(steps, raw, plan, worker)
+            lead_ids = write_chunk(steps, *pending, summary, lookups)
+            if after_chunk is not None:
+                after_chunk(lead_ids)
+            pending = upcoming
+            if pending is None and read_again:
+                pending = _start_chunk(steps, _read(chunks, summary), plan, worker)
+        summary.enrichment_calls, summary.enrichment_failed_calls = lookups.calls, lookups.failed_calls
+    finally:
+        if worker is not None:
+            worker.close()
+    return summary

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pandas as pd
 
 from data_checks.intake import check_intake_rows
+from leadflow.crm import submissions
 from leadflow.crm.reference import SAMPLE_LEADS
 from leadflow.domain import submissions as intake
 from leadflow.domain.contract import resolve_columns
@@ -54,7 +55,7 @@ def test_a_lead_another_run_created_after_our_first_look_counts_as_updated(crm, 
     subs = accepted_submissions()
     first = leads.create_lead_entries(crm, subs.iloc[:5], batch_id="run-a", flow_run_id=None, now=NOW)
     assert first.leads_created == subs.iloc[:5]["email"].nunique()
-    monkeypatch.setattr(type(crm), "lead_ids", lambda self, conn, emails: {})
+    monkeypatch.setattr(submissions, "lead_ids", lambda conn, emails: {})
     later = datetime(2025, 6, 1, 0, 5, tzinfo=UTC)
     # B's rows are new submissions (other keys) of the same people, plus five new people.
     rows = subs.iloc[:10].copy()

@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from leadflow.crm import inbox
-from leadflow.crm.inbox import INBOX, InboxError, claim_rows, inbox_frame, mark_processed, release_claim, submit_lead
+from leadflow.crm.inbox import INBOX, claim_rows, mark_processed, release_claim, submit_lead
+from leadflow.domain.inbox import InboxError, inbox_frame
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

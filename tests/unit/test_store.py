@@ -12,6 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import select
 
+from leadflow.crm import submissions
 from leadflow.crm.schema import Base, Lead
 from leadflow.crm.store import Store, _bind_values, is_transient_db_error, records
 
@@ -62,17 +63,6 @@ def test_upsert_merge_rules(crm, stored, incoming, expected):
     assert row.first_touch_at.replace(tzinfo=UTC) == pd.Timestamp("2025-01-01", tz="UTC")
 
 
-def test_quarantine_insert_is_idempotent(crm):
-    rows = pd.DataFrame([{"idempotency_key": "k1", "batch_id": "b", "origin": "f.csv", "row_number": 3,
-                          "source": None, "reason_codes": "missing_email", "raw_payload": '{"email": null}',
-                          "created_at": NOW, "flow_run_id": None}])
-    with crm.begin() as conn:
-        assert crm.insert_quarantine(conn, rows) == 1
-    with crm.begin() as conn:
-        assert crm.insert_quarantine(conn, rows) == 0
-    assert crm.table_counts()["quarantine"] == 1
-
-
 def test_records_turn_missing_values_into_none_and_numpy_into_python():
     frame = pd.DataFrame({"a": pd.array([1, None], dtype="Int64"), "b": [1.5, float("nan")],
                           "c": pd.array(["x", None], dtype="string"), "d": pd.to_datetime(["2025-01-01", None])})
@@ -116,7 +106,7 @@ def test_leads_by_id_gives_the_types_sqlalchemy_would(crm):
                          lead_row("c@x.com", "2025-05-03", demo_requested=False)])
     with crm.begin() as conn:
         crm.upsert_leads(conn, rows, NOW)
-        ids = crm.lead_ids(conn, ["a@x.com", "b@x.com", "c@x.com"])
+        ids = submissions.lead_ids(conn, ["a@x.com", "b@x.com", "c@x.com"])
         crm.update_leads(conn, pd.DataFrame({"id": [ids["a@x.com"]], "enrichment_sources": [{"domain": "x.com"}]}))
         frame = crm.leads_by_id(conn, list(ids.values()), ["email", "demo_requested", "enrichment_sources",
                                                           "last_touch_at", "score"])
