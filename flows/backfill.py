@@ -14,7 +14,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.hooks import notify_ops_on_failure
 from leadflow.config.settings import get_settings
-from leadflow.crm.batches import batch_summary
+from leadflow.crm.submissions import batch_summary
 from leadflow.domain.backfill import UNDATED, UNDATED_WINDOW, Window
 from leadflow.io.backfill_files import SplitManifest
 from leadflow.steps.backfill import windows_done_before

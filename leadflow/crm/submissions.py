@@ -129,3 +129,10 @@ def lead_messages(conn: Connection, ids: Sequence[int]) -> pd.Series:
     for lead_id, message in read_in(conn, stmt, sorted(set(int(i) for i in ids)), raw=True):
         joined[lead_id] = joined[lead_id] + "\n" + message if lead_id in joined else message
     return pd.Series(joined, dtype="string", name="message")
+
+
+def batch_summary(store: Store, flow_run_id: str) -> dict[str, Any]:
+    """The summary an intake flow run recorded for its batch; empty when it recorded none."""
+    with store.engine.connect() as conn:
+        row = conn.execute(select(BATCHES.c.summary).where(BATCHES.c.flow_run_id == flow_run_id)).first()
+    return dict(row[0]) if row else {}

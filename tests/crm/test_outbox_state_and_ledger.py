@@ -8,7 +8,7 @@ import pandas as pd
 
 from leadflow.crm import backfill as ledger
 from leadflow.crm import outbox
-from leadflow.crm.batches import batch_summary
+from leadflow.crm.submissions import batch_summary, finish_batch, start_batch
 from leadflow.domain.backfill import UNDATED_WINDOW, make_windows
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -102,7 +102,7 @@ def test_a_window_is_taken_once_until_it_fails_or_its_run_is_abandoned(crm):
 
 
 def test_batch_summary_of_a_flow_run(crm):
-    crm.start_batch("b1", "/exports/a.csv", None, "run-1", NOW)
-    crm.finish_batch("b1", "completed", {"rows_read": 3, "submissions_new": 2}, NOW)
+    start_batch(crm, "b1", "/exports/a.csv", None, "run-1", NOW)
+    finish_batch(crm, "b1", "completed", {"rows_read": 3, "submissions_new": 2}, NOW)
     assert batch_summary(crm, "run-1") == {"rows_read": 3, "submissions_new": 2}
     assert batch_summary(crm, "run-2") == {}
