@@ -17,9 +17,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/leadflow demo
 
-# Two pytest-xdist workers: the suite spends much of its time waiting on servers, subprocesses and databases, which a
-# second worker overlaps. Each worker has its own Prefect home, test API, PostgreSQL database and SQLite template.
-XDIST ?= -n 2
+# Two pytest-xdist workers, one per core; a worker that runs out of tests takes over half of the other's (worksteal).
+# Each worker has its own Prefect home, Prefect test API, PostgreSQL database and SQLite template.
+XDIST ?= -n 2 --dist worksteal
 
 test: $(STAMP)
 	$(BIN)/ruff check .

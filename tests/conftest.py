@@ -27,6 +27,13 @@ PG_URL = os.environ.get("LEADFLOW_TEST_PG_URL")
 REQUIRE_PG = os.environ.get("LEADFLOW_REQUIRE_PG") == "1"
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the `slow` tests first (keeping their order): on two xdist workers a minute-long test then overlaps the
+    short ones instead of running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def pg_database_url():
     """A fresh PostgreSQL database for this test session, dropped at the end."""
