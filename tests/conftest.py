@@ -28,10 +28,27 @@ REQUIRE_PG = os.environ.get("LEADFLOW_REQUIRE_PG") == "1"
 
 
 @pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the `slow` tests first (keeping their order): on two xdist workers a minute-long test then overlaps the
-    short ones instead of running alone at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start the `slow` tests first, dealt round-robin over the xdist workers.
+
+    xdist's worksteal hands each worker one contiguous share of this list at the start; putting a few slow tests at
+    the front of every share runs the minute-long ones side by side instead of one after another on one worker
+    (the others then steal the short tests from the end of its share).
+    """
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    rest = [item for item in items if not item.get_closest_marker("slow")]
+    ordered: list[pytest.Item] = []
+    remaining = len(items)
+    for worker in range(workers):
+        # The share worksteal gives this worker: what is left, divided by the workers still without one.
+        share = remaining // (workers - worker)
+        remaining -= share
+        mine = slow[worker::workers]
+        take = max(share - len(mine), 0)
+        ordered += mine + rest[:take]
+        del rest[:take]
+    items[:] = ordered + rest
 
 
 @pytest.fixture(scope="session")
