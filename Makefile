@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint format bench ui clean
+.PHONY: demo test test-fast lint format bench ui clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "leadflow needs Python 3.11 or newer (found " + sys.version.split()[0] + ")")'
@@ -17,11 +17,20 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/leadflow demo
 
+# Two pytest-xdist workers, one per core; a worker that runs out of tests takes over half of the other's (worksteal).
+# Each worker has its own Prefect home, Prefect test API, PostgreSQL database and SQLite template.
+XDIST ?= -n 2 --dist worksteal
+
 test: $(STAMP)
 	$(BIN)/ruff check .
-	@# The report page is opened in real headless Chromium (Debian's package) by tests/deployments/test_report_browser.py.
+	@# The report page is opened in real headless Chromium (Debian's package) by tests/e2e/test_report_browser.py.
 	command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
+
+# The inner loop: everything but the `slow` end-to-end tests (real server and worker, Chromium, Dask, kill-and-resume).
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 # The code is laid out by hand within ruff's lint rules (120 columns); `ruff format` is not used here.
 lint: $(STAMP)

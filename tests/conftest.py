@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
+from pathlib import Path
 
 # Prefect reads these at import: keep tests off the user's ~/.prefect and off the network.
 _PREFECT_HOME = tempfile.mkdtemp(prefix="leadflow-prefect-")
@@ -23,6 +25,30 @@ from leadflow.crm.store import Base, Store, database_url  # noqa: E402
 
 PG_URL = os.environ.get("LEADFLOW_TEST_PG_URL")
 REQUIRE_PG = os.environ.get("LEADFLOW_REQUIRE_PG") == "1"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start the `slow` tests first, dealt round-robin over the xdist workers.
+
+    xdist's worksteal hands each worker one contiguous share of this list at the start; putting a few slow tests at
+    the front of every share runs the minute-long ones side by side instead of one after another on one worker
+    (the others then steal the short tests from the end of its share).
+    """
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    rest = [item for item in items if not item.get_closest_marker("slow")]
+    ordered: list[pytest.Item] = []
+    remaining = len(items)
+    for worker in range(workers):
+        # The share worksteal gives this worker: what is left, divided by the workers still without one.
+        share = remaining // (workers - worker)
+        remaining -= share
+        mine = slow[worker::workers]
+        take = max(share - len(mine), 0)
+        ordered += mine + rest[:take]
+        del rest[:take]
+    items[:] = ordered + rest
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +75,29 @@ def pg_database_url():
     admin.dispose()
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> Path:
+    """A SQLite CRM migrated once per session (per xdist worker); each test gets a copy of the file.
+
+    Running every Alembic migration costs about a second per test; copying the migrated file gives the same
+    schema, seeded reference rows, page size and WAL journal mode, because all of them live in the file.
+    """
+    path = tmp_path_factory.mktemp("crm-template") / "crm.db"
+    template = Store(f"sqlite:///{path}")
+    template.upgrade()
+    template.dispose()
+    # Closing the last connection checkpoints the WAL into the file and removes it; a leftover WAL would hold
+    # committed schema pages that a copy of the main file alone would miss.
+    assert not path.with_name(path.name + "-wal").exists(), "the template's WAL was not checkpointed"
+    return path
+
+
+def _sqlite_copy(template: Path, folder: Path) -> str:
+    target = folder / "crm.db"
+    shutil.copyfile(template, target)
+    return f"sqlite:///{target}"
+
+
 def _use_database(monkeypatch: pytest.MonkeyPatch, url: str) -> Store:
     monkeypatch.setenv("LEADFLOW_DATABASE_URL", url)
     get_settings.cache_clear()
@@ -59,8 +108,7 @@ def _use_database(monkeypatch: pytest.MonkeyPatch, url: str) -> Store:
 def crm(request, tmp_path, monkeypatch) -> Store:
     """A migrated, empty CRM store on SQLite or PostgreSQL, configured as the process default."""
     if request.param == "sqlite":
-        crm_store = _use_database(monkeypatch, f"sqlite:///{tmp_path / 'crm.db'}")
-        crm_store.upgrade()
+        crm_store = _use_database(monkeypatch, _sqlite_copy(request.getfixturevalue("sqlite_template"), tmp_path))
     else:
         crm_store = _use_database(monkeypatch, request.getfixturevalue("pg_database_url"))
         tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
@@ -74,10 +122,9 @@ def crm(request, tmp_path, monkeypatch) -> Store:
 
 
 @pytest.fixture
-def sqlite_crm(tmp_path, monkeypatch) -> Store:
+def sqlite_crm(sqlite_template, tmp_path, monkeypatch) -> Store:
     """A migrated, empty CRM store on SQLite only, for tests about SQLite behaviour."""
-    crm_store = _use_database(monkeypatch, f"sqlite:///{tmp_path / 'crm.db'}")
-    crm_store.upgrade()
+    crm_store = _use_database(monkeypatch, _sqlite_copy(sqlite_template, tmp_path))
     yield crm_store
     store_module._stores.pop(crm_store.url, None)
     crm_store.dispose()

@@ -135,6 +135,7 @@ def _state(crm) -> tuple[dict, dict, list]:
     return tables, by_type, ledger
 
 
+@pytest.mark.slow
 def test_dask_local_cluster_gives_the_same_database_as_threads(crm, history, tmp_path):
     kwargs = {"path": history, "start": date(2024, 1, 1), "end": date(2024, 3, 31), "window": "month"}
     # One staging folder for both: the split is reused, so both runs import the very same window inputs.
@@ -157,6 +158,7 @@ lead_backfill(path=sys.argv[1], start=date(2024, 1, 1), end=date(2024, 3, 31), w
 """
 
 
+@pytest.mark.slow
 def test_a_killed_backfill_resumes_without_duplicates(crm, history, tmp_path):
     from prefect.settings import PREFECT_API_URL
 

@@ -28,6 +28,7 @@ def test_entrypoint_modules_are_the_flow_modules_once_each():
 
 
 @pytest.mark.skipif("forkserver" not in multiprocessing.get_all_start_methods(), reason="needs fork")
+@pytest.mark.usefixtures("prefect_api")
 @pytest.mark.parametrize("crm", ["sqlite"], indirect=True)
 def test_a_served_run_forked_warm_runs_the_flow_with_its_own_environment(crm, monkeypatch):
     # The runner's seam is restored after the test: other tests' runners start runs the default way.
