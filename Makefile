@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/leadflow demo
 
-# Two pytest-xdist workers, one per core; a worker that runs out of tests takes over half of the other's (worksteal).
-# Each worker has its own Prefect home, Prefect test API, PostgreSQL database and SQLite template.
-XDIST ?= -n 2 --dist worksteal
+# Four pytest-xdist workers on two cores: one pytest process alone keeps a core busy only about half the time (it
+# waits on its Prefect test API, subprocesses, servers and PostgreSQL), so four overlap those waits. A worker that runs
+# out of tests takes over half of another's (worksteal). Each worker has its own Prefect home, Prefect test API,
+# PostgreSQL database and SQLite template; servers started by tests take free ports.
+XDIST ?= -n 4 --dist worksteal
 
 test: $(STAMP)
 	$(BIN)/ruff check .
