@@ -136,6 +136,9 @@ def _state(crm) -> tuple[dict, dict, list]:
 
 
 @pytest.mark.slow
+# Dask in production writes to PostgreSQL from several processes at once; one database keeps this test's cluster
+# start-up (the slowest fixture of the suite) to one run.
+@pytest.mark.parametrize("crm", ["postgresql"], indirect=True)
 def test_dask_local_cluster_gives_the_same_database_as_threads(crm, history, tmp_path):
     kwargs = {"path": history, "start": date(2024, 1, 1), "end": date(2024, 3, 31), "window": "month"}
     # One staging folder for both: the split is reused, so both runs import the very same window inputs.
