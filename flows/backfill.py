@@ -14,10 +14,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.hooks import notify_ops_on_failure
 from leadflow.config.settings import get_settings
-from leadflow.crm.submissions import batch_summary
 from leadflow.domain.backfill import UNDATED, UNDATED_WINDOW, Window
 from leadflow.io.backfill_files import SplitManifest
-from leadflow.steps.backfill import windows_done_before
 from tasks.backfill import (
     BackfillPlan,
     WindowResult,
@@ -28,6 +26,8 @@ from tasks.backfill import (
     record_window,
     split_history,
     take_window,
+    window_run_summary,
+    windows_done_before,
 )
 
 FILE_IMPORT_DEPLOYMENT = "lead-intake/file-import"
@@ -102,7 +102,7 @@ def lead_backfill(
     plan = plan_backfill(path, start, end, window, work_dir)
     manifest = split_history(plan, column_map, chunk_size)
     windows = [w for w in [*plan.windows, UNDATED_WINDOW] if w.id in manifest.windows]
-    done_before = windows_done_before(_store(), plan)
+    done_before = windows_done_before(plan)
     todo = [w for w in windows if w.id not in done_before]
     progress = _Progress(total=len(windows), done=len(windows) - len(todo))
     logger.info("%d windows hold rows; %d already done, %d to import on %s", len(windows), progress.done, len(todo),
@@ -137,12 +137,6 @@ def lead_backfill(
         raise RuntimeError(f"{len(failed)} backfill window(s) failed: {', '.join(r.window_id for r in failed)}; "
                            "re-run the backfill to retry only them")
     return outcome
-
-
-def _store():
-    from tasks.common import store
-
-    return store()
 
 
 def _task_runner(runner: str, dask_address: str | None, max_parallel: int):
@@ -239,7 +233,7 @@ def _run_as_deployments(plan: BackfillPlan, manifest: SplitManifest, todo: list[
                 del in_flight[run_id]
                 if state.type.value == "COMPLETED":
                     # Results of remote runs are not kept: read what the run's intake batch recorded.
-                    summary = batch_summary(_store(), str(run_id))
+                    summary = window_run_summary(str(run_id))
                     results.append(record_window(plan, window, "completed", summary))
                     progress.step()
                 else:

@@ -7,9 +7,7 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from leadflow.crm.outbox import outbox_counts
-from tasks.common import store
-from tasks.delivery import deliver_outbox, watch_task_slas
+from tasks.delivery import count_outbox_messages, deliver_outbox, watch_task_slas
 
 
 @flow(name="outbox-delivery", log_prints=False)
@@ -25,7 +23,7 @@ def outbox_delivery(limit: int | None = None, lease_minutes: float | None = None
     watched = watch_task_slas().as_dict() if watch_slas else {}
     result = deliver_outbox(limit=limit, lease_minutes=lease_minutes).as_dict()
     result.update(watched)
-    result["outbox"] = outbox_counts(store())
+    result["outbox"] = count_outbox_messages()
     lines = "\n".join(f"| {k} | {v} |" for k, v in result.items() if not isinstance(v, dict))
     by_status = "\n".join(f"| {k} | {v} |" for k, v in sorted(result["outbox"].items()))
     create_markdown_artifact(key="outbox-delivery-summary",

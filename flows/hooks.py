@@ -30,10 +30,9 @@ def release_inbox_claims(flow: Any, flow_run: Any, state: Any) -> None:
     this hook for it, so its leads are taken by the next run instead of waiting out the 15-minute claim timeout.
     """
     try:
-        from leadflow.crm.inbox import release_run_claims
-        from leadflow.crm.store import get_store
+        from leadflow.steps.intake import release_run_claims
 
-        released = release_run_claims(get_store(), str(flow_run.id))
+        released = release_run_claims(str(flow_run.id))
     except Exception as exc:
         # The claim timeout still hands the rows out again; the run's own end is what ops must see.
         logger.error("Could not release the inbox claims of run %s: %s", flow_run.id, type(exc).__name__)

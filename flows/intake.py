@@ -16,20 +16,21 @@ from data_checks.runner import gx_context
 from flows.hooks import notify_ops_on_failure, release_inbox_claims
 from flows.qualification import lead_qualification
 from leadflow.config.settings import get_settings
-from leadflow.crm import submissions
-from leadflow.crm.inbox import INBOX_ORIGIN
+from leadflow.domain.inbox import INBOX_ORIGIN
 from leadflow.domain.summary import IntakeSummary
 from leadflow.io.sources import iter_lead_chunks, read_ahead
 from leadflow.steps.intake import IntakeSteps, early_worker, inbox_plan, intake_chunks, late_worker
-from tasks.common import called_quoted, current_flow_run_id, store, submitted_quoted, utc_now
+from tasks.common import called_quoted, submitted_quoted, utc_now
 from tasks.enrichment import retrieve_lead_details
 from tasks.inbox import InboxReader
 from tasks.intake import (
     check_lead_batch,
     create_lead_entries,
+    finish_intake_batch,
     inspect_lead_input,
     normalize_leads,
     quarantine_rejected_rows,
+    start_intake_batch,
     update_lead_sources,
 )
 from tasks.reporting import publish_intake_summary
@@ -96,8 +97,7 @@ def lead_intake(
             # This process needs GX too, for the spam and score guards: its import (seconds of mostly Python)
             # overlaps the first chunk's reading and normalizing, which spend much of their time in Arrow.
             threading.Thread(target=gx_context, name="leadflow-gx-import", daemon=True).start()
-        crm = store()
-        submissions.start_batch(crm, summary.batch_id, origin, source_name, current_flow_run_id(), utc_now())
+        start_intake_batch(summary.batch_id, origin, source_name, utc_now())
     except BaseException:
         if worker is not None:
             worker.close()
@@ -125,13 +125,13 @@ def lead_intake(
         if inbox:
             inbox.release()
         summary.seconds = round(time.perf_counter() - started, 3)
-        submissions.finish_batch(crm, summary.batch_id, "failed", summary.as_dict(), utc_now())
+        finish_intake_batch(summary.batch_id, "failed", summary.as_dict(), utc_now())
         raise
     finally:
         if worker is not None:
             worker.close()
     summary.seconds = round(time.perf_counter() - started, 3)
-    submissions.finish_batch(crm, summary.batch_id, "completed", summary.as_dict(), utc_now())
+    finish_intake_batch(summary.batch_id, "completed", summary.as_dict(), utc_now())
     publish_intake_summary(summary)
     logger.info(
         "Read %d rows: %d new submissions, %d leads created, %d updated, %d quarantined",

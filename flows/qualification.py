@@ -12,13 +12,17 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
 from leadflow.config.settings import get_settings
-from leadflow.crm.leads import resolve_lead_ids
 from leadflow.domain.qualification import load_qualification_policy
 from leadflow.domain.summary import QualificationSummary
 from leadflow.steps.qualification import qualify
-from tasks.common import store, utc_now
+from tasks.common import utc_now
 from tasks.delivery import deliver_outbox
-from tasks.qualification import QUALIFICATION_TASKS, load_leads_to_qualify, publish_qualification_summary
+from tasks.qualification import (
+    QUALIFICATION_TASKS,
+    load_leads_to_qualify,
+    publish_qualification_summary,
+    resolve_leads_to_qualify,
+)
 
 
 def _load_leads_to_qualify(ids: list[int]) -> tuple[Any, int]:
@@ -59,7 +63,8 @@ def lead_qualification(
     started = time.perf_counter()
     rules = load_qualification_policy(policy or "qualification")
     summary = QualificationSummary(replay=replay, policy_version=rules.version)
-    ids = resolve_lead_ids(store(), lead_ids, emails)
+    # Ids alone need no lookup (lead-intake's per-chunk call); emails are looked up in the CRM by a task.
+    ids = resolve_leads_to_qualify(lead_ids, emails) if emails else sorted({int(i) for i in lead_ids or []})
     settings = get_settings()
     qualify(TASKS, ids, rules, summary, replay=replay, timezone=settings.timezone, clock=utc_now,
             chunk_size=settings.chunk_size)

@@ -12,8 +12,8 @@ from prefect.runtime import flow_run
 from flows.hooks import notify_ops_on_failure
 from leadflow.config.settings import get_settings
 from leadflow.steps.scoring import ScoreResult
-from tasks.common import store, utc_now
-from tasks.scoring import calculate_lead_score, load_leads_to_score, scoring_policy
+from tasks.common import utc_now
+from tasks.scoring import calculate_lead_score, list_leads_to_score, load_leads_to_score, scoring_policy
 
 
 def rescore_run_name() -> str:
@@ -34,9 +34,11 @@ def lead_rescore(policy: str | None = None, as_of: datetime | None = None, page_
     chosen = scoring_policy(policy)
     moment = as_of or utc_now()
     total = ScoreResult()
-    for page in store().lead_id_pages(page_size):
+    page = list_leads_to_score(0, page_size)
+    while page:
         frame = load_leads_to_score(page)
         total.add(calculate_lead_score(frame, moment, None, policy))
+        page = list_leads_to_score(page[-1], page_size)
     summary = {
         "policy_version": chosen.version,
         "as_of": moment.isoformat(),

@@ -10,8 +10,8 @@ from prefect.runtime import flow_run
 
 from flows.hooks import notify_ops_on_failure
 from leadflow.steps import spam as cleanup
-from tasks.common import store, utc_now
-from tasks.spam import cleanup_spam_leads, publish_spam_summary, purge_expired_spam_leads
+from tasks.common import utc_now
+from tasks.spam import cleanup_spam_leads, count_spam_restores, publish_spam_summary, purge_expired_spam_leads
 
 
 def spam_cleanup_run_name() -> str:
@@ -41,7 +41,7 @@ def spam_cleanup(since: str | None = None, dry_run: bool = False, batch_size: in
         "since": start.isoformat(),
         "run_at": now.isoformat(),
         "flagged": flagged.as_dict(),
-        "restored": cleanup.restored_since(store(), start),
+        "restored": count_spam_restores(start),
         "purged": purged.as_dict(),
         "seconds": round(time.perf_counter() - started, 3),
     }

@@ -11,14 +11,16 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
+from leadflow.crm.submissions import batch_summary
 from leadflow.domain.backfill import UNDATED_WINDOW, Window
 from leadflow.io.backfill_files import SplitManifest
 from leadflow.steps import backfill as bf
 from leadflow.steps.backfill import BackfillPlan, WindowResult
-from tasks.common import PRIVATE, current_flow_run_id, store, utc_now
+from tasks.common import DB_TASK, PRIVATE, current_flow_run_id, store, utc_now
 
 __all__ = ["BackfillPlan", "WindowResult", "import_window", "plan_backfill", "publish_backfill_summary",
-           "quarantine_undated_rows", "record_window", "split_history", "take_window"]
+           "quarantine_undated_rows", "record_window", "split_history", "take_window", "window_run_summary",
+           "windows_done_before"]
 
 
 @task(name="Plan Backfill Windows")
@@ -39,15 +41,29 @@ def split_history(plan: BackfillPlan, column_map: dict[str, str] | None, chunk_s
     return manifest
 
 
+@task(name="List Done Backfill Windows", **DB_TASK)
+def windows_done_before(plan: BackfillPlan) -> set[str]:
+    """The windows of this plan's input already imported under its policy version."""
+    return bf.windows_done_before(store(), plan)
+
+
+@task(name="Take Backfill Window", **DB_TASK)
 def take_window(plan: BackfillPlan, window: Window, timeout_minutes: int) -> int | None:
     """Claim a window in the ledger; the attempt number, or None when it is done or another run imports it."""
     return bf.take_window(store(), plan, window, timedelta(minutes=timeout_minutes),
                           flow_run_id=current_flow_run_id(), now=utc_now())
 
 
+@task(name="Record Backfill Window", **DB_TASK)
 def record_window(plan: BackfillPlan, window: Window, status: str, summary: dict[str, Any]) -> WindowResult:
     """Write a window's outcome to the ledger and return it."""
     return bf.record_window(store(), plan, window, status, summary, utc_now())
+
+
+@task(name="Read Window Run Summary", **DB_TASK)
+def window_run_summary(flow_run_id: str) -> dict[str, Any]:
+    """What a window's remote intake run recorded for its batch (results of remote runs are not kept)."""
+    return batch_summary(store(), flow_run_id)
 
 
 @task(name="Import Backfill Window", retries=1, retry_delay_seconds=5, **PRIVATE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from leadflow.config.settings import get_settings
+from leadflow.crm.outbox import outbox_counts
 from leadflow.steps import delivery, sla
 from leadflow.steps.delivery import DeliveryResult
 from leadflow.steps.sla import SlaWatchResult
@@ -34,3 +35,9 @@ def watch_task_slas() -> SlaWatchResult:
     if result.breaches:
         get_run_logger().warning("%d open tasks are past their SLA: the sales manager is notified", result.breaches)
     return result
+
+
+@task(name="Count Outbox Messages", **DB_TASK)
+def count_outbox_messages() -> dict[str, int]:
+    """Outbox rows by status, for the delivery summary."""
+    return outbox_counts(store())

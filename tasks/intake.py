@@ -8,6 +8,7 @@ import pandas as pd
 from prefect import get_run_logger, task
 
 from data_checks.runner import CheckOutcome
+from leadflow.crm import submissions
 from leadflow.steps import intake as steps
 from leadflow.steps.chunk_worker import ChunkWorker
 from leadflow.steps.intake import CheckedBatch, IntakePlan, NormalizedBatch
@@ -76,3 +77,15 @@ def update_lead_sources(subs: pd.DataFrame, batch_id: str, now: datetime, settle
                                       settled=settled or frozenset())
     get_run_logger().info("Attribution moved for %d leads", moved)
     return moved
+
+
+@task(name="Start Intake Batch", **DB_TASK)
+def start_intake_batch(batch_id: str, origin: str, source_name: str | None, now: datetime) -> None:
+    """Record the intake batch this run is about to write, with the run that owns it."""
+    submissions.start_batch(store(), batch_id, origin, source_name, current_flow_run_id(), now)
+
+
+@task(name="Finish Intake Batch", **DB_TASK)
+def finish_intake_batch(batch_id: str, status: str, summary: dict, now: datetime) -> None:
+    """Record how the intake batch ended and what became of its rows."""
+    submissions.finish_batch(store(), batch_id, status, summary, now)

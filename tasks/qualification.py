@@ -11,6 +11,7 @@ from prefect import get_run_logger, task
 from leadflow.config.settings import get_settings
 from leadflow.crm.accounts import AccountResult
 from leadflow.crm.assignments import CapacityConflict
+from leadflow.crm.leads import resolve_lead_ids
 from leadflow.domain.accounts import LeadLinks
 from leadflow.domain.qualification import QualificationPolicy
 from leadflow.domain.summary import QualificationSummary, counts
@@ -29,6 +30,13 @@ def retry_on_contention_or_capacity(task: Any, task_run: Any, state: Any) -> boo
 
 
 ROUTING_TASK = {**DB_TASK, "retry_condition_fn": retry_on_contention_or_capacity}
+
+
+@task(name="Resolve Leads To Qualify", **DB_TASK)
+def resolve_leads_to_qualify(lead_ids: list[int] | None, emails: list[str] | None,
+                             all_unqualified: bool = False) -> list[int]:
+    """The ids of the leads a run qualifies: given ids, leads found by email, or every unqualified lead."""
+    return resolve_lead_ids(store(), lead_ids, emails, all_unqualified)
 
 
 @task(name="Load Leads To Qualify", **DB_TASK)

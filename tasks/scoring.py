@@ -32,6 +32,12 @@ def calculate_lead_score(
     return result
 
 
+@task(name="List Leads to Score", **DB_TASK)
+def list_leads_to_score(after: int, page_size: int) -> list[int]:
+    """The next page of lead ids above `after` (a re-score walks every lead page by page)."""
+    return store().lead_id_page(page_size, after)
+
+
 @task(name="Load Leads to Score", **DB_TASK)
 def load_leads_to_score(lead_ids: list[int]) -> pd.DataFrame:
     """The stored fields scoring reads, with every message each lead sent."""

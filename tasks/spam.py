@@ -86,6 +86,12 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@task(name="Count Spam Restores", **DB_TASK)
+def count_spam_restores(since: datetime) -> int:
+    """Leads restored from spam by a person since this time (the summary reports them beside the flags)."""
+    return cleanup.restored_since(store(), since)
+
+
 @task(name="Publish Spam Cleanup Summary")
 def publish_spam_summary(summary: dict[str, Any]) -> None:
     """Publish the run's counts and a masked sample of flagged leads under stable artifact keys."""

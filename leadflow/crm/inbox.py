@@ -21,7 +21,6 @@ from leadflow.crm.store import Store
 from leadflow.domain.inbox import InboxError, inbox_frame
 
 INBOX = LeadInboxRow.__table__
-INBOX_ORIGIN = "lead_inbox"
 # The event `leadflow submit` emits after an insert; the continuous intake deployment is triggered by it.
 SUBMITTED_EVENT = "leadflow.lead.submitted"
 INBOX_RESOURCE_ID = "leadflow.lead_inbox"

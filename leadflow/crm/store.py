@@ -391,14 +391,15 @@ class Store:
                 frame[name] = utc(frame[name])
         return frame
 
-    def lead_id_pages(self, size: int, after: int = 0) -> Iterator[list[int]]:
-        """All lead ids in ascending pages of `size` (keyset pagination: memory follows the page size)."""
+    def lead_id_page(self, size: int, after: int = 0) -> list[int]:
+        """The next `size` lead ids above `after`, ascending (keyset pagination: memory follows the page size)."""
         stmt = select(LEADS.c.id).where(LEADS.c.id > bindparam("after")).order_by(LEADS.c.id).limit(size)
-        while True:
-            with self.begin() as conn:
-                page = list(conn.execute(stmt, {"after": after}).scalars())
-            if not page:
-                return
+        with self.begin() as conn:
+            return list(conn.execute(stmt, {"after": after}).scalars())
+
+    def lead_id_pages(self, size: int, after: int = 0) -> Iterator[list[int]]:
+        """All lead ids in ascending pages of `size`."""
+        while page := self.lead_id_page(size, after):
             yield page
             after = page[-1]
 

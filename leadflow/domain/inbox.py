@@ -14,6 +14,8 @@ from leadflow.domain.contract import resolve_columns
 from leadflow.domain.spam import mask_email
 from leadflow.domain.submissions import MALFORMED_COLUMN, ROW_COLUMN
 
+# The origin an inbox batch records instead of a file path.
+INBOX_ORIGIN = "lead_inbox"
 
 class InboxError(ValueError):
     """A lead that cannot be posted to the inbox; the message says why in one line."""

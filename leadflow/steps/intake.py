@@ -25,10 +25,10 @@ from data_checks.intake import check_intake_columns
 from data_checks.runner import CheckOutcome, gx_context, raise_for_failures
 from leadflow.config.settings import get_settings
 from leadflow.crm import submissions
-from leadflow.crm.inbox import INBOX_ORIGIN
 from leadflow.crm.store import Store
 from leadflow.domain import submissions as intake
 from leadflow.domain.contract import CANONICAL_COLUMNS, REQUIRED_COLUMNS, load_column_map, resolve_columns
+from leadflow.domain.inbox import INBOX_ORIGIN
 from leadflow.domain.submissions import (
     PAYLOAD_COLUMN,
     ROW_COLUMN,
@@ -579,3 +579,11 @@ def intake_chunks(
         if worker is not None:
             worker.close()
     return summary
+
+
+def release_run_claims(flow_run_id: str, store: Store | None = None) -> int:
+    """Give a dead run's claimed, unprocessed lead_inbox rows back to the inbox; how many."""
+    from leadflow.crm import inbox
+    from leadflow.crm.store import get_store
+
+    return inbox.release_run_claims(store or get_store(), flow_run_id)
