@@ -33,8 +33,9 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from leadflow.crm.store import DatabaseError
     from leadflow.domain.contract import ColumnMapError
     from leadflow.io.sources import LeadFileError
+    from leadflow.steps.delivery import DeliveryFailing
 
-    return (LeadFileError, ColumnMapError, DataCheckError, DatabaseError)
+    return (LeadFileError, ColumnMapError, DataCheckError, DatabaseError, DeliveryFailing)
 
 
 def _one_line(error: BaseException) -> str:

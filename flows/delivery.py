@@ -7,13 +7,19 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from flows.hooks import notify_ops_on_failure
+from leadflow.steps.delivery import DeliveryFailing
 from tasks.delivery import count_outbox_messages, deliver_outbox, watch_task_slas
 
 
-@flow(name="outbox-delivery", log_prints=False)
+@flow(name="outbox-delivery", on_failure=[notify_ops_on_failure], on_crashed=[notify_ops_on_failure],
+      log_prints=False)
 def outbox_delivery(limit: int | None = None, lease_minutes: float | None = None,
                     watch_slas: bool = True) -> dict[str, Any]:
     """Deliver pending outbox rows (prospect email, rep and manager alerts) exactly once.
+
+    The run ends Failed (DeliveryFailing; the ops alert and Prefect notifications fire) when a channel's circuit
+    breaker opened; its summary artifact is written first and names the channels.
 
     Args:
         limit: Most messages to claim in this run (default: all that are due).
@@ -24,10 +30,17 @@ def outbox_delivery(limit: int | None = None, lease_minutes: float | None = None
     result = deliver_outbox(limit=limit, lease_minutes=lease_minutes).as_dict()
     result.update(watched)
     result["outbox"] = count_outbox_messages()
-    lines = "\n".join(f"| {k} | {v} |" for k, v in result.items() if not isinstance(v, dict))
+    lines = "\n".join(f"| {k} | {v} |" for k, v in result.items() if not isinstance(v, dict | list))
     by_status = "\n".join(f"| {k} | {v} |" for k, v in sorted(result["outbox"].items()))
+    breaker = result["breaker_open"]
+    failing = (f"**Delivery is failing**: circuit breaker open for {', '.join(breaker)}; "
+               f"{result['left_pending']} messages left pending for a later run.\n\n" if breaker else "")
     create_markdown_artifact(key="outbox-delivery-summary",
-                             markdown=f"# Outbox delivery\n\n| count | n |\n|---|---:|\n{lines}\n\n"
+                             markdown=f"# Outbox delivery\n\n{failing}| count | n |\n|---|---:|\n{lines}\n"
+                                      f"| breaker_open | {', '.join(breaker) or '-'} |\n\n"
                                       f"| outbox status | rows |\n|---|---:|\n{by_status}\n",
                              description="What the delivery run sent, retried and failed")
+    if breaker:
+        raise DeliveryFailing(f"delivery failing: circuit breaker open for {', '.join(breaker)}; "
+                              f"{result['left_pending']} messages left pending")
     return result

@@ -23,6 +23,14 @@ def deliver_outbox(limit: int | None = None, lease_minutes: float | None = None)
     if result.unknown_outcome:
         logger.warning("%d outbox rows were interrupted mid-send by a dead run: marked failed, not resent",
                        result.unknown_outcome)
+    if result.lost_claims:
+        logger.info("%d claimed rows were taken over by another delivery run after this run's lease lapsed: "
+                    "not sent here", result.lost_claims)
+    if result.breaker_open:
+        # Channel names and counts only: no address, no server reply.
+        logger.warning("Delivery is failing: circuit breaker open for %s after %d consecutive transient failures; "
+                       "%d messages left pending for a later run", ", ".join(result.breaker_open),
+                       get_settings().delivery_breaker_after, result.left_pending)
     return result
 
 

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     )
     outbox_dir: Path = Field(default=Path("leadflow-output/outbox"), description="Where .eml files go without SMTP.")
     sender_email: str = Field(default="sales@leadflow.example", description="From address of prospect email.")
+    delivery_breaker_after: int = Field(
+        default=5, ge=1, le=1000,
+        description="Consecutive transient failures of a delivery channel (SMTP, Apprise) after which a delivery run "
+                    "stops trying it, leaves its messages pending and ends Failed.",
+    )
     manager_alert_urls: SecretStr | None = Field(
         default=None, description="Apprise URL(s), comma-separated, for sales-manager notices."
     )

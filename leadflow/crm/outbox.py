@@ -56,14 +56,19 @@ def queue_or_refresh(store: Store, row: dict[str, Any]) -> None:
                             "r": row["recipient"][:500], "s": row["subject"], "b": row["body"]})
 
 
-# --- delivery state: claim, mark, recover -----------------------------------------------------------------------
+# --- delivery state: claim, confirm, extend, mark, release, recover ------------------------------------------------
+#
+# A claim is a token on `sending` rows plus a lease: `claimed_at` older than the lease means its run is gone. The
+# live run renews `claimed_at` (extend_lease, confirm_claim) and confirms each row right before its send with one
+# conditional UPDATE (the fencing check), so a row another run took over after a lapsed lease is never sent twice.
 
 
 def recover_stale(store: Store, now: datetime, lease: timedelta,
                   idempotent_channels: Collection[str] = ()) -> tuple[int, int]:
-    """Settle rows a dead run left in `sending`: back to pending when safe, else failed as outcome unknown.
+    """Settle rows whose claim outlived its lease: back to pending when safe, else failed as outcome unknown.
 
-    Safe means the send never began, or the row's channel is idempotent (a resend changes nothing).
+    Safe means the send never began, or the row's channel is idempotent (a resend changes nothing). An unknown
+    outcome keeps its claim token, so a run that was only slow, not dead, still records what its send did.
     Returns (requeued, unknown outcome).
     """
     cutoff = now - lease
@@ -77,15 +82,21 @@ def recover_stale(store: Store, now: datetime, lease: timedelta,
                                                      send_started_at=None)
         ).rowcount
         unknown = conn.execute(
-            update(OUTBOX).where(stale, ~safe).values(status="failed", last_error=UNKNOWN_OUTCOME, claim_token=None)
+            update(OUTBOX).where(stale, ~safe).values(status="failed", last_error=UNKNOWN_OUTCOME)
         ).rowcount
     return int(requeued or 0), int(unknown or 0)
 
 
-def claim_batch(store: Store, now: datetime, limit: int) -> tuple[str, list[dict[str, Any]]]:
-    """Claim up to `limit` due pending rows for this run (pending -> sending) and return them in id order."""
+def claim_batch(store: Store, now: datetime, limit: int,
+                exclude_channels: Collection[str] = ()) -> tuple[str, list[dict[str, Any]]]:
+    """Claim up to `limit` due pending rows for this run (pending -> sending) and return them in id order.
+
+    Rows of `exclude_channels` (a channel whose circuit breaker opened in this run) stay pending.
+    """
     token = str(uuid.uuid4())
     due = (OUTBOX.c.status == "pending") & (OUTBOX.c.next_attempt_at.is_(None) | (OUTBOX.c.next_attempt_at <= now))
+    if exclude_channels:
+        due = due & OUTBOX.c.channel.not_in(sorted(exclude_channels))
     ids = select(OUTBOX.c.id).where(due).order_by(OUTBOX.c.id).limit(limit)
     if store.dialect == "postgresql":
         # Two runs at once skip each other's rows instead of waiting for them (SQLite serializes writers).
@@ -99,11 +110,43 @@ def claim_batch(store: Store, now: datetime, limit: int) -> tuple[str, list[dict
     return token, rows
 
 
-def mark_started(store: Store, row_id: int, token: str, now: datetime) -> None:
-    """Commit that a non-idempotent send is about to begin, so a crash after it is never resent blindly."""
+def _claimed_by(token: str) -> Any:
+    return (OUTBOX.c.claim_token == token) & (OUTBOX.c.status == "sending")
+
+
+def confirm_claim(store: Store, row_id: int, token: str, now: datetime, *, started: bool = True) -> bool:
+    """The fencing check right before a send: True when this claim still owns the row (and its lease is renewed).
+
+    One conditional UPDATE (row id, claim token, still `sending`); with `started` it also commits that the send
+    is about to begin, so a crash after it is never resent blindly. False means another run took the row over
+    after this claim's lease lapsed: the caller must not send it.
+    """
+    values: dict[str, Any] = {"claimed_at": now}
+    if started:
+        values["send_started_at"] = now
     with store.begin() as conn:
-        conn.execute(update(OUTBOX).where(OUTBOX.c.id == row_id, OUTBOX.c.claim_token == token)
-                     .values(send_started_at=now))
+        updated = conn.execute(update(OUTBOX).where(OUTBOX.c.id == row_id, _claimed_by(token)).values(**values))
+    return updated.rowcount == 1
+
+
+def extend_lease(store: Store, token: str, now: datetime) -> set[int]:
+    """Renew the lease of every row this claim still holds; returns their ids (rows taken over are not among them)."""
+    with store.begin() as conn:
+        held = conn.execute(update(OUTBOX).where(_claimed_by(token)).values(claimed_at=now)
+                            .returning(OUTBOX.c.id)).scalars().all()
+    return {int(i) for i in held}
+
+
+def release_claims(store: Store, ids: list[int], token: str) -> int:
+    """Give rows of this claim back unsent (pending, due now, no attempt counted); returns the rows released."""
+    if not ids:
+        return 0
+    with store.begin() as conn:
+        released = conn.execute(
+            update(OUTBOX).where(OUTBOX.c.id.in_(ids), _claimed_by(token), OUTBOX.c.send_started_at.is_(None))
+            .values(status="pending", claim_token=None, claimed_at=None)
+        ).rowcount
+    return int(released or 0)
 
 
 def mark_sent(store: Store, ids: list[int], tries: dict[int, int], token: str, now: datetime) -> None:

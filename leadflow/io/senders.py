@@ -1,15 +1,18 @@
 """Senders: SMTP, .eml files and Apprise behind one `Sender` protocol, chosen by channel for Deliver Outbox.
 
 A sender opens what it needs for a batch, sends one outbox row at a time and closes at the end of the batch. It
-raises PermanentDeliveryError for a send that will never succeed (bad recipient, rejected message); any other
-error may pass and is retried. An idempotent sender (.eml files, written atomically under the row's key) may send
+raises PermanentDeliveryError for a send that will never succeed (bad recipient, rejected message) and
+ChannelUnavailableError when the channel itself is down (connection refused or timed out, SMTP 421): the row is
+tried again in a later run, not at once. Any other error may pass and is retried within the run. An idempotent sender (.eml files, written atomically under the row's key) may send
 a row again without harm, so its rows need no "send started" mark and a dead run's claim can simply be requeued.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import smtplib
+import threading
 import uuid
 from email.header import Header
 from email.message import EmailMessage
@@ -25,6 +28,11 @@ class PermanentDeliveryError(Exception):
     """A send that will never succeed (bad recipient, rejected message): the row fails without retries."""
 
 
+class ChannelUnavailableError(Exception):
+    """The channel's server refused or could not be reached: transient, but trying the same message again at once
+    will not help (the row waits for a later run; enough of these in a row open the run's circuit breaker)."""
+
+
 class Sender(Protocol):
     """One delivery channel: open for a batch, send one row, close."""
 
@@ -35,7 +43,8 @@ class Sender(Protocol):
         """Get ready for a batch (a connection may still be opened lazily by the first send)."""
 
     def send(self, row: dict[str, Any]) -> None:
-        """Send one outbox row; PermanentDeliveryError if it can never succeed, any other error if it may pass."""
+        """Send one outbox row; PermanentDeliveryError if it can never succeed, ChannelUnavailableError if the
+        channel is down, any other error if it may pass."""
 
     def close(self) -> None:
         """Release what the batch held (never raises)."""
@@ -93,8 +102,9 @@ def eml_bytes(row: dict[str, Any], sender: str) -> bytes:
 def write_eml(row: dict[str, Any], directory: Path, sender: str) -> Path:
     """Write the message as an .eml file named after its key: atomic and idempotent (a rewrite is identical)."""
     path = directory / _file_name(row["idempotency_key"])
-    # A key is claimed by one run at a time, so its temporary name cannot clash with another writer's.
-    tmp = directory / f".{path.name}.tmp"
+    # A key is claimed by one run at a time; the process and thread in the temporary name keep a run whose lease
+    # lapsed mid-write from clashing with the run that took the row over (both write the same bytes).
+    tmp = directory / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
         tmp.write_bytes(eml_bytes(row, sender))
     except FileNotFoundError:
@@ -115,15 +125,19 @@ def smtp_connect(url: str, timeout: float) -> smtplib.SMTP:
         client: smtplib.SMTP = smtplib.SMTP_SSL(host, parts.port or 465, timeout=timeout)
     else:
         client = smtplib.SMTP(host, parts.port or 25, timeout=timeout)
+    try:
         if scheme == "smtp+starttls":
             client.starttls()
-    if parts.username:
-        client.login(unquote(parts.username), unquote(parts.password or ""))
+        if parts.username:
+            client.login(unquote(parts.username), unquote(parts.password or ""))
+    except BaseException:
+        client.close()  # a failed handshake must not leave its socket open
+        raise
     return client
 
 
 def send_smtp(client: smtplib.SMTP, row: dict[str, Any], sender: str) -> None:
-    """Send one email; a 5xx rejection is permanent, anything else may pass."""
+    """Send one email; a 5xx rejection is permanent, 421 means the server is unavailable, anything else may pass."""
     try:
         client.send_message(build_email(row, sender))
     except smtplib.SMTPRecipientsRefused as exc:
@@ -131,6 +145,8 @@ def send_smtp(client: smtplib.SMTP, row: dict[str, Any], sender: str) -> None:
     except smtplib.SMTPResponseException as exc:
         if 500 <= exc.smtp_code < 600:
             raise PermanentDeliveryError(f"SMTP {exc.smtp_code}") from exc
+        if exc.smtp_code == 421:
+            raise ChannelUnavailableError("SMTP 421: service not available") from exc
         raise
 
 
@@ -185,9 +201,17 @@ class SmtpSender:
 
     def send(self, row: dict[str, Any]) -> None:
         """Send one email; on a transient error the connection is dropped so the next try starts afresh."""
-        try:
-            if self.client is None:
+        if self.client is None:
+            try:
                 self.client = smtp_connect(self.url, self.timeout)
+            except PermanentDeliveryError:
+                raise
+            except smtplib.SMTPResponseException as exc:
+                # Only the code: a server's greeting or login reply is its own text.
+                raise ChannelUnavailableError(f"SMTP {exc.smtp_code} on connect") from exc
+            except (OSError, smtplib.SMTPException) as exc:
+                raise ChannelUnavailableError(f"SMTP server unreachable: {type(exc).__name__}") from exc
+        try:
             send_smtp(self.client, row, self.sender_email)
         except PermanentDeliveryError:
             raise

@@ -6,12 +6,21 @@ Deliver Outbox sends exactly once, as far as the outside world allows:
   crash before sending leaves it `pending` and the next delivery run sends it.
 * A run claims rows `pending -> sending` with its own claim token in one statement (FOR UPDATE SKIP LOCKED on
   PostgreSQL; SQLite serializes writers), so two runs never claim the same row.
-* Before a non-idempotent send (SMTP, Apprise) the row's `send_started_at` is committed; after it, `sent`.
+* Right before a non-idempotent send (SMTP, Apprise) one conditional UPDATE confirms that this run's claim still
+  owns the row and commits its `send_started_at` (the fencing check); after the send, `sent`. A row whose claim
+  was taken over is skipped and counted (`lost_claims`). Rows of an idempotent channel are confirmed by the lease
+  renewal below, which returns the rows the claim still holds.
+* A live run renews its batch's lease whenever half of it has passed, so only a claim that outlived its lease
+  (its run dead, or stuck longer than the lease) is ever taken over.
 * Rows stuck in `sending` longer than the lease belong to a dead run. If their send never began, or the channel
   is idempotent (an .eml file is written under its key, atomically, so writing it again changes nothing), they go
   back to `pending`. If the send had begun, nobody knows whether it arrived: the row becomes `failed` with
   last_error "outcome unknown" and is never resent automatically (resending could send twice); it stays visible
-  for a human (`leadflow outbox deliver` reports it).
+  for a human (`leadflow outbox deliver` reports it). If the owner was only slow, its own outcome still counts.
+* A circuit breaker per channel: after `breaker_after` consecutive transient failures (tries, not messages) the run
+  stops using that channel and leaves its remaining rows `pending` (no attempt counted) for a later run. A refused
+  or unreachable server (ChannelUnavailableError) is not retried within the run, so an outage costs a few quick
+  tries, not seconds per message.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from leadflow.crm import outbox
 from leadflow.crm.store import Store, get_store
 from leadflow.domain import messages
 from leadflow.domain.reports import MonthlyReport
-from leadflow.io.senders import PermanentDeliveryError, Sender, channel_senders
+from leadflow.io.senders import ChannelUnavailableError, PermanentDeliveryError, Sender, channel_senders
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,7 @@ class DeliveryConfig:
     retry_after: timedelta = timedelta(minutes=5)
     lease: timedelta = timedelta(minutes=10)
     smtp_timeout: float = 30.0
+    breaker_after: int = 5
 
 
 @dataclass
@@ -57,19 +67,45 @@ class DeliveryResult:
     failed: int = 0
     requeued_stale: int = 0
     unknown_outcome: int = 0
+    lost_claims: int = 0
+    left_pending: int = 0
+    breaker_open: list[str] = field(default_factory=list)
     by_kind: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for summaries."""
-        return dict(self.__dict__)
+        return {**self.__dict__, "breaker_open": list(self.breaker_open), "by_kind": dict(self.by_kind)}
+
+
+class DeliveryFailing(RuntimeError):
+    """A delivery run's circuit breaker opened: a channel is down and its messages wait in the outbox."""
+
+
+@dataclass
+class _Breaker:
+    """Consecutive transient failures per channel in this run; a channel at the limit is not tried again."""
+
+    after: int
+    failures: dict[str, int] = field(default_factory=dict)
+    open: list[str] = field(default_factory=list)
+
+    def success(self, channel: str) -> None:
+        self.failures[channel] = 0
+
+    def failure(self, channel: str) -> None:
+        self.failures[channel] = self.failures.get(channel, 0) + 1
+        if self.failures[channel] >= self.after and channel not in self.open:
+            self.open.append(channel)
 
 
 def delivery_config(lease_minutes: float | None = None, **overrides: Any) -> DeliveryConfig:
     """Delivery settings from LEADFLOW_* (SMTP URL, outbox folder, sender), with optional overrides."""
     settings = get_settings()
     smtp = settings.smtp_url.get_secret_value() if settings.smtp_url else None
-    config = DeliveryConfig(smtp_url=smtp, outbox_dir=settings.outbox_dir, sender_email=settings.sender_email,
-                            **overrides)
+    defaults: dict[str, Any] = {"smtp_url": smtp, "outbox_dir": settings.outbox_dir,
+                                "sender_email": settings.sender_email,
+                                "breaker_after": settings.delivery_breaker_after}
+    config = DeliveryConfig(**{**defaults, **overrides})
     if lease_minutes is not None:
         config = replace(config, lease=timedelta(minutes=lease_minutes))
     return config
@@ -88,36 +124,62 @@ def _retry_at(attempts: int, permanent: bool, config: DeliveryConfig, now: datet
 
 
 def _send_with_retries(sender: Sender | None, row: dict[str, Any], config: DeliveryConfig,
-                       sleep: Callable[[float], None]) -> tuple[int, BaseException | None, bool]:
-    """Send one row, retrying transient errors within the run; returns (tries, last error or None, permanent)."""
+                       sleep: Callable[[float], None], breaker: _Breaker) -> tuple[int, BaseException | None, bool]:
+    """Send one row, retrying transient errors within the run; returns (tries, last error or None, permanent).
+
+    Every transient failure counts towards the channel's breaker; once it opens, or the server refused outright,
+    the row is not tried again in this run.
+    """
     error: BaseException | None = None
+    channel = row["channel"]
     for attempt in range(config.tries_per_run):
         try:
             if sender is None:
-                raise PermanentDeliveryError(f"unknown channel {row['channel']!r}")
+                raise PermanentDeliveryError(f"unknown channel {channel!r}")
             sender.send(row)
+            breaker.success(channel)
             return attempt + 1, None, False
         except PermanentDeliveryError as exc:
+            # The server answered: the channel works, only this message never will.
+            breaker.success(channel)
             return attempt + 1, exc, True
         except Exception as exc:  # network errors of every kind are retried, then recorded
             error = exc
+            breaker.failure(channel)
+            if isinstance(exc, ChannelUnavailableError) or channel in breaker.open:
+                return attempt + 1, error, False
             if attempt + 1 < config.tries_per_run:
                 sleep(config.retry_delays[min(attempt, len(config.retry_delays) - 1)])
     return config.tries_per_run, error, False
 
 
-def _deliver_batch(store: Store, token: str, rows: list[dict[str, Any]], senders: dict[str, Sender],
-                   config: DeliveryConfig, now: Callable[[], datetime], sleep: Callable[[float], None],
-                   result: DeliveryResult) -> None:
+def _deliver_batch(store: Store, token: str, claimed_at: datetime, rows: list[dict[str, Any]],
+                   senders: dict[str, Sender], config: DeliveryConfig, now: Callable[[], datetime],
+                   sleep: Callable[[float], None], breaker: _Breaker, result: DeliveryResult) -> None:
     """Send each claimed row with its channel's sender and record the outcome."""
     sent: list[int] = []
     tries: dict[int, int] = {}
+    held = {row["id"] for row in rows}
+    renewed = claimed_at
+    unsent: list[int] = []
     for row in rows:
+        if row["channel"] in breaker.open:
+            unsent.append(row["id"])
+            continue
+        stamp = now()
+        if stamp - renewed >= config.lease / 2:
+            held, renewed = outbox.extend_lease(store, token, stamp), stamp
         sender = senders.get(row["channel"])
         idempotent = sender is not None and sender.idempotent
-        if not idempotent:
-            outbox.mark_started(store, row["id"], token, now())
-        tries[row["id"]], error, permanent = _send_with_retries(sender, row, config, sleep)
+        # The fencing check: a row another run took over after our lease lapsed is not ours to send.
+        if idempotent:
+            owned = row["id"] in held
+        else:
+            owned = outbox.confirm_claim(store, row["id"], token, stamp)
+        if not owned:
+            result.lost_claims += 1
+            continue
+        tries[row["id"]], error, permanent = _send_with_retries(sender, row, config, sleep, breaker)
         if error is None:
             if idempotent:
                 # Idempotent sends are recorded together at the end of the batch: a crash before that resends
@@ -138,6 +200,8 @@ def _deliver_batch(store: Store, token: str, rows: list[dict[str, Any]], senders
                 result.retry_later += 1
     outbox.mark_sent(store, sent, tries, token, now())
     result.sent += len(sent)
+    # Rows of a channel whose breaker opened were never tried: pending again, no attempt counted.
+    result.left_pending += outbox.release_claims(store, unsent, token)
     done = set(sent)
     for row in rows:
         if row["id"] in done:
@@ -147,15 +211,23 @@ def _deliver_batch(store: Store, token: str, rows: list[dict[str, Any]], senders
 def deliver_outbox(store: Store, config: DeliveryConfig, *, now: Callable[[], datetime], limit: int | None = None,
                    sleep: Callable[[float], None] = time.sleep,
                    senders: dict[str, Sender] | None = None) -> DeliveryResult:
-    """Send every due pending message (up to `limit`), batch by batch, retrying transient failures in the run."""
+    """Send every due pending message (up to `limit`), batch by batch, retrying transient failures in the run.
+
+    Before each batch, claims that outlived their lease are settled (recover_stale), so a run also finishes what
+    a dead run left. A channel whose breaker opens is left alone for the rest of the run (`breaker_open`).
+    """
     result = DeliveryResult()
     senders = senders if senders is not None else channel_senders(config.smtp_url, config.outbox_dir,
                                                                    config.sender_email, config.smtp_timeout)
     idempotent = [channel for channel, sender in senders.items() if sender.idempotent]
-    result.requeued_stale, result.unknown_outcome = outbox.recover_stale(store, now(), config.lease, idempotent)
+    breaker = _Breaker(config.breaker_after)
     while limit is None or result.claimed < limit:
+        requeued, unknown = outbox.recover_stale(store, now(), config.lease, idempotent)
+        result.requeued_stale += requeued
+        result.unknown_outcome += unknown
         size = config.batch_size if limit is None else min(config.batch_size, limit - result.claimed)
-        token, rows = outbox.claim_batch(store, now(), size)
+        claimed_at = now()
+        token, rows = outbox.claim_batch(store, claimed_at, size, exclude_channels=breaker.open)
         if not rows:
             break
         result.claimed += len(rows)
@@ -164,10 +236,11 @@ def deliver_outbox(store: Store, config: DeliveryConfig, *, now: Callable[[], da
             for sender in senders.values():
                 sender.open()
                 opened.append(sender)
-            _deliver_batch(store, token, rows, senders, config, now, sleep, result)
+            _deliver_batch(store, token, claimed_at, rows, senders, config, now, sleep, breaker, result)
         finally:
             for sender in opened:
                 sender.close()
+    result.breaker_open = list(breaker.open)
     return result
 
 

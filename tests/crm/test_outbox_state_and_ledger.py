@@ -41,7 +41,7 @@ def test_sent_and_failed_rows_are_recorded_only_under_their_claim(crm):
     _queue(crm, ["email", "apprise", "email"])
     token, rows = outbox.claim_batch(crm, NOW, 3)
     ids = [r["id"] for r in rows]
-    outbox.mark_started(crm, ids[1], token, NOW)
+    assert outbox.confirm_claim(crm, ids[1], token, NOW)
     outbox.mark_sent(crm, [ids[0]], {ids[0]: 2}, token, NOW)
     outbox.mark_sent(crm, [ids[1]], {}, "another run's token", NOW)  # not this run's claim: nothing changes
     outbox.mark_failed(crm, ids[1], token, 1, "TimeoutError: slow", NOW + timedelta(minutes=5))
@@ -60,7 +60,7 @@ def test_stale_claims_are_requeued_when_safe_and_failed_when_the_send_began(crm)
     _queue(crm, ["email", "email", "apprise"])
     token, rows = outbox.claim_batch(crm, NOW, 3)
     for row in rows[1:]:
-        outbox.mark_started(crm, row["id"], token, NOW)
+        assert outbox.confirm_claim(crm, row["id"], token, NOW)
     # Within the lease nothing is touched.
     assert outbox.recover_stale(crm, NOW + timedelta(minutes=5), timedelta(minutes=10), ["email"]) == (0, 0)
     # Email is idempotent here (.eml files): both email rows go back; the Apprise row's outcome is unknown.
@@ -73,7 +73,7 @@ def test_stale_claims_are_requeued_when_safe_and_failed_when_the_send_began(crm)
 def test_with_no_idempotent_channel_a_begun_send_is_never_requeued(crm):
     _queue(crm, ["email", "email"])
     token, rows = outbox.claim_batch(crm, NOW, 2)
-    outbox.mark_started(crm, rows[1]["id"], token, NOW)
+    assert outbox.confirm_claim(crm, rows[1]["id"], token, NOW)
     assert outbox.recover_stale(crm, NOW + timedelta(hours=1), timedelta(minutes=10)) == (1, 1)
     assert _by_key(crm)["status"].tolist() == ["pending", "failed"]
 
