@@ -3,8 +3,9 @@
 A sender opens what it needs for a batch, sends one outbox row at a time and closes at the end of the batch. It
 raises PermanentDeliveryError for a send that will never succeed (bad recipient, rejected message) and
 ChannelUnavailableError when the channel itself is down (connection refused or timed out, SMTP 421): the row is
-tried again in a later run, not at once. Any other error may pass and is retried within the run. An idempotent sender (.eml files, written atomically under the row's key) may send
-a row again without harm, so its rows need no "send started" mark and a dead run's claim can simply be requeued.
+tried again in a later run, not at once. Any other error may pass and is retried within the run. An idempotent
+sender (.eml files, written atomically under the row's key) may send a row again without harm, so its rows need no
+"send started" mark and a dead run's claim can simply be requeued.
 """
 
 from __future__ import annotations

@@ -172,10 +172,7 @@ def _deliver_batch(store: Store, token: str, claimed_at: datetime, rows: list[di
         sender = senders.get(row["channel"])
         idempotent = sender is not None and sender.idempotent
         # The fencing check: a row another run took over after our lease lapsed is not ours to send.
-        if idempotent:
-            owned = row["id"] in held
-        else:
-            owned = outbox.confirm_claim(store, row["id"], token, stamp)
+        owned = row["id"] in held if idempotent else outbox.confirm_claim(store, row["id"], token, stamp)
         if not owned:
             result.lost_claims += 1
             continue
