@@ -27,7 +27,7 @@ from aiosmtpd.controller import Controller
 from flows.delivery import outbox_delivery
 from leadflow.config.settings import get_settings
 from leadflow.crm.outbox import UNKNOWN_OUTCOME, outbox_frame, queue_messages
-from leadflow.io.senders import PermanentDeliveryError, message_id
+from leadflow.io.senders import PermanentDeliveryError, SmtpSender, message_id
 from leadflow.steps.delivery import DeliveryConfig, deliver_outbox
 from leadflow.steps.sla import watch_task_slas
 
@@ -341,3 +341,127 @@ def test_sla_watch_can_be_switched_off(crm, monkeypatch, tmp_path):
     _lead_with_tasks(crm, "late@example.com", "new", [datetime.now(UTC) - timedelta(minutes=30)])
     result = outbox_delivery(watch_slas=False)
     assert "sla_breaches_reported" not in result and result["claimed"] == 0
+
+
+# --- exactly once under overlap: the fencing check and lease renewal ---------------------------------------------
+
+
+class StallingSmtp(SmtpSender):
+    """A real SMTP sender whose first send stalls past the lease: meanwhile a whole second delivery run happens."""
+
+    def __init__(self, url: str, on_first_send) -> None:
+        super().__init__(url, "sales@leadflow.example")
+        self.on_first_send = on_first_send
+
+    def send(self, row) -> None:
+        hook, self.on_first_send = self.on_first_send, None
+        if hook:
+            hook()
+        super().send(row)
+
+
+def test_a_run_whose_lease_lapsed_mid_send_never_sends_the_rows_taken_over(crm, smtp_server):
+    inbox, url = smtp_server()
+    queue_messages(crm, rows(8))
+    clock = [datetime.now(UTC)]
+    config = DeliveryConfig(smtp_url=url, lease=timedelta(minutes=10))
+    second = []
+
+    def stall() -> None:
+        # The first run hangs in its first send for longer than its lease; another run starts and finishes.
+        clock[0] += timedelta(minutes=11)
+        second.append(deliver_outbox(crm, config, now=lambda: clock[0]))
+
+    first = deliver_outbox(crm, config, now=lambda: clock[0], senders={"email": StallingSmtp(url, stall)})
+    (other,) = second
+    # The second run took the 7 unstarted rows over and sent them; the row whose send had begun is not resent.
+    assert (other.requeued_stale, other.unknown_outcome, other.sent) == (7, 1, 7)
+    # The first run's fence refused the 7 rows it no longer owned; it sent only the row it had confirmed.
+    assert (first.sent, first.lost_claims) == (1, 7)
+    ids = inbox.ids()
+    assert sorted(ids) == sorted(message_id(f"k:{i}") for i in range(8)) and len(ids) == len(set(ids))
+    # The slow run's own outcome replaced "unknown": every row is sent, once.
+    frame = outbox_frame(crm)
+    assert set(frame["status"]) == {"sent"} and (frame["attempts"] == 1).all()
+
+
+def _run_overlapping(crm, configs: list[DeliveryConfig], started) -> list:
+    """Start one delivery run per config in its own thread; each after `started(i)` says so; join them all."""
+    results: list = [None] * len(configs)
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            results[i] = deliver(crm, configs[i])
+        except BaseException as exc:  # surfaced below: a thread's failure must fail the test
+            errors.append(exc)
+
+    threads = []
+    for i in range(len(configs)):
+        deadline = time.monotonic() + 30
+        while not started(i) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        threads.append(threading.Thread(target=run, args=(i,)))
+        threads[-1].start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    return results
+
+
+def test_two_overlapping_runs_with_a_short_lease_send_each_message_exactly_once_over_smtp(crm, smtp_server):
+    # Each send (50 ms) outlasts the lease (30 ms): claims lapse all the time and the runs take each other's rows
+    # over. The second run starts once the first is sending, with another batch size, so they do not keep step.
+    inbox, url = smtp_server(delay=0.05)
+    queue_messages(crm, rows(60))
+    lease = timedelta(seconds=0.03)
+    configs = [DeliveryConfig(smtp_url=url, batch_size=12, lease=lease),
+               DeliveryConfig(smtp_url=url, batch_size=5, lease=lease)]
+    results = _run_overlapping(crm, configs, lambda i: i == 0 or len(inbox.ids()) >= 2)
+    ids = inbox.ids()
+    assert len(ids) == len(set(ids)), "a message was sent twice"
+    assert sorted(ids) == sorted(message_id(f"k:{i}") for i in range(60))
+    assert sum(r.sent for r in results) == 60
+    assert set(outbox_frame(crm)["status"]) == {"sent"}
+
+
+def test_two_overlapping_runs_with_a_short_lease_write_each_eml_file_once(crm, tmp_path):
+    queue_messages(crm, rows(60))
+    folder = tmp_path / "outbox"
+    lease = timedelta(milliseconds=5)
+    configs = [DeliveryConfig(outbox_dir=folder, batch_size=7, lease=lease),
+               DeliveryConfig(outbox_dir=folder, batch_size=4, lease=lease)]
+    _run_overlapping(crm, configs, lambda i: True)
+    files = sorted(folder.iterdir())
+    found = [message_from_bytes(f.read_bytes())["Message-ID"] for f in files]
+    # One complete file per message, no temporary file left by two writers of one key.
+    assert all(f.suffix == ".eml" and not f.name.startswith(".") for f in files)
+    assert sorted(found) == sorted(message_id(f"k:{i}") for i in range(60))
+    assert set(outbox_frame(crm)["status"]) == {"sent"}
+
+
+# --- a sender outage: the breaker, the flow run's end and the ops alert --------------------------------------------
+
+
+def test_smtp_outage_ends_the_delivery_run_failed_with_the_rest_pending(crm, smtp_server, monkeypatch):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    inbox, url = smtp_server(fail_first=1000, code="421 4.3.2 service not available")
+    use(monkeypatch, smtp_url=url, delivery_breaker_after="3", ops_alert_urls="json://127.0.0.1:9/ops")
+    queue_messages(crm, rows(10))
+    state = outbox_delivery(watch_slas=False, return_state=True)
+    assert state.is_failed() and "circuit breaker open for email" in state.message
+    assert inbox.fail_first == 1000 - 3
+    frame = outbox_frame(crm).set_index("idempotency_key")
+    email = frame.loc[frame["channel"] == "email"]
+    assert (email["status"] == "pending").all() and email["attempts"].sum() == 3
+    # The on_failure hook queued the ops alert (sent through Apprise by a later run), without any address in it.
+    alert = frame.loc[frame["kind"] == "ops_alert"]
+    assert len(alert) == 1 and "circuit breaker open for email" in alert["body"].iloc[0]
+    assert "@" not in alert["body"].iloc[0]
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
+            any_=["outbox-delivery-summary"])))
+    latest = max(artifacts, key=lambda a: a.created)
+    assert "Delivery is failing" in latest.data and "| breaker_open | email |" in latest.data
