@@ -33,8 +33,9 @@ def outbox_delivery(limit: int | None = None, lease_minutes: float | None = None
     lines = "\n".join(f"| {k} | {v} |" for k, v in result.items() if not isinstance(v, dict | list))
     by_status = "\n".join(f"| {k} | {v} |" for k, v in sorted(result["outbox"].items()))
     breaker = result["breaker_open"]
+    waiting = result["outbox"].get("pending", 0)
     failing = (f"**Delivery is failing**: circuit breaker open for {', '.join(breaker)}; "
-               f"{result['left_pending']} messages left pending for a later run.\n\n" if breaker else "")
+               f"{waiting} messages wait in the outbox for a later run.\n\n" if breaker else "")
     create_markdown_artifact(key="outbox-delivery-summary",
                              markdown=f"# Outbox delivery\n\n{failing}| count | n |\n|---|---:|\n{lines}\n"
                                       f"| breaker_open | {', '.join(breaker) or '-'} |\n\n"
@@ -42,5 +43,5 @@ def outbox_delivery(limit: int | None = None, lease_minutes: float | None = None
                              description="What the delivery run sent, retried and failed")
     if breaker:
         raise DeliveryFailing(f"delivery failing: circuit breaker open for {', '.join(breaker)}; "
-                              f"{result['left_pending']} messages left pending")
+                              f"{waiting} messages wait in the outbox")
     return result

@@ -29,8 +29,8 @@ def deliver_outbox(limit: int | None = None, lease_minutes: float | None = None)
     if result.breaker_open:
         # Channel names and counts only: no address, no server reply.
         logger.warning("Delivery is failing: circuit breaker open for %s after %d consecutive transient failures; "
-                       "%d messages left pending for a later run", ", ".join(result.breaker_open),
-                       get_settings().delivery_breaker_after, result.left_pending)
+                       "its messages stay pending for a later run (%d claimed ones given back untried)",
+                       ", ".join(result.breaker_open), get_settings().delivery_breaker_after, result.left_pending)
     return result
 
 

@@ -91,7 +91,8 @@ def test_a_server_answering_421_opens_the_breaker_after_k_tries_and_the_rest_sta
     assert tried["attempts"].tolist() == [1] * 5 and tried["next_attempt_at"].notna().all()
     assert tried["last_error"].str.startswith("ChannelUnavailableError: SMTP 421").all()
     # Not failed, no attempt counted, due at once for the next run.
-    assert (untried["attempts"] == 0).all() and untried[["next_attempt_at", "last_error", "claim_token"]].isna().all().all()
+    assert (untried["attempts"] == 0).all()
+    assert untried[["next_attempt_at", "last_error", "claim_token"]].isna().all().all()
     assert not tried["last_error"].str.contains("@").any()
 
 
