@@ -1,4 +1,4 @@
-"""Control characters leave every intake field and the raw payload; tab and newlines stay; emptied fields are missing."""
+"""Control characters leave every intake field and the raw payload; tab and newlines stay; emptied is missing."""
 
 from __future__ import annotations
 
