@@ -6,11 +6,11 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, create_engine, or_, select, text, update
+from sqlalchemy import and_, or_, select, text, update
 from sqlalchemy.engine import make_url
 
 from leadflow.crm.schema import BackfillLedgerEntry
-from leadflow.crm.store import Store, database_url
+from leadflow.crm.store import Store, database_url, make_engine
 from leadflow.domain.backfill import UNDATED, Window
 
 LEDGER = BackfillLedgerEntry.__table__
@@ -79,7 +79,7 @@ def ledger_rows(store: Store, source: str | None = None, policy: str | None = No
 
 def scratch_postgres_database(server_url: str, name: str) -> tuple[str, Callable[[], None]]:
     """Create an empty PostgreSQL database for a backfill benchmark run: its URL, and a function that drops it."""
-    admin = create_engine(database_url(server_url), isolation_level="AUTOCOMMIT")
+    admin = make_engine(database_url(server_url), isolation_level="AUTOCOMMIT")
     # The name is the caller's own (a fixed prefix and hex digits): CREATE DATABASE takes no bound parameter.
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))

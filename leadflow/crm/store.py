@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import threading
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
@@ -204,6 +206,64 @@ class WalCheckpointer:
             raw.close()
 
 
+# A quoted span in a database message is an identifier or a value; only the schema's own names are kept.
+_QUOTED = re.compile(r"\"[^\"\n]*\"|'[^'\n]*'")
+
+
+@functools.cache
+def _schema_names() -> frozenset[str]:
+    """Every table, column, constraint and index name of the CRM schema: what a message may quote."""
+    names: set[str] = set()
+    for table in Base.metadata.tables.values():
+        names.add(table.name)
+        names.update(column.name for column in table.columns)
+        names.update(str(c.name) for c in table.constraints if c.name)
+        names.update(str(i.name) for i in table.indexes if i.name)
+    return frozenset(names)
+
+
+def _without_values(message: str) -> str:
+    """A database message's first line with every quoted value but schema names replaced by "...".
+
+    PostgreSQL's DETAIL and CONTEXT lines repeat keys and payloads ("Key (email)=(...)", "JSON data, line 1: ..."),
+    and even first lines quote the offending value ('invalid input syntax for type integer: "..."').
+    """
+    first = message.strip().split("\n", 1)[0]
+    names = _schema_names()
+    return _QUOTED.sub(lambda m: m.group(0) if m.group(0)[1:-1] in names else '"..."', first)
+
+
+def _hide_row_values(context: Any) -> None:
+    """handle_error hook: a database error carries no row values, in its text, its pickle or its cause.
+
+    hide_parameters only keeps the parameters out of str(); the wrapped error still holds them (and pickles them,
+    as Prefect does with a failed task's exception), and the driver's error, raised as the cause, quotes them.
+    """
+    original = context.original_exception
+    wrapped = context.sqlalchemy_exception
+    if wrapped is not None:
+        wrapped.params = None
+    if context.statement is None:
+        return  # a failed connect: its message names hosts and ports, which ops need, and no row values
+    if isinstance(original, Exception) and original.args and isinstance(original.args[0], str):
+        original.args = (_without_values(original.args[0]), *original.args[1:])
+        if hasattr(original, "_info"):
+            # psycopg keeps the server's full report (DETAIL, CONTEXT) here and pickles it; sqlstate stays on the
+            # error's class or was copied onto the instance when it was raised.
+            original.sqlstate = getattr(original, "sqlstate", None)
+            original._info = None
+    if wrapped is not None and wrapped.args and isinstance(original, Exception):
+        origin = type(original)
+        wrapped.args = (f"({origin.__module__}.{origin.__name__}) {original}", *wrapped.args[1:])
+
+
+def make_engine(url: str | URL, **options: Any) -> Engine:
+    """An engine whose errors never carry row values (parameters hidden and scrubbed); every engine is made here."""
+    engine = create_engine(url, hide_parameters=True, **options)
+    event.listen(engine, "handle_error", _hide_row_values)
+    return engine
+
+
 def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
@@ -230,7 +290,7 @@ class Store:
             options["connect_args"] = {"timeout": 60, "check_same_thread": False}
         else:
             options.update(pool_size=5, max_overflow=5, pool_pre_ping=True)
-        self.engine: Engine = create_engine(parsed, **options)
+        self.engine: Engine = make_engine(parsed, **options)
         self.checkpointer: WalCheckpointer | None = None
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)

@@ -81,23 +81,45 @@ def _best_in_blocks(queries: pd.Series, choices: pd.Series, prefix: int) -> _Bes
     return _Best(best_index, best_score)
 
 
-def _cluster_new_keys(keys: pd.Series, bands: MatchBands) -> dict[str, str]:
-    """Canonical key of each distinct new company key: near-duplicates in one batch become one account."""
+def _cluster_new_keys(keys: pd.Series, domains: pd.Series, bands: MatchBands) -> dict[str, str]:
+    """Canonical key of each distinct new company key: near-duplicates in one batch become one account.
+
+    As when linking to a known account, two names on different web domains are two companies however alike they
+    read (`Zyxquant 1` on zyxquant1.io is not `Zyxquant 2` on zyxquant2.io); a name without a domain may join
+    either. `domains` is lined up with `keys` by position.
+    """
     counts = keys.value_counts().to_dict()
     ordered = sorted(counts, key=lambda k: (-counts[k], k))
+    pairs = pd.DataFrame({"key": keys.to_numpy(dtype=object), "domain": domains.to_numpy(dtype=object,
+                                                                                         na_value=None)})
+    pairs = pairs.dropna().drop_duplicates()
+    domains_of: dict[str, set[str]] = {}
+    for key, domain in zip(pairs["key"].tolist(), pairs["domain"].tolist(), strict=True):
+        domains_of.setdefault(key, set()).add(domain)
     canonical: dict[str, str] = {}
+    cluster_domains: dict[str, set[str]] = {}
     blocks = block_keys(pd.Series(ordered, dtype=_TEXT), bands.block_prefix).to_numpy(dtype=object)
     heads: dict[str, list[str]] = {}
     for key, block in zip(ordered, blocks, strict=True):
         members = heads.setdefault(block, [])
+        mine = domains_of.get(key, set())
+        head = None
         if members:
             scores = cdist([key], members, scorer=fuzz.token_sort_ratio, workers=1)[0]
-            top = int(scores.argmax())
-            if scores[top] >= bands.auto_link_min:
-                canonical[key] = members[top]
-                continue
-        members.append(key)
-        canonical[key] = key
+            # The best-scoring near-duplicate whose domains agree with this name's (stable: ties keep first heads).
+            for top in np.argsort(-scores, kind="stable"):
+                if scores[top] < bands.auto_link_min:
+                    break
+                theirs = cluster_domains[members[top]]
+                if not mine or not theirs or mine & theirs:
+                    head = members[top]
+                    break
+        if head is None:
+            members.append(key)
+            head = key
+            cluster_domains[head] = set()
+        cluster_domains[head] |= mine
+        canonical[key] = head
     return canonical
 
 
@@ -198,7 +220,8 @@ def match_companies(leads: pd.DataFrame, accounts: pd.DataFrame, bands: MatchBan
     new_name = pd.Series(pd.NA, index=index, dtype=_TEXT)
     if is_new.any():
         keys = key[is_new]
-        mapping = _cluster_new_keys(keys.dropna(), bands) if keys.notna().any() else {}
+        named = keys.notna().to_numpy()
+        mapping = _cluster_new_keys(keys[named], domain[is_new][named], bands) if named.any() else {}
         canon = keys.map(mapping).astype(_TEXT)
         # A company known only by its domain is keyed by that domain.
         canon = canon.where(canon.notna(), domain[is_new])

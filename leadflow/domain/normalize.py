@@ -22,6 +22,7 @@ import phonenumbers
 import pycountry
 
 __all__ = [
+    "CONTROL_PATTERN",
     "COUNT_CAP",
     "EMAIL_PATTERN",
     "FREE_MAIL_DOMAINS",
@@ -37,6 +38,7 @@ __all__ = [
     "parse_bool",
     "parse_count",
     "parse_timestamps",
+    "strip_controls",
     "tidy_name",
     "website_to_domain",
 ]
@@ -107,6 +109,10 @@ _PUNCT = (
 )
 
 
+# C0 control characters but tab, line feed and carriage return (CR LF is a newline too). PostgreSQL text cannot
+# hold NUL at all, nor JSONB a \u0000 escape; the rest are never meant in a lead's field.
+CONTROL_PATTERN: str = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
+
 # ---------------------------------------------------------------------------------------------- helpers
 
 
@@ -137,6 +143,19 @@ def _text(s: pd.Series) -> pd.Series:
 
 def _strip_accents(t: pd.Series) -> pd.Series:
     return t.str.normalize("NFKD").str.replace(_COMBINING, "", regex=True)
+
+
+def strip_controls(s: pd.Series) -> pd.Series:
+    """Text with C0 control characters (all but tab and newlines) removed; a value left empty becomes NA.
+
+    Most values have none: one vectorized scan finds the rows to rewrite, and only those are rewritten.
+    """
+    t = _as_string(s)
+    hit = t.str.contains(CONTROL_PATTERN, regex=True).fillna(False).to_numpy(dtype=bool)
+    if not hit.any():
+        return t
+    cleaned = t[hit].str.replace(CONTROL_PATTERN, "", regex=True)
+    return _put(t, hit, _empty_to_na(cleaned))
 
 
 def _aligned(other: pd.Series | str | None, index: pd.Index) -> pd.Series:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Collection
 from typing import Any
 
@@ -24,8 +25,43 @@ SOURCE_COLUMN = "_source"
 TEXT_COLUMNS = tuple(FIELD_LIMITS)
 TOUCH_FIELDS = ("source", "utm_source", "utm_medium", "utm_campaign")
 
+_CONTROL = nz.CONTROL_PATTERN
 
-_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
+
+def _without_controls(value: Any) -> Any:
+    """One value of a mixed column (JSON lines) without control characters, in nested lists and objects too."""
+    if isinstance(value, str):
+        return re.sub(_CONTROL, "", value) or None
+    if isinstance(value, dict):
+        return {re.sub(_CONTROL, "", str(k)): _without_controls(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_controls(v) for v in value]
+    return value
+
+
+def strip_control_characters(raw: pd.DataFrame) -> pd.DataFrame:
+    """A raw chunk whose values hold no C0 control characters but tab and newlines, on every database alike.
+
+    PostgreSQL refuses NUL in text and the escape of it in JSONB (one such value failed a whole chunk) where
+    SQLite would store it. A value left empty is missing, like an empty field. Text columns are cleaned
+    vectorized; only mixed (object) columns, which JSON lines with nested values give, value by value.
+    """
+    out = raw.copy(deep=False)
+    for column in raw.columns:
+        values = raw[column]
+        if column == ROW_COLUMN:
+            continue
+        if isinstance(values.dtype, pd.StringDtype):
+            cleaned = nz.strip_controls(values)
+            if cleaned is not values:
+                out[column] = cleaned.astype(values.dtype)
+        elif values.dtype == object:
+            nested = values.map(lambda v: isinstance(v, str | dict | list | tuple)).to_numpy(dtype=bool)
+            if nested.any():
+                cleaned = values.copy()
+                cleaned.iloc[np.flatnonzero(nested)] = values[nested].map(_without_controls).to_numpy()
+                out[column] = cleaned
+    return out
 
 
 def _json_values(values: pd.Series):
@@ -36,16 +72,15 @@ def _json_values(values: pd.Series):
     if isinstance(values.dtype, pd.StringDtype):
         text = pc.cast(pa.array(values.to_numpy(dtype=object, na_value=None), type=pa.string())
                        if not hasattr(values.array, "_pa_array") else values.array._pa_array, pa.string())
+        rare = pc.fill_null(pc.match_substring_regex(text, _CONTROL), False)
+        if pc.any(rare).as_py():
+            # Other control characters would need \u escapes, and PostgreSQL's JSONB refuses \u0000: they go
+            # (prepare_batch has already removed them from the fields).
+            text = pc.replace_substring_regex(text, _CONTROL, "")
         escaped = text
         for raw, json_escape in (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
             escaped = pc.replace_substring(escaped, raw, json_escape)
         quoted = pc.binary_join_element_wise('"', escaped, '"', "")
-        rare = pc.fill_null(pc.match_substring_regex(text, _CONTROL), False)
-        if pc.any(rare).as_py():
-            # Other control characters need \u escapes: rare enough to leave to json.dumps.
-            fixed = [json.dumps(v, ensure_ascii=False) if r and v is not None else q
-                     for v, r, q in zip(text.to_pylist(), rare.to_pylist(), quoted.to_pylist(), strict=True)]
-            quoted = pa.array(fixed, type=pa.string())
         return quoted
     if pd.api.types.is_bool_dtype(values.dtype):
         mapped = values.map({True: "true", False: "false"})
@@ -57,7 +92,8 @@ def _json_values(values: pd.Series):
     elif isinstance(values.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(values.dtype):
         mapped = values.map(lambda v: json.dumps(v.isoformat()), na_action="ignore")
     else:
-        mapped = values.map(lambda v: json.dumps(v, default=str, ensure_ascii=False), na_action="ignore")
+        mapped = values.map(lambda v: json.dumps(_without_controls(v), default=str, ensure_ascii=False),
+                            na_action="ignore")
     return pa.array(mapped.astype(object).where(mapped.notna(), None).tolist(), type=pa.string())
 
 
@@ -69,7 +105,7 @@ def raw_payloads(raw: pd.DataFrame) -> pd.Series:
     for column in raw.columns:
         if column == ROW_COLUMN or not raw[column].notna().any():
             continue
-        key = "," + json.dumps(str(column), ensure_ascii=False) + ":"
+        key = "," + json.dumps(re.sub(_CONTROL, "", str(column)), ensure_ascii=False) + ":"
         # A missing value makes the whole `,"key":value` pair empty, so it leaves no trace in the object.
         pairs.append(pc.fill_null(pc.binary_join_element_wise(key, _json_values(raw[column]), ""), ""))
     if not pairs:
@@ -83,6 +119,7 @@ def raw_payloads(raw: pd.DataFrame) -> pd.Series:
 
 def prepare_batch(raw: pd.DataFrame, mapping: dict[str, str], default_source: str | None = None) -> pd.DataFrame:
     """A raw chunk in canonical columns, with the parsed keys the checks and later steps rely on."""
+    raw = strip_control_characters(raw)
     present = {header: target for header, target in mapping.items() if header in raw.columns}
     frame = raw[list(present)].rename(columns=present)
     for column in CANONICAL_COLUMNS:

@@ -122,7 +122,7 @@ def test_attribution_changes_only_moves_touches_outward():
     [
         ({"email": ["a@b.com", None]}, [{"email": "a@b.com"}, {}]),
         ({"note": ['say "hi"\\n', "tab\there\nnew line"]}, [{"note": 'say "hi"\\n'}, {"note": "tab\there\nnew line"}]),
-        ({"odd": ["\x0bvertical", "ünïcødé ✓"]}, [{"odd": "\x0bvertical"}, {"odd": "ünïcødé ✓"}]),
+        ({"odd": ["\x0bvertical", "ünïcødé ✓"]}, [{"odd": "vertical"}, {"odd": "ünïcødé ✓"}]),
         ({"n": [3, None], "f": [1.5, float("inf")]}, [{"n": 3.0, "f": 1.5}, {"f": "inf"}]),
         ({"meta": [{"k": [1, 2]}, None], "ok": [True, False]}, [{"meta": {"k": [1, 2]}, "ok": True}, {"ok": False}]),
         ({"Weird \"Header\"": ["x", "y"]}, [{'Weird "Header"': "x"}, {'Weird "Header"': "y"}]),

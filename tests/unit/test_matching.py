@@ -121,3 +121,37 @@ def test_index_of_the_caller_is_kept():
     frame = pd.DataFrame({"company": ["Acme", "Nope Inc"], "company_domain": [None, None]}, index=[10, 4])
     match = matching.match_companies(frame, ACCOUNTS, BANDS)
     assert match.loc[10, "matched_account_id"] == 1 and match.loc[4, "match_band"] == "new_company"
+
+
+def test_near_duplicate_new_companies_on_distinct_domains_stay_apart():
+    leads = pd.DataFrame({"company": [f"Zyxquant {i}" for i in range(40)],
+                          "company_domain": [f"zyxquant{i}.io" for i in range(40)]})
+    match = matching.match_companies(leads, ACCOUNTS, BANDS)
+    assert match["match_band"].eq("new_company").all()
+    proposals = matching.new_accounts(leads, match)
+    assert len(proposals) == 40
+    assert sorted(proposals["domain"]) == sorted(f"zyxquant{i}.io" for i in range(40))
+    assert dict(zip(proposals["domain"], proposals["name_key"], strict=True))["zyxquant7.io"] == "zyxquant 7"
+
+
+@pytest.mark.parametrize(
+    ("companies", "domains", "accounts"),
+    [
+        # one company, spelled twice, on one domain, or with the domain on one row only
+        (["Acme Inc", "ACME Incorporated"], ["acme.com", "acme.com"], 1),
+        (["Acme Inc", "ACME Incorporated"], ["acme.com", None], 1),
+        (["Zyxquant Systems", "Zyxquant System"], ["zyxquant.com", "zyxquant.com"], 1),
+        (["Zyxquant Systems", "Zyxquant System"], [None, "zyxquant.com"], 1),
+        (["Zyxquant Systems", "Zyxquant System"], [None, None], 1),
+        # near-duplicate names on two domains: two companies, as when linking to a known account
+        (["Zyxquant Systems", "Zyxquant System"], ["zyxquant.com", "zyxquant.io"], 2),
+        # a domainless spelling joins the best match whose domain does not conflict
+        (["Zyxquant Systems", "Zyxquant System", "Zyxquant Systemz"], ["zyxquant.com", "zyxquant.io", None], 2),
+    ],
+)
+def test_new_company_grouping_respects_domains(companies, domains, accounts):
+    leads = pd.DataFrame({"company": companies, "company_domain": domains})
+    match = matching.match_companies(leads, pd.DataFrame({"id": [], "name_key": [], "domain": []}), BANDS)
+    assert match["match_band"].eq("new_company").all()
+    assert len(matching.new_accounts(leads, match)) == accounts
+    assert match["new_name_key"].nunique() == accounts

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine
 
 from leadflow.crm.schema import Base
+from leadflow.crm.store import make_engine
 
 config = context.config
 
@@ -26,6 +26,6 @@ connection = config.attributes.get("connection")
 if connection is not None:
     _run(connection)
 else:
-    engine = create_engine(config.get_main_option("sqlalchemy.url"))
+    engine = make_engine(config.get_main_option("sqlalchemy.url"))
     with engine.begin() as conn:
         _run(conn)
