@@ -156,7 +156,7 @@ CHILD = """
 import sys
 from datetime import date
 from flows.backfill import lead_backfill
-lead_backfill(path=sys.argv[1], start=date(2024, 1, 1), end=date(2024, 3, 31), window="day", max_parallel=1,
+lead_backfill(path=sys.argv[1], start=date(2024, 1, 1), end=date(2024, 3, 31), window="week", max_parallel=1,
               work_dir=sys.argv[2], recompute_reports=False)
 """
 
@@ -189,10 +189,11 @@ def test_a_killed_backfill_resumes_without_duplicates(crm, history, tmp_path):
     with crm.engine.connect() as conn:
         completed_at_kill = conn.execute(select(func.count()).select_from(LEDGER)
                                          .where(LEDGER.c.status == "completed")).scalar_one()
-    windows_with_rows = 3 * 6 + 1 + 1 + 1  # one day per lead, the returning lead's two days, and undated
+    # ISO weeks holding rows: Jan 1-7, 8-14, 15-21; Feb 5-11, 12-18, 19-25; Mar 4-10, 11-17; and undated.
+    windows_with_rows = 3 + 3 + 2 + 1
     assert 3 <= completed_at_kill < windows_with_rows
     # The window the dead run was importing is taken over at once (timeout 0), the completed ones are skipped.
-    result = lead_backfill(path=history, start=date(2024, 1, 1), end=date(2024, 3, 31), window="day",
+    result = lead_backfill(path=history, start=date(2024, 1, 1), end=date(2024, 3, 31), window="week",
                            max_parallel=2, work_dir=work, window_timeout_minutes=0, recompute_reports=False)
     assert result["windows_done_before"] == completed_at_kill
     assert result["windows_done_before"] + result["windows_imported"] == result["windows_total"] == windows_with_rows
