@@ -100,6 +100,9 @@ def _sqlite_copy(template: Path, folder: Path) -> str:
 
 def _use_database(monkeypatch: pytest.MonkeyPatch, url: str) -> Store:
     monkeypatch.setenv("LEADFLOW_DATABASE_URL", url)
+    if not url.startswith("sqlite"):
+        # PostgreSQL needs LEADFLOW_HASH_KEY (SQLite keeps a generated key file beside the database).
+        monkeypatch.setenv("LEADFLOW_HASH_KEY", "test-only-email-hash-key-0123456789")
     get_settings.cache_clear()
     return store_module.get_store(url)
 
