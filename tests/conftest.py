@@ -14,6 +14,9 @@ os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.pop("PREFECT_API_URL", None)
+# Email hashes are keyed: a test-only key, so that no test writes a key file beside a default ./leadflow.db and
+# PostgreSQL (which requires the setting) works too. tests/crm/test_keyed_hashes.py covers the generated key file.
+os.environ.setdefault("LEADFLOW_HASH_KEY", "test-only-email-hash-key-0123456789")
 
 import pytest  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
@@ -100,9 +103,6 @@ def _sqlite_copy(template: Path, folder: Path) -> str:
 
 def _use_database(monkeypatch: pytest.MonkeyPatch, url: str) -> Store:
     monkeypatch.setenv("LEADFLOW_DATABASE_URL", url)
-    if not url.startswith("sqlite"):
-        # PostgreSQL needs LEADFLOW_HASH_KEY (SQLite keeps a generated key file beside the database).
-        monkeypatch.setenv("LEADFLOW_HASH_KEY", "test-only-email-hash-key-0123456789")
     get_settings.cache_clear()
     return store_module.get_store(url)
 
