@@ -233,6 +233,7 @@ def lead_import_status(
 
     import pandas as pd
 
+    from leadflow.domain.privacy import neutralize_formulas
     from leadflow.domain.status import StatusFileError
     from leadflow.steps.status import import_status_file
 
@@ -243,8 +244,9 @@ def lead_import_status(
     except (*_known_errors(), StatusFileError) as exc:
         _fail(_one_line(exc))
     if rejects:
-        pd.DataFrame([{"row": r.row, "email": r.email, "reason": r.reason} for r in result.rejected],
-                     columns=["row", "email", "reason"]).to_csv(rejects, index=False)
+        neutralize_formulas(pd.DataFrame([{"row": r.row, "email": r.email, "reason": r.reason}
+                                          for r in result.rejected],
+                                         columns=["row", "email", "reason"])).to_csv(rejects, index=False)
     _status_output(result, as_json)
 
 

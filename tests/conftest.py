@@ -14,6 +14,9 @@ os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.pop("PREFECT_API_URL", None)
+# Email hashes are keyed: a test-only key, so that no test writes a key file beside a default ./leadflow.db and
+# PostgreSQL (which requires the setting) works too. tests/crm/test_keyed_hashes.py covers the generated key file.
+os.environ.setdefault("LEADFLOW_HASH_KEY", "test-only-email-hash-key-0123456789")
 
 import pytest  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402

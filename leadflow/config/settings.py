@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -81,10 +83,67 @@ class Settings(BaseSettings):
         default=None, description="Apprise URL(s), comma-separated, for flow-failure alerts to ops."
     )
     report_dir: Path = Field(default=Path("leadflow-output/reports"), description="Where report files are written.")
+    hash_key: SecretStr | None = Field(
+        default=None,
+        description="Secret key of the HMAC-SHA256 email hashes (spam tombstones and exemptions). Unset on SQLite: a "
+                    "random key is generated once into `<database file>.hash-key` beside the database; required "
+                    "with PostgreSQL, whose workers share no folder. Changing it makes every stored hash unmatchable.",
+    )
 
     def database_url_plain(self) -> str:
         """The database URL as a string, for the engine factory only (never log it)."""
         return self.database_url.get_secret_value()
+
+
+HASH_KEY_SUFFIX = ".hash-key"
+
+
+def email_hash_key(settings: Settings | None = None, database_url: str | None = None) -> bytes:
+    """The HMAC key of email hashes: LEADFLOW_HASH_KEY, else the key file beside the SQLite database (made once).
+
+    database_url names the database whose key file to use (default: the settings' database).
+    """
+    settings = settings or get_settings()
+    if settings.hash_key is not None and settings.hash_key.get_secret_value():
+        return settings.hash_key.get_secret_value().encode()
+    url = database_url or settings.database_url_plain()
+    path = _sqlite_file(url)
+    if path is None:
+        # Workers of a server database run on several machines: a key file on each would silently disagree.
+        raise ValueError("LEADFLOW_HASH_KEY must be set for a database other than a SQLite file")
+    return _key_file(str(Path(str(path) + HASH_KEY_SUFFIX).resolve()))
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a sqlite:///path URL (None for other databases and in-memory SQLite)."""
+    scheme, _, rest = url.partition("://")
+    if scheme.split("+")[0] != "sqlite" or not rest.startswith("/"):
+        return None
+    path = rest[1:].split("?")[0]
+    return None if path in ("", ":memory:") else Path(path)
+
+
+@lru_cache(maxsize=8)
+def _key_file(path: str) -> bytes:
+    """The key kept in path, written there first (owner-only, atomically) when there is none."""
+    target = Path(path)
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f"{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+        try:
+            # link() fails when another process made the file first: then both use that one.
+            os.link(tmp, target)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    key = target.read_text(encoding="ascii").strip()
+    if len(key) < 32:
+        raise ValueError(f"the hash key file {target.name} is damaged (too short); restore it or set LEADFLOW_HASH_KEY")
+    return key.encode()
 
 
 @lru_cache(maxsize=1)

@@ -1,15 +1,40 @@
-"""Keeping personal data out of logs, alerts and error texts."""
+"""Keeping personal data out of logs, alerts and error texts, and formulas out of the CSV files we write."""
 
 from __future__ import annotations
 
 import re
+from typing import Any
+
+import pandas as pd
 
 from leadflow.domain.spam import mask_email
 
 # Error messages may quote an input row: never let an address reach an alert or a log.
 _EMAIL = re.compile(r"[^\s@<>\"',;:()\[\]]+@[^\s@<>\"',;:()\[\]]+")
 
+# OWASP "CSV Injection": a cell starting with one of these is read as a formula by Excel, LibreOffice and Sheets.
+FORMULA_PREFIXES: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
+
 
 def mask_addresses(text: str) -> str:
     """The text with every e-mail address in it masked."""
     return _EMAIL.sub(lambda m: mask_email(m.group(0)), text)
+
+
+def _neutral(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        # A leading single quote makes the spreadsheet show the cell as text instead of evaluating it.
+        return "'" + value
+    return value
+
+
+def neutralize_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of frame whose text cells cannot start a spreadsheet formula (numbers, None and NaN stay as they are)."""
+    out = frame.copy()
+    for column in out.columns:
+        series = out[column]
+        if (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)
+                or pd.api.types.is_datetime64_any_dtype(series)):
+            continue
+        out[column] = series.map(_neutral, na_action="ignore").astype(series.dtype)
+    return out

@@ -6,6 +6,7 @@ and the plans, events and results of flagging, restoring and purging (leadflow/c
 
 from __future__ import annotations
 
+import hmac
 import json
 import re
 from collections import Counter
@@ -24,6 +25,7 @@ from disposable_email_domains import blocklist
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from leadflow.config.policy import VersionedPolicy
+from leadflow.config.settings import email_hash_key
 from leadflow.domain.contract import CANONICAL_COLUMNS, COLUMN_ALIASES, fold_header
 from leadflow.domain.normalize import EMAIL_PATTERN, normalize_email
 from leadflow.domain.submissions import PAYLOAD_COLUMN
@@ -463,13 +465,25 @@ _HEX_DIGITS = np.full(256, -1, dtype=np.int8)
 _HEX_DIGITS[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.int8)
 
 
-def email_hash(emails: pd.Series) -> pd.Series:
-    """SHA-256 hex of each trimmed, lower-cased email: the tombstone that outlives a purged spam lead."""
+def email_hash(emails: pd.Series, key: bytes | None = None) -> pd.Series:
+    """HMAC-SHA256 hex of each trimmed, lower-cased email: the tombstone that outlives a purged spam lead.
+
+    Keyed (default: the settings' email_hash_key) so that nobody holding a list of addresses can reverse it.
+    """
+    key = email_hash_key() if key is None else key
     values = pa.array(emails.astype(_TEXT).array).to_pylist()
-    # hashlib has no batch API, so this loop is unavoidable; emails in a batch are nearly all distinct, so
+    # hmac has no batch API, so this loop is unavoidable; emails in a batch are nearly all distinct, so
     # de-duplicating first would cost more than it saves. Python's strip/lower keep it equal to a scalar hash.
-    digests = [None if not (v and v.strip()) else sha256(v.strip().lower().encode()).hexdigest() for v in values]
+    # A copy of one keyed state per email skips re-deriving the key's inner and outer pads each time.
+    base = hmac.new(key, digestmod=sha256)
+    digests = [None if not (v and v.strip()) else _keyed(base, v.strip().lower().encode()) for v in values]
     return pd.Series(pd.array(pa.array(digests, _STR), dtype="string"), index=emails.index)
+
+
+def _keyed(base: hmac.HMAC, value: bytes) -> str:
+    mac = base.copy()
+    mac.update(value)
+    return mac.hexdigest()
 
 
 def _hashes(leads: pd.DataFrame) -> pa.Array:

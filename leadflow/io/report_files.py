@@ -12,6 +12,7 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
 
+from leadflow.domain.privacy import neutralize_formulas
 from leadflow.domain.reports import MAIN_STAGES, MonthlyReport, pct
 
 FORMATS: tuple[str, ...] = ("md", "csv", "html", "json")
@@ -156,9 +157,9 @@ def csv_tables(report: MonthlyReport) -> dict[str, pd.DataFrame]:
 
 
 def to_csv_text(frame: pd.DataFrame) -> str:
-    """One table as CSV text."""
+    """One table as CSV text, its text cells unable to start a spreadsheet formula (CSV injection)."""
     buffer = io.StringIO()
-    frame.to_csv(buffer, index=False, lineterminator="\n")
+    neutralize_formulas(frame).to_csv(buffer, index=False, lineterminator="\n")
     return buffer.getvalue()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from typing import Any
 
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 
 from leadflow.config.policy import PolicyError, load_policy
+from leadflow.config.settings import email_hash_key
 from leadflow.domain.spam import (
     DENIED_DOMAIN,
     DISPOSABLE_DOMAIN,
@@ -47,7 +49,8 @@ def judge(rows: list[dict[str, Any]], rules: SpamPolicy = POLICY, known_bad: set
 
 
 def sha(email: str) -> str:
-    return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+    """The keyed hash of an email under the settings' key (the tests' LEADFLOW_HASH_KEY)."""
+    return hmac.new(email_hash_key(), email.strip().lower().encode(), hashlib.sha256).hexdigest()
 
 
 # --- one table per rule -----------------------------------------------------------------------------------------
@@ -428,12 +431,13 @@ def test_an_invalid_policy_file_is_a_policy_error(tmp_path):
 # --- hashes and masks -------------------------------------------------------------------------------------------
 
 
-def test_email_hash_is_sha256_of_the_trimmed_lower_cased_email():
+def test_email_hash_is_the_keyed_hmac_sha256_of_the_trimmed_lower_cased_email():
     emails = pd.Series([" Bob@Acme.example ", "bob@acme.example", None, "   "], index=[5, 6, 7, 8])
     hashes = email_hash(emails)
     assert hashes.index.tolist() == [5, 6, 7, 8]
     assert hashes.iloc[0] == hashes.iloc[1] == sha("bob@acme.example")
     assert hashes.iloc[2:].isna().all()
+    assert hashes.iloc[0] != hashlib.sha256(b"bob@acme.example").hexdigest(), "never the bare, reversible hash"
 
 
 @pytest.mark.parametrize(
