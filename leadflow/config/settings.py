@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     ops_alert_urls: SecretStr | None = Field(
         default=None, description="Apprise URL(s), comma-separated, for flow-failure alerts to ops."
     )
+    hash_key: SecretStr | None = Field(
+        default=None,
+        description="Secret key of the keyed hashes (HMAC-SHA256) that stand in for addresses, e.g. in erasure "
+                    "records; required by `leadflow person erase`, never defaulted to a constant.",
+    )
     report_dir: Path = Field(default=Path("leadflow-output/reports"), description="Where report files are written.")
 
     def database_url_plain(self) -> str:
