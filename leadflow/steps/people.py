@@ -77,7 +77,8 @@ def erase_person(store: Store, email: str, *, hash_key: str | None, outbox_dir: 
         files = [p for p in (eml_path(outbox_dir, k) for k in keys) if p.exists()]
         summary.eml_files = len(files)
         if dry_run:
-            summary.counts = {"capacity_released": sum(bool(r["holds_capacity"]) for r in rows["leads"]),
+            summary.counts = {"capacity_released": sum(bool(r["holds_capacity"]) and r["owner_id"] is not None
+                                                    for r in rows["leads"]),
                               **{name: len(found) for name, found in rows.items()}}
             return summary
         summary.counts = people.delete_person_rows(conn, rows)

@@ -155,3 +155,12 @@ def test_a_non_ascii_address_is_found_by_scanning_payloads_in_chunks(crm, monkey
 ])
 def test_payload_matching_takes_whole_addresses_only(payload, carries):
     assert people.payload_carries(payload, "ann@acme.com") is carries
+
+
+def test_keyed_hash_depends_on_the_key_and_is_no_bare_hash():
+    from hashlib import sha256
+
+    one, other = keyed_hash(ADA["email"], "k1"), keyed_hash(ADA["email"], "k2")
+    assert len(one) == 64 and one != other and one != sha256(ADA["email"].encode()).hexdigest()
+    with pytest.raises(ValueError):
+        keyed_hash(ADA["email"], "")
