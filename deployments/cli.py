@@ -596,6 +596,48 @@ def demo() -> None:
     typer.echo(UI_HINT)
 
 
+person_app = typer.Typer(help="One person's data: export it for an access request, erase it on request.",
+                         no_args_is_help=True)
+app.add_typer(person_app, name="person")
+
+
+@person_app.command("export")
+def person_export(email: Annotated[str, typer.Argument(help="The person's email address.")]) -> None:
+    """Print everything the CRM holds about one person as JSON."""
+    from leadflow.steps.people import PersonRequestError, export_person
+
+    try:
+        store = _store()
+        store.upgrade()
+        result = export_person(store, email)
+    except (*_known_errors(), PersonRequestError) as exc:
+        _fail(_one_line(exc))
+    typer.echo(json.dumps(result, indent=2, default=str, ensure_ascii=False))
+
+
+@person_app.command("erase")
+def person_erase(
+    email: Annotated[str, typer.Argument(help="The person's email address.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be removed; change nothing.")] = False,
+    reason: Annotated[str | None, typer.Option(help="Why (kept in the erasure record, e.g. a ticket id).")] = None,
+) -> None:
+    """Erase one person everywhere (rows and .eml files); keep only an erasure record with a keyed hash."""
+    from leadflow.config.settings import email_hash_key, get_settings
+    from leadflow.steps.people import PersonRequestError, erase_person
+
+    settings = get_settings()
+    try:
+        store = _store()
+        store.upgrade()
+        # The same key as the spam hashes: one secret to keep, and on SQLite the key file made beside the CRM.
+        key = email_hash_key(settings, store.url).decode()
+        summary = erase_person(store, email, hash_key=key, outbox_dir=settings.outbox_dir, reason=reason,
+                               dry_run=dry_run)
+    except (*_known_errors(), PersonRequestError, ValueError) as exc:
+        _fail(_one_line(exc))
+    typer.echo(json.dumps(summary.as_dict()))
+
+
 def main() -> None:
     """Entry point of the `leadflow` console command."""
     # The ephemeral Prefect API's telemetry write races the first flow run for its SQLite file ("database is

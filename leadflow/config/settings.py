@@ -85,7 +85,8 @@ class Settings(BaseSettings):
     report_dir: Path = Field(default=Path("leadflow-output/reports"), description="Where report files are written.")
     hash_key: SecretStr | None = Field(
         default=None,
-        description="Secret key of the HMAC-SHA256 email hashes (spam tombstones and exemptions). Unset on SQLite: a "
+        description="Secret key of the HMAC-SHA256 email hashes (spam tombstones, exemptions, erasure records). "
+                    "Unset on SQLite: a "
                     "random key is generated once into `<database file>.hash-key` beside the database; required "
                     "with PostgreSQL, whose workers share no folder. Changing it makes every stored hash unmatchable.",
     )

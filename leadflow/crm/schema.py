@@ -421,5 +421,18 @@ class SpamExemption(Base):
     restored_by: Mapped[str] = mapped_column(String(200))
 
 
+class PersonErasure(Base):
+    """One erased person: the audit record of the erasure (their events went with them), holding no address."""
+
+    __tablename__ = "person_erasures"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    # HMAC-SHA256 of the normalized email under LEADFLOW_HASH_KEY: recognizes the person again, reveals nobody.
+    email_hash: Mapped[str] = mapped_column(String(64), index=True)
+    erased_at: Mapped[datetime] = mapped_column(Timestamp)
+    reason: Mapped[str | None] = mapped_column(String(500))
+    counts: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+
+
 # The purge finds expired spam by flag time; without an index it would scan every lead each night.
 Index("ix_leads_spam_flagged_at", Lead.__table__.c.spam_flagged_at)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hmac
 import re
+from hashlib import sha256
 from typing import Any
 
 import pandas as pd
@@ -38,3 +40,10 @@ def neutralize_formulas(frame: pd.DataFrame) -> pd.DataFrame:
             continue
         out[column] = series.map(_neutral, na_action="ignore").astype(series.dtype)
     return out
+
+
+def keyed_hash(value: str, key: str) -> str:
+    """HMAC-SHA256 of a value under a secret key, as hex: a bare hash of an address is reversible from a list."""
+    if not key:
+        raise ValueError("a keyed hash needs a non-empty key")
+    return hmac.new(key.encode("utf-8"), value.encode("utf-8"), sha256).hexdigest()

@@ -58,6 +58,11 @@ def _file_name(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", key) + ".eml"
 
 
+def eml_path(directory: Path, key: str) -> Path:
+    """Where the .eml file of the message with this key is (or would be) written."""
+    return directory / _file_name(key)
+
+
 def message_id(key: str) -> str:
     """A stable Message-ID per outbox row, so a mail system can tell a resend from a new message."""
     return f"<{uuid.uuid5(uuid.NAMESPACE_URL, key)}@leadflow>"
@@ -102,7 +107,7 @@ def eml_bytes(row: dict[str, Any], sender: str) -> bytes:
 
 def write_eml(row: dict[str, Any], directory: Path, sender: str) -> Path:
     """Write the message as an .eml file named after its key: atomic and idempotent (a rewrite is identical)."""
-    path = directory / _file_name(row["idempotency_key"])
+    path = eml_path(directory, row["idempotency_key"])
     # A key is claimed by one run at a time; the process and thread in the temporary name keep a run whose lease
     # lapsed mid-write from clashing with the run that took the row over (both write the same bytes).
     tmp = directory / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
