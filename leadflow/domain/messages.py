@@ -21,6 +21,11 @@ TEMPLATE_DIR = Path(__file__).parents[1] / "templates"
 OUTBOX_COLUMNS = ("idempotency_key", "lead_id", "kind", "channel", "recipient", "subject", "body", "status",
                   "attempts", "created_at")
 LISTED_IDS = 50
+# Apprise rows name their alert channel, never its URL: the URLs are secrets (settings, or the rep's alert_url) and
+# are resolved at send time (leadflow.steps.delivery), so no table, log or export holds them.
+MANAGER_CHANNEL = "manager"
+OPS_CHANNEL = "ops"
+REP_CHANNEL_PREFIX = "rep:"  # rep:<sales_reps.id>: the rep's alert_url
 
 
 @lru_cache(maxsize=1)
@@ -143,7 +148,8 @@ def checklist_text(checklists: pd.Series) -> pd.Series:
 
 
 def rep_alerts(leads: pd.DataFrame, reps: pd.DataFrame, now: datetime) -> pd.DataFrame:
-    """One alert per lead newly assigned to a rep (key rep_alert:lead:<id>:rep:<rep>): Apprise URL, else email."""
+    """One alert per lead newly assigned to a rep (key rep_alert:lead:<id>:rep:<rep>): to the rep's channel
+    ('rep:<id>', their Apprise URL at send time) when they have an alert_url, else to their email."""
     if leads.empty or reps.empty:
         return _frame(pd.DataFrame(), now)
     rep = reps.set_index("id")
@@ -165,15 +171,17 @@ def rep_alerts(leads: pd.DataFrame, reps: pd.DataFrame, now: datetime) -> pd.Dat
         "lead_id": leads["lead_id"].to_numpy(),
         "kind": "rep_alert",
         "channel": np.where(has_url, "apprise", "email"),
-        "recipient": url.where(has_url, owner.map(rep["email"]).astype("string")).to_numpy(),
+        "recipient": (REP_CHANNEL_PREFIX + owner.astype(str)).astype("string")
+                     .where(has_url, owner.map(rep["email"]).astype("string")).to_numpy(),
         "subject": "New " + leads["priority"].astype(str) + " lead assigned to you",
         "body": render_many("rep_alert_new_lead.j2", fields).to_numpy(),
     })
     return _frame(frame, now)
 
 
-def _manager_channel(manager_urls: str | None, sales_inbox: str) -> tuple[str, str]:
-    return ("apprise", manager_urls) if manager_urls else ("email", sales_inbox)
+def _manager_channel(manager_alerts: bool, sales_inbox: str) -> tuple[str, str]:
+    """The manager channel when its Apprise URLs are configured, else the sales inbox by email."""
+    return ("apprise", MANAGER_CHANNEL) if manager_alerts else ("email", sales_inbox)
 
 
 def _digest_key(kind: str, ids: list[int]) -> str:
@@ -181,9 +189,13 @@ def _digest_key(kind: str, ids: list[int]) -> str:
     return message_key("manager_notice", kind, digest)
 
 
-def unassigned_notice(unassigned: pd.DataFrame, queue: str, risk_priorities: list[str], manager_urls: str | None,
+def unassigned_notice(unassigned: pd.DataFrame, queue: str, risk_priorities: list[str], manager_alerts: bool,
                       sales_inbox: str, now: datetime) -> pd.DataFrame:
-    """One notice about leads newly put in the fallback queue (keyed by those leads, so a re-run adds none)."""
+    """One notice about leads newly put in the fallback queue (keyed by those leads, so a re-run adds none).
+
+    `manager_alerts`: whether manager Apprise URLs are configured (the notice then names the `manager` channel);
+    else it is emailed to `sales_inbox`.
+    """
     if unassigned.empty:
         return _frame([], now)
     ids = sorted(int(i) for i in unassigned["lead_id"])
@@ -195,7 +207,7 @@ def unassigned_notice(unassigned: pd.DataFrame, queue: str, risk_priorities: lis
         priorities=sorted(priorities.items()), at_risk=at_risk, risk_priorities="/".join(risk_priorities),
         lead_ids=ids[:LISTED_IDS], more=max(len(ids) - LISTED_IDS, 0),
     )
-    channel, recipient = _manager_channel(manager_urls, sales_inbox)
+    channel, recipient = _manager_channel(manager_alerts, sales_inbox)
     subject = f"{len(ids)} lead{'s' if len(ids) != 1 else ''} in {queue}" + (f", {at_risk} at SLA risk"
                                                                             if at_risk else "")
     row = {"idempotency_key": _digest_key("unassigned", ids), "lead_id": ids[0] if len(ids) == 1 else None,
@@ -203,9 +215,10 @@ def unassigned_notice(unassigned: pd.DataFrame, queue: str, risk_priorities: lis
     return _frame([row], now)
 
 
-def sla_risk_notice(overdue: pd.DataFrame, manager_urls: str | None, sales_inbox: str,
+def sla_risk_notice(overdue: pd.DataFrame, manager_alerts: bool, sales_inbox: str,
                     now: datetime) -> pd.DataFrame:
-    """One notice about open tasks past their SLA (keyed by those tasks, so each breach is reported once)."""
+    """One notice about open tasks past their SLA (keyed by those tasks, so each breach is reported once); to the
+    `manager` channel when `manager_alerts`, else emailed to `sales_inbox`."""
     if overdue.empty:
         return _frame([], now)
     tasks = [
@@ -216,7 +229,7 @@ def sla_risk_notice(overdue: pd.DataFrame, manager_urls: str | None, sales_inbox
     ]
     body = render("manager_notice_sla_risk.j2", count=len(tasks), tasks=tasks[:LISTED_IDS],
                   more=max(len(tasks) - LISTED_IDS, 0))
-    channel, recipient = _manager_channel(manager_urls, sales_inbox)
+    channel, recipient = _manager_channel(manager_alerts, sales_inbox)
     row = {"idempotency_key": _digest_key("sla_risk", [t["id"] for t in tasks]), "lead_id": None,
            "kind": "manager_notice", "channel": channel, "recipient": recipient,
            "subject": f"{len(tasks)} task{'s' if len(tasks) != 1 else ''} past SLA", "body": body}
@@ -225,7 +238,8 @@ def sla_risk_notice(overdue: pd.DataFrame, manager_urls: str | None, sales_inbox
 
 def ops_alert(flow_name: str, run_name: str, run_id: str, state_name: str, message: str | None,
               recipient: str | None, now: datetime) -> dict[str, Any]:
-    """The ops alert of a failed run: one outbox row per flow run (withdrawn when no channel is configured)."""
+    """The ops alert of a failed run: one outbox row per flow run, to `recipient` (the `ops` channel name, never a
+    URL); withdrawn when no channel is configured (`recipient` None)."""
     from leadflow.domain.privacy import mask_addresses
 
     text = (message or "").strip()
@@ -246,7 +260,8 @@ def ops_alert(flow_name: str, run_name: str, run_id: str, state_name: str, messa
 
 def monthly_report_notice(month: str, headline: dict[str, Any], sla: dict[str, Any], links: list[str],
                           recipient: str) -> dict[str, Any]:
-    """The manager's notice of a month's report: the headline figures and links to the report files."""
+    """The manager's notice of a month's report: the headline figures and links to the report files, to
+    `recipient` (the `manager` channel name, never a URL)."""
     from leadflow.domain.reports import pct
 
     body = "\n".join([

@@ -157,11 +157,17 @@ def send_smtp(client: smtplib.SMTP, row: dict[str, Any], sender: str) -> None:
 
 
 def send_apprise(row: dict[str, Any]) -> None:
-    """Notify the row's Apprise URL(s) (Slack, Teams, email, any webhook)."""
+    """Notify the row's Apprise URL(s) (Slack, Teams, email, any webhook).
+
+    `recipient` holds the URL(s) Deliver Outbox resolved from the channel the outbox row names (`manager`, `ops`,
+    `rep:<id>`); they are secrets, so no error raised here quotes them.
+    """
     import apprise
 
     notifier = apprise.Apprise()
     urls = [u.strip() for u in str(row["recipient"]).split(",") if u.strip()]
+    if not all("://" in u for u in urls):
+        raise PermanentDeliveryError("alert channel not resolved to an Apprise URL")
     if not urls or not notifier.add(urls):
         raise PermanentDeliveryError("no valid Apprise URL")
     if not notifier.notify(body=row["body"], title=row["subject"], body_format=apprise.NotifyFormat.HTML):
@@ -245,7 +251,8 @@ class SmtpSender:
 
 
 class AppriseSender:
-    """Alerts to reps and managers through the row's Apprise URL(s): Slack, Teams, email, any webhook."""
+    """Alerts to reps, managers and ops through the row's Apprise URL(s) (resolved from its alert channel by
+    Deliver Outbox): Slack, Teams, email, any webhook."""
 
     idempotent = False
 

@@ -21,6 +21,9 @@ Deliver Outbox sends exactly once, as far as the outside world allows:
   stops using that channel and leaves its remaining rows `pending` (no attempt counted) for a later run. A refused
   or unreachable server (ChannelUnavailableError) is not retried within the run, so an outage costs a few quick
   tries, not seconds per message.
+* Apprise rows name an alert channel (`manager`, `ops`, `rep:<id>`), never its URL: the URLs are secrets, resolved
+  here right before the send (AlertChannels) from the settings or the rep's alert_url, and handed to the sender
+  only, never written back. A recipient with "://" is a URL queued before channels were named and is sent as is.
 """
 
 from __future__ import annotations
@@ -32,8 +35,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from leadflow.config.settings import get_settings
-from leadflow.crm import outbox
+from leadflow.crm import assignments, outbox
 from leadflow.crm.store import Store, get_store
 from leadflow.domain import messages
 from leadflow.domain.reports import MonthlyReport
@@ -111,6 +116,55 @@ def delivery_config(lease_minutes: float | None = None, **overrides: Any) -> Del
     return config
 
 
+class AlertChannels:
+    """The URLs behind the alert channels an outbox row may name, looked up at send time and never stored.
+
+    `manager` and `ops` are the settings' manager_alert_urls and ops_alert_urls; `rep:<id>` is that rep's
+    alert_url, read once per instance (one per delivery batch), so a changed URL applies from the next batch.
+    """
+
+    def __init__(self, store: Store, manager: SecretStr | None, ops: SecretStr | None) -> None:
+        self._store = store
+        self._urls = {messages.MANAGER_CHANNEL: manager, messages.OPS_CHANNEL: ops}
+        self._reps: dict[int, SecretStr | None] | None = None
+
+    @classmethod
+    def from_settings(cls, store: Store) -> AlertChannels:
+        """The channels of the LEADFLOW_* settings, with reps read from `store`."""
+        settings = get_settings()
+        return cls(store, settings.manager_alert_urls, settings.ops_alert_urls)
+
+    def _rep_url(self, rep_id: int) -> SecretStr | None:
+        if self._reps is None:
+            reps = assignments.reps_frame(self._store)
+            self._reps = {int(i): SecretStr(url) if isinstance(url, str) else None
+                          for i, url in zip(reps["id"], reps["alert_url"], strict=True)}
+        return self._reps.get(rep_id)
+
+    def url(self, recipient: str) -> str:
+        """The Apprise URL(s) of a row's recipient; PermanentDeliveryError (naming the channel only) if it has none."""
+        if "://" in recipient:
+            return recipient  # queued before channels were named: the row carries its URL itself
+        if recipient in self._urls:
+            secret = self._urls[recipient]
+            where = f"LEADFLOW_{recipient.upper()}_ALERT_URLS"
+        elif (rep := recipient.removeprefix(messages.REP_CHANNEL_PREFIX)) != recipient and rep.isdigit():
+            secret = self._rep_url(int(rep))
+            where = "the rep's alert_url"
+        else:
+            raise PermanentDeliveryError(f"unknown alert channel {recipient[:40]!r}")
+        value = secret.get_secret_value().strip() if secret is not None else ""
+        if not value:
+            raise PermanentDeliveryError(f"alert channel {recipient!r} has no URL ({where} is not set)")
+        return value
+
+    def resolve(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The row as its sender gets it: an Apprise row's channel name replaced by its URL(s); other rows as is."""
+        if row["channel"] != "apprise":
+            return row
+        return {**row, "recipient": self.url(str(row["recipient"] or ""))}
+
+
 def _one_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}"
@@ -155,8 +209,10 @@ def _send_with_retries(sender: Sender | None, row: dict[str, Any], config: Deliv
 
 def _deliver_batch(store: Store, token: str, claimed_at: datetime, rows: list[dict[str, Any]],
                    senders: dict[str, Sender], config: DeliveryConfig, now: Callable[[], datetime],
-                   sleep: Callable[[float], None], breaker: _Breaker, result: DeliveryResult) -> None:
-    """Send each claimed row with its channel's sender and record the outcome."""
+                   sleep: Callable[[float], None], breaker: _Breaker, result: DeliveryResult,
+                   channels: AlertChannels) -> None:
+    """Send each claimed row with its channel's sender (alert channels resolved to their URLs) and record the
+    outcome."""
     sent: list[int] = []
     tries: dict[int, int] = {}
     held = {row["id"] for row in rows}
@@ -176,7 +232,13 @@ def _deliver_batch(store: Store, token: str, claimed_at: datetime, rows: list[di
         if not owned:
             result.lost_claims += 1
             continue
-        tries[row["id"]], error, permanent = _send_with_retries(sender, row, config, sleep, breaker)
+        try:
+            outgoing = channels.resolve(row)
+        except PermanentDeliveryError as exc:
+            # No URL for the channel: one try, failed for good (the error names the channel, not a URL).
+            tries[row["id"]], error, permanent = 1, exc, True
+        else:
+            tries[row["id"]], error, permanent = _send_with_retries(sender, outgoing, config, sleep, breaker)
         if error is None:
             if idempotent:
                 # Idempotent sends are recorded together at the end of the batch: a crash before that resends
@@ -207,11 +269,13 @@ def _deliver_batch(store: Store, token: str, claimed_at: datetime, rows: list[di
 
 def deliver_outbox(store: Store, config: DeliveryConfig, *, now: Callable[[], datetime], limit: int | None = None,
                    sleep: Callable[[float], None] = time.sleep,
-                   senders: dict[str, Sender] | None = None) -> DeliveryResult:
+                   senders: dict[str, Sender] | None = None,
+                   channels: Callable[[], AlertChannels] | None = None) -> DeliveryResult:
     """Send every due pending message (up to `limit`), batch by batch, retrying transient failures in the run.
 
     Before each batch, claims that outlived their lease are settled (recover_stale), so a run also finishes what
     a dead run left. A channel whose breaker opens is left alone for the rest of the run (`breaker_open`).
+    `channels` gives each batch its alert channel URLs (default: AlertChannels.from_settings).
     """
     result = DeliveryResult()
     senders = senders if senders is not None else channel_senders(config.smtp_url, config.outbox_dir,
@@ -233,7 +297,9 @@ def deliver_outbox(store: Store, config: DeliveryConfig, *, now: Callable[[], da
             for sender in senders.values():
                 sender.open()
                 opened.append(sender)
-            _deliver_batch(store, token, claimed_at, rows, senders, config, now, sleep, breaker, result)
+            alert_channels = channels() if channels is not None else AlertChannels.from_settings(store)
+            _deliver_batch(store, token, claimed_at, rows, senders, config, now, sleep, breaker, result,
+                           alert_channels)
         finally:
             for sender in opened:
                 sender.close()
@@ -243,18 +309,24 @@ def deliver_outbox(store: Store, config: DeliveryConfig, *, now: Callable[[], da
 
 def queue_ops_alert(flow_name: str, run_name: str, run_id: str, state_name: str, message: str | None,
                     store: Store | None = None) -> dict:
-    """Queue the ops alert of a failed flow run (once per run); returns the row, for the log line."""
+    """Queue the ops alert of a failed flow run (once per run) to the `ops` channel; returns the row, for the log
+    line. The row names the channel; its URLs (ops_alert_urls) are resolved when it is sent."""
     urls = get_settings().ops_alert_urls
+    configured = urls is not None and bool(urls.get_secret_value().strip())
     row = messages.ops_alert(flow_name, run_name, run_id, state_name, message,
-                             urls.get_secret_value() if urls else None, datetime.now(UTC))
+                             messages.OPS_CHANNEL if configured else None, datetime.now(UTC))
     outbox.queue_row(store or get_store(), row)
     return row
 
 
 def queue_monthly_report_notice(store: Store, report: MonthlyReport, files: dict[str, list[str]]) -> str:
-    """Queue the manager's notice of a month's report (one per month; a re-run refreshes it only while unsent)."""
-    settings = get_settings()
-    recipient = settings.manager_alert_urls.get_secret_value() if settings.manager_alert_urls else "unconfigured"
+    """Queue the manager's notice of a month's report (one per month; a re-run refreshes it only while unsent).
+
+    The row names the `manager` channel (its URLs are resolved when it is sent), or "unconfigured" without them.
+    """
+    urls = get_settings().manager_alert_urls
+    configured = urls is not None and bool(urls.get_secret_value().strip())
+    recipient = messages.MANAGER_CHANNEL if configured else "unconfigured"
     links = [Path(p).resolve().as_uri() for fmt in ("html", "md") for p in files.get(fmt, [])]
     row = messages.monthly_report_notice(report.month, report.headline(), report.sla, links, recipient)
     outbox.queue_or_refresh(store, row)

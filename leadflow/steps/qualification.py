@@ -228,12 +228,16 @@ def alert_sales_reps(store: Store, q: Qualified, policy: QualificationPolicy, no
 
 def notify_sales_manager(store: Store, q: Qualified, policy: QualificationPolicy, now: datetime, *,
                          manager_urls: str | None, sales_inbox: str) -> int:
-    """Queue notices about leads newly in the fallback queue and about open tasks newly past their SLA."""
+    """Queue notices about leads newly in the fallback queue and about open tasks newly past their SLA.
+
+    Only whether `manager_urls` is set matters (the notices name the `manager` channel; its URLs stay secret).
+    """
     queued = q.assignment.newly_queued.to_numpy(dtype=bool)
     unassigned = pd.DataFrame({"lead_id": q.leads["lead_id"][queued], "priority": q.priority["priority"][queued],
                                "fallback_reason": q.assignment.decisions["fallback_reason"][queued]})
     notices = outbox.queue_messages(store, messages.unassigned_notice(
-        unassigned, policy.routing.fallback_queue, policy.messages.sla_risk_priorities, manager_urls, sales_inbox, now))
+        unassigned, policy.routing.fallback_queue, policy.messages.sla_risk_priorities, bool(manager_urls), sales_inbox,
+        now))
     # The SLA watch of the delivery runs, here too: it stamps what it reports, so no breach is reported twice.
     return notices + sla.watch_task_slas(store, manager_urls, sales_inbox, now).notices
 

@@ -30,13 +30,17 @@ class SlaWatchResult:
 
 
 def watch_task_slas(store: Store, manager_urls: str | None, sales_inbox: str, now: datetime) -> SlaWatchResult:
-    """Queue one manager notice naming the tasks newly past their SLA and mark them as reported."""
+    """Queue one manager notice naming the tasks newly past their SLA and mark them as reported.
+
+    Only whether `manager_urls` is set matters: the notice names the `manager` channel, whose URLs are resolved
+    when it is sent (never stored); without them it is emailed to `sales_inbox`.
+    """
     result = SlaWatchResult()
     with store.begin() as conn:
         breaches = tasks.sla_breaches(conn, now)
         if breaches.empty:
             return result
-        notice = messages.sla_risk_notice(breaches, manager_urls, sales_inbox, now)
+        notice = messages.sla_risk_notice(breaches, bool(manager_urls), sales_inbox, now)
         outbox.queue(conn, store, notice)
         tasks.mark_sla_notified(conn, breaches["id"].astype(int).tolist(), now)
     result.breaches = len(breaches)

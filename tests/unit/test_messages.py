@@ -49,7 +49,7 @@ def test_auto_response_suppression(overrides, sent):
         assert row["channel"] == "email" and row["kind"] == "auto_response"
 
 
-def test_rep_alert_goes_to_apprise_url_else_rep_email():
+def test_rep_alert_names_the_rep_channel_else_rep_email():
     team = pd.DataFrame({"id": [1, 2], "email": ["r1@x.io", "r2@x.io"], "alert_url": ["json://localhost:1/", None]})
     hot = pd.DataFrame({"lead_id": [10, 11], "owner_id": [1, 2], "first_name": ["<b>Bo</b>", None],
                         "last_name": ["Li", None], "job_title": ["CTO", None], "company": ["Acme", None],
@@ -57,7 +57,8 @@ def test_rep_alert_goes_to_apprise_url_else_rep_email():
                         "checklist": ['{"budget": {"status": "met", "why": "1001-5000 employees"}}', None],
                         "due_at": [pd.Timestamp("2026-11-24 09:05", tz="UTC"), pd.NaT]})
     frame = messages.rep_alerts(hot, team, NOW).set_index("lead_id")
-    assert frame.loc[10, "channel"] == "apprise" and frame.loc[10, "recipient"] == "json://localhost:1/"
+    # The rep's alert_url is resolved at send time: the row names the channel only.
+    assert frame.loc[10, "channel"] == "apprise" and frame.loc[10, "recipient"] == "rep:1"
     assert frame.loc[11, "channel"] == "email" and frame.loc[11, "recipient"] == "r2@x.io"
     assert frame.loc[10, "idempotency_key"] == "rep_alert:lead:10:rep:1"
     assert "&lt;b&gt;Bo&lt;/b&gt; Li, CTO at Acme (US)" in frame.loc[10, "body"]
@@ -69,17 +70,17 @@ def test_rep_alert_goes_to_apprise_url_else_rep_email():
 def test_unassigned_notice_is_keyed_by_its_leads():
     unassigned = pd.DataFrame({"lead_id": [3, 1, 2], "priority": ["P1", "P4", "P4"],
                                "fallback_reason": ["no_eligible_rep"] * 3})
-    a = messages.unassigned_notice(unassigned, "q", ["P1", "P2"], None, "sales@x.io", NOW)
-    b = messages.unassigned_notice(unassigned.iloc[::-1], "q", ["P1", "P2"], "json://h/", "sales@x.io", NOW)
+    a = messages.unassigned_notice(unassigned, "q", ["P1", "P2"], False, "sales@x.io", NOW)
+    b = messages.unassigned_notice(unassigned.iloc[::-1], "q", ["P1", "P2"], True, "sales@x.io", NOW)
     assert a["idempotency_key"].iloc[0] == b["idempotency_key"].iloc[0]
     assert (a["channel"].iloc[0], a["recipient"].iloc[0]) == ("email", "sales@x.io")
-    assert (b["channel"].iloc[0], b["recipient"].iloc[0]) == ("apprise", "json://h/")
+    assert (b["channel"].iloc[0], b["recipient"].iloc[0]) == ("apprise", "manager")
     assert "1 at SLA risk" in a["subject"].iloc[0] and "1, 2, 3" in a["body"].iloc[0]
-    assert messages.unassigned_notice(unassigned.iloc[:0], "q", [], None, "s@x.io", NOW).empty
+    assert messages.unassigned_notice(unassigned.iloc[:0], "q", [], False, "s@x.io", NOW).empty
 
 
 def test_sla_notice_lists_overdue_tasks():
     overdue = pd.DataFrame({"id": [5], "lead_id": [9], "kind": ["qualification"], "owner_id": [None],
                             "due_at": [pd.Timestamp("2026-11-24 08:00", tz="UTC")]})
-    frame = messages.sla_risk_notice(overdue, None, "sales@x.io", NOW)
+    frame = messages.sla_risk_notice(overdue, False, "sales@x.io", NOW)
     assert frame["subject"].iloc[0] == "1 task past SLA" and "lead #9 (unassigned)" in frame["body"].iloc[0]
