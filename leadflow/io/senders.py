@@ -10,6 +10,7 @@ sender (.eml files, written atomically under the row's key) may send a row again
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import smtplib
@@ -156,6 +157,10 @@ def send_smtp(client: smtplib.SMTP, row: dict[str, Any], sender: str) -> None:
         raise
 
 
+def _above_debug(record: logging.LogRecord) -> bool:
+    return record.levelno > logging.DEBUG
+
+
 def send_apprise(row: dict[str, Any]) -> None:
     """Notify the row's Apprise URL(s) (Slack, Teams, email, any webhook).
 
@@ -164,6 +169,11 @@ def send_apprise(row: dict[str, Any]) -> None:
     """
     import apprise
 
+    # Apprise's debug (and trace) lines quote each URL in full ("Loaded JSON URL: ...", "JSON POST URL: ..."): they
+    # are dropped, so a debug log level never writes an alert URL. Its info and warning lines mask them.
+    logger = logging.getLogger("apprise")
+    if _above_debug not in logger.filters:
+        logger.addFilter(_above_debug)
     notifier = apprise.Apprise()
     urls = [u.strip() for u in str(row["recipient"]).split(",") if u.strip()]
     if not all("://" in u for u in urls):

@@ -81,8 +81,9 @@ def smtp_server():
 
 @pytest.fixture
 def webhook():
-    """A real local HTTP server receiving Apprise json:// posts; `fail_first` answers 500 that many times."""
-    state = {"posts": [], "fail_first": 0}
+    """A real local HTTP server receiving Apprise json:// posts (and the path each came to); `fail_first` answers
+    500 that many times."""
+    state = {"posts": [], "paths": [], "fail_first": 0}
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
@@ -93,6 +94,7 @@ def webhook():
                 self.end_headers()
                 return
             state["posts"].append(json.loads(body))
+            state["paths"].append(self.path)
             self.send_response(200)
             self.end_headers()
 
