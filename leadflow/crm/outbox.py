@@ -15,7 +15,8 @@ from leadflow.crm.store import Store, utc
 
 OUTBOX = OutboxMessage.__table__
 UNKNOWN_OUTCOME = "outcome unknown: delivery was interrupted after the send began; not resent automatically"
-# What a claimed row carries to its sender.
+# What a claimed row carries to its sender. An apprise row's recipient is its alert channel (manager, ops, rep:<id>),
+# which Deliver Outbox resolves to the secret URL right before the send; no URL is written here.
 CLAIMED_COLUMNS = ("id", "idempotency_key", "lead_id", "kind", "channel", "recipient", "subject", "body", "attempts",
                    "created_at")
 
