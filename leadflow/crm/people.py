@@ -149,3 +149,8 @@ def record_erasure(conn: Connection, email_hash: str, erased_at: datetime, reaso
 def erasures(conn: Connection, email_hash: str) -> list[dict[str, Any]]:
     """The erasure records of one keyed address hash, oldest first."""
     return _rows(conn, ERASURES, ERASURES.c.email_hash == email_hash)
+
+
+def erased_hashes(conn: Connection) -> set[str]:
+    """Every keyed address hash an erasure recorded: intake quarantines rows of these people (a small table)."""
+    return set(conn.execute(select(ERASURES.c.email_hash).distinct()).scalars())

@@ -136,3 +136,8 @@ def batch_summary(store: Store, flow_run_id: str) -> dict[str, Any]:
     with store.engine.connect() as conn:
         row = conn.execute(select(BATCHES.c.summary).where(BATCHES.c.flow_run_id == flow_run_id)).first()
     return dict(row[0]) if row else {}
+
+
+def batch_origin(conn: Connection, batch_id: str) -> str | None:
+    """The input an intake batch reads (None when no batch was recorded): origin of the rows it quarantines."""
+    return conn.execute(select(BATCHES.c.origin).where(BATCHES.c.id == batch_id)).scalar_one_or_none()

@@ -107,6 +107,8 @@ class ReasonCode:
     FUTURE_SUBMITTED_AT = "future_submitted_at"
     MISSING_SOURCE = "missing_source"
     FIELD_TOO_LONG = "field_too_long"
+    # The row's address belongs to a person erased on request (person_erasures): kept without its payload.
+    ERASED_PERSON = "erased_person"
 
 
 class ColumnMapError(ValueError):

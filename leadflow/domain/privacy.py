@@ -47,3 +47,30 @@ def keyed_hash(value: str, key: str) -> str:
     if not key:
         raise ValueError("a keyed hash needs a non-empty key")
     return hmac.new(key.encode("utf-8"), value.encode("utf-8"), sha256).hexdigest()
+
+
+def keyed_hashes(values: pd.Series, key: str | bytes) -> pd.Series:
+    """`keyed_hash` of each value as it stands (NA stays NA), for a whole column at once."""
+    secret = key.encode("utf-8") if isinstance(key, str) else key
+    if not secret:
+        raise ValueError("a keyed hash needs a non-empty key")
+    # One keyed state copied per value skips re-deriving the key's inner and outer pads each time.
+    base = hmac.new(secret, digestmod=sha256)
+    digests = []
+    for value in values.astype("string").tolist():
+        if value is pd.NA or value is None:
+            digests.append(None)
+            continue
+        mac = base.copy()
+        mac.update(value.encode("utf-8"))
+        digests.append(mac.hexdigest())
+    return pd.Series(digests, index=values.index, dtype="string")
+
+
+# What an erased person's quarantined row keeps instead of its payload: the keyed hash that recognized them.
+ERASED_HASH_FIELD = "erased_email_hash"
+
+
+def erased_row_payload(email_hash: str) -> dict[str, str]:
+    """The payload an erased person's re-imported row is quarantined with: their keyed hash, nothing they sent."""
+    return {ERASED_HASH_FIELD: email_hash}

@@ -23,13 +23,21 @@ import pandas as pd
 
 from data_checks.intake import check_intake_columns
 from data_checks.runner import CheckOutcome, gx_context, raise_for_failures
-from leadflow.config.settings import get_settings
-from leadflow.crm import submissions
+from leadflow.config.settings import email_hash_key, get_settings
+from leadflow.crm import people, submissions
 from leadflow.crm.store import Store
 from leadflow.domain import submissions as intake
-from leadflow.domain.contract import CANONICAL_COLUMNS, REQUIRED_COLUMNS, load_column_map, resolve_columns
+from leadflow.domain.contract import (
+    CANONICAL_COLUMNS,
+    REQUIRED_COLUMNS,
+    ReasonCode,
+    load_column_map,
+    resolve_columns,
+)
 from leadflow.domain.inbox import INBOX_ORIGIN
+from leadflow.domain.privacy import erased_row_payload, keyed_hashes
 from leadflow.domain.submissions import (
+    EMAIL_COLUMN,
     PAYLOAD_COLUMN,
     ROW_COLUMN,
     SOURCE_COLUMN,
@@ -227,6 +235,59 @@ class LeadWriteResult:
     lead_ids: list[int] = field(default_factory=list)
     # Leads this batch created from fresh submissions only: their stored touches are already the batch's own.
     settled_emails: set[str] = field(default_factory=set)
+    # Accepted rows of erased people, quarantined instead (see `find_erased`): their row numbers and the counts.
+    erased_rows: list[int] = field(default_factory=list)
+    quarantined: QuarantineResult = field(default_factory=QuarantineResult)
+
+
+@dataclass(frozen=True)
+class ErasedRows:
+    """Rows whose address belongs to an erased person: their keyed hashes (NA for everyone else) and the key."""
+
+    hashes: pd.Series
+    key: bytes
+
+    @property
+    def mask(self) -> np.ndarray:
+        """True for the erased people's rows."""
+        return self.hashes.notna().to_numpy()
+
+
+def find_erased(store: Store, conn: Any, emails: pd.Series) -> ErasedRows | None:
+    """Which of these normalized emails belong to people erased on request; None when none do.
+
+    One read of the small person_erasures table: with no erasure recorded that read is the whole cost, and the
+    hash key is not even looked up (a PostgreSQL CRM without LEADFLOW_HASH_KEY imports as before).
+    """
+    erased = people.erased_hashes(conn)
+    if not erased or emails.empty:
+        return None
+    key = email_hash_key(get_settings(), store.url)
+    hashes = keyed_hashes(emails, key)
+    hashes = hashes.where(hashes.isin(erased).fillna(False).to_numpy(dtype=bool))
+    return ErasedRows(hashes=hashes, key=key) if hashes.notna().any() else None
+
+
+def erased_quarantine(rows: pd.DataFrame, sources: pd.Series, erased: ErasedRows, *, batch_id: str,
+                      origin: str | None, flow_run_id: str | None, now: datetime) -> pd.DataFrame:
+    """Quarantine records of erased people's rows: reason, origin, row number and keyed hash, never the payload.
+
+    Keyed by a keyed hash of payload and reason, so a re-import adds nothing and the key reveals nothing either.
+    """
+    mask = erased.mask
+    reason = ReasonCode.ERASED_PERSON
+    keys = keyed_hashes(rows.loc[mask, PAYLOAD_COLUMN].astype("string") + f"|{reason}", erased.key)
+    return pd.DataFrame({
+        "idempotency_key": keys.to_numpy(),
+        "batch_id": batch_id,
+        "origin": None if origin is None else origin[:1000],
+        "row_number": rows.loc[mask, ROW_COLUMN].to_numpy(),
+        "source": sources.loc[mask].to_numpy(),
+        "reason_codes": reason,
+        "raw_payload": [json.dumps(erased_row_payload(h)) for h in erased.hashes.loc[mask].tolist()],
+        "created_at": now,
+        "flow_run_id": flow_run_id,
+    }).drop_duplicates("idempotency_key")
 
 
 def quarantine_rows(
@@ -239,11 +300,37 @@ def quarantine_rows(
     flow_run_id: str | None,
     now: datetime,
 ) -> QuarantineResult:
-    """Keep every rejected row with its raw payload and reason codes (idempotent by content)."""
+    """Keep every rejected row with its raw payload and reason codes (idempotent by content).
+
+    A row of a person erased on request is kept as `erased_person` with their keyed hash instead of its payload.
+    """
     result = QuarantineResult()
     if not row_reasons:
         return result
     rejected = prepared.loc[prepared[ROW_COLUMN].isin(row_reasons.keys())]
+    result.rows = len(rejected)
+    with store.begin() as conn:
+        erased = find_erased(store, conn, rejected[EMAIL_COLUMN])
+        if erased is not None:
+            set_aside = erased_quarantine(rejected, rejected[SOURCE_COLUMN], erased, batch_id=batch_id,
+                                          origin=origin, flow_run_id=flow_run_id, now=now)
+            result.new_records += submissions.insert_quarantine(store, conn, set_aside)
+            erased_rows = set(rejected.loc[erased.mask, ROW_COLUMN].tolist())
+            row_reasons = {row: ([ReasonCode.ERASED_PERSON] if row in erased_rows else codes)
+                           for row, codes in row_reasons.items()}
+            rejected = rejected.loc[~erased.mask]
+        result.new_records += _quarantine_with_payload(store, conn, rejected, row_reasons, batch_id=batch_id,
+                                                       origin=origin, flow_run_id=flow_run_id, now=now)
+    for codes in row_reasons.values():
+        result.by_reason.update(codes)
+    return result
+
+
+def _quarantine_with_payload(store: Store, conn: Any, rejected: pd.DataFrame, row_reasons: dict[int, list[str]], *,
+                             batch_id: str, origin: str, flow_run_id: str | None, now: datetime) -> int:
+    """Store rejected rows with their raw payload and reason codes; returns the rows new to the table."""
+    if rejected.empty:
+        return 0
     reasons = rejected[ROW_COLUMN].map(lambda row: ",".join(sorted(row_reasons[row])))
     keys = [
         hashlib.sha256(f"{payload}|{reason}".encode()).hexdigest()
@@ -262,23 +349,33 @@ def quarantine_rows(
             "flow_run_id": flow_run_id,
         }
     ).drop_duplicates("idempotency_key")
-    with store.begin() as conn:
-        result.new_records = submissions.insert_quarantine(store, conn, frame)
-    result.rows = len(rejected)
-    for codes in row_reasons.values():
-        result.by_reason.update(codes)
-    return result
+    return submissions.insert_quarantine(store, conn, frame)
 
 
 def create_lead_entries(
     store: Store, subs: pd.DataFrame, *, batch_id: str, flow_run_id: str | None, now: datetime
 ) -> LeadWriteResult:
-    """Upsert one lead per email and store each new submission, in one transaction."""
+    """Upsert one lead per email and store each new submission, in one transaction.
+
+    Rows of people erased on request are quarantined instead, in the same transaction (see `find_erased`).
+    """
     result = LeadWriteResult()
     if subs.empty:
         return result
-    unique, repeats = split_duplicate_keys(subs)
     with store.begin() as conn:
+        erased = find_erased(store, conn, subs["email"])
+        if erased is not None:
+            set_aside = erased_quarantine(subs, subs["source"], erased, batch_id=batch_id,
+                                          origin=submissions.batch_origin(conn, batch_id), flow_run_id=flow_run_id,
+                                          now=now)
+            result.erased_rows = subs.loc[erased.mask, ROW_COLUMN].tolist()
+            result.quarantined = QuarantineResult(
+                rows=len(result.erased_rows), new_records=submissions.insert_quarantine(store, conn, set_aside),
+                by_reason=Counter({ReasonCode.ERASED_PERSON: len(result.erased_rows)}))
+            subs = subs.loc[~erased.mask]
+            if subs.empty:
+                return result
+        unique, repeats = split_duplicate_keys(subs)
         known = submissions.known_submission_keys(store, conn, unique["idempotency_key"].tolist())
         fresh = unique.loc[~in_set(unique["idempotency_key"], known)]
         result.submissions_duplicate = len(repeats) + len(unique) - len(fresh)
@@ -509,18 +606,24 @@ def write_chunk(steps: IntakeSteps, now: datetime, checked_future: Any, normaliz
     tick = time.perf_counter()
     written = steps.create_lead_entries(normalized.subs, summary.batch_id, now)
     summary.add_time("create_lead_entries", time.perf_counter() - tick)
+    subs = normalized.subs
+    if written.erased_rows:
+        # Erased people's rows went to the quarantine instead: no later step may see them.
+        subs = subs.loc[~subs[ROW_COLUMN].isin(written.erased_rows)]
+        summary.quarantined += written.quarantined.rows
+        summary.quarantined_new += written.quarantined.new_records
+        summary.add_reasons(written.quarantined.by_reason)
     summary.submissions_new += written.submissions_new
     summary.submissions_duplicate += written.submissions_duplicate
     summary.leads_created += written.leads_created
     summary.leads_updated += written.leads_updated
     tick = time.perf_counter()
-    summary.sources_updated += steps.update_lead_sources(normalized.subs, summary.batch_id, now,
-                                                         written.settled_emails)
+    summary.sources_updated += steps.update_lead_sources(subs, summary.batch_id, now, written.settled_emails)
     summary.add_time("update_lead_sources", time.perf_counter() - tick)
     if written.lead_ids:
         # Spam is flagged before anything downstream sees it: no task, alert or auto-response for it.
         tick = time.perf_counter()
-        spam = steps.check_spam(written.lead_ids, summary.batch_id, now, normalized.subs)
+        spam = steps.check_spam(written.lead_ids, summary.batch_id, now, subs)
         summary.add_time("check_spam", time.perf_counter() - tick)
         summary.spam_flagged += int(spam.get("flagged", 0))
         summary.add_counts("spam_by_reason", spam.get("by_reason", {}))
