@@ -23,6 +23,25 @@ local Prefect database that `prefect server start` serves. To send runs to a run
 instead, export PREFECT_API_URL=http://127.0.0.1:4200/api first."""
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"leadflow {version('leadflow')}")
+        except PackageNotFoundError:
+            _fail("leadflow is not installed (run `make demo` or `pip install -e .` first)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                               help="Print leadflow's version and exit.")] = False,
+) -> None:
+    """leadflow: lead-lifecycle orchestration on Prefect 3."""
+
+
 def _fail(message: str) -> None:
     typer.echo(f"leadflow: error: {message}", err=True)
     raise typer.Exit(code=2)
@@ -43,17 +62,24 @@ def _one_line(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
-def _store():
-    from leadflow.crm.store import get_store
+def _store(require_current: bool = True):
+    """The configured CRM; unless creating it (db upgrade, demo), one that exists and is migrated, else exit 2."""
+    from leadflow.crm.store import DatabaseNotReady, get_store
 
-    return get_store()
+    store = get_store()
+    if require_current:
+        try:
+            store.require_current()
+        except DatabaseNotReady as exc:
+            _fail(str(exc))
+    return store
 
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the CRM schema in LEADFLOW_DATABASE_URL."""
     try:
-        store = _store()
+        store = _store(require_current=False)
         store.upgrade()
     except _known_errors() as exc:
         _fail(f"cannot migrate the database: {_one_line(exc)}")
@@ -68,7 +94,7 @@ def run_intake(path: str, source_name: str | None, column_map: str | None, chunk
 
     mapping = load_column_map(column_map) if column_map else None
     plan_intake(path, mapping, source_name)
-    _store().upgrade()
+    _store()
     return lead_intake(path=path, source_name=source_name, column_map=mapping, chunk_size=chunk_size)
 
 
@@ -106,7 +132,6 @@ def firmographics_load(
 
     try:
         store = _store()
-        store.upgrade()
         loaded = load_firmographics(store, path, datetime.now(UTC))
     except (*_known_errors(), OSError, ValueError) as exc:
         _fail(f"cannot load firmographics from {path}: {_one_line(exc)}")
@@ -137,7 +162,7 @@ def rescore(
         moment = datetime.fromisoformat(as_of) if as_of else None
         if moment is not None and moment.tzinfo is None:
             _fail("--as-of needs a time zone, for example 2026-11-01T00:00:00+00:00")
-        _store().upgrade()
+        _store()
         result = lead_rescore(policy=policy, as_of=moment)
     except (*_known_errors(), PolicyError, ValueError) as exc:
         _fail(_one_line(exc))
@@ -172,7 +197,7 @@ def report(
     try:
         if month is not None:
             month_bounds(month)
-        _store().upgrade()
+        _store()
         result = monthly_report(month=month)
     except (*_known_errors(), DataCheckError, ReconciliationError, ValueError) as exc:
         _fail(_one_line(exc))
@@ -213,7 +238,6 @@ def lead_status(
 
     try:
         store = _store()
-        store.upgrade()
         result = set_status(store, email, status, reason, datetime.now(UTC))
     except _known_errors() as exc:
         _fail(_one_line(exc))
@@ -239,7 +263,6 @@ def lead_import_status(
 
     try:
         store = _store()
-        store.upgrade()
         result = import_status_file(store, path, datetime.now(UTC))
     except (*_known_errors(), StatusFileError) as exc:
         _fail(_one_line(exc))
@@ -269,7 +292,7 @@ def spam_cleanup_command(
 
     try:
         parse_since(since, utc_now(), load_spam_policy())
-        _store().upgrade()
+        _store()
         result = spam_cleanup(since=since, dry_run=dry_run, batch_size=batch_size)
     except (*_known_errors(), SpamCleanupError, PolicyError) as exc:
         _fail(_one_line(exc))
@@ -303,7 +326,6 @@ def spam_restore(
 
     try:
         store = _store()
-        store.upgrade()
         result = restore_spam(store, email=email, reason=reason, now=utc_now(), by="cli", dry_run=dry_run)
     except (*_known_errors(), SpamCleanupError) as exc:
         _fail(_one_line(exc))
@@ -335,7 +357,6 @@ def submit(
         payload = json.loads(text)
         check_lead(payload)
         store = _store()
-        store.upgrade()
         inbox_id = inbox.submit_lead(store, payload)
     except (OSError, ValueError, *_known_errors()) as exc:
         _fail(f"cannot submit the lead: {_one_line(exc)}")
@@ -372,7 +393,7 @@ def serve(
             for deployment in build_deployments(project):
                 typer.echo(describe_deployment(deployment))
             return
-        _store().upgrade()
+        _store()
         serve_all(limit=limit, project_file=path)
     except (DeploymentConfigError, ImportError, KeyError, TypeError, ValueError) as exc:
         _fail(f"cannot serve {path.name}: {_one_line(exc)}")
@@ -406,7 +427,7 @@ def backfill(
         if runner not in {"threads", "dask", "deployment"}:
             _fail(f"unknown runner {runner!r} (expected threads, dask or deployment)")
         mapping = load_column_map(column_map) if column_map else None
-        _store().upgrade()
+        _store()
         result = lead_backfill(path=path, start=first, end=last, window=window, runner=runner,
                                dask_address=dask_address, max_parallel=max_parallel, source_name=source_name,
                                column_map=mapping)
@@ -444,7 +465,6 @@ def qualify(
     try:
         load_qualification_policy(policy or "qualification")
         store = _store()
-        store.upgrade()
         ids = resolve_lead_ids(store, None, emails, all_unqualified)
         if emails and not ids:
             _fail("no lead has any of these emails")
@@ -480,7 +500,6 @@ def matches_review(
 
     try:
         store = _store()
-        store.upgrade()
         total, queue = review_queue(store, limit)
     except _known_errors() as exc:
         _fail(_one_line(exc))
@@ -507,7 +526,6 @@ def _resolve(lead_id: int, account_id: int | None, new_account: bool, reviewer: 
 
     try:
         store = _store()
-        store.upgrade()
         result = resolve_match(store, lead_id, now=datetime.now(UTC), account_id=account_id,
                                new_account=new_account, reviewer=reviewer or os.environ.get("USER"))
     except (*_known_errors(), ReviewError, PolicyError) as exc:
@@ -551,7 +569,7 @@ def outbox_deliver(
     from flows.delivery import outbox_delivery
 
     try:
-        _store().upgrade()
+        _store()
         result = outbox_delivery(limit=limit, lease_minutes=lease_minutes)
     except _known_errors() as exc:
         _fail(_one_line(exc))
@@ -573,7 +591,7 @@ def demo() -> None:
     from leadflow.io.enrichment import SAMPLE_FIRMOGRAPHICS
     from leadflow.steps.enrichment import load_firmographics
 
-    store = _store()
+    store = _store(require_current=False)
     typer.echo(f"CRM database: {store}")
     store.upgrade()
     reps = reference.load_sales_reps(store, reference.DATA_DIR / "sales_reps.csv")
@@ -608,7 +626,6 @@ def person_export(email: Annotated[str, typer.Argument(help="The person's email 
 
     try:
         store = _store()
-        store.upgrade()
         result = export_person(store, email)
     except (*_known_errors(), PersonRequestError) as exc:
         _fail(_one_line(exc))
@@ -628,7 +645,6 @@ def person_erase(
     settings = get_settings()
     try:
         store = _store()
-        store.upgrade()
         # The same key as the spam hashes: one secret to keep, and on SQLite the key file made beside the CRM.
         key = email_hash_key(settings, store.url).decode()
         summary = erase_person(store, email, hash_key=key, outbox_dir=settings.outbox_dir, reason=reason,

@@ -53,7 +53,10 @@ INTAKE_TASKS = IntakeSteps(
 
 def intake_run_name() -> str:
     """Name runs after the file they read, so the UI's run list says what each run was about."""
-    path = str(flow_run.parameters.get("path") or INBOX_ORIGIN)
+    parameters = flow_run.parameters
+    if not parameters.get("path") and parameters.get("from_inbox") is False:
+        return "intake-no-path"
+    path = str(parameters.get("path") or INBOX_ORIGIN)
     return f"intake-{PurePosixPath(path.rstrip('/')).name or path}"
 
 
@@ -67,6 +70,7 @@ def lead_intake(
     chunk_size: int | None = None,
     replay: bool = False,
     qualify: bool = True,
+    from_inbox: bool = True,
 ) -> dict[str, Any]:
     """Turn a lead export into clean, deduplicated, attributed leads; rejects go to quarantine with reasons.
 
@@ -77,7 +81,12 @@ def lead_intake(
         chunk_size: Rows per chunk (default from LEADFLOW_CHUNK_SIZE); memory grows with this, not the file.
         replay: Replaying history (a backfill): no auto-responses or rep alerts, and no row is dated to today.
         qualify: Run the lead-qualification subflow on each chunk's new and changed leads (spam excluded).
+        from_inbox: Whether a run without a path drains lead_inbox; the file-import deployment sets False, so that
+            a run started without its `path` fails instead of taking the inbox's leads.
     """
+    if not path and not from_inbox:
+        raise ValueError("lead-intake needs the `path` parameter: the file to import (lead_inbox is drained by "
+                         "the lead-intake/continuous deployment)")
     logger = get_run_logger()
     started = time.perf_counter()
     origin = path or INBOX_ORIGIN

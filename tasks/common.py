@@ -54,8 +54,11 @@ def current_flow_run_id() -> str | None:
 
 
 def store() -> Store:
-    """The CRM store configured for this process."""
-    return get_store()
+    """The CRM store configured for this process; a missing or unmigrated database fails the task (no new CRM)."""
+    crm = get_store()
+    # Checked once per process and database: a deployment run with a mistyped URL fails with the fix, like the CLI.
+    crm.require_current()
+    return crm
 
 
 def utc_now() -> datetime:

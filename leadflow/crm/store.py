@@ -268,6 +268,24 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+_MISSING_DATABASE = re.compile(r'database "[^"\n]*" does not exist')
+
+
+class DatabaseNotReady(Exception):
+    """The configured CRM database does not exist or is not migrated to the head revision (one-line message)."""
+
+
+@functools.cache
+def head_revision() -> str:
+    """The head revision(s) of the bundled migrations, joined by '+' as Store.revision joins the database's."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return "+".join(sorted(ScriptDirectory.from_config(config).get_heads()))
+
+
 def database_url(url: str) -> URL:
     """Parse a database URL; a bare `postgresql://` means psycopg 3 (SQLAlchemy 2.0 would pick psycopg2)."""
     parsed = make_url(url)
@@ -285,13 +303,12 @@ class Store:
         self.dialect = parsed.get_backend_name()
         options: dict[str, Any] = {"echo": echo, "json_serializer": _json_dumps, "future": True}
         if self.dialect == "sqlite":
-            if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             options["connect_args"] = {"timeout": 60, "check_same_thread": False}
         else:
             options.update(pool_size=5, max_overflow=5, pool_pre_ping=True)
         self.engine: Engine = make_engine(parsed, **options)
         self.checkpointer: WalCheckpointer | None = None
+        self._checked_current = False
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
@@ -325,6 +342,10 @@ class Store:
 
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
+        file = self.sqlite_file()
+        if file is not None:
+            # Only here: a mistyped URL for any other command must not leave a folder (or a file) behind.
+            file.parent.mkdir(parents=True, exist_ok=True)
         with self.engine.begin() as conn:
             config.attributes["connection"] = conn
             command.upgrade(config, revision)
@@ -336,6 +357,49 @@ class Store:
         with self.engine.connect() as conn:
             heads = sorted(MigrationContext.configure(conn).get_current_heads())
         return "+".join(heads) or None
+
+    def display_url(self) -> str:
+        """The database URL as configured, with its password masked: for messages."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    def sqlite_file(self) -> Path | None:
+        """The file of a SQLite file database (None for PostgreSQL and in-memory SQLite)."""
+        database = self.engine.url.database
+        if self.dialect != "sqlite" or not database or database == ":memory:":
+            return None
+        return Path(database)
+
+    def require_current(self) -> None:
+        """Refuse a database that does not exist or is not at the migrations' head: raise DatabaseNotReady.
+
+        Every command but `leadflow db upgrade` and the demo calls this first, so a mistyped URL fails with the fix
+        instead of quietly starting a new, empty CRM. A SQLite file that does not exist is not created. Once a
+        database passed, this Store does not ask again (flows call it through every task's store()).
+        """
+        if self._checked_current:
+            return
+        file = self.sqlite_file()
+        if file is not None and not file.is_file():
+            raise DatabaseNotReady(f"no CRM database at {self.display_url()}; create it with `leadflow db upgrade` "
+                                   "(or set LEADFLOW_DATABASE_URL to the CRM you meant)")
+        try:
+            current = self.revision()
+        except DatabaseError as exc:
+            # PostgreSQL names a missing database only in the message (the connect error carries no SQLSTATE);
+            # anything else (server down, wrong password) stays the error it is, retryable where it is transient.
+            if not _MISSING_DATABASE.search(str(getattr(exc, "orig", exc))):
+                raise
+            message = (f"no CRM database at {self.display_url()}; create the database, then run "
+                       "`leadflow db upgrade` (or set LEADFLOW_DATABASE_URL to the CRM you meant)")
+            raise DatabaseNotReady(message) from None
+        head = head_revision()
+        if current is None:
+            raise DatabaseNotReady(f"the database at {self.display_url()} holds no CRM schema; create it with "
+                                   "`leadflow db upgrade` (or set LEADFLOW_DATABASE_URL to the CRM you meant)")
+        if current != head:
+            raise DatabaseNotReady(f"the CRM at {self.display_url()} is at revision {current}, not {head}; "
+                                   "migrate it with `leadflow db upgrade`")
+        self._checked_current = True
 
     def dispose(self) -> None:
         """Close pooled connections (and stop the WAL checkpoint thread)."""

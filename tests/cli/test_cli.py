@@ -64,3 +64,58 @@ def test_console_script_is_installed():
     completed = subprocess.run([sys.executable, "-m", "deployments.cli", "--help"], capture_output=True, text=True,
                                check=False)
     assert completed.returncode == 0 and "intake" in completed.stdout
+
+
+@pytest.fixture
+def missing_crm(tmp_path, monkeypatch):
+    """LEADFLOW_DATABASE_URL naming a SQLite file (in a folder) that does not exist: a mistyped URL."""
+    from leadflow.config.settings import get_settings
+    from leadflow.crm import store as store_module
+
+    path = tmp_path / "typo" / "crm.db"
+    url = f"sqlite:///{path}"
+    monkeypatch.setenv("LEADFLOW_DATABASE_URL", url)
+    get_settings.cache_clear()
+    yield path
+    get_settings.cache_clear()
+    if url in store_module._stores:
+        store_module._stores.pop(url).dispose()
+
+
+@pytest.mark.parametrize("command", [["report"], ["outbox", "deliver"], ["matches", "review"],
+                                     ["lead", "status", "a@b.com", "working"], ["person", "export", "a@b.com"],
+                                     ["submit", '{"email": "a@b.com"}', "--no-event"], ["intake", "LEADS"]])
+def test_commands_refuse_a_missing_crm_and_create_nothing(missing_crm, tmp_path, command):
+    command = [write_csv(tmp_path / "leads.csv", [lead("a@b.com")]) if c == "LEADS" else c for c in command]
+    result = runner.invoke(app, command)
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line == (f"leadflow: error: no CRM database at sqlite:///{missing_crm}; create it with "
+                    "`leadflow db upgrade` (or set LEADFLOW_DATABASE_URL to the CRM you meant)")
+    assert not missing_crm.parent.exists()
+
+
+def test_db_upgrade_creates_the_crm_the_other_commands_then_use(missing_crm):
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0 and missing_crm.is_file()
+    result = runner.invoke(app, ["matches", "review", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["waiting"] == 0
+
+
+def test_version_prints_the_installed_version():
+    from importlib.metadata import version
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout == f"leadflow {version('leadflow')}\n"
+
+
+def test_file_import_without_a_path_fails_and_leaves_the_inbox_alone(crm):
+    from flows.intake import lead_intake
+    from leadflow.crm.inbox import pending_count, submit_lead
+
+    submit_lead(crm, {"email": "jane@acme.com", "source": "web_form"})
+    # What the file-import deployment runs when started without `path` (prefect.yaml sets from_inbox: false).
+    state = lead_intake(from_inbox=False, return_state=True)
+    assert state.is_failed()
+    assert "needs the `path` parameter" in state.message and "\n" not in state.message
+    assert pending_count(crm) == 1

@@ -131,3 +131,9 @@ def test_load_entrypoint_refuses_a_missing_file(tmp_path: Path):
 
 def test_prefect_yaml_is_at_the_project_root():
     assert PREFECT_YAML == ROOT / "prefect.yaml" and PREFECT_YAML.is_file()
+
+
+def test_file_import_never_drains_the_inbox(project):
+    deployments = _by_full_name(project)
+    assert deployments["lead-intake/file-import"]["parameters"]["from_inbox"] is False
+    assert deployments["lead-intake/continuous"]["parameters"].get("from_inbox", True) is True

@@ -1,0 +1,89 @@
+"""Store.require_current: a missing or unmigrated CRM is refused with the fix, and nothing is created for it."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from leadflow.crm import store as store_module
+from leadflow.crm.store import DatabaseNotReady, Store, head_revision
+from tests.conftest import PG_URL
+
+
+def test_a_migrated_crm_passes_on_both_databases(crm):
+    assert crm.revision() == head_revision() == "0013_person_erasures"
+    crm.require_current()
+
+
+def test_a_missing_sqlite_file_is_refused_and_not_created(tmp_path: Path):
+    path = tmp_path / "typo" / "crm.db"
+    store = Store(f"sqlite:///{path}")
+    try:
+        with pytest.raises(DatabaseNotReady) as refused:
+            store.require_current()
+    finally:
+        store.dispose()
+    message = str(refused.value)
+    assert f"sqlite:///{path}" in message and "`leadflow db upgrade`" in message
+    assert "\n" not in message
+    assert not path.parent.exists()
+
+
+def test_an_empty_or_foreign_sqlite_file_is_refused(tmp_path: Path):
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE notes (id INTEGER)")
+    store = Store(f"sqlite:///{path}")
+    try:
+        with pytest.raises(DatabaseNotReady, match="holds no CRM schema; create it with `leadflow db upgrade`"):
+            store.require_current()
+    finally:
+        store.dispose()
+
+
+def test_an_older_revision_is_refused_until_upgraded(tmp_path: Path):
+    store = Store(f"sqlite:///{tmp_path / 'new' / 'crm.db'}")
+    try:
+        store.upgrade("0012_keyed_email_hashes")
+        with pytest.raises(DatabaseNotReady, match="at revision 0012_keyed_email_hashes, not 0013_person_erasures; "
+                                                   "migrate it with `leadflow db upgrade`"):
+            store.require_current()
+        store.upgrade()
+        store.require_current()
+    finally:
+        store.dispose()
+
+
+@pytest.mark.skipif(not PG_URL, reason="needs LEADFLOW_TEST_PG_URL")
+def test_a_missing_postgresql_database_is_refused_with_the_password_masked():
+    url = make_url(PG_URL).set(password="s3cret-pw", database="leadflow_no_such_crm").render_as_string(
+        hide_password=False)
+    store = Store(url)
+    try:
+        with pytest.raises(DatabaseNotReady) as refused:
+            store.require_current()
+    finally:
+        store.dispose()
+    message = str(refused.value)
+    assert "s3cret-pw" not in message and ":***@" in message and "/leadflow_no_such_crm" in message
+    assert "`leadflow db upgrade`" in message
+
+
+def test_flow_tasks_refuse_a_missing_crm_too(tmp_path: Path, monkeypatch):
+    from leadflow.config.settings import get_settings
+    from tasks.common import store
+
+    path = tmp_path / "crm.db"
+    url = f"sqlite:///{path}"
+    monkeypatch.setenv("LEADFLOW_DATABASE_URL", url)
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(DatabaseNotReady, match="no CRM database at"):
+            store()
+        assert not path.exists()
+    finally:
+        get_settings.cache_clear()
+        store_module._stores.pop(url).dispose()
