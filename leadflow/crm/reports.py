@@ -1,4 +1,8 @@
-"""Reads for the monthly report (filtered and flattened in SQL) and its idempotent per-month writes."""
+"""Reads for the monthly report (filtered and flattened in SQL) and its idempotent per-month writes.
+
+A lead belongs to the month of its first touch (``leads.first_touch_at``, which intake keeps at the earliest
+submission's ``submitted_at``), so imported history lands in its own months rather than the month of the import.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, String, and_, delete, false, func, or_, select, type_coerce
+from sqlalchemy import Connection, String, and_, delete, false, func, select, type_coerce
 
 from leadflow.crm.schema import (
     CrmTask,
@@ -37,7 +41,7 @@ FUNNEL = ReportFunnel.__table__
 REASONS = ReportDisqualificationReason.__table__
 REPORT_TABLES = (VOLUME, FUNNEL, REASONS, RUNS)
 
-LEAD_COLUMNS = ("id", "created_at", "is_spam", "first_touch_source", "first_touch_utm_medium",
+LEAD_COLUMNS = ("id", "first_touch_at", "is_spam", "first_touch_source", "first_touch_utm_medium",
                 "first_touch_utm_source", "country", "tier", "owner_id", "priority")
 VOLUME_COLUMNS = ("dimension", "value", "new_leads", "submissions", "repeat_submissions", "spam_leads",
                   "spam_submissions", "new_leads_prev", "new_leads_mom_pct", "new_leads_last_year",
@@ -48,17 +52,17 @@ VOLUME_COLUMNS = ("dimension", "value", "new_leads", "submissions", "repeat_subm
 class VolumeInputs:
     """What the volume part of the report reads: the month's leads and touches, and the comparison months' leads."""
 
-    leads: pd.DataFrame  # leads created in the month, plus the leads of the month's touches
-    submissions: pd.DataFrame  # id, lead_id, submitted_at
-    previous_leads: pd.DataFrame  # leads created in the month before
-    last_year_leads: pd.DataFrame  # leads created in the same month a year before
+    leads: pd.DataFrame  # the leads of the month's touches (every lead first touched in the month is one)
+    submissions: pd.DataFrame  # id, lead_id, submitted_at of the month's touches
+    previous_leads: pd.DataFrame  # leads first touched in the month before
+    last_year_leads: pd.DataFrame  # leads first touched in the same month a year before
 
 
 @dataclass(frozen=True)
 class ConversionInputs:
     """What the conversion part reads: cohort leads, their status changes before as_of, and their tasks."""
 
-    leads: pd.DataFrame  # leads created from the oldest cohort month to the report month's end
+    leads: pd.DataFrame  # leads first touched from the oldest cohort month to the report month's end
     events: pd.DataFrame  # id, lead_id, event_type, occurred_at, to_status, reason (non-spam leads only)
     tasks: pd.DataFrame  # lead_id, kind, due_at, completed_at of the report month's non-spam leads
 
@@ -79,7 +83,7 @@ def _frame(conn: Connection, stmt, times: Sequence[str] = ()) -> pd.DataFrame:
 
 
 def _lead_select(store: Store):
-    columns = [_time(store, LEADS.c[name]) if name == "created_at" else LEADS.c[name] for name in LEAD_COLUMNS]
+    columns = [_time(store, LEADS.c[name]) if name == "first_touch_at" else LEADS.c[name] for name in LEAD_COLUMNS]
     return select(*columns, REPS.c.name.label("owner_name")).select_from(
         LEADS.outerjoin(REPS, REPS.c.id == LEADS.c.owner_id)
     )
@@ -88,35 +92,43 @@ def _lead_select(store: Store):
 def _typed_leads(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty:
         frame = pd.DataFrame({name: pd.Series(dtype="object") for name in [*LEAD_COLUMNS, "owner_name"]})
-        frame["created_at"] = pd.Series(dtype="datetime64[us, UTC]")
+        frame["first_touch_at"] = pd.Series(dtype="datetime64[us, UTC]")
     return frame.astype({"id": "int64", "is_spam": "bool", "owner_id": "Int64"}).drop_duplicates("id")
 
 
+def _touched(start: datetime, end: datetime):
+    """Ids of the leads with a submission in [start, end) (the submitted_at index does the filtering)."""
+    submitted = SUBMISSIONS.c.submitted_at
+    return select(SUBMISSIONS.c.lead_id).where(submitted >= start, submitted < end)
+
+
+def _first_touched(start: datetime, end: datetime):
+    """The condition "first touched in [start, end)" on leads.
+
+    A lead first touched in the window has its earliest submission there, so it is among the window's touched
+    leads: that subquery runs on the submitted_at index and keeps the planner off a scan of every lead
+    (first_touch_at has no index of its own).
+    """
+    first = LEADS.c.first_touch_at
+    return and_(LEADS.c.id.in_(_touched(start, end)), first >= start, first < end)
+
+
 def load_leads(conn: Connection, store: Store, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-    """Leads created in [start, end), with the owner's name (the index on created_at does the filtering)."""
-    created = LEADS.c.created_at
-    stmt = _lead_select(store).where(created >= start.to_pydatetime(), created < end.to_pydatetime())
-    return _typed_leads(_frame(conn, stmt, ["created_at"]))
+    """Leads first touched in [start, end), with the owner's name."""
+    stmt = _lead_select(store).where(_first_touched(start.to_pydatetime(), end.to_pydatetime()))
+    return _typed_leads(_frame(conn, stmt, ["first_touch_at"]))
 
 
 def load_volume_inputs(store: Store, month: str) -> VolumeInputs:
     """Read the month's leads and submissions and the comparison months' leads in one snapshot."""
     start, end = (t.to_pydatetime() for t in month_bounds(month))
-    created, submitted = LEADS.c.created_at, SUBMISSIONS.c.submitted_at
-    touched = select(SUBMISSIONS.c.lead_id).where(submitted >= start, submitted < end)
+    submitted = SUBMISSIONS.c.submitted_at
     with store.engine.connect() as conn, conn.begin():
-        window = _frame(conn, _lead_select(store).where(created >= start, created < end), ["created_at"])
-        # Touches this month by leads created at another time still count as (repeat) submissions.
-        others = _frame(conn, _lead_select(store).where(or_(created < start, created >= end),
-                                                         LEADS.c.id.in_(touched)), ["created_at"])
-        leads = _typed_leads(pd.concat([window, others], ignore_index=True) if len(others) else window)
+        # The leads first touched this month and those touching again this month: both have a touch this month.
+        leads = _typed_leads(_frame(conn, _lead_select(store).where(LEADS.c.id.in_(_touched(start, end))),
+                                    ["first_touch_at"]))
         sub_columns = [SUBMISSIONS.c.id, SUBMISSIONS.c.lead_id, _time(store, submitted)]
-        in_month = _frame(conn, select(*sub_columns).where(submitted >= start, submitted < end), ["submitted_at"])
-        # A lead created this month whose earlier touches were backfilled: those make this month's touch a repeat.
-        joined = SUBMISSIONS.join(LEADS, LEADS.c.id == SUBMISSIONS.c.lead_id)
-        earlier = _frame(conn, select(*sub_columns).select_from(joined)
-                         .where(created >= start, created < end, submitted < start), ["submitted_at"])
-        submissions = pd.concat([in_month, earlier], ignore_index=True) if len(earlier) else in_month
+        submissions = _frame(conn, select(*sub_columns).where(submitted >= start, submitted < end), ["submitted_at"])
         previous = load_leads(conn, store, *month_bounds(previous_month(month)))
         last_year = load_leads(conn, store, *month_bounds(same_month_last_year(month)))
     submissions = submissions.astype({"id": "int64", "lead_id": "int64"}) if len(submissions) else submissions
@@ -125,7 +137,7 @@ def load_volume_inputs(store: Store, month: str) -> VolumeInputs:
 
 def load_conversion_inputs(store: Store, month: str, cohorts: Sequence[str], as_of: pd.Timestamp
                            ) -> ConversionInputs:
-    """Read the cohorts' leads, their status changes before as_of and the month's tasks in one snapshot."""
+    """Read the first-touch cohorts' leads, their status changes before as_of and the month's tasks in one snapshot."""
     start, end = (t.to_pydatetime() for t in month_bounds(month))
     oldest = min(month_bounds(c)[0] for c in [month, *cohorts])
     with store.engine.connect() as conn, conn.begin():
@@ -136,17 +148,18 @@ def load_conversion_inputs(store: Store, month: str, cohorts: Sequence[str], as_
 
 
 def _cohort_join(table, start: datetime, end: datetime):
-    """The table joined to non-spam leads created in [start, end): the created_at index drives the lookup."""
-    return table.join(LEADS, and_(LEADS.c.id == table.c.lead_id, LEADS.c.created_at >= start, LEADS.c.created_at < end,
+    """The table joined to non-spam leads first touched in [start, end): the window's touches drive the lookup."""
+    return table.join(LEADS, and_(LEADS.c.id == table.c.lead_id, _first_touched(start, end),
                                   LEADS.c.is_spam == false()))
 
 
 def load_status_events(conn: Connection, store: Store, start: datetime, end: datetime,
                        as_of: pd.Timestamp) -> pd.DataFrame:
-    """Status changes (before as_of) of non-spam leads created in [start, end), details flattened in SQL."""
+    """Status changes (before as_of) of non-spam leads first touched in [start, end), details flattened in SQL."""
     details = EVENTS.c.details
     # Without statistics SQLite would walk every status change through the event_type index; `event_type || ''`
-    # hides that index, so it starts from the cohort's leads (created_at index) and reads their events by lead_id.
+    # hides that index, so it starts from the cohort's leads (found through the window's touches) and reads their
+    # events by lead_id.
     kind = EVENTS.c.event_type.concat("") if store.dialect == "sqlite" else EVENTS.c.event_type
     stmt = (
         select(EVENTS.c.id, EVENTS.c.lead_id, EVENTS.c.event_type, _time(store, EVENTS.c.occurred_at),
@@ -159,7 +172,7 @@ def load_status_events(conn: Connection, store: Store, start: datetime, end: dat
 
 
 def load_tasks(conn: Connection, store: Store, start: datetime, end: datetime) -> pd.DataFrame:
-    """crm_tasks of non-spam leads created in [start, end), for the SLA."""
+    """crm_tasks of non-spam leads first touched in [start, end), for the SLA."""
     stmt = (
         select(TASKS.c.lead_id, TASKS.c.kind, _time(store, TASKS.c.due_at), _time(store, TASKS.c.completed_at))
         .select_from(_cohort_join(TASKS, start, end))
@@ -168,23 +181,22 @@ def load_tasks(conn: Connection, store: Store, start: datetime, end: datetime) -
 
 
 def count_leads(store: Store, month: str) -> dict[str, int]:
-    """A direct count of the leads created in a month, spam apart: the report must agree with it."""
+    """A direct count of the leads first touched in a month, spam apart: the report must agree with it."""
     start, end = (t.to_pydatetime() for t in month_bounds(month))
-    stmt = (select(LEADS.c.is_spam, func.count()).where(LEADS.c.created_at >= start, LEADS.c.created_at < end)
-            .group_by(LEADS.c.is_spam))
+    stmt = select(LEADS.c.is_spam, func.count()).where(_first_touched(start, end)).group_by(LEADS.c.is_spam)
     with store.engine.connect() as conn:
         counts = {bool(spam): int(n) for spam, n in conn.execute(stmt)}
     return {"new_leads": counts.get(False, 0), "spam_leads": counts.get(True, 0)}
 
 
 def volume_history(store: Store, months: Sequence[str]) -> pd.DataFrame:
-    """New leads (spam excluded) by first-touch source for each month, counted in SQL month by month."""
+    """New leads (spam excluded, by first touch) by first-touch source for each month, counted in SQL month by month."""
     rows: list[tuple[str, str, int]] = []
     with store.engine.connect() as conn:
         for month in months:
             start, end = (t.to_pydatetime() for t in month_bounds(month))
             stmt = (select(LEADS.c.first_touch_source, func.count())
-                    .where(LEADS.c.created_at >= start, LEADS.c.created_at < end, LEADS.c.is_spam == false())
+                    .where(_first_touched(start, end), LEADS.c.is_spam == false())
                     .group_by(LEADS.c.first_touch_source))
             rows.extend((month, str(source), int(n)) for source, n in conn.execute(stmt))
     frame = pd.DataFrame(rows, columns=["month", "source", "new_leads"])

@@ -2,6 +2,9 @@
 
 Pure pandas over frames read from the CRM tables (``leads``, ``lead_submissions``, ``crm_tasks``, ``lead_events``);
 no Prefect and no database here. Months are ``'YYYY-MM'`` strings and every time is compared in UTC.
+
+A lead is new in the month of its first touch (``first_touch_at``: its earliest submission's ``submitted_at``), not in
+the month its row was written, so backfilled or later-imported history lands in its own months.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ DIMENSIONS: tuple[str, ...] = ("source", "channel", "country", "tier", "owner")
 COUNT_COLUMNS: tuple[str, ...] = ("new_leads", "submissions", "repeat_submissions", "spam_leads", "spam_submissions")
 SLA_PRIORITIES: frozenset[str] = frozenset({"P1", "P2"})
 QUALIFICATION_TASK_KINDS: frozenset[str] = frozenset({"qualification", "qualify"})
+FIRST_TOUCH = "first_touch_at"  # the leads column a lead's month is read from
 
 TOTAL = ("total", "all")
 NONE_LABEL = "(none)"
@@ -47,7 +51,7 @@ class ReconciliationError(ValueError):
 
 @dataclass(frozen=True)
 class FunnelReport:
-    """The funnel of one creation cohort: stage counts and timings, and why leads were disqualified."""
+    """The funnel of one first-touch cohort: stage counts and timings, and why leads were disqualified."""
 
     cohort_month: str
     by: str | None
@@ -237,13 +241,13 @@ def lead_volume(
     """New leads, submissions and repeat submissions of one month, in total and by each dimension (long format)."""
     start, end = month_bounds(month)
     dimensions = list(dict.fromkeys(dimensions))
-    needed = {"id", "created_at", "is_spam"}.union(*(_dimension_columns(d, leads) for d in dimensions))
+    needed = {"id", FIRST_TOUCH, "is_spam"}.union(*(_dimension_columns(d, leads) for d in dimensions))
     _require(leads, needed, "leads")
     _require(submissions, {"lead_id", "submitted_at"}, "submissions")
     ids = _unique_ids(leads)
 
     low, high = start.value // 1000, end.value // 1000
-    created = _micros(leads["created_at"])
+    first_touch = _micros(leads[FIRST_TOUCH])
     spam = _flag(leads["is_spam"]).to_numpy()
     position = _positions(ids, submissions["lead_id"])
     if (position < 0).any():
@@ -262,10 +266,12 @@ def lead_volume(
     first_id = np.full(len(leads), NEVER, dtype=np.int64)
     np.minimum.at(first_id, position[at_first], tiebreak[at_first])
     is_first = at_first & (tiebreak == first_id[position])
-    lead_created_before = (created != NAT) & (created < low)
-    repeat = lead_created_before[position] | ~is_first
+    # A lead first touched before the month repeats itself with every touch this month, even if the frame lacks
+    # its earlier submissions.
+    touched_before = (first_touch != NAT) & (first_touch < low)
+    repeat = touched_before[position] | ~is_first
 
-    lead_rows = np.flatnonzero((created >= low) & (created < high))
+    lead_rows = np.flatnonzero((first_touch >= low) & (first_touch < high))
     sub_in_month = (submitted >= low) & (submitted < high)
     sub_rows = position[sub_in_month]
     lead_spam, sub_spam, repeat = spam[lead_rows], spam[sub_rows], repeat[sub_in_month]
@@ -413,14 +419,14 @@ def funnel(
     *,
     as_of: pd.Timestamp | None = None,
 ) -> FunnelReport:
-    """The funnel of leads created in a month (spam excluded), rebuilt from the event log rather than current status."""
+    """The funnel of leads first touched in a month (spam excluded), rebuilt from the event log, not current status."""
     # as_of drops events at or after that moment, so re-running an old month's report reproduces its numbers.
     start, end = month_bounds(cohort_month)
-    needed = {"id", "created_at", "is_spam"} | (_dimension_columns(by, leads) if by is not None else set())
+    needed = {"id", FIRST_TOUCH, "is_spam"} | (_dimension_columns(by, leads) if by is not None else set())
     _require(leads, needed, "leads")
     _unique_ids(leads)
-    created = _utc(leads["created_at"])
-    cohort = leads.loc[_in_window(created, start, end) & ~_flag(leads["is_spam"])]
+    first_touch = _utc(leads[FIRST_TOUCH])
+    cohort = leads.loc[_in_window(first_touch, start, end) & ~_flag(leads["is_spam"])]
     ids = pd.Index(cohort["id"])
     n = len(cohort)
     if by is None:
@@ -437,9 +443,9 @@ def funnel(
         chosen = changes.stage == code
         stage_pos, stage_at = changes.pos[chosen], changes.at[chosen]
         if name == "new":
-            # Every lead enters 'new' when it is created, with or without a status event saying so.
+            # Every lead enters 'new' at its first touch, with or without a status event saying so.
             stage_pos = np.concatenate([np.arange(n), stage_pos])
-            stage_at = np.concatenate([_micros(created.loc[cohort.index]), stage_at])
+            stage_at = np.concatenate([_micros(first_touch.loc[cohort.index]), stage_at])
         entries[name] = (stage_pos, stage_at)
         entered[name] = np.zeros(n, dtype=bool)
         entered[name][stage_pos] = True
@@ -544,14 +550,15 @@ def sla_compliance(
     *,
     qualification_kinds: Collection[str] = QUALIFICATION_TASK_KINDS,
 ) -> dict[str, Any]:
-    """Share of P1/P2 leads created in the month (spam excluded) first contacted by their earliest task due time."""
+    """Share of P1/P2 leads first touched in the month (spam excluded) contacted by their earliest task due time."""
     start, end = month_bounds(month)
-    _require(leads, {"id", "created_at", "is_spam", "priority"}, "leads")
+    _require(leads, {"id", FIRST_TOUCH, "is_spam", "priority"}, "leads")
     _require(tasks, {"lead_id", "kind", "due_at", "completed_at"}, "tasks")
     _unique_ids(leads)
-    created = _utc(leads["created_at"])
+    first_touch = _utc(leads[FIRST_TOUCH])
     priority = _text(leads["priority"]).str.upper()
-    eligible = _in_window(created, start, end) & ~_flag(leads["is_spam"]) & priority.isin(SLA_PRIORITIES).fillna(False)
+    eligible = (_in_window(first_touch, start, end) & ~_flag(leads["is_spam"])
+                & priority.isin(SLA_PRIORITIES).fillna(False))
     ids = pd.Index(leads.loc[eligible, "id"])
     n = len(ids)
 
@@ -673,7 +680,7 @@ def cohort_funnels(
     events: pd.DataFrame, leads: pd.DataFrame, cohorts: Sequence[str], as_of: pd.Timestamp,
     breakdowns: Sequence[str | None] = FUNNEL_BREAKDOWNS,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Funnels of several creation cohorts, overall and per breakdown, as two long tables (stages, reasons)."""
+    """Funnels of several first-touch cohorts, overall and per breakdown, as two long tables (stages, reasons)."""
     stages, reasons = [], []
     for cohort in cohorts:
         for by in breakdowns:

@@ -42,6 +42,14 @@ def _count(value: Any) -> str:
 _pct = pct
 
 
+def as_of_line(report: MonthlyReport) -> str:
+    """What the numbers are as of: the CRM when the report was built, and the funnel's cut-off."""
+    # Later imports can still add leads to a past month (a lead counts in the month of its first touch), so the
+    # reader needs to know when the CRM was read.
+    return (f"Data as of {report.generated_at:%Y-%m-%d %H:%M} UTC; leads count in the month of their first touch; "
+            f"funnel status changes before {report.as_of:%Y-%m-%d %H:%M} UTC")
+
+
 def _hours(value: Any) -> str:
     return "–" if value is None or pd.isna(value) else f"{float(value):.1f} h"
 
@@ -82,6 +90,8 @@ def to_json(report: MonthlyReport) -> dict[str, Any]:
         **_plain(report.headline()),
         "as_of": report.as_of.isoformat(),
         "generated_at": report.generated_at.isoformat(),
+        "data_as_of": report.generated_at.isoformat(),
+        "counted_by": "first_touch",
         "direct_counts": _plain(report.direct),
         "volume": _table(report.volume),
         "funnel": _table(report.funnel),
@@ -111,6 +121,8 @@ def to_markdown(report: MonthlyReport) -> str:
     lines = [
         f"# Monthly lead report {report.month}",
         "",
+        f"_{as_of_line(report)}._",
+        "",
         f"- **New leads:** {_count(head['new_leads'])} (previous month {_count(head['new_leads_prev'])}, "
         f"{_pct(head['new_leads_mom_pct'], signed=True)}; last year {_count(head['new_leads_last_year'])}, "
         f"{_pct(head['new_leads_yoy_pct'], signed=True)})",
@@ -121,7 +133,7 @@ def to_markdown(report: MonthlyReport) -> str:
         "",
     ]
     if head["new_leads"] == 0:
-        lines += ["No leads were created this month.", ""]
+        lines += ["No leads were first touched this month.", ""]
     volume = report.volume
     sources = volume.loc[volume["dimension"] == "source"]
     if len(sources):

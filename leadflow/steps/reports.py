@@ -50,7 +50,7 @@ def aggregate_monthly_lead_volume(store: Store, month: str) -> VolumeResult:
 
 
 def lead_conversion_report(store: Store, month: str, cohorts: int, as_of: pd.Timestamp) -> ConversionResult:
-    """Funnels of the last `cohorts` creation cohorts (overall, by source, by owner) and the month's SLA."""
+    """Funnels of the last `cohorts` first-touch cohorts (overall, by source, by owner) and the month's SLA."""
     months = rpt.cohort_months(month, cohorts)
     inputs = report_store.load_conversion_inputs(store, month, months, as_of)
     funnel, reasons = rpt.cohort_funnels(inputs.events, inputs.leads, months, as_of)

@@ -39,16 +39,14 @@ def _events(crm) -> list[dict]:
     return [dict(r["details"]) for r in rows]
 
 
-def _month_of_now() -> str:
-    return pd.Timestamp.now(tz="UTC").strftime("%Y-%m")
-
-
 def test_report_json_carries_new_leads(crm, tmp_path, reports):
     _intake(tmp_path, [lead("a@b.com"), lead("c@d.com"), lead("a@b.com", submitted_at="2025-03-02T10:00:00Z")])
-    result = runner.invoke(app, ["report", "--month", _month_of_now(), "--format", "json"])
+    # The leads count in the month of their first touch (March 2025), not the month they were imported in.
+    result = runner.invoke(app, ["report", "--month", "2025-03", "--format", "json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    assert payload["new_leads"] == 2 and payload["month"] == _month_of_now()
+    assert payload["new_leads"] == 2 and payload["month"] == "2025-03"
+    assert payload["counted_by"] == "first_touch" and payload["data_as_of"]
     assert "a@b.com" not in result.stdout
 
 

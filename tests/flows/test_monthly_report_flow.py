@@ -208,7 +208,7 @@ def test_a_month_without_leads_is_an_honest_empty_report(crm, reports):
     result = monthly_report(month="2031-01")
     assert result["new_leads"] == 0 and result["sla"]["eligible"] == 0 and result["sla"]["rate"] is None
     md = Path(result["files"]["md"][0]).read_text(encoding="utf-8")
-    assert "No leads were created this month." in md
+    assert "No leads were first touched this month." in md
     with crm.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(OutboxMessage.__table__)).scalar_one() == 1
 

@@ -33,9 +33,9 @@ def ts(text: str) -> pd.Timestamp:
 
 
 # Lead 1 goes straight through, 2 skips qualified, 3 is recycled then converted, 4 is disqualified,
-# 5 was created in February, 6 is spam, 7 never moves.
+# 5 was first touched in February, 6 is spam, 7 never moves.
 LEADS = [
-    # id, created_at, spam, source, utm_medium, utm_source, country, tier, owner_id, priority
+    # id, first_touch_at, spam, source, utm_medium, utm_source, country, tier, owner_id, priority
     (1, "2025-03-03 00:00", False, "web_form", "cpc", "google", "US", "A", 10, "P1"),
     (2, "2025-03-05 00:00", False, "linkedin_ads", None, None, "DE", "B", None, "P2"),
     (3, "2025-03-10 00:00", False, "web_form", "email", None, "US", "A", 10, "P3"),
@@ -74,7 +74,7 @@ SUBMISSIONS = [
     (4, 3, "2025-03-10 00:00"),
     (5, 4, "2025-03-12 00:00"),
     (6, 5, "2025-02-27 00:00"),
-    (7, 5, "2025-03-02 00:00"),  # lead created in February: a repeat
+    (7, 5, "2025-03-02 00:00"),  # lead first touched in February: a repeat
     (8, 6, "2025-03-15 00:00"),  # spam
     (9, 7, "2025-03-25 00:00"),
     (10, 3, "2025-04-02 00:00"),  # next month
@@ -85,10 +85,10 @@ def make_leads() -> pd.DataFrame:
     """The leads table as the store reads it, with rep names joined."""
     frame = pd.DataFrame(
         LEADS,
-        columns=["id", "created_at", "is_spam", "first_touch_source", "first_touch_utm_medium",
+        columns=["id", "first_touch_at", "is_spam", "first_touch_source", "first_touch_utm_medium",
                  "first_touch_utm_source", "country", "tier", "owner_id", "priority"],
     )
-    frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
+    frame["first_touch_at"] = pd.to_datetime(frame["first_touch_at"], utc=True)
     frame["owner_id"] = frame["owner_id"].astype("Int64")
     reps = pd.DataFrame({"id": [10, 11], "name": ["Ann", "Bo"]})
     return with_owner_names(frame, reps)
@@ -188,7 +188,7 @@ def test_volume_does_not_depend_on_row_order() -> None:
 
 def test_volume_reads_naive_times_as_utc_and_breaks_time_ties_by_id() -> None:
     leads, subs = make_leads(), make_submissions()
-    naive = leads.assign(created_at=leads["created_at"].dt.tz_localize(None))
+    naive = leads.assign(first_touch_at=leads["first_touch_at"].dt.tz_localize(None))
     pd.testing.assert_frame_equal(lead_volume(naive, subs, MONTH), lead_volume(leads, subs, MONTH))
     twin = pd.concat([subs, pd.DataFrame({"id": [0], "lead_id": [7], "submitted_at": [ts("2025-03-25")]})])
     total = row(lead_volume(leads, twin, MONTH), dimension="total")
@@ -378,13 +378,13 @@ def test_funnel_rates_stay_within_0_and_1_on_messy_paths() -> None:
     statuses = [*MAIN_STAGES, "disqualified", "recycled"]
     n = 300
     leads = pd.DataFrame({
-        "id": np.arange(n), "created_at": ts("2025-03-01") + pd.to_timedelta(rng.integers(0, 600, n), unit="h"),
+        "id": np.arange(n), "first_touch_at": ts("2025-03-01") + pd.to_timedelta(rng.integers(0, 600, n), unit="h"),
         "is_spam": rng.random(n) < 0.1, "first_touch_source": rng.choice(["a", "b", "c"], n),
     })
     lead_ids = rng.integers(0, n, 3000)
     events = pd.DataFrame({
         "lead_id": lead_ids, "event_type": "status_changed",
-        "occurred_at": leads["created_at"].iloc[lead_ids].reset_index(drop=True)
+        "occurred_at": leads["first_touch_at"].iloc[lead_ids].reset_index(drop=True)
         + pd.to_timedelta(rng.integers(-5, 900, 3000), unit="h"),
         "details": [{"to": s, "reason": "no_need"} for s in rng.choice(statuses, 3000)],
     })

@@ -59,7 +59,7 @@ def test_markdown_lists_totals_sources_funnel_and_reasons():
 def test_empty_month_renders_honestly():
     report = build_report("2025-07")
     md = rr.to_markdown(report)
-    assert "No leads were created this month." in md
+    assert "No leads were first touched this month." in md
     html = rr.to_html(report)
     assert "No leads in this month" in html
     assert rr.to_json(report)["new_leads"] == 0
