@@ -64,6 +64,18 @@ def queue_or_refresh(store: Store, row: dict[str, Any]) -> None:
 # conditional UPDATE (the fencing check), so a row another run took over after a lapsed lease is never sent twice.
 
 
+def _lock_ids(conn: Connection, store: Store, condition: Any) -> list[int]:
+    """Ids of the rows matching condition, locked in id order on PostgreSQL.
+
+    Every transaction that updates several outbox rows takes their locks in id order (claim_batch skips locked
+    rows and never waits), so two overlapping runs cannot each hold a row the other waits for: no deadlock.
+    """
+    stmt = select(OUTBOX.c.id).where(condition).order_by(OUTBOX.c.id)
+    if store.dialect == "postgresql":
+        stmt = stmt.with_for_update()
+    return [int(i) for i in conn.execute(stmt).scalars()]
+
+
 def recover_stale(store: Store, now: datetime, lease: timedelta,
                   idempotent_channels: Collection[str] = ()) -> tuple[int, int]:
     """Settle rows whose claim outlived its lease: back to pending when safe, else failed as outcome unknown.
@@ -78,12 +90,16 @@ def recover_stale(store: Store, now: datetime, lease: timedelta,
     if idempotent_channels:
         safe = safe | OUTBOX.c.channel.in_(sorted(idempotent_channels))
     with store.begin() as conn:
+        ids = _lock_ids(conn, store, stale)
+        if not ids:
+            return 0, 0
+        mine = OUTBOX.c.id.in_(ids)
         requeued = conn.execute(
-            update(OUTBOX).where(stale, safe).values(status="pending", claim_token=None, claimed_at=None,
-                                                     send_started_at=None)
+            update(OUTBOX).where(mine, stale, safe).values(status="pending", claim_token=None, claimed_at=None,
+                                                           send_started_at=None)
         ).rowcount
         unknown = conn.execute(
-            update(OUTBOX).where(stale, ~safe).values(status="failed", last_error=UNKNOWN_OUTCOME)
+            update(OUTBOX).where(mine, stale, ~safe).values(status="failed", last_error=UNKNOWN_OUTCOME)
         ).rowcount
     return int(requeued or 0), int(unknown or 0)
 
@@ -133,7 +149,10 @@ def confirm_claim(store: Store, row_id: int, token: str, now: datetime, *, start
 def extend_lease(store: Store, token: str, now: datetime) -> set[int]:
     """Renew the lease of every row this claim still holds; returns their ids (rows taken over are not among them)."""
     with store.begin() as conn:
-        held = conn.execute(update(OUTBOX).where(_claimed_by(token)).values(claimed_at=now)
+        ids = _lock_ids(conn, store, _claimed_by(token))
+        if not ids:
+            return set()
+        held = conn.execute(update(OUTBOX).where(OUTBOX.c.id.in_(ids), _claimed_by(token)).values(claimed_at=now)
                             .returning(OUTBOX.c.id)).scalars().all()
     return {int(i) for i in held}
 
@@ -143,6 +162,7 @@ def release_claims(store: Store, ids: list[int], token: str) -> int:
     if not ids:
         return 0
     with store.begin() as conn:
+        ids = _lock_ids(conn, store, OUTBOX.c.id.in_(ids) & _claimed_by(token))
         released = conn.execute(
             update(OUTBOX).where(OUTBOX.c.id.in_(ids), _claimed_by(token), OUTBOX.c.send_started_at.is_(None))
             .values(status="pending", claim_token=None, claimed_at=None)
@@ -158,6 +178,7 @@ def mark_sent(store: Store, ids: list[int], tries: dict[int, int], token: str, n
             .values(status=bindparam("b_status"), sent_at=bindparam("b_now"),
                     attempts=OUTBOX.c.attempts + bindparam("b_tries"), claim_token=bindparam("b_none"),
                     last_error=bindparam("b_none")))
+    ids = sorted(ids)  # one lock order for every multi-row write (see _lock_ids)
     frame = pd.DataFrame({"b_id": ids, "b_token": token, "b_now": now, "b_tries": [tries.get(i, 1) for i in ids],
                           "b_status": "sent", "b_none": None})
     with store.begin() as conn:
