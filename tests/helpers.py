@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from sqlalchemy import select
 
+from leadflow.crm import outbox
 from leadflow.crm.schema import Base
 from leadflow.crm.store import Store
 
@@ -89,3 +91,18 @@ def run_intake(store: Store, path: str, *, column_map: dict[str, str] | str | No
         raise
     submissions.finish_batch(store, summary.batch_id, "completed", summary.as_dict(), datetime.now(UTC))
     return summary.as_dict()
+
+
+def queue_outbox_rows(crm: Store, channels: list[str], now: datetime) -> None:
+    """Queue one pending auto-response per channel given (keys k:0, k:1, ...)."""
+    n = len(channels)
+    outbox.queue_messages(crm, pd.DataFrame({
+        "idempotency_key": [f"k:{i}" for i in range(n)], "lead_id": pd.array([None] * n, dtype="Int64"),
+        "kind": "auto_response", "channel": channels, "recipient": [f"p{i}@example.com" for i in range(n)],
+        "subject": "s", "body": "b", "status": "pending", "attempts": 0, "created_at": now,
+    }))
+
+
+def outbox_by_key(crm: Store) -> pd.DataFrame:
+    """The outbox rows indexed and sorted by idempotency key."""
+    return outbox.outbox_frame(crm).set_index("idempotency_key").sort_index()

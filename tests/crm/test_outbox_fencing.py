@@ -7,22 +7,14 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 
 from leadflow.crm import outbox
+from tests.helpers import outbox_by_key, queue_outbox_rows
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 LEASE = timedelta(minutes=10)
 
 
 def _queue(crm, channels: list[str]) -> None:
-    n = len(channels)
-    outbox.queue_messages(crm, pd.DataFrame({
-        "idempotency_key": [f"k:{i}" for i in range(n)], "lead_id": pd.array([None] * n, dtype="Int64"),
-        "kind": "auto_response", "channel": channels, "recipient": [f"p{i}@example.com" for i in range(n)],
-        "subject": "s", "body": "b", "status": "pending", "attempts": 0, "created_at": NOW,
-    }))
-
-
-def _by_key(crm) -> pd.DataFrame:
-    return outbox.outbox_frame(crm).set_index("idempotency_key").sort_index()
+    queue_outbox_rows(crm, channels, NOW)
 
 
 def test_the_fence_confirms_the_owner_and_gives_a_stranger_nothing(crm):
@@ -32,14 +24,14 @@ def test_the_fence_confirms_the_owner_and_gives_a_stranger_nothing(crm):
     later = NOW + timedelta(minutes=3)
     assert outbox.confirm_claim(crm, first, "another run's token", later) is False
     assert outbox.confirm_claim(crm, first, token, later) is True
-    frame = _by_key(crm)
+    frame = outbox_by_key(crm)
     # The owner's confirmation commits the start of its send and renews that row's lease; the stranger's did nothing.
     assert frame.loc["k:0", "send_started_at"] == pd.Timestamp(later)
     assert frame.loc["k:0", "claimed_at"] == pd.Timestamp(later)
     assert pd.isna(frame.loc["k:1", "send_started_at"]) and frame.loc["k:1", "claimed_at"] == pd.Timestamp(NOW)
     # Without `started` (an idempotent channel) only the lease is renewed.
     assert outbox.confirm_claim(crm, second, token, later, started=False) is True
-    assert pd.isna(_by_key(crm).loc["k:1", "send_started_at"])
+    assert pd.isna(outbox_by_key(crm).loc["k:1", "send_started_at"])
     # A row no longer `sending` (already sent) fails the fence even for its old token.
     outbox.mark_sent(crm, [first], {}, token, later)
     assert outbox.confirm_claim(crm, first, token, later) is False
@@ -61,7 +53,7 @@ def test_a_row_taken_over_after_the_lease_fails_the_old_owners_fence(crm):
     # The old owner's bookkeeping cannot touch the new claim's rows.
     outbox.mark_sent(crm, [ids[2]], {}, old, late)
     outbox.mark_failed(crm, ids[2], old, 1, "TimeoutError", None)
-    assert _by_key(crm).loc["k:2", ["status", "claim_token"]].tolist() == ["sending", new]
+    assert outbox_by_key(crm).loc["k:2", ["status", "claim_token"]].tolist() == ["sending", new]
 
 
 def test_a_slow_owner_still_records_the_outcome_of_a_send_marked_unknown(crm):
@@ -69,11 +61,11 @@ def test_a_slow_owner_still_records_the_outcome_of_a_send_marked_unknown(crm):
     token, rows = outbox.claim_batch(crm, NOW, 1)
     assert outbox.confirm_claim(crm, rows[0]["id"], token, NOW)
     assert outbox.recover_stale(crm, NOW + LEASE, LEASE) == (0, 1)
-    assert _by_key(crm).loc["k:0", ["status", "last_error"]].tolist() == ["failed", outbox.UNKNOWN_OUTCOME]
+    assert outbox_by_key(crm).loc["k:0", ["status", "last_error"]].tolist() == ["failed", outbox.UNKNOWN_OUTCOME]
     # The unknown outcome is never claimed again, but the owner that was only slow says how its send ended.
     assert outbox.claim_batch(crm, NOW + 2 * LEASE, 10)[1] == []
     outbox.mark_sent(crm, [rows[0]["id"]], {rows[0]["id"]: 1}, token, NOW + LEASE)
-    assert _by_key(crm).loc["k:0", ["status", "attempts"]].tolist() == ["sent", 1]
+    assert outbox_by_key(crm).loc["k:0", ["status", "attempts"]].tolist() == ["sent", 1]
 
 
 def test_a_renewed_lease_is_taken_over_only_after_it_expires_again(crm):
@@ -110,7 +102,7 @@ def test_released_rows_are_pending_again_without_an_attempt(crm):
     assert outbox.release_claims(crm, ids, "another run's token") == 0
     # A row whose send began is never released as if untouched.
     assert outbox.release_claims(crm, ids, token) == 2
-    frame = _by_key(crm)
+    frame = outbox_by_key(crm)
     assert frame["status"].tolist() == ["pending", "pending", "sending"]
     assert frame.loc[["k:0", "k:1"], "attempts"].tolist() == [0, 0]
     assert frame.loc[["k:0", "k:1"], ["claim_token", "claimed_at", "next_attempt_at"]].isna().all().all()

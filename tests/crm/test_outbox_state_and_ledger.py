@@ -10,21 +10,13 @@ from leadflow.crm import backfill as ledger
 from leadflow.crm import outbox
 from leadflow.crm.submissions import batch_summary, finish_batch, start_batch
 from leadflow.domain.backfill import UNDATED_WINDOW, make_windows
+from tests.helpers import outbox_by_key, queue_outbox_rows
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
 
 def _queue(crm, channels: list[str]) -> None:
-    n = len(channels)
-    outbox.queue_messages(crm, pd.DataFrame({
-        "idempotency_key": [f"k:{i}" for i in range(n)], "lead_id": pd.array([None] * n, dtype="Int64"),
-        "kind": "auto_response", "channel": channels, "recipient": [f"p{i}@example.com" for i in range(n)],
-        "subject": "s", "body": "b", "status": "pending", "attempts": 0, "created_at": NOW,
-    }))
-
-
-def _by_key(crm) -> pd.DataFrame:
-    return outbox.outbox_frame(crm).set_index("idempotency_key").sort_index()
+    queue_outbox_rows(crm, channels, NOW)
 
 
 def test_claims_never_overlap_and_only_due_rows_are_claimed(crm):
@@ -46,7 +38,7 @@ def test_sent_and_failed_rows_are_recorded_only_under_their_claim(crm):
     outbox.mark_sent(crm, [ids[1]], {}, "another run's token", NOW)  # not this run's claim: nothing changes
     outbox.mark_failed(crm, ids[1], token, 1, "TimeoutError: slow", NOW + timedelta(minutes=5))
     outbox.mark_failed(crm, ids[2], token, 1, "PermanentDeliveryError: refused", None)
-    frame = _by_key(crm)
+    frame = outbox_by_key(crm)
     assert frame.loc["k:0", ["status", "attempts"]].tolist() == ["sent", 2]
     assert frame.loc["k:1", "status"] == "pending" and pd.isna(frame.loc["k:1", "send_started_at"])
     assert frame.loc["k:1", "next_attempt_at"] == pd.Timestamp(NOW + timedelta(minutes=5))
@@ -65,7 +57,7 @@ def test_stale_claims_are_requeued_when_safe_and_failed_when_the_send_began(crm)
     assert outbox.recover_stale(crm, NOW + timedelta(minutes=5), timedelta(minutes=10), ["email"]) == (0, 0)
     # Email is idempotent here (.eml files): both email rows go back; the Apprise row's outcome is unknown.
     assert outbox.recover_stale(crm, NOW + timedelta(minutes=11), timedelta(minutes=10), ["email"]) == (2, 1)
-    frame = _by_key(crm)
+    frame = outbox_by_key(crm)
     assert frame["status"].tolist() == ["pending", "pending", "failed"]
     assert frame.loc["k:2", "last_error"] == outbox.UNKNOWN_OUTCOME
 
@@ -75,7 +67,7 @@ def test_with_no_idempotent_channel_a_begun_send_is_never_requeued(crm):
     token, rows = outbox.claim_batch(crm, NOW, 2)
     assert outbox.confirm_claim(crm, rows[1]["id"], token, NOW)
     assert outbox.recover_stale(crm, NOW + timedelta(hours=1), timedelta(minutes=10)) == (1, 1)
-    assert _by_key(crm)["status"].tolist() == ["pending", "failed"]
+    assert outbox_by_key(crm)["status"].tolist() == ["pending", "failed"]
 
 
 def test_a_window_is_taken_once_until_it_fails_or_its_run_is_abandoned(crm):

@@ -6,43 +6,18 @@ Prefect's retries of the enrichment calls and the lead-rescore flow are tested i
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
-import pandas as pd
 import pytest
-from sqlalchemy import select
 
-from leadflow.config.settings import get_settings
-from leadflow.crm.schema import Lead
 from leadflow.domain.scoring import TIERS
 from leadflow.io.enrichment import SAMPLE_FIRMOGRAPHICS
 from leadflow.steps.enrichment import load_firmographics
+from tests.details_data import ACME, NOW
+from tests.details_data import detail_rows as _rows
+from tests.details_data import leads_frame as _leads
+from tests.details_data import use_settings as _use
 from tests.enrichment_server import EnrichmentApi, enrichment_server
 from tests.helpers import lead, run_intake, write_csv
-
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-ACME = {"legal_name": "Acme Corporation", "industry": "Manufacturing", "employee_count": 1200,
-        "revenue_band": "250M-1B", "country": "US"}
-
-
-def _leads(crm) -> pd.DataFrame:
-    with crm.engine.connect() as conn:
-        return pd.DataFrame(conn.execute(select(Lead.__table__)).mappings().all()).set_index("email")
-
-
-def _use(monkeypatch, **env) -> None:
-    for key, value in env.items():
-        monkeypatch.setenv(f"LEADFLOW_{key.upper()}", str(value))
-    get_settings.cache_clear()
-
-
-def _rows(tmp_path) -> str:
-    return write_csv(tmp_path / "leads.csv", [
-        lead("pat@acme.com", job_title="VP Engineering", industry="Retail", demo_requested="yes"),
-        lead("sam@acme.com", job_title="Intern", website="https://www.acme.com/"),
-        lead("kim@gmail.com", company="Kim's Bakery", message="What is your pricing?"),
-        lead("lee@unknown-company.example", page_views="12"),
-    ])
 
 
 def test_intake_fills_gaps_from_the_reference_table_and_scores_every_lead(crm, tmp_path):
