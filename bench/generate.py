@@ -20,8 +20,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-# Mirrors leadflow.domain.contract.CANONICAL_COLUMNS (a test keeps them equal); kept here so the generator runs
-# without importing the ORM.
+# Mirrors leadflow.domain.contract.CANONICAL_COLUMNS up to `honeypot` (a test keeps them equal): the columns of a
+# form submission. Kept here so the generator runs without importing the ORM.
 CANONICAL_COLUMNS: tuple[str, ...] = (
     "email", "submitted_at", "source", "external_id", "first_name", "last_name", "phone", "job_title",
     "country", "company", "website", "utm_source", "utm_medium", "utm_campaign", "message", "email_opt_in",

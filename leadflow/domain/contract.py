@@ -33,6 +33,16 @@ OPTIONAL_COLUMNS: tuple[str, ...] = (
     "ip_address",
     "form_fill_seconds",
     "honeypot",
+    # The person's name in one field (split into first and last by the intake), and a second phone to try.
+    "full_name",
+    "mobile_phone",
+    # The exporting CRM's own state of the lead: kept, not thrown away (see the real-exports issue).
+    "lead_status",
+    "lifecycle_stage",
+    "owner",
+    "converted",
+    "email_opt_out",
+    "do_not_contact",
 )
 CANONICAL_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 
