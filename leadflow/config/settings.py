@@ -21,10 +21,14 @@ class Settings(BaseSettings):
         default=SecretStr("sqlite:///leadflow.db"),
         description="SQLAlchemy URL of the CRM database: a SQLite file (default) or postgresql://...",
     )
-    chunk_size: int = Field(default=50_000, ge=100, le=1_000_000, description="Rows read per intake chunk.")
+    chunk_size: int = Field(
+        default=50_000, ge=100, le=1_000_000,
+        description="Rows read per intake chunk: memory follows this, not the file size.",
+    )
     check_worker: bool = Field(
         default=True,
-        description="Check and normalize the chunks of a multi-chunk input in a helper process (uses a second core).",
+        description="Check and normalize the chunks of a multi-chunk input in a helper process, on a second core "
+                    "(false: a worker thread).",
     )
     check_worker_min_bytes: int = Field(
         default=8 << 20, ge=0,
@@ -34,7 +38,8 @@ class Settings(BaseSettings):
     inline_delivery_max_leads: int = Field(
         default=5_000, ge=0,
         description="Lead-intake sends a chunk's messages itself up to this many qualified leads (live posts reach "
-                    "reps at once); a bigger import leaves them in the outbox for the outbox-delivery deployment.",
+                    "reps at once); a bigger import leaves them in the outbox for the outbox-delivery deployment or "
+                    "`leadflow outbox deliver`.",
     )
     future_tolerance_minutes: int = Field(
         default=10, ge=0, description="Clock skew allowed before a submitted_at counts as in the future."
@@ -55,7 +60,8 @@ class Settings(BaseSettings):
     enrichment_max_attempts: int = Field(default=5, ge=1, le=20, description="Tries per enrichment call.")
     enrichment_rate_per_second: float = Field(default=10.0, gt=0, description="Enrichment API calls per second.")
     enrichment_backoff_seconds: float = Field(
-        default=1.0, ge=0, le=60, description="First retry delay of a failed enrichment call; doubles per retry."
+        default=1.0, ge=0, le=60,
+        description="First retry delay of a failed enrichment call; doubles per retry, plus up to 50% jitter.",
     )
     enrichment_max_concurrency: int = Field(default=4, ge=1, le=64, description="Enrichment calls in flight.")
     scoring_policy: str = Field(
@@ -67,7 +73,8 @@ class Settings(BaseSettings):
     # Outbox delivery: prospect email over SMTP, rep/manager/ops alerts through Apprise URLs.
     smtp_url: SecretStr | None = Field(
         default=None,
-        description="smtp://user:password@host:port for prospect email; unset writes .eml files into outbox_dir.",
+        description="smtp://, smtps:// or smtp+starttls://user:password@host:port for prospect email; unset writes "
+                    ".eml files into the outbox folder.",
     )
     outbox_dir: Path = Field(default=Path("leadflow-output/outbox"), description="Where .eml files go without SMTP.")
     sender_email: str = Field(default="sales@leadflow.example", description="From address of prospect email.")
