@@ -66,29 +66,38 @@ def _one_line(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
-class _NoTraceback(logging.Filter):
-    """Drops the traceback from log records (Prefect logs one for a failed run), keeping their one-line message."""
+class _WithoutTraceback(logging.Formatter):
+    """Formats a log record as the console's own formatter does, but without its traceback."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.exc_info, record.exc_text, record.stack_info = None, None, None
-        return True
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        # A copy: the same record also goes to the Prefect API's handler, which keeps the traceback for the UI.
+        bare = logging.makeLogRecord(record.__dict__)
+        bare.exc_info, bare.exc_text, bare.stack_info = None, None, None
+        return self.inner.format(bare)
 
 
 @contextmanager
 def _tracebacks(verbose: bool) -> Iterator[None]:
-    """Without --verbose, a failed run's log lines carry no traceback: the error's one line says what to do."""
+    """Without --verbose, a failed run's console log lines carry no traceback: the error's one line says the fix."""
     if verbose:
         yield
         return
-    quiet = _NoTraceback()
-    handlers = {h for name in ("", "prefect") for h in logging.getLogger(name).handlers}
-    for handler in handlers:
-        handler.addFilter(quiet)
+    from prefect.logging.configuration import PROCESS_LOGGING_CONFIG, setup_logging
+
+    if not PROCESS_LOGGING_CONFIG:
+        setup_logging()
+    swapped = [(h, h.formatter) for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
+    for handler, formatter in swapped:
+        handler.setFormatter(_WithoutTraceback(formatter or logging.Formatter()))
     try:
         yield
     finally:
-        for handler in handlers:
-            handler.removeFilter(quiet)
+        for handler, formatter in swapped:
+            handler.setFormatter(formatter)
 
 
 def _fail_verbosely(error: BaseException, verbose: bool) -> None:
