@@ -133,7 +133,7 @@ def test_intake_without_an_email_column_says_why_in_one_line_and_verbose_shows_t
     assert verbose.stderr.strip().splitlines()[-1] == line
 
 
-def test_intake_submitted_at_dates_a_file_without_times_and_a_second_import_adds_nothing(crm, tmp_path):
+def test_intake_submitted_at_dates_a_file_without_times_and_a_second_import_adds_nothing(sqlite_crm, tmp_path):
     path = write_csv(tmp_path / "booth.csv", [{"Email Address": "a@b.example", "Name": "Ann Lee"},
                                               {"Email Address": "c@d.example", "Name": "Cy Dee"}])
     missing = runner.invoke(app, ["intake", path])
