@@ -96,7 +96,7 @@ COLUMN_ALIASES: dict[str, str] = {
     **{a: "lead_status" for a in ("status", "leadstatus", "hs_lead_status")},
     **{a: "lifecycle_stage" for a in ("lifecyclestage", "lifecycle")},
     **{a: "owner" for a in ("lead_owner", "contact_owner", "owner_name", "assigned_to", "sales_rep", "salesperson",
-                            "account_owner", "record_owner")},
+                            "account_owner", "record_owner", "owner_id", "ownerid", "assigned_user", "owner_email")},
     **{a: "converted" for a in ("is_converted", "isconverted")},
     **{a: "email_opt_out" for a in ("has_opted_out_of_email", "unsubscribed", "opted_out", "opt_out",
                                     "unsubscribed_from_emails", "do_not_email", "email_unsubscribed")},

@@ -68,6 +68,10 @@ def test_fold_header(header, folded):
     ("Lead Owner", "owner"),
     ("IsConverted", "converted"),
     ("HasOptedOutOfEmail", "email_opt_out"),
+    ("OwnerId", "owner"),
+    ("Assigned to", "owner"),
+    ("CONVERTED", "converted"),
+    ("Lifecycle Stage", "lifecycle_stage"),
     ("Favourite colour", None),
 ])
 def test_generic_header_matching(header, column):
@@ -321,3 +325,16 @@ def test_backfill_split_dates_every_row_by_submitted_at_and_keeps_the_marker(tmp
     # The window's intake maps the marker onto submitted_at, so its rows are dated and keyed as `--submitted-at` does.
     assert resolve(part.headers)[SUBMITTED_AT_OPTION_FIELD] == "submitted_at"
     assert "submitted_at" not in part.headers
+
+
+def test_the_summary_names_the_profile_the_given_time_and_the_rows_without_a_channel():
+    from leadflow.domain.summary import IntakeSummary
+
+    summary = IntakeSummary(batch_id="b", origin="hubspot.csv")
+    summary.note_plan("hubspot", "2025-03-01T09:00:00+00:00")
+    summary.add_counts("channel_filled", {"unknown": 3})
+    assert "export profile       hubspot" in summary.to_text()
+    assert "without a channel    3" in summary.to_text() and "--submitted-at" in summary.to_text()
+    markdown = summary.to_markdown()
+    assert "export profile **hubspot**" in markdown and "| unknown | 3 |" in markdown
+    assert IntakeSummary.from_dict(summary.as_dict()).profile == "hubspot"
