@@ -44,6 +44,9 @@ class ExportProfile(BaseModel):
     status_vocabulary: dict[str, list[str]] = Field(
         default_factory=dict, description="Canonical state column -> the tool's own values (lead_status, ...).")
     channel_picklist: list[str] = Field(default_factory=list, description="The tool's own lead-source values.")
+    fallbacks: dict[str, list[str]] = Field(
+        default_factory=dict, description="Canonical column -> further headers whose value a row uses when the "
+                                          "mapped header's is empty (Mailchimp: OPTIN_TIME, else CONFIRM_TIME).")
     default_source: str | None = Field(
         default=None, description="Channel of this tool's rows that name none (an event app's rows are `event`), "
                                   "unless `--source-name` says otherwise.")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import pandas as pd
+
 from leadflow.config.profiles import ExportProfile, ProfileError, export_profiles
 from leadflow.domain.contract import CANONICAL_COLUMNS, fold_header
 
@@ -30,9 +32,51 @@ class ProfileMatch:
         return dict(self.profile.aliases) if self.profile else {}
 
     @property
+    def fallbacks(self) -> dict[str, list[str]]:
+        """Canonical column -> headers tried in turn when the mapped one is empty (none for generic)."""
+        return {k: list(v) for k, v in self.profile.fallbacks.items()} if self.profile else {}
+
+    @property
     def ignored(self) -> list[str]:
         """Headers the profile keeps out of generic matching."""
         return list(self.profile.ignored) if self.profile else []
+
+
+def with_fallbacks(mapping: dict[str, str], headers: Sequence[str],
+                   fallbacks: dict[str, list[str]]) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """A mapping whose columns with fallback headers in the file read a coalesced field instead, and those fields.
+
+    The coalesced field (`<column>_coalesced`: the mapped header's value, else the first non-empty fallback) is
+    added to each raw chunk by `coalesce`, so the raw payload keeps every original field as it was.
+    """
+    by_fold = {fold_header(h): h for h in headers}
+    out, fields = dict(mapping), {}
+    for column, extra in fallbacks.items():
+        primary = next((h for h, c in mapping.items() if c == column), None)
+        present = [by_fold[fold_header(h)] for h in extra if fold_header(h) in by_fold]
+        present = [h for h in present if h != primary]
+        if primary is None or not present:
+            continue
+        field = f"{column}_coalesced"
+        del out[primary]
+        out[field] = column
+        fields[field] = [primary, *present]
+    return out, fields
+
+
+def coalesce(raw: pd.DataFrame, fields: dict[str, list[str]]) -> pd.DataFrame:
+    """A raw chunk with each coalesced field added: per row, the first of its headers with a value."""
+    if not fields:
+        return raw
+    added = {}
+    for field, headers in fields.items():
+        value = pd.Series(pd.NA, index=raw.index, dtype="string")
+        for header in headers:
+            if header in raw.columns:
+                text = raw[header].astype("string").str.strip().replace("", pd.NA)
+                value = value.fillna(text)
+        added[field] = value
+    return raw.assign(**added)
 
 
 def check_profiles(profiles: Iterable[ExportProfile]) -> None:

@@ -21,7 +21,7 @@ from leadflow.domain.contract import (
     SUBMITTED_AT_OPTION_FIELD,
     resolve_columns,
 )
-from leadflow.domain.profiles import choose_profile
+from leadflow.domain.profiles import choose_profile, coalesce, with_fallbacks
 from leadflow.io.sources import (
     FORMATS,
     MALFORMED_COLUMN,
@@ -133,12 +133,14 @@ def split_by_window(
             raise BackfillError(str(exc)) from exc
         profile = choose_profile(lead_file.headers)
         mapping = resolve_columns(lead_file.headers, column_map, profile.aliases, profile.ignored)
+        mapping, fallbacks = with_fallbacks(mapping, lead_file.headers, profile.fallbacks)
         if submitted_at is not None:
             mapping = {h: c for h, c in mapping.items() if c != "submitted_at"}
         when_header = SUBMITTED_AT_OPTION_FIELD if submitted_at is not None else next(
             (h for h, c in mapping.items() if c == "submitted_at"), None)
         for raw in iter_lead_chunks(lead_file, chunk_size):
             manifest.rows_read += len(raw)
+            raw = coalesce(raw, fallbacks)
             if submitted_at is not None:
                 raw[SUBMITTED_AT_OPTION_FIELD] = pd.Series(submitted_at, index=raw.index, dtype="string")
             if when_header is None:

@@ -38,7 +38,7 @@ from leadflow.domain.contract import (
 )
 from leadflow.domain.inbox import INBOX_ORIGIN
 from leadflow.domain.privacy import erased_row_payload, keyed_hashes
-from leadflow.domain.profiles import GENERIC, choose_profile
+from leadflow.domain.profiles import GENERIC, choose_profile, coalesce, with_fallbacks
 from leadflow.domain.submissions import (
     EMAIL_COLUMN,
     PAYLOAD_COLUMN,
@@ -80,6 +80,8 @@ class IntakePlan:
     profile: str = GENERIC
     # ISO time that `--submitted-at` gives every row (the file's own time column is then left unmapped).
     submitted_at: str | None = None
+    # Coalesced fields the profile adds to each chunk (a column whose header may be empty, and its fallbacks).
+    fallbacks: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     @property
     def columns(self) -> list[str]:
@@ -91,7 +93,8 @@ class IntakePlan:
         return missing_columns_message(self.lead_file.headers, self.mapping, self.default_source)
 
     def stamp(self, raw: pd.DataFrame) -> pd.DataFrame:
-        """A raw chunk with the `--submitted-at` time as a field of every row (kept in its raw payload too)."""
+        """A raw chunk with the profile's coalesced fields and the `--submitted-at` time (kept in its raw payload)."""
+        raw = coalesce(raw, self.fallbacks)
         if self.submitted_at is None or SUBMITTED_AT_OPTION_FIELD in raw.columns:
             return raw
         return raw.assign(**{SUBMITTED_AT_OPTION_FIELD: pd.Series(self.submitted_at, index=raw.index,
@@ -119,13 +122,14 @@ def plan_intake(path: str, column_map: dict[str, str] | str | None, source_name:
     explicit = load_column_map(column_map) if isinstance(column_map, str) else column_map
     match = choose_profile(lead_file.headers, profile)
     mapping = resolve_columns(lead_file.headers, explicit, match.aliases, match.ignored)
+    mapping, fallbacks = with_fallbacks(mapping, lead_file.headers, match.fallbacks)
     given = resolve_submitted_at(submitted_at)
     if given is not None:
         mapping = {h: c for h, c in mapping.items() if c != "submitted_at"}
         mapping[SUBMITTED_AT_OPTION_FIELD] = "submitted_at"
     default_source = source_name or (match.profile.default_source if match.profile else None)
     plan = IntakePlan(lead_file=lead_file, mapping=mapping, default_source=default_source, profile=match.name,
-                      submitted_at=given)
+                      submitted_at=given, fallbacks=fallbacks)
     hint = plan.missing_hint()
     if not check_columns and not hint:
         return dataclasses.replace(plan, columns_checked=False)

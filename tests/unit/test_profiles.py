@@ -338,3 +338,13 @@ def test_the_summary_names_the_profile_the_given_time_and_the_rows_without_a_cha
     markdown = summary.to_markdown()
     assert "export profile **hubspot**" in markdown and "| unknown | 3 |" in markdown
     assert IntakeSummary.from_dict(summary.as_dict()).profile == "hubspot"
+
+
+def test_a_mailchimp_row_without_optin_time_takes_confirm_time_and_the_payload_keeps_both():
+    prepared, plan = _prepared("mailchimp.csv")
+    assert plan.mapping["submitted_at_coalesced"] == "submitted_at" and "OPTIN_TIME" not in plan.mapping
+    imported = prepared.iloc[2]
+    assert imported["_submitted_at"] == pd.Timestamp("2021-05-05T05:05:05Z")
+    payload = json.loads(imported["_payload"])
+    assert "OPTIN_TIME" not in payload and payload["CONFIRM_TIME"] == payload["submitted_at_coalesced"]
+    assert prepared.iloc[0]["_submitted_at"] == pd.Timestamp("2023-02-14T09:01:02Z")
