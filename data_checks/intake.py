@@ -69,7 +69,6 @@ def intake_rows_suite(now: datetime, future_tolerance: pd.Timedelta, limited: li
     add(e.ExpectColumnValuesToNotBeNull(column="_submitted_at"), ReasonCode.INVALID_SUBMITTED_AT)
     latest = pd.Timestamp(now).tz_convert("UTC") + future_tolerance
     add(e.ExpectColumnValuesToBeBetween(column="_submitted_at", max_value=latest), ReasonCode.FUTURE_SUBMITTED_AT)
-    add(e.ExpectColumnValuesToNotBeNull(column="_source"), ReasonCode.MISSING_SOURCE)
     for column, limit in FIELD_LIMITS.items():
         if limited is not None and column not in limited:
             continue

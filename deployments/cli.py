@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -49,17 +52,61 @@ def _fail(message: str) -> None:
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     from data_checks.runner import DataCheckError
+    from leadflow.config.profiles import ProfileError
     from leadflow.crm.store import DatabaseError
     from leadflow.domain.contract import ColumnMapError
     from leadflow.io.sources import LeadFileError
     from leadflow.steps.delivery import DeliveryFailing
 
-    return (LeadFileError, ColumnMapError, DataCheckError, DatabaseError, DeliveryFailing)
+    return (LeadFileError, ColumnMapError, DataCheckError, DatabaseError, DeliveryFailing, ProfileError)
 
 
 def _one_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
+
+
+class _WithoutTraceback(logging.Formatter):
+    """Formats a log record as the console's own formatter does, but without its traceback."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        # A copy: the same record also goes to the Prefect API's handler, which keeps the traceback for the UI.
+        bare = logging.makeLogRecord(record.__dict__)
+        bare.exc_info, bare.exc_text, bare.stack_info = None, None, None
+        return self.inner.format(bare)
+
+
+@contextmanager
+def _tracebacks(verbose: bool) -> Iterator[None]:
+    """Without --verbose, a failed run's console log lines carry no traceback: the error's one line says the fix."""
+    if verbose:
+        yield
+        return
+    from prefect.logging.configuration import PROCESS_LOGGING_CONFIG, setup_logging
+
+    if not PROCESS_LOGGING_CONFIG:
+        setup_logging()
+    swapped = [(h, h.formatter) for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
+    for handler, formatter in swapped:
+        handler.setFormatter(_WithoutTraceback(formatter or logging.Formatter()))
+    try:
+        yield
+    finally:
+        for handler, formatter in swapped:
+            handler.setFormatter(formatter)
+
+
+def _fail_verbosely(error: BaseException, verbose: bool) -> None:
+    """Exit with the error's one line, after its traceback with --verbose."""
+    if verbose:
+        import traceback
+
+        typer.echo("".join(traceback.format_exception(error)).rstrip(), err=True)
+    _fail(_one_line(error))
 
 
 def _store(require_current: bool = True):
@@ -86,33 +133,42 @@ def db_upgrade() -> None:
     typer.echo(f"Database at revision {store.revision()} ({store.dialect}).")
 
 
-def run_intake(path: str, source_name: str | None, column_map: str | None, chunk_size: int | None) -> dict[str, Any]:
+def run_intake(path: str, source_name: str | None, column_map: str | None, chunk_size: int | None,
+               profile: str | None = None, submitted_at: str | None = None) -> dict[str, Any]:
     """Check the input up front (one-line errors), then run the lead-intake flow on it."""
     from flows.intake import lead_intake
     from leadflow.domain.contract import load_column_map
     from leadflow.steps.intake import plan_intake
 
     mapping = load_column_map(column_map) if column_map else None
-    plan_intake(path, mapping, source_name)
+    plan_intake(path, mapping, source_name, profile=profile, submitted_at=submitted_at)
     _store()
-    return lead_intake(path=path, source_name=source_name, column_map=mapping, chunk_size=chunk_size)
+    return lead_intake(path=path, source_name=source_name, column_map=mapping, chunk_size=chunk_size,
+                       profile=profile, submitted_at=submitted_at)
 
 
 @app.command("intake")
 def intake(
     path: Annotated[str, typer.Argument(help="CSV, JSON-lines or Parquet file: local path or fsspec URL.")],
-    source_name: Annotated[str | None, typer.Option(help="Channel for rows that name none.")] = None,
+    source_name: Annotated[str | None, typer.Option(help="Channel for rows that name none (else 'unknown').")] = None,
     column_map: Annotated[str | None, typer.Option(help="JSON/YAML file: export header -> canonical column.")] = None,
     chunk_size: Annotated[int | None, typer.Option(help="Rows per chunk.")] = None,
+    profile: Annotated[str | None, typer.Option(
+        help="Export profile to read the file with (salesforce, hubspot, ...; generic for none); "
+             "default: recognised from the headers.")] = None,
+    submitted_at: Annotated[str | None, typer.Option(
+        help="now or an ISO time with zone: dates every row of a file without times.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show tracebacks of errors.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run the lead-intake flow on one file and print its summary."""
     from leadflow.domain.summary import IntakeSummary
 
     try:
-        result = run_intake(path, source_name, column_map, chunk_size)
-    except _known_errors() as exc:
-        _fail(_one_line(exc))
+        with _tracebacks(verbose):
+            result = run_intake(path, source_name, column_map, chunk_size, profile, submitted_at)
+    except (*_known_errors(), ValueError) as exc:
+        _fail_verbosely(exc, verbose)
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))
     else:
@@ -408,8 +464,11 @@ def backfill(
     runner: Annotated[str, typer.Option(help="threads, dask or deployment.")] = "threads",
     dask_address: Annotated[str | None, typer.Option(help="Scheduler of an existing Dask cluster.")] = None,
     max_parallel: Annotated[int, typer.Option(help="Windows at the same time.")] = 2,
-    source_name: Annotated[str | None, typer.Option(help="Channel for rows that name none.")] = None,
+    source_name: Annotated[str | None, typer.Option(help="Channel for rows that name none (else 'unknown').")] = None,
     column_map: Annotated[str | None, typer.Option(help="JSON/YAML file: export header -> canonical column.")] = None,
+    submitted_at: Annotated[str | None, typer.Option(
+        help="now or an ISO time with zone: dates every row of exports without times.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show tracebacks of errors.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
     """Replay lead history between two dates in windows, resumably; reports of touched months are recomputed."""
@@ -417,7 +476,7 @@ def backfill(
 
     from flows.backfill import lead_backfill
     from leadflow.domain.backfill import make_windows
-    from leadflow.domain.contract import load_column_map
+    from leadflow.domain.contract import load_column_map, resolve_submitted_at
     from leadflow.io.backfill_files import list_inputs
 
     try:
@@ -427,12 +486,14 @@ def backfill(
         if runner not in {"threads", "dask", "deployment"}:
             _fail(f"unknown runner {runner!r} (expected threads, dask or deployment)")
         mapping = load_column_map(column_map) if column_map else None
+        given = resolve_submitted_at(submitted_at)
         _store()
-        result = lead_backfill(path=path, start=first, end=last, window=window, runner=runner,
-                               dask_address=dask_address, max_parallel=max_parallel, source_name=source_name,
-                               column_map=mapping)
+        with _tracebacks(verbose):
+            result = lead_backfill(path=path, start=first, end=last, window=window, runner=runner,
+                                   dask_address=dask_address, max_parallel=max_parallel, source_name=source_name,
+                                   column_map=mapping, submitted_at=given)
     except (ValueError, *_known_errors()) as exc:
-        _fail(_one_line(exc))
+        _fail_verbosely(exc, verbose)
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))
     else:

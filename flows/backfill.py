@@ -15,6 +15,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.hooks import notify_ops_on_failure
 from leadflow.config.settings import get_settings
 from leadflow.domain.backfill import UNDATED, UNDATED_WINDOW, Window
+from leadflow.domain.contract import resolve_submitted_at
 from leadflow.io.backfill_files import SplitManifest
 from tasks.backfill import (
     BackfillPlan,
@@ -78,6 +79,7 @@ def lead_backfill(
     work_dir: str | None = None,
     window_timeout_minutes: int = 60,
     recompute_reports: bool = True,
+    submitted_at: str | None = None,
 ) -> dict[str, Any]:
     """Replay a file or folder of lead exports between two dates, window by window, skipping windows already done.
 
@@ -95,12 +97,14 @@ def lead_backfill(
         work_dir: Where the per-window inputs are staged (default leadflow-output/backfill).
         window_timeout_minutes: A window another run started this long ago counts as abandoned and is taken over.
         recompute_reports: Recompute the monthly reports of the months this backfill changed.
+        submitted_at: `now` or an ISO time with zone that dates every row, for exports without times; recorded on
+            each submission (its raw payload's `submitted_at_from_option`).
     """
     logger = get_run_logger()
     started = time.perf_counter()
     chunk_size = chunk_size or get_settings().chunk_size
     plan = plan_backfill(path, start, end, window, work_dir)
-    manifest = split_history(plan, column_map, chunk_size)
+    manifest = split_history(plan, column_map, chunk_size, resolve_submitted_at(submitted_at))
     windows = [w for w in [*plan.windows, UNDATED_WINDOW] if w.id in manifest.windows]
     done_before = windows_done_before(plan)
     todo = [w for w in windows if w.id not in done_before]

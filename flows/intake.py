@@ -71,6 +71,8 @@ def lead_intake(
     replay: bool = False,
     qualify: bool = True,
     from_inbox: bool = True,
+    profile: str | None = None,
+    submitted_at: str | None = None,
 ) -> dict[str, Any]:
     """Turn a lead export into clean, deduplicated, attributed leads; rejects go to quarantine with reasons.
 
@@ -83,6 +85,10 @@ def lead_intake(
         qualify: Run the lead-qualification subflow on each chunk's new and changed leads (spam excluded).
         from_inbox: Whether a run without a path drains lead_inbox; the file-import deployment sets False, so that
             a run started without its `path` fails instead of taking the inbox's leads.
+        profile: Export profile to read the file with (salesforce, hubspot, ...; `generic` for none); empty
+            recognises it from the headers.
+        submitted_at: `now` or an ISO time with zone that dates every row, for a file without times; recorded on
+            each submission (its raw payload's `submitted_at_from_option`).
     """
     if not path and not from_inbox:
         raise ValueError("lead-intake needs the `path` parameter: the file to import (lead_inbox is drained by "
@@ -100,8 +106,10 @@ def lead_intake(
     # reads, prepares and normalizes the first chunk, instead of this process importing it first.
     worker = early_worker(path) if path else None
     try:
-        plan = (inspect_lead_input(path, column_map, source_name, check_columns=worker is None) if path
+        plan = (inspect_lead_input(path, column_map, source_name, check_columns=worker is None, profile=profile,
+                                   submitted_at=submitted_at) if path
                 else inbox_plan(source_name))
+        summary.note_plan(plan.profile, plan.submitted_at)
         if worker is not None:
             # This process needs GX too, for the spam and score guards: its import (seconds of mostly Python)
             # overlaps the first chunk's reading and normalizing, which spend much of their time in Arrow.

@@ -33,9 +33,10 @@ def plan_backfill(path: str, start: date, end: date, window: str, work_dir: str 
 
 
 @task(name="Split History by Window", **PRIVATE)
-def split_history(plan: BackfillPlan, column_map: dict[str, str] | None, chunk_size: int) -> SplitManifest:
+def split_history(plan: BackfillPlan, column_map: dict[str, str] | None, chunk_size: int,
+                  submitted_at: str | None = None) -> SplitManifest:
     """Split the inputs by submitted_at into one input per window, in bounded memory (reused when done before)."""
-    manifest = bf.split_history(plan, column_map, chunk_size)
+    manifest = bf.split_history(plan, column_map, chunk_size, submitted_at)
     get_run_logger().info("Split %d rows into %d windows (%d outside the dates, %d undated)", manifest.rows_read,
                           len(manifest.windows), manifest.outside_range, manifest.undated)
     return manifest

@@ -59,7 +59,8 @@ def lenient_spam_policy(folder: Path) -> str:
 
 
 def run_intake(store: Store, path: str, *, column_map: dict[str, str] | str | None = None,
-               source_name: str | None = None, chunk_size: int | None = None) -> dict[str, Any]:
+               source_name: str | None = None, chunk_size: int | None = None, profile: str | None = None,
+               submitted_at: str | None = None) -> dict[str, Any]:
     """lead-intake on a file without Prefect or qualification: the flow's sequence over the plain steps.
 
     Check workers are chosen as the flow chooses them (settings, file size), and the batch is recorded the same
@@ -77,7 +78,9 @@ def run_intake(store: Store, path: str, *, column_map: dict[str, str] | str | No
     summary = IntakeSummary(batch_id=str(uuid.uuid4()), origin=path)
     worker = early_worker(path)
     try:
-        plan = plan_intake(path, column_map, source_name, check_columns=worker is None)
+        plan = plan_intake(path, column_map, source_name, check_columns=worker is None, profile=profile,
+                           submitted_at=submitted_at)
+        summary.note_plan(plan.profile, plan.submitted_at)
         submissions.start_batch(store, summary.batch_id, path, source_name, None, datetime.now(UTC))
     except BaseException:
         if worker is not None:

@@ -12,7 +12,14 @@ import numpy as np
 import pandas as pd
 
 from leadflow.domain import normalize as nz
-from leadflow.domain.contract import CANONICAL_COLUMNS, FIELD_LIMITS, MAX_COUNTERS, MERGED_DETAILS
+from leadflow.domain.contract import (
+    CANONICAL_COLUMNS,
+    FIELD_LIMITS,
+    MAX_COUNTERS,
+    MERGED_DETAILS,
+    SUBMITTED_AT_OPTION_FIELD,
+    UNKNOWN_SOURCE,
+)
 
 # A raw chunk's own columns, whatever its source (file or inbox): the input row number (a file's line, an inbox
 # row's id) and the text of a row that was not an object.
@@ -22,6 +29,11 @@ PAYLOAD_COLUMN = "_payload"
 EMAIL_COLUMN = "_email"
 SUBMITTED_AT_COLUMN = "_submitted_at"
 SOURCE_COLUMN = "_source"
+# True where a row named no channel and got the file's --source-name (else `unknown`): counted in the summary.
+SOURCE_FILLED_COLUMN = "_source_filled"
+# True where the row's time came from --submitted-at: its submission key then leaves the time out, so that importing
+# the same file again (`now` is another time then) finds the submissions it stored before.
+TIME_GIVEN_COLUMN = "_time_given"
 TEXT_COLUMNS = tuple(FIELD_LIMITS)
 TOUCH_FIELDS = ("source", "utm_source", "utm_medium", "utm_campaign")
 
@@ -129,6 +141,7 @@ def prepare_batch(raw: pd.DataFrame, mapping: dict[str, str], default_source: st
         if frame[column].dtype != "string":
             frame[column] = frame[column].astype("string")
         frame[column] = frame[column].str.strip().replace("", pd.NA)
+    missing_source = frame["source"].isna().to_numpy(dtype=bool)
     if default_source:
         frame["source"] = frame["source"].fillna(default_source)
     frame[ROW_COLUMN] = raw[ROW_COLUMN]
@@ -136,7 +149,12 @@ def prepare_batch(raw: pd.DataFrame, mapping: dict[str, str], default_source: st
     frame[PAYLOAD_COLUMN] = raw_payloads(raw)
     frame[EMAIL_COLUMN] = nz.normalize_email(frame["email"])
     frame[SUBMITTED_AT_COLUMN] = nz.parse_timestamps(frame["submitted_at"])
-    frame[SOURCE_COLUMN] = nz.normalize_source(frame["source"])
+    frame[TIME_GIVEN_COLUMN] = present.get(SUBMITTED_AT_OPTION_FIELD) == "submitted_at"
+    source = nz.normalize_source(frame["source"])
+    # A row without a channel is never quarantined for that: it gets the file's channel, else `unknown`.
+    unknown = source.isna()
+    frame[SOURCE_FILLED_COLUMN] = missing_source | unknown.to_numpy(dtype=bool)
+    frame[SOURCE_COLUMN] = source.fillna(UNKNOWN_SOURCE) if unknown.any() else source
     return frame
 
 
@@ -167,6 +185,8 @@ def normalize_batch(checked: pd.DataFrame) -> pd.DataFrame:
     out["form_fill_seconds"] = pd.to_numeric(checked["form_fill_seconds"], errors="coerce")
     out[ROW_COLUMN] = checked[ROW_COLUMN]
     out[PAYLOAD_COLUMN] = checked[PAYLOAD_COLUMN]
+    for column in (SOURCE_FILLED_COLUMN, TIME_GIVEN_COLUMN):
+        out[column] = checked[column] if column in checked.columns else False
     out["idempotency_key"] = submission_keys(out)
     return out
 
@@ -180,6 +200,8 @@ def submission_keys(subs: pd.DataFrame) -> pd.Series:
     when = subs["submitted_at"]
     epoch_us = when.to_numpy(dtype="datetime64[us]").view("int64")
     micros = pd.Series(epoch_us, index=subs.index).astype("string").where(when.notna(), "")
+    if TIME_GIVEN_COLUMN in subs.columns:
+        micros = micros.where(~subs[TIME_GIVEN_COLUMN].astype(bool).to_numpy(), "given")
     source = subs["source"].fillna("")
     by_id = "id|" + source + "|" + subs["external_id"].fillna("")
     by_content = "row|" + subs["email"].fillna("") + "|" + micros + "|" + source

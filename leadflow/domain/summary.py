@@ -20,6 +20,10 @@ class IntakeSummary:
 
     batch_id: str
     origin: str
+    # The export profile the file was read with (`generic`: the generic header aliases alone).
+    profile: str = "generic"
+    # The time `--submitted-at` gave every row, if it did.
+    submitted_at: str | None = None
     rows_read: int = 0
     blank_rows: int = 0
     submissions_new: int = 0
@@ -30,6 +34,8 @@ class IntakeSummary:
     quarantined: int = 0
     quarantined_new: int = 0
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)
+    # Accepted rows that named no channel, by the channel they got (the file's --source-name, else `unknown`).
+    channel_filled: dict[str, int] = field(default_factory=dict)
     enrichment: dict[str, int] = field(default_factory=dict)
     enrichment_calls: int = 0
     enrichment_failed_calls: int = 0
@@ -51,6 +57,10 @@ class IntakeSummary:
         """Rebuild a summary from `as_dict` output (what the flow returns)."""
         fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "checks"}
         return cls(**fields)
+
+    def note_plan(self, profile: str, submitted_at: str | None) -> None:
+        """Record how the input is read: its export profile and the time `--submitted-at` gave its rows."""
+        self.profile, self.submitted_at = profile, submitted_at
 
     def add_time(self, step: str, seconds: float) -> None:
         """Add time spent in one step."""
@@ -131,11 +141,13 @@ class IntakeSummary:
         spam = _rows(self.spam_by_reason)
         return (
             f"# Lead intake: {self.origin}\n\n"
+            f"{self._reading_markdown()}"
             f"| rows read | new submissions | known submissions | leads created | leads updated "
             f"| attribution moved | quarantined | blank |\n|---|---|---|---|---|---|---|---|\n"
             f"| {self.rows_read} | {self.submissions_new} | {self.submissions_duplicate} | {self.leads_created} "
             f"| {self.leads_updated} | {self.sources_updated} | {self.quarantined} | {self.blank_rows} |\n\n"
             f"## Quarantined by reason\n\n| reason | rows |\n|---|---|\n{reasons}\n"
+            f"## Rows without a channel\n\n| channel given | rows |\n|---|---|\n{_rows(self.channel_filled)}\n"
             f"## Lead details (enrichment rate {rate}, {self.enrichment_calls} provider calls, "
             f"{self.enrichment_failed_calls} failed)\n\n| enrichment status | leads |\n|---|---|\n{enrichment}\n"
             f"## Scores ({self.leads_scored} scored, {self.scores_changed} changed)\n\n"
@@ -146,6 +158,10 @@ class IntakeSummary:
             f"| step | seconds |\n|---|---|\n{steps}\n"
             f"Batch `{self.batch_id}`, {self.chunks} chunk(s).\n"
         )
+
+    def _reading_markdown(self) -> str:
+        given = f"; every row dated {self.submitted_at} by `--submitted-at`" if self.submitted_at else ""
+        return f"Read with export profile **{self.profile}**{given}.\n\n"
 
     def _qualification_markdown(self) -> str:
         q = self.qualification
@@ -162,6 +178,7 @@ class IntakeSummary:
         """The summary for a terminal."""
         lines = [
             f"Lead intake of {self.origin} ({self.seconds:.1f} s, {self.leads_per_second} rows/s)",
+            f"  export profile       {self.profile}",
             f"  rows read            {self.rows_read}",
             f"  new submissions      {self.submissions_new}",
             f"  known submissions    {self.submissions_duplicate}",
@@ -172,6 +189,11 @@ class IntakeSummary:
             f"  quarantined          {self.quarantined}",
         ]
         lines += [f"    {code:<22} {count}" for code, count in self.quarantined_by_reason.items()]
+        if self.submitted_at:
+            lines.append(f"  dated by option      {self.submitted_at} (--submitted-at)")
+        if self.channel_filled:
+            lines.append(f"  without a channel    {sum(self.channel_filled.values())}")
+            lines += [f"    {channel:<22} {count}" for channel, count in self.channel_filled.items()]
         rate = "n/a" if self.enrichment_rate is None else f"{self.enrichment_rate:.1%}"
         lines.append(f"  enrichment           {rate} enriched of looked up")
         lines += [f"    {status:<22} {count}" for status, count in self.enrichment.items()]

@@ -15,7 +15,13 @@ import pandas as pd
 
 from leadflow.domain import normalize as nz
 from leadflow.domain.backfill import UNDATED, BackfillError, Window
-from leadflow.domain.contract import CANONICAL_COLUMNS, REQUIRED_COLUMNS, resolve_columns
+from leadflow.domain.contract import (
+    CANONICAL_COLUMNS,
+    REQUIRED_COLUMNS,
+    SUBMITTED_AT_OPTION_FIELD,
+    resolve_columns,
+)
+from leadflow.domain.profiles import choose_profile, coalesce, with_fallbacks
 from leadflow.io.sources import (
     FORMATS,
     MALFORMED_COLUMN,
@@ -87,6 +93,9 @@ def _canonical_chunk(raw: pd.DataFrame, mapping: dict[str, str]) -> pd.DataFrame
     clashes = {c: f"{c} (unmapped)" for c in raw.columns if c in CANONICAL_COLUMNS and c not in mapping}
     frame = raw.drop(columns=[ROW_COLUMN]).rename(columns={**clashes, **renames})
     for column in REQUIRED_COLUMNS:
+        # A `--submitted-at` time stays in its own field: the window's intake maps it and keys rows without it.
+        if column == "submitted_at" and SUBMITTED_AT_OPTION_FIELD in frame.columns:
+            continue
         if column not in frame.columns:
             frame[column] = pd.Series(pd.NA, index=frame.index, dtype="string")
     if not frame[MALFORMED_COLUMN].notna().any():
@@ -96,12 +105,13 @@ def _canonical_chunk(raw: pd.DataFrame, mapping: dict[str, str]) -> pd.DataFrame
 
 def split_by_window(
     files: list[Path], windows: list[Window], work_dir: Path, *, key: str,
-    column_map: dict[str, str] | None = None, chunk_size: int = 50_000,
+    column_map: dict[str, str] | None = None, chunk_size: int = 50_000, submitted_at: str | None = None,
 ) -> SplitManifest:
     """Split exports by submitted_at into one JSON-lines input per window, one chunk in memory at a time.
 
     Rows before or after the windows are counted and left out; rows with no usable submitted_at go to the
-    `undated` input, which `quarantine_undated` quarantines. A split that finished is reused.
+    `undated` input, which `quarantine_undated` quarantines. A split that finished is reused. Each file's headers
+    are resolved with its export profile; `submitted_at` (an ISO time, from `--submitted-at`) dates every row.
     """
     work_dir = Path(work_dir)
     manifest_path = work_dir / "manifest.json"
@@ -121,10 +131,18 @@ def split_by_window(
             lead_file = inspect_lead_file(file)
         except LeadFileError as exc:
             raise BackfillError(str(exc)) from exc
-        mapping = resolve_columns(lead_file.headers, column_map)
-        when_header = next((h for h, c in mapping.items() if c == "submitted_at"), None)
+        profile = choose_profile(lead_file.headers)
+        mapping = resolve_columns(lead_file.headers, column_map, profile.aliases, profile.ignored)
+        mapping, fallbacks = with_fallbacks(mapping, lead_file.headers, profile.fallbacks)
+        if submitted_at is not None:
+            mapping = {h: c for h, c in mapping.items() if c != "submitted_at"}
+        when_header = SUBMITTED_AT_OPTION_FIELD if submitted_at is not None else next(
+            (h for h, c in mapping.items() if c == "submitted_at"), None)
         for raw in iter_lead_chunks(lead_file, chunk_size):
             manifest.rows_read += len(raw)
+            raw = coalesce(raw, fallbacks)
+            if submitted_at is not None:
+                raw[SUBMITTED_AT_OPTION_FIELD] = pd.Series(submitted_at, index=raw.index, dtype="string")
             if when_header is None:
                 when = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")
             else:

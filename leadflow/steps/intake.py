@@ -29,18 +29,22 @@ from leadflow.crm.store import Store
 from leadflow.domain import submissions as intake
 from leadflow.domain.contract import (
     CANONICAL_COLUMNS,
-    REQUIRED_COLUMNS,
+    SUBMITTED_AT_OPTION_FIELD,
     ReasonCode,
     load_column_map,
+    missing_columns_message,
     resolve_columns,
+    resolve_submitted_at,
 )
 from leadflow.domain.inbox import INBOX_ORIGIN
 from leadflow.domain.privacy import erased_row_payload, keyed_hashes
+from leadflow.domain.profiles import GENERIC, choose_profile, coalesce, with_fallbacks
 from leadflow.domain.submissions import (
     EMAIL_COLUMN,
     PAYLOAD_COLUMN,
     ROW_COLUMN,
     SOURCE_COLUMN,
+    SOURCE_FILLED_COLUMN,
     aggregate_leads,
     aggregate_touches,
     attribution_changes,
@@ -65,13 +69,19 @@ BROKEN_BATCH_HINT = "most rows are broken: check the column map and the file for
 
 @dataclass(frozen=True)
 class IntakePlan:
-    """How to read one input: the file, which header feeds which column, and the default source."""
+    """How to read one input: the file, which header feeds which column, the default source and the export profile."""
 
     lead_file: LeadFile
     mapping: dict[str, str]
     default_source: str | None
     # False when the required-columns suite was left to the first chunk's check (in the check worker).
     columns_checked: bool = True
+    # The export profile recognised from the headers (or forced by `--profile`); `generic` when none fits.
+    profile: str = GENERIC
+    # ISO time that `--submitted-at` gives every row (the file's own time column is then left unmapped).
+    submitted_at: str | None = None
+    # Coalesced fields the profile adds to each chunk (a column whose header may be empty, and its fallbacks).
+    fallbacks: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     @property
     def columns(self) -> list[str]:
@@ -79,28 +89,47 @@ class IntakePlan:
         return sorted(set(self.mapping.values()) | ({"source"} if self.default_source else set()))
 
     def missing_hint(self) -> str:
-        """What to tell the user when required columns are missing."""
-        provided = self.columns
-        missing = [c for c in REQUIRED_COLUMNS if c not in provided]
-        return f"no column for {', '.join(missing)}; pass a column map" if missing else ""
+        """What to tell the user when required columns are missing: headers, near misses and the fixing option."""
+        return missing_columns_message(self.lead_file.headers, self.mapping, self.default_source)
+
+    def stamp(self, raw: pd.DataFrame) -> pd.DataFrame:
+        """A raw chunk with the profile's coalesced fields and the `--submitted-at` time (kept in its raw payload)."""
+        raw = coalesce(raw, self.fallbacks)
+        if self.submitted_at is None or SUBMITTED_AT_OPTION_FIELD in raw.columns:
+            return raw
+        return raw.assign(**{SUBMITTED_AT_OPTION_FIELD: pd.Series(self.submitted_at, index=raw.index,
+                                                                  dtype="string")})
 
     def describe(self) -> str:
-        """One line for logs: format and the mapped columns."""
+        """One line for logs: format, profile and the mapped columns."""
         mapped = ", ".join(f"{h}->{c}" for h, c in self.mapping.items() if h != c)
-        return f"{self.lead_file.format} with {len(self.lead_file.headers)} columns; renamed: {mapped or 'none'}"
+        return (f"{self.lead_file.format} with {len(self.lead_file.headers)} columns, profile {self.profile}; "
+                f"renamed: {mapped or 'none'}")
 
 
 def plan_intake(path: str, column_map: dict[str, str] | str | None, source_name: str | None,
-                check_columns: bool = True) -> IntakePlan:
+                check_columns: bool = True, *, profile: str | None = None,
+                submitted_at: str | None = None) -> IntakePlan:
     """Inspect an input and resolve its columns; raises when it cannot be read or lacks required columns.
 
+    The export profile is the one named by `profile`, else the one whose distinctive headers the file has; its own
+    header spellings come before the generic aliases and its default channel after `source_name`. `submitted_at`
+    (now or an ISO time) dates every row instead of a time column.
     `check_columns=False` leaves the required-columns suite to the first chunk's check (see `IntakePlan`), unless
     a required column is plainly missing: then the suite runs here, so that such a file still fails before any read.
     """
     lead_file = inspect_lead_file(path)
     explicit = load_column_map(column_map) if isinstance(column_map, str) else column_map
-    plan = IntakePlan(lead_file=lead_file, mapping=resolve_columns(lead_file.headers, explicit),
-                      default_source=source_name)
+    match = choose_profile(lead_file.headers, profile)
+    mapping = resolve_columns(lead_file.headers, explicit, match.aliases, match.ignored)
+    mapping, fallbacks = with_fallbacks(mapping, lead_file.headers, match.fallbacks)
+    given = resolve_submitted_at(submitted_at)
+    if given is not None:
+        mapping = {h: c for h, c in mapping.items() if c != "submitted_at"}
+        mapping[SUBMITTED_AT_OPTION_FIELD] = "submitted_at"
+    default_source = source_name or (match.profile.default_source if match.profile else None)
+    plan = IntakePlan(lead_file=lead_file, mapping=mapping, default_source=default_source, profile=match.name,
+                      submitted_at=given, fallbacks=fallbacks)
     hint = plan.missing_hint()
     if not check_columns and not hint:
         return dataclasses.replace(plan, columns_checked=False)
@@ -184,6 +213,7 @@ def check_lead_batch(raw: pd.DataFrame, plan: IntakePlan, now: datetime, worker:
     """
     started = time.perf_counter()
     tolerance = pd.Timedelta(minutes=get_settings().future_tolerance_minutes)
+    raw = plan.stamp(raw)
     if worker is not None and normalize_here:
         return _check_there_normalize_here(raw, plan, now, tolerance, worker)
     if worker is not None:
@@ -613,6 +643,9 @@ def write_chunk(steps: IntakeSteps, now: datetime, checked_future: Any, normaliz
         summary.quarantined += written.quarantined.rows
         summary.quarantined_new += written.quarantined.new_records
         summary.add_reasons(written.quarantined.by_reason)
+    if SOURCE_FILLED_COLUMN in subs.columns and subs[SOURCE_FILLED_COLUMN].any():
+        summary.add_counts("channel_filled", subs.loc[subs[SOURCE_FILLED_COLUMN].astype(bool), "source"]
+                           .value_counts().to_dict())
     summary.submissions_new += written.submissions_new
     summary.submissions_duplicate += written.submissions_duplicate
     summary.leads_created += written.leads_created

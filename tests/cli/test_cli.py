@@ -119,3 +119,34 @@ def test_file_import_without_a_path_fails_and_leaves_the_inbox_alone(crm):
     assert state.is_failed()
     assert "needs the `path` parameter" in state.message and "\n" not in state.message
     assert pending_count(crm) == 1
+
+
+def test_intake_without_an_email_column_says_why_in_one_line_and_verbose_shows_the_traceback(sqlite_crm, tmp_path):
+    path = write_csv(tmp_path / "people.csv", [{"Name": "Ann", "Company": "Acme", "Created": "2025-01-01"}])
+    result = runner.invoke(app, ["intake", path])
+    assert result.exit_code == 2
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in result.output
+    assert "leadflow keys people by email" in line and "'Name', 'Company', 'Created'" in line
+    verbose = runner.invoke(app, ["intake", path, "--verbose"])
+    assert verbose.exit_code == 2 and "Traceback" in verbose.stderr
+    assert verbose.stderr.strip().splitlines()[-1] == line
+
+
+def test_intake_submitted_at_dates_a_file_without_times_and_a_second_import_adds_nothing(sqlite_crm, tmp_path):
+    path = write_csv(tmp_path / "booth.csv", [{"Email Address": "a@b.example", "Name": "Ann Lee"},
+                                              {"Email Address": "c@d.example", "Name": "Cy Dee"}])
+    missing = runner.invoke(app, ["intake", path])
+    assert missing.exit_code == 2 and "--submitted-at now|ISO-TIME" in missing.stderr
+    bad = runner.invoke(app, ["intake", path, "--submitted-at", "last tuesday"])
+    assert bad.exit_code == 2 and "takes now or an ISO time" in bad.stderr
+    first = runner.invoke(app, ["intake", path, "--submitted-at", "now", "--json"])
+    assert first.exit_code == 0, first.output
+    summary = json.loads(first.stdout[first.stdout.index("{"):])
+    assert summary["submissions_new"] == 2 and summary["quarantined"] == 0
+    assert summary["profile"] == "generic" and summary["submitted_at"]
+    assert summary["channel_filled"] == {"unknown": 2}
+    again = runner.invoke(app, ["intake", path, "--submitted-at", "2025-01-01T00:00:00+00:00", "--json"])
+    assert again.exit_code == 0, again.output
+    repeat = json.loads(again.stdout[again.stdout.index("{"):])
+    assert repeat["submissions_new"] == 0 and repeat["submissions_duplicate"] == 2

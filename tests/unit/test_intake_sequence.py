@@ -80,7 +80,9 @@ def test_bad_rows_are_quarantined_with_reasons_and_raw_payload(crm, tmp_path):
     ]
     summary = run_intake(crm, write_csv(tmp_path / "bad.csv", rows))
     assert summary["rows_read"] == 7
-    assert summary["submissions_new"] == 1 and summary["quarantined"] == 6
+    # A row without a channel is kept, with channel `unknown`: never quarantined for that alone.
+    assert summary["submissions_new"] == 2 and summary["quarantined"] == 5
+    assert summary["channel_filled"] == {"unknown": 1}
     with crm.engine.connect() as conn:
         kept = conn.execute(select(QuarantineRecord.__table__).order_by(QuarantineRecord.row_number)).all()
     reasons = {q.row_number: q.reason_codes for q in kept}
@@ -89,7 +91,6 @@ def test_bad_rows_are_quarantined_with_reasons_and_raw_payload(crm, tmp_path):
         3: "invalid_email",
         4: "future_submitted_at",
         5: "invalid_submitted_at",
-        6: "missing_source",
         7: "field_too_long:first_name",
     }
     assert kept[0].raw_payload["extra_column"] == "kept"
