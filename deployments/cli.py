@@ -86,7 +86,8 @@ def db_upgrade() -> None:
     typer.echo(f"Database at revision {store.revision()} ({store.dialect}).")
 
 
-def run_intake(path: str, source_name: str | None, column_map: str | None, chunk_size: int | None) -> dict[str, Any]:
+def run_intake(path: str, source_name: str | None, column_map: str | None, chunk_size: int | None,
+               messages: str = "auto") -> dict[str, Any]:
     """Check the input up front (one-line errors), then run the lead-intake flow on it."""
     from flows.intake import lead_intake
     from leadflow.domain.contract import load_column_map
@@ -95,7 +96,8 @@ def run_intake(path: str, source_name: str | None, column_map: str | None, chunk
     mapping = load_column_map(column_map) if column_map else None
     plan_intake(path, mapping, source_name)
     _store()
-    return lead_intake(path=path, source_name=source_name, column_map=mapping, chunk_size=chunk_size)
+    return lead_intake(path=path, source_name=source_name, column_map=mapping, chunk_size=chunk_size,
+                       messages=messages)
 
 
 @app.command("intake")
@@ -104,13 +106,20 @@ def intake(
     source_name: Annotated[str | None, typer.Option(help="Channel for rows that name none.")] = None,
     column_map: Annotated[str | None, typer.Option(help="JSON/YAML file: export header -> canonical column.")] = None,
     chunk_size: Annotated[int | None, typer.Option(help="Rows per chunk.")] = None,
+    messages: Annotated[str, typer.Option(help="auto: auto-responses and rep alerts only for leads whose latest "
+                                               "submission is within the policy's freshness window (older rows "
+                                               "are recorded as history); none: no messages; all: every lead.")
+                        ] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run the lead-intake flow on one file and print its summary."""
+    from leadflow.domain.crm_state import MESSAGE_MODES
     from leadflow.domain.summary import IntakeSummary
 
+    if messages not in MESSAGE_MODES:
+        _fail(f"--messages must be one of {', '.join(MESSAGE_MODES)}, not {messages!r}")
     try:
-        result = run_intake(path, source_name, column_map, chunk_size)
+        result = run_intake(path, source_name, column_map, chunk_size, messages)
     except _known_errors() as exc:
         _fail(_one_line(exc))
     if as_json:

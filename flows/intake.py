@@ -6,7 +6,7 @@ import threading
 import time
 import uuid
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
@@ -71,6 +71,7 @@ def lead_intake(
     replay: bool = False,
     qualify: bool = True,
     from_inbox: bool = True,
+    messages: Literal["auto", "none", "all"] = "auto",
 ) -> dict[str, Any]:
     """Turn a lead export into clean, deduplicated, attributed leads; rejects go to quarantine with reasons.
 
@@ -83,6 +84,9 @@ def lead_intake(
         qualify: Run the lead-qualification subflow on each chunk's new and changed leads (spam excluded).
         from_inbox: Whether a run without a path drains lead_inbox; the file-import deployment sets False, so that
             a run started without its `path` fails instead of taking the inbox's leads.
+        messages: auto: auto-responses and rep alerts only for leads whose latest submission is within the
+            qualification policy's freshness window, older ones recorded as history; none: no messages; all: every
+            lead is treated as fresh.
     """
     if not path and not from_inbox:
         raise ValueError("lead-intake needs the `path` parameter: the file to import (lead_inbox is drained by "
@@ -122,7 +126,8 @@ def lead_intake(
                 # A bulk import's tens of thousands of messages are the outbox-delivery run's job: sent here, they
                 # would hold the import up for as long again as qualifying.
                 deliver = len(lead_ids) <= get_settings().inline_delivery_max_leads
-                summary.add_qualification(lead_qualification(lead_ids=lead_ids, replay=replay, deliver=deliver))
+                summary.add_qualification(lead_qualification(lead_ids=lead_ids, replay=replay, deliver=deliver,
+                                                             messages=messages))
                 summary.add_time("lead_qualification", time.perf_counter() - tick)
             if inbox:
                 inbox.chunk_written(summary.batch_id)

@@ -22,6 +22,7 @@ LEAD_COLUMNS = (
     "email_domain", "company_size", "industry", "employee_count", "revenue_band", "seniority", "page_views",
     "pricing_page_visits", "demo_requested", "intent_score", "score", "tier", "priority", "priority_reason",
     "checklist", "match_details", "account_id", "owner_id", "do_not_contact", "email_opt_in", "is_spam", "status",
+    "last_touch_at",
 )
 
 

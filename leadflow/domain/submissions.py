@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from leadflow.domain import crm_state
 from leadflow.domain import normalize as nz
 from leadflow.domain.contract import CANONICAL_COLUMNS, FIELD_LIMITS, MAX_COUNTERS, MERGED_DETAILS
 
@@ -167,6 +168,7 @@ def normalize_batch(checked: pd.DataFrame) -> pd.DataFrame:
     out["form_fill_seconds"] = pd.to_numeric(checked["form_fill_seconds"], errors="coerce")
     out[ROW_COLUMN] = checked[ROW_COLUMN]
     out[PAYLOAD_COLUMN] = checked[PAYLOAD_COLUMN]
+    out = crm_state.add_state(out, checked)
     out["idempotency_key"] = submission_keys(out)
     return out
 
