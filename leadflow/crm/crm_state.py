@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import pandas as pd
-from sqlalchemy import Connection, bindparam, update
+from sqlalchemy import Connection, bindparam, false, true, update
 
 from leadflow.crm.schema import Lead
 from leadflow.crm.store import Store
@@ -17,14 +17,14 @@ LEADS = Lead.__table__
 def withdraw_consent(conn: Connection, store: Store, lead_ids: Sequence[int], now: datetime) -> None:
     """Set email_opt_in false on these leads: an opt-out in the export wins over any earlier consent."""
     stmt = (update(LEADS).where(LEADS.c.id == bindparam("b_id"), LEADS.c.email_opt_in.is_not(False))
-            .values(email_opt_in=False, updated_at=bindparam("b_now")))
+            .values(email_opt_in=false(), updated_at=bindparam("b_now")))
     store.bulk(conn, stmt, pd.DataFrame({"b_id": [int(i) for i in lead_ids], "b_now": now}))
 
 
 def mark_do_not_contact(conn: Connection, store: Store, lead_ids: Sequence[int], now: datetime) -> None:
     """Set do_not_contact on these leads (an import never clears it: consent and do-not-contact always win)."""
     stmt = (update(LEADS).where(LEADS.c.id == bindparam("b_id"), LEADS.c.do_not_contact.is_not(True))
-            .values(do_not_contact=True, updated_at=bindparam("b_now")))
+            .values(do_not_contact=true(), updated_at=bindparam("b_now")))
     store.bulk(conn, stmt, pd.DataFrame({"b_id": [int(i) for i in lead_ids], "b_now": now}))
 
 

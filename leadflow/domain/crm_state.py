@@ -213,11 +213,13 @@ class Freshness:
     held_back: dict[str, int] = field(default_factory=dict)
 
 
-def freshness(last_touch: pd.Series, now: datetime, window_hours: float, mode: str) -> Freshness:
+def freshness(last_touch: pd.Series, now: datetime, window_hours: float, mode: str,
+              qualified_before: pd.Series | np.ndarray | None = None) -> Freshness:
     """Split leads by their triggering (latest) submission: within `window_hours` of now is fresh.
 
     `auto`: fresh leads are worked and messaged, older ones recorded as history (no messages, no SLA tasks);
-    `none`: the same, but nobody is messaged; `all`: everyone is treated as fresh.
+    `none`: the same, but nobody is messaged; `all`: everyone is treated as fresh. A lead qualified before (live,
+    when it was fresh) is never turned into history by a later run, only left without messages.
     """
     if mode not in MESSAGE_MODES:
         raise ValueError(f"messages must be one of {', '.join(MESSAGE_MODES)}, not {mode!r}")
@@ -234,7 +236,9 @@ def freshness(last_touch: pd.Series, now: datetime, window_hours: float, mode: s
     if mode == "none" and messages.any():
         held[HELD_BY_OPTION] = int(messages.sum())
         messages = np.zeros(len(at), dtype=bool)
-    return Freshness(historical=stale, messages=messages, held_back=held)
+    before = (np.zeros(len(at), dtype=bool) if qualified_before is None
+              else np.asarray(pd.Series(qualified_before).fillna(False), dtype=bool))
+    return Freshness(historical=stale & ~before, messages=messages, held_back=held)
 
 
 def add_state(subs: pd.DataFrame, prepared: pd.DataFrame, status_map: StatusMap | None = None) -> pd.DataFrame:

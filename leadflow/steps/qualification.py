@@ -351,15 +351,17 @@ def _qualify_batch(steps: QualificationSteps, ids: list[int], policy: Qualificat
     if replay:
         _qualify_part(steps, leads, policy, summary, replay=True, send=False, timezone=timezone, now=now)
         return
-    fresh = crm_state.freshness(leads["last_touch_at"], now, policy.messages.fresh_hours, messages)
+    # A lead with a priority was qualified before: a later run keeps working it live (see crm_state.freshness).
+    fresh = crm_state.freshness(leads["last_touch_at"], now, policy.messages.fresh_hours, messages,
+                                qualified_before=leads["priority"].notna())
     for name, n in fresh.held_back.items():
         add(summary.messages_held_back, name, n)
     summary.historical += int(fresh.historical.sum())
-    for historical in (True, False):
-        part = fresh.historical == historical
+    for historical, send in ((True, False), (False, False), (False, True)):
+        part = (fresh.historical == historical) & (fresh.messages == send)
         if part.any():
             _qualify_part(steps, leads.loc[part].reset_index(drop=True), policy, summary, replay=historical,
-                          send=bool(fresh.messages[part].any()), timezone=timezone, now=now)
+                          send=send, timezone=timezone, now=now)
 
 
 def _qualify_part(steps: QualificationSteps, leads: pd.DataFrame, policy: QualificationPolicy,
