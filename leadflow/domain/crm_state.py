@@ -223,7 +223,7 @@ def freshness(last_touch: pd.Series, now: datetime, window_hours: float, mode: s
     """
     if mode not in MESSAGE_MODES:
         raise ValueError(f"messages must be one of {', '.join(MESSAGE_MODES)}, not {mode!r}")
-    at = pd.to_datetime(last_touch, utc=True, errors="coerce")
+    at = pd.to_datetime(last_touch, utc=True, errors="coerce", format="ISO8601")
     cutoff = pd.Timestamp(now).tz_convert("UTC") - pd.Timedelta(hours=window_hours)
     # A lead without a known touch time cannot be shown to be fresh: it is history.
     stale = (at.isna() | (at < cutoff)).to_numpy(dtype=bool)
