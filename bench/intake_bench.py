@@ -57,7 +57,8 @@ def run_flow(path: str, chunk_size: int, qualify: bool = True) -> dict:
 
     warmup()
     started = time.perf_counter()
-    summary = lead_intake(path=path, chunk_size=chunk_size, qualify=qualify)
+    # Generated leads span past months: `all` keeps measuring live routing and messages, as recorded before.
+    summary = lead_intake(path=path, chunk_size=chunk_size, qualify=qualify, messages="all")
     return {"rows": summary["rows_read"], "seconds": round(time.perf_counter() - started, 3),
             "steps": summary["step_seconds"], "quarantined": summary["quarantined"]}
 

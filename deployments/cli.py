@@ -134,7 +134,8 @@ def db_upgrade() -> None:
 
 
 def run_intake(path: str, source_name: str | None, column_map: str | None, chunk_size: int | None,
-               profile: str | None = None, submitted_at: str | None = None) -> dict[str, Any]:
+               profile: str | None = None, submitted_at: str | None = None,
+               messages: str = "auto") -> dict[str, Any]:
     """Check the input up front (one-line errors), then run the lead-intake flow on it."""
     from flows.intake import lead_intake
     from leadflow.domain.contract import load_column_map
@@ -144,7 +145,7 @@ def run_intake(path: str, source_name: str | None, column_map: str | None, chunk
     plan_intake(path, mapping, source_name, profile=profile, submitted_at=submitted_at)
     _store()
     return lead_intake(path=path, source_name=source_name, column_map=mapping, chunk_size=chunk_size,
-                       profile=profile, submitted_at=submitted_at)
+                       profile=profile, submitted_at=submitted_at, messages=messages)
 
 
 @app.command("intake")
@@ -159,14 +160,21 @@ def intake(
     submitted_at: Annotated[str | None, typer.Option(
         help="now or an ISO time with zone: dates every row of a file without times.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show tracebacks of errors.")] = False,
+    messages: Annotated[str, typer.Option(help="auto: auto-responses and rep alerts only for leads whose latest "
+                                               "submission is within the policy's freshness window (older rows "
+                                               "are recorded as history); none: no messages; all: every lead.")
+                        ] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run the lead-intake flow on one file and print its summary."""
+    from leadflow.domain.crm_state import MESSAGE_MODES
     from leadflow.domain.summary import IntakeSummary
 
+    if messages not in MESSAGE_MODES:
+        _fail(f"--messages must be one of {', '.join(MESSAGE_MODES)}, not {messages!r}")
     try:
         with _tracebacks(verbose):
-            result = run_intake(path, source_name, column_map, chunk_size, profile, submitted_at)
+            result = run_intake(path, source_name, column_map, chunk_size, profile, submitted_at, messages)
     except (*_known_errors(), ValueError) as exc:
         _fail_verbosely(exc, verbose)
     if as_json:
@@ -513,23 +521,28 @@ def qualify(
     replay: Annotated[bool, typer.Option(help="History replay: no messages, tasks recorded as historical.")] = False,
     deliver: Annotated[bool, typer.Option(help="Send the queued messages at the end.")] = True,
     policy: Annotated[str | None, typer.Option(help="Policy name in leadflow/config/policies/ or a JSON file.")] = None,
+    messages: Annotated[str, typer.Option(help="auto: messages only for leads within the policy's freshness "
+                                               "window; none: no messages; all: every lead.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run lead-qualification on leads by email, or on every lead that was never qualified."""
     from flows.qualification import lead_qualification
     from leadflow.config.policy import PolicyError
     from leadflow.crm.leads import resolve_lead_ids
+    from leadflow.domain.crm_state import MESSAGE_MODES
     from leadflow.domain.qualification import load_qualification_policy
 
     if not emails and not all_unqualified:
         _fail("name lead emails or pass --all-unqualified")
+    if messages not in MESSAGE_MODES:
+        _fail(f"--messages must be one of {', '.join(MESSAGE_MODES)}, not {messages!r}")
     try:
         load_qualification_policy(policy or "qualification")
         store = _store()
         ids = resolve_lead_ids(store, None, emails, all_unqualified)
         if emails and not ids:
             _fail("no lead has any of these emails")
-        result = lead_qualification(lead_ids=ids, replay=replay, deliver=deliver, policy=policy)
+        result = lead_qualification(lead_ids=ids, replay=replay, deliver=deliver, policy=policy, messages=messages)
     except (*_known_errors(), PolicyError) as exc:
         _fail(_one_line(exc))
     if as_json:
@@ -539,7 +552,7 @@ def qualify(
                f"{result['policy_version']}{' (replay)' if replay else ''}.")
     for title, key in (("priority", "by_priority"), ("match band", "matches_by_band"),
                        ("assignment rule", "assignments_by_rule"), ("tasks created", "tasks_created"),
-                       ("messages queued", "messages_queued")):
+                       ("messages queued", "messages_queued"), ("held back", "messages_held_back")):
         typer.echo(f"  {title:<16} " + ", ".join(f"{k} {v}" for k, v in sorted(result[key].items())))
     typer.echo(f"  accounts created {result['accounts_created']}; delivered {result['delivered']}, "
                f"failed {result['delivery_failed']}")

@@ -6,7 +6,7 @@ import threading
 import time
 import uuid
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
@@ -73,6 +73,7 @@ def lead_intake(
     from_inbox: bool = True,
     profile: str | None = None,
     submitted_at: str | None = None,
+    messages: Literal["auto", "none", "all"] = "auto",
 ) -> dict[str, Any]:
     """Turn a lead export into clean, deduplicated, attributed leads; rejects go to quarantine with reasons.
 
@@ -89,6 +90,9 @@ def lead_intake(
             recognises it from the headers.
         submitted_at: `now` or an ISO time with zone that dates every row, for a file without times; recorded on
             each submission (its raw payload's `submitted_at_from_option`).
+        messages: auto: auto-responses and rep alerts only for leads whose latest submission is within the
+            qualification policy's freshness window, older ones recorded as history; none: no messages; all: every
+            lead is treated as fresh.
     """
     if not path and not from_inbox:
         raise ValueError("lead-intake needs the `path` parameter: the file to import (lead_inbox is drained by "
@@ -130,7 +134,8 @@ def lead_intake(
                 # A bulk import's tens of thousands of messages are the outbox-delivery run's job: sent here, they
                 # would hold the import up for as long again as qualifying.
                 deliver = len(lead_ids) <= get_settings().inline_delivery_max_leads
-                summary.add_qualification(lead_qualification(lead_ids=lead_ids, replay=replay, deliver=deliver))
+                summary.add_qualification(lead_qualification(lead_ids=lead_ids, replay=replay, deliver=deliver,
+                                                             messages=messages))
                 summary.add_time("lead_qualification", time.perf_counter() - tick)
             if inbox:
                 inbox.chunk_written(summary.batch_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
@@ -50,6 +50,7 @@ def lead_qualification(
     replay: bool = False,
     deliver: bool = True,
     policy: str | None = None,
+    messages: Literal["auto", "none", "all"] = "auto",
 ) -> dict[str, Any]:
     """Qualify leads: checklist, account match and link, priority, owner, tasks, auto-response and alerts.
 
@@ -59,6 +60,9 @@ def lead_qualification(
         replay: History being replayed: no messages at all; assignments and tasks are recorded as historical.
         deliver: Send the queued messages at the end of the run (else the next outbox-delivery run does).
         policy: Qualification policy name in leadflow/config/policies/ or a JSON path (default: qualification).
+        messages: auto: only leads whose latest submission is within the policy's freshness window are worked live
+            and messaged, older ones are recorded as history (no messages, no SLA tasks); none: nobody is messaged;
+            all: every lead is treated as fresh.
     """
     started = time.perf_counter()
     rules = load_qualification_policy(policy or "qualification")
@@ -67,7 +71,7 @@ def lead_qualification(
     ids = resolve_leads_to_qualify(lead_ids, emails) if emails else sorted({int(i) for i in lead_ids or []})
     settings = get_settings()
     qualify(TASKS, ids, rules, summary, replay=replay, timezone=settings.timezone, clock=utc_now,
-            chunk_size=settings.chunk_size)
+            chunk_size=settings.chunk_size, messages=messages)
     queued = sum(summary.messages_queued.values())
     if deliver and not replay and queued:
         tick = time.perf_counter()

@@ -11,7 +11,7 @@ import pandas as pd
 from sqlalchemy import Connection, bindparam, func, select, update
 
 from leadflow.crm.schema import Lead, LeadSubmission
-from leadflow.crm.store import Store, select_in
+from leadflow.crm.store import Store, select_in, utc
 from leadflow.domain.accounts import LeadLinks
 
 LEADS = Lead.__table__
@@ -22,6 +22,7 @@ LEAD_COLUMNS = (
     "email_domain", "company_size", "industry", "employee_count", "revenue_band", "seniority", "page_views",
     "pricing_page_visits", "demo_requested", "intent_score", "score", "tier", "priority", "priority_reason",
     "checklist", "match_details", "account_id", "owner_id", "do_not_contact", "email_opt_in", "is_spam", "status",
+    "last_touch_at",
 )
 
 
@@ -63,6 +64,7 @@ def load_leads(store: Store, lead_ids: Sequence[int]) -> pd.DataFrame:
         frame[name] = frame[name].astype("boolean").fillna(False)
     for name in ("demo_requested", "email_opt_in"):  # raw rows: SQLite hands booleans back as 0/1
         frame[name] = frame[name].astype("boolean")
+    frame["last_touch_at"] = utc(frame["last_touch_at"])  # raw rows: SQLite hands times back as text
     return frame
 
 

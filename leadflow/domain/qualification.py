@@ -138,6 +138,9 @@ class MessageRules(_Rules):
     rep_alert_priorities: list[Priority] = Field(description="Priorities that alert the assigned rep.")
     discovery_call_priorities: list[Priority] = Field(description="Priorities that get a discovery call task.")
     sla_risk_priorities: list[Priority] = Field(description="Priorities whose unassigned leads are an SLA risk.")
+    fresh_hours: float = Field(default=24, gt=0, le=24 * 366,
+                               description="Auto-responses and rep alerts go only to leads whose latest submission "
+                                           "is this recent; older ones are recorded as history.")
 
 
 class QualificationPolicy(VersionedPolicy):

@@ -713,8 +713,9 @@ def detect_spam(leads: pd.DataFrame, policy: SpamPolicy, known_bad_hashes: set[s
 # --- cleanup: constants, errors and results -------------------------------------------------------------------
 
 SPAM_STATUS = "spam"
-# A won deal is never spam, whatever its submissions look like: these leads are never flagged.
-NEVER_FLAGGED = ("converted", "won")
+# A won deal or a closed lead (a CRM export's "Closed - Converted" or "Closed - Not Converted") is never spam,
+# whatever its submissions look like: these leads are never flagged. It covers the status map's closed_statuses.
+NEVER_FLAGGED = ("converted", "won", "disqualified")
 # A rep worked these leads: flagged ones are reported for review instead of being purged.
 INTERACTION_STATUSES = ("converted", "won", "qualified", "discovery_call_booked")
 FLAGGED_EVENT = "spam_flagged"

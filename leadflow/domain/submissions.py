@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from leadflow.domain import crm_state
 from leadflow.domain import normalize as nz
 from leadflow.domain.contract import (
     CANONICAL_COLUMNS,
@@ -187,6 +188,7 @@ def normalize_batch(checked: pd.DataFrame) -> pd.DataFrame:
     out[PAYLOAD_COLUMN] = checked[PAYLOAD_COLUMN]
     for column in (SOURCE_FILLED_COLUMN, TIME_GIVEN_COLUMN):
         out[column] = checked[column] if column in checked.columns else False
+    out = crm_state.add_state(out, checked)
     out["idempotency_key"] = submission_keys(out)
     return out
 

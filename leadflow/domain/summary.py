@@ -47,6 +47,8 @@ class IntakeSummary:
     spam_flagged: int = 0
     spam_by_reason: dict[str, int] = field(default_factory=dict)
     qualification: dict[str, Any] = field(default_factory=dict)
+    # The export's own CRM state: statuses imported, owners kept or routed as usual, opt-outs, unmapped values.
+    crm_state: dict[str, Any] = field(default_factory=dict)
     chunks: int = 0
     seconds: float = 0.0
     step_seconds: dict[str, float] = field(default_factory=dict)
@@ -77,6 +79,16 @@ class IntakeSummary:
         merged = Counter(getattr(self, name))
         merged.update(counts)
         setattr(self, name, dict(sorted(merged.items())))
+
+    def add_crm_state(self, counts: dict[str, Any]) -> None:
+        """Fold one chunk's CRM-state counts in (each table keeps its 20 largest keys)."""
+        for key, value in counts.items():
+            if isinstance(value, dict):
+                merged = Counter(self.crm_state.get(key, {}))
+                merged.update(value)
+                self.crm_state[key] = dict(sorted(merged.most_common(20)))
+            else:
+                self.crm_state[key] = self.crm_state.get(key, 0) + value
 
     @property
     def enrichment_rate(self) -> float | None:
@@ -201,6 +213,12 @@ class IntakeSummary:
         lines += [f"    {tier:<22} {count}" for tier, count in self.tiers.items()]
         if self.spam_flagged:
             lines.append(f"  flagged as spam      {self.spam_flagged}")
+        for key, value in self.crm_state.items():
+            if isinstance(value, dict):
+                lines.append(f"  crm {key}")
+                lines += [f"    {k:<22} {n}" for k, n in value.items()]
+            else:
+                lines.append(f"  crm {key:<17}{value}")
         q = self.qualification
         if q:
             created = q.get("accounts_created", 0)
@@ -209,6 +227,10 @@ class IntakeSummary:
             lines.append(f"  tasks created        {sum(q.get('tasks_created', {}).values())}")
             queued = sum(q.get("messages_queued", {}).values())
             lines.append(f"  messages queued      {queued} (delivered {q.get('delivered', 0)})")
+            for why, n in q.get("messages_held_back", {}).items():
+                lines.append(f"    held back: {why:<11} {n} leads")
+            if q.get("skipped_closed"):
+                lines.append(f"  converted or closed  {q['skipped_closed']} (not routed, no task, no message)")
             waiting = queued - q.get("delivered", 0) - q.get("delivery_failed", 0)
             if waiting > 0:
                 lines.append(f"    waiting in outbox    {waiting}: the outbox-delivery deployment or "
@@ -222,6 +244,12 @@ class QualificationSummary:
 
     leads: int = 0
     skipped_spam: int = 0
+    # Converted or closed leads (the status map's closed statuses): never routed, tasked or messaged.
+    skipped_closed: int = 0
+    # Leads recorded as history (their triggering submission older than the freshness window).
+    historical: int = 0
+    # Leads whose auto-response and rep alert were held back, by why (see leadflow/domain/crm_state.py).
+    messages_held_back: dict[str, int] = field(default_factory=dict)
     replay: bool = False
     policy_version: str = ""
     by_priority: dict[str, int] = field(default_factory=dict)
@@ -261,11 +289,14 @@ class QualificationSummary:
                 f"Policy {self.policy_version}: {self.leads:,} leads qualified, {self.skipped_spam:,} spam skipped, "
                 f"{self.checklist_passed:,} passed the checklist, {self.accounts_created:,} accounts created, "
                 f"{self.newly_assigned:,} newly assigned, {self.newly_queued:,} put in the fallback queue, "
-                f"{self.delivered:,} messages delivered, {self.delivery_failed:,} failed. ({self.seconds:.2f} s)\n\n")
+                f"{self.delivered:,} messages delivered, {self.delivery_failed:,} failed. ({self.seconds:.2f} s)\n\n"
+                f"{self.skipped_closed:,} converted or closed leads skipped; {self.historical:,} leads older than the "
+                f"freshness window recorded as history.\n\n")
         parts = [table("priority", self.by_priority), table("tier", self.by_tier),
                  table("match band", self.matches_by_band), table("assignment rule", self.assignments_by_rule),
                  table("rep", self.assignments_by_rep), table("task kind (created)", self.tasks_created),
-                 table("message kind (queued)", self.messages_queued)]
+                 table("message kind (queued)", self.messages_queued),
+                 table("messages held back (why)", self.messages_held_back)]
         failures = "\n".join(f"- {f}" for f in self.failures) or "none"
         return head + "\n".join(parts) + f"\n## Failures\n\n{failures}\n"
 

@@ -55,6 +55,7 @@ from leadflow.domain.summary import IntakeSummary
 from leadflow.io.enrichment import DomainResults
 from leadflow.io.sources import LeadFile, input_size, inspect_lead_file
 from leadflow.steps.chunk_worker import COLUMNS_FAILED, ChunkWorker, prepare_and_check, prepare_chunk
+from leadflow.steps.crm_state import CrmStateResult, apply_crm_state
 from leadflow.steps.enrichment import DetailsOutput
 from leadflow.steps.scoring import ScoreResult
 
@@ -268,6 +269,8 @@ class LeadWriteResult:
     # Accepted rows of erased people, quarantined instead (see `find_erased`): their row numbers and the counts.
     erased_rows: list[int] = field(default_factory=list)
     quarantined: QuarantineResult = field(default_factory=QuarantineResult)
+    # What the export's own CRM state (statuses, owners, opt-outs) did to these leads.
+    crm_state: CrmStateResult = field(default_factory=CrmStateResult)
 
 
 @dataclass(frozen=True)
@@ -420,6 +423,7 @@ def create_lead_entries(
         ids = {**existing, **new_ids}
         fresh = fresh.assign(lead_id=fresh["email"].map(ids))
         submissions.insert_submissions(store, conn, fresh, batch_id, now)
+        result.crm_state = apply_crm_state(store, conn, fresh, ids, now=now, flow_run_id=flow_run_id)
         # Not "absent when we looked": a run at the same time may have created the lead in between.
         created = in_set(leads["email"], inserted)
         # A batch has only a handful of distinct (count, source, new) triples: encode each once.
@@ -650,6 +654,7 @@ def write_chunk(steps: IntakeSteps, now: datetime, checked_future: Any, normaliz
     summary.submissions_duplicate += written.submissions_duplicate
     summary.leads_created += written.leads_created
     summary.leads_updated += written.leads_updated
+    summary.add_crm_state(written.crm_state.as_dict())
     tick = time.perf_counter()
     summary.sources_updated += steps.update_lead_sources(subs, summary.batch_id, now, written.settled_emails)
     summary.add_time("update_lead_sources", time.perf_counter() - tick)

@@ -27,7 +27,7 @@ from leadflow.crm.accounts import AccountResult
 from leadflow.crm.assignments import CapacityConflict
 from leadflow.crm.store import Store, is_transient_db_error
 from leadflow.domain import accounts as matching
-from leadflow.domain import messages, qualification, records, routing
+from leadflow.domain import crm_state, messages, qualification, records, routing
 from leadflow.domain.accounts import LeadLinks
 from leadflow.domain.qualification import QualificationPolicy
 from leadflow.domain.summary import QualificationSummary, add, counts
@@ -316,18 +316,58 @@ def summary_of(q: Qualified, summary: QualificationSummary) -> None:
 
 def qualify(steps: QualificationSteps, lead_ids: Sequence[int], policy: QualificationPolicy,
             summary: QualificationSummary, *, replay: bool, timezone: str, clock: Callable[[], datetime],
-            chunk_size: int) -> QualificationSummary:
-    """Every qualification step over the leads, batch by batch, in the flow's order (delivery is the caller's)."""
+            chunk_size: int, messages: str = "auto") -> QualificationSummary:
+    """Every qualification step over the leads, batch by batch, in the flow's order (delivery is the caller's).
+
+    `messages` (auto, none, all) decides who is worked live and messaged: see `crm_state.freshness`.
+    """
+    if messages not in crm_state.MESSAGE_MODES:
+        raise ValueError(f"messages must be one of {', '.join(crm_state.MESSAGE_MODES)}, not {messages!r}")
     ids = [int(i) for i in lead_ids]
     for start in range(0, len(ids), chunk_size):
         _qualify_batch(steps, ids[start:start + chunk_size], policy, summary, replay=replay, timezone=timezone,
-                       now=clock())
+                       now=clock(), messages=messages)
     return summary
 
 
 def _qualify_batch(steps: QualificationSteps, ids: list[int], policy: QualificationPolicy,
-                   summary: QualificationSummary, *, replay: bool, timezone: str, now: datetime) -> None:
-    """Every step over one batch of leads."""
+                   summary: QualificationSummary, *, replay: bool, timezone: str, now: datetime,
+                   messages: str = "auto") -> None:
+    """Every step over one batch of leads: converted or closed ones left out, older ones recorded as history."""
+    tick = time.perf_counter()
+    leads, spam = steps.load_leads_to_qualify(ids)
+    summary.skipped_spam += spam
+    summary.add_time("load", time.perf_counter() - tick)
+    if leads.empty:
+        return
+    closed = leads["status"].isin(crm_state.default_status_map().closed_statuses).to_numpy(dtype=bool)
+    if closed.any():
+        summary.skipped_closed += int(closed.sum())
+        if not replay:
+            add(summary.messages_held_back, crm_state.HELD_CLOSED, int(closed.sum()))
+        leads = leads.loc[~closed].reset_index(drop=True)
+    if leads.empty:
+        return
+    if replay:
+        _qualify_part(steps, leads, policy, summary, replay=True, send=False, timezone=timezone, now=now)
+        return
+    # A lead with a priority was qualified before: a later run keeps working it live (see crm_state.freshness).
+    fresh = crm_state.freshness(leads["last_touch_at"], now, policy.messages.fresh_hours, messages,
+                                qualified_before=leads["priority"].notna())
+    for name, n in fresh.held_back.items():
+        add(summary.messages_held_back, name, n)
+    summary.historical += int(fresh.historical.sum())
+    for historical, send in ((True, False), (False, False), (False, True)):
+        part = (fresh.historical == historical) & (fresh.messages == send)
+        if part.any():
+            _qualify_part(steps, leads.loc[part].reset_index(drop=True), policy, summary, replay=historical,
+                          send=send, timezone=timezone, now=now)
+
+
+def _qualify_part(steps: QualificationSteps, leads: pd.DataFrame, policy: QualificationPolicy,
+                  summary: QualificationSummary, *, replay: bool, send: bool, timezone: str,
+                  now: datetime) -> None:
+    """The steps after loading over leads treated alike: live or recorded as history (`replay`), messaged or not."""
     tick = time.perf_counter()
 
     def timed(step: str) -> None:
@@ -335,11 +375,6 @@ def _qualify_batch(steps: QualificationSteps, ids: list[int], policy: Qualificat
         summary.add_time(step, time.perf_counter() - tick)
         tick = time.perf_counter()
 
-    leads, spam = steps.load_leads_to_qualify(ids)
-    summary.skipped_spam += spam
-    timed("load")
-    if leads.empty:
-        return
     checklist = _start(steps.qualification_checklist, leads, policy)
     match = steps.check_company_existence(leads, policy)
     timed("check_company_existence")
@@ -360,7 +395,7 @@ def _qualify_batch(steps: QualificationSteps, ids: list[int], policy: Qualificat
     timed("assign_qualification_tasks")
     add(summary.tasks_created, "discovery_call", steps.create_discovery_call_tasks(q, policy, replay, now))
     timed("create_discovery_call_tasks")
-    if replay:
+    if replay or not send:
         return
     add(summary.messages_queued, "auto_response", steps.send_auto_responses(q, policy, now))
     timed("send_auto_responses")

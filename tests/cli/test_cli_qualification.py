@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 from typer.testing import CliRunner
 
@@ -23,8 +24,9 @@ def test_qualify_by_email_then_deliver(crm, tmp_path, monkeypatch):
     monkeypatch.setenv("LEADFLOW_OUTBOX_DIR", str(tmp_path / "outbox"))
     get_settings.cache_clear()
     reference.load_sales_reps(crm, reference.DATA_DIR / "sales_reps.csv")
-    path = write_csv(tmp_path / "l.csv", [lead("cto@acme.com", job_title="CTO", demo_requested="yes",
-                                               country="US", company="Acme"), lead("b@acme.com")])
+    just_now = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()  # fresh: auto-responses are for fresh leads
+    path = write_csv(tmp_path / "l.csv", [lead("cto@acme.com", just_now, job_title="CTO", demo_requested="yes",
+                                               country="US", company="Acme"), lead("b@acme.com", just_now)])
     lead_intake(path=path, qualify=False)
     result = runner.invoke(app, ["qualify", "CTO@acme.com", "--no-deliver", "--json"])
     assert result.exit_code == 0, result.output

@@ -36,7 +36,7 @@ COLD = {"email": "bo@brasil-co.com.br", "company": "Brasil Co", "country": "BR",
 
 def seed(crm, rows: list[dict]) -> list[int]:
     """Leads as intake leaves them (a work email's domain is the company domain); returns their ids."""
-    ts = pd.Timestamp("2026-11-20", tz="UTC")
+    ts = pd.Timestamp(NOW) - pd.Timedelta(hours=1)  # fresh: within the policy's message window
     leads = [{"email_domain": r["email"].split("@")[1], "company_domain": r["email"].split("@")[1], "status": "new",
               "is_spam": False, "do_not_contact": False, "first_touch_at": ts, "last_touch_at": ts,
               "first_touch_source": "web_form", "last_touch_source": "web_form", **r} for r in rows]

@@ -8,6 +8,7 @@ runs the same sequence with the plain steps (tests/unit/test_qualification_steps
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
@@ -48,7 +49,8 @@ def test_sample_leads_through_intake_then_a_rerun_changes_nothing(crm_q, tmp_pat
     # A bulk import: intake's qualification subflow leaves the messages to the outbox-delivery run.
     monkeypatch.setenv("LEADFLOW_INLINE_DELIVERY_MAX_LEADS", "1")
     get_settings.cache_clear()
-    summary = lead_intake(path=str(reference.SAMPLE_LEADS))
+    # The sample's rows are months old: `all` treats them as fresh, as this bulk-import-and-deliver case needs.
+    summary = lead_intake(path=str(reference.SAMPLE_LEADS), messages="all")
     first = summary["qualification"]
     with crm_q.engine.connect() as conn:
         ids = sorted(conn.execute(select(Lead.id)).scalars())
@@ -77,7 +79,8 @@ def test_sample_leads_through_intake_then_a_rerun_changes_nothing(crm_q, tmp_pat
 def test_hot_lead_through_intake_gets_owner_tasks_and_messages_delivered_as_eml(crm_q, tmp_path):
     from leadflow.domain.summary import IntakeSummary
 
-    summary = lead_intake(path=write_csv(tmp_path / "l.csv", [lead("cto@acme.com", first_name="Ada",
+    just_now = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    summary = lead_intake(path=write_csv(tmp_path / "l.csv", [lead("cto@acme.com", just_now, first_name="Ada",
                                                                     company="ACME Corp.", **HOT)]))
     assert summary["leads_created"] == 1
     row = _rows(crm_q, Lead)[0]

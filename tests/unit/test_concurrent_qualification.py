@@ -28,7 +28,7 @@ COMPANIES = [("Acme Widgets", "acmewidgets.com"), ("ACME WIDGETS, Inc.", None), 
 
 def seed(crm, runs: int, per_run: int, capacity: int, companies: bool = True) -> list[list[int]]:
     """Leads for each run, every run touching the same companies; four US reps of equal capacity."""
-    ts = pd.Timestamp("2026-11-20", tz="UTC")
+    ts = pd.Timestamp(NOW) - pd.Timedelta(hours=1)  # fresh: within the policy's message window
     rows = []
     for i in range(runs * per_run):
         name, site = COMPANIES[i % len(COMPANIES)] if companies else (None, None)

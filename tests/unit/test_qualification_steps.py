@@ -37,7 +37,7 @@ def crm_q(crm):
 
 def seed(crm, rows: list[dict[str, Any]]) -> list[int]:
     """Leads as intake leaves them (a work email's domain is the company domain); returns their ids."""
-    ts = pd.Timestamp("2026-11-20", tz="UTC")
+    ts = pd.Timestamp(NOW) - pd.Timedelta(hours=1)  # fresh: within the policy's message window
     leads = []
     for row in rows:
         row = dict(row)
