@@ -84,7 +84,7 @@ def test_backfill_json_outcome_and_a_rerun_changes_nothing(crm, tmp_path, monkey
     assert (outcome["windows_total"], outcome["windows_imported"], outcome["windows_failed"]) == (3, 3, [])
     assert (outcome["rows_read"], outcome["rows_undated"], outcome["submissions_new"]) == (9, 1, 8)
     assert outcome["months_reported"] == ["2024-01", "2024-02"]
-    assert (tmp_path / "leadflow-output" / "backfill").is_dir()
+    assert (tmp_path / "leadflow-output" / "crm" / "backfill").is_dir()  # the CRM file is crm.db
     with crm.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(LeadSubmission.__table__)).scalar_one() == 8
         assert conn.execute(select(func.count()).select_from(LEDGER).where(LEDGER.c.status == "completed")
