@@ -152,12 +152,12 @@ def crm_name_of(url: str) -> str:
     path = _sqlite_file(url)
     if path is not None:
         return safe_folder_name(path.stem)
-    from sqlalchemy.engine import make_url
+    from urllib.parse import unquote, urlsplit
 
     try:
-        database = make_url(url).database
-    except Exception:  # an unparseable URL fails where the engine is built, with its own message
-        database = None
+        database = unquote(urlsplit(url).path.lstrip("/"))
+    except ValueError:  # an unparseable URL fails where the engine is built, with its own message
+        database = ""
     return safe_folder_name(Path(database).stem if database else "memory")
 
 

@@ -51,10 +51,10 @@ def check_capacity(value: object) -> int:
 
 def rep_email(value: object) -> str:
     """A rep's normalized address, else RepError (the message does not echo it)."""
-    normalized = nz.normalize_email(pd.Series([value], dtype="string")).iloc[0]
-    if normalized is pd.NA or normalized is None:
+    normalized = nz.normalize_email(pd.Series([value], dtype="string"))
+    if normalized.isna().iloc[0] or not bool(nz.is_valid_email(normalized).fillna(False).iloc[0]):
         raise RepError("not a valid email address")
-    return str(normalized)
+    return str(normalized.iloc[0])
 
 
 def split_list(value: object, *, upper: bool = False) -> list[str]:
