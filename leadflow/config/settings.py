@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     )
     outbox_dir: Path | None = Field(
         default=None,
-        description="Where .eml files go without SMTP (default: the CRM's folder under output_dir, `.../outbox`).",
+        description="Where .eml files go without SMTP (unset: `<output_dir>/<crm_name>/outbox`).",
     )
     sender_email: str = Field(default="sales@leadflow.example", description="From address of prospect email.")
     delivery_breaker_after: int = Field(
@@ -94,11 +94,11 @@ class Settings(BaseSettings):
         default=None, description="Apprise URL(s), comma-separated, for flow-failure alerts to ops."
     )
     report_dir: Path | None = Field(
-        default=None, description="Where report files are written (default: the CRM's folder, `.../reports`)."
+        default=None, description="Where report files are written (unset: `<output_dir>/<crm_name>/reports`)."
     )
     backfill_dir: Path | None = Field(
         default=None,
-        description="Where backfills stage their per-window inputs (default: the CRM's folder, `.../backfill`).",
+        description="Where backfills stage their per-window inputs (unset: `<output_dir>/<crm_name>/backfill`).",
     )
     output_dir: Path = Field(
         default=Path("leadflow-output"),

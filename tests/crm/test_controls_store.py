@@ -155,3 +155,13 @@ def test_sla_breaches_carry_the_owner_name_and_the_lead_email(crm):
     assert breaches[["lead_email", "owner_name"]].to_dict("records") == [{"lead_email": "a@x.com",
                                                                           "owner_name": "Mia Patel"}]
     assert health.HealthInputs.__doc__ and QuarantineRecord.__table__.c.retry_outcome is not None
+
+
+def test_the_qualification_summary_names_reps(crm):
+    from leadflow.crm import reference
+    from tests.unit.test_qualification_steps import HOT, run, seed
+
+    reference.load_sales_reps(crm, reference.DATA_DIR / "sales_reps.csv")
+    summary = run(crm, seed(crm, [{"email": "cto@acme.com", **HOT},
+                                  {"email": "a@brasil-co.com.br", "company": "Brasil Co", "country": "BR"}]))
+    assert summary["assignments_by_rep"] == {"Ava Moreno": 1, "none": 1}
