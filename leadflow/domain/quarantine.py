@@ -41,25 +41,44 @@ def retry_lines(payloads: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def field_order(payloads: Sequence[dict[str, Any]]) -> list[str]:
     """Every payload's fields in one order that keeps each payload's own order (its file's header order).
 
-    A field first seen in a later payload goes right after the field before it there (or before the one after it),
-    not at the end: rows of one export then get back exactly the payload (and so the quarantine key) they had.
+    Each payload says which of its fields come before which; a topological sort of those constraints (ties by
+    first appearance) gives rows of one export back exactly the payload, and so the quarantine key, they had.
+    Exports whose header orders disagree cannot all be kept: the fields left in a cycle follow first appearance.
     """
-    order: list[str] = []
-    seen: set[str] = set()
+    import heapq
+    from itertools import pairwise
+
+    first: dict[str, int] = {}
+    after: dict[str, set[str]] = {}
+    pending: dict[str, int] = {}
     for payload in payloads:
         keys = list(payload)
-        for position, name in enumerate(keys):
-            if name in seen:
-                continue
-            before = keys[position - 1] if position else None
-            after = next((k for k in keys[position + 1:] if k in seen), None)
-            if before is not None:
-                order.insert(order.index(before) + 1, name)
-            elif after is not None:
-                order.insert(order.index(after), name)
-            else:
-                order.append(name)
-            seen.add(name)
+        for name in keys:
+            if name not in first:
+                first[name] = len(first)
+                after[name], pending[name] = set(), 0
+        for before, later in pairwise(keys):
+            if later not in after[before]:
+                after[before].add(later)
+                pending[later] += 1
+    ready = [(first[name], name) for name, n in pending.items() if n == 0]
+    heapq.heapify(ready)
+    order: list[str] = []
+    placed: set[str] = set()
+    while len(order) < len(first):
+        if not ready:
+            # Conflicting header orders: take the earliest-seen field left and go on from it.
+            name = min((n for n in first if n not in placed), key=first.__getitem__)
+            heapq.heappush(ready, (first[name], name))
+        _, name = heapq.heappop(ready)
+        if name in placed:
+            continue
+        placed.add(name)
+        order.append(name)
+        for later in after[name]:
+            pending[later] -= 1
+            if pending[later] == 0 and later not in placed:
+                heapq.heappush(ready, (first[later], later))
     return order
 
 

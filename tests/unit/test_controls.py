@@ -135,6 +135,9 @@ def test_retry_lines_keep_each_exports_field_order():
     assert [list(line) for line in lines] == [["Email", "Date", "Company"]] * 3
     assert lines[0] == {"Email": "a", "Date": None, "Company": "c"}
     assert q.field_order([{"c": 1}, {"b": 1, "c": 1}, {"a": 1, "b": 1}]) == ["a", "b", "c"]
+    # A later payload can order fields placed before it: b before a, though a was seen first.
+    assert q.field_order([{"a": 1, "c": 1}, {"b": 1, "c": 1}, {"b": 1, "a": 1}]) == ["b", "a", "c"]
+    assert q.field_order([{"a": 1, "b": 1}, {"b": 1, "a": 1}]) == ["a", "b"]  # conflicting exports: no loop
 
 
 @pytest.mark.parametrize(("codes", "ok"), [
