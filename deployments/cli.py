@@ -583,7 +583,7 @@ def outbox_deliver(
 
 @app.command("demo")
 def demo() -> None:
-    """Migrate the embedded database, load reference data, run intake on the bundled messy samples."""
+    """Migrate the embedded database, load reference data, run intake on the bundled messy samples, report on them."""
     from datetime import UTC, datetime
 
     from leadflow.crm import reference
