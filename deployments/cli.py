@@ -657,7 +657,7 @@ def outbox_deliver(
 
 @app.command("demo")
 def demo() -> None:
-    """Migrate the embedded database, load reference data, run intake on the bundled messy samples."""
+    """Migrate the embedded database, load reference data, run intake on the bundled messy samples, report on them."""
     from datetime import UTC, datetime
 
     from leadflow.crm import reference
@@ -685,7 +685,28 @@ def demo() -> None:
         f"{counts['quarantine']} quarantined rows and {counts['lead_events']} audit events.\n"
         "Run `make demo` again: nothing changes, every write is idempotent.\n"
     )
+    _demo_report(store)
     typer.echo(UI_HINT)
+
+
+def _demo_report(store: Any) -> None:
+    """Report on the demo data's newest month: its history ends before last month, whose report would be empty."""
+    from pathlib import Path
+
+    from flows.monthly_report import monthly_report
+    from leadflow.crm.reports import latest_first_touch_month
+
+    month = latest_first_touch_month(store)
+    if month is None:
+        return
+    try:
+        result = monthly_report(month=month)
+    except _known_errors() as exc:
+        _fail(_one_line(exc))
+    page = Path(result["files"]["md"][0])
+    typer.echo(page.read_text(encoding="utf-8"))
+    typer.echo(f"The monthly report of {month}, the demo data's newest month (`leadflow report --month {month}`); "
+               f"every format is in {page.parent}\n")
 
 
 person_app = typer.Typer(help="One person's data: export it for an access request, erase it on request.",
@@ -726,6 +747,12 @@ def person_erase(
     except (*_known_errors(), PersonRequestError, ValueError) as exc:
         _fail(_one_line(exc))
     typer.echo(json.dumps(summary.as_dict()))
+
+
+from deployments import cli_quarantine, cli_reps  # noqa: E402  (their commands import cli's helpers when run)
+
+app.add_typer(cli_reps.app, name="reps")
+app.add_typer(cli_quarantine.app, name="quarantine")
 
 
 def main() -> None:

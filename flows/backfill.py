@@ -94,7 +94,8 @@ def lead_backfill(
         source_name: Channel for rows that name none.
         column_map: Export header -> canonical column.
         chunk_size: Rows per chunk when splitting and importing (default LEADFLOW_CHUNK_SIZE).
-        work_dir: Where the per-window inputs are staged (default leadflow-output/backfill).
+        work_dir: Where the per-window inputs are staged (default LEADFLOW_BACKFILL_DIR: the CRM's own folder,
+            `leadflow-output/<crm>/backfill`).
         window_timeout_minutes: A window another run started this long ago counts as abandoned and is taken over.
         recompute_reports: Recompute the monthly reports of the months this backfill changed.
         submitted_at: `now` or an ISO time with zone that dates every row, for exports without times; recorded on

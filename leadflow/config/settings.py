@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -76,7 +77,10 @@ class Settings(BaseSettings):
         description="smtp://, smtps:// or smtp+starttls://user:password@host:port for prospect email; unset writes "
                     ".eml files into the outbox folder.",
     )
-    outbox_dir: Path = Field(default=Path("leadflow-output/outbox"), description="Where .eml files go without SMTP.")
+    outbox_dir: Path | None = Field(
+        default=None,
+        description="Where .eml files go without SMTP (unset: `<output_dir>/<crm_name>/outbox`).",
+    )
     sender_email: str = Field(default="sales@leadflow.example", description="From address of prospect email.")
     delivery_breaker_after: int = Field(
         default=5, ge=1, le=1000,
@@ -89,7 +93,23 @@ class Settings(BaseSettings):
     ops_alert_urls: SecretStr | None = Field(
         default=None, description="Apprise URL(s), comma-separated, for flow-failure alerts to ops."
     )
-    report_dir: Path = Field(default=Path("leadflow-output/reports"), description="Where report files are written.")
+    report_dir: Path | None = Field(
+        default=None, description="Where report files are written (unset: `<output_dir>/<crm_name>/reports`)."
+    )
+    backfill_dir: Path | None = Field(
+        default=None,
+        description="Where backfills stage their per-window inputs (unset: `<output_dir>/<crm_name>/backfill`).",
+    )
+    output_dir: Path = Field(
+        default=Path("leadflow-output"),
+        description="Parent of the per-CRM output folders: reports, outbox and backfill files of a CRM live in "
+                    "`<output_dir>/<crm_name>/`, so two databases never overwrite each other's files.",
+    )
+    crm_name: str | None = Field(
+        default=None,
+        description="Name of the CRM's output folder (default: the SQLite file's stem or the PostgreSQL database's "
+                    "name, e.g. `leadflow` for sqlite:///leadflow.db).",
+    )
     hash_key: SecretStr | None = Field(
         default=None,
         description="Secret key of the HMAC-SHA256 email hashes (spam tombstones, exemptions, erasure records). "
@@ -98,9 +118,47 @@ class Settings(BaseSettings):
                     "with PostgreSQL, whose workers share no folder. Changing it makes every stored hash unmatchable.",
     )
 
+    @model_validator(mode="after")
+    def _per_crm_folders(self) -> Settings:
+        """Fill the report, outbox and backfill folders left unset from the CRM's own output folder."""
+        folder = self.crm_dir()
+        for name in ("report_dir", "outbox_dir", "backfill_dir"):
+            if getattr(self, name) is None:
+                # object.__setattr__ skips validate_assignment re-running this validator.
+                object.__setattr__(self, name, folder / FOLDER_NAMES[name])
+        return self
+
+    def crm_dir(self) -> Path:
+        """The CRM's output folder: `<output_dir>/<crm_name>`, its name derived from the database unless set."""
+        return self.output_dir / (safe_folder_name(self.crm_name) if self.crm_name
+                                  else crm_name_of(self.database_url_plain()))
+
     def database_url_plain(self) -> str:
         """The database URL as a string, for the engine factory only (never log it)."""
         return self.database_url.get_secret_value()
+
+
+FOLDER_NAMES = {"report_dir": "reports", "outbox_dir": "outbox", "backfill_dir": "backfill"}
+
+
+def safe_folder_name(name: str) -> str:
+    """A name usable as one folder on every OS: letters, digits, `.`, `_` and `-` only, never `.`/`..` or empty."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name.strip()).strip("._")
+    return cleaned[:100] or "crm"
+
+
+def crm_name_of(url: str) -> str:
+    """The default output folder name of a CRM: its SQLite file's stem, else its database's name."""
+    path = _sqlite_file(url)
+    if path is not None:
+        return safe_folder_name(path.stem)
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        database = unquote(urlsplit(url).path.lstrip("/"))
+    except ValueError:  # an unparseable URL fails where the engine is built, with its own message
+        database = ""
+    return safe_folder_name(Path(database).stem if database else "memory")
 
 
 HASH_KEY_SUFFIX = ".hash-key"

@@ -297,3 +297,17 @@ def fill_bench_crm(path: str | Path, rows: dict[str, Iterable[tuple]]) -> dict[s
                 for t in ("leads", "lead_submissions", "lead_events", "crm_tasks")}
     finally:
         conn.close()
+
+
+def latest_first_touch_month(store: Store) -> str | None:
+    """The UTC month (YYYY-MM) of the newest first touch among non-spam leads, None without leads.
+
+    `leadflow demo` reports on it: the demo's history ends months before today, so last month's report is empty.
+    """
+    stmt = select(func.max(LEADS.c.first_touch_at)).where(LEADS.c.is_spam.is_(False))
+    with store.engine.connect() as conn:
+        latest = conn.execute(stmt).scalar_one_or_none()
+    if latest is None:
+        return None
+    return pd.Timestamp(latest).tz_localize("UTC").strftime("%Y-%m") if pd.Timestamp(latest).tzinfo is None \
+        else pd.Timestamp(latest).tz_convert("UTC").strftime("%Y-%m")

@@ -247,8 +247,13 @@ class QuarantineRecord(Base):
     source: Mapped[str | None] = mapped_column(String(64))
     reason_codes: Mapped[str] = mapped_column(String(500))
     raw_payload: Mapped[dict[str, Any]] = mapped_column(Json)
-    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, index=True)
     flow_run_id: Mapped[str | None] = mapped_column(String(36))
+    # Set by `leadflow quarantine retry`: recovered (now a submission) or superseded (quarantined again under
+    # other reasons, as a new record), with the retry's intake batch; a later retry skips such rows.
+    retry_outcome: Mapped[str | None] = mapped_column(String(16))
+    retried_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    retry_batch_id: Mapped[str | None] = mapped_column(String(36))
 
 
 class Firmographic(Base):

@@ -9,11 +9,12 @@ import pandas as pd
 from sqlalchemy import Connection, bindparam, select, update
 
 from leadflow.crm.assignments import OPEN_STATUSES
-from leadflow.crm.schema import CrmTask, Lead
+from leadflow.crm.schema import CrmTask, Lead, SalesRep
 from leadflow.crm.store import Store, select_in, utc
 
 TASKS = CrmTask.__table__
 LEADS = Lead.__table__
+REPS = SalesRep.__table__
 # One notice lists at most this many breaches; a backlog beyond it is reported by the next runs.
 MAX_PER_NOTICE = 500
 
@@ -40,10 +41,15 @@ def hand_over_open_tasks(conn: Connection, store: Store, owners: pd.DataFrame) -
 
 
 def sla_breaches(conn: Connection, now: datetime) -> pd.DataFrame:
-    """Open tasks of open leads past their due time and not reported yet, oldest breach first."""
+    """Open tasks of open leads past their due time and not reported yet, oldest breach first.
+
+    With the lead's email (the notice masks it) and the owner's name, so the manager sees whose task it is.
+    """
     stmt = (
-        select(TASKS.c.id, TASKS.c.lead_id, TASKS.c.kind, TASKS.c.owner_id, TASKS.c.due_at)
+        select(TASKS.c.id, TASKS.c.lead_id, TASKS.c.kind, TASKS.c.owner_id, TASKS.c.due_at,
+               LEADS.c.email.label("lead_email"), REPS.c.name.label("owner_name"))
         .join(LEADS, LEADS.c.id == TASKS.c.lead_id)
+        .outerjoin(REPS, REPS.c.id == TASKS.c.owner_id)
         .where(TASKS.c.status == "open", TASKS.c.due_at.is_not(None), TASKS.c.due_at < bindparam("now"),
                # A task of a converted, disqualified, recycled or spam lead breaches nothing (sorted: a set's
                # order changes from process to process, the statement's parameters should not).
@@ -56,7 +62,7 @@ def sla_breaches(conn: Connection, now: datetime) -> pd.DataFrame:
         # Two watches at once (a delivery run and a qualification run) never report the same breach twice.
         stmt = stmt.with_for_update(of=TASKS, skip_locked=True)
     rows = list(conn.execute(stmt, {"now": now}))
-    frame = pd.DataFrame(rows, columns=["id", "lead_id", "kind", "owner_id", "due_at"])
+    frame = pd.DataFrame(rows, columns=["id", "lead_id", "kind", "owner_id", "due_at", "lead_email", "owner_name"])
     frame["due_at"] = utc(frame["due_at"])
     return frame
 

@@ -189,6 +189,14 @@ def _digest_key(kind: str, ids: list[int]) -> str:
     return message_key("manager_notice", kind, digest)
 
 
+def _listed_leads(unassigned: pd.DataFrame) -> list[dict[str, Any]]:
+    """The queued leads as a notice lists them, by id: id, masked address (when known) and priority."""
+    rows = unassigned.assign(lead_id=unassigned["lead_id"].astype("int64")).sort_values("lead_id")
+    emails = rows["email"] if "email" in rows.columns else pd.Series(None, index=rows.index, dtype=object)
+    return [{"id": int(i), "email": _masked(e), "priority": p if isinstance(p, str) else None}
+            for i, e, p in zip(rows["lead_id"], emails.astype(object), rows["priority"].astype(object), strict=True)]
+
+
 def unassigned_notice(unassigned: pd.DataFrame, queue: str, risk_priorities: list[str], manager_alerts: bool,
                       sales_inbox: str, now: datetime) -> pd.DataFrame:
     """One notice about leads newly put in the fallback queue (keyed by those leads, so a re-run adds none).
@@ -205,7 +213,7 @@ def unassigned_notice(unassigned: pd.DataFrame, queue: str, risk_priorities: lis
         "manager_notice_unassigned.j2", count=len(ids), queue=queue,
         reasons=sorted(Counter(unassigned["fallback_reason"].fillna("unknown")).items()),
         priorities=sorted(priorities.items()), at_risk=at_risk, risk_priorities="/".join(risk_priorities),
-        lead_ids=ids[:LISTED_IDS], more=max(len(ids) - LISTED_IDS, 0),
+        leads=_listed_leads(unassigned)[:LISTED_IDS], more=max(len(ids) - LISTED_IDS, 0),
     )
     channel, recipient = _manager_channel(manager_alerts, sales_inbox)
     subject = f"{len(ids)} lead{'s' if len(ids) != 1 else ''} in {queue}" + (f", {at_risk} at SLA risk"
@@ -213,6 +221,20 @@ def unassigned_notice(unassigned: pd.DataFrame, queue: str, risk_priorities: lis
     row = {"idempotency_key": _digest_key("unassigned", ids), "lead_id": ids[0] if len(ids) == 1 else None,
            "kind": "manager_notice", "channel": channel, "recipient": recipient, "subject": subject, "body": body}
     return _frame([row], now)
+
+
+def _masked(email: object) -> str | None:
+    """A lead's address as notices show it: masked (j***@a***.com), never whole."""
+    from leadflow.domain.spam import mask_email
+
+    return mask_email(str(email)) if isinstance(email, str) and email else None
+
+
+def _owner(name: object, owner_id: object) -> str:
+    """A task owner as notices name them: the rep's name, else `rep <id>`, else unassigned."""
+    if isinstance(name, str) and name.strip():
+        return name.strip()
+    return f"rep {int(owner_id)}" if pd.notna(owner_id) else "unassigned"
 
 
 def sla_risk_notice(overdue: pd.DataFrame, manager_alerts: bool, sales_inbox: str,
@@ -223,7 +245,7 @@ def sla_risk_notice(overdue: pd.DataFrame, manager_alerts: bool, sales_inbox: st
         return _frame([], now)
     tasks = [
         {"id": int(t["id"]), "lead_id": int(t["lead_id"]), "kind": t["kind"],
-         "owner": f"rep #{int(t['owner_id'])}" if pd.notna(t["owner_id"]) else "unassigned",
+         "owner": _owner(t.get("owner_name"), t["owner_id"]), "lead": _masked(t.get("lead_email")),
          "due_at": pd.Timestamp(t["due_at"]).strftime("%Y-%m-%d %H:%M UTC")}
         for t in overdue.sort_values("due_at").to_dict("records")
     ]

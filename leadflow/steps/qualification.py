@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -30,6 +30,7 @@ from leadflow.domain import accounts as matching
 from leadflow.domain import crm_state, messages, qualification, records, routing
 from leadflow.domain.accounts import LeadLinks
 from leadflow.domain.qualification import QualificationPolicy
+from leadflow.domain.reps import rep_label
 from leadflow.domain.summary import QualificationSummary, add, counts
 from leadflow.steps import sla
 
@@ -92,6 +93,8 @@ class AssignmentResult:
     decisions: pd.DataFrame
     newly_assigned: pd.Series
     newly_queued: pd.Series
+    # Rep id -> name, as routing read them: summaries name reps instead of "rep 3".
+    rep_names: dict[int, str] = field(default_factory=dict)
 
 
 def assign_lead_owners(store: Store, leads: pd.DataFrame, links: LeadLinks, priority: pd.DataFrame,
@@ -157,7 +160,8 @@ def _assign(store: Store, leads: pd.DataFrame, links: LeadLinks, checks: pd.Data
             leads, accounts, priority, decisions, assigned | newly_queued, policy, replay, now, flow_run_id, match,
             checks))
     return AssignmentResult(decisions=decisions, newly_assigned=pd.Series(assigned, index=leads.index),
-                            newly_queued=pd.Series(newly_queued, index=leads.index))
+                            newly_queued=pd.Series(newly_queued, index=leads.index),
+                            rep_names={int(i): str(n) for i, n in zip(reps["id"], reps["name"], strict=True)})
 
 
 # --- tasks and messages --------------------------------------------------------------------------------------------
@@ -235,6 +239,9 @@ def notify_sales_manager(store: Store, q: Qualified, policy: QualificationPolicy
     queued = q.assignment.newly_queued.to_numpy(dtype=bool)
     unassigned = pd.DataFrame({"lead_id": q.leads["lead_id"][queued], "priority": q.priority["priority"][queued],
                                "fallback_reason": q.assignment.decisions["fallback_reason"][queued]})
+    if "email" in q.leads.columns:
+        # The notice lists each lead masked (j***@a***.com), so the manager can tell them apart without the address.
+        unassigned["email"] = q.leads["email"][queued]
     notices = outbox.queue_messages(store, messages.unassigned_notice(
         unassigned, policy.routing.fallback_queue, policy.messages.sla_risk_priorities, bool(manager_urls), sales_inbox,
         now))
@@ -305,7 +312,7 @@ def summary_of(q: Qualified, summary: QualificationSummary) -> None:
             target[key] = target.get(key, 0) + n
     owners = q.assignment.decisions["owner_id"].astype("Int64")
     for key, n in counts(owners).items():
-        name = "none" if key == "none" else f"rep {key}"
+        name = "none" if key == "none" else rep_label(q.assignment.rep_names, key)
         summary.assignments_by_rep[name] = summary.assignments_by_rep.get(name, 0) + n
     summary.checklist_passed += int(q.checks["passes"].sum())
     summary.priorities_changed += int(q.priority["changed"].sum()) if "changed" in q.priority else 0

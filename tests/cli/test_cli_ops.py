@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from deployments.cli import app
+from leadflow.config.settings import crm_name_of
 from leadflow.crm.backfill import LEDGER
 from leadflow.crm.inbox import INBOX
 from leadflow.crm.schema import LeadSubmission
@@ -84,7 +85,8 @@ def test_backfill_json_outcome_and_a_rerun_changes_nothing(crm, tmp_path, monkey
     assert (outcome["windows_total"], outcome["windows_imported"], outcome["windows_failed"]) == (3, 3, [])
     assert (outcome["rows_read"], outcome["rows_undated"], outcome["submissions_new"]) == (9, 1, 8)
     assert outcome["months_reported"] == ["2024-01", "2024-02"]
-    assert (tmp_path / "leadflow-output" / "backfill").is_dir()
+    # The CRM's own folder: crm.db's stem on SQLite, the test database's name on PostgreSQL.
+    assert (tmp_path / "leadflow-output" / crm_name_of(crm.url) / "backfill").is_dir()
     with crm.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(LeadSubmission.__table__)).scalar_one() == 8
         assert conn.execute(select(func.count()).select_from(LEDGER).where(LEDGER.c.status == "completed")

@@ -75,7 +75,8 @@ def test_unassigned_notice_is_keyed_by_its_leads():
     assert a["idempotency_key"].iloc[0] == b["idempotency_key"].iloc[0]
     assert (a["channel"].iloc[0], a["recipient"].iloc[0]) == ("email", "sales@x.io")
     assert (b["channel"].iloc[0], b["recipient"].iloc[0]) == ("apprise", "manager")
-    assert "1 at SLA risk" in a["subject"].iloc[0] and "1, 2, 3" in a["body"].iloc[0]
+    assert "1 at SLA risk" in a["subject"].iloc[0]
+    assert "lead #1 (P4)</li><li>lead #2 (P4)</li><li>lead #3 (P1)" in a["body"].iloc[0]
     assert messages.unassigned_notice(unassigned.iloc[:0], "q", [], False, "s@x.io", NOW).empty
 
 
