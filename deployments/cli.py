@@ -51,10 +51,11 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from data_checks.runner import DataCheckError
     from leadflow.crm.store import DatabaseError
     from leadflow.domain.contract import ColumnMapError
+    from leadflow.domain.normalize import FieldOptionsError
     from leadflow.io.sources import LeadFileError
     from leadflow.steps.delivery import DeliveryFailing
 
-    return (LeadFileError, ColumnMapError, DataCheckError, DatabaseError, DeliveryFailing)
+    return (LeadFileError, ColumnMapError, DataCheckError, DatabaseError, DeliveryFailing, FieldOptionsError)
 
 
 def _one_line(error: BaseException) -> str:
@@ -86,16 +87,24 @@ def db_upgrade() -> None:
     typer.echo(f"Database at revision {store.revision()} ({store.dialect}).")
 
 
-def run_intake(path: str, source_name: str | None, column_map: str | None, chunk_size: int | None) -> dict[str, Any]:
+def run_intake(path: str, source_name: str | None, column_map: str | None, chunk_size: int | None,
+               default_country: str | None = None, date_order: str | None = None) -> dict[str, Any]:
     """Check the input up front (one-line errors), then run the lead-intake flow on it."""
     from flows.intake import lead_intake
     from leadflow.domain.contract import load_column_map
-    from leadflow.steps.intake import plan_intake
+    from leadflow.steps.intake import field_options, plan_intake
 
     mapping = load_column_map(column_map) if column_map else None
-    plan_intake(path, mapping, source_name)
+    plan_intake(path, mapping, source_name, fields=field_options(default_country, date_order))
     _store()
-    return lead_intake(path=path, source_name=source_name, column_map=mapping, chunk_size=chunk_size)
+    return lead_intake(path=path, source_name=source_name, column_map=mapping, chunk_size=chunk_size,
+                       default_country=default_country, date_order=date_order)
+
+
+_DEFAULT_COUNTRY_HELP = ("Country of national phone numbers of leads without one (ISO code or name; default "
+                         "LEADFLOW_DEFAULT_COUNTRY); else such numbers need a + prefix.")
+_DATE_ORDER_HELP = ("mdy or dmy: day/month order of a date column whose values leave it open (default "
+                    "LEADFLOW_DATE_ORDER, mdy); a column with a part over 12 decides itself.")
 
 
 @app.command("intake")
@@ -104,13 +113,15 @@ def intake(
     source_name: Annotated[str | None, typer.Option(help="Channel for rows that name none.")] = None,
     column_map: Annotated[str | None, typer.Option(help="JSON/YAML file: export header -> canonical column.")] = None,
     chunk_size: Annotated[int | None, typer.Option(help="Rows per chunk.")] = None,
+    default_country: Annotated[str | None, typer.Option(help=_DEFAULT_COUNTRY_HELP)] = None,
+    date_order: Annotated[str | None, typer.Option(help=_DATE_ORDER_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run the lead-intake flow on one file and print its summary."""
     from leadflow.domain.summary import IntakeSummary
 
     try:
-        result = run_intake(path, source_name, column_map, chunk_size)
+        result = run_intake(path, source_name, column_map, chunk_size, default_country, date_order)
     except _known_errors() as exc:
         _fail(_one_line(exc))
     if as_json:
@@ -410,6 +421,8 @@ def backfill(
     max_parallel: Annotated[int, typer.Option(help="Windows at the same time.")] = 2,
     source_name: Annotated[str | None, typer.Option(help="Channel for rows that name none.")] = None,
     column_map: Annotated[str | None, typer.Option(help="JSON/YAML file: export header -> canonical column.")] = None,
+    default_country: Annotated[str | None, typer.Option(help=_DEFAULT_COUNTRY_HELP)] = None,
+    date_order: Annotated[str | None, typer.Option(help=_DATE_ORDER_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
     """Replay lead history between two dates in windows, resumably; reports of touched months are recomputed."""
@@ -419,6 +432,7 @@ def backfill(
     from leadflow.domain.backfill import make_windows
     from leadflow.domain.contract import load_column_map
     from leadflow.io.backfill_files import list_inputs
+    from leadflow.steps.intake import field_options
 
     try:
         first, last = date.fromisoformat(start), date.fromisoformat(end)
@@ -427,10 +441,11 @@ def backfill(
         if runner not in {"threads", "dask", "deployment"}:
             _fail(f"unknown runner {runner!r} (expected threads, dask or deployment)")
         mapping = load_column_map(column_map) if column_map else None
+        field_options(default_country, date_order)
         _store()
         result = lead_backfill(path=path, start=first, end=last, window=window, runner=runner,
                                dask_address=dask_address, max_parallel=max_parallel, source_name=source_name,
-                               column_map=mapping)
+                               column_map=mapping, default_country=default_country, date_order=date_order)
     except (ValueError, *_known_errors()) as exc:
         _fail(_one_line(exc))
     if as_json:

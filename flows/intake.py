@@ -19,7 +19,7 @@ from leadflow.config.settings import get_settings
 from leadflow.domain.inbox import INBOX_ORIGIN
 from leadflow.domain.summary import IntakeSummary
 from leadflow.io.sources import iter_lead_chunks, read_ahead
-from leadflow.steps.intake import IntakeSteps, early_worker, inbox_plan, intake_chunks, late_worker
+from leadflow.steps.intake import IntakeSteps, early_worker, field_options, inbox_plan, intake_chunks, late_worker
 from tasks.common import called_quoted, submitted_quoted, utc_now
 from tasks.enrichment import retrieve_lead_details
 from tasks.inbox import InboxReader
@@ -71,6 +71,8 @@ def lead_intake(
     replay: bool = False,
     qualify: bool = True,
     from_inbox: bool = True,
+    default_country: str | None = None,
+    date_order: str | None = None,
 ) -> dict[str, Any]:
     """Turn a lead export into clean, deduplicated, attributed leads; rejects go to quarantine with reasons.
 
@@ -83,12 +85,17 @@ def lead_intake(
         qualify: Run the lead-qualification subflow on each chunk's new and changed leads (spam excluded).
         from_inbox: Whether a run without a path drains lead_inbox; the file-import deployment sets False, so that
             a run started without its `path` fails instead of taking the inbox's leads.
+        default_country: Country whose national phone numbers a lead without a country has (ISO code or name);
+            default LEADFLOW_DEFAULT_COUNTRY, else such numbers need their own + prefix.
+        date_order: mdy or dmy, for a date column whose values leave the day/month order open (default
+            LEADFLOW_DATE_ORDER, mdy); a column with a part over 12 decides for itself.
     """
     if not path and not from_inbox:
         raise ValueError("lead-intake needs the `path` parameter: the file to import (lead_inbox is drained by "
                          "the lead-intake/continuous deployment)")
     logger = get_run_logger()
     started = time.perf_counter()
+    fields = field_options(default_country, date_order)
     origin = path or INBOX_ORIGIN
     summary = IntakeSummary(batch_id=str(uuid.uuid4()), origin=origin)
     inbox = None if path else InboxReader(chunk_size or get_settings().chunk_size, column_map, replay)
@@ -100,8 +107,8 @@ def lead_intake(
     # reads, prepares and normalizes the first chunk, instead of this process importing it first.
     worker = early_worker(path) if path else None
     try:
-        plan = (inspect_lead_input(path, column_map, source_name, check_columns=worker is None) if path
-                else inbox_plan(source_name))
+        plan = (inspect_lead_input(path, column_map, source_name, check_columns=worker is None, fields=fields)
+                if path else inbox_plan(source_name, fields))
         if worker is not None:
             # This process needs GX too, for the spam and score guards: its import (seconds of mostly Python)
             # overlaps the first chunk's reading and normalizing, which spend much of their time in Arrow.

@@ -31,6 +31,7 @@ __all__ = [
     "FREE_MAIL_DOMAINS",
     "DateEvidence",
     "FieldOptions",
+    "FieldOptionsError",
     "clean_company_name",
     "company_domain",
     "country_checks",
@@ -122,6 +123,10 @@ _PUNCT = (
 # C0 control characters but tab, line feed and carriage return (CR LF is a newline too). PostgreSQL text cannot
 # hold NUL at all, nor JSONB a \u0000 escape; the rest are never meant in a lead's field.
 CONTROL_PATTERN: str = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
+
+class FieldOptionsError(ValueError):
+    """A default country or date order that names none (a one-line message for the CLI)."""
+
 
 @dataclass(frozen=True)
 class FieldOptions:

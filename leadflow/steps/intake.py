@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import time
 from collections import Counter
@@ -35,6 +36,13 @@ from leadflow.domain.contract import (
     resolve_columns,
 )
 from leadflow.domain.inbox import INBOX_ORIGIN
+from leadflow.domain.normalize import (
+    DATE_ORDERS,
+    FieldOptions,
+    FieldOptionsError,
+    date_evidence,
+    normalize_country,
+)
 from leadflow.domain.privacy import erased_row_payload, keyed_hashes
 from leadflow.domain.submissions import (
     EMAIL_COLUMN,
@@ -44,12 +52,13 @@ from leadflow.domain.submissions import (
     aggregate_leads,
     aggregate_touches,
     attribution_changes,
+    field_warnings,
     in_set,
     split_duplicate_keys,
 )
 from leadflow.domain.summary import IntakeSummary
 from leadflow.io.enrichment import DomainResults
-from leadflow.io.sources import LeadFile, input_size, inspect_lead_file
+from leadflow.io.sources import LeadFile, input_size, inspect_lead_file, scan_date_evidence
 from leadflow.steps.chunk_worker import COLUMNS_FAILED, ChunkWorker, prepare_and_check, prepare_chunk
 from leadflow.steps.enrichment import DetailsOutput
 from leadflow.steps.scoring import ScoreResult
@@ -72,6 +81,8 @@ class IntakePlan:
     default_source: str | None
     # False when the required-columns suite was left to the first chunk's check (in the check worker).
     columns_checked: bool = True
+    # The default phone region and the date order (settled on the first chunk by `settle_date_order`).
+    fields: FieldOptions = field(default_factory=FieldOptions)
 
     @property
     def columns(self) -> list[str]:
@@ -90,17 +101,34 @@ class IntakePlan:
         return f"{self.lead_file.format} with {len(self.lead_file.headers)} columns; renamed: {mapped or 'none'}"
 
 
+def field_options(default_country: str | None = None, date_order: str | None = None) -> FieldOptions:
+    """The run's default phone region and fallback date order: as given, else LEADFLOW_DEFAULT_COUNTRY and
+    LEADFLOW_DATE_ORDER; a value that names no country or order raises FieldOptionsError (one line)."""
+    settings = get_settings()
+    country = (default_country or settings.default_country or "").strip()
+    code = None
+    if country:
+        code = normalize_country(pd.Series([country], dtype="string")).iloc[0]
+        if pd.isna(code):
+            raise FieldOptionsError(f"unknown default country {country!r}: give an ISO code such as US or DE")
+    order = (date_order or settings.date_order).strip().lower()
+    if order not in DATE_ORDERS:
+        raise FieldOptionsError(f"unknown date order {order!r}: expected mdy (07/05/19 is 5 July) or dmy (7 May)")
+    return FieldOptions(default_country=code, date_order=order)
+
+
 def plan_intake(path: str, column_map: dict[str, str] | str | None, source_name: str | None,
-                check_columns: bool = True) -> IntakePlan:
+                check_columns: bool = True, fields: FieldOptions | None = None) -> IntakePlan:
     """Inspect an input and resolve its columns; raises when it cannot be read or lacks required columns.
 
     `check_columns=False` leaves the required-columns suite to the first chunk's check (see `IntakePlan`), unless
     a required column is plainly missing: then the suite runs here, so that such a file still fails before any read.
+    `fields` defaults to `field_options()` (the settings).
     """
     lead_file = inspect_lead_file(path)
     explicit = load_column_map(column_map) if isinstance(column_map, str) else column_map
     plan = IntakePlan(lead_file=lead_file, mapping=resolve_columns(lead_file.headers, explicit),
-                      default_source=source_name)
+                      default_source=source_name, fields=fields or field_options())
     hint = plan.missing_hint()
     if not check_columns and not hint:
         return dataclasses.replace(plan, columns_checked=False)
@@ -108,10 +136,39 @@ def plan_intake(path: str, column_map: dict[str, str] | str | None, source_name:
     return plan
 
 
-def inbox_plan(source_name: str | None) -> IntakePlan:
+def inbox_plan(source_name: str | None, fields: FieldOptions | None = None) -> IntakePlan:
     """The intake plan of inbox chunks: the reader already renamed known fields to canonical columns."""
     lead_file = LeadFile(url=INBOX_ORIGIN, format="inbox", headers=list(CANONICAL_COLUMNS))
-    return IntakePlan(lead_file=lead_file, mapping={c: c for c in CANONICAL_COLUMNS}, default_source=source_name)
+    return IntakePlan(lead_file=lead_file, mapping={c: c for c in CANONICAL_COLUMNS}, default_source=source_name,
+                      fields=fields or field_options())
+
+
+def settle_date_order(chunks: Iterator[pd.DataFrame], plan: IntakePlan) -> tuple[Iterator[pd.DataFrame], IntakePlan]:
+    """Decide the input's day/month order for its whole date column before any chunk is parsed; never per row.
+
+    The first chunk's values usually decide it: a first part over 12 (13/05/19) makes the column day-first, a second
+    part over 12 month-first. When they leave it open and the file has a second chunk, the rest of the column is
+    read once more to look (an inbox run looks at its first chunk only). A column that the whole input leaves open
+    follows the plan's fallback (--date-order, LEADFLOW_DATE_ORDER); one with both kinds of value ("conflict") too,
+    and its values that do not fit are invalid dates. Later chunks are parsed in the same order. Returns the same
+    chunks (those looked at are put back) and the plan with `fields.date_order` and `fields.date_basis` set.
+    """
+    header = next((h for h, c in plan.mapping.items() if c == "submitted_at"), None)
+    first = next(chunks, None)
+    if first is None:
+        return iter(()), plan
+    looked = [first]
+    if header is None or header not in first.columns or plan.fields.date_order is None:
+        return itertools.chain(looked, chunks), plan
+    evidence = date_evidence(first[header])
+    if not evidence.settled and plan.lead_file.format != "inbox":
+        second = next(chunks, None)
+        if second is not None:
+            looked.append(second)
+            evidence = scan_date_evidence(plan.lead_file, header)
+    order, basis = evidence.decide(plan.fields.date_order)
+    fields = dataclasses.replace(plan.fields, date_order=order, date_basis=basis)
+    return itertools.chain(looked, chunks), dataclasses.replace(plan, fields=fields)
 
 
 # --- Check Lead Batch and Normalize Leads ----------------------------------------------------------------------
@@ -158,7 +215,7 @@ def _check_there_normalize_here(raw: pd.DataFrame, plan: IntakePlan, now: dateti
     reject changes nothing for the others; they are dropped here and quarantined from their prepared rows as usual.
     """
     started = time.perf_counter()
-    prepared, blank_rows = prepare_chunk(raw, plan.mapping, plan.default_source)
+    prepared, blank_rows = prepare_chunk(raw, plan.mapping, plan.default_source, plan.fields)
     pending = worker.submit_check(prepared, now, tolerance, None if plan.columns_checked else plan.columns)
     tick = time.perf_counter()
     subs = intake.normalize_batch(prepared)
@@ -187,12 +244,12 @@ def check_lead_batch(raw: pd.DataFrame, plan: IntakePlan, now: datetime, worker:
     if worker is not None and normalize_here:
         return _check_there_normalize_here(raw, plan, now, tolerance, worker)
     if worker is not None:
-        done = worker.check(raw, plan.mapping, plan.default_source, now, tolerance)
+        done = worker.check(raw, plan.mapping, plan.default_source, now, tolerance, plan.fields)
         if done.batch_failed:
             raise_for_failures(done.outcome, hint=BROKEN_BATCH_HINT)
         return CheckedBatch(prepared=done.rejected, outcome=done.outcome, blank_rows=done.blank_rows,
                             seconds=time.perf_counter() - started, rows=done.rows, token=done.token)
-    here = prepare_and_check(raw, plan.mapping, plan.default_source, now, tolerance)
+    here = prepare_and_check(raw, plan.mapping, plan.default_source, now, tolerance, plan.fields)
     if here.batch_failed:
         raise_for_failures(here.outcome, hint=BROKEN_BATCH_HINT)
     return CheckedBatch(prepared=here.prepared, outcome=here.outcome, blank_rows=here.blank_rows,
@@ -613,6 +670,8 @@ def write_chunk(steps: IntakeSteps, now: datetime, checked_future: Any, normaliz
         summary.quarantined += written.quarantined.rows
         summary.quarantined_new += written.quarantined.new_records
         summary.add_reasons(written.quarantined.by_reason)
+    summary.add_counts("field_warnings", field_warnings(subs))
+    summary.emails_smtputf8 += int(subs["email_smtputf8"].sum()) if "email_smtputf8" in subs.columns else 0
     summary.submissions_new += written.submissions_new
     summary.submissions_duplicate += written.submissions_duplicate
     summary.leads_created += written.leads_created
@@ -662,6 +721,12 @@ def intake_chunks(
     (leads posted to the inbox while the run worked).
     """
     try:
+        tick = time.perf_counter()
+        chunks, plan = settle_date_order(chunks, plan)
+        summary.add_time("settle_date_order", time.perf_counter() - tick)
+        if plan.fields.date_basis:
+            summary.date_order = {"column": "submitted_at", "order": plan.fields.date_order,
+                                  "basis": plan.fields.date_basis}
         pending = _start_chunk(steps, _read(chunks, summary), plan, worker, normalize_here=worker is not None)
         # Lookups answered once per run: a company with 1,000 leads across chunks costs one lookup.
         lookups = DomainResults()
