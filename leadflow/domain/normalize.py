@@ -837,8 +837,8 @@ class DateEvidence:
 
     @property
     def settled(self) -> bool:
-        """Whether the values alone decide the order (or there is nothing to decide)."""
-        return not self.numeric or self.day_first != self.month_first
+        """Whether more values could not change the decision: nothing to decide, decided, or already conflicting."""
+        return not self.numeric or self.day_first or self.month_first
 
     def decide(self, fallback: str) -> tuple[str, str]:
         """The order to read the column in and why: `column`, `fallback` (ambiguous), `conflict` or `no_dates`."""
