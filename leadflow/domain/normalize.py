@@ -2,8 +2,9 @@
 
 Every public function takes a pandas Series of any dtype (object, string, numeric, possibly holding NA) and
 returns a new Series with the same index and length. Strings come back as the nullable ``"string"`` dtype
-with ``pd.NA`` for missing/empty values. Only pandas, ``phonenumbers`` and ``pycountry`` are used: this
-module is pure logic and must never import Prefect.
+with ``pd.NA`` for missing/empty values. Only pandas and well-kept parsers are used (``phonenumbers``,
+``pycountry``, ``nameparser``, ``email-validator``, ``rapidfuzz``), each called once per distinct value where it
+is slow: this module is pure logic and must never import Prefect.
 
 Regexes are written so they behave the same under Python ``re`` and RE2 (pyarrow-backed strings): no
 lookarounds, no backreferences in patterns, and non-Latin-1 characters are embedded literally because RE2
