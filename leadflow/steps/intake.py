@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 import json
 import time
 from collections import Counter
@@ -143,6 +142,17 @@ def inbox_plan(source_name: str | None, fields: FieldOptions | None = None) -> I
                       fields=fields or field_options())
 
 
+class _PutBack(Iterator[pd.DataFrame]):
+    """Chunks already taken from an input, then the input itself: asked anew on every call, so that an input which
+    grows after its end (the inbox, read once more at the end of a run) is still read."""
+
+    def __init__(self, taken: list[pd.DataFrame], rest: Iterator[pd.DataFrame]) -> None:
+        self._taken, self._rest = taken, rest
+
+    def __next__(self) -> pd.DataFrame:
+        return self._taken.pop(0) if self._taken else next(self._rest)
+
+
 def settle_date_order(chunks: Iterator[pd.DataFrame], plan: IntakePlan) -> tuple[Iterator[pd.DataFrame], IntakePlan]:
     """Decide the input's day/month order for its whole date column before any chunk is parsed; never per row.
 
@@ -156,10 +166,10 @@ def settle_date_order(chunks: Iterator[pd.DataFrame], plan: IntakePlan) -> tuple
     header = next((h for h, c in plan.mapping.items() if c == "submitted_at"), None)
     first = next(chunks, None)
     if first is None:
-        return iter(()), plan
+        return _PutBack([], chunks), plan
     looked = [first]
     if header is None or header not in first.columns or plan.fields.date_order is None:
-        return itertools.chain(looked, chunks), plan
+        return _PutBack(looked, chunks), plan
     evidence = date_evidence(first[header])
     if not evidence.settled and plan.lead_file.format != "inbox":
         second = next(chunks, None)
@@ -168,7 +178,7 @@ def settle_date_order(chunks: Iterator[pd.DataFrame], plan: IntakePlan) -> tuple
             evidence = scan_date_evidence(plan.lead_file, header)
     order, basis = evidence.decide(plan.fields.date_order)
     fields = dataclasses.replace(plan.fields, date_order=order, date_basis=basis)
-    return itertools.chain(looked, chunks), dataclasses.replace(plan, fields=fields)
+    return _PutBack(looked, chunks), dataclasses.replace(plan, fields=fields)
 
 
 # --- Check Lead Batch and Normalize Leads ----------------------------------------------------------------------
