@@ -55,10 +55,12 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from leadflow.config.profiles import ProfileError
     from leadflow.crm.store import DatabaseError
     from leadflow.domain.contract import ColumnMapError
+    from leadflow.domain.normalize import FieldOptionsError
     from leadflow.io.sources import LeadFileError
     from leadflow.steps.delivery import DeliveryFailing
 
-    return (LeadFileError, ColumnMapError, DataCheckError, DatabaseError, DeliveryFailing, ProfileError)
+    return (LeadFileError, ColumnMapError, DataCheckError, DatabaseError, DeliveryFailing, ProfileError,
+            FieldOptionsError)
 
 
 def _one_line(error: BaseException) -> str:
@@ -135,17 +137,26 @@ def db_upgrade() -> None:
 
 def run_intake(path: str, source_name: str | None, column_map: str | None, chunk_size: int | None,
                profile: str | None = None, submitted_at: str | None = None,
-               messages: str = "auto") -> dict[str, Any]:
+               messages: str = "auto", default_country: str | None = None,
+               date_order: str | None = None) -> dict[str, Any]:
     """Check the input up front (one-line errors), then run the lead-intake flow on it."""
     from flows.intake import lead_intake
     from leadflow.domain.contract import load_column_map
-    from leadflow.steps.intake import plan_intake
+    from leadflow.steps.intake import field_options, plan_intake
 
     mapping = load_column_map(column_map) if column_map else None
-    plan_intake(path, mapping, source_name, profile=profile, submitted_at=submitted_at)
+    plan_intake(path, mapping, source_name, fields=field_options(default_country, date_order), profile=profile,
+                submitted_at=submitted_at)
     _store()
     return lead_intake(path=path, source_name=source_name, column_map=mapping, chunk_size=chunk_size,
-                       profile=profile, submitted_at=submitted_at, messages=messages)
+                       profile=profile, submitted_at=submitted_at, messages=messages,
+                       default_country=default_country, date_order=date_order)
+
+
+_DEFAULT_COUNTRY_HELP = ("Country of national phone numbers of leads without one (ISO code or name; default "
+                         "LEADFLOW_DEFAULT_COUNTRY); else such numbers need a + prefix.")
+_DATE_ORDER_HELP = ("mdy or dmy: day/month order of a date column whose values leave it open (default "
+                    "LEADFLOW_DATE_ORDER, mdy); a column with a part over 12 decides itself.")
 
 
 @app.command("intake")
@@ -164,6 +175,8 @@ def intake(
                                                "submission is within the policy's freshness window (older rows "
                                                "are recorded as history); none: no messages; all: every lead.")
                         ] = "auto",
+    default_country: Annotated[str | None, typer.Option(help=_DEFAULT_COUNTRY_HELP)] = None,
+    date_order: Annotated[str | None, typer.Option(help=_DATE_ORDER_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run the lead-intake flow on one file and print its summary."""
@@ -174,7 +187,8 @@ def intake(
         _fail(f"--messages must be one of {', '.join(MESSAGE_MODES)}, not {messages!r}")
     try:
         with _tracebacks(verbose):
-            result = run_intake(path, source_name, column_map, chunk_size, profile, submitted_at, messages)
+            result = run_intake(path, source_name, column_map, chunk_size, profile, submitted_at, messages,
+                                    default_country, date_order)
     except (*_known_errors(), ValueError) as exc:
         _fail_verbosely(exc, verbose)
     if as_json:
@@ -477,6 +491,8 @@ def backfill(
     submitted_at: Annotated[str | None, typer.Option(
         help="now or an ISO time with zone: dates every row of exports without times.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show tracebacks of errors.")] = False,
+    default_country: Annotated[str | None, typer.Option(help=_DEFAULT_COUNTRY_HELP)] = None,
+    date_order: Annotated[str | None, typer.Option(help=_DATE_ORDER_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
     """Replay lead history between two dates in windows, resumably; reports of touched months are recomputed."""
@@ -486,6 +502,7 @@ def backfill(
     from leadflow.domain.backfill import make_windows
     from leadflow.domain.contract import load_column_map, resolve_submitted_at
     from leadflow.io.backfill_files import list_inputs
+    from leadflow.steps.intake import field_options
 
     try:
         first, last = date.fromisoformat(start), date.fromisoformat(end)
@@ -495,11 +512,13 @@ def backfill(
             _fail(f"unknown runner {runner!r} (expected threads, dask or deployment)")
         mapping = load_column_map(column_map) if column_map else None
         given = resolve_submitted_at(submitted_at)
+        field_options(default_country, date_order)
         _store()
         with _tracebacks(verbose):
             result = lead_backfill(path=path, start=first, end=last, window=window, runner=runner,
                                    dask_address=dask_address, max_parallel=max_parallel, source_name=source_name,
-                                   column_map=mapping, submitted_at=given)
+                                   column_map=mapping, submitted_at=given, default_country=default_country,
+                                   date_order=date_order)
     except (ValueError, *_known_errors()) as exc:
         _fail_verbosely(exc, verbose)
     if as_json:

@@ -17,6 +17,7 @@ from leadflow.config.settings import get_settings
 from leadflow.domain.backfill import UNDATED, UNDATED_WINDOW, Window
 from leadflow.domain.contract import resolve_submitted_at
 from leadflow.io.backfill_files import SplitManifest
+from leadflow.steps.intake import field_options
 from tasks.backfill import (
     BackfillPlan,
     WindowResult,
@@ -80,6 +81,8 @@ def lead_backfill(
     window_timeout_minutes: int = 60,
     recompute_reports: bool = True,
     submitted_at: str | None = None,
+    default_country: str | None = None,
+    date_order: str | None = None,
 ) -> dict[str, Any]:
     """Replay a file or folder of lead exports between two dates, window by window, skipping windows already done.
 
@@ -100,19 +103,24 @@ def lead_backfill(
         recompute_reports: Recompute the monthly reports of the months this backfill changed.
         submitted_at: `now` or an ISO time with zone that dates every row, for exports without times; recorded on
             each submission (its raw payload's `submitted_at_from_option`).
+        default_country: Country of national phone numbers of leads without one (default LEADFLOW_DEFAULT_COUNTRY).
+        date_order: mdy or dmy for a file whose date column leaves the day/month order open (default
+            LEADFLOW_DATE_ORDER); each file's column is decided as a whole, never row by row.
     """
     logger = get_run_logger()
     started = time.perf_counter()
     chunk_size = chunk_size or get_settings().chunk_size
+    fields = field_options(default_country, date_order)
     plan = plan_backfill(path, start, end, window, work_dir)
-    manifest = split_history(plan, column_map, chunk_size, resolve_submitted_at(submitted_at))
+    manifest = split_history(plan, column_map, chunk_size, resolve_submitted_at(submitted_at), fields.date_order)
     windows = [w for w in [*plan.windows, UNDATED_WINDOW] if w.id in manifest.windows]
     done_before = windows_done_before(plan)
     todo = [w for w in windows if w.id not in done_before]
     progress = _Progress(total=len(windows), done=len(windows) - len(todo))
     logger.info("%d windows hold rows; %d already done, %d to import on %s", len(windows), progress.done, len(todo),
                 runner)
-    options = {"source_name": source_name, "chunk_size": chunk_size, "timeout_minutes": window_timeout_minutes}
+    options = {"source_name": source_name, "chunk_size": chunk_size, "timeout_minutes": window_timeout_minutes,
+               "default_country": fields.default_country}
     # Rows without a usable submitted_at cannot be replayed: they are quarantined here, not run through intake.
     results = [_quarantine_undated(plan, manifest, options, progress)] if UNDATED in {w.id for w in todo} else []
     dated = [w for w in todo if w.id != UNDATED]
@@ -132,6 +140,7 @@ def lead_backfill(
         "windows_skipped": sum(r.status == "skipped" for r in results), "windows_failed": [r.window_id for r in failed],
         "rows_read": manifest.rows_read, "rows_outside_range": manifest.outside_range, "rows_undated": manifest.undated,
         "rows_imported": sum(r.rows for r in imported),
+        "date_orders": manifest.date_orders,
         "submissions_new": sum(int(r.summary.get("submissions_new") or 0) for r in imported),
         "months_reported": reported, "seconds": round(time.perf_counter() - started, 3),
     }
@@ -224,7 +233,8 @@ def _run_as_deployments(plan: BackfillPlan, manifest: SplitManifest, todo: list[
                 run = run_deployment(
                     FILE_IMPORT_DEPLOYMENT, timeout=0, as_subflow=True,
                     parameters={"path": manifest.parts[window.id], "source_name": options["source_name"],
-                                "chunk_size": options["chunk_size"], "replay": True},
+                                "chunk_size": options["chunk_size"], "replay": True,
+                                "default_country": options["default_country"]},
                     # One key per window and attempt: a retried window gets a new run, a repeated call does not.
                     idempotency_key=f"lead-backfill:{plan.source_key[:16]}:{plan.policy_version}:{window.id}:{attempt}",
                     flow_run_name=f"backfill-window-{window.id}",

@@ -19,7 +19,7 @@ from leadflow.config.settings import get_settings
 from leadflow.domain.inbox import INBOX_ORIGIN
 from leadflow.domain.summary import IntakeSummary
 from leadflow.io.sources import iter_lead_chunks, read_ahead
-from leadflow.steps.intake import IntakeSteps, early_worker, inbox_plan, intake_chunks, late_worker
+from leadflow.steps.intake import IntakeSteps, early_worker, field_options, inbox_plan, intake_chunks, late_worker
 from tasks.common import called_quoted, submitted_quoted, utc_now
 from tasks.enrichment import retrieve_lead_details
 from tasks.inbox import InboxReader
@@ -74,6 +74,8 @@ def lead_intake(
     profile: str | None = None,
     submitted_at: str | None = None,
     messages: Literal["auto", "none", "all"] = "auto",
+    default_country: str | None = None,
+    date_order: str | None = None,
 ) -> dict[str, Any]:
     """Turn a lead export into clean, deduplicated, attributed leads; rejects go to quarantine with reasons.
 
@@ -93,12 +95,17 @@ def lead_intake(
         messages: auto: auto-responses and rep alerts only for leads whose latest submission is within the
             qualification policy's freshness window, older ones recorded as history; none: no messages; all: every
             lead is treated as fresh.
+        default_country: Country whose national phone numbers a lead without a country has (ISO code or name);
+            default LEADFLOW_DEFAULT_COUNTRY, else such numbers need their own + prefix.
+        date_order: mdy or dmy, for a date column whose values leave the day/month order open (default
+            LEADFLOW_DATE_ORDER, mdy); a column with a part over 12 decides for itself.
     """
     if not path and not from_inbox:
         raise ValueError("lead-intake needs the `path` parameter: the file to import (lead_inbox is drained by "
                          "the lead-intake/continuous deployment)")
     logger = get_run_logger()
     started = time.perf_counter()
+    fields = field_options(default_country, date_order)
     origin = path or INBOX_ORIGIN
     summary = IntakeSummary(batch_id=str(uuid.uuid4()), origin=origin)
     inbox = None if path else InboxReader(chunk_size or get_settings().chunk_size, column_map, replay)
@@ -110,9 +117,9 @@ def lead_intake(
     # reads, prepares and normalizes the first chunk, instead of this process importing it first.
     worker = early_worker(path) if path else None
     try:
-        plan = (inspect_lead_input(path, column_map, source_name, check_columns=worker is None, profile=profile,
-                                   submitted_at=submitted_at) if path
-                else inbox_plan(source_name))
+        plan = (inspect_lead_input(path, column_map, source_name, check_columns=worker is None, fields=fields,
+                                   profile=profile, submitted_at=submitted_at) if path
+                else inbox_plan(source_name, fields))
         summary.note_plan(plan.profile, plan.submitted_at)
         if worker is not None:
             # This process needs GX too, for the spam and score guards: its import (seconds of mostly Python)

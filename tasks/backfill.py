@@ -34,9 +34,9 @@ def plan_backfill(path: str, start: date, end: date, window: str, work_dir: str 
 
 @task(name="Split History by Window", **PRIVATE)
 def split_history(plan: BackfillPlan, column_map: dict[str, str] | None, chunk_size: int,
-                  submitted_at: str | None = None) -> SplitManifest:
+                  submitted_at: str | None = None, date_order: str = "mdy") -> SplitManifest:
     """Split the inputs by submitted_at into one input per window, in bounded memory (reused when done before)."""
-    manifest = bf.split_history(plan, column_map, chunk_size, submitted_at)
+    manifest = bf.split_history(plan, column_map, chunk_size, submitted_at, date_order)
     get_run_logger().info("Split %d rows into %d windows (%d outside the dates, %d undated)", manifest.rows_read,
                           len(manifest.windows), manifest.outside_range, manifest.undated)
     return manifest
@@ -70,14 +70,15 @@ def window_run_summary(flow_run_id: str) -> dict[str, Any]:
 @task(name="Import Backfill Window", retries=1, retry_delay_seconds=5, **PRIVATE)
 def import_window(plan: BackfillPlan, window: Window, part: str, source_name: str | None,
                   chunk_size: int | None, timeout_minutes: int,
-                  replay: Callable[..., dict[str, Any]]) -> WindowResult:
+                  replay: Callable[..., dict[str, Any]], default_country: str | None = None) -> WindowResult:
     """Replay one window's input through lead-intake (and qualification) in replay mode, recorded in the ledger.
 
     `replay` runs intake on one file (the flow passes its lead-intake subflow in; a task never imports flows).
     """
     result = bf.import_window(
         store(), plan, window,
-        lambda: replay(path=part, source_name=source_name, chunk_size=chunk_size, replay=True),
+        lambda: replay(path=part, source_name=source_name, chunk_size=chunk_size, replay=True,
+                       default_country=default_country),
         timedelta(minutes=timeout_minutes), flow_run_id=current_flow_run_id(), now=utc_now)
     if result.status == "skipped":
         get_run_logger().info("Window %s is done or being imported by another run: skipped", window.id)

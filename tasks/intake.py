@@ -9,6 +9,7 @@ from prefect import get_run_logger, task
 
 from data_checks.runner import CheckOutcome
 from leadflow.crm import submissions
+from leadflow.domain.normalize import FieldOptions
 from leadflow.steps import intake as steps
 from leadflow.steps.chunk_worker import ChunkWorker
 from leadflow.steps.intake import CheckedBatch, IntakePlan, NormalizedBatch
@@ -18,10 +19,10 @@ from tasks.common import DB_TASK, PRIVATE, current_flow_run_id, retry_on_transie
 @task(name="Inspect Lead File", retries=2, retry_delay_seconds=[2, 10],
       retry_condition_fn=retry_on_transient_io, **PRIVATE)
 def inspect_lead_input(path: str, column_map: dict[str, str] | str | None, source_name: str | None,
-                       check_columns: bool = True, profile: str | None = None,
+                       check_columns: bool = True, fields: FieldOptions | None = None, profile: str | None = None,
                        submitted_at: str | None = None) -> IntakePlan:
     """Detect format, export profile and columns of an input and check it has the required columns."""
-    plan = steps.plan_intake(path, column_map, source_name, check_columns, profile=profile,
+    plan = steps.plan_intake(path, column_map, source_name, check_columns, fields, profile=profile,
                              submitted_at=submitted_at)
     get_run_logger().info("Input is %s%s", plan.describe(),
                           "" if check_columns else "; its columns are checked with the first chunk")

@@ -45,6 +45,16 @@ class Settings(BaseSettings):
     future_tolerance_minutes: int = Field(
         default=10, ge=0, description="Clock skew allowed before a submitted_at counts as in the future."
     )
+    default_country: str | None = Field(
+        default=None,
+        description="Country (ISO code or name) whose national phone numbers a lead without a country has, e.g. US; "
+                    "unset, such a number must carry its own + prefix (intake/backfill --default-country).",
+    )
+    date_order: Literal["mdy", "dmy"] = Field(
+        default="mdy",
+        description="Day/month order of a date column whose values do not decide it (no part over 12): mdy reads "
+                    "07/05/19 as 5 July, dmy as 7 May (intake/backfill --date-order).",
+    )
 
     timezone: str = Field(
         default="UTC", description="IANA time zone for business hours, SLA clocks and the nightly/monthly schedules."

@@ -157,6 +157,14 @@ class ReasonCode:
     ERASED_PERSON = "erased_person"
 
 
+class FieldWarning:
+    """A value of an accepted row that could not be parsed: kept raw in the payload and counted, never quarantined."""
+
+    PHONE_UNPARSED = "phone_unparsed"
+    COUNTRY_UNKNOWN = "country_unknown"
+    NAME_UNPARSED = "name_unparsed"
+
+
 class ColumnMapError(ValueError):
     """A column map file that cannot be used."""
 

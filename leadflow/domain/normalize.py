@@ -2,8 +2,9 @@
 
 Every public function takes a pandas Series of any dtype (object, string, numeric, possibly holding NA) and
 returns a new Series with the same index and length. Strings come back as the nullable ``"string"`` dtype
-with ``pd.NA`` for missing/empty values. Only pandas, ``phonenumbers`` and ``pycountry`` are used: this
-module is pure logic and must never import Prefect.
+with ``pd.NA`` for missing/empty values. Only pandas and well-kept parsers are used (``phonenumbers``,
+``pycountry``, ``nameparser``, ``email-validator``, ``rapidfuzz``), each called once per distinct value where it
+is slow: this module is pure logic and must never import Prefect.
 
 Regexes are written so they behave the same under Python ``re`` and RE2 (pyarrow-backed strings): no
 lookarounds, no backreferences in patterns, and non-Latin-1 characters are embedded literally because RE2
@@ -13,7 +14,9 @@ does not understand ``\\uXXXX`` escapes.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,11 +27,19 @@ import pycountry
 __all__ = [
     "CONTROL_PATTERN",
     "COUNT_CAP",
+    "DATE_ORDERS",
     "EMAIL_PATTERN",
     "FREE_MAIL_DOMAINS",
+    "DateEvidence",
+    "FieldOptions",
+    "FieldOptionsError",
     "clean_company_name",
     "company_domain",
+    "country_checks",
+    "date_evidence",
+    "email_checks",
     "email_domain",
+    "first_phone",
     "is_free_mail",
     "is_valid_email",
     "normalize_country",
@@ -38,6 +49,7 @@ __all__ = [
     "parse_bool",
     "parse_count",
     "parse_timestamps",
+    "split_full_name",
     "strip_controls",
     "tidy_name",
     "website_to_domain",
@@ -112,6 +124,23 @@ _PUNCT = (
 # C0 control characters but tab, line feed and carriage return (CR LF is a newline too). PostgreSQL text cannot
 # hold NUL at all, nor JSONB a \u0000 escape; the rest are never meant in a lead's field.
 CONTROL_PATTERN: str = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
+
+class FieldOptionsError(ValueError):
+    """A default country or date order that names none (a one-line message for the CLI)."""
+
+
+@dataclass(frozen=True)
+class FieldOptions:
+    """How one intake reads people's fields: the region of national phone numbers and the day/month order of dates.
+
+    `date_order` is what an ambiguous date column follows until the intake has looked at the column (then it is the
+    order used, and `date_basis` says why: see DateEvidence.decide); None lets every chunk decide on its own.
+    """
+
+    default_country: str | None = None
+    date_order: str | None = None
+    date_basis: str = ""
+
 
 # ---------------------------------------------------------------------------------------------- helpers
 
@@ -194,11 +223,54 @@ def normalize_email(s: pd.Series) -> pd.Series:
     return _empty_to_na(t)
 
 
-def is_valid_email(s: pd.Series) -> pd.Series:
-    """True where an already normalized value is a plausible email address per EMAIL_PATTERN; NA is False."""
+# Special-use names (RFC 6761/6762/7686) that email-validator refuses as never globally deliverable.
+_SPECIAL_USE = r"[@.](?:arpa|invalid|local|localhost|onion|test)$"
+_VALID, _VALID_SMTPUTF8 = 1, 2
+
+
+@functools.lru_cache(maxsize=65_536)
+def _check_email(value: str) -> int:
+    """email-validator's verdict on one address (no DNS): 0 invalid, 1 valid, 2 valid but needs SMTPUTF8."""
+    from email_validator import EmailNotValidError, validate_email
+
+    local = value.rpartition("@")[0]
+    # RFC 5321 counts octets; email-validator counts the local part's characters (the whole address in octets).
+    if len(local.encode("utf-8")) > 64:
+        return 0
+    try:
+        checked = validate_email(value, check_deliverability=False, allow_smtputf8=True, strict=True)
+    except EmailNotValidError:
+        return 0
+    return _VALID_SMTPUTF8 if checked.smtputf8 else _VALID
+
+
+def email_checks(s: pd.Series) -> pd.DataFrame:
+    """Per normalized address: `valid` by RFC 5321/6531 (email-validator, no DNS) and `smtputf8` (needs SMTPUTF8).
+
+    Plain ASCII addresses take a vectorized path: EMAIL_PATTERN, RFC 5321 lengths and special-use domains, never
+    more lenient than email-validator (tests hold them to it) and some 50x faster. Internationalized addresses and
+    IDNA (xn--) domains go through email-validator, once per distinct value. NA is neither.
+    """
     t = _as_string(s)
-    ok = t.str.fullmatch(EMAIL_PATTERN) & (t.str.len() <= 254) & (t.str.find("@") <= 64)
-    return ok.fillna(False).astype(bool)
+    present = t.notna().to_numpy(dtype=bool)
+    # EMAIL_PATTERN refuses spaces and controls: ASCII alone decides which path a value takes
+    plain = t.str.isascii().fillna(False).to_numpy(dtype=bool) & ~t.str.lower().str.contains(
+        "xn--", regex=False).fillna(False).to_numpy(dtype=bool)
+    fast = (t.str.fullmatch(EMAIL_PATTERN) & (t.str.len() <= 254) & (t.str.find("@") <= 64)
+            & ~t.str.contains(_SPECIAL_USE, regex=True)).fillna(False).to_numpy(dtype=bool)
+    valid = fast & plain
+    smtputf8 = np.zeros(len(t), dtype=bool)
+    slow = present & ~plain
+    if slow.any():
+        verdicts = _map_unique(t[slow], _check_email, "int64").to_numpy()
+        valid[slow] = verdicts > 0
+        smtputf8[slow] = verdicts == _VALID_SMTPUTF8
+    return pd.DataFrame({"valid": valid, "smtputf8": smtputf8}, index=s.index)
+
+
+def is_valid_email(s: pd.Series) -> pd.Series:
+    """True where an already normalized value is a valid address by RFC 5321/6531 (see email_checks); NA is False."""
+    return email_checks(s)["valid"]
 
 
 def email_domain(s: pd.Series) -> pd.Series:
@@ -246,6 +318,50 @@ def tidy_name(s: pd.Series) -> pd.Series:
         multi = _fix_roman(multi)
         titled = _put(titled, spaced, multi)
     return _put(t, one_case, titled)
+
+
+@functools.cache
+def _name_words() -> frozenset[str]:
+    """Words that make nameparser do more than split at the space: titles, suffixes, particles, conjunctions."""
+    from nameparser.config import CONSTANTS
+
+    words: set[str] = set()
+    for group in (CONSTANTS.titles, CONSTANTS.suffix_acronyms, CONSTANTS.suffix_not_acronyms, CONSTANTS.prefixes,
+                  CONSTANTS.conjunctions):
+        words.update(str(w).lower() for w in group)
+    return frozenset(words)
+
+
+@functools.lru_cache(maxsize=65_536)  # nameparser costs ~90 us a name
+def _parse_name(value: str) -> tuple[str | None, str | None]:
+    from nameparser import HumanName
+
+    name = HumanName(value)
+    return (name.first or None), (name.last or None)
+
+
+def split_full_name(full: pd.Series) -> pd.DataFrame:
+    """First and last name (`first`, `last`) from a name in one field, by nameparser; both NA when it finds neither.
+
+    "Dr. Ann Lee-Park PhD", "Lee, Ann" and "Anna von der Heide" come apart as people write them. The common plain
+    "Ann Lee" is split vectorized (tests hold it to nameparser); anything else is parsed once per distinct value.
+    """
+    t = _empty_to_na(_text(full))
+    first = pd.Series(pd.NA, index=t.index, dtype=_STR)
+    last = pd.Series(pd.NA, index=t.index, dtype=_STR)
+    parts = t.str.extract(r"^([^\s,.()\[\]\d]+) ([^\s,.()\[\]\d]+)$")
+    words = _name_words()
+    plain = (parts[0].notna() & ~parts[0].str.lower().isin(words) & ~parts[1].str.lower().isin(words)
+             ).fillna(False).to_numpy(dtype=bool)
+    first = _put(first, plain, parts[0][plain].astype(_STR))
+    last = _put(last, plain, parts[1][plain].astype(_STR))
+    rest = t.notna().to_numpy(dtype=bool) & ~plain
+    if rest.any():
+        codes, uniques = pd.factorize(t[rest])
+        parsed = [_parse_name(u) for u in uniques]
+        first = _put(first, rest, pd.Series([parsed[c][0] for c in codes], dtype=_STR))
+        last = _put(last, rest, pd.Series([parsed[c][1] for c in codes], dtype=_STR))
+    return pd.DataFrame({"first": first, "last": last}, index=full.index)
 
 
 # ----------------------------------------------------------------------------------------------- phones
@@ -353,12 +469,27 @@ def _fast_e164(text: pd.Series, region: pd.Series) -> tuple[pd.Series, pd.Series
     return ("+" + code + nsn).where(valid), decided
 
 
-def normalize_phone(phone: pd.Series, country: pd.Series | str | None) -> pd.Series:
-    """E.164 phone number (extension dropped), `country` (ISO alpha-2) as default region; NA if invalid."""
+def _regions(country: pd.Series | str | None, index: pd.Index, default_region: str | None) -> pd.Series:
+    """Each row's dialling region: its ISO alpha-2 country, else `default_region`, else "" (no region)."""
+    region = _as_string(_aligned(country, index)).str.strip().str.upper()
+    # A comparison with NA is NA, and mask() treats NA as True: a missing country once became GB.
+    region = region.mask((region == "UK").fillna(False), "GB")
+    fallback = (default_region or "").strip().upper()
+    fallback = "GB" if fallback == "UK" else fallback
+    if not re.fullmatch(r"[A-Z]{2}", fallback):
+        fallback = ""
+    return region.where(region.str.fullmatch(r"[A-Z]{2}").fillna(False), fallback)
+
+
+def normalize_phone(phone: pd.Series, country: pd.Series | str | None, default_region: str | None = None
+                    ) -> pd.Series:
+    """E.164 phone number (extension dropped); NA if invalid.
+
+    A national number is read in the row's `country` (ISO alpha-2), else in `default_region`; with neither it must
+    carry its own `+`/`00` prefix, or it is NA (never guessed).
+    """
     p = _phone_text(phone)
-    region = _as_string(_aligned(country, phone.index)).str.strip().str.upper()
-    region = region.mask(region == "UK", "GB")
-    region = region.where(region.str.fullmatch(r"[A-Z]{2}").fillna(False), "")
+    region = _regions(country, phone.index, default_region)
     # Most numbers have plain shapes that libphonenumber's own patterns settle vectorized; parsing each distinct
     # number (about 60 us) would dominate intake time on real exports where nearly every phone is distinct.
     fast, decided = _fast_e164(p, region)
@@ -371,6 +502,28 @@ def normalize_phone(phone: pd.Series, country: pd.Series | str | None) -> pd.Ser
     key = key.where(rest)
     slow = _map_unique(key, _e164, _STR)
     return fast.where(decided, slow).astype(_STR)
+
+
+def first_phone(phones: list[pd.Series], country: pd.Series | str | None, default_region: str | None = None
+                ) -> pd.DataFrame:
+    """The first of several phone columns (phone, mobile, ...) that holds a valid number, per row.
+
+    `phone` is its E.164 form (NA when none is valid); `unparsed` is True where some column had a value but none
+    gave a valid number: the raw text stays in the submission's payload and the row counts as a warning.
+    """
+    if not phones:
+        raise ValueError("first_phone needs at least one phone column")
+    index = phones[0].index
+    out = pd.Series(pd.NA, index=index, dtype=_STR)
+    typed = np.zeros(len(index), dtype=bool)
+    region = _aligned(country, index)
+    for column in phones:
+        column = _aligned(column, index)
+        typed |= _phone_text(column).notna().to_numpy(dtype=bool)
+        todo = out.isna().to_numpy(dtype=bool) & column.notna().to_numpy(dtype=bool)
+        if todo.any():
+            out = _put(out, todo, normalize_phone(column[todo], region[todo], default_region))
+    return pd.DataFrame({"phone": out, "unparsed": typed & out.isna().to_numpy(dtype=bool)}, index=index)
 
 
 # ---------------------------------------------------------------------------------------------- domains
@@ -487,14 +640,95 @@ def _country_table() -> dict[str, str]:
     return table
 
 
-def normalize_country(s: pd.Series) -> pd.Series:
-    """ISO 3166-1 alpha-2 code from alpha-2/3 codes, English/local names and common aliases; NA if unknown."""
-    raw = _as_string(s)
+# Names from older ISO 3166 / UN lists and CRM picklists whose country lives on under one current code.
+# (Netherlands Antilles, Yugoslavia, USSR, Czechoslovakia split into several: they stay unknown.)
+_HISTORIC_COUNTRIES: dict[str, str] = {
+    "libyan arab jamahiriya": "LY", "libya arab jamahiriya": "LY", "zaire": "CD", "zaire republic of": "CD",
+    "byelorussian ssr": "BY", "byelorussia": "BY", "belorussia": "BY", "kampuchea": "KH", "ceylon": "LK",
+    "siam": "TH", "upper volta": "BF", "dahomey": "BJ", "rhodesia": "ZW", "southern rhodesia": "ZW",
+    "macedonia the former yugoslav republic of": "MK", "former yugoslav republic of macedonia": "MK",
+    "fyrom": "MK", "the former yugoslav republic of macedonia": "MK", "palestinian territory occupied": "PS",
+    "palestinian territory": "PS", "palestinian territories": "PS", "occupied palestinian territory": "PS",
+    "hong kong sar": "HK", "hong kong sar china": "HK", "macao sar": "MO", "macau sar": "MO",
+    "macao sar china": "MO", "east timor": "TL", "burma": "MM", "swaziland": "SZ", "zaire democratic republic": "CD",
+    "congo dem rep": "CD", "congo rep": "CG", "egypt arab rep": "EG", "yemen rep": "YE", "korea rep": "KR",
+    "korea dem rep": "KP", "korea dem people s rep": "KP", "iran islamic rep": "IR", "venezuela rb": "VE",
+    "lao pdr": "LA", "gambia the": "GM", "bahamas the": "BS", "micronesia fed sts": "FM", "great britian": "GB",
+    "vatican city state": "VA", "vatican city state holy see": "VA", "slovak republic": "SK",
+    "kyrgyz republic": "KG", "slovakia slovak republic": "SK", "usa united states": "US",
+}
+# Values that stand for "no country", not for a country nobody knows.
+_COUNTRY_PLACEHOLDERS = frozenset({"n a", "none", "null", "nil", "unknown", "other", "others", "not applicable",
+                                   "not specified", "not set", "select", "please select", "select country",
+                                   "choose", "no", "xx", "zz", "0"})
+
+
+_COUNTRY_ABBREVIATIONS = {"rep": "republic", "dem": "democratic", "st": "saint", "is": "islands", "isl": "islands",
+                          "fed": "federated", "sts": "states"}
+
+
+@functools.cache
+def _country_names() -> list[str]:
+    """ISO names that typos are matched against (not the aliases: "Americas" must not become "America")."""
+    iso = {v for c in pycountry.countries for v in (c.name, getattr(c, "official_name", None),
+                                                    getattr(c, "common_name", None)) if v}
+    return sorted(k for k in _country_key(pd.Series(sorted(iso), dtype=_STR)).dropna().tolist() if len(k) >= 5)
+
+
+@functools.lru_cache(maxsize=4_096)
+def _country_fallback(raw: str) -> str | None:
+    """A code for a value the table does not hold: parenthesised or inverted forms, historic names, typos."""
+    from rapidfuzz import fuzz, process
+
+    table = _country_table()
+    outside = re.sub(r"\([^)]*\)", " ", raw)
+    inside = " ".join(re.findall(r"\(([^)]*)\)", raw))
+    head, _, tail = raw.partition(",")
+    candidates = [outside, inside, f"{tail} {head}" if tail else ""]
+    keys = _country_key(pd.Series([raw, *candidates], dtype=_STR)).fillna("").tolist()
+    keys += [" ".join(_COUNTRY_ABBREVIATIONS.get(w, w) for w in k.split()) for k in keys]
+    for key in keys:
+        code = table.get(key) or _HISTORIC_COUNTRIES.get(key)
+        if code:
+            return code
+    key = keys[0]
+    if len(key) < 5 or key in _COUNTRY_PLACEHOLDERS:
+        return None
+    # Typos of a whole name only ("Untied States", "Germanyy"); close names of different countries (Niger/Nigeria,
+    # Austria/Australia) score below the cut-off, and two names scoring alike make no match.
+    found = process.extract(key, _country_names(), scorer=fuzz.ratio, score_cutoff=88, limit=2)
+    if len(found) == 1 or (len(found) == 2 and table[found[0][0]] == table[found[1][0]]):
+        return table[found[0][0]]
+    return None
+
+
+def country_checks(s: pd.Series) -> pd.DataFrame:
+    """ISO alpha-2 `country` per value, and `unknown` where a value was given that names no country.
+
+    Codes and names in any case, official, common and local names and aliases come from one table (pycountry's
+    ISO 3166 data plus a few spellings); values it lacks are tried once each as parenthesised ("Slovakia (Slovak
+    Republic)"), inverted ("Korea, Rep.") or historic names ("Libyan Arab Jamahiriya") and for typos. pycountry's
+    own search_fuzzy is not used: it matches subdivisions and cities (Paris -> FR, Zaire -> AO). Placeholders such
+    as "N/A" or "Unknown" are missing values, not unknown countries.
+    """
+    raw = _empty_to_na(_text(s))
     key = _country_key(raw)
     # "N.A." / "n.a" mean "not available", unlike the bare code NA (Namibia)
-    key = key.mask((key == "na") & raw.str.contains(".", regex=False).fillna(False))
+    dotted_na = ((key == "na") & raw.str.contains(".", regex=False)).fillna(False)
+    key = key.mask(dotted_na, "n a")
     out = key.map(_country_table())
-    return pd.Series(out.to_numpy(dtype=object, na_value=None), index=s.index, dtype=_STR)
+    placeholder = (key.isin(list(_COUNTRY_PLACEHOLDERS)) | (key == "")).fillna(False).to_numpy(dtype=bool)
+    missed = out.isna().to_numpy(dtype=bool) & key.notna().to_numpy(dtype=bool) & ~placeholder
+    if missed.any():
+        out = _put(out.astype(object), missed, _map_unique(raw[missed], _country_fallback, object))
+    country = pd.Series(out.to_numpy(dtype=object, na_value=None), index=s.index, dtype=_STR)
+    unknown = raw.notna().to_numpy(dtype=bool) & country.isna().to_numpy(dtype=bool) & ~placeholder
+    return pd.DataFrame({"country": country, "unknown": unknown}, index=s.index)
+
+
+def normalize_country(s: pd.Series) -> pd.Series:
+    """ISO 3166-1 alpha-2 code from alpha-2/3 codes, names in any case, aliases and historic names; NA if unknown."""
+    return country_checks(s)["country"]
 
 
 # -------------------------------------------------------------------------------------- scalars & enums
@@ -572,19 +806,96 @@ _TS_WORK = "datetime64[us, UTC]"  # wide enough that far-future junk cannot over
 _MIN_YEAR, _MAX_YEAR = 1990, 2100
 _MIN_EPOCH = pd.Timestamp(f"{_MIN_YEAR}-01-01", tz="UTC").timestamp()
 _MAX_EPOCH = pd.Timestamp(f"{_MAX_YEAR + 1}-01-01", tz="UTC").timestamp()
-# month-first like format="mixed" with dayfirst=False, so the fast path never disagrees with the slow one
+# Day/month/year dates ("07/05/19", "13.05.2019 10:00") are read by _numeric_dates in the column's order; these
+# exact formats take the other common non-ISO spellings off dateutil's slow path.
 _FALLBACK_FORMATS = (
-    "%m/%d/%Y %H:%M:%S",
-    "%m/%d/%Y %H:%M",
-    "%m/%d/%Y %I:%M %p",
-    "%m/%d/%Y",
-    "%m/%d/%y",
     "%Y/%m/%d %H:%M:%S",
     "%Y/%m/%d",
     "%d %b %Y",
     "%b %d, %Y",
     "%a, %d %b %Y %H:%M:%S %z",
 )
+
+
+DATE_ORDERS: tuple[str, ...] = ("mdy", "dmy")
+# Two 1-2 digit parts and a year, any of / . - between them, maybe a time after: the only ambiguous shape.
+_NUMERIC_DATE = r"^([0-9]{1,2})[/.-]([0-9]{1,2})[/.-]([0-9]{4}|[0-9]{2})(?:[ T,]+(.+))?$"
+_NUMERIC_DATE_SHAPE = r"^[0-9]{1,2}[/.-][0-9]{1,2}[/.-](?:[0-9]{4}|[0-9]{2})(?:[ T,]|$)"
+_ISO_TIME_FORMATS = ("%Y-%m-%d %I:%M %p", "%Y-%m-%d %I:%M:%S %p", "%Y-%m-%d %I%p", "%Y-%m-%d %I %p")
+
+
+@dataclass(frozen=True)
+class DateEvidence:
+    """What a date column's day/month/year values say about their order: a first part over 12 means day-first."""
+
+    numeric: bool = False
+    day_first: bool = False
+    month_first: bool = False
+
+    def __or__(self, other: DateEvidence) -> DateEvidence:
+        return DateEvidence(self.numeric or other.numeric, self.day_first or other.day_first,
+                            self.month_first or other.month_first)
+
+    @property
+    def settled(self) -> bool:
+        """Whether more values could not change the decision: nothing to decide, decided, or already conflicting."""
+        return not self.numeric or self.day_first or self.month_first
+
+    def decide(self, fallback: str) -> tuple[str, str]:
+        """The order to read the column in and why: `column`, `fallback` (ambiguous), `conflict` or `no_dates`."""
+        if fallback not in DATE_ORDERS:
+            raise ValueError(f"unknown date order {fallback!r} (expected mdy or dmy)")
+        if not self.numeric:
+            return fallback, "no_dates"
+        if self.day_first and self.month_first:
+            return fallback, "conflict"
+        if self.day_first or self.month_first:
+            return ("dmy" if self.day_first else "mdy"), "column"
+        return fallback, "fallback"
+
+
+def date_evidence(s: pd.Series) -> DateEvidence:
+    """The day/month evidence in one date column (or chunk of it); other shapes (ISO, epoch, month names) add none."""
+    if not (isinstance(s.dtype, pd.StringDtype) or s.dtype == object or isinstance(s.dtype, pd.CategoricalDtype)):
+        return DateEvidence()
+    t = _as_string(s).str.strip()
+    shaped = t.str.match(r"[0-9]{1,2}[/.-]").fillna(False).to_numpy(dtype=bool)
+    if not shaped.any():
+        return DateEvidence()
+    parts = t[shaped].str.extract(_NUMERIC_DATE)
+    first = pd.to_numeric(parts[0], errors="coerce")
+    second = pd.to_numeric(parts[1], errors="coerce")
+    return DateEvidence(numeric=bool(first.notna().any()), day_first=bool(((first > 12) & (first <= 31)).any()),
+                        month_first=bool(((second > 12) & (second <= 31)).any()))
+
+
+def _numeric_dates(t: pd.Series, order: str) -> pd.Series:
+    """Day/month/year text read strictly in `order` (never swapped per value); NaT where it does not fit."""
+    parts = t.str.extract(_NUMERIC_DATE)
+    a, b = pd.to_numeric(parts[0], errors="coerce"), pd.to_numeric(parts[1], errors="coerce")
+    month, day = (a, b) if order == "mdy" else (b, a)
+    year = pd.to_numeric(parts[2], errors="coerce")
+    # strptime's %y pivot: 00-68 are 2000-2068, 69-99 are 1969-1999
+    year = year.where(parts[2].str.len() == 4, year + np.where(year < 69, 2000, 1900))
+    fits = (month >= 1) & (month <= 12) & (day >= 1) & (day <= 31)
+    iso = (year.astype("Int64").astype(_STR).str.zfill(4) + "-" + month.astype("Int64").astype(_STR).str.zfill(2)
+           + "-" + day.astype("Int64").astype(_STR).str.zfill(2))
+    iso = iso.where(fits.fillna(False))
+    rest = parts[3].astype(_STR)
+    text = iso.where(rest.isna(), iso + " " + rest)
+    out = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce").astype(_TS_WORK)
+    todo = np.array(out.isna() & text.notna(), dtype=bool)
+    for fmt in _ISO_TIME_FORMATS:
+        if not todo.any():
+            break
+        out = _put(out, todo, pd.to_datetime(text[todo], format=fmt, utc=True, errors="coerce").astype(_TS_WORK))
+        todo &= out.isna().to_numpy()
+    if todo.any():
+        # year first and a valid month: dateutil cannot misread the order any more, only the time
+        codes, uniques = pd.factorize(text[todo])
+        parsed = pd.to_datetime(pd.Series(uniques), format="mixed", dayfirst=False, utc=True, errors="coerce")
+        out = _put(out, todo, pd.Series(parsed.astype(_TS_WORK).array.take(codes)))
+    return out
 
 
 def _epoch(v: np.ndarray) -> pd.DatetimeIndex:
@@ -603,8 +914,13 @@ def _clip_years(ts: pd.Series) -> pd.Series:
     return ts.astype(_TS_DTYPE)
 
 
-def parse_timestamps(s: pd.Series) -> pd.Series:
-    """UTC timestamps from ISO/other text, epoch s/ms or datetimes; NaT if unparseable or not 1990-2100."""
+def parse_timestamps(s: pd.Series, date_order: str | None = None) -> pd.Series:
+    """UTC timestamps from ISO/other text, epoch s/ms or datetimes; NaT if unparseable or not 1990-2100.
+
+    Day/month/year text is read in one order for the whole Series, never guessed per value: `date_order` (mdy or
+    dmy, decided for the whole column by the caller, see DateEvidence) or else what this Series' own values say,
+    month-first when they do not say.
+    """
     if isinstance(s.dtype, pd.DatetimeTZDtype):
         return _clip_years(s.dt.tz_convert("UTC"))
     if pd.api.types.is_datetime64_dtype(s.dtype):
@@ -624,6 +940,13 @@ def parse_timestamps(s: pd.Series) -> pd.Series:
     # otherwise read "12" or "May" as a date in the current month/year
     plausible = t.str.contains(r"[0-9]{4}|[0-9]+[^0-9]+[0-9]", regex=True).fillna(False).to_numpy(bool)
     todo = out.isna().to_numpy() & plausible & ~numeric
+    shaped = todo & t.str.contains(_NUMERIC_DATE_SHAPE, regex=True).fillna(False).to_numpy(bool)
+    if shaped.any():
+        order = date_order or date_evidence(t[shaped]).decide("mdy")[0]
+        if order not in DATE_ORDERS:
+            raise ValueError(f"unknown date order {order!r} (expected mdy or dmy)")
+        out = _put(out, shaped, _numeric_dates(t[shaped], order))
+        todo &= ~shaped
     for fmt in _FALLBACK_FORMATS:
         # exact formats run in C; each one takes the common non-ISO spellings off the slow path below
         if not todo.any():

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from leadflow.config.policy import VersionedPolicy
 from leadflow.config.settings import email_hash_key
 from leadflow.domain.contract import CANONICAL_COLUMNS, COLUMN_ALIASES, fold_header
-from leadflow.domain.normalize import EMAIL_PATTERN, normalize_email
+from leadflow.domain.normalize import is_valid_email, normalize_email
 from leadflow.domain.submissions import PAYLOAD_COLUMN
 
 # --- reason codes ---------------------------------------------------------------------------------------------
@@ -1039,7 +1039,7 @@ def restore_target(email: str | None, reason: str | None) -> tuple[str | None, s
     if email is None:
         return None, None
     normalized = normalize_email(pd.Series([email], dtype="string")).iloc[0]
-    if pd.isna(normalized) or not re.fullmatch(EMAIL_PATTERN, normalized):
+    if pd.isna(normalized) or not is_valid_email(pd.Series([normalized], dtype="string")).iloc[0]:
         raise SpamCleanupError("that is not an email address")
     return normalized, str(email_hash(pd.Series([normalized], dtype="string")).iloc[0])
 

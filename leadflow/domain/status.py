@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from leadflow.domain.normalize import EMAIL_PATTERN
+from leadflow.domain.normalize import is_valid_email
 
 STATUSES: tuple[str, ...] = ("new", "working", "qualified", "discovery_call_booked", "converted", "disqualified",
                              "recycled", "spam")
@@ -157,7 +157,7 @@ def prepare_changes(frame: pd.DataFrame, now: datetime) -> tuple[pd.DataFrame, l
         problems.loc[mask] = code
 
     flag(email.isna() | (email == ""), "missing_email")
-    flag(~email.str.fullmatch(EMAIL_PATTERN), "invalid_email")
+    flag(~is_valid_email(email), "invalid_email")
     blank_status = frame["status"].astype("string").str.strip().fillna("") == ""
     flag(blank_status, "missing_status")
     flag(status.isna(), "unknown_status")

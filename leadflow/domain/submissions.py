@@ -20,6 +20,7 @@ from leadflow.domain.contract import (
     MERGED_DETAILS,
     SUBMITTED_AT_OPTION_FIELD,
     UNKNOWN_SOURCE,
+    FieldWarning,
 )
 
 # A raw chunk's own columns, whatever its source (file or inbox): the input row number (a file's line, an inbox
@@ -35,6 +36,13 @@ SOURCE_FILLED_COLUMN = "_source_filled"
 # True where the row's time came from --submitted-at: its submission key then leaves the time out, so that importing
 # the same file again (`now` is another time then) finds the submissions it stored before.
 TIME_GIVEN_COLUMN = "_time_given"
+# 1.0 where the normalized email is valid by RFC 5321/6531, 0.0 where not, NaN without one (what the checks read).
+EMAIL_VALID_COLUMN = "_email_valid"
+# The intake's --default-country / LEADFLOW_DEFAULT_COUNTRY on every row: a national phone's region without a country.
+DEFAULT_COUNTRY_COLUMN = "_default_country"
+# Per accepted row, whether a field could not be parsed (see FieldWarning): counted in the intake summary.
+WARNING_COLUMNS = {f"_{code}": code for code in (FieldWarning.PHONE_UNPARSED, FieldWarning.COUNTRY_UNKNOWN,
+                                                 FieldWarning.NAME_UNPARSED)}
 TEXT_COLUMNS = tuple(FIELD_LIMITS)
 TOUCH_FIELDS = ("source", "utm_source", "utm_medium", "utm_campaign")
 
@@ -130,8 +138,13 @@ def raw_payloads(raw: pd.DataFrame) -> pd.Series:
     return pd.Series(pd.arrays.ArrowStringArray(pc.cast(joined, "large_string")), index=raw.index)
 
 
-def prepare_batch(raw: pd.DataFrame, mapping: dict[str, str], default_source: str | None = None) -> pd.DataFrame:
-    """A raw chunk in canonical columns, with the parsed keys the checks and later steps rely on."""
+def prepare_batch(raw: pd.DataFrame, mapping: dict[str, str], default_source: str | None = None,
+                  fields: nz.FieldOptions | None = None) -> pd.DataFrame:
+    """A raw chunk in canonical columns, with the parsed keys the checks and later steps rely on.
+
+    `fields` carries the run's default phone region and the date order decided for the whole column.
+    """
+    fields = fields or nz.FieldOptions()
     raw = strip_control_characters(raw)
     present = {header: target for header, target in mapping.items() if header in raw.columns}
     frame = raw[list(present)].rename(columns=present)
@@ -149,7 +162,11 @@ def prepare_batch(raw: pd.DataFrame, mapping: dict[str, str], default_source: st
     frame[MALFORMED_COLUMN] = raw[MALFORMED_COLUMN].astype("string")
     frame[PAYLOAD_COLUMN] = raw_payloads(raw)
     frame[EMAIL_COLUMN] = nz.normalize_email(frame["email"])
-    frame[SUBMITTED_AT_COLUMN] = nz.parse_timestamps(frame["submitted_at"])
+    emails = nz.email_checks(frame[EMAIL_COLUMN])
+    frame[EMAIL_VALID_COLUMN] = emails["valid"].astype("float64").where(frame[EMAIL_COLUMN].notna().to_numpy())
+    frame["_email_smtputf8"] = emails["smtputf8"]
+    frame[SUBMITTED_AT_COLUMN] = nz.parse_timestamps(frame["submitted_at"], fields.date_order)
+    frame[DEFAULT_COUNTRY_COLUMN] = pd.Series(fields.default_country, index=frame.index, dtype="string")
     frame[TIME_GIVEN_COLUMN] = present.get(SUBMITTED_AT_OPTION_FIELD) == "submitted_at"
     source = nz.normalize_source(frame["source"])
     # A row without a channel is never quarantined for that: it gets the file's channel, else `unknown`.
@@ -167,10 +184,14 @@ def normalize_batch(checked: pd.DataFrame) -> pd.DataFrame:
     out["submitted_at"] = checked[SUBMITTED_AT_COLUMN]
     out["source"] = checked[SOURCE_COLUMN]
     out["external_id"] = checked["external_id"]
-    out["first_name"] = nz.tidy_name(checked["first_name"])
-    out["last_name"] = nz.tidy_name(checked["last_name"])
-    out["country"] = nz.normalize_country(checked["country"])
-    out["phone"] = nz.normalize_phone(checked["phone"], out["country"])
+    out["email_smtputf8"] = checked["_email_smtputf8"].astype(bool)
+    out["first_name"], out["last_name"], name_unparsed = _names(checked)
+    countries = nz.country_checks(checked["country"])
+    out["country"] = countries["country"]
+    # Tried in order; a national number takes the lead's country, else the run's default region, else needs a +.
+    region = out["country"].fillna(checked[DEFAULT_COUNTRY_COLUMN])
+    phones = nz.first_phone([checked["phone"], checked["mobile_phone"]], region)
+    out["phone"] = phones["phone"]
     out["job_title"] = nz.tidy_text(checked["job_title"])
     out["company"] = checked["company"]
     out["company_key"] = nz.clean_company_name(checked["company"])
@@ -190,7 +211,37 @@ def normalize_batch(checked: pd.DataFrame) -> pd.DataFrame:
         out[column] = checked[column] if column in checked.columns else False
     out = crm_state.add_state(out, checked)
     out["idempotency_key"] = submission_keys(out)
+    for column, flags in zip(WARNING_COLUMNS, (phones["unparsed"], countries["unknown"], name_unparsed),
+                             strict=True):
+        out[column] = flags.to_numpy(dtype=bool)
     return out
+
+
+def _names(checked: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """First and last name: as given, else split from the full name; and where a full name gave neither."""
+    first = nz.tidy_name(checked["first_name"])
+    last = nz.tidy_name(checked["last_name"])
+    full = checked["full_name"]
+    wanted = (full.notna() & (first.isna() | last.isna())).to_numpy(dtype=bool)
+    unparsed = np.zeros(len(checked), dtype=bool)
+    if wanted.any():
+        split = nz.split_full_name(full[wanted])
+        rows = np.flatnonzero(wanted)
+
+        def filled(given: pd.Series, part: str) -> pd.Series:
+            parsed = given.copy()
+            parsed.iloc[rows] = nz.tidy_name(split[part]).array
+            return given.where(given.notna(), parsed.array)
+
+        first, last = filled(first, "first"), filled(last, "last")
+        unparsed[rows] = (split["first"].isna() & split["last"].isna()).to_numpy(dtype=bool)
+    return first, last, pd.Series(unparsed, index=checked.index)
+
+
+def field_warnings(subs: pd.DataFrame) -> dict[str, int]:
+    """How many accepted rows had a value that could not be parsed, by FieldWarning code (zeros left out)."""
+    counts = {code: int(subs[column].sum()) for column, code in WARNING_COLUMNS.items() if column in subs.columns}
+    return {code: n for code, n in counts.items() if n}
 
 
 def _sha256(values: pd.Series) -> pd.Series:

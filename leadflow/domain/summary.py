@@ -8,6 +8,13 @@ from typing import Any
 
 import pandas as pd
 
+_DATE_BASIS = {
+    "column": "decided by the column's values",
+    "fallback": "the column leaves it open: --date-order / LEADFLOW_DATE_ORDER",
+    "conflict": "the column holds both orders: --date-order / LEADFLOW_DATE_ORDER, the rest invalid",
+    "no_dates": "no day/month dates in the first chunk",
+}
+
 
 def _rows(counts: dict[str, int]) -> str:
     """Markdown table rows of a count table ("none" when it is empty)."""
@@ -36,6 +43,12 @@ class IntakeSummary:
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)
     # Accepted rows that named no channel, by the channel they got (the file's --source-name, else `unknown`).
     channel_filled: dict[str, int] = field(default_factory=dict)
+    # Accepted rows with a value that could not be parsed (kept raw in the payload), by FieldWarning code.
+    field_warnings: dict[str, int] = field(default_factory=dict)
+    # Accepted addresses with a non-ASCII local part: delivery needs a server that offers SMTPUTF8.
+    emails_smtputf8: int = 0
+    # The day/month order the date column was read in, and why (column, fallback, conflict, no_dates).
+    date_order: dict[str, str] = field(default_factory=dict)
     enrichment: dict[str, int] = field(default_factory=dict)
     enrichment_calls: int = 0
     enrichment_failed_calls: int = 0
@@ -160,6 +173,7 @@ class IntakeSummary:
             f"| {self.leads_updated} | {self.sources_updated} | {self.quarantined} | {self.blank_rows} |\n\n"
             f"## Quarantined by reason\n\n| reason | rows |\n|---|---|\n{reasons}\n"
             f"## Rows without a channel\n\n| channel given | rows |\n|---|---|\n{_rows(self.channel_filled)}\n"
+            f"{self._fields_markdown()}"
             f"## Lead details (enrichment rate {rate}, {self.enrichment_calls} provider calls, "
             f"{self.enrichment_failed_calls} failed)\n\n| enrichment status | leads |\n|---|---|\n{enrichment}\n"
             f"## Scores ({self.leads_scored} scored, {self.scores_changed} changed)\n\n"
@@ -174,6 +188,13 @@ class IntakeSummary:
     def _reading_markdown(self) -> str:
         given = f"; every row dated {self.submitted_at} by `--submitted-at`" if self.submitted_at else ""
         return f"Read with export profile **{self.profile}**{given}.\n\n"
+
+    def _fields_markdown(self) -> str:
+        order = self.date_order
+        dates = (f"Dates read as {order.get('order')} ({_DATE_BASIS.get(order.get('basis', ''), order.get('basis'))})."
+                 if order else "Dates: no column order decided.")
+        return (f"## Field warnings (kept raw, not quarantined)\n\n| warning | rows |\n|---|---|\n"
+                f"{_rows(self.field_warnings)}\n{dates} Addresses needing SMTPUTF8: {self.emails_smtputf8}.\n\n")
 
     def _qualification_markdown(self) -> str:
         q = self.qualification
@@ -206,6 +227,14 @@ class IntakeSummary:
         if self.channel_filled:
             lines.append(f"  without a channel    {sum(self.channel_filled.values())}")
             lines += [f"    {channel:<22} {count}" for channel, count in self.channel_filled.items()]
+        if self.field_warnings:
+            lines.append(f"  field warnings       {sum(self.field_warnings.values())} (kept raw, not quarantined)")
+            lines += [f"    {code:<22} {count}" for code, count in self.field_warnings.items()]
+        if self.date_order:
+            basis = _DATE_BASIS.get(self.date_order.get("basis", ""), self.date_order.get("basis"))
+            lines.append(f"  dates read as        {self.date_order.get('order')} ({basis})")
+        if self.emails_smtputf8:
+            lines.append(f"  need SMTPUTF8        {self.emails_smtputf8} (internationalized addresses)")
         rate = "n/a" if self.enrichment_rate is None else f"{self.enrichment_rate:.1%}"
         lines.append(f"  enrichment           {rate} enriched of looked up")
         lines += [f"    {status:<22} {count}" for status, count in self.enrichment.items()]

@@ -21,14 +21,17 @@ from leadflow.domain.contract import (
     SUBMITTED_AT_OPTION_FIELD,
     resolve_columns,
 )
+from leadflow.domain.normalize import DateEvidence, date_evidence
 from leadflow.domain.profiles import choose_profile, coalesce, with_fallbacks
 from leadflow.io.sources import (
     FORMATS,
     MALFORMED_COLUMN,
     ROW_COLUMN,
+    LeadFile,
     LeadFileError,
     inspect_lead_file,
     iter_lead_chunks,
+    scan_date_evidence,
 )
 
 
@@ -71,6 +74,9 @@ class SplitManifest:
     rows_read: int = 0
     outside_range: int = 0
     undated: int = 0
+    # Per file, the day/month order its date column was read in and why (see DateEvidence.decide).
+    date_orders: dict[str, str] = field(default_factory=dict)
+    date_fallback: str = "mdy"
 
     def save(self, path: Path) -> None:
         """Write the manifest atomically."""
@@ -103,25 +109,41 @@ def _canonical_chunk(raw: pd.DataFrame, mapping: dict[str, str]) -> pd.DataFrame
     return frame
 
 
+def _file_date_order(lead_file: LeadFile, header: str | None, chunk_size: int, fallback: str) -> tuple[str, str]:
+    """The day/month order of one file's date column, decided over the whole column (one extra pass when the
+    first chunk leaves it open), and why."""
+    if header is None:
+        return fallback, "no_dates"
+    first = next(iter_lead_chunks(lead_file, chunk_size), None)
+    evidence = date_evidence(first[header]) if first is not None and header in first.columns else DateEvidence()
+    if not evidence.settled:
+        evidence = scan_date_evidence(lead_file, header, chunk_size)
+    return evidence.decide(fallback)
+
+
 def split_by_window(
     files: list[Path], windows: list[Window], work_dir: Path, *, key: str,
     column_map: dict[str, str] | None = None, chunk_size: int = 50_000, submitted_at: str | None = None,
+    date_order: str = "mdy",
 ) -> SplitManifest:
     """Split exports by submitted_at into one JSON-lines input per window, one chunk in memory at a time.
 
     Rows before or after the windows are counted and left out; rows with no usable submitted_at go to the
     `undated` input, which `quarantine_undated` quarantines. A split that finished is reused. Each file's headers
     are resolved with its export profile; `submitted_at` (an ISO time, from `--submitted-at`) dates every row.
+    Each file's dates are read in the day/month order its whole column decides (`date_order` where it leaves
+    that open) and written to the window inputs as ISO times, so that a window's intake cannot read them in
+    another order.
     """
     work_dir = Path(work_dir)
     manifest_path = work_dir / "manifest.json"
     done = SplitManifest.load(manifest_path)
-    if done is not None and done.source_key == key:
+    if done is not None and done.source_key == key and done.date_fallback == date_order:
         return done
     staging = work_dir / "staging"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    manifest = SplitManifest(source_key=key)
+    manifest = SplitManifest(source_key=key, date_fallback=date_order)
     starts = np.array([w.start.replace(tzinfo=None) for w in windows], dtype="datetime64[us]")
     range_start = np.datetime64(windows[0].start.replace(tzinfo=None), "us")
     range_end = np.datetime64(windows[-1].end.replace(tzinfo=None), "us")
@@ -138,6 +160,9 @@ def split_by_window(
             mapping = {h: c for h, c in mapping.items() if c != "submitted_at"}
         when_header = SUBMITTED_AT_OPTION_FIELD if submitted_at is not None else next(
             (h for h, c in mapping.items() if c == "submitted_at"), None)
+        order, basis = ((date_order, "given_time") if submitted_at is not None
+                        else _file_date_order(lead_file, when_header, chunk_size, date_order))
+        manifest.date_orders[str(file)] = f"{order} ({basis})"
         for raw in iter_lead_chunks(lead_file, chunk_size):
             manifest.rows_read += len(raw)
             raw = coalesce(raw, fallbacks)
@@ -146,7 +171,7 @@ def split_by_window(
             if when_header is None:
                 when = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")
             else:
-                when = nz.parse_timestamps(raw[when_header])
+                when = nz.parse_timestamps(raw[when_header], order)
             stamps = when.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
             dated = ~np.isnat(stamps)
             inside = dated & (stamps >= range_start) & (stamps < range_end)
@@ -155,6 +180,9 @@ def split_by_window(
             ids = np.where(inside, np.array([w.id for w in windows], dtype=object)[np.clip(slot, 0, None)], None)
             ids = np.where(dated, ids, UNDATED)
             frame = _canonical_chunk(raw, mapping)
+            if when_header is not None:
+                frame["submitted_at"] = frame["submitted_at"].astype("string").where(
+                    ~dated, pd.Series(when.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").array, index=frame.index))
             labels = pd.Series(ids, index=frame.index)
             for window_id, rows in frame.groupby(labels, sort=False):
                 part = staging / f"{window_id}.jsonl"

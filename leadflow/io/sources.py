@@ -15,6 +15,7 @@ from typing import TypeVar
 import fsspec
 import pandas as pd
 
+from leadflow.domain.normalize import DateEvidence, date_evidence
 from leadflow.domain.submissions import MALFORMED_COLUMN, ROW_COLUMN
 
 T = TypeVar("T")
@@ -266,3 +267,17 @@ def iter_lead_chunks(lead_file: LeadFile, chunk_size: int) -> Iterator[pd.DataFr
         ) from exc
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise LeadFileError(f"{lead_file.url}: unreadable after row {start}: {exc}".splitlines()[0]) from exc
+
+
+def scan_date_evidence(lead_file: LeadFile, header: str, chunk_size: int = 100_000) -> DateEvidence:
+    """What a whole file's date column says about its day/month order: one more pass over the input.
+
+    Only taken when the first chunks leave the order open (no day/month part over 12 yet) and there is more.
+    """
+    evidence = DateEvidence()
+    for chunk in iter_lead_chunks(lead_file, chunk_size):
+        if header in chunk.columns:
+            evidence = evidence | date_evidence(chunk[header])
+        if evidence.day_first and evidence.month_first:
+            break
+    return evidence

@@ -69,14 +69,15 @@ def plan_backfill(path: str, start: date, end: date, window: str, work_dir: str 
 
 
 def split_history(plan: BackfillPlan, column_map: dict[str, str] | None, chunk_size: int,
-                  submitted_at: str | None = None) -> SplitManifest:
+                  submitted_at: str | None = None, date_order: str = "mdy") -> SplitManifest:
     """Split the inputs by submitted_at into one input per window, in bounded memory (reused when done before).
 
-    `submitted_at` (an ISO time, from `--submitted-at`) dates every row of inputs without times.
+    `submitted_at` (an ISO time, from `--submitted-at`) dates every row of inputs without times; `date_order` is the
+    day/month order of a file whose date column leaves it open.
     """
     return backfill_files.split_by_window([Path(f) for f in plan.files], plan.windows, Path(plan.work_dir),
                                           key=plan.source_key, column_map=column_map, chunk_size=chunk_size,
-                                          submitted_at=submitted_at)
+                                          submitted_at=submitted_at, date_order=date_order)
 
 
 def windows_done_before(store: Store, plan: BackfillPlan) -> set[str]:

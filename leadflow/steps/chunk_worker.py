@@ -21,6 +21,7 @@ import pandas as pd
 from data_checks.intake import check_intake_batch, check_intake_columns, check_intake_rows
 from data_checks.runner import CheckOutcome
 from leadflow.domain import submissions as intake
+from leadflow.domain.normalize import FieldOptions
 from leadflow.io.sources import ROW_COLUMN
 
 # Prepared chunks kept in the worker between the check and the normalize call, so a chunk crosses the process
@@ -40,10 +41,10 @@ class PreparedCheck:
     batch_failed: bool = False
 
 
-def prepare_chunk(raw: pd.DataFrame, mapping: dict[str, str], default_source: str | None
-                  ) -> tuple[pd.DataFrame, int]:
+def prepare_chunk(raw: pd.DataFrame, mapping: dict[str, str], default_source: str | None,
+                  fields: FieldOptions | None = None) -> tuple[pd.DataFrame, int]:
     """A raw chunk in canonical columns without its blank rows, and how many blank rows it had."""
-    prepared = intake.prepare_batch(raw, mapping, default_source)
+    prepared = intake.prepare_batch(raw, mapping, default_source, fields)
     blank = intake.blank_rows(prepared)
     return prepared.loc[~blank], int(blank.sum())
 
@@ -67,9 +68,9 @@ def check_prepared(prepared: pd.DataFrame, now: datetime, tolerance: pd.Timedelt
 
 
 def prepare_and_check(raw: pd.DataFrame, mapping: dict[str, str], default_source: str | None, now: datetime,
-                      tolerance: pd.Timedelta) -> PreparedCheck:
+                      tolerance: pd.Timedelta, fields: FieldOptions | None = None) -> PreparedCheck:
     """Prepare a raw chunk, drop its blank rows and check it; a batch-level failure skips the row checks."""
-    prepared, blank_rows = prepare_chunk(raw, mapping, default_source)
+    prepared, blank_rows = prepare_chunk(raw, mapping, default_source, fields)
     outcome, failed = check_prepared(prepared, now, tolerance)
     return PreparedCheck(prepared=prepared, outcome=outcome, blank_rows=blank_rows, batch_failed=failed is not None)
 
@@ -88,10 +89,10 @@ class CheckedChunk:
 
 
 def check_chunk(raw: pd.DataFrame, mapping: dict[str, str], default_source: str | None, now: datetime,
-                tolerance: pd.Timedelta) -> CheckedChunk:
+                tolerance: pd.Timedelta, fields: FieldOptions | None = None) -> CheckedChunk:
     """Prepare and check a raw chunk (in the worker); a batch-level failure comes back as `batch_failed`."""
     started = time.perf_counter()
-    done = prepare_and_check(raw, mapping, default_source, now, tolerance)
+    done = prepare_and_check(raw, mapping, default_source, now, tolerance, fields)
     prepared = done.prepared
     if done.batch_failed:
         return CheckedChunk(token="", rejected=prepared.iloc[:0], outcome=done.outcome, rows=len(prepared),
@@ -130,9 +131,9 @@ class ChunkWorker:
         return not multiprocessing.current_process().daemon
 
     def check(self, raw: pd.DataFrame, mapping: dict[str, str], default_source: str | None, now: datetime,
-              tolerance: pd.Timedelta) -> CheckedChunk:
+              tolerance: pd.Timedelta, fields: FieldOptions | None = None) -> CheckedChunk:
         """Check a raw chunk in the worker."""
-        return self._pool.submit(check_chunk, raw, mapping, default_source, now, tolerance).result()
+        return self._pool.submit(check_chunk, raw, mapping, default_source, now, tolerance, fields).result()
 
     def submit_check(self, prepared: pd.DataFrame, now: datetime, tolerance: pd.Timedelta,
                      columns: list[str] | None = None) -> Future[tuple[CheckOutcome, str | None]]:

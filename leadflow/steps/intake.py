@@ -37,6 +37,13 @@ from leadflow.domain.contract import (
     resolve_submitted_at,
 )
 from leadflow.domain.inbox import INBOX_ORIGIN
+from leadflow.domain.normalize import (
+    DATE_ORDERS,
+    FieldOptions,
+    FieldOptionsError,
+    date_evidence,
+    normalize_country,
+)
 from leadflow.domain.privacy import erased_row_payload, keyed_hashes
 from leadflow.domain.profiles import GENERIC, choose_profile, coalesce, with_fallbacks
 from leadflow.domain.submissions import (
@@ -48,12 +55,13 @@ from leadflow.domain.submissions import (
     aggregate_leads,
     aggregate_touches,
     attribution_changes,
+    field_warnings,
     in_set,
     split_duplicate_keys,
 )
 from leadflow.domain.summary import IntakeSummary
 from leadflow.io.enrichment import DomainResults
-from leadflow.io.sources import LeadFile, input_size, inspect_lead_file
+from leadflow.io.sources import LeadFile, input_size, inspect_lead_file, scan_date_evidence
 from leadflow.steps.chunk_worker import COLUMNS_FAILED, ChunkWorker, prepare_and_check, prepare_chunk
 from leadflow.steps.crm_state import CrmStateResult, apply_crm_state
 from leadflow.steps.enrichment import DetailsOutput
@@ -83,6 +91,8 @@ class IntakePlan:
     submitted_at: str | None = None
     # Coalesced fields the profile adds to each chunk (a column whose header may be empty, and its fallbacks).
     fallbacks: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    # The default phone region and the date order (settled on the first chunk by `settle_date_order`).
+    fields: FieldOptions = field(default_factory=FieldOptions)
 
     @property
     def columns(self) -> list[str]:
@@ -108,8 +118,24 @@ class IntakePlan:
                 f"renamed: {mapped or 'none'}")
 
 
+def field_options(default_country: str | None = None, date_order: str | None = None) -> FieldOptions:
+    """The run's default phone region and fallback date order: as given, else LEADFLOW_DEFAULT_COUNTRY and
+    LEADFLOW_DATE_ORDER; a value that names no country or order raises FieldOptionsError (one line)."""
+    settings = get_settings()
+    country = (default_country or settings.default_country or "").strip()
+    code = None
+    if country:
+        code = normalize_country(pd.Series([country], dtype="string")).iloc[0]
+        if pd.isna(code):
+            raise FieldOptionsError(f"unknown default country {country!r}: give an ISO code such as US or DE")
+    order = (date_order or settings.date_order).strip().lower()
+    if order not in DATE_ORDERS:
+        raise FieldOptionsError(f"unknown date order {order!r}: expected mdy (07/05/19 is 5 July) or dmy (7 May)")
+    return FieldOptions(default_country=code, date_order=order)
+
+
 def plan_intake(path: str, column_map: dict[str, str] | str | None, source_name: str | None,
-                check_columns: bool = True, *, profile: str | None = None,
+                check_columns: bool = True, fields: FieldOptions | None = None, *, profile: str | None = None,
                 submitted_at: str | None = None) -> IntakePlan:
     """Inspect an input and resolve its columns; raises when it cannot be read or lacks required columns.
 
@@ -118,6 +144,7 @@ def plan_intake(path: str, column_map: dict[str, str] | str | None, source_name:
     (now or an ISO time) dates every row instead of a time column.
     `check_columns=False` leaves the required-columns suite to the first chunk's check (see `IntakePlan`), unless
     a required column is plainly missing: then the suite runs here, so that such a file still fails before any read.
+    `fields` defaults to `field_options()` (the settings).
     """
     lead_file = inspect_lead_file(path)
     explicit = load_column_map(column_map) if isinstance(column_map, str) else column_map
@@ -130,7 +157,7 @@ def plan_intake(path: str, column_map: dict[str, str] | str | None, source_name:
         mapping[SUBMITTED_AT_OPTION_FIELD] = "submitted_at"
     default_source = source_name or (match.profile.default_source if match.profile else None)
     plan = IntakePlan(lead_file=lead_file, mapping=mapping, default_source=default_source, profile=match.name,
-                      submitted_at=given, fallbacks=fallbacks)
+                      submitted_at=given, fallbacks=fallbacks, fields=fields or field_options())
     hint = plan.missing_hint()
     if not check_columns and not hint:
         return dataclasses.replace(plan, columns_checked=False)
@@ -138,10 +165,50 @@ def plan_intake(path: str, column_map: dict[str, str] | str | None, source_name:
     return plan
 
 
-def inbox_plan(source_name: str | None) -> IntakePlan:
+def inbox_plan(source_name: str | None, fields: FieldOptions | None = None) -> IntakePlan:
     """The intake plan of inbox chunks: the reader already renamed known fields to canonical columns."""
     lead_file = LeadFile(url=INBOX_ORIGIN, format="inbox", headers=list(CANONICAL_COLUMNS))
-    return IntakePlan(lead_file=lead_file, mapping={c: c for c in CANONICAL_COLUMNS}, default_source=source_name)
+    return IntakePlan(lead_file=lead_file, mapping={c: c for c in CANONICAL_COLUMNS}, default_source=source_name,
+                      fields=fields or field_options())
+
+
+class _PutBack(Iterator[pd.DataFrame]):
+    """Chunks already taken from an input, then the input itself: asked anew on every call, so that an input which
+    grows after its end (the inbox, read once more at the end of a run) is still read."""
+
+    def __init__(self, taken: list[pd.DataFrame], rest: Iterator[pd.DataFrame]) -> None:
+        self._taken, self._rest = taken, rest
+
+    def __next__(self) -> pd.DataFrame:
+        return self._taken.pop(0) if self._taken else next(self._rest)
+
+
+def settle_date_order(chunks: Iterator[pd.DataFrame], plan: IntakePlan) -> tuple[Iterator[pd.DataFrame], IntakePlan]:
+    """Decide the input's day/month order for its whole date column before any chunk is parsed; never per row.
+
+    The first chunk's values usually decide it: a first part over 12 (13/05/19) makes the column day-first, a second
+    part over 12 month-first. When they leave it open and the file has a second chunk, the rest of the column is
+    read once more to look (an inbox run looks at its first chunk only). A column that the whole input leaves open
+    follows the plan's fallback (--date-order, LEADFLOW_DATE_ORDER); one with both kinds of value ("conflict") too,
+    and its values that do not fit are invalid dates. Later chunks are parsed in the same order. Returns the same
+    chunks (those looked at are put back) and the plan with `fields.date_order` and `fields.date_basis` set.
+    """
+    header = next((h for h, c in plan.mapping.items() if c == "submitted_at"), None)
+    first = next(chunks, None)
+    if first is None:
+        return _PutBack([], chunks), plan
+    looked = [first]
+    if header is None or header not in first.columns or plan.fields.date_order is None:
+        return _PutBack(looked, chunks), plan
+    evidence = date_evidence(first[header])
+    if not evidence.settled and plan.lead_file.format != "inbox":
+        second = next(chunks, None)
+        if second is not None:
+            looked.append(second)
+            evidence = scan_date_evidence(plan.lead_file, header)
+    order, basis = evidence.decide(plan.fields.date_order)
+    fields = dataclasses.replace(plan.fields, date_order=order, date_basis=basis)
+    return _PutBack(looked, chunks), dataclasses.replace(plan, fields=fields)
 
 
 # --- Check Lead Batch and Normalize Leads ----------------------------------------------------------------------
@@ -188,7 +255,7 @@ def _check_there_normalize_here(raw: pd.DataFrame, plan: IntakePlan, now: dateti
     reject changes nothing for the others; they are dropped here and quarantined from their prepared rows as usual.
     """
     started = time.perf_counter()
-    prepared, blank_rows = prepare_chunk(raw, plan.mapping, plan.default_source)
+    prepared, blank_rows = prepare_chunk(raw, plan.mapping, plan.default_source, plan.fields)
     pending = worker.submit_check(prepared, now, tolerance, None if plan.columns_checked else plan.columns)
     tick = time.perf_counter()
     subs = intake.normalize_batch(prepared)
@@ -218,12 +285,12 @@ def check_lead_batch(raw: pd.DataFrame, plan: IntakePlan, now: datetime, worker:
     if worker is not None and normalize_here:
         return _check_there_normalize_here(raw, plan, now, tolerance, worker)
     if worker is not None:
-        done = worker.check(raw, plan.mapping, plan.default_source, now, tolerance)
+        done = worker.check(raw, plan.mapping, plan.default_source, now, tolerance, plan.fields)
         if done.batch_failed:
             raise_for_failures(done.outcome, hint=BROKEN_BATCH_HINT)
         return CheckedBatch(prepared=done.rejected, outcome=done.outcome, blank_rows=done.blank_rows,
                             seconds=time.perf_counter() - started, rows=done.rows, token=done.token)
-    here = prepare_and_check(raw, plan.mapping, plan.default_source, now, tolerance)
+    here = prepare_and_check(raw, plan.mapping, plan.default_source, now, tolerance, plan.fields)
     if here.batch_failed:
         raise_for_failures(here.outcome, hint=BROKEN_BATCH_HINT)
     return CheckedBatch(prepared=here.prepared, outcome=here.outcome, blank_rows=here.blank_rows,
@@ -650,6 +717,8 @@ def write_chunk(steps: IntakeSteps, now: datetime, checked_future: Any, normaliz
     if SOURCE_FILLED_COLUMN in subs.columns and subs[SOURCE_FILLED_COLUMN].any():
         summary.add_counts("channel_filled", subs.loc[subs[SOURCE_FILLED_COLUMN].astype(bool), "source"]
                            .value_counts().to_dict())
+    summary.add_counts("field_warnings", field_warnings(subs))
+    summary.emails_smtputf8 += int(subs["email_smtputf8"].sum()) if "email_smtputf8" in subs.columns else 0
     summary.submissions_new += written.submissions_new
     summary.submissions_duplicate += written.submissions_duplicate
     summary.leads_created += written.leads_created
@@ -700,6 +769,13 @@ def intake_chunks(
     (leads posted to the inbox while the run worked).
     """
     try:
+        tick = time.perf_counter()
+        chunks, plan = settle_date_order(chunks, plan)
+        # reading: the first chunk (timed here, not in _read) and, rarely, one more pass over the date column
+        summary.add_time("read", time.perf_counter() - tick)
+        if plan.fields.date_basis:
+            summary.date_order = {"column": "submitted_at", "order": plan.fields.date_order,
+                                  "basis": plan.fields.date_basis}
         pending = _start_chunk(steps, _read(chunks, summary), plan, worker, normalize_here=worker is not None)
         # Lookups answered once per run: a company with 1,000 leads across chunks costs one lookup.
         lookups = DomainResults()

@@ -38,7 +38,7 @@ def test_a_broken_later_chunk_stops_the_run_from_the_check_worker(crm, tmp_path)
     # The second chunk onwards is checked in the helper process: its batch failure must still stop the run.
     good = [lead(f"person{i}@example.com", first_name=f"P{i}") for i in range(100)]
     broken = [lead(f"person number {i}") for i in range(100)]
-    with pytest.raises(DataCheckError, match=r"expect_column_values_to_match_regex\(_email\)"):
+    with pytest.raises(DataCheckError, match=r"expect_column_values_to_be_between\(_email_valid\)"):
         lead_intake(path=write_csv(tmp_path / "later.csv", good + broken), chunk_size=100, qualify=False)
     counts = crm.table_counts()
     assert counts["leads"] == 100 and counts["quarantine"] == 0

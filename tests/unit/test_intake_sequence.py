@@ -128,7 +128,7 @@ def test_missing_required_column_stops_the_run_with_a_typed_error(crm, tmp_path,
 def test_mostly_broken_batch_stops_instead_of_quarantining_everything(crm, tmp_path, monkeypatch, early):
     _early_worker(monkeypatch, early)
     rows = [lead(f"person number {i}") for i in range(30)]
-    with pytest.raises(DataCheckError, match=r"expect_column_values_to_match_regex\(_email\)"):
+    with pytest.raises(DataCheckError, match=r"expect_column_values_to_be_between\(_email_valid\)"):
         run_intake(crm, write_csv(tmp_path / "shifted.csv", rows))
     assert crm.table_counts()["quarantine"] == 0
 
