@@ -696,6 +696,7 @@ def demo() -> None:
         typer.echo(IntakeSummary.from_dict(first).to_text() + "\n")
         second = run_intake(str(reference.SAMPLE_CRM_EXPORT), "web_form", str(reference.SAMPLE_CRM_EXPORT_MAP), None)
         typer.echo(IntakeSummary.from_dict(second).to_text() + "\n")
+        _demo_live_inquiry(store)
     except _known_errors() as exc:
         _fail(_one_line(exc))
     counts = store.table_counts()
@@ -706,6 +707,33 @@ def demo() -> None:
     )
     _demo_report(store)
     typer.echo(UI_HINT)
+
+
+DEMO_LIVE_LEAD = {
+    "email": "dana.whitfield@northwind-logistics.com", "first_name": "Dana", "last_name": "Whitfield",
+    "job_title": "VP Operations", "company": "Northwind Logistics", "website": "northwind-logistics.com",
+    "country": "US", "source": "web_form", "demo_requested": "yes", "page_views": "9", "pricing_page_visits": "3",
+    "message": "We route 2,000 shipments a week and want a demo for our ops team.", "form_fill_seconds": "48",
+}
+
+
+def _demo_live_inquiry(store: Any) -> None:
+    """Post one inquiry dated now through the lead inbox: the samples are history (no messages); this one is live."""
+    from datetime import UTC, datetime
+
+    from flows.intake import lead_intake
+    from leadflow.crm import inbox
+    from leadflow.crm.leads import resolve_lead_ids
+    from leadflow.domain.summary import IntakeSummary
+
+    if resolve_lead_ids(store, emails=[DEMO_LIVE_LEAD["email"]]):
+        typer.echo("The live inquiry of the demo is already in the CRM.\n")
+        return
+    inbox.submit_lead(store, {**DEMO_LIVE_LEAD, "submitted_at": datetime.now(UTC).isoformat()})
+    result = lead_intake(source_name="web_form")
+    typer.echo("A live inquiry, posted now through the lead inbox, is answered and routed at once (the samples "
+               "above are history, so they queued no messages):")
+    typer.echo(IntakeSummary.from_dict(result).to_text() + "\n")
 
 
 def _demo_report(store: Any) -> None:
