@@ -99,14 +99,15 @@ def _watch_parent(parent_pid: int, interval: float) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def die_with_parent(parent_pid: int, *, interval: float = WATCH_INTERVAL_SECONDS) -> None:
+def die_with_parent(parent_pid: int, death_signal: bool = True, interval: float = WATCH_INTERVAL_SECONDS) -> None:
     """Make this (helper) process end when the process `parent_pid` that started it dies, even by SIGKILL.
 
-    Call it first thing in the helper. The death signal is set where the kernel offers it; the watchdog thread
-    covers the rest (a parent thread that exits before the parent does, other systems), and a parent that died
-    before this call ends the helper at once.
+    Call it first thing in the helper. With `death_signal` the kernel kills it the moment the parent's starting
+    thread ends (Linux): only for a helper started by a thread that lives as long as its process. The watchdog
+    thread covers the rest (within `interval` seconds), and a parent that died before this call ends it at once.
     """
-    _set_death_signal(signal.SIGKILL)
+    if death_signal:
+        _set_death_signal(signal.SIGKILL)
     if os.getppid() != parent_pid:
         os.kill(os.getpid(), signal.SIGKILL)
     threading.Thread(target=_watch_parent, args=(parent_pid, interval), name="leadflow-parent-watch",
