@@ -13,6 +13,7 @@ helper, and other systems have no such signal).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -43,8 +44,15 @@ class ProcessOwner:
 
 
 def host_name() -> str:
-    """This machine's name as batches record it."""
-    return socket.gethostname()[:255]
+    """This machine as batches record it: its name, and on Linux its pid namespace.
+
+    Containers may share a host name (replicas started with one `--hostname`) while each has pids of its own: a
+    batch of another container must not be judged by this one's processes.
+    """
+    name = socket.gethostname()
+    with contextlib.suppress(OSError):
+        name += f" pidns:{os.stat('/proc/self/ns/pid').st_ino}"
+    return name[:255]
 
 
 def start_time(pid: int) -> datetime | None:
