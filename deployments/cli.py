@@ -807,6 +807,10 @@ def main() -> None:
     # The ephemeral Prefect API's telemetry write races the first flow run for its SQLite file ("database is
     # locked" tracebacks on a newcomer's terminal) and phones home; users can still turn it on explicitly.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # A killed command must not leave its temporary Prefect API server behind.
+    from deployments.ephemeral_server import guard_temporary_server
+
+    guard_temporary_server()
     app()
 
 

@@ -20,6 +20,7 @@ from leadflow.domain.inbox import INBOX_ORIGIN
 from leadflow.domain.summary import IntakeSummary
 from leadflow.io.sources import iter_lead_chunks, read_ahead
 from leadflow.steps.intake import IntakeSteps, early_worker, field_options, inbox_plan, intake_chunks, late_worker
+from tasks.batches import find_dead_batches
 from tasks.common import called_quoted, submitted_quoted, utc_now
 from tasks.enrichment import retrieve_lead_details
 from tasks.inbox import InboxReader
@@ -125,6 +126,9 @@ def lead_intake(
             # This process needs GX too, for the spam and score guards: its import (seconds of mostly Python)
             # overlaps the first chunk's reading and normalizing, which spend much of their time in Arrow.
             threading.Thread(target=gx_context, name="leadflow-gx-import", daemon=True).start()
+        # Batches that earlier runs left running (killed, out of memory) are marked crashed and reported first.
+        if find_dead_batches(return_state=True).is_failed():
+            logger.warning("Could not look for dead intake batches; this run goes on")
         start_intake_batch(summary.batch_id, origin, source_name, utc_now())
     except BaseException:
         if worker is not None:

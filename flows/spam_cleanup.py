@@ -10,6 +10,7 @@ from prefect.runtime import flow_run
 
 from flows.hooks import notify_ops_on_failure
 from leadflow.steps import spam as cleanup
+from tasks.batches import find_dead_batches
 from tasks.common import utc_now
 from tasks.health import publish_daily_health
 from tasks.spam import cleanup_spam_leads, count_spam_restores, publish_spam_summary, purge_expired_spam_leads
@@ -39,6 +40,10 @@ def spam_cleanup(since: str | None = None, dry_run: bool = False, batch_size: in
     start = cleanup.parse_since(since, now, policy)
     flagged = cleanup_spam_leads(policy, start, now, batch_size, dry_run)
     purged = purge_expired_spam_leads(policy, now, batch_size, dry_run)
+
+    # Intake batches whose run died since (killed, out of memory) are marked crashed and reported, once each.
+    dead_batches = find_dead_batches(dry_run)
+
     summary = {
         "dry_run": dry_run,
         "policy_version": policy.version,
@@ -47,6 +52,7 @@ def spam_cleanup(since: str | None = None, dry_run: bool = False, batch_size: in
         "flagged": flagged.as_dict(),
         "restored": count_spam_restores(start),
         "purged": purged.as_dict(),
+        "dead_batches": dead_batches,
         "seconds": round(time.perf_counter() - started, 3),
     }
     publish_spam_summary(summary)

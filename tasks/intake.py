@@ -10,6 +10,7 @@ from prefect import get_run_logger, task
 from data_checks.runner import CheckOutcome
 from leadflow.crm import submissions
 from leadflow.domain.normalize import FieldOptions
+from leadflow.io.processes import this_process
 from leadflow.steps import intake as steps
 from leadflow.steps.chunk_worker import ChunkWorker
 from leadflow.steps.intake import CheckedBatch, IntakePlan, NormalizedBatch
@@ -84,8 +85,10 @@ def update_lead_sources(subs: pd.DataFrame, batch_id: str, now: datetime, settle
 
 @task(name="Start Intake Batch", **DB_TASK)
 def start_intake_batch(batch_id: str, origin: str, source_name: str | None, now: datetime) -> None:
-    """Record the intake batch this run is about to write, with the run that owns it."""
-    submissions.start_batch(store(), batch_id, origin, source_name, current_flow_run_id(), now)
+    """Record the intake batch this run is about to write, with the run and the process that own it."""
+    owner = this_process()
+    submissions.start_batch(store(), batch_id, origin, source_name, current_flow_run_id(), now,
+                            owner=(owner.host, owner.pid, owner.started_at))
 
 
 @task(name="Finish Intake Batch", **DB_TASK)

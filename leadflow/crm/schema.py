@@ -281,8 +281,13 @@ class IntakeBatch(Base):
     flow_run_id: Mapped[str | None] = mapped_column(String(36))
     started_at: Mapped[datetime] = mapped_column(Timestamp)
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), index=True)
     summary: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    # The process running the batch: a batch left `running` by a process that is gone is marked `crashed`. The start
+    # time tells the owner from a later process that got its pid.
+    owner_host: Mapped[str | None] = mapped_column(String(255))
+    owner_pid: Mapped[int | None] = mapped_column(Integer)
+    owner_started_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class LeadInboxRow(Base):

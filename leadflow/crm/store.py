@@ -572,3 +572,34 @@ def is_transient_db_error(error: BaseException | None) -> bool:
     if code in {"40001", "40P01", "55P03", "57P01", "08006", "08001", "08003"}:
         return True
     return isinstance(error, OperationalError) and "locked" in str(error.orig).lower()
+
+
+# PostgreSQL's SQLSTATE classes of a value the database refuses: data exception (too long, out of range, bad
+# input syntax) and integrity constraint violation (NOT NULL, CHECK, foreign key, unique).
+_REFUSED_VALUE_CLASSES = ("22", "23")
+
+
+def refused_value_code(error: BaseException) -> str | None:
+    """The database's code when an error means a row's value was refused, else None (lock, connection, bug).
+
+    PostgreSQL: the SQLSTATE (`22001` too long, `22003` out of range, `23502` NOT NULL, ...); SQLite: the
+    extended result code name (`SQLITE_CONSTRAINT_NOTNULL`, ...); a value the driver cannot encode (a lone
+    surrogate) is `unencodable`. Nothing of the value itself.
+    """
+    import sqlite3
+
+    from sqlalchemy.exc import DBAPIError, StatementError
+
+    if isinstance(error, UnicodeEncodeError):
+        return "unencodable"
+    if isinstance(error, StatementError) and isinstance(error.orig, UnicodeEncodeError):
+        return "unencodable"
+    if not isinstance(error, DBAPIError) or is_transient_db_error(error):
+        return None
+    original = error.orig
+    state = getattr(original, "sqlstate", None)
+    if isinstance(state, str):
+        return state if state[:2] in _REFUSED_VALUE_CLASSES else None
+    if isinstance(original, sqlite3.IntegrityError | sqlite3.DataError):
+        return getattr(original, "sqlite_errorname", None) or type(original).__name__
+    return None

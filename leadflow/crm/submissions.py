@@ -102,12 +102,31 @@ def insert_quarantine(store: Store, conn: Connection, rows: pd.DataFrame) -> int
 
 
 def start_batch(store: Store, batch_id: str, origin: str, source_name: str | None, flow_run_id: str | None,
-                now: datetime) -> None:
-    """Record that an intake batch started."""
+                now: datetime, owner: tuple[str, int, datetime | None] | None = None) -> None:
+    """Record that an intake batch started, and the process that owns it (host, pid, start time), if known."""
+    host, pid, started = owner or (None, None, None)
     with store.begin() as conn:
         conn.execute(BATCHES.insert().values(id=batch_id, origin=origin[:1000], source_name=source_name,
                                              flow_run_id=flow_run_id, started_at=now, status="running",
-                                             summary={}))
+                                             summary={}, owner_host=host, owner_pid=pid, owner_started_at=started))
+
+
+def running_batches(store: Store) -> list[dict[str, Any]]:
+    """Every batch still marked `running`, with its owner: id, origin, flow_run_id, started_at, owner_*."""
+    columns = [BATCHES.c[name] for name in ("id", "origin", "flow_run_id", "started_at", "owner_host", "owner_pid",
+                                            "owner_started_at")]
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(*columns).where(BATCHES.c.status == "running").order_by(BATCHES.c.started_at))
+        return [dict(row._mapping) for row in rows]
+
+
+def mark_batch_crashed(store: Store, batch_id: str, reason: str, now: datetime) -> bool:
+    """Mark a batch `crashed` if it is still `running`; whether this call changed it (so only one caller reports it)."""
+    stmt = (update(BATCHES).where(BATCHES.c.id == batch_id, BATCHES.c.status == "running")
+            .values(status="crashed", finished_at=now, summary={"crash_reason": reason, "crash_noticed_at":
+                                                                 now.isoformat()}))
+    with store.begin() as conn:
+        return conn.execute(stmt).rowcount == 1
 
 
 def finish_batch(store: Store, batch_id: str, status: str, summary: dict[str, Any], now: datetime) -> None:

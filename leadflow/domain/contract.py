@@ -155,6 +155,8 @@ class ReasonCode:
     FIELD_TOO_LONG = "field_too_long"
     # The row's address belongs to a person erased on request (person_erasures): kept without its payload.
     ERASED_PERSON = "erased_person"
+    # The database refused one of the row's values even after normalizing (`db_refused:<SQLSTATE>` on PostgreSQL).
+    DB_REFUSED = "db_refused"
 
 
 class FieldWarning:

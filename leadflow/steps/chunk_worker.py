@@ -10,6 +10,8 @@ imports no Prefect: the task shells in `tasks/intake.py` stay the units the UI s
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
 import time
 import uuid
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -22,6 +24,7 @@ from data_checks.intake import check_intake_batch, check_intake_columns, check_i
 from data_checks.runner import CheckOutcome
 from leadflow.domain import submissions as intake
 from leadflow.domain.normalize import FieldOptions
+from leadflow.io.processes import die_with_parent
 from leadflow.io.sources import ROW_COLUMN
 
 # Prepared chunks kept in the worker between the check and the normalize call, so a chunk crosses the process
@@ -121,8 +124,12 @@ class ChunkWorker:
     """One spawned process that checks and normalizes chunks in order, for one intake run."""
 
     def __init__(self) -> None:
-        # spawn, not fork: the flow process runs threads (Prefect's event loop, the task runner).
-        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        # spawn, not fork: the flow process runs threads (Prefect's event loop, the task runner). The process is
+        # started here, by this thread: it dies with this process, even a killed one (the kernel's death signal
+        # follows the starting thread, so only the main thread may set it).
+        main_thread = threading.current_thread() is threading.main_thread()
+        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=die_with_parent, initargs=(os.getpid(), main_thread))
         self._pool.submit(_warm_up)
 
     @staticmethod

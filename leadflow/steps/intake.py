@@ -25,7 +25,7 @@ from data_checks.intake import check_intake_columns
 from data_checks.runner import CheckOutcome, gx_context, raise_for_failures
 from leadflow.config.settings import email_hash_key, get_settings
 from leadflow.crm import people, submissions
-from leadflow.crm.store import Store
+from leadflow.crm.store import Store, refused_value_code
 from leadflow.domain import submissions as intake
 from leadflow.domain.contract import (
     CANONICAL_COLUMNS,
@@ -333,7 +333,8 @@ class LeadWriteResult:
     lead_ids: list[int] = field(default_factory=list)
     # Leads this batch created from fresh submissions only: their stored touches are already the batch's own.
     settled_emails: set[str] = field(default_factory=set)
-    # Accepted rows of erased people, quarantined instead (see `find_erased`): their row numbers and the counts.
+    # Accepted rows quarantined instead, their row numbers and the counts: rows of erased people (see `find_erased`)
+    # and rows whose values the database refused (see `split_refused_rows`).
     erased_rows: list[int] = field(default_factory=list)
     quarantined: QuarantineResult = field(default_factory=QuarantineResult)
     # What the export's own CRM state (statuses, owners, opt-outs) did to these leads.
@@ -457,8 +458,99 @@ def create_lead_entries(
 ) -> LeadWriteResult:
     """Upsert one lead per email and store each new submission, in one transaction.
 
-    Rows of people erased on request are quarantined instead, in the same transaction (see `find_erased`).
+    Rows of people erased on request are quarantined instead, in the same transaction (see `find_erased`). A value
+    the database refuses costs its row, never the chunk: the chunk is split until the refused rows are isolated,
+    the rest is stored, and those rows are quarantined with the database's error code (`split_refused_rows`).
     """
+    try:
+        return _write_lead_entries(store, subs, batch_id=batch_id, flow_run_id=flow_run_id, now=now)
+    except Exception as exc:
+        if refused_value_code(exc) is None:
+            raise
+    return split_refused_rows(store, subs, batch_id=batch_id, flow_run_id=flow_run_id, now=now)
+
+
+def _halves(subs: pd.DataFrame) -> list[pd.DataFrame]:
+    """A part of a chunk in two: by whole leads (all rows of an email together) while it has several, else by rows."""
+    emails = pd.unique(subs["email"].to_numpy(dtype=object))
+    if len(emails) > 1:
+        first = in_set(subs["email"], set(emails[: len(emails) // 2].tolist()))
+        return [subs.loc[first], subs.loc[~first]]
+    middle = len(subs) // 2
+    return [subs.iloc[:middle], subs.iloc[middle:]]
+
+
+def _merge_writes(results: list[LeadWriteResult]) -> LeadWriteResult:
+    """One result for the parts of a split chunk; a lead written by several parts (its rows split) counts once."""
+    merged = LeadWriteResult()
+    seen: set[int] = set()
+    for part in results:
+        merged.submissions_new += part.submissions_new
+        merged.submissions_duplicate += part.submissions_duplicate
+        merged.leads_created += part.leads_created
+        repeated = sum(1 for lead_id in part.lead_ids if lead_id in seen)
+        merged.leads_updated += part.leads_updated - min(repeated, part.leads_updated)
+        merged.lead_ids += [lead_id for lead_id in part.lead_ids if lead_id not in seen]
+        seen.update(part.lead_ids)
+        merged.settled_emails |= part.settled_emails
+        merged.erased_rows += part.erased_rows
+        merged.quarantined.rows += part.quarantined.rows
+        merged.quarantined.new_records += part.quarantined.new_records
+        merged.quarantined.by_reason.update(part.quarantined.by_reason)
+    return merged
+
+
+def split_refused_rows(store: Store, subs: pd.DataFrame, *, batch_id: str, flow_run_id: str | None,
+                       now: datetime) -> LeadWriteResult:
+    """Write a chunk the database refused in ever smaller parts; quarantine the rows it still refuses alone.
+
+    Each part is its own transaction (idempotent keys: a part written before a later failure is simply known the
+    next time). A part of several leads splits by leads, one lead's rows split by rows; a single refused row is
+    quarantined as `db_refused:<code>` (the SQLSTATE on PostgreSQL) with its raw payload. A failure that is not a
+    refused value (a lock, a lost connection) still fails the step.
+    """
+    written: list[LeadWriteResult] = []
+    refused: dict[int, list[str]] = {}
+    # Leads whose rows were written by several parts: a later part may move their touches, so none is settled.
+    split: set[str] = set()
+    pending = _halves(subs)
+    while pending:
+        part = pending.pop(0)
+        if part.empty:
+            continue
+        try:
+            written.append(_write_lead_entries(store, part, batch_id=batch_id, flow_run_id=flow_run_id, now=now))
+            continue
+        except Exception as exc:
+            code = refused_value_code(exc)
+            if code is None:
+                raise
+        if len(part) > 1:
+            halves = _halves(part)
+            if part["email"].nunique() == 1:
+                split.add(part["email"].iloc[0])
+            pending[:0] = halves
+        else:
+            refused[int(part[ROW_COLUMN].iloc[0])] = [f"{ReasonCode.DB_REFUSED}:{code}"]
+    result = _merge_writes(written)
+    result.settled_emails -= split
+    if refused:
+        rows = subs.loc[subs[ROW_COLUMN].isin(list(refused))].rename(columns={"source": SOURCE_COLUMN})
+        with store.begin() as conn:
+            origin = submissions.batch_origin(conn, batch_id) or ""
+            new_records = _quarantine_with_payload(store, conn, rows, refused, batch_id=batch_id, origin=origin,
+                                                   flow_run_id=flow_run_id, now=now)
+        result.erased_rows += list(refused)
+        result.quarantined.rows += len(refused)
+        result.quarantined.new_records += new_records
+        result.quarantined.by_reason.update(code for codes in refused.values() for code in codes)
+    return result
+
+
+def _write_lead_entries(
+    store: Store, subs: pd.DataFrame, *, batch_id: str, flow_run_id: str | None, now: datetime
+) -> LeadWriteResult:
+    """Create Lead Entry's one transaction over a chunk (or a part of one)."""
     result = LeadWriteResult()
     if subs.empty:
         return result

@@ -14,7 +14,6 @@ from sqlalchemy import select
 from leadflow.crm import submissions
 from leadflow.crm.schema import IntakeBatch, Lead, LeadSubmission, QuarantineRecord
 from leadflow.crm.store import DatabaseError, is_transient_db_error
-from leadflow.domain import normalize
 from tests.helpers import lead, run_intake, write_csv
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -87,17 +86,22 @@ def test_an_over_long_value_written_through_the_store_names_no_values(crm):
 
 
 @pytest.mark.parametrize("crm", ["postgresql"], indirect=True)
-def test_a_chunk_whose_write_fails_fails_loudly_without_values(crm, tmp_path, monkeypatch):
-    """A value the database refuses (here: a job title longer than its column) fails the run and its batch; no row
-    is counted as stored and the error shows no address."""
-    rows = [lead(f"person{i}@example.com", job_title="Buyer") for i in range(10)]
+def test_a_value_postgresql_refuses_costs_its_row_not_the_chunk(crm, tmp_path):
+    """A website whose host is longer than any DNS name (253) passes normalizing, but not leads.company_domain
+    (varchar 253) on PostgreSQL: that row is quarantined with the SQLSTATE, the other nine are stored."""
+    rows = [lead(f"person{i}@example.com", company=f"Company {i}", phone=PHONE) for i in range(10)]
+    rows[4]["website"] = "https://" + ".".join(label * 60 for label in "abcde") + ".com/about"
     path = write_csv(tmp_path / "leads.csv", rows)
-    monkeypatch.setattr(normalize, "tidy_text", lambda s: s.astype("string") + "x" * 300)
 
-    with pytest.raises(DatabaseError) as caught:
-        run_intake(crm, path)
-    assert "@example.com" not in _all_text(caught.value)
+    summary = run_intake(crm, path)
+
+    assert summary["quarantined"] == 1 and summary["submissions_new"] == 9
+    assert summary["quarantined_by_reason"] == {"db_refused:22001": 1}
     with crm.engine.connect() as conn:
-        assert conn.execute(select(IntakeBatch.status)).scalar_one() == "failed"
-        assert conn.execute(select(QuarantineRecord.id)).all() == []
-    assert crm.table_counts()["leads"] == 0
+        assert conn.execute(select(IntakeBatch.status)).scalar_one() == "completed"
+        kept = conn.execute(select(QuarantineRecord.row_number, QuarantineRecord.reason_codes,
+                                   QuarantineRecord.raw_payload)).one()
+        emails = set(conn.execute(select(Lead.email)).scalars())
+    assert kept.row_number == 5 and kept.reason_codes == "db_refused:22001"
+    assert "person4@example.com" in json.dumps(kept.raw_payload)  # the payload is kept whole, for a human
+    assert len(emails) == 9 and "person4@example.com" not in emails

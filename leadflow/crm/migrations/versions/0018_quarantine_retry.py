@@ -6,7 +6,7 @@ are stamped with the retry's intake batch and time, so a second retry leaves the
 twice. The created_at index serves `quarantine list --since` and the nightly health artifact.
 
 Revision ID: 0018_quarantine_retry
-Revises: 0013_person_erasures
+Revises: 0015_batch_owner
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0018_quarantine_retry"
-down_revision = "0013_person_erasures"
+down_revision = "0015_batch_owner"
 branch_labels = None
 depends_on = None
 
