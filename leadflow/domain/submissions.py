@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from leadflow.domain import normalize as nz
+from leadflow.domain.channels import normalize_utm
 from leadflow.domain.contract import CANONICAL_COLUMNS, FIELD_LIMITS, MAX_COUNTERS, MERGED_DETAILS
 
 # A raw chunk's own columns, whatever its source (file or inbox): the input row number (a file's line, an inbox
@@ -24,6 +25,10 @@ SUBMITTED_AT_COLUMN = "_submitted_at"
 SOURCE_COLUMN = "_source"
 TEXT_COLUMNS = tuple(FIELD_LIMITS)
 TOUCH_FIELDS = ("source", "utm_source", "utm_medium", "utm_campaign")
+UTM_COLUMNS = ("utm_source", "utm_medium", "utm_campaign")
+# Channels renamed by the channel vocabulary (2026.12) keep their former names inside idempotency keys, so a file
+# imported before is recognised when imported again.
+KEY_CHANNEL_NAMES = {"paid_search": "google_ads", "paid_social": "linkedin_ads"}
 
 _CONTROL = nz.CONTROL_PATTERN
 
@@ -162,12 +167,15 @@ def normalize_batch(checked: pd.DataFrame) -> pd.DataFrame:
     for column in ("page_views", "pricing_page_visits", "content_downloads"):
         out[column] = nz.parse_count(checked[column])
     out["demo_requested"] = nz.parse_bool(checked["demo_requested"])
-    for column in ("utm_source", "utm_medium", "utm_campaign", "message", "ip_address", "honeypot"):
+    for column in UTM_COLUMNS:
+        out[column] = normalize_utm(checked[column], column)
+    for column in ("message", "ip_address", "honeypot"):
         out[column] = checked[column].astype("string")
     out["form_fill_seconds"] = pd.to_numeric(checked["form_fill_seconds"], errors="coerce")
     out[ROW_COLUMN] = checked[ROW_COLUMN]
     out[PAYLOAD_COLUMN] = checked[PAYLOAD_COLUMN]
-    out["idempotency_key"] = submission_keys(out)
+    # Keys hash the campaign as typed, as they did before UTM values were folded: a re-import adds nothing.
+    out["idempotency_key"] = submission_keys(out.assign(utm_campaign=checked["utm_campaign"].astype("string")))
     return out
 
 
@@ -180,7 +188,7 @@ def submission_keys(subs: pd.DataFrame) -> pd.Series:
     when = subs["submitted_at"]
     epoch_us = when.to_numpy(dtype="datetime64[us]").view("int64")
     micros = pd.Series(epoch_us, index=subs.index).astype("string").where(when.notna(), "")
-    source = subs["source"].fillna("")
+    source = subs["source"].replace(KEY_CHANNEL_NAMES).fillna("")
     by_id = "id|" + source + "|" + subs["external_id"].fillna("")
     by_content = "row|" + subs["email"].fillna("") + "|" + micros + "|" + source
     for column in ("message", "first_name", "last_name", "company", "phone", "utm_campaign"):

@@ -8,6 +8,8 @@ from typing import Any
 
 import pandas as pd
 
+from leadflow.domain.channels import active_vocabulary, listed_unknown_channels
+
 
 def _rows(counts: dict[str, int]) -> str:
     """Markdown table rows of a count table ("none" when it is empty)."""
@@ -30,6 +32,9 @@ class IntakeSummary:
     quarantined: int = 0
     quarantined_new: int = 0
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)
+    # Channel values outside the channel vocabulary (folded), with how many accepted rows carried each.
+    unknown_channels: dict[str, int] = field(default_factory=dict)
+    channel_vocabulary: str = field(default_factory=lambda: active_vocabulary().version)
     enrichment: dict[str, int] = field(default_factory=dict)
     enrichment_calls: int = 0
     enrichment_failed_calls: int = 0
@@ -117,6 +122,7 @@ class IntakeSummary:
         """The summary as plain JSON-ready data."""
         data = asdict(self)
         data["checks"] = list(self.checks.values())
+        data["unknown_channels"] = listed_unknown_channels(self.unknown_channels)
         data["leads_per_second"] = self.leads_per_second
         data["enrichment_rate"] = self.enrichment_rate
         return data
@@ -136,6 +142,7 @@ class IntakeSummary:
             f"| {self.rows_read} | {self.submissions_new} | {self.submissions_duplicate} | {self.leads_created} "
             f"| {self.leads_updated} | {self.sources_updated} | {self.quarantined} | {self.blank_rows} |\n\n"
             f"## Quarantined by reason\n\n| reason | rows |\n|---|---|\n{reasons}\n"
+            f"{self._channels_markdown()}"
             f"## Lead details (enrichment rate {rate}, {self.enrichment_calls} provider calls, "
             f"{self.enrichment_failed_calls} failed)\n\n| enrichment status | leads |\n|---|---|\n{enrichment}\n"
             f"## Scores ({self.leads_scored} scored, {self.scores_changed} changed)\n\n"
@@ -146,6 +153,13 @@ class IntakeSummary:
             f"| step | seconds |\n|---|---|\n{steps}\n"
             f"Batch `{self.batch_id}`, {self.chunks} chunk(s).\n"
         )
+
+    def _channels_markdown(self) -> str:
+        if not self.unknown_channels:
+            return ""
+        listed = listed_unknown_channels(self.unknown_channels)
+        return (f"## Channels outside the vocabulary {self.channel_vocabulary} (kept as typed, folded)\n\n"
+                f"| channel | rows |\n|---|---|\n{_rows(listed)}\n")
 
     def _qualification_markdown(self) -> str:
         q = self.qualification
@@ -172,6 +186,10 @@ class IntakeSummary:
             f"  quarantined          {self.quarantined}",
         ]
         lines += [f"    {code:<22} {count}" for code, count in self.quarantined_by_reason.items()]
+        if self.unknown_channels:
+            lines.append(f"  unknown channels     {sum(self.unknown_channels.values())} rows (kept; add them to a "
+                         "channel map, LEADFLOW_CHANNEL_MAP)")
+            lines += [f"    {name:<22} {count}" for name, count in listed_unknown_channels(self.unknown_channels).items()]
         rate = "n/a" if self.enrichment_rate is None else f"{self.enrichment_rate:.1%}"
         lines.append(f"  enrichment           {rate} enriched of looked up")
         lines += [f"    {status:<22} {count}" for status, count in self.enrichment.items()]
