@@ -189,7 +189,8 @@ class IntakeSummary:
         if self.unknown_channels:
             lines.append(f"  unknown channels     {sum(self.unknown_channels.values())} rows (kept; add them to a "
                          "channel map, LEADFLOW_CHANNEL_MAP)")
-            lines += [f"    {name:<22} {count}" for name, count in listed_unknown_channels(self.unknown_channels).items()]
+            listed = listed_unknown_channels(self.unknown_channels)
+            lines += [f"    {name:<22} {count}" for name, count in listed.items()]
         rate = "n/a" if self.enrichment_rate is None else f"{self.enrichment_rate:.1%}"
         lines.append(f"  enrichment           {rate} enriched of looked up")
         lines += [f"    {status:<22} {count}" for status, count in self.enrichment.items()]
