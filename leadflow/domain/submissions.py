@@ -19,6 +19,8 @@ from leadflow.domain.contract import CANONICAL_COLUMNS, FIELD_LIMITS, MAX_COUNTE
 # row's id) and the text of a row that was not an object.
 ROW_COLUMN = "_row"
 MALFORMED_COLUMN = "_malformed"
+# Lead fields of the row that held a list or object (JSON input), comma-separated; NA for a row of plain values.
+NESTED_COLUMN = "_nested"
 PAYLOAD_COLUMN = "_payload"
 EMAIL_COLUMN = "_email"
 SUBMITTED_AT_COLUMN = "_submitted_at"
@@ -122,11 +124,32 @@ def raw_payloads(raw: pd.DataFrame) -> pd.Series:
     return pd.Series(pd.arrays.ArrowStringArray(pc.cast(joined, "large_string")), index=raw.index)
 
 
+def nested_fields(frame: pd.DataFrame) -> pd.Series:
+    """Which lead field of each row holds a list or object (JSON input) instead of a value; such values are cleared.
+
+    A lead field never stores a Python repr like `{'given': 'Ann'}`: the row is quarantined (`nested_value`, the
+    fields named here) and the value lives on, as JSON, in the raw payload. Changes `frame` in place.
+    """
+    names = pd.Series(pd.NA, index=frame.index, dtype="string")
+    for column in list(frame.columns):
+        values = frame[column]
+        if values.dtype != object:
+            continue
+        hit = values.map(lambda v: isinstance(v, dict | list | tuple)).to_numpy(dtype=bool)
+        if not hit.any():
+            continue
+        frame[column] = values.mask(hit)
+        named = names.iloc[hit]
+        names.iloc[np.flatnonzero(hit)] = (named + "," + column).fillna(column).to_numpy()
+    return names
+
+
 def prepare_batch(raw: pd.DataFrame, mapping: dict[str, str], default_source: str | None = None) -> pd.DataFrame:
     """A raw chunk in canonical columns, with the parsed keys the checks and later steps rely on."""
     raw = strip_control_characters(raw)
     present = {header: target for header, target in mapping.items() if header in raw.columns}
     frame = raw[list(present)].rename(columns=present)
+    nested = nested_fields(frame)
     for column in CANONICAL_COLUMNS:
         if column not in frame.columns:
             frame[column] = pd.Series(pd.NA, index=frame.index, dtype="string")
@@ -138,6 +161,7 @@ def prepare_batch(raw: pd.DataFrame, mapping: dict[str, str], default_source: st
         frame["source"] = frame["source"].fillna(default_source)
     frame[ROW_COLUMN] = raw[ROW_COLUMN]
     frame[MALFORMED_COLUMN] = raw[MALFORMED_COLUMN].astype("string")
+    frame[NESTED_COLUMN] = nested
     frame[PAYLOAD_COLUMN] = raw_payloads(raw)
     frame[EMAIL_COLUMN] = nz.normalize_email(frame["email"])
     frame[SUBMITTED_AT_COLUMN] = nz.parse_timestamps(frame["submitted_at"])
@@ -255,4 +279,6 @@ def attribution_changes(touches: pd.DataFrame, current: pd.DataFrame) -> pd.Data
 def blank_rows(prepared: pd.DataFrame) -> pd.Series:
     """Rows with no value in any canonical column (trailing `,,,,` lines in spreadsheet exports)."""
     columns = [c for c in CANONICAL_COLUMNS if c != "source"] + [MALFORMED_COLUMN]
+    if NESTED_COLUMN in prepared.columns:
+        columns.append(NESTED_COLUMN)
     return prepared[columns].isna().all(axis=1)
