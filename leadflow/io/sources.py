@@ -291,10 +291,9 @@ def _read_jsonl(lead_file: LeadFile, chunk_size: int) -> Iterator[pd.DataFrame]:
     with _open(lead_file.url) as handle:
         records: list[dict] = []
         malformed: list[object] = []
-        blank = 0
         for raw in io.TextIOWrapper(handle, encoding=lead_file.encoding):
+            # A blank line separates nothing in JSON lines (backfill's window files have them between chunks).
             if not raw.strip():
-                blank += 1
                 continue
             try:
                 record = json.loads(raw)
@@ -304,22 +303,19 @@ def _read_jsonl(lead_file: LeadFile, chunk_size: int) -> Iterator[pd.DataFrame]:
                 records.append(_flat(record))
             else:
                 malformed.append(raw.rstrip("\n"))
-            if len(records) + len(malformed) + blank >= chunk_size:
-                yield _jsonl_frame(records, malformed, blank)
-                records, malformed, blank = [], [], 0
-        if records or malformed or blank:
-            yield _jsonl_frame(records, malformed, blank)
+            if len(records) + len(malformed) >= chunk_size:
+                yield _jsonl_frame(records, malformed)
+                records, malformed = [], []
+        if records or malformed:
+            yield _jsonl_frame(records, malformed)
 
 
-def _jsonl_frame(records: list[dict], malformed: list[object], blank: int = 0) -> pd.DataFrame:
-    """Records as a frame, then the lines that were no objects (malformed) and the blank lines (empty rows)."""
+def _jsonl_frame(records: list[dict], malformed: list[object]) -> pd.DataFrame:
+    """Records as a frame, then the lines that were no objects (malformed rows keeping the line's text)."""
     frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
-    extra = []
-    if malformed:
-        extra.append(_malformed([json.dumps(line) for line in malformed]))
-    if blank:
-        extra.append(pd.DataFrame({MALFORMED_COLUMN: pd.array([pd.NA] * blank, dtype="string")}))
-    return pd.concat([frame, *extra], ignore_index=True) if extra else frame
+    if not malformed:
+        return frame
+    return pd.concat([frame, _malformed([json.dumps(line) for line in malformed])], ignore_index=True)
 
 
 def _read_parquet(lead_file: LeadFile, chunk_size: int) -> Iterator[pd.DataFrame]:
