@@ -17,6 +17,8 @@ IMPLIED_BY = {
     ReasonCode.INVALID_EMAIL: ReasonCode.MISSING_EMAIL,
 }
 MALFORMED_ROW = "malformed_row"
+# A lead field held a list or object (JSON input) where a value belongs.
+NESTED_VALUE = "nested_value"
 
 
 def _gx():
@@ -47,7 +49,8 @@ def intake_batch_suite() -> Any:
     return suite
 
 
-def intake_rows_suite(now: datetime, future_tolerance: pd.Timedelta, limited: list[str] | None = None) -> Any:
+def intake_rows_suite(now: datetime, future_tolerance: pd.Timedelta, limited: list[str] | None = None,
+                      nested: bool = False) -> Any:
     """Row-level rules: each failing row is quarantined with the expectation's reason code.
 
     `limited` names the text columns whose length to check (default: all); a column with no value in the batch
@@ -62,6 +65,8 @@ def intake_rows_suite(now: datetime, future_tolerance: pd.Timedelta, limited: li
         suite.add_expectation(expectation)
 
     add(e.ExpectColumnValuesToBeNull(column="_malformed"), MALFORMED_ROW)
+    if nested:
+        add(e.ExpectColumnValuesToBeNull(column="_nested"), NESTED_VALUE)
     add(e.ExpectColumnValuesToNotBeNull(column="_email"), ReasonCode.MISSING_EMAIL)
     # _email_valid is email-validator's verdict (RFC 5321/6531), worked out once per distinct address beforehand
     add(e.ExpectColumnValuesToBeBetween(column="_email_valid", min_value=1), ReasonCode.INVALID_EMAIL)
@@ -96,12 +101,27 @@ def check_intake_rows(prepared: pd.DataFrame, now: datetime, future_tolerance: p
     frame = prepared[["_row", "_malformed", "_email", "_email_valid", "submitted_at", "_submitted_at", "_source"]
                      ].copy()
     limited = [c for c in FIELD_LIMITS if prepared[c].notna().any()]
+    # Only JSON input can nest values: a CSV chunk does not pay for the expectation.
+    nested = "_nested" in prepared.columns and bool(prepared["_nested"].notna().any())
+    if nested:
+        frame["_nested"] = prepared["_nested"]
     # GX filters the whole frame for every expectation: checking lengths instead of the long texts themselves
     # keeps those copies small, and keeps the texts (personal data) out of the validation results.
     for column in limited:
         frame[f"_len_{column}"] = prepared[column].str.len().astype("float64")
-    outcome = run_suite(frame, intake_rows_suite(now, future_tolerance, limited))
+    outcome = run_suite(frame, intake_rows_suite(now, future_tolerance, limited, nested))
+    cleared: dict[Any, set[str]] = {}
+    if nested:
+        hit = prepared.loc[prepared["_nested"].notna(), ["_row", "_nested"]]
+        cleared = {row: {f"missing_{c}" for c in names.split(",")} for row, names in zip(
+            hit["_row"].tolist(), hit["_nested"].tolist(), strict=True)}
     for row_id, reasons in outcome.row_reasons.items():
-        kept = [r for r in dict.fromkeys(reasons) if IMPLIED_BY.get(r) not in reasons]
+        if MALFORMED_ROW in reasons:
+            # A line that is no row (too few or too many fields) has no fields to judge: one reason says it all.
+            outcome.row_reasons[row_id] = [MALFORMED_ROW]
+            continue
+        # A field cleared for holding a list or object is not also "missing".
+        gone = cleared.get(row_id, set())
+        kept = [r for r in dict.fromkeys(reasons) if IMPLIED_BY.get(r) not in reasons and r not in gone]
         outcome.row_reasons[row_id] = kept
     return outcome

@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     scoring_policy: str = Field(
         default="scoring", description="Scoring policy: a name in leadflow/config/policies/ or a path to a JSON file."
     )
+    channel_map: str | None = Field(
+        default=None,
+        description="A channel map file (JSON or YAML) laid over the built-in channel vocabulary "
+                    "(leadflow/config/policies/channels.json): extra channels, spellings and UTM synonyms.",
+    )
     spam_policy: str = Field(
         default="spam", description="Spam policy: a name in leadflow/config/policies/ or a path to a JSON file."
     )

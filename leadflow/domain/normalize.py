@@ -771,32 +771,11 @@ def parse_count(s: pd.Series) -> pd.Series:
     return pd.Series(pd.arrays.IntegerArray(vals, ~ok), index=s.index)
 
 
-_SOURCE_ALIASES: dict[str, str] = {
-    **dict.fromkeys(["web_form", "website", "webform", "web_forms", "contact_form", "form", "web", "site",
-                     "inbound_form"], "web_form"),
-    **dict.fromkeys(["chat", "livechat", "live_chat", "intercom", "drift", "chatbot"], "live_chat"),
-    **dict.fromkeys(["trade_show", "tradeshow", "trade_shows", "tradeshows", "conference", "conferences",
-                     "event", "events", "booth"], "event"),
-    **dict.fromkeys(["linkedin", "linkedin_ads", "linkedin_ad", "linked_in", "li"], "linkedin_ads"),
-    **dict.fromkeys(["google", "adwords", "google_ads", "googleads", "google_adwords", "ppc", "sem",
-                     "paid_search"], "google_ads"),
-    **dict.fromkeys(["seo", "organic", "organic_search"], "organic_search"),
-    **dict.fromkeys(["webinar", "webinars"], "webinar"),
-    **dict.fromkeys(["referral", "referrals", "referred", "referal", "customer_referral", "word_of_mouth"],
-                    "referral"),
-    **dict.fromkeys(["email", "e_mail", "newsletter", "email_campaign", "email_campaigns", "e_mail_campaign"],
-                    "email_campaign"),
-    **dict.fromkeys(["partner", "partners", "reseller", "resellers", "partner_referral"], "partner"),
-}
-
-
 def normalize_source(s: pd.Series) -> pd.Series:
-    """Canonical lead-channel slug (web_form, live_chat, event, ...); unknown channels keep their slug."""
-    slug = _strip_accents(_text(s)).str.lower()
-    slug = _empty_to_na(slug.str.replace(r"[^a-z0-9]+", "_", regex=True).str.strip("_"))
-    mapped = pd.Series(slug.map(_SOURCE_ALIASES).to_numpy(dtype=object, na_value=None), index=s.index,
-                       dtype=_STR)
-    return mapped.where(mapped.notna(), slug.array)
+    """Canonical lead channel (web_form, paid_search, ...) by the channel vocabulary; unknown ones stay folded."""
+    from leadflow.domain.channels import normalize_channels
+
+    return normalize_channels(s)
 
 
 # ------------------------------------------------------------------------------------------- timestamps

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from leadflow.domain.channels import normalize_channels, normalize_utm
+
 MAIN_STAGES: tuple[str, ...] = ("new", "working", "qualified", "discovery_call_booked", "converted")
 EXIT_STAGES: tuple[str, ...] = ("disqualified", "recycled")
 DIMENSIONS: tuple[str, ...] = ("source", "channel", "country", "tier", "owner")
@@ -172,10 +174,11 @@ def _unique_ids(leads: pd.DataFrame) -> pd.Index:
 def _dimension_labels(leads: pd.DataFrame, dimension: str) -> pd.Series:
     """The value each lead reports under one dimension; never missing, so no lead drops out of a breakdown."""
     if dimension == "source":
-        return _text(leads["first_touch_source"]).fillna(UNKNOWN_LABEL)
+        # Stored channels read through today's vocabulary: rows written under older names report with the new.
+        return normalize_channels(_text(leads["first_touch_source"])).fillna(UNKNOWN_LABEL)
     if dimension == "channel":
-        medium = _text(leads["first_touch_utm_medium"])
-        source = _text(leads["first_touch_utm_source"])
+        medium = normalize_utm(_text(leads["first_touch_utm_medium"]), "utm_medium")
+        source = normalize_utm(_text(leads["first_touch_utm_source"]), "utm_source")
         both = medium.fillna(NONE_LABEL) + " / " + source.fillna(NONE_LABEL)
         return both.where(medium.notna() | source.notna(), NONE_LABEL)
     if dimension in ("country", "tier"):
@@ -183,6 +186,16 @@ def _dimension_labels(leads: pd.DataFrame, dimension: str) -> pd.Series:
     if dimension == "owner":
         return _owner_labels(leads)
     raise ValueError(f"unknown dimension {dimension!r}; expected one of {', '.join(DIMENSIONS)}")
+
+
+def history_by_channel(history: pd.DataFrame) -> pd.DataFrame:
+    """Monthly new leads by first-touch source (month, source, new_leads) with stored channels read through the
+    channel vocabulary, so a channel stored under a former name or spelling is one line of the chart."""
+    if history.empty:
+        return history
+    source = normalize_channels(_text(history["source"])).fillna(UNKNOWN_LABEL).astype("str")
+    merged = history.assign(source=source).groupby(["month", "source"], as_index=False, sort=True)["new_leads"].sum()
+    return merged.astype({"new_leads": "int64"}).reset_index(drop=True)
 
 
 def _dimension_columns(dimension: str, leads: pd.DataFrame) -> set[str]:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from leadflow.domain import crm_state
 from leadflow.domain import normalize as nz
+from leadflow.domain.channels import normalize_utm
 from leadflow.domain.contract import (
     CANONICAL_COLUMNS,
     FIELD_LIMITS,
@@ -27,6 +28,8 @@ from leadflow.domain.contract import (
 # row's id) and the text of a row that was not an object.
 ROW_COLUMN = "_row"
 MALFORMED_COLUMN = "_malformed"
+# Lead fields of the row that held a list or object (JSON input), comma-separated; NA for a row of plain values.
+NESTED_COLUMN = "_nested"
 PAYLOAD_COLUMN = "_payload"
 EMAIL_COLUMN = "_email"
 SUBMITTED_AT_COLUMN = "_submitted_at"
@@ -45,6 +48,10 @@ WARNING_COLUMNS = {f"_{code}": code for code in (FieldWarning.PHONE_UNPARSED, Fi
                                                  FieldWarning.NAME_UNPARSED)}
 TEXT_COLUMNS = tuple(FIELD_LIMITS)
 TOUCH_FIELDS = ("source", "utm_source", "utm_medium", "utm_campaign")
+UTM_COLUMNS = ("utm_source", "utm_medium", "utm_campaign")
+# Channels renamed by the channel vocabulary (2026.12) keep their former names inside idempotency keys, so a file
+# imported before is recognised when imported again.
+KEY_CHANNEL_NAMES = {"paid_search": "google_ads", "paid_social": "linkedin_ads"}
 
 _CONTROL = nz.CONTROL_PATTERN
 
@@ -138,6 +145,26 @@ def raw_payloads(raw: pd.DataFrame) -> pd.Series:
     return pd.Series(pd.arrays.ArrowStringArray(pc.cast(joined, "large_string")), index=raw.index)
 
 
+def nested_fields(frame: pd.DataFrame) -> pd.Series:
+    """Which lead field of each row holds a list or object (JSON input) instead of a value; such values are cleared.
+
+    A lead field never stores a Python repr like `{'given': 'Ann'}`: the row is quarantined (`nested_value`, the
+    fields named here) and the value lives on, as JSON, in the raw payload. Changes `frame` in place.
+    """
+    names = pd.Series(pd.NA, index=frame.index, dtype="string")
+    for column in list(frame.columns):
+        values = frame[column]
+        if values.dtype != object:
+            continue
+        hit = values.map(lambda v: isinstance(v, dict | list | tuple)).to_numpy(dtype=bool)
+        if not hit.any():
+            continue
+        frame[column] = values.mask(hit)
+        named = names.iloc[hit]
+        names.iloc[np.flatnonzero(hit)] = (named + "," + column).fillna(column).to_numpy()
+    return names
+
+
 def prepare_batch(raw: pd.DataFrame, mapping: dict[str, str], default_source: str | None = None,
                   fields: nz.FieldOptions | None = None) -> pd.DataFrame:
     """A raw chunk in canonical columns, with the parsed keys the checks and later steps rely on.
@@ -148,6 +175,7 @@ def prepare_batch(raw: pd.DataFrame, mapping: dict[str, str], default_source: st
     raw = strip_control_characters(raw)
     present = {header: target for header, target in mapping.items() if header in raw.columns}
     frame = raw[list(present)].rename(columns=present)
+    nested = nested_fields(frame)
     for column in CANONICAL_COLUMNS:
         if column not in frame.columns:
             frame[column] = pd.Series(pd.NA, index=frame.index, dtype="string")
@@ -160,6 +188,7 @@ def prepare_batch(raw: pd.DataFrame, mapping: dict[str, str], default_source: st
         frame["source"] = frame["source"].fillna(default_source)
     frame[ROW_COLUMN] = raw[ROW_COLUMN]
     frame[MALFORMED_COLUMN] = raw[MALFORMED_COLUMN].astype("string")
+    frame[NESTED_COLUMN] = nested
     frame[PAYLOAD_COLUMN] = raw_payloads(raw)
     frame[EMAIL_COLUMN] = nz.normalize_email(frame["email"])
     emails = nz.email_checks(frame[EMAIL_COLUMN])
@@ -202,7 +231,9 @@ def normalize_batch(checked: pd.DataFrame) -> pd.DataFrame:
     for column in ("page_views", "pricing_page_visits", "content_downloads"):
         out[column] = nz.parse_count(checked[column])
     out["demo_requested"] = nz.parse_bool(checked["demo_requested"])
-    for column in ("utm_source", "utm_medium", "utm_campaign", "message", "ip_address", "honeypot"):
+    for column in UTM_COLUMNS:
+        out[column] = normalize_utm(checked[column], column)
+    for column in ("message", "ip_address", "honeypot"):
         out[column] = checked[column].astype("string")
     out["form_fill_seconds"] = pd.to_numeric(checked["form_fill_seconds"], errors="coerce")
     out[ROW_COLUMN] = checked[ROW_COLUMN]
@@ -210,7 +241,8 @@ def normalize_batch(checked: pd.DataFrame) -> pd.DataFrame:
     for column in (SOURCE_FILLED_COLUMN, TIME_GIVEN_COLUMN):
         out[column] = checked[column] if column in checked.columns else False
     out = crm_state.add_state(out, checked)
-    out["idempotency_key"] = submission_keys(out)
+    # Keys hash the campaign as typed, as they did before UTM values were folded: a re-import adds nothing.
+    out["idempotency_key"] = submission_keys(out.assign(utm_campaign=checked["utm_campaign"].astype("string")))
     for column, flags in zip(WARNING_COLUMNS, (phones["unparsed"], countries["unknown"], name_unparsed),
                              strict=True):
         out[column] = flags.to_numpy(dtype=bool)
@@ -255,7 +287,7 @@ def submission_keys(subs: pd.DataFrame) -> pd.Series:
     micros = pd.Series(epoch_us, index=subs.index).astype("string").where(when.notna(), "")
     if TIME_GIVEN_COLUMN in subs.columns:
         micros = micros.where(~subs[TIME_GIVEN_COLUMN].astype(bool).to_numpy(), "given")
-    source = subs["source"].fillna("")
+    source = subs["source"].replace(KEY_CHANNEL_NAMES).fillna("")
     by_id = "id|" + source + "|" + subs["external_id"].fillna("")
     by_content = "row|" + subs["email"].fillna("") + "|" + micros + "|" + source
     for column in ("message", "first_name", "last_name", "company", "phone", "utm_campaign"):
@@ -322,4 +354,6 @@ def attribution_changes(touches: pd.DataFrame, current: pd.DataFrame) -> pd.Data
 def blank_rows(prepared: pd.DataFrame) -> pd.Series:
     """Rows with no value in any canonical column (trailing `,,,,` lines in spreadsheet exports)."""
     columns = [c for c in CANONICAL_COLUMNS if c != "source"] + [MALFORMED_COLUMN]
+    if NESTED_COLUMN in prepared.columns:
+        columns.append(NESTED_COLUMN)
     return prepared[columns].isna().all(axis=1)

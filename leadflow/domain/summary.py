@@ -8,6 +8,8 @@ from typing import Any
 
 import pandas as pd
 
+from leadflow.domain.channels import active_vocabulary, listed_unknown_channels
+
 _DATE_BASIS = {
     "column": "decided by the column's values",
     "fallback": "the column leaves it open: --date-order / LEADFLOW_DATE_ORDER",
@@ -49,6 +51,9 @@ class IntakeSummary:
     emails_smtputf8: int = 0
     # The day/month order the date column was read in, and why (column, fallback, conflict, no_dates).
     date_order: dict[str, str] = field(default_factory=dict)
+    # Channel values outside the channel vocabulary (folded), with how many accepted rows carried each.
+    unknown_channels: dict[str, int] = field(default_factory=dict)
+    channel_vocabulary: str = field(default_factory=lambda: active_vocabulary().version)
     enrichment: dict[str, int] = field(default_factory=dict)
     enrichment_calls: int = 0
     enrichment_failed_calls: int = 0
@@ -152,6 +157,7 @@ class IntakeSummary:
         """The summary as plain JSON-ready data."""
         data = asdict(self)
         data["checks"] = list(self.checks.values())
+        data["unknown_channels"] = listed_unknown_channels(self.unknown_channels)
         data["leads_per_second"] = self.leads_per_second
         data["enrichment_rate"] = self.enrichment_rate
         return data
@@ -174,6 +180,7 @@ class IntakeSummary:
             f"## Quarantined by reason\n\n| reason | rows |\n|---|---|\n{reasons}\n"
             f"## Rows without a channel\n\n| channel given | rows |\n|---|---|\n{_rows(self.channel_filled)}\n"
             f"{self._fields_markdown()}"
+            f"{self._channels_markdown()}"
             f"## Lead details (enrichment rate {rate}, {self.enrichment_calls} provider calls, "
             f"{self.enrichment_failed_calls} failed)\n\n| enrichment status | leads |\n|---|---|\n{enrichment}\n"
             f"## Scores ({self.leads_scored} scored, {self.scores_changed} changed)\n\n"
@@ -195,6 +202,13 @@ class IntakeSummary:
                  if order else "Dates: no column order decided.")
         return (f"## Field warnings (kept raw, not quarantined)\n\n| warning | rows |\n|---|---|\n"
                 f"{_rows(self.field_warnings)}\n{dates} Addresses needing SMTPUTF8: {self.emails_smtputf8}.\n\n")
+
+    def _channels_markdown(self) -> str:
+        if not self.unknown_channels:
+            return ""
+        listed = listed_unknown_channels(self.unknown_channels)
+        return (f"## Channels outside the vocabulary {self.channel_vocabulary} (kept as typed, folded)\n\n"
+                f"| channel | rows |\n|---|---|\n{_rows(listed)}\n")
 
     def _qualification_markdown(self) -> str:
         q = self.qualification
@@ -235,6 +249,11 @@ class IntakeSummary:
             lines.append(f"  dates read as        {self.date_order.get('order')} ({basis})")
         if self.emails_smtputf8:
             lines.append(f"  need SMTPUTF8        {self.emails_smtputf8} (internationalized addresses)")
+        if self.unknown_channels:
+            lines.append(f"  unknown channels     {sum(self.unknown_channels.values())} rows (kept; add them to a "
+                         "channel map, LEADFLOW_CHANNEL_MAP)")
+            listed = listed_unknown_channels(self.unknown_channels)
+            lines += [f"    {name:<22} {count}" for name, count in listed.items()]
         rate = "n/a" if self.enrichment_rate is None else f"{self.enrichment_rate:.1%}"
         lines.append(f"  enrichment           {rate} enriched of looked up")
         lines += [f"    {status:<22} {count}" for status, count in self.enrichment.items()]

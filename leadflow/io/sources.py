@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import codecs
+import csv
 import io
 import json
-import warnings
+import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import fsspec
 import pandas as pd
+import pyarrow as pa
 
 from leadflow.domain.normalize import DateEvidence, date_evidence
 from leadflow.domain.submissions import MALFORMED_COLUMN, ROW_COLUMN
 
 T = TypeVar("T")
 SAMPLE_BYTES = 1 << 20
+# Bytes pyarrow parses at a time: big enough to keep its per-block costs small, small enough to stream.
+CSV_BLOCK_BYTES = 4 << 20
+STRING = pd.StringDtype("pyarrow")
 DELIMITERS = (",", ";", "\t", "|")
 FORMATS = {
     ".csv": "csv",
@@ -76,14 +81,48 @@ def input_size(url: str) -> int | None:
         return None
 
 
+# Checked in this order: the UTF-32 LE mark begins with the UTF-16 LE one. The codecs named consume the mark.
+BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+# Single-byte code pages of Latin scripts, between which a detector often cannot tell on a short sample.
+LATIN_CODEPAGES = frozenset({
+    "cp1252", "cp1250", "cp1254", "cp1257", "latin_1", "iso8859_2", "iso8859_3", "iso8859_4", "iso8859_9",
+    "iso8859_10", "iso8859_13", "iso8859_14", "iso8859_15", "iso8859_16", "mac_roman", "mac_latin2", "cp437",
+    "cp850", "cp852", "cp775", "cp858",
+})
+# A cp1252 symbol of the upper half between two letters (`W¹sik`, `£ukasz` read from cp1250): not Western text.
+_MOJIBAKE = re.compile(r"[^\W\d_][\xa1-\xbf\xd7\xf7][^\W\d_]|\ufffd")
+
+
 def _detect_encoding(sample: bytes) -> str:
+    """The encoding of a file from its first bytes: a byte-order mark, else UTF-8, else a charset detector's pick."""
+    for bom, encoding in BOMS:
+        if sample.startswith(bom):
+            return encoding
     try:
         # Incremental decoding tolerates a multi-byte character cut off at the end of the sample.
         codecs.getincrementaldecoder("utf-8")().decode(sample, final=False)
         return "utf-8-sig"
     except UnicodeDecodeError:
+        pass
+    import charset_normalizer
+
+    matches = [match.encoding for match in charset_normalizer.from_bytes(sample)]
+    if not matches:
         # Excel on Windows writes cp1252 unless told otherwise; it decodes almost any byte sequence.
         return "cp1252"
+    if matches[0] not in LATIN_CODEPAGES:
+        return matches[0]
+    # Among Latin code pages the detector's order is close to a coin toss on a short sample: Excel's cp1252 wins
+    # unless reading the bytes that way garbles words, then the detector's best other Latin code page.
+    if not _MOJIBAKE.search(sample.decode("cp1252", errors="replace")):
+        return "cp1252"
+    return next((m for m in matches if m in LATIN_CODEPAGES and m != "cp1252"), matches[0])
 
 
 def _detect_delimiter(header_line: str) -> str:
@@ -129,7 +168,7 @@ def inspect_lead_file(url: str | Path) -> LeadFile:
             raise LeadFileError(f"{url}: first line is not JSON ({exc})") from exc
         if not isinstance(record, dict):
             raise LeadFileError(f"{url}: expected one JSON object per line")
-        return LeadFile(url=url, format=fmt, headers=list(record), encoding=encoding)
+        return LeadFile(url=url, format=fmt, headers=list(_flat(record)), encoding=encoding)
     header_line = text.lstrip("\ufeff").splitlines()[0]
     delimiter = _detect_delimiter(header_line)
     try:
@@ -145,56 +184,108 @@ def _number_rows(frame: pd.DataFrame, start: int) -> pd.DataFrame:
     return frame
 
 
-def _csv_chunks(lead_file: LeadFile, chunk_size: int, skip_rows: int, python_engine: bool) -> Iterator[pd.DataFrame]:
-    bad_lines: list[list[str]] = []
-    options: dict = {
-        "sep": lead_file.delimiter,
-        "dtype": "string",
-        # "NA" is Namibia and "null" can be a surname: only empty cells are missing.
-        "keep_default_na": False,
-        "na_values": [""],
-        "chunksize": chunk_size,
-        "encoding": lead_file.encoding,
-        "skipinitialspace": False,
-        # Explicit names: a line with extra fields is then a bad line, not silently an implicit index column.
-        "names": lead_file.headers,
-        "header": 0,
-    }
-    if skip_rows:
-        options["skiprows"] = range(1, skip_rows + 1)
-    if python_engine:
-        options.update(engine="python", on_bad_lines=lambda fields: bad_lines.append(fields) and None)
-    else:
-        # The C parser would take extra fields on a first line as an index; with index_col=False it only warns
-        # that it truncates them. Either way is lost data, so the warning becomes an error and we fall back.
-        options["index_col"] = False
-    with _open(lead_file.url) as handle, warnings.catch_warnings():
-        warnings.simplefilter("error", pd.errors.ParserWarning)
-        for chunk in pd.read_csv(handle, **options):
-            if bad_lines:
-                chunk = pd.concat([chunk, _malformed(bad_lines)], ignore_index=True)
-                bad_lines.clear()
-            yield chunk
-    if bad_lines:
-        yield _malformed(bad_lines)
+def _malformed(lines: list[str]) -> pd.DataFrame:
+    """Rows holding only the JSON text of lines that were not rows (their fields, or the line itself)."""
+    return pd.DataFrame({MALFORMED_COLUMN: pd.array(lines, dtype="string")})
 
 
-def _malformed(lines: list) -> pd.DataFrame:
-    return pd.DataFrame({MALFORMED_COLUMN: pd.array([json.dumps(line) for line in lines], dtype="string")})
+class _BadLines:
+    """The lines pyarrow's CSV parser hands back: blank ones counted, the rest (short or long rows) kept as fields."""
+
+    def __init__(self, delimiter: str) -> None:
+        self.delimiter = delimiter
+        self.blank = 0
+        self.malformed: list[str] = []
+
+    def __call__(self, row: Any) -> str:
+        text = row.text or ""
+        if not text.strip(" \t\r\n"):
+            self.blank += 1
+        else:
+            fields = next(csv.reader(io.StringIO(text), delimiter=self.delimiter), [])
+            self.malformed.append(json.dumps(fields, ensure_ascii=False))
+        return "skip"
+
+    def take(self) -> tuple[int, list[str]]:
+        blank, malformed = self.blank, self.malformed
+        self.blank, self.malformed = 0, []
+        return blank, malformed
+
+
+def _csv_frame(table: Any, bad: _BadLines) -> pd.DataFrame:
+    """A table of string columns as a frame, with the bad lines met so far after its rows.
+
+    A blank line becomes an empty row, which intake counts as blank (not quarantined); a short or long row becomes
+    a malformed row (`malformed_row`) that keeps its fields.
+    """
+    frame = table.to_pandas(types_mapper={pa.string(): STRING, pa.large_string(): STRING}.get)
+    blank, malformed = bad.take()
+    extra = []
+    if malformed:
+        extra.append(_malformed(malformed))
+    if blank:
+        extra.append(pd.DataFrame({MALFORMED_COLUMN: pd.array([pd.NA] * blank, dtype="string")}))
+    if extra:
+        frame = pd.concat([frame, *extra], ignore_index=True)
+        for column in table.column_names:
+            frame[column] = frame[column].astype(STRING)
+    return frame
 
 
 def _read_csv(lead_file: LeadFile, chunk_size: int) -> Iterator[pd.DataFrame]:
-    done = 0
-    try:
-        for chunk in _csv_chunks(lead_file, chunk_size, 0, python_engine=False):
-            done += len(chunk)
-            yield chunk
-        return
-    except (pd.errors.ParserError, pd.errors.ParserWarning):
-        # A line with too many fields stops the fast C parser; resume after the rows already read with the
-        # python parser, which hands such lines to us so they are quarantined instead of dropped.
-        pass
-    yield from _csv_chunks(lead_file, chunk_size, done, python_engine=True)
+    """CSV rows in chunks of exactly `chunk_size` (the last one smaller), every value a string, '' missing.
+
+    pyarrow's parser reports each line whose field count differs from the header's (pandas pads a short row with
+    empty values, so a missing field and an empty one would look the same); those become malformed rows.
+    """
+    from pyarrow import csv as pacsv
+
+    bad = _BadLines(lead_file.delimiter)
+    encoding = "utf8" if lead_file.encoding in ("utf-8-sig", "utf-8") else lead_file.encoding
+    read = pacsv.ReadOptions(column_names=lead_file.headers, skip_rows=1, encoding=encoding,
+                             block_size=CSV_BLOCK_BYTES)
+    parse = pacsv.ParseOptions(delimiter=lead_file.delimiter, newlines_in_values=True, ignore_empty_lines=False,
+                               invalid_row_handler=bad)
+    # "NA" is Namibia and "null" can be a surname: only empty cells are missing.
+    convert = pacsv.ConvertOptions(column_types=dict.fromkeys(lead_file.headers, pa.string()), null_values=[""],
+                                   strings_can_be_null=True, quoted_strings_can_be_null=True)
+    pending: list[Any] = []
+    held = 0
+    with _open(lead_file.url) as handle:
+        for batch in pacsv.open_csv(handle, read_options=read, parse_options=parse, convert_options=convert):
+            pending.append(batch)
+            held += batch.num_rows
+            while held >= chunk_size:
+                table = pa.Table.from_batches(pending)
+                yield _csv_frame(table.slice(0, chunk_size), bad)
+                rest = table.slice(chunk_size)
+                pending, held = rest.to_batches(), rest.num_rows
+    if held or bad.blank or bad.malformed:
+        empty = pa.schema([(h, pa.string()) for h in lead_file.headers])
+        yield _csv_frame(pa.Table.from_batches(pending, schema=empty), bad)
+
+
+def _flatten(record: dict, prefix: str = "") -> dict:
+    """A JSON object with nested objects spread into dotted keys (`{"name": {"given": "Ann"}}` -> `name.given`).
+
+    Lists stay values: intake quarantines a list that lands in a lead field (`nested_value`) and keeps it in the
+    raw payload as JSON. An empty object is a missing value.
+    """
+    out: dict = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            if value:
+                out.update(_flatten(value, f"{name}."))
+            else:
+                out[name] = None
+        else:
+            out[name] = value
+    return out
+
+
+def _flat(record: dict) -> dict:
+    return _flatten(record) if any(isinstance(value, dict) for value in record.values()) else record
 
 
 def _read_jsonl(lead_file: LeadFile, chunk_size: int) -> Iterator[pd.DataFrame]:
@@ -202,6 +293,7 @@ def _read_jsonl(lead_file: LeadFile, chunk_size: int) -> Iterator[pd.DataFrame]:
         records: list[dict] = []
         malformed: list[object] = []
         for raw in io.TextIOWrapper(handle, encoding=lead_file.encoding):
+            # A blank line separates nothing in JSON lines (backfill's window files have them between chunks).
             if not raw.strip():
                 continue
             try:
@@ -209,7 +301,7 @@ def _read_jsonl(lead_file: LeadFile, chunk_size: int) -> Iterator[pd.DataFrame]:
             except ValueError:
                 record = None
             if isinstance(record, dict):
-                records.append(record)
+                records.append(_flat(record))
             else:
                 malformed.append(raw.rstrip("\n"))
             if len(records) + len(malformed) >= chunk_size:
@@ -220,8 +312,11 @@ def _read_jsonl(lead_file: LeadFile, chunk_size: int) -> Iterator[pd.DataFrame]:
 
 
 def _jsonl_frame(records: list[dict], malformed: list[object]) -> pd.DataFrame:
+    """Records as a frame, then the lines that were no objects (malformed rows keeping the line's text)."""
     frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
-    return pd.concat([frame, _malformed(malformed)], ignore_index=True) if malformed else frame
+    if not malformed:
+        return frame
+    return pd.concat([frame, _malformed([json.dumps(line) for line in malformed])], ignore_index=True)
 
 
 def _read_parquet(lead_file: LeadFile, chunk_size: int) -> Iterator[pd.DataFrame]:
@@ -265,7 +360,12 @@ def iter_lead_chunks(lead_file: LeadFile, chunk_size: int) -> Iterator[pd.DataFr
         raise LeadFileError(
             f"{lead_file.url}: not valid {lead_file.encoding} after row {start} ({exc.reason}); re-export as UTF-8"
         ) from exc
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
+    except pa.ArrowInvalid as exc:
+        if "utf8" in str(exc).lower():
+            raise LeadFileError(f"{lead_file.url}: not valid {lead_file.encoding} after row {start}; re-export as "
+                                "UTF-8") from exc
+        raise LeadFileError(f"{lead_file.url}: unreadable after row {start}: {exc}".splitlines()[0]) from exc
+    except (OSError, ValueError, pd.errors.ParserError, pa.ArrowException) as exc:
         raise LeadFileError(f"{lead_file.url}: unreadable after row {start}: {exc}".splitlines()[0]) from exc
 
 

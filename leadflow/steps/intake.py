@@ -27,6 +27,7 @@ from leadflow.config.settings import email_hash_key, get_settings
 from leadflow.crm import people, submissions
 from leadflow.crm.store import Store, refused_value_code
 from leadflow.domain import submissions as intake
+from leadflow.domain.channels import unknown_channels
 from leadflow.domain.contract import (
     CANONICAL_COLUMNS,
     SUBMITTED_AT_OPTION_FIELD,
@@ -787,6 +788,7 @@ def write_chunk(steps: IntakeSteps, now: datetime, checked_future: Any, normaliz
     summary.add_time("wait_for_check", time.perf_counter() - tick)
     summary.add_time("check", checked.seconds)
     summary.add_time("normalize", normalized.seconds)
+    summary.add_counts("unknown_channels", unknown_channels(normalized.subs["source"]))
     summary.blank_rows += checked.blank_rows
     summary.add_check_results(checked.outcome.results)
     tick = time.perf_counter()

@@ -44,7 +44,8 @@ def aggregate_monthly_lead_volume(store: Store, month: str) -> VolumeResult:
     inputs = report_store.load_volume_inputs(store, month)
     volume = rpt.monthly_volume(inputs.leads, inputs.submissions, inputs.previous_leads, inputs.last_year_leads,
                                 month)
-    history = report_store.volume_history(store, report_render.history_months(month, HISTORY_MONTHS))
+    history = rpt.history_by_channel(
+        report_store.volume_history(store, report_render.history_months(month, HISTORY_MONTHS)))
     # Counted last and on its own: if leads arrive while the report reads, the totals disagree and the run fails.
     return VolumeResult(volume=volume, history=history, direct=report_store.count_leads(store, month))
 

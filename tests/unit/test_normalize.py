@@ -614,8 +614,8 @@ def test_parse_count_typed_input(series: pd.Series, expected: list[Any]) -> None
         *[(v, "web_form") for v in ["Web Form", "web-form", "WEBSITE", "webform", "Contact Form", "form"]],
         *[(v, "live_chat") for v in ["Chat", "LiveChat", "live chat", "Intercom", "drift"]],
         *[(v, "event") for v in ["Trade Show", "tradeshow", "Conference", "event", "Booth"]],
-        *[(v, "linkedin_ads") for v in ["LinkedIn", "LinkedIn Ads", "li", "linkedin_ads"]],
-        *[(v, "google_ads") for v in ["Google", "AdWords", "Google Ads", "PPC", "sem", "GoogleAds"]],
+        *[(v, "paid_social") for v in ["LinkedIn", "LinkedIn Ads", "li", "linkedin_ads"]],
+        *[(v, "paid_search") for v in ["Google", "AdWords", "Google Ads", "PPC", "sem", "GoogleAds"]],
         *[(v, "organic_search") for v in ["SEO", "organic", "Organic Search"]],
         ("Webinar", "webinar"),
         *[(v, "referral") for v in ["Referral", "referred", "referal", "Customer Referral"]],
@@ -623,14 +623,15 @@ def test_parse_count_typed_input(series: pd.Series, expected: list[Any]) -> None
         *[(v, "partner") for v in ["Partner", "Reseller", "Partner Referral"]],
         # unknown channels keep their slug
         ("Partner Portal", "partner_portal"),
-        ("  Cold--Call!! ", "cold_call"),
+        ("  Podcast--Ads!! ", "podcast_ads"),
         ("__x__", "x"),
         ("Événement", "evenement"),
         ("Q3 Promo 2024", "q3_promo_2024"),
         ("", NA),
         ("   ", NA),
         ("!!!", NA),
-        ("日本", NA),
+        # letters of any script are kept: a channel typed in Japanese is still a channel
+        ("日本", "日本"),
         *[(m, NA) for m in MISSING],
     ],
 )

@@ -166,7 +166,8 @@ def test_volume_breakdowns_use_first_touch_and_clear_labels() -> None:
     volume = lead_volume(make_leads(), make_submissions(), MONTH)
     web = row(volume, dimension="source", value="web_form")
     assert (web["new_leads"], web["submissions"], web["repeat_submissions"], web["spam_leads"]) == (2, 4, 2, 1)
-    assert row(volume, dimension="source", value="linkedin_ads")["new_leads"] == 2
+    # stored under the channel's former name, reported under today's (the channel vocabulary)
+    assert row(volume, dimension="source", value="paid_social")["new_leads"] == 2
     channels = volume.loc[volume["dimension"] == "channel"].set_index("value")["new_leads"].to_dict()
     assert channels == {"cpc / google": 1, "(none)": 2, "email / (none)": 1, "(none) / linkedin": 1}
     owners = volume.loc[volume["dimension"] == "owner"].set_index("value")["new_leads"].to_dict()
@@ -303,12 +304,12 @@ def test_funnel_disqualification_reasons_use_the_latest_reason() -> None:
 
 def test_funnel_grouped_by_source() -> None:
     report = funnel(make_events(), make_leads(), MONTH, by="source")
-    assert sorted(report.stages["group"].unique()) == ["event", "linkedin_ads", "web_form"]
+    assert sorted(report.stages["group"].unique()) == ["event", "paid_social", "web_form"]
     web = _stages(report, "web_form")
     assert web.loc[list(MAIN_STAGES), "reached"].tolist() == [2, 2, 2, 2, 2]
     assert web.loc["recycled", "reached"] == 1
     assert web.loc["new", "median_hours_to_next"] == 4.0
-    linkedin = _stages(report, "linkedin_ads")
+    linkedin = _stages(report, "paid_social")
     assert linkedin.loc[list(MAIN_STAGES), "reached"].tolist() == [2, 2, 0, 1, 0]
     assert linkedin.loc[list(MAIN_STAGES), "passed"].tolist() == [2, 2, 1, 1, 0]
     assert linkedin.loc["working", "conversion_to_next"] == 0.5
@@ -316,7 +317,7 @@ def test_funnel_grouped_by_source() -> None:
     assert pd.isna(linkedin.loc["working", "median_hours_to_next"])
     event = _stages(report, "event")
     assert event.loc["new", "conversion_to_next"] == 0.0 and pd.isna(event.loc["working", "conversion_to_next"])
-    assert report.disqualification_reasons[["group", "reason"]].values.tolist() == [["linkedin_ads", "no_budget"]]
+    assert report.disqualification_reasons[["group", "reason"]].values.tolist() == [["paid_social", "no_budget"]]
     # Groups partition the cohort.
     assert report.stages.groupby("stage")["reached"].sum()["new"] == 5
 

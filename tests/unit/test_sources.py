@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import json
 
 import pandas as pd
 import pytest
+from pandas import NA
 
 from leadflow.io.sources import (
     MALFORMED_COLUMN,
@@ -79,6 +81,7 @@ def test_jsonl_with_a_broken_line_and_nested_values(tmp_path):
     assert len(frame) == 3
     assert frame[MALFORMED_COLUMN].notna().sum() == 2
     assert frame["page_views"].iloc[0] == 3
+    assert frame["meta.x"].iloc[0] == 1 and "meta" not in frame.columns
 
 
 def test_parquet_and_gzip_are_read_in_chunks(tmp_path):
@@ -185,3 +188,88 @@ def test_input_size_in_bytes_or_none_when_the_store_cannot_tell(tmp_path):
     assert input_size("memory://sizes/leads.csv") == 6
     assert input_size(str(tmp_path / "absent.csv")) is None
     assert input_size("nosuchprotocol://bucket/leads.csv") is None
+
+
+# --- encodings ------------------------------------------------------------------------------------------------
+
+TEXT = "email,first_name,company\na@b.com,Zoë,Müller & Söhne\nc@d.io,李雷,Café à la crème\n"
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be", "utf-8"])
+def test_unicode_files_with_a_byte_order_mark_are_read(tmp_path, codec):
+    bom = {"utf-16-le": codecs.BOM_UTF16_LE, "utf-16-be": codecs.BOM_UTF16_BE, "utf-32-le": codecs.BOM_UTF32_LE,
+           "utf-32-be": codecs.BOM_UTF32_BE, "utf-8": codecs.BOM_UTF8}[codec]
+    path = tmp_path / "export.csv"
+    path.write_bytes(bom + TEXT.encode(codec))
+    info = inspect_lead_file(path)
+    assert info.headers == ["email", "first_name", "company"]
+    frame = read_all(path)
+    assert frame["first_name"].tolist() == ["Zoë", "李雷"]
+    assert frame["company"].tolist() == ["Müller & Söhne", "Café à la crème"]
+
+
+def test_utf16_json_lines_are_read(tmp_path):
+    path = tmp_path / "leads.jsonl"
+    path.write_bytes(codecs.BOM_UTF16_LE + '{"email": "a@b.com", "first_name": "Zoë"}\n'.encode("utf-16-le"))
+    assert inspect_lead_file(path).headers == ["email", "first_name"]
+    assert read_all(path)["first_name"].tolist() == ["Zoë"]
+
+
+@pytest.mark.parametrize(
+    ("codec", "names"),
+    [
+        ("cp1252", ["François Lefèvre", "Zoë Müller", "Ægir Ørsted"]),
+        ("latin-1", ["Jürgen Größe", "José Ñúñez", "Åsa Öberg"]),
+        ("cp1250", ["Łukasz Wąsik", "Żaneta Śliwa", "Zdeněk Říha"]),
+        ("cp1251", ["Иван Петров", "Ольга Смирнова", "Пётр Ильич"]),
+    ],
+)
+def test_legacy_code_pages_are_detected(tmp_path, codec, names):
+    path = tmp_path / "excel.csv"
+    rows = "".join(f"p{i}@example.com,{name},Zakłady\n".replace("Zakłady", "Acme") for i, name in enumerate(names))
+    path.write_bytes(("email,full_name,company\n" + rows * 3).encode(codec))
+    assert read_all(path)["full_name"].tolist()[:3] == names
+
+
+def test_a_file_that_turns_out_not_to_be_utf8_says_so(tmp_path):
+    path = tmp_path / "mixed.csv"
+    path.write_bytes(b"email,first_name\n" + b"a@b.com,Ann\n" * 100_000 + "c@d.com,Zoë\n".encode("cp1252"))
+    with pytest.raises(LeadFileError, match="not valid utf-8-sig after row"):
+        read_all(path, chunk_size=100_000)
+
+
+# --- shapes ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 1000])
+def test_short_rows_are_malformed_and_blank_lines_are_empty_rows(tmp_path, chunk_size):
+    path = tmp_path / "export.csv"
+    path.write_text('email,source,company\na@b.com,web,Acme\nc@d.com,web\n\ne@f.com,"chat, live",\n'
+                    '"g@h.com",web,"Multi\nline"\n\n  \n')
+    frame = read_all(path, chunk_size=chunk_size)
+    assert len(frame) == 7
+    assert frame[ROW_COLUMN].tolist() == list(range(1, 8))
+    good = frame.loc[frame["email"].notna()]
+    assert good["email"].tolist() == ["a@b.com", "e@f.com", "g@h.com"]
+    # an empty last field is a missing value; a missing last field makes the line malformed
+    assert good["company"].tolist() == ["Acme", NA, "Multi\nline"] and good["source"].tolist()[1] == "chat, live"
+    assert [json.loads(v) for v in frame[MALFORMED_COLUMN].dropna()] == [["c@d.com", "web"]]
+    blank = frame.drop(columns=[ROW_COLUMN]).isna().all(axis=1)
+    assert int(blank.sum()) == 3
+
+
+def test_a_header_only_file_has_no_rows(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text("email,source\n")
+    assert list(iter_lead_chunks(inspect_lead_file(path), 10)) == []
+
+
+def test_nested_objects_are_flattened_into_dotted_columns(tmp_path):
+    path = tmp_path / "people.jsonl"
+    path.write_text('{"email": "a@b.com", "name": {"given": "Ann", "family": {"first": "Lee"}}, "tags": ["x"]}\n'
+                    '{"email": "c@d.com", "name": {}, "company": {"name": "Acme"}}\n')
+    assert inspect_lead_file(path).headers == ["email", "name.given", "name.family.first", "tags"]
+    frame = read_all(path)
+    assert frame["name.given"].tolist()[0] == "Ann" and frame["name.family.first"].tolist()[0] == "Lee"
+    assert frame["company.name"].tolist()[1] == "Acme" and frame["name"].isna().tolist() == [True, True]
+    assert frame["tags"].tolist()[0] == ["x"]
