@@ -11,6 +11,7 @@ from prefect.runtime import flow_run
 from flows.hooks import notify_ops_on_failure
 from leadflow.steps import spam as cleanup
 from tasks.common import utc_now
+from tasks.retention import apply_retention
 from tasks.spam import cleanup_spam_leads, count_spam_restores, publish_spam_summary, purge_expired_spam_leads
 
 
@@ -21,13 +22,16 @@ def spam_cleanup_run_name() -> str:
 
 @flow(name="spam-cleanup", flow_run_name=spam_cleanup_run_name, on_failure=[notify_ops_on_failure],
       on_crashed=[notify_ops_on_failure], log_prints=False)
-def spam_cleanup(since: str | None = None, dry_run: bool = False, batch_size: int = 50_000) -> dict[str, Any]:
+def spam_cleanup(since: str | None = None, dry_run: bool = False, batch_size: int = 50_000,
+                 retention: bool = True) -> dict[str, Any]:
     """Flag spam among recent leads (status spam, tasks cancelled, messages withdrawn) and purge expired spam.
 
     Args:
         since: ISO date or time of the oldest submission to re-check (default: the policy's recheck_days ago).
         dry_run: Report what would be flagged and purged, and change nothing.
         batch_size: Submissions (and leads to purge) per chunk; memory follows this, not the table size.
+        retention: Also apply the retention periods (LEADFLOW_RETENTION_*_DAYS) to payloads, quarantine, inbox,
+            .eml and backfill window files (a dry run only counts).
     """
     started = time.perf_counter()
     policy = cleanup.load_spam_policy()
@@ -46,6 +50,10 @@ def spam_cleanup(since: str | None = None, dry_run: bool = False, batch_size: in
         "seconds": round(time.perf_counter() - started, 3),
     }
     publish_spam_summary(summary)
+
+    # Nightly maintenance: retention of personal data.
+    if retention:
+        summary["retention"] = apply_retention(now, dry_run)
     get_run_logger().info(
         "Checked %d leads: %d flagged, %d purged, %d held for review%s", flagged.leads_checked, flagged.flagged,
         purged.purged, purged.review, " (dry run)" if dry_run else "",

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from leadflow.config.settings import get_settings
 from leadflow.crm import backfill as ledger
 from leadflow.crm.store import Store
 from leadflow.domain import submissions as intake
@@ -29,7 +30,6 @@ from leadflow.io.sources import MALFORMED_COLUMN, ROW_COLUMN, LeadFileError, ins
 from leadflow.steps.intake import quarantine_rows
 
 MALFORMED_ROW = "malformed_row"  # intake's reason code for an unreadable row (data_checks/intake.py)
-DEFAULT_WORK_DIR = Path("leadflow-output/backfill")
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def plan_backfill(path: str, start: date, end: date, window: str, work_dir: str 
     files = backfill_files.list_inputs(path)
     windows = make_windows(start, end, window)
     key = backfill_files.source_key(files)
-    base = Path(work_dir) if work_dir else DEFAULT_WORK_DIR
+    base = Path(work_dir) if work_dir else get_settings().backfill_dir
     staging = base / key[:16] / f"{window}-{start:%Y%m%d}-{end:%Y%m%d}"
     return BackfillPlan(origin=str(Path(path).resolve()), files=[str(f) for f in files], windows=windows,
                         source_key=key, policy_version=policy_version(), work_dir=str(staging))
