@@ -625,7 +625,7 @@ app.add_typer(cli_privacy.app, name="retention")
 @person_app.command("export")
 def person_export(email: Annotated[str, typer.Argument(help="The person's email address.")]) -> None:
     """Print everything the CRM holds about one person as JSON."""
-    from leadflow.config.settings import email_hash_key
+    from leadflow.config.settings import email_hash_key, get_settings
     from leadflow.steps.people import PersonRequestError, export_person
 
     try:
@@ -634,7 +634,9 @@ def person_export(email: Annotated[str, typer.Argument(help="The person's email 
             key = email_hash_key(database_url=store.url).decode()
         except ValueError:
             key = None  # no hash key (PostgreSQL without LEADFLOW_HASH_KEY): nothing can be keyed to them anyway
-        result = export_person(store, email, hash_key=key)
+        settings = get_settings()
+        result = export_person(store, email, hash_key=key, outbox_dir=settings.outbox_dir,
+                               backfill_dir=settings.backfill_dir)
     except (*_known_errors(), PersonRequestError) as exc:
         _fail(_one_line(exc))
     typer.echo(json.dumps(result, indent=2, default=str, ensure_ascii=False))

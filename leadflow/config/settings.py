@@ -14,7 +14,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    """Where leadflow keeps its data and how it talks to the outside world."""
+    """Where leadflow keeps its data and how it talks to the outside world.
+
+    Secret settings (smtp_url, manager/ops alert URLs, enrichment_api_key, hash_key) may be `prefect-secret://<block>`
+    instead of the value: `secret_value()` reads that Prefect Secret block when the value is used.
+    """
 
     model_config = SettingsConfigDict(env_prefix="LEADFLOW_", env_file=".env", extra="ignore")
 
@@ -106,10 +110,6 @@ class Settings(BaseSettings):
                     "random key is generated once into `<database file>.hash-key` beside the database; required "
                     "with PostgreSQL, whose workers share no folder. Changing it makes every stored hash unmatchable.",
     )
-
-    def secret(self, name: str) -> str | None:
-        """A secret setting's value at use time (a `prefect-secret://<block>` reference is loaded now); never log it."""
-        return secret_value(getattr(self, name))
 
     def database_url_plain(self) -> str:
         """The database URL as a string, for the engine factory only (never log it)."""

@@ -14,6 +14,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from leadflow.domain.privacy import payload_carries
 
@@ -106,6 +107,28 @@ def _line_carries(line: str, email: str, prefilter: bool) -> bool:
     return payload_carries(record, email)
 
 
+def _prefilter(email: str) -> bool:
+    # JSON escapes these characters, so a line holding such an address cannot be found by plain substring.
+    return not set(email) & {'"', "\\", "/"} and email.isascii()
+
+
+def backfill_rows_carrying(backfill_dir: Path, email: str) -> list[dict[str, Any]]:
+    """The rows of the backfill window files that carry this normalized address, with the file each is in."""
+    prefilter, found = _prefilter(email), []
+    root = Path(backfill_dir)
+    for folder in _staging_folders(root):
+        for path in sorted(folder.rglob("*.jsonl")):
+            with path.open(encoding="utf-8") as handle:
+                for line in handle:
+                    if line.strip() and _line_carries(line, email, prefilter):
+                        try:
+                            row = json.loads(line)
+                        except ValueError:
+                            row = {"_unparsed": line.rstrip("\n")}
+                        found.append({"file": str(path.relative_to(root)), "row": row})
+    return found
+
+
 def erase_from_backfill_files(backfill_dir: Path, email: str, *, dry_run: bool = False) -> FileErasure:
     """Remove every row carrying this normalized address from the backfill window files; counts rows and files.
 
@@ -113,8 +136,7 @@ def erase_from_backfill_files(backfill_dir: Path, email: str, *, dry_run: bool =
     remaining rows as before.
     """
     result = FileErasure()
-    # JSON escapes these characters, so a line holding such an address cannot be found by plain substring.
-    prefilter = not set(email) & {'"', "\\", "/"} and email.isascii()
+    prefilter = _prefilter(email)
     for folder in _staging_folders(backfill_dir):
         removed: dict[str, int] = {}
         for path in sorted(folder.rglob("*.jsonl")):

@@ -21,7 +21,7 @@ from leadflow.crm import people
 from leadflow.crm.store import Store
 from leadflow.domain.normalize import is_valid_email, normalize_email
 from leadflow.domain.privacy import keyed_hash
-from leadflow.io.privacy_files import eml_files_carrying, erase_from_backfill_files
+from leadflow.io.privacy_files import backfill_rows_carrying, eml_files_carrying, erase_from_backfill_files
 from leadflow.io.senders import eml_path
 
 logger = logging.getLogger(__name__)
@@ -57,16 +57,25 @@ def person_email(email: str) -> str:
     return str(normalized.iloc[0])
 
 
-def export_person(store: Store, email: str, hash_key: str | None = None) -> dict[str, Any]:
+def export_person(store: Store, email: str, hash_key: str | None = None, *, outbox_dir: Path | None = None,
+                  backfill_dir: Path | None = None) -> dict[str, Any]:
     """Everything the CRM holds about one person, by table, for an access request.
 
-    With the hash key, rows that only their keyed hash links to them (a purged spam lead's tombstone) come too.
+    With the hash key, rows that only their keyed hash links to them (a purged spam lead's tombstone) come too;
+    with the folders, `files` lists their .eml files and their rows in the backfill window files.
     """
     address = person_email(email)
     with store.engine.connect() as conn:
         rows = people.person_rows(conn, address, keyed_hash(address, hash_key) if hash_key else None)
-    logger.info("person export: %s", {name: len(found) for name, found in rows.items()})
-    return {"email": address, "exported_at": datetime.now(UTC).isoformat(), "tables": rows}
+    files: dict[str, list[Any]] = {}
+    if outbox_dir is not None:
+        keys = {str(r["idempotency_key"]) for r in rows["outbox"]}
+        found = {p for p in (eml_path(outbox_dir, k) for k in keys) if p.exists()}
+        files["eml_files"] = sorted(p.name for p in found | set(eml_files_carrying(outbox_dir, address)))
+    if backfill_dir is not None:
+        files["backfill_window_rows"] = backfill_rows_carrying(backfill_dir, address)
+    logger.info("person export: %s", {name: len(found) for name, found in {**rows, **files}.items()})
+    return {"email": address, "exported_at": datetime.now(UTC).isoformat(), "tables": rows, "files": files}
 
 
 def erase_person(store: Store, email: str, *, hash_key: str | None, outbox_dir: Path, reason: str | None = None,

@@ -133,10 +133,14 @@ def test_erasure_after_every_flow_leaves_no_trace_and_reimport_changes_nothing_e
     # The export names every row the full scan finds.
     before = scan(crm, output)
     assert {"leads", "lead_submissions", "outbox", "quarantine", "lead_inbox", "files"} <= set(before)
-    export = export_person(crm, ZEPH["email"], hash_key=KEY)["tables"]
+    export = export_person(crm, ZEPH["email"], hash_key=KEY, outbox_dir=output / "outbox",
+                           backfill_dir=output / "backfill")
     for name, ids in before.items():
         if name != "files":
-            assert ids <= {r["id"] for r in export[name]}, name
+            assert ids <= {r["id"] for r in export["tables"][name]}, name
+    exported_files = {f"backfill/{r['file']}" for r in export["files"]["backfill_window_rows"]}
+    exported_files |= {f"outbox/{name}" for name in export["files"]["eml_files"]}
+    assert before["files"] <= exported_files and export["files"]["backfill_window_rows"]
 
     requests = tmp_path / "requests.txt"
     requests.write_text(f"# ticket 4711\n{ZEPH['email'].upper()}\n", encoding="utf-8")
