@@ -94,15 +94,18 @@ class Settings(BaseSettings):
     )
     # Retention (days; 0 keeps forever), applied by the nightly spam-cleanup run and `leadflow retention run`.
     retention_raw_payload_days: int = Field(
-        default=365, ge=0, description="Days after receipt before a submission's raw payload is stripped to {}.")
+        default=365, ge=0,
+        description="Days after receipt before a submission's raw payload is stripped to {} (0: kept forever).")
     retention_quarantine_days: int = Field(
-        default=90, ge=0, description="Days before a quarantined input row (and its raw payload) is deleted.")
+        default=90, ge=0,
+        description="Days before a quarantined input row (and its raw payload) is deleted (0: kept forever).")
     retention_inbox_days: int = Field(
-        default=30, ge=0, description="Days after processing before a lead_inbox row is deleted.")
+        default=30, ge=0, description="Days after processing before a lead_inbox row is deleted (0: kept forever).")
     retention_eml_days: int = Field(
-        default=30, ge=0, description="Days before an .eml file in outbox_dir is deleted.")
+        default=30, ge=0, description="Days before an .eml file in outbox_dir is deleted (0: kept forever).")
     retention_backfill_days: int = Field(
-        default=30, ge=0, description="Days after its last write before a backfill's staged window files go.")
+        default=30, ge=0,
+        description="Days after its last write before a backfill's staged window files go (0: kept forever).")
     hash_key: SecretStr | None = Field(
         default=None,
         description="Secret key of the HMAC-SHA256 email hashes (spam tombstones, exemptions, erasure records). "
