@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
+from deployments import cli_privacy
+
 app = typer.Typer(help="leadflow: lead-lifecycle orchestration on Prefect 3.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 db_app = typer.Typer(help="The CRM database.", no_args_is_help=True)
@@ -759,16 +761,24 @@ def _demo_report(store: Any) -> None:
 person_app = typer.Typer(help="One person's data: export it for an access request, erase it on request.",
                          no_args_is_help=True)
 app.add_typer(person_app, name="person")
+app.add_typer(cli_privacy.app, name="retention")
 
 
 @person_app.command("export")
 def person_export(email: Annotated[str, typer.Argument(help="The person's email address.")]) -> None:
     """Print everything the CRM holds about one person as JSON."""
+    from leadflow.config.settings import email_hash_key, get_settings
     from leadflow.steps.people import PersonRequestError, export_person
 
     try:
         store = _store()
-        result = export_person(store, email)
+        try:
+            key = email_hash_key(database_url=store.url).decode()
+        except ValueError:
+            key = None  # no hash key (PostgreSQL without LEADFLOW_HASH_KEY): nothing can be keyed to them anyway
+        settings = get_settings()
+        result = export_person(store, email, hash_key=key, outbox_dir=settings.outbox_dir,
+                               backfill_dir=settings.backfill_dir)
     except (*_known_errors(), PersonRequestError) as exc:
         _fail(_one_line(exc))
     typer.echo(json.dumps(result, indent=2, default=str, ensure_ascii=False))
@@ -790,7 +800,7 @@ def person_erase(
         # The same key as the spam hashes: one secret to keep, and on SQLite the key file made beside the CRM.
         key = email_hash_key(settings, store.url).decode()
         summary = erase_person(store, email, hash_key=key, outbox_dir=settings.outbox_dir, reason=reason,
-                               dry_run=dry_run)
+                               dry_run=dry_run, backfill_dir=settings.backfill_dir)
     except (*_known_errors(), PersonRequestError, ValueError) as exc:
         _fail(_one_line(exc))
     typer.echo(json.dumps(summary.as_dict()))

@@ -13,6 +13,7 @@ from leadflow.steps import spam as cleanup
 from tasks.batches import find_dead_batches
 from tasks.common import utc_now
 from tasks.health import publish_daily_health
+from tasks.retention import apply_retention
 from tasks.spam import cleanup_spam_leads, count_spam_restores, publish_spam_summary, purge_expired_spam_leads
 
 
@@ -24,7 +25,7 @@ def spam_cleanup_run_name() -> str:
 @flow(name="spam-cleanup", flow_run_name=spam_cleanup_run_name, on_failure=[notify_ops_on_failure],
       on_crashed=[notify_ops_on_failure], log_prints=False)
 def spam_cleanup(since: str | None = None, dry_run: bool = False, batch_size: int = 50_000,
-                 health: bool = True) -> dict[str, Any]:
+                 health: bool = True, retention: bool = True) -> dict[str, Any]:
     """Flag spam among recent leads (status spam, tasks cancelled, messages withdrawn) and purge expired spam.
 
     Args:
@@ -33,6 +34,8 @@ def spam_cleanup(since: str | None = None, dry_run: bool = False, batch_size: in
         batch_size: Submissions (and leads to purge) per chunk; memory follows this, not the table size.
         health: Publish the daily health artifact (`daily-health`: yesterday's volume, speed to lead, SLA
             breaches, unassigned leads, outbox and quarantine); it only reads, so dry runs publish it too.
+        retention: Also apply the retention periods (LEADFLOW_RETENTION_*_DAYS) to payloads, quarantine, inbox,
+            .eml and backfill window files (a dry run only counts).
     """
     started = time.perf_counter()
     policy = cleanup.load_spam_policy()
@@ -61,6 +64,9 @@ def spam_cleanup(since: str | None = None, dry_run: bool = False, batch_size: in
     if health:
         summary["health"] = publish_daily_health(now)
 
+    # Nightly maintenance: retention of personal data.
+    if retention:
+        summary["retention"] = apply_retention(now, dry_run)
     get_run_logger().info(
         "Checked %d leads: %d flagged, %d purged, %d held for review%s", flagged.leads_checked, flagged.flagged,
         purged.purged, purged.review, " (dry run)" if dry_run else "",

@@ -11,6 +11,7 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.utilities.annotations import opaque, quote
 
+from leadflow.config.settings import register_secret_loader
 from leadflow.crm.store import Store, get_store, is_transient_db_error
 
 # Lead frames hold personal data: never cache or persist them to the result store.
@@ -41,6 +42,20 @@ def retry_on_transient_io(task: Any, task_run: Any, state: Any) -> bool:
     if isinstance(error, LeadFileError):
         return error.transient
     return not isinstance(error, DataCheckError | ColumnMapError | ValueError)
+
+
+def load_prefect_secret(name: str) -> str:
+    """The value of the Prefect Secret block `name` (what a `prefect-secret://<name>` setting stands for)."""
+    from prefect.blocks.system import Secret
+
+    # _sync: the same call from a sync task thread or an async caller (the CLI, a hook) reads the block now.
+    value = Secret.load(name, _sync=True).get()
+    return value if isinstance(value, str) else str(value)
+
+
+# Every process that runs tasks (flows, workers, `leadflow serve`, the CLI) reads settings' secret references
+# from Prefect's Secret blocks; steps, crm and io only see the settings layer's secret_value().
+register_secret_loader(load_prefect_secret)
 
 
 DB_TASK = {**PRIVATE, "retries": 3, "retry_delay_seconds": [1, 4, 10], "retry_jitter_factor": 0.5,

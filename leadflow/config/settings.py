@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -14,7 +15,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    """Where leadflow keeps its data and how it talks to the outside world."""
+    """Where leadflow keeps its data and how it talks to the outside world.
+
+    Secret settings (smtp_url, manager/ops alert URLs, enrichment_api_key, hash_key) may be `prefect-secret://<block>`
+    instead of the value: `secret_value()` reads that Prefect Secret block when the value is used.
+    """
 
     model_config = SettingsConfigDict(env_prefix="LEADFLOW_", env_file=".env", extra="ignore")
 
@@ -125,6 +130,20 @@ class Settings(BaseSettings):
         description="Name of the CRM's output folder (default: the SQLite file's stem or the PostgreSQL database's "
                     "name, e.g. `leadflow` for sqlite:///leadflow.db).",
     )
+    # Retention (days; 0 keeps forever), applied by the nightly spam-cleanup run and `leadflow retention run`.
+    retention_raw_payload_days: int = Field(
+        default=365, ge=0,
+        description="Days after receipt before a submission's raw payload is stripped to {} (0: kept forever).")
+    retention_quarantine_days: int = Field(
+        default=90, ge=0,
+        description="Days before a quarantined input row (and its raw payload) is deleted (0: kept forever).")
+    retention_inbox_days: int = Field(
+        default=30, ge=0, description="Days after processing before a lead_inbox row is deleted (0: kept forever).")
+    retention_eml_days: int = Field(
+        default=30, ge=0, description="Days before an .eml file in outbox_dir is deleted (0: kept forever).")
+    retention_backfill_days: int = Field(
+        default=30, ge=0,
+        description="Days after its last write before a backfill's staged window files go (0: kept forever).")
     hash_key: SecretStr | None = Field(
         default=None,
         description="Secret key of the HMAC-SHA256 email hashes (spam tombstones, exemptions, erasure records). "
@@ -178,6 +197,47 @@ def crm_name_of(url: str) -> str:
 
 HASH_KEY_SUFFIX = ".hash-key"
 
+# A setting (or a rep's alert_url) of this form names a Prefect Secret block instead of holding the secret.
+SECRET_REFERENCE = "prefect-secret://"
+_secret_loaders: list[Callable[[str], str]] = []
+
+
+class SecretReferenceError(ValueError):
+    """A `prefect-secret://` reference that cannot be resolved (names the block, never a value)."""
+
+
+def register_secret_loader(loader: Callable[[str], str]) -> None:
+    """Install the function that reads a secret block by name (the task layer installs Prefect's Secret blocks)."""
+    _secret_loaders[:] = [loader]
+
+
+def is_secret_reference(value: str | None) -> bool:
+    """Whether a value names a Prefect Secret block instead of holding the secret itself."""
+    return isinstance(value, str) and value.strip().startswith(SECRET_REFERENCE)
+
+
+def secret_value(value: SecretStr | str | None) -> str | None:
+    """The plain value of a secret at use time: a `prefect-secret://<block>` reference is read from that block.
+
+    Resolved on every use, never cached in settings or stored anywhere, so a rotated secret applies at once.
+    """
+    if value is None:
+        return None
+    text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+    if not is_secret_reference(text):
+        return text
+    name = text.strip()[len(SECRET_REFERENCE):].strip("/")
+    if not name:
+        raise SecretReferenceError("a prefect-secret:// reference names no block")
+    if not _secret_loaders:
+        raise SecretReferenceError(f"cannot read Secret block {name!r}: no Prefect secret loader is installed "
+                                   "(import tasks.common first)")
+    try:
+        loaded = _secret_loaders[0](name)
+    except Exception as exc:  # the block store's own errors may quote anything: name the block only
+        raise SecretReferenceError(f"cannot read Secret block {name!r} ({type(exc).__name__})") from None
+    return str(loaded)
+
 
 def email_hash_key(settings: Settings | None = None, database_url: str | None = None) -> bytes:
     """The HMAC key of email hashes: LEADFLOW_HASH_KEY, else the key file beside the SQLite database (made once).
@@ -185,8 +245,9 @@ def email_hash_key(settings: Settings | None = None, database_url: str | None = 
     database_url names the database whose key file to use (default: the settings' database).
     """
     settings = settings or get_settings()
-    if settings.hash_key is not None and settings.hash_key.get_secret_value():
-        return settings.hash_key.get_secret_value().encode()
+    key = secret_value(settings.hash_key)
+    if key:
+        return key.encode()
     url = database_url or settings.database_url_plain()
     path = _sqlite_file(url)
     if path is None:

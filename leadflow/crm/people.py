@@ -7,9 +7,6 @@ their JSON payloads) and messages addressed to them. Every function runs in the 
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -26,8 +23,10 @@ from leadflow.crm.schema import (
     PersonErasure,
     QuarantineRecord,
     SpamExemption,
+    SpamTombstone,
 )
 from leadflow.crm.store import chunked
+from leadflow.domain.privacy import payload_carries
 
 LEADS = Lead.__table__
 SUBMISSIONS = LeadSubmission.__table__
@@ -37,49 +36,17 @@ OUTBOX = OutboxMessage.__table__
 QUARANTINE = QuarantineRecord.__table__
 INBOX = LeadInboxRow.__table__
 EXEMPTIONS = SpamExemption.__table__
+TOMBSTONES = SpamTombstone.__table__
 ERASURES = PersonErasure.__table__
 
 # The tables of a person, in the order an erasure deletes them (children before the lead they reference).
 PERSON_TABLES: tuple[str, ...] = ("lead_events", "lead_submissions", "crm_tasks", "outbox", "spam_exemptions",
-                                  "quarantine", "lead_inbox", "leads")
+                                  "spam_tombstones", "quarantine", "lead_inbox", "leads")
 _TABLES = {"leads": LEADS, "lead_submissions": SUBMISSIONS, "lead_events": EVENTS, "crm_tasks": TASKS,
-           "outbox": OUTBOX, "quarantine": QUARANTINE, "lead_inbox": INBOX, "spam_exemptions": EXEMPTIONS}
+           "outbox": OUTBOX, "quarantine": QUARANTINE, "lead_inbox": INBOX, "spam_exemptions": EXEMPTIONS,
+           "spam_tombstones": TOMBSTONES}
 # Payload rows scanned per read when the address cannot be pre-filtered in SQL (a non-ASCII or quoted address).
 SCAN_CHUNK = 5_000
-# An address inside free text: the same characters delimit it as leadflow.domain.privacy masks by.
-_ADDRESS = re.compile(r"[^\s@<>\"',;:()\[\]]+@[^\s@<>\"',;:()\[\]]+")
-
-
-def _strings(value: Any) -> Iterator[str]:
-    """Every string inside a JSON value (a payload stored as JSON text is opened first)."""
-    if isinstance(value, str):
-        try:
-            inner = json.loads(value)
-        except ValueError:
-            yield value
-            return
-        if isinstance(inner, str):
-            yield inner
-        else:
-            yield from _strings(inner)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
-
-
-def payload_carries(payload: Any, email: str) -> bool:
-    """Whether any field of a payload holds this (normalized) address, alone or inside text, in any case."""
-    for text in _strings(payload):
-        if email in text.lower():
-            found = {a.strip(" <>\"'`,;.").lower() for a in _ADDRESS.findall(text)}
-            if email in found or any(a.removeprefix("mailto:") == email for a in found):
-                return True
-    return False
-
-
 def _payload_rows(conn: Connection, table, column, email: str) -> list[dict[str, Any]]:
     """Rows of a payload table whose payload carries the address: pre-filtered by LIKE where SQL can, then checked."""
     if email.isascii() and not set(email) & {'"', "\\"}:
@@ -105,14 +72,22 @@ def _rows(conn: Connection, table, *where) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in conn.execute(select(table).where(*where).order_by(table.c.id))]
 
 
-def person_rows(conn: Connection, email: str) -> dict[str, list[dict[str, Any]]]:
-    """Every row the CRM holds about the person with this normalized email, by table (empty lists where none)."""
+def person_rows(conn: Connection, email: str, email_hash: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Every row the CRM holds about the person with this normalized email, by table (empty lists where none).
+
+    `email_hash` (their keyed hash) also finds what only that hash links to them: the tombstone of their purged
+    spam lead and an exemption whose lead is gone.
+    """
     leads = _rows(conn, LEADS, LEADS.c.email == email)
     ids = [int(r["id"]) for r in leads]
     found: dict[str, list[dict[str, Any]]] = {"leads": leads}
-    for name, table in (("lead_submissions", SUBMISSIONS), ("lead_events", EVENTS), ("crm_tasks", TASKS),
-                        ("spam_exemptions", EXEMPTIONS)):
+    for name, table in (("lead_submissions", SUBMISSIONS), ("lead_events", EVENTS), ("crm_tasks", TASKS)):
         found[name] = _rows(conn, table, table.c.lead_id.in_(ids)) if ids else []
+    exempt = [EXEMPTIONS.c.lead_id.in_(ids)] if ids else []
+    if email_hash:
+        exempt.append(EXEMPTIONS.c.email_hash == email_hash)
+    found["spam_exemptions"] = _rows(conn, EXEMPTIONS, or_(*exempt)) if exempt else []
+    found["spam_tombstones"] = _rows(conn, TOMBSTONES, TOMBSTONES.c.email_hash == email_hash) if email_hash else []
     # A message addressed to them belongs to them even without the lead link.
     found["outbox"] = _rows(conn, OUTBOX, or_(OUTBOX.c.lead_id.in_(ids), func.lower(OUTBOX.c.recipient) == email)
                             if ids else func.lower(OUTBOX.c.recipient) == email)

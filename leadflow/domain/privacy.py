@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hmac
+import json
 import re
+from collections.abc import Iterator
 from hashlib import sha256
 from typing import Any
 
@@ -74,3 +76,33 @@ ERASED_HASH_FIELD = "erased_email_hash"
 def erased_row_payload(email_hash: str) -> dict[str, str]:
     """The payload an erased person's re-imported row is quarantined with: their keyed hash, nothing they sent."""
     return {ERASED_HASH_FIELD: email_hash}
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string inside a JSON value (a payload stored as JSON text is opened first)."""
+    if isinstance(value, str):
+        try:
+            inner = json.loads(value)
+        except ValueError:
+            yield value
+            return
+        if isinstance(inner, str):
+            yield inner
+        else:
+            yield from _strings(inner)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def payload_carries(payload: Any, email: str) -> bool:
+    """Whether any field of a payload holds this (normalized) address, alone or inside text, in any case."""
+    for text in _strings(payload):
+        if email in text.lower():
+            found = {a.strip(" <>\"'`,;.").lower() for a in _EMAIL.findall(text)}
+            if email in found or any(a.removeprefix("mailto:") == email for a in found):
+                return True
+    return False

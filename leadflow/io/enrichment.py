@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from leadflow.config.settings import Settings
+from leadflow.config.settings import Settings, secret_value
 from leadflow.domain import normalize as nz
 
 # Firmographic field -> the lead column it may fill. What the person typed always wins.
@@ -170,8 +170,9 @@ class HttpProvider:
         self.url = settings.enrichment_url
         self.batch_size = settings.enrichment_batch_size
         headers = {"Accept": "application/json", "User-Agent": "leadflow-enrichment"}
-        if settings.enrichment_api_key is not None:
-            headers["Authorization"] = f"Bearer {settings.enrichment_api_key.get_secret_value()}"
+        token = secret_value(settings.enrichment_api_key)  # a prefect-secret:// reference is read here
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         self.client = client or httpx.Client(timeout=settings.enrichment_timeout_seconds, headers=headers)
         self.limiter = RateLimiter(settings.enrichment_rate_per_second)
         self.slots = threading.BoundedSemaphore(settings.enrichment_max_concurrency)

@@ -37,7 +37,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from leadflow.config.settings import get_settings
+from leadflow.config.settings import SecretReferenceError, get_settings, secret_value
 from leadflow.crm import assignments, outbox
 from leadflow.crm.store import Store, get_store
 from leadflow.domain import messages
@@ -106,7 +106,7 @@ class _Breaker:
 def delivery_config(lease_minutes: float | None = None, **overrides: Any) -> DeliveryConfig:
     """Delivery settings from LEADFLOW_* (SMTP URL, outbox folder, sender), with optional overrides."""
     settings = get_settings()
-    smtp = settings.smtp_url.get_secret_value() if settings.smtp_url else None
+    smtp = secret_value(settings.smtp_url)
     defaults: dict[str, Any] = {"smtp_url": smtp, "outbox_dir": settings.outbox_dir,
                                 "sender_email": settings.sender_email,
                                 "breaker_after": settings.delivery_breaker_after}
@@ -153,7 +153,8 @@ class AlertChannels:
             where = "the rep's alert_url"
         else:
             raise PermanentDeliveryError(f"unknown alert channel {recipient[:40]!r}")
-        value = secret.get_secret_value().strip() if secret is not None else ""
+        # A `prefect-secret://<block>` value (setting or rep alert_url) is read from its Secret block only now.
+        value = (secret_value(secret) or "").strip()
         if not value:
             raise PermanentDeliveryError(f"alert channel {recipient!r} has no URL ({where} is not set)")
         return value
@@ -237,6 +238,9 @@ def _deliver_batch(store: Store, token: str, claimed_at: datetime, rows: list[di
         except PermanentDeliveryError as exc:
             # No URL for the channel: one try, failed for good (the error names the channel, not a URL).
             tries[row["id"]], error, permanent = 1, exc, True
+        except SecretReferenceError as exc:
+            # The Secret block could not be read now (API down, block missing): tried again later, naming the block.
+            tries[row["id"]], error, permanent = 1, exc, False
         else:
             tries[row["id"]], error, permanent = _send_with_retries(sender, outgoing, config, sleep, breaker)
         if error is None:

@@ -124,7 +124,8 @@ def test_serve_check_builds_every_deployment_without_serving():
     assert result.exit_code == 0, result.output
     lines = dict(line.split(": ", 1) for line in result.stdout.strip().splitlines())
     assert set(lines) == {"lead-intake/continuous", "lead-intake/file-import", "spam-cleanup/nightly",
-                          "monthly-report/monthly", "outbox-delivery/every-minute", "lead-backfill/ad-hoc"}
+                          "monthly-report/monthly", "outbox-delivery/every-minute", "lead-backfill/ad-hoc",
+                          "person-erasure/on-request"}
     assert lines["lead-intake/continuous"].startswith("every 60s; on leadflow.lead.submitted")
     assert lines["spam-cleanup/nightly"].startswith("cron '0 2 * * *'")
     assert lines["lead-backfill/ad-hoc"].startswith("no schedule")

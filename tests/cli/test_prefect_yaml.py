@@ -27,6 +27,7 @@ EXPECTED = {
     "monthly-report/monthly",
     "outbox-delivery/every-minute",
     "lead-backfill/ad-hoc",
+    "person-erasure/on-request",
 }
 
 
