@@ -180,7 +180,8 @@ def split_by_window(
             ids = np.where(inside, np.array([w.id for w in windows], dtype=object)[np.clip(slot, 0, None)], None)
             ids = np.where(dated, ids, UNDATED)
             frame = _canonical_chunk(raw, mapping)
-            if when_header is not None:
+            # A time given by --submitted-at is already ISO and lives in its own marker column.
+            if when_header is not None and "submitted_at" in frame.columns:
                 frame["submitted_at"] = frame["submitted_at"].astype("string").where(
                     ~dated, pd.Series(when.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").array, index=frame.index))
             labels = pd.Series(ids, index=frame.index)

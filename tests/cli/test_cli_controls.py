@@ -88,18 +88,18 @@ def test_quarantine_list_show_export_and_retry_once(sqlite_crm, here):
     broken = lead("not-an-email", "2025-03-11T10:00:00Z", phone="=1+2", Created="2025-03-11T10:00:00Z")
     run_intake(crm, write_csv(here / "export.csv", [*good, late, nosource, broken]))
     listed = json.loads(_ok(["quarantine", "list", "--json"]))
-    assert listed["matching"] == 3 and listed["by_reason"] == {
-        "missing_submitted_at": 1, "missing_source": 1, "invalid_email": 1}
+    # A row without a channel is imported with channel `unknown`, never quarantined for that alone.
+    assert listed["matching"] == 2 and listed["by_reason"] == {"missing_submitted_at": 1, "invalid_email": 1}
     assert "@" not in json.dumps(listed["records"])  # payloads stay out of the listing
     by_reason = {r["reason_codes"]: r["id"] for r in listed["records"]}
     shown = json.loads(_ok(["quarantine", "show", str(by_reason["invalid_email"])]))
     assert shown["raw_payload"]["email"] == "not-an-email" and shown["row_number"] == 8
     _error(["quarantine", "show", "999"], "no quarantine record has id 999")
-    assert json.loads(_ok(["quarantine", "list", "--reason", "missing_source", "--json"]))["matching"] == 1
+    assert json.loads(_ok(["quarantine", "list", "--reason", "invalid_email", "--json"]))["matching"] == 1
     _error(["quarantine", "list", "--since", "last week"], "--since is not an ISO date or time")
     _ok(["quarantine", "export", str(here / "q.csv")])
     exported = pd.read_csv(here / "q.csv", dtype="string", keep_default_na=False)
-    assert len(exported) == 3 and exported.loc[exported["email"] == "not-an-email", "phone"].item() == "'=1+2"
+    assert len(exported) == 2 and exported.loc[exported["email"] == "not-an-email", "phone"].item() == "'=1+2"
     assert list(exported.columns[:2]) == ["quarantine_id", "quarantine_created_at"]
 
     column_map = here / "map.json"
@@ -107,22 +107,21 @@ def test_quarantine_list_show_export_and_retry_once(sqlite_crm, here):
     subs_before = _count(crm, LeadSubmission.__table__)
     outcome = json.loads(_ok(["quarantine", "retry", "--column-map", str(column_map), "--source-name", "event",
                               "--json"]))
-    assert (outcome["retried"], outcome["recovered"], outcome["superseded"], outcome["unchanged"]) == (3, 2, 0, 1)
-    assert sorted(outcome["recovered_ids"]) == sorted([by_reason["missing_submitted_at"],
-                                                      by_reason["missing_source"]])
-    assert _count(crm, LeadSubmission.__table__) == subs_before + 2 == outcome["submissions_new"] + subs_before
-    assert _count(crm, QuarantineRecord.__table__) == 3  # the row still broken matched its own record
+    assert (outcome["retried"], outcome["recovered"], outcome["superseded"], outcome["unchanged"]) == (2, 1, 0, 1)
+    assert outcome["recovered_ids"] == [by_reason["missing_submitted_at"]]
+    assert _count(crm, LeadSubmission.__table__) == subs_before + 1 == outcome["submissions_new"] + subs_before
+    assert _count(crm, QuarantineRecord.__table__) == 2  # the row still broken matched its own record
     assert not list((here / "leadflow-output" / "crm" / "quarantine-retry").glob("*.jsonl"))  # staged rows gone
     remaining = json.loads(_ok(["quarantine", "list", "--json"]))
     assert [r["reason_codes"] for r in remaining["records"]] == ["invalid_email"]
-    assert json.loads(_ok(["quarantine", "list", "--all", "--json"]))["matching"] == 3
+    assert json.loads(_ok(["quarantine", "list", "--all", "--json"]))["matching"] == 2
 
     # A second retry re-runs only the row still open, and stores nothing twice.
     before = snapshot(crm)
     again = json.loads(_ok(["quarantine", "retry", "--column-map", str(column_map), "--json"]))
     assert (again["retried"], again["recovered"], again["unchanged"], again["submissions_new"]) == (1, 0, 1, 0)
     assert snapshot(crm) == before
-    _error(["quarantine", "retry", "--reason", "missing_source"], "no quarantined records to retry match")
+    _error(["quarantine", "retry", "--reason", "missing_submitted_at"], "no quarantined records to retry match")
 
 
 def test_demo_report_and_report_files_live_in_the_crms_folder(sqlite_crm, here, capsys):
