@@ -56,15 +56,16 @@ def install_automations(automations: list[Any]) -> list[dict[str, str]]:
     done = []
     with get_client(sync_client=True) as client:
         for automation in automations:
-            core = AutomationCore(**automation.model_dump(exclude={"id"}))
             existing = client.read_automations_by_name(automation.name)
             if existing:
-                client.update_automation(existing[0].id, core)
+                # As Automation.update does: the update endpoint refuses an owner_resource field.
+                client.update_automation(existing[0].id, AutomationCore(
+                    **automation.model_dump(exclude={"id", "owner_resource"})))
                 for extra in existing[1:]:
                     client.delete_automation(extra.id)
                 done.append({"name": automation.name, "id": str(existing[0].id), "action": "updated"})
             else:
-                new_id = client.create_automation(core)
+                new_id = client.create_automation(AutomationCore(**automation.model_dump(exclude={"id"})))
                 done.append({"name": automation.name, "id": str(new_id), "action": "created"})
     return done
 
