@@ -21,6 +21,7 @@ def test_serving_beside_a_work_pool_lists_twins_and_refuses_a_taken_served_name(
     assert check_beside_work_pools(PROJECT) == ["outbox-delivery/names-test (work pool names-test-pool, active)"]
     # Someone deployed a served name to a pool: serving would take that deployment over, so it refuses.
     outbox_delivery.to_deployment(name="names-test-served").apply(work_pool_name="names-test-pool")
-    with pytest.raises(DeploymentConfigError, match="outbox-delivery/names-test-served belongs to work pool "
-                                                    "names-test-pool.*prefect deployment delete"):
+    with pytest.raises(DeploymentConfigError) as refused:
         check_beside_work_pools(PROJECT)
+    assert "outbox-delivery/names-test-served belongs to work pool names-test-pool" in str(refused.value)
+    assert "`prefect deployment delete outbox-delivery/names-test-served`" in str(refused.value)
