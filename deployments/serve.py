@@ -286,11 +286,13 @@ def run_flow_in_forked_process(flow: Any, flow_run: Any = None, parameters: dict
         | (env or {})
     )
     sanitized = sanitize_subprocess_env(merged_env)
+    reference = flow_reference(flow)
     call = cloudpickle_wrapped_call(
         _run_flow_with_env,
         env=_runtime_subprocess_env(sanitized),
         remove_env={key for key, value in merged_env.items() if value is None},
-        flow=flow,
+        flow=None if reference else flow,
+        flow_reference=reference,
         flow_run=flow_run,
         parameters=parameters,
         wait_for=wait_for,
@@ -303,9 +305,26 @@ def run_flow_in_forked_process(flow: Any, flow_run: Any = None, parameters: dict
     return process
 
 
-def _run_flow_with_env(*args: Any, env: dict[str, str], remove_env: set[str], **kwargs: Any) -> None:
+def flow_reference(flow: Any) -> tuple[str, str] | None:
+    """(module, name) under which a module-level flow object is found, so a forked child takes it from its imports.
+
+    Pickled, a flow's function goes by value (its module's name for it is the Flow, not the function), with only
+    the globals its body uses: string annotations such as `Literal[...]` under `from __future__ import
+    annotations` then cannot be resolved and Prefect's parameter validation fails the run.
+    """
+    fn = getattr(flow, "fn", None)
+    module = sys.modules.get(getattr(fn, "__module__", "") or "")
+    name = getattr(fn, "__name__", "")
+    return (module.__name__, name) if module is not None and getattr(module, name, None) is flow else None
+
+
+def _run_flow_with_env(*args: Any, env: dict[str, str], remove_env: set[str],
+                       flow_reference: tuple[str, str] | None = None, **kwargs: Any) -> None:
     """In the forked child: take the run's environment and settings, then run the flow as Prefect's engine does."""
     import asyncio
+
+    if flow_reference is not None:
+        kwargs["flow"] = getattr(importlib.import_module(flow_reference[0]), flow_reference[1])
 
     from prefect.context import SettingsContext, get_settings_context
     from prefect.engine import handle_engine_signals

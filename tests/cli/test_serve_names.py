@@ -25,3 +25,12 @@ def test_serving_beside_a_work_pool_lists_twins_and_refuses_a_taken_served_name(
         check_beside_work_pools(PROJECT)
     assert "outbox-delivery/names-test-served belongs to work pool names-test-pool" in str(refused.value)
     assert "`prefect deployment delete outbox-delivery/names-test-served`" in str(refused.value)
+
+
+def test_a_served_run_takes_a_module_level_flow_from_its_module_not_from_a_pickle():
+    from deployments.serve import flow_reference
+    from flows.intake import lead_intake
+
+    assert flow_reference(lead_intake) == ("flows.intake", "lead_intake")
+    # A flow made on the fly has no module name: it goes by pickle, as Prefect sends it.
+    assert flow_reference(lead_intake.with_options(name="other")) is None
