@@ -44,8 +44,12 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/intake_bench.py --sizes 10000 100000 --repeat 3
 
+# The UI reaches the API at PREFECT_UI_API_URL, which must name the port it is served on: `make ui UI_PORT=4300`.
+UI_HOST ?= 127.0.0.1
+UI_PORT ?= 4200
+
 ui: $(STAMP)
-	$(BIN)/prefect server start
+	PREFECT_UI_API_URL=http://$(UI_HOST):$(UI_PORT)/api $(BIN)/prefect server start --host $(UI_HOST) --port $(UI_PORT)
 
 clean:
 	rm -rf $(VENV) leadflow.db leadflow.db-* leadflow-output .pytest_cache .ruff_cache

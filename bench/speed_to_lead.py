@@ -90,7 +90,7 @@ def _why_no_alert(api: Any, crm: Any, inbox_id: int, email: str) -> str:
     from leadflow.crm.inbox import row_trace
 
     trace = row_trace(crm, inbox_id, email)
-    deployment = api.get("/deployments/name/lead-intake/continuous").json()
+    deployment = api.get("/deployments/name/lead-intake/continuous-served").json()
     runs = api.post("/flow_runs/filter", json={"deployments": {"id": {"any_": [deployment["id"]]}},
                                                "sort": "EXPECTED_START_TIME_DESC", "limit": 8}).json()
     recent = "; ".join(f"{r['name']} {r['state_type']} {r['expected_start_time'][11:19]}" for r in runs)
@@ -100,7 +100,7 @@ def _why_no_alert(api: Any, crm: Any, inbox_id: int, email: str) -> str:
 
 def _cancelled_runs(api: Any) -> int:
     """How many runs of lead-intake/continuous the concurrency limit cancelled during the benchmark."""
-    deployment = api.get("/deployments/name/lead-intake/continuous").json()
+    deployment = api.get("/deployments/name/lead-intake/continuous-served").json()
     return int(api.post("/flow_runs/count", json={"deployments": {"id": {"any_": [deployment["id"]]}},
                                                   "flow_runs": {"state": {"type": {"any_": ["CANCELLED"]}}}}).json())
 
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         serve_cmd = [str(BIN / "leadflow"), "serve"]
         if args.baseline:
             serve_cmd = [sys.executable, "-c", "from prefect import serve; from deployments.serve import "
-                         "build_deployments; serve(*build_deployments())"]
+                         "build_deployments, SERVED_SUFFIX; serve(*build_deployments(suffix=SERVED_SUFFIX))"]
         for name, cmd in (("server", [str(BIN / "prefect"), "server", "start", "--port", str(port)]),
                           ("serve", serve_cmd)):
             log = (home / f"{name}.log").open("w")
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             try:
-                deployment = httpx.get(f"http://127.0.0.1:{port}/api/deployments/name/lead-intake/continuous")
+                deployment = httpx.get(f"http://127.0.0.1:{port}/api/deployments/name/lead-intake/continuous-served")
                 if deployment.status_code == 200 and deployment.json().get("status") == "READY":
                     break
             except httpx.HTTPError:

@@ -459,6 +459,7 @@ def serve(
 
     from deployments.serve import (
         PREFECT_YAML,
+        SERVED_SUFFIX,
         DeploymentConfigError,
         build_deployments,
         describe_deployment,
@@ -470,7 +471,7 @@ def serve(
     try:
         project = load_project(path)
         if check:
-            for deployment in build_deployments(project):
+            for deployment in build_deployments(project, suffix=SERVED_SUFFIX):
                 typer.echo(describe_deployment(deployment))
             return
         _store()
@@ -806,10 +807,11 @@ def person_erase(
     typer.echo(json.dumps(summary.as_dict()))
 
 
-from deployments import cli_quarantine, cli_reps  # noqa: E402  (their commands import cli's helpers when run)
+from deployments import cli_ops, cli_quarantine, cli_reps  # noqa: E402  (their commands import cli's helpers when run)
 
 app.add_typer(cli_reps.app, name="reps")
 app.add_typer(cli_quarantine.app, name="quarantine")
+app.add_typer(cli_ops.app, name="ops")
 
 
 def main() -> None:

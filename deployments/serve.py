@@ -1,4 +1,8 @@
-"""`leadflow serve`: every deployment of prefect.yaml, with its schedules and triggers, served from one process."""
+"""`leadflow serve`: every deployment of prefect.yaml, with its schedules and triggers, served from one process.
+
+Served deployments carry their own names (`lead-intake/continuous-served`, ...), so serving never re-registers or
+pauses the work-pool deployments that `prefect deploy --all` made from the same file.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,10 @@ PREFECT_YAML = ROOT / "prefect.yaml"
 SERVE_POLL_SECONDS = 1.0
 # Imported lazily by the flows, at seconds each: a warm start imports them once (see start_warm_flow_runs).
 WARM_MODULES = ("great_expectations",)
+# Appended to every served deployment's name: the runner registers, and pauses on shutdown, only these.
+SERVED_SUFFIX = "-served"
+# Flow run heartbeat period (Prefect's minimum is 30 s); the zombie automation crashes runs silent for 90 s.
+HEARTBEAT_SECONDS = 30
 
 
 class DeploymentConfigError(ValueError):
@@ -81,12 +89,12 @@ def _schedules(config: dict[str, Any], timezone: str) -> list[Any]:
     return schedules
 
 
-def deployment_options(config: dict[str, Any], timezone: str) -> dict[str, Any]:
+def deployment_options(config: dict[str, Any], timezone: str, suffix: str = "") -> dict[str, Any]:
     """What one prefect.yaml deployment asks for, as keyword arguments of `Flow.to_deployment` / `Runner.add_flow`."""
     from prefect.events import DeploymentEventTrigger
 
     return {
-        "name": config["name"],
+        "name": config["name"] + suffix,
         "description": config.get("description"),
         "tags": list(config.get("tags") or []),
         "parameters": dict(config.get("parameters") or {}),
@@ -96,14 +104,49 @@ def deployment_options(config: dict[str, Any], timezone: str) -> dict[str, Any]:
     }
 
 
-def build_deployments(project: dict[str, Any] | None = None, timezone: str | None = None) -> list[Any]:
-    """RunnerDeployments for every deployment in prefect.yaml, ready for prefect.serve."""
+def build_deployments(project: dict[str, Any] | None = None, timezone: str | None = None,
+                      suffix: str = "") -> list[Any]:
+    """RunnerDeployments for every deployment in prefect.yaml (names + suffix), ready for prefect.serve."""
     from leadflow.config.settings import get_settings
 
     project = project or load_project()
     timezone = timezone or get_settings().timezone
-    return [load_entrypoint(config["entrypoint"]).to_deployment(**deployment_options(config, timezone))
+    return [load_entrypoint(config["entrypoint"]).to_deployment(**deployment_options(config, timezone, suffix))
             for config in project.get("deployments") or []]
+
+
+def served_names(project: dict[str, Any]) -> list[tuple[str, str]]:
+    """(flow/deployment name as served, the prefect.yaml name it comes from) for every deployment of the project."""
+    return [(f"{load_entrypoint(config['entrypoint']).name}/{config['name']}{SERVED_SUFFIX}",
+             f"{load_entrypoint(config['entrypoint']).name}/{config['name']}")
+            for config in project.get("deployments") or []]
+
+
+def check_beside_work_pools(project: dict[str, Any]) -> list[str]:
+    """Refuse (DeploymentConfigError) a served name that a work-pool deployment holds; list the deployed twins.
+
+    The returned lines name the work-pool deployments of the same flows: they keep their schedules and triggers,
+    so both react to the same events (harmless: runs claim different rows) unless one side is paused.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    twins: list[str] = []
+    with get_client(sync_client=True) as client:
+        for served, deployed in served_names(project):
+            for name, is_served in ((served, True), (deployed, False)):
+                try:
+                    found = client.read_deployment_by_name(name)
+                except ObjectNotFound:
+                    continue
+                if found.work_pool_name and is_served:
+                    raise DeploymentConfigError(
+                        f"deployment {name} belongs to work pool {found.work_pool_name}; serving would take it "
+                        f"over: delete it (`prefect deployment delete {name}`) or serve another project file")
+                if found.work_pool_name:
+                    state = "paused" if found.paused else "active"
+                    twins.append(f"{name} (work pool {found.work_pool_name}, {state})")
+    return twins
 
 
 def _concurrency(limit: Any) -> Any:
@@ -141,10 +184,16 @@ def serve_all(limit: int | None = None, project_file: Path = PREFECT_YAML) -> No
 
     project = load_project(project_file)
     timezone = get_settings().timezone
+    # Served runs send heartbeats, as the work pool's do (prefect.yaml), for the zombie-run automation.
+    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_SECONDS))
+    twins = check_beside_work_pools(project)
+    if twins:
+        print(f"Work-pool deployments of the same flows stay as they are: {'; '.join(twins)}", flush=True)
     warm_up = start_warm_flow_runs(entrypoint_modules(project))
+    # Pauses only the deployments added below (the -served ones) when serving stops.
     runner = Runner(limit=limit, query_seconds=poll_seconds(), pause_on_shutdown=True)
     for config in project["deployments"]:
-        flow, options = load_entrypoint(config["entrypoint"]), deployment_options(config, timezone)
+        flow, options = load_entrypoint(config["entrypoint"]), deployment_options(config, timezone, SERVED_SUFFIX)
         # add_flow (what `flow.serve` uses), not prefect.serve's add_deployment: the runner then starts each run
         # from the flow object it holds instead of a `python -m prefect.engine` that loads the flow from storage.
         runner.add_flow(flow, **options)
@@ -237,11 +286,13 @@ def run_flow_in_forked_process(flow: Any, flow_run: Any = None, parameters: dict
         | (env or {})
     )
     sanitized = sanitize_subprocess_env(merged_env)
+    reference = flow_reference(flow)
     call = cloudpickle_wrapped_call(
         _run_flow_with_env,
         env=_runtime_subprocess_env(sanitized),
         remove_env={key for key, value in merged_env.items() if value is None},
-        flow=flow,
+        flow=None if reference else flow,
+        flow_reference=reference,
         flow_run=flow_run,
         parameters=parameters,
         wait_for=wait_for,
@@ -254,9 +305,26 @@ def run_flow_in_forked_process(flow: Any, flow_run: Any = None, parameters: dict
     return process
 
 
-def _run_flow_with_env(*args: Any, env: dict[str, str], remove_env: set[str], **kwargs: Any) -> None:
+def flow_reference(flow: Any) -> tuple[str, str] | None:
+    """(module, name) under which a module-level flow object is found, so a forked child takes it from its imports.
+
+    Pickled, a flow's function goes by value (its module's name for it is the Flow, not the function), with only
+    the globals its body uses: string annotations such as `Literal[...]` under `from __future__ import
+    annotations` then cannot be resolved and Prefect's parameter validation fails the run.
+    """
+    fn = getattr(flow, "fn", None)
+    module = sys.modules.get(getattr(fn, "__module__", "") or "")
+    name = getattr(fn, "__name__", "")
+    return (module.__name__, name) if module is not None and getattr(module, name, None) is flow else None
+
+
+def _run_flow_with_env(*args: Any, env: dict[str, str], remove_env: set[str],
+                       flow_reference: tuple[str, str] | None = None, **kwargs: Any) -> None:
     """In the forked child: take the run's environment and settings, then run the flow as Prefect's engine does."""
     import asyncio
+
+    if flow_reference is not None:
+        kwargs["flow"] = getattr(importlib.import_module(flow_reference[0]), flow_reference[1])
 
     from prefect.context import SettingsContext, get_settings_context
     from prefect.engine import handle_engine_signals

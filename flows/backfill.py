@@ -33,6 +33,8 @@ from tasks.backfill import (
 )
 
 FILE_IMPORT_DEPLOYMENT = "lead-intake/file-import"
+# `leadflow serve` names its deployments with this suffix (deployments/serve.py SERVED_SUFFIX).
+SERVED_SUFFIX = "-served"
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
@@ -211,6 +213,14 @@ def _run_on_task_runner(plan: BackfillPlan, manifest: SplitManifest, todo: list[
     return results
 
 
+def file_import_deployment(this_deployment: str | None = None) -> str:
+    """The file-import deployment beside this run's own: the served one when this backfill was served."""
+    from prefect.runtime import deployment
+
+    name = this_deployment if this_deployment is not None else (deployment.name or "")
+    return FILE_IMPORT_DEPLOYMENT + SERVED_SUFFIX if name.endswith(SERVED_SUFFIX) else FILE_IMPORT_DEPLOYMENT
+
+
 def _run_as_deployments(plan: BackfillPlan, manifest: SplitManifest, todo: list[Window],
                         options: dict[str, Any], max_parallel: int, progress: _Progress) -> list[WindowResult]:
     """Each window as a run of the file-import deployment, so the work pool's workers share the windows."""
@@ -231,7 +241,7 @@ def _run_as_deployments(plan: BackfillPlan, manifest: SplitManifest, todo: list[
                     progress.step()
                     continue
                 run = run_deployment(
-                    FILE_IMPORT_DEPLOYMENT, timeout=0, as_subflow=True,
+                    file_import_deployment(), timeout=0, as_subflow=True,
                     parameters={"path": manifest.parts[window.id], "source_name": options["source_name"],
                                 "chunk_size": options["chunk_size"], "replay": True,
                                 "default_country": options["default_country"]},

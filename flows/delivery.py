@@ -6,14 +6,28 @@ from typing import Any
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
 
 from flows.hooks import notify_ops_on_failure
+from flows.quiet import name_run_idle
 from leadflow.steps.delivery import DeliveryFailing
 from tasks.delivery import count_outbox_messages, deliver_outbox, watch_task_slas
 
 
-@flow(name="outbox-delivery", on_failure=[notify_ops_on_failure], on_crashed=[notify_ops_on_failure],
-      log_prints=False)
+def delivery_run_name() -> str:
+    """Name runs by what they may send: a capped run says its limit."""
+    limit = flow_run.parameters.get("limit")
+    return f"outbox-delivery-up-to-{limit}" if limit else "outbox-delivery"
+
+
+def is_idle(result: dict[str, Any]) -> bool:
+    """Whether a delivery run found nothing to do: no message claimed or requeued, no SLA notice queued."""
+    busy = ("claimed", "requeued_stale", "lost_claims", "sla_notices_queued", "sla_breaches_reported")
+    return not any(result.get(key) for key in busy) and not result.get("breaker_open")
+
+
+@flow(name="outbox-delivery", flow_run_name=delivery_run_name, on_failure=[notify_ops_on_failure],
+      on_crashed=[notify_ops_on_failure], log_prints=False)
 def outbox_delivery(limit: int | None = None, lease_minutes: float | None = None,
                     watch_slas: bool = True) -> dict[str, Any]:
     """Deliver pending outbox rows (prospect email, rep and manager alerts) exactly once.
@@ -30,6 +44,10 @@ def outbox_delivery(limit: int | None = None, lease_minutes: float | None = None
     result = deliver_outbox(limit=limit, lease_minutes=lease_minutes).as_dict()
     result.update(watched)
     result["outbox"] = count_outbox_messages()
+    if is_idle(result):
+        # Event-triggered and on a safety schedule: an idle run says so by name and leaves no all-zero artifact.
+        name_run_idle()
+        return result
     lines = "\n".join(f"| {k} | {v} |" for k, v in result.items() if not isinstance(v, dict | list))
     by_status = "\n".join(f"| {k} | {v} |" for k, v in sorted(result["outbox"].items()))
     breaker = result["breaker_open"]

@@ -6,7 +6,10 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from flows.quiet import announce_queued_messages
+
 logger = logging.getLogger("leadflow.ops")
+DELIVERY_FLOW = "outbox-delivery"
 
 
 def notify_ops_on_failure(flow: Any, flow_run: Any, state: Any) -> None:
@@ -21,6 +24,22 @@ def notify_ops_on_failure(flow: Any, flow_run: Any, state: Any) -> None:
     except Exception as exc:
         # The hook must not hide the run's own failure; the log line above already carries the alert.
         logger.error("ALERT could not be queued in the outbox: %s", type(exc).__name__)
+        return
+    if flow.name != DELIVERY_FLOW:
+        # A failing delivery run woken by its own alert would fail again at once, in a loop; its safety schedule
+        # (and Prefect's failure automation, `leadflow ops install`) carries that alert instead.
+        announce_queued_messages(1)
+
+
+def notify_ops_unless_subflow(flow: Any, flow_run: Any, state: Any) -> None:
+    """on_failure / on_crashed hook of a flow also run inside others: only a top-level run alerts.
+
+    lead-intake calls lead-qualification per chunk and fails with it; its own hook sends the one alert.
+    """
+    if getattr(flow_run, "parent_task_run_id", None):
+        logger.info("Subflow run %s ended %s; its parent run reports it", flow_run.id, state.name)
+        return
+    notify_ops_on_failure(flow, flow_run, state)
 
 
 def release_inbox_claims(flow: Any, flow_run: Any, state: Any) -> None:

@@ -15,6 +15,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from data_checks.runner import gx_context
 from flows.hooks import notify_ops_on_failure, release_inbox_claims
 from flows.qualification import lead_qualification
+from flows.quiet import name_run_idle
 from leadflow.config.settings import get_settings
 from leadflow.domain.inbox import INBOX_ORIGIN
 from leadflow.domain.summary import IntakeSummary
@@ -113,6 +114,7 @@ def lead_intake(
     if inbox and not inbox.has_work():
         # The continuous deployment runs every minute: an idle run leaves no batch row and no artifacts.
         logger.info("lead_inbox has no leads to claim")
+        name_run_idle()
         return summary.as_dict()
     # A big file gets its check worker now: it imports Great Expectations on the other core while this process
     # reads, prepares and normalizes the first chunk, instead of this process importing it first.

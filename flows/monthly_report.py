@@ -11,6 +11,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.hooks import notify_ops_on_failure
+from flows.quiet import announce_queued_messages
 from leadflow.config.settings import get_settings
 from leadflow.domain import reports as rpt
 from leadflow.io.report_files import FORMATS
@@ -63,6 +64,7 @@ def monthly_report(month: str | None = None, formats: list[str] | None = None) -
     checks = check_report(report)
     published = publish_monthly_report(report, formats, checks)
     notice = queue_monthly_report_notice(report, published["files"])
+    announce_queued_messages(1)
     head = report.headline()
     logger.info("Report %s: %d new leads, %d spam, %d submissions", month, head["new_leads"], head["spam_leads"],
                 head["submissions"])

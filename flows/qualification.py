@@ -11,6 +11,8 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
+from flows.hooks import notify_ops_unless_subflow
+from flows.quiet import announce_queued_messages
 from leadflow.config.settings import get_settings
 from leadflow.domain.qualification import load_qualification_policy
 from leadflow.domain.summary import QualificationSummary
@@ -43,7 +45,8 @@ def qualification_run_name() -> str:
 
 
 @flow(name="lead-qualification", flow_run_name=qualification_run_name,
-      task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=False)
+      task_runner=ThreadPoolTaskRunner(max_workers=2), on_failure=[notify_ops_unless_subflow],
+      on_crashed=[notify_ops_unless_subflow], log_prints=False)
 def lead_qualification(
     lead_ids: list[int] | None = None,
     emails: list[str] | None = None,
@@ -73,6 +76,7 @@ def lead_qualification(
     qualify(TASKS, ids, rules, summary, replay=replay, timezone=settings.timezone, clock=utc_now,
             chunk_size=settings.chunk_size, messages=messages)
     queued = sum(summary.messages_queued.values())
+    sent_inline = False
     if deliver and not replay and queued:
         tick = time.perf_counter()
         try:
@@ -80,11 +84,15 @@ def lead_qualification(
             summary.delivered, summary.delivery_failed = delivered.sent, delivered.failed + delivered.unknown_outcome
             if delivered.retry_later:
                 summary.failures.append(f"{delivered.retry_later} messages will be retried by outbox-delivery")
+            sent_inline = not (delivered.retry_later or delivered.left_pending or delivered.breaker_open)
         except Exception as exc:  # the messages are safe in the outbox: the next outbox-delivery run sends them
             summary.failures.append(f"delivery failed, messages stay pending: {type(exc).__name__}")
         summary.add_time("deliver_outbox", time.perf_counter() - tick)
     elif queued and not replay:
         get_run_logger().info("%d messages wait in the outbox for the outbox-delivery run", queued)
+    if queued and not replay and not sent_inline:
+        # Wakes the outbox-delivery deployment now instead of at its safety schedule.
+        announce_queued_messages(queued)
     summary.seconds = round(time.perf_counter() - started, 3)
     publish_qualification_summary(summary)
     get_run_logger().info("Qualified %d leads (%d spam skipped): %s; %d accounts created; messages queued %s",

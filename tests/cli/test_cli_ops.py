@@ -123,12 +123,15 @@ def test_serve_check_builds_every_deployment_without_serving():
     result = runner.invoke(app, ["serve", "--check"])
     assert result.exit_code == 0, result.output
     lines = dict(line.split(": ", 1) for line in result.stdout.strip().splitlines())
-    assert set(lines) == {"lead-intake/continuous", "lead-intake/file-import", "spam-cleanup/nightly",
-                          "monthly-report/monthly", "outbox-delivery/every-minute", "lead-backfill/ad-hoc",
-                          "person-erasure/on-request"}
-    assert lines["lead-intake/continuous"].startswith("every 60s; on leadflow.lead.submitted")
-    assert lines["spam-cleanup/nightly"].startswith("cron '0 2 * * *'")
-    assert lines["lead-backfill/ad-hoc"].startswith("no schedule")
+    # Served under their own names, beside the work-pool deployments of the same prefect.yaml.
+    assert set(lines) == {"lead-intake/continuous-served", "lead-intake/file-import-served",
+                          "spam-cleanup/nightly-served", "monthly-report/monthly-served",
+                          "outbox-delivery/queued-served", "lead-backfill/ad-hoc-served",
+                          "person-erasure/on-request-served"}
+    assert lines["lead-intake/continuous-served"].startswith("every 600s; on leadflow.lead.submitted")
+    assert lines["outbox-delivery/queued-served"].startswith("every 600s; on leadflow.outbox.queued")
+    assert lines["spam-cleanup/nightly-served"].startswith("cron '0 2 * * *'")
+    assert lines["lead-backfill/ad-hoc-served"].startswith("no schedule")
 
 
 @pytest.mark.parametrize(

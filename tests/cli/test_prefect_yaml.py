@@ -25,7 +25,7 @@ EXPECTED = {
     "lead-intake/file-import",
     "spam-cleanup/nightly",
     "monthly-report/monthly",
-    "outbox-delivery/every-minute",
+    "outbox-delivery/queued",
     "lead-backfill/ad-hoc",
     "person-erasure/on-request",
 }
@@ -106,7 +106,7 @@ def test_served_cron_schedules_follow_the_time_zone_setting(project, monkeypatch
     assert set(deployments) == {d["name"] for d in project["deployments"]}
     nightly = deployments["nightly"].schedules[0].schedule
     assert (nightly.cron, nightly.timezone) == ("0 2 * * *", "Europe/Berlin")
-    assert deployments["continuous"].schedules[0].schedule.interval.total_seconds() == 60
+    assert deployments["continuous"].schedules[0].schedule.interval.total_seconds() == 600
     assert deployments["continuous"].triggers[0].expect == {SUBMITTED_EVENT}
     assert deployments["ad-hoc"].concurrency_limit == 1 or deployments["ad-hoc"].concurrency_options
 
@@ -138,3 +138,48 @@ def test_file_import_never_drains_the_inbox(project):
     deployments = _by_full_name(project)
     assert deployments["lead-intake/file-import"]["parameters"]["from_inbox"] is False
     assert deployments["lead-intake/continuous"]["parameters"].get("from_inbox", True) is True
+
+
+def test_outbox_delivery_is_triggered_by_the_event_flows_emit_when_messages_are_queued(project):
+    from flows.quiet import MESSAGES_QUEUED_EVENT, OUTBOX_RESOURCE_ID
+
+    deployment = _by_full_name(project)["outbox-delivery/queued"]
+    (trigger,) = deployment["triggers"]
+    assert trigger["expect"] == [MESSAGES_QUEUED_EVENT]
+    assert trigger["match"] == {"prefect.resource.id": OUTBOX_RESOURCE_ID}
+
+
+def test_event_driven_deployments_keep_only_a_slow_safety_schedule(project):
+    for name in ("lead-intake/continuous", "outbox-delivery/queued"):
+        (schedule,) = _by_full_name(project)[name]["schedules"]
+        assert schedule["interval"] >= 600, name
+
+
+def test_the_inbox_drain_is_its_own_deployment(project):
+    deployments = _by_full_name(project)
+    drains = [name for name, d in deployments.items()
+              if d["entrypoint"].endswith(":lead_intake") and d["parameters"].get("from_inbox", True)]
+    assert drains == ["lead-intake/continuous"]
+    assert deployments["lead-intake/continuous"]["parameters"]["path"] is None
+
+
+def test_work_pool_runs_send_heartbeats_for_the_zombie_automation(project):
+    from deployments.serve import HEARTBEAT_SECONDS
+
+    env = project["definitions"]["work_pool"]["job_variables"]["env"]
+    assert int(env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]) == HEARTBEAT_SECONDS >= 30
+
+
+def test_served_names_never_collide_with_the_work_pool_names(project):
+    from deployments.serve import SERVED_SUFFIX, served_names
+    from flows.backfill import SERVED_SUFFIX as BACKFILL_SUFFIX
+    from flows.backfill import file_import_deployment
+
+    names = served_names(project)
+    assert {deployed for _served, deployed in names} == EXPECTED
+    assert {served for served, _deployed in names}.isdisjoint(EXPECTED)
+    assert all(served == deployed + SERVED_SUFFIX for served, deployed in names)
+    # A served backfill sends its windows to the served file-import; a work-pool one to the pool's.
+    assert BACKFILL_SUFFIX == SERVED_SUFFIX
+    assert file_import_deployment("ad-hoc-served") == "lead-intake/file-import-served"
+    assert file_import_deployment("ad-hoc") == "lead-intake/file-import"

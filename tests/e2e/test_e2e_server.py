@@ -190,7 +190,7 @@ def test_deploy_all_then_a_worker_runs_intake_and_a_two_month_backfill(server, t
     deadline = time.monotonic() + 120
     scheduled: dict[str, list[dict]] = {}
     while time.monotonic() < deadline:
-        for name in [*expected, "lead-intake/continuous", "outbox-delivery/every-minute"]:
+        for name in [*expected, "lead-intake/continuous", "outbox-delivery/queued"]:
             deployment = server.deployment(name)
             scheduled[name] = server.http.post("/flow_runs/filter", json={
                 "flow_runs": {"deployment_id": {"any_": [deployment["id"]]},

@@ -37,6 +37,11 @@ def _artifact_keys(flow_run_id) -> list[str]:
     return sorted(a.key or "" for a in found)
 
 
+def _run_name(flow_run_id) -> str:
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(flow_run_id).name
+
+
 def _batches(crm) -> int:
     with crm.engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(IntakeBatch.__table__)).scalar_one()
@@ -47,6 +52,7 @@ def test_an_idle_inbox_run_leaves_no_batch_and_no_artifacts(crm):
     assert idle.is_completed() and idle.result()["rows_read"] == 0
     assert _batches(crm) == 0
     assert _artifact_keys(idle.state_details.flow_run_id) == []
+    assert _run_name(idle.state_details.flow_run_id) == "intake-lead_inbox-idle"
     # Rows another run holds are not work for this one either.
     submit_lead(crm, {"email": "jane@acme.com", "source": "web_form"})
     held = claim_rows(crm, 10)
@@ -55,6 +61,7 @@ def test_an_idle_inbox_run_leaves_no_batch_and_no_artifacts(crm):
     busy = lead_intake(return_state=True)
     assert busy.result()["rows_read"] == 1 and _batches(crm) == 1
     assert "lead-intake-summary" in _artifact_keys(busy.state_details.flow_run_id)
+    assert _run_name(busy.state_details.flow_run_id) == "intake-lead_inbox"
 
 
 def test_a_lead_posted_while_a_run_works_is_taken_by_that_run(crm, monkeypatch):

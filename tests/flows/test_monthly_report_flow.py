@@ -108,9 +108,16 @@ def run_steps(crm, month: str, formats: list[str], report_dir: Path) -> dict:
     return published
 
 
-def test_report_of_a_month_publishes_tables_files_and_a_notice(crm, reports):
+def test_report_of_a_month_publishes_tables_files_and_a_notice(crm, reports, monkeypatch):
+    import prefect.events
+
+    from flows.quiet import MESSAGES_QUEUED_EVENT
+
+    events: list[str] = []
+    monkeypatch.setattr(prefect.events, "emit_event", lambda **event: events.append(event["event"]))
     seed(crm)
     result = monthly_report(month=MONTH)
+    assert events == [MESSAGES_QUEUED_EVENT]  # the notice wakes outbox-delivery
     assert result["new_leads"] == 4 and result["spam_leads"] == 1
     assert result["submissions"] == 6 and result["repeat_submissions"] == 2
     assert result["new_leads_prev"] == 1 and result["new_leads_last_year"] == 1

@@ -43,8 +43,14 @@ HOT = {"job_title": "CTO", "company_size": "1200", "demo_requested": "yes", "cou
 
 
 def test_sample_leads_through_intake_then_a_rerun_changes_nothing(crm_q, tmp_path, monkeypatch):
+    import prefect.events
+
     from flows.delivery import outbox_delivery
+    from flows.quiet import MESSAGES_QUEUED_EVENT
     from leadflow.domain.summary import IntakeSummary
+
+    events: list[dict] = []
+    monkeypatch.setattr(prefect.events, "emit_event", lambda **event: events.append(event))
 
     # A bulk import: intake's qualification subflow leaves the messages to the outbox-delivery run.
     monkeypatch.setenv("LEADFLOW_INLINE_DELIVERY_MAX_LEADS", "1")
@@ -63,6 +69,8 @@ def test_sample_leads_through_intake_then_a_rerun_changes_nothing(crm_q, tmp_pat
     assert sum(1 for row in leads if row["account_id"]) == first["leads_linked"]
     queued = sum(first["messages_queued"].values())
     assert queued >= 3 and first["delivered"] == 0
+    # The messages left for outbox-delivery wake its deployment (prefect.yaml's trigger) instead of a schedule.
+    assert sum(e["payload"]["messages"] for e in events if e["event"] == MESSAGES_QUEUED_EVENT) == queued
     assert {m["status"] for m in _rows(crm_q, OutboxMessage)} == {"pending"}
     assert f"waiting in outbox    {queued}:" in IntakeSummary.from_dict(summary).to_text()
     before = snapshot(crm_q)
