@@ -1,10 +1,10 @@
 """The SLA watch: tell the sales manager, once per breach, about open tasks whose SLA due time has passed.
 
 Qualification gives every task a due time (P1 within 5 business minutes, ...). A task breaches its SLA later,
-when nobody is running qualification, so the every-minute delivery run looks for breaches: open tasks of open
-leads past `due_at` that no notice has named yet. They go into one manager notice (an outbox row keyed by the
-tasks it names), and the same transaction stamps `crm_tasks.sla_notified_at`, so a breach is reported exactly
-once however often the watch runs, and a crash leaves nothing half done.
+when nobody is running qualification, so the outbox-delivery run (on queued messages, and every 10 minutes) looks
+for breaches: open tasks of open leads past `due_at` that no notice has named yet. They go into one manager notice
+(an outbox row keyed by the tasks it names), and the same transaction stamps `crm_tasks.sla_notified_at`, so a
+breach is reported exactly once however often the watch runs, and a crash leaves nothing half done.
 """
 
 from __future__ import annotations
