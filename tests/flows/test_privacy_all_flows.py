@@ -44,7 +44,7 @@ NEEDLES = [ZEPH["email"], "zephyrine", "quillfeather", "+14155550142", "415 555 
 HOT = {"job_title": "CTO", "company": "ACME Corp.", "country": "US", "demo_requested": "true",
        "company_size": "1001-5000", "email_opt_in": "true", "message": "We need a replacement asap, budget approved"}
 # Formula prefixes planted through intake (OWASP CSV injection); the report CSVs carry UTM values and sources.
-FORMULAS = {"utm_source": "=HYPERLINK(\"http://evil.example/x\",\"click\")", "utm_medium": "+cmd|' /C calc'!A0",
+FORMULAS = {"utm_source": "=HYPERLINK(\"http://evil.example/x\",\"click\")", "utm_medium": "=cmd|' /C calc'!A0",
             "utm_campaign": "@SUM(1+1)"}
 
 
@@ -127,8 +127,9 @@ def test_erasure_after_every_flow_leaves_no_trace_and_reimport_changes_nothing_e
     cells = [cell for path in (output / "reports").rglob("*.csv")
              for row in csv.reader(path.open(encoding="utf-8")) for cell in row]
     assert [c for c in cells if c.startswith(FORMULA_PREFIXES) and not _number(c)] == []
-    # The channel dimension is "utm_medium / utm_source": the cell starts with the medium's '+'.
-    assert any(c.startswith("'+cmd") and "=HYPERLINK" in c for c in cells)
+    # The channel dimension is "utm_medium / utm_source": the cell starts with the medium's '='.
+    # UTM values are stored folded (lower case, `+` and spaces to `_`), so the medium plants `=`, which folding keeps.
+    assert any(c.startswith("'=cmd") and "=hyperlink" in c for c in cells)
 
     # The export names every row the full scan finds.
     before = scan(crm, output)
