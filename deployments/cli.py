@@ -654,6 +654,11 @@ def person_erase(
     typer.echo(json.dumps(summary.as_dict()))
 
 
+from deployments.cli_repair import app as repair_app  # noqa: E402  (a command group of its own module)
+
+app.add_typer(repair_app, name="repair")
+
+
 def main() -> None:
     """Entry point of the `leadflow` console command."""
     # The ephemeral Prefect API's telemetry write races the first flow run for its SQLite file ("database is

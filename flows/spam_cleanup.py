@@ -11,6 +11,7 @@ from prefect.runtime import flow_run
 from flows.hooks import notify_ops_on_failure
 from leadflow.steps import spam as cleanup
 from tasks.common import utc_now
+from tasks.repair import repair_unfinished_leads
 from tasks.spam import cleanup_spam_leads, count_spam_restores, publish_spam_summary, purge_expired_spam_leads
 
 
@@ -21,18 +22,25 @@ def spam_cleanup_run_name() -> str:
 
 @flow(name="spam-cleanup", flow_run_name=spam_cleanup_run_name, on_failure=[notify_ops_on_failure],
       on_crashed=[notify_ops_on_failure], log_prints=False)
-def spam_cleanup(since: str | None = None, dry_run: bool = False, batch_size: int = 50_000) -> dict[str, Any]:
+def spam_cleanup(since: str | None = None, dry_run: bool = False, batch_size: int = 50_000,
+                 repair: bool = True) -> dict[str, Any]:
     """Flag spam among recent leads (status spam, tasks cancelled, messages withdrawn) and purge expired spam.
 
     Args:
         since: ISO date or time of the oldest submission to re-check (default: the policy's recheck_days ago).
         dry_run: Report what would be flagged and purged, and change nothing.
         batch_size: Submissions (and leads to purge) per chunk; memory follows this, not the table size.
+        repair: Also finish leads a killed run left half processed (`leadflow repair`); first, so the spam
+            re-check and purge see them complete.
     """
     started = time.perf_counter()
     policy = cleanup.load_spam_policy()
     now = utc_now()
     start = cleanup.parse_since(since, now, policy)
+    repaired = None
+    if repair:
+        # Nightly reconcile: leads whose spam check, score, qualification or tasks and messages a crash cut off.
+        repaired = repair_unfinished_leads(now, dry_run)
     flagged = cleanup_spam_leads(policy, start, now, batch_size, dry_run)
     purged = purge_expired_spam_leads(policy, now, batch_size, dry_run)
     summary = {
@@ -43,6 +51,7 @@ def spam_cleanup(since: str | None = None, dry_run: bool = False, batch_size: in
         "flagged": flagged.as_dict(),
         "restored": count_spam_restores(start),
         "purged": purged.as_dict(),
+        "repaired": repaired.as_dict() if repaired is not None else None,
         "seconds": round(time.perf_counter() - started, 3),
     }
     publish_spam_summary(summary)

@@ -8,11 +8,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 
 from leadflow.crm.schema import Lead, LeadSubmission
 from leadflow.crm.store import Store, select_in
 from leadflow.domain.accounts import LeadLinks
+from leadflow.domain.progress import LeadStep
 
 LEADS = Lead.__table__
 SUBMISSIONS = LeadSubmission.__table__
@@ -22,19 +23,27 @@ LEAD_COLUMNS = (
     "email_domain", "company_size", "industry", "employee_count", "revenue_band", "seniority", "page_views",
     "pricing_page_visits", "demo_requested", "intent_score", "score", "tier", "priority", "priority_reason",
     "checklist", "match_details", "account_id", "owner_id", "do_not_contact", "email_opt_in", "is_spam", "status",
+    "step_mark",
 )
 
 
 def resolve_lead_ids(store: Store, lead_ids: Sequence[int] | None = None, emails: Sequence[str] | None = None,
                      all_unqualified: bool = False) -> list[int]:
-    """Ids of the leads to qualify: given ids, leads with these emails, or every lead never qualified."""
+    """Ids of the leads to qualify: given ids, leads with these emails, or every lead never qualified.
+
+    "Never qualified" is a scored lead without a qualification, or one whose qualification stopped before its
+    tasks and messages; a lead still waiting for its spam check, details or score is not ready (step marks).
+    """
     ids = {int(i) for i in (lead_ids or [])}
     with store.engine.connect() as conn:
         if emails:
             wanted = [e.strip().lower() for e in emails if e and e.strip()]
             ids.update(int(r[0]) for r in select_in(conn, [LEADS.c.id], LEADS.c.email, wanted))
         if all_unqualified:
-            stmt = select(LEADS.c.id).where(LEADS.c.qualified_at.is_(None), LEADS.c.is_spam.is_(False))
+            stmt = select(LEADS.c.id).where(
+                LEADS.c.is_spam.is_(False),
+                or_(and_(LEADS.c.qualified_at.is_(None), LEADS.c.step_mark >= int(LeadStep.SCORED)),
+                    LEADS.c.step_mark == int(LeadStep.ASSIGNED)))
             ids.update(conn.execute(stmt).scalars())
     return sorted(ids)
 
@@ -59,6 +68,7 @@ def load_leads(store: Store, lead_ids: Sequence[int]) -> pd.DataFrame:
         frame["message"] = frame["lead_id"].map(msgs).astype("string")
     else:
         frame["message"] = pd.Series(pd.NA, index=frame.index, dtype="string")
+    frame["step_mark"] = pd.to_numeric(frame["step_mark"]).astype("int64")
     for name in ("do_not_contact", "is_spam"):
         frame[name] = frame[name].astype("boolean").fillna(False)
     for name in ("demo_requested", "email_opt_in"):  # raw rows: SQLite hands booleans back as 0/1

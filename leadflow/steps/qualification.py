@@ -20,7 +20,7 @@ import pandas as pd
 
 from data_checks.qualification import guard_qualification
 from leadflow.crm import accounts as account_store
-from leadflow.crm import assignments, outbox
+from leadflow.crm import assignments, outbox, progress
 from leadflow.crm import leads as lead_store
 from leadflow.crm import tasks as task_store
 from leadflow.crm.accounts import AccountResult
@@ -29,18 +29,25 @@ from leadflow.crm.store import Store, is_transient_db_error
 from leadflow.domain import accounts as matching
 from leadflow.domain import messages, qualification, records, routing
 from leadflow.domain.accounts import LeadLinks
+from leadflow.domain.progress import LeadStep
 from leadflow.domain.qualification import QualificationPolicy
 from leadflow.domain.summary import QualificationSummary, add, counts
 from leadflow.steps import sla
+from leadflow.steps.faults import with_crash_points
 
 # --- Load Leads To Qualify / Qualification Checklist / Check Company Existence -----------------------------------
 
 
-def load_leads_to_qualify(store: Store, lead_ids: Sequence[int]) -> tuple[pd.DataFrame, int]:
-    """The leads with what qualification needs, spam leads left out, and how many spam leads were left out."""
+def load_leads_to_qualify(store: Store, lead_ids: Sequence[int]) -> tuple[pd.DataFrame, int, int]:
+    """The leads with what qualification needs, and how many spam leads and not yet scored leads were left out.
+
+    A lead whose spam check, details or score is still missing (its step mark says so) is never qualified: a
+    later run, or `leadflow repair`, finishes those steps first.
+    """
     leads = lead_store.load_leads(store, lead_ids)
     spam = leads["is_spam"].to_numpy(dtype=bool)
-    return leads.loc[~spam].reset_index(drop=True), int(spam.sum())
+    unscored = ~spam & (leads["step_mark"].to_numpy() < LeadStep.SCORED)
+    return leads.loc[~spam & ~unscored].reset_index(drop=True), int(spam.sum()), int(unscored.sum())
 
 
 def qualification_checklist(leads: pd.DataFrame, policy: QualificationPolicy) -> pd.DataFrame:
@@ -156,8 +163,38 @@ def _assign(store: Store, leads: pd.DataFrame, links: LeadLinks, checks: pd.Data
         lead_store.insert_events(conn, store, records.qualified_events(
             leads, accounts, priority, decisions, assigned | newly_queued, policy, replay, now, flow_run_id, match,
             checks))
+        progress.mark_step(conn, ids, LeadStep.ASSIGNED, now)
+        if "step_mark" in leads:
+            decisions, assigned, newly_queued = _resume_assigned(conn, leads, decisions, assigned, newly_queued)
     return AssignmentResult(decisions=decisions, newly_assigned=pd.Series(assigned, index=leads.index),
                             newly_queued=pd.Series(newly_queued, index=leads.index))
+
+
+def _resume_assigned(conn: Any, leads: pd.DataFrame, decisions: pd.DataFrame, assigned: np.ndarray,
+                     newly_queued: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Routing as a killed run decided it, for its leads routed before the kill (ASSIGNED): tasks and messages need it.
+
+    Their owner or queue place is stored already, so routing them again says "existing owner" or finds them in the
+    queue; the assignment their routing recorded says whether they were newly assigned or queued, and by which rule.
+    """
+    resumed = leads["step_mark"].to_numpy() == LeadStep.ASSIGNED
+    if not resumed.any():
+        return decisions, assigned, newly_queued
+    recorded = progress.assignments_decided(conn, leads.loc[resumed, "lead_id"].astype("int64").tolist())
+    decisions, assigned, newly_queued = decisions.copy(), assigned.copy(), newly_queued.copy()
+    for position in np.flatnonzero(resumed):
+        found = recorded.get(int(leads["lead_id"].iat[position]))
+        if not found or "rule" not in found:
+            continue
+        row = decisions.index[position]
+        decisions.at[row, "assignment_rule"] = found["rule"]
+        decisions.at[row, "owner_id"] = found.get("owner_id")
+        decisions.at[row, "fallback_reason"] = found.get("reason")
+        decisions.at[row, "segment"] = found.get("segment")
+        decisions.at[row, "candidates"] = list(found.get("candidates") or [])
+        assigned[position] = found.get("owner_id") is not None
+        newly_queued[position] = found["rule"] == routing.FALLBACK
+    return decisions, assigned, newly_queued
 
 
 # --- tasks and messages --------------------------------------------------------------------------------------------
@@ -242,6 +279,12 @@ def notify_sales_manager(store: Store, q: Qualified, policy: QualificationPolicy
     return notices + sla.watch_task_slas(store, manager_urls, sales_inbox, now).notices
 
 
+def finish_lead_qualification(store: Store, lead_ids: Sequence[int], now: datetime) -> int:
+    """Mark the batch's leads complete once their tasks and messages are queued (the spam among them too)."""
+    with store.begin() as conn:
+        return progress.finish_qualification(conn, lead_ids, now)
+
+
 # --- the one sequence ----------------------------------------------------------------------------------------------
 
 
@@ -265,12 +308,25 @@ class QualificationSteps:
     send_auto_responses: Callable[..., int]
     alert_sales_reps: Callable[..., int]
     notify_sales_manager: Callable[..., int]
+    finish_lead_qualification: Callable[..., int]
+
+
+# Each step's task name (tasks/qualification.py): crash points name the plain steps by them too.
+QUALIFICATION_STEP_NAMES = {
+    "load_leads_to_qualify": "Load Leads To Qualify", "qualification_checklist": "Qualification Checklist",
+    "check_company_existence": "Check Company Existence", "create_account_entries": "Create Account Entry",
+    "link_leads_to_accounts": "Link Lead to Account", "determine_lead_priority": "Determine Lead Priority",
+    "assign_lead_owners": "Assign Lead Owner", "assign_qualification_tasks": "Assign Qualification Task",
+    "create_discovery_call_tasks": "Create Discovery Call Task", "send_auto_responses": "Send Auto-Response",
+    "alert_sales_reps": "Alert Sales Rep", "notify_sales_manager": "Notify Sales Manager",
+    "finish_lead_qualification": "Finish Lead Qualification",
+}
 
 
 def local_steps(store: Store, *, manager_urls: str | None = None, sales_inbox: str = "sales@localhost",
                 flow_run_id: str | None = None) -> QualificationSteps:
-    """The plain step functions bound to a store, for callers without an orchestrator (bench, tests)."""
-    return QualificationSteps(
+    """The plain step functions bound to a store, for callers without an orchestrator (bench, tests, repair)."""
+    return with_crash_points(QualificationSteps(
         load_leads_to_qualify=partial(load_leads_to_qualify, store),
         qualification_checklist=qualification_checklist,
         check_company_existence=partial(check_company_existence, store),
@@ -283,7 +339,8 @@ def local_steps(store: Store, *, manager_urls: str | None = None, sales_inbox: s
         send_auto_responses=partial(send_auto_responses, store),
         alert_sales_reps=partial(alert_sales_reps, store),
         notify_sales_manager=partial(notify_sales_manager, store, manager_urls=manager_urls, sales_inbox=sales_inbox),
-    )
+        finish_lead_qualification=partial(finish_lead_qualification, store),
+    ), QUALIFICATION_STEP_NAMES)
 
 
 def _start(step: Callable[..., Any], *args: Any) -> Callable[[], Any]:
@@ -335,11 +392,16 @@ def _qualify_batch(steps: QualificationSteps, ids: list[int], policy: Qualificat
         summary.add_time(step, time.perf_counter() - tick)
         tick = time.perf_counter()
 
-    leads, spam = steps.load_leads_to_qualify(ids)
+    leads, spam, unscored = steps.load_leads_to_qualify(ids)
     summary.skipped_spam += spam
+    summary.skipped_unscored += unscored
     timed("load")
     if leads.empty:
+        # Spam leads need no qualification: they are complete once scored.
+        if spam:
+            steps.finish_lead_qualification(ids, now)
         return
+    summary.resumed += int((leads["step_mark"].to_numpy() == LeadStep.ASSIGNED).sum())
     checklist = _start(steps.qualification_checklist, leads, policy)
     match = steps.check_company_existence(leads, policy)
     timed("check_company_existence")
@@ -360,11 +422,14 @@ def _qualify_batch(steps: QualificationSteps, ids: list[int], policy: Qualificat
     timed("assign_qualification_tasks")
     add(summary.tasks_created, "discovery_call", steps.create_discovery_call_tasks(q, policy, replay, now))
     timed("create_discovery_call_tasks")
-    if replay:
-        return
-    add(summary.messages_queued, "auto_response", steps.send_auto_responses(q, policy, now))
-    timed("send_auto_responses")
-    add(summary.messages_queued, "rep_alert", steps.alert_sales_reps(q, policy, now))
-    timed("alert_sales_reps")
-    add(summary.messages_queued, "manager_notice", steps.notify_sales_manager(q, policy, now))
-    timed("notify_sales_manager")
+    if not replay:
+        add(summary.messages_queued, "auto_response", steps.send_auto_responses(q, policy, now))
+        timed("send_auto_responses")
+        add(summary.messages_queued, "rep_alert", steps.alert_sales_reps(q, policy, now))
+        timed("alert_sales_reps")
+        add(summary.messages_queued, "manager_notice", steps.notify_sales_manager(q, policy, now))
+        timed("notify_sales_manager")
+    # Only now is nothing left for these leads: a kill before this leaves them ASSIGNED, and tasks and messages
+    # (idempotent by key) are queued again by the next run or repair.
+    steps.finish_lead_qualification(ids, now)
+    timed("finish_lead_qualification")
