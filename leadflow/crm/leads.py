@@ -132,6 +132,21 @@ def update_qualified_leads(conn: Connection, store: Store, leads: pd.DataFrame, 
         store.bulk(conn, stmt, changes)
 
 
+def record_new_company_evidence(store: Store, lead_ids: Sequence[int], details: Sequence[str]) -> None:
+    """Store the "new company" match evidence of leads not linked yet, as their accounts are created.
+
+    Assign Lead Owner links them later; should a kill come in between, the next run still knows these accounts
+    were new to these leads (it would otherwise find them by domain).
+    """
+    frame = pd.DataFrame({"b_id": [int(i) for i in lead_ids], "b_details": list(details)})
+    if frame.empty:
+        return
+    stmt = (update(LEADS).where(LEADS.c.id == bindparam("b_id"), LEADS.c.account_id.is_(None))
+            .values(match_details=bindparam("b_details")))
+    with store.begin() as conn:
+        store.bulk(conn, stmt, frame)
+
+
 def insert_events(conn: Connection, store: Store, events: pd.DataFrame) -> None:
     """Append qualification's events to the audit log inside the caller's transaction."""
     store.insert_events(conn, events)

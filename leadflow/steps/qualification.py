@@ -8,6 +8,7 @@ bound to a store (`local_steps`), so every caller runs the same sequence, data c
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -56,16 +57,59 @@ def qualification_checklist(leads: pd.DataFrame, policy: QualificationPolicy) ->
 
 
 def check_company_existence(store: Store, leads: pd.DataFrame, policy: QualificationPolicy) -> pd.DataFrame:
-    """Match each lead's company to the accounts: domain first, then cleaned name, fuzzy within blocks."""
-    return matching.match_companies(leads, account_store.load_accounts(store), policy.matching)
+    """Match each lead's company to the accounts: domain first, then cleaned name, fuzzy within blocks.
+
+    A lead whose unfinished qualification (a killed run's) already created its new company's account keeps the
+    "new company" evidence recorded then, instead of matching that account by domain now.
+    """
+    match = matching.match_companies(leads, account_store.load_accounts(store), policy.matching)
+    return _kept_new_company_evidence(leads, match)
+
+
+def _evidence(value: Any) -> dict[str, Any] | None:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str) and value:
+        return json.loads(value)
+    return None
+
+
+def _kept_new_company_evidence(leads: pd.DataFrame, match: pd.DataFrame) -> pd.DataFrame:
+    """The match, with "new company" restored for unfinished leads whose recorded evidence says so."""
+    if "step_mark" not in leads or "match_details" not in leads:
+        return match
+    unfinished = np.isin(leads["step_mark"].to_numpy(), [LeadStep.SCORED, LeadStep.ASSIGNED])
+    found = match["match_band"].isin(["domain", "auto_link"]).to_numpy(dtype=bool, na_value=False)
+    rows = np.flatnonzero(unfinished & found)
+    stored = {i: _evidence(leads["match_details"].iat[i]) for i in rows}
+    rows = [i for i in rows if stored[i] and stored[i].get("band") == "new_company"]
+    if not rows:
+        return match
+    match = match.copy()
+    for i in rows:
+        row, evidence = match.index[i], stored[i]
+        match.at[row, "match_band"] = "new_company"
+        match.at[row, "match_method"] = evidence.get("method")
+        match.at[row, "match_score"] = evidence.get("score")
+        match.at[row, "matched_account_id"] = pd.NA
+        match.at[row, "new_name"] = leads["company"].iat[i]
+        match.at[row, "new_name_key"] = evidence.get("key")
+        match.at[row, "new_domain"] = evidence.get("domain")
+        match.at[row, "match_details"] = json.dumps(evidence)
+    return match
 
 
 # --- Create Account Entry / Link Lead to Account -----------------------------------------------------------------
 
 
 def create_account_entries(store: Store, leads: pd.DataFrame, match: pd.DataFrame) -> AccountResult:
-    """Create one account per new company (race-safe on both unique keys)."""
-    return account_store.create_accounts(store, leads, match)
+    """Create one account per new company (race-safe on both unique keys), and record that on its leads."""
+    result = account_store.create_accounts(store, leads, match)
+    if "step_mark" in leads:
+        new = match["match_band"].eq("new_company").to_numpy(dtype=bool, na_value=False)
+        lead_store.record_new_company_evidence(store, leads["lead_id"][new].astype("int64").tolist(),
+                                               match["match_details"][new].astype(str).tolist())
+    return result
 
 
 def link_leads_to_accounts(leads: pd.DataFrame, match: pd.DataFrame, accounts: AccountResult) -> LeadLinks:
