@@ -812,6 +812,9 @@ from deployments import cli_ops, cli_quarantine, cli_reps  # noqa: E402  (their 
 app.add_typer(cli_reps.app, name="reps")
 app.add_typer(cli_quarantine.app, name="quarantine")
 app.add_typer(cli_ops.app, name="ops")
+from deployments.cli_repair import app as repair_app  # noqa: E402  (a command group of its own module)
+
+app.add_typer(repair_app, name="repair")
 
 
 def main() -> None:

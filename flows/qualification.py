@@ -21,19 +21,26 @@ from tasks.common import utc_now
 from tasks.delivery import deliver_outbox
 from tasks.qualification import (
     QUALIFICATION_TASKS,
+    finish_lead_qualification,
     load_leads_to_qualify,
     publish_qualification_summary,
     resolve_leads_to_qualify,
 )
 
 
-def _load_leads_to_qualify(ids: list[int]) -> tuple[Any, int]:
+def _load_leads_to_qualify(ids: list[int]) -> tuple[Any, int, int]:
     """Load Leads To Qualify with its ids passed as they are."""
     # quote(): Prefect would otherwise visit each of the 50,000 ids looking for futures, twice per task run.
     return load_leads_to_qualify(quote(ids))
 
 
-TASKS = replace(QUALIFICATION_TASKS, load_leads_to_qualify=_load_leads_to_qualify)
+def _finish_lead_qualification(ids: list[int], now: Any, left_out: list[int] | None = None) -> int:
+    """Finish Lead Qualification with its ids passed as they are."""
+    return finish_lead_qualification(quote(ids), now, quote(list(left_out or [])))
+
+
+TASKS = replace(QUALIFICATION_TASKS, load_leads_to_qualify=_load_leads_to_qualify,
+                finish_lead_qualification=_finish_lead_qualification)
 
 
 def qualification_run_name() -> str:

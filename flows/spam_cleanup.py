@@ -13,6 +13,7 @@ from leadflow.steps import spam as cleanup
 from tasks.batches import find_dead_batches
 from tasks.common import utc_now
 from tasks.health import publish_daily_health
+from tasks.repair import repair_unfinished_leads
 from tasks.retention import apply_retention
 from tasks.spam import cleanup_spam_leads, count_spam_restores, publish_spam_summary, purge_expired_spam_leads
 
@@ -25,7 +26,7 @@ def spam_cleanup_run_name() -> str:
 @flow(name="spam-cleanup", flow_run_name=spam_cleanup_run_name, on_failure=[notify_ops_on_failure],
       on_crashed=[notify_ops_on_failure], log_prints=False)
 def spam_cleanup(since: str | None = None, dry_run: bool = False, batch_size: int = 50_000,
-                 health: bool = True, retention: bool = True) -> dict[str, Any]:
+                 health: bool = True, retention: bool = True, repair: bool = True) -> dict[str, Any]:
     """Flag spam among recent leads (status spam, tasks cancelled, messages withdrawn) and purge expired spam.
 
     Args:
@@ -36,11 +37,17 @@ def spam_cleanup(since: str | None = None, dry_run: bool = False, batch_size: in
             breaches, unassigned leads, outbox and quarantine); it only reads, so dry runs publish it too.
         retention: Also apply the retention periods (LEADFLOW_RETENTION_*_DAYS) to payloads, quarantine, inbox,
             .eml and backfill window files (a dry run only counts).
+        repair: Also finish leads a killed run left half processed (`leadflow repair`); first, so the spam
+            re-check and purge see them complete.
     """
     started = time.perf_counter()
     policy = cleanup.load_spam_policy()
     now = utc_now()
     start = cleanup.parse_since(since, now, policy)
+    repaired = None
+    if repair:
+        # Nightly reconcile: leads whose spam check, score, qualification or tasks and messages a crash cut off.
+        repaired = repair_unfinished_leads(now, dry_run)
     flagged = cleanup_spam_leads(policy, start, now, batch_size, dry_run)
     purged = purge_expired_spam_leads(policy, now, batch_size, dry_run)
 
@@ -56,6 +63,7 @@ def spam_cleanup(since: str | None = None, dry_run: bool = False, batch_size: in
         "restored": count_spam_restores(start),
         "purged": purged.as_dict(),
         "dead_batches": dead_batches,
+        "repaired": repaired.as_dict() if repaired is not None else None,
         "seconds": round(time.perf_counter() - started, 3),
     }
     publish_spam_summary(summary)

@@ -13,11 +13,13 @@ from prefect.utilities.annotations import opaque, quote
 
 from leadflow.config.settings import register_secret_loader
 from leadflow.crm.store import Store, get_store, is_transient_db_error
+from leadflow.steps.faults import crash_hook
 
 # Lead frames hold personal data: never cache or persist them to the result store.
 # Tasks carry no tags on purpose: Prefect 3.8 checks tag concurrency limits with an API call per task run, which
 # measured about 2 s per call against the test server here. Flow runs and deployments carry the tags instead.
-PRIVATE = {"cache_policy": NO_CACHE, "persist_result": False}
+# crash_hook: a fault-injection point after every task for the crash tests (LEADFLOW_CRASH_AFTER, off unless set).
+PRIVATE = {"cache_policy": NO_CACHE, "persist_result": False, "on_completion": [crash_hook]}
 
 
 def retry_on_db_contention(task: Any, task_run: Any, state: Any) -> bool:

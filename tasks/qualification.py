@@ -40,12 +40,14 @@ def resolve_leads_to_qualify(lead_ids: list[int] | None, emails: list[str] | Non
 
 
 @task(name="Load Leads To Qualify", **DB_TASK)
-def load_leads_to_qualify(lead_ids: list[int]) -> tuple[pd.DataFrame, int]:
-    """Read the leads with what qualification needs; spam leads are left out and counted."""
-    leads, spam = steps.load_leads_to_qualify(store(), lead_ids)
+def load_leads_to_qualify(lead_ids: list[int]) -> tuple[pd.DataFrame, int, int]:
+    """Read the leads with what qualification needs; spam and not yet scored leads are left out and counted."""
+    leads, spam, unscored = steps.load_leads_to_qualify(store(), lead_ids)
     if spam:
         get_run_logger().info("Skipping %d spam leads", spam)
-    return leads, spam
+    if unscored:
+        get_run_logger().warning("Skipping %d leads whose spam check, details or score is still missing", unscored)
+    return leads, spam, unscored
 
 
 @task(name="Qualification Checklist", **PRIVATE)
@@ -134,6 +136,12 @@ def notify_sales_manager(q: Qualified, policy: QualificationPolicy, now: datetim
     return steps.notify_sales_manager(store(), q, policy, now, manager_urls=urls, sales_inbox=settings.sender_email)
 
 
+@task(name="Finish Lead Qualification", **DB_TASK)
+def finish_lead_qualification(lead_ids: list[int], now: datetime, left_out: list[int] | None = None) -> int:
+    """Mark the batch's leads complete: their tasks and messages are queued (leadflow/domain/progress.py)."""
+    return steps.finish_lead_qualification(store(), lead_ids, now, left_out or [])
+
+
 @task(name="Publish Qualification Summary")
 def publish_qualification_summary(summary: QualificationSummary) -> None:
     """Publish the run summary under a stable key (counts only)."""
@@ -157,4 +165,5 @@ QUALIFICATION_TASKS = QualificationSteps(
     send_auto_responses=send_auto_responses,
     alert_sales_reps=alert_sales_reps,
     notify_sales_manager=notify_sales_manager,
+    finish_lead_qualification=finish_lead_qualification,
 )

@@ -17,13 +17,15 @@ from tasks.common import DB_TASK, current_flow_run_id, store
 
 @task(name="Check Spam", **DB_TASK)
 def check_spam_at_intake(lead_ids: list[int], batch_id: str, now: datetime,
-                         subs: pd.DataFrame | None = None) -> dict[str, Any]:
+                         subs: pd.DataFrame | None = None, waiting: list[int] | None = None) -> dict[str, Any]:
     """Flag the spam among an intake batch's leads before qualification sees them; returns counts by reason.
 
     `subs` is the chunk's normalized submissions when the flow still holds them: then they are not read back.
+    `waiting` leads still have another (killed) batch's submissions to judge. The leads are marked checked.
     """
     result = cleanup.check_spam_at_intake(store(), cleanup.load_spam_policy(), lead_ids, batch_id, now, subs=subs,
-                                          flow_run_id=current_flow_run_id(), guard=guard_spam_flags)
+                                          flow_run_id=current_flow_run_id(), guard=guard_spam_flags,
+                                          waiting=waiting or (), mark=True)
     if result.flagged:
         get_run_logger().warning("Flagged %d of %d leads as spam: %s", result.flagged, result.leads_checked,
                                  dict(result.by_reason))
@@ -80,6 +82,10 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         "|---|---|",
         *[f"| {reason} | {count} |" for reason, count in flagged["by_reason"].items()],
     ]
+    repaired = summary.get("repaired")
+    if repaired:
+        lines += ["", f"## Unfinished leads (repair): {repaired['total']} found", "", "| step still needed | leads |",
+                  "|---|---|", *[f"| {step} | {n} |" for step, n in sorted(repaired["found"].items())]]
     if purged["review_sample"]:
         lines += ["", "## Held for review", "", "| lead | email | reasons | why |", "|---|---|---|---|"]
         lines += [f"| {r['lead_id']} | {r['email']} | {r['reasons']} | {r['why']} |" for r in purged["review_sample"]]

@@ -16,7 +16,7 @@ from leadflow.crm.store import Store
 # Columns that name a run or a moment of processing rather than what was learned about a lead.
 VOLATILE = frozenset({"id", "lead_id", "created_at", "updated_at", "received_at", "occurred_at", "batch_id",
                       "flow_run_id", "started_at", "finished_at", "scored_at", "enriched_at",
-                      "spam_flagged_at"})
+                      "spam_flagged_at", "step_marked_at"})
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> str:

@@ -8,11 +8,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 
 from leadflow.crm.schema import Lead, LeadSubmission
 from leadflow.crm.store import Store, select_in, utc
 from leadflow.domain.accounts import LeadLinks
+from leadflow.domain.progress import LeadStep
 
 LEADS = Lead.__table__
 SUBMISSIONS = LeadSubmission.__table__
@@ -23,19 +24,27 @@ LEAD_COLUMNS = (
     "pricing_page_visits", "demo_requested", "intent_score", "score", "tier", "priority", "priority_reason",
     "checklist", "match_details", "account_id", "owner_id", "do_not_contact", "email_opt_in", "is_spam", "status",
     "last_touch_at",
+    "step_mark",
 )
 
 
 def resolve_lead_ids(store: Store, lead_ids: Sequence[int] | None = None, emails: Sequence[str] | None = None,
                      all_unqualified: bool = False) -> list[int]:
-    """Ids of the leads to qualify: given ids, leads with these emails, or every lead never qualified."""
+    """Ids of the leads to qualify: given ids, leads with these emails, or every lead never qualified.
+
+    "Never qualified" is a scored lead without a qualification, or one whose qualification stopped before its
+    tasks and messages; a lead still waiting for its spam check, details or score is not ready (step marks).
+    """
     ids = {int(i) for i in (lead_ids or [])}
     with store.engine.connect() as conn:
         if emails:
             wanted = [e.strip().lower() for e in emails if e and e.strip()]
             ids.update(int(r[0]) for r in select_in(conn, [LEADS.c.id], LEADS.c.email, wanted))
         if all_unqualified:
-            stmt = select(LEADS.c.id).where(LEADS.c.qualified_at.is_(None), LEADS.c.is_spam.is_(False))
+            stmt = select(LEADS.c.id).where(
+                LEADS.c.is_spam.is_(False),
+                or_(and_(LEADS.c.qualified_at.is_(None), LEADS.c.step_mark >= int(LeadStep.SCORED)),
+                    LEADS.c.step_mark == int(LeadStep.ASSIGNED)))
             ids.update(conn.execute(stmt).scalars())
     return sorted(ids)
 
@@ -60,6 +69,7 @@ def load_leads(store: Store, lead_ids: Sequence[int]) -> pd.DataFrame:
         frame["message"] = frame["lead_id"].map(msgs).astype("string")
     else:
         frame["message"] = pd.Series(pd.NA, index=frame.index, dtype="string")
+    frame["step_mark"] = pd.to_numeric(frame["step_mark"]).astype("int64")
     for name in ("do_not_contact", "is_spam"):
         frame[name] = frame[name].astype("boolean").fillna(False)
     for name in ("demo_requested", "email_opt_in"):  # raw rows: SQLite hands booleans back as 0/1
@@ -122,6 +132,21 @@ def update_qualified_leads(conn: Connection, store: Store, leads: pd.DataFrame, 
     for stmt, changes in _lead_updates(leads, links, checks, priority, owners, assigned, now,
                                        holds_capacity=holds_capacity):
         store.bulk(conn, stmt, changes)
+
+
+def record_new_company_evidence(store: Store, lead_ids: Sequence[int], details: Sequence[str]) -> None:
+    """Store the "new company" match evidence of leads not linked yet, as their accounts are created.
+
+    Assign Lead Owner links them later; should a kill come in between, the next run still knows these accounts
+    were new to these leads (it would otherwise find them by domain).
+    """
+    frame = pd.DataFrame({"b_id": [int(i) for i in lead_ids], "b_details": list(details)})
+    if frame.empty:
+        return
+    stmt = (update(LEADS).where(LEADS.c.id == bindparam("b_id"), LEADS.c.account_id.is_(None))
+            .values(match_details=bindparam("b_details")))
+    with store.begin() as conn:
+        store.bulk(conn, stmt, frame)
 
 
 def insert_events(conn: Connection, store: Store, events: pd.DataFrame) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -145,6 +146,9 @@ class Lead(Base):
     is_spam: Mapped[bool] = mapped_column(Boolean, server_default="0")
     spam_reasons: Mapped[str | None] = mapped_column(String(500))
     spam_flagged_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # The last processing step finished (leadflow/domain/progress.py): what a re-run or repair still has to do.
+    step_mark: Mapped[int] = mapped_column(SmallInteger, server_default="5")
+    step_marked_at: Mapped[datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[datetime] = mapped_column(Timestamp, index=True)
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
 

@@ -474,6 +474,12 @@ class Store:
         for name in MAX_COUNTERS:
             merge[name] = case((or_(LEADS.c[name].is_(None), ex[name] > LEADS.c[name]), ex[name]), else_=LEADS.c[name])
         merge["updated_at"] = ex.updated_at
+        if "step_mark" in columns:
+            # New submissions send a known lead through the steps again; a lead whose earlier submissions still
+            # wait for their spam check keeps the time they started waiting (those submissions are judged too).
+            merge["step_mark"] = ex.step_mark
+            merge["step_marked_at"] = case((LEADS.c.step_mark == ex.step_mark, LEADS.c.step_marked_at),
+                                           else_=ex.step_marked_at)
         self.bulk(conn, stmt.on_conflict_do_update(index_elements=["email"], set_=merge), frame)
 
     def insert_new(self, conn: Connection, table, frame: pd.DataFrame) -> int:

@@ -298,6 +298,10 @@ class QualificationSummary:
     historical: int = 0
     # Leads whose auto-response and rep alert were held back, by why (see leadflow/domain/crm_state.py).
     messages_held_back: dict[str, int] = field(default_factory=dict)
+    # Leads not ready (spam check, details or score still missing: leadflow/domain/progress.py), left out.
+    skipped_unscored: int = 0
+    # Leads whose qualification a killed run left before its tasks and messages, finished by this run.
+    resumed: int = 0
     replay: bool = False
     policy_version: str = ""
     by_priority: dict[str, int] = field(default_factory=dict)
@@ -334,7 +338,8 @@ class QualificationSummary:
             return f"| {title} | leads |\n|---|---:|\n{rows}\n"
 
         head = (f"# Lead qualification{' (replay: no messages)' if self.replay else ''}\n\n"
-                f"Policy {self.policy_version}: {self.leads:,} leads qualified, {self.skipped_spam:,} spam skipped, "
+                f"Policy {self.policy_version}: {self.leads:,} leads qualified ({self.resumed:,} resumed), "
+                f"{self.skipped_spam:,} spam skipped, {self.skipped_unscored:,} not yet scored skipped, "
                 f"{self.checklist_passed:,} passed the checklist, {self.accounts_created:,} accounts created, "
                 f"{self.newly_assigned:,} newly assigned, {self.newly_queued:,} put in the fallback queue, "
                 f"{self.delivered:,} messages delivered, {self.delivery_failed:,} failed. ({self.seconds:.2f} s)\n\n"

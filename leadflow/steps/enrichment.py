@@ -12,8 +12,9 @@ from functools import lru_cache, partial
 import pandas as pd
 
 from leadflow.config.settings import get_settings
-from leadflow.crm import reference
+from leadflow.crm import progress, reference
 from leadflow.crm.store import Store, get_store
+from leadflow.domain.progress import LeadStep
 from leadflow.io import enrichment as en
 from leadflow.steps.scoring import SCORE_COLUMNS, SCORE_INPUTS, load_leads
 
@@ -62,12 +63,19 @@ def plan_lead_details(store: Store, lead_ids: list[int], results: en.DomainResul
 
 
 def write_lead_details(
-    store: Store, plan: DetailsPlan, results: en.DomainResults, provider: str | None, now: datetime
+    store: Store, plan: DetailsPlan, results: en.DomainResults, provider: str | None, now: datetime,
+    mark: bool = False,
 ) -> tuple[DetailsResult, pd.DataFrame]:
-    """Fill empty fields from the lookups, record status and sources; returns counts and the leads as now stored."""
+    """Fill empty fields from the lookups, record status and sources; returns counts and the leads as now stored.
+
+    With `mark` the batch's leads are marked detailed in the same transaction (leadflow/domain/progress.py).
+    """
     changed = en.apply_details(plan.leads, results, provider, now)
     outcome = DetailsResult(by_status=Counter(changed["enrichment_status"].dropna().tolist()))
     if changed.empty:
+        if mark and not plan.leads.empty:
+            with store.begin() as conn:
+                progress.mark_step(conn, plan.leads["id"].tolist(), LeadStep.DETAILED, now)
         return outcome, plan.leads
     before = plan.leads.set_index("id").loc[changed["id"]]
     for column in [*en.FILLS.values(), "company"]:
@@ -76,6 +84,8 @@ def write_lead_details(
             outcome.fields_filled[column] = int(filled.sum())
     with store.begin() as conn:
         store.update_leads(conn, changed)
+        if mark:
+            progress.mark_step(conn, plan.leads["id"].tolist(), LeadStep.DETAILED, now)
     return outcome, en.merge_details(plan.leads, changed)
 
 
@@ -98,16 +108,18 @@ def lookup_in_turn(chosen: en.Provider, domains: list[str], results: en.DomainRe
 
 
 def retrieve_lead_details(store: Store, lead_ids: list[int], results: en.DomainResults, now: datetime,
-                          chosen: en.Provider | None, lookup: Lookup = lookup_in_turn) -> DetailsOutput:
+                          chosen: en.Provider | None, lookup: Lookup = lookup_in_turn,
+                          mark: bool = False) -> DetailsOutput:
     """Fill the leads' empty firmographic fields by company domain; a provider outage only lowers the hit rate.
 
-    `lookup` answers the domains the run has not asked yet (the task passes parallel, retried Prefect calls).
+    `lookup` answers the domains the run has not asked yet (the task passes parallel, retried Prefect calls);
+    `mark` marks the leads detailed with the writes (intake).
     """
     started = time.perf_counter()
     plan = plan_lead_details(store, lead_ids, results)
     if chosen is not None and plan.domains:
         lookup(chosen, plan.domains, results)
-    outcome, current = write_lead_details(store, plan, results, chosen.name if chosen else None, now)
+    outcome, current = write_lead_details(store, plan, results, chosen.name if chosen else None, now, mark=mark)
     return DetailsOutput(outcome, current, time.perf_counter() - started)
 
 

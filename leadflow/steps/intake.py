@@ -24,7 +24,7 @@ import pandas as pd
 from data_checks.intake import check_intake_columns
 from data_checks.runner import CheckOutcome, gx_context, raise_for_failures
 from leadflow.config.settings import email_hash_key, get_settings
-from leadflow.crm import people, submissions
+from leadflow.crm import people, progress, submissions
 from leadflow.crm.store import Store, refused_value_code
 from leadflow.domain import submissions as intake
 from leadflow.domain.channels import unknown_channels
@@ -47,6 +47,7 @@ from leadflow.domain.normalize import (
 )
 from leadflow.domain.privacy import erased_row_payload, keyed_hashes
 from leadflow.domain.profiles import GENERIC, choose_profile, coalesce, with_fallbacks
+from leadflow.domain.progress import LeadStep
 from leadflow.domain.submissions import (
     EMAIL_COLUMN,
     PAYLOAD_COLUMN,
@@ -66,6 +67,7 @@ from leadflow.io.sources import LeadFile, input_size, inspect_lead_file, scan_da
 from leadflow.steps.chunk_worker import COLUMNS_FAILED, ChunkWorker, prepare_and_check, prepare_chunk
 from leadflow.steps.crm_state import CrmStateResult, apply_crm_state
 from leadflow.steps.enrichment import DetailsOutput
+from leadflow.steps.faults import with_crash_points
 from leadflow.steps.scoring import ScoreResult
 
 # A chunk that stored this many submissions changed the tables enough to refresh PostgreSQL's statistics.
@@ -340,6 +342,16 @@ class LeadWriteResult:
     quarantined: QuarantineResult = field(default_factory=QuarantineResult)
     # What the export's own CRM state (statuses, owners, opt-outs) did to these leads.
     crm_state: CrmStateResult = field(default_factory=CrmStateResult)
+    # Each lead of `lead_ids` by its step mark now (leadflow/domain/progress.py): CREATED for leads with new
+    # submissions; leads of rows stored before whose processing a killed run left unfinished keep theirs, and the
+    # later steps finish exactly what they miss.
+    steps: dict[int, int] = field(default_factory=dict)
+    # Leads with submissions of another batch still waiting for their spam check (see steps/spam.py batch_frame).
+    spam_waiting: list[int] = field(default_factory=list)
+
+    def needing(self, step: LeadStep) -> list[int]:
+        """The leads of `lead_ids` whose mark is at most `step`: those that still need the step after it."""
+        return [i for i in self.lead_ids if self.steps.get(i, LeadStep.CREATED) <= step]
 
 
 @dataclass(frozen=True)
@@ -572,10 +584,19 @@ def _write_lead_entries(
         known = submissions.known_submission_keys(store, conn, unique["idempotency_key"].tolist())
         fresh = unique.loc[~in_set(unique["idempotency_key"], known)]
         result.submissions_duplicate = len(repeats) + len(unique) - len(fresh)
+        # Rows stored before (a re-run of a killed run's file): their leads go on from their step marks.
+        unfinished = {} if len(fresh) == len(subs) else {
+            email: found for email, found in progress.steps_by_email(
+                conn, subs.loc[~subs.index.isin(fresh.index), "email"].unique().tolist()).items()
+            if found[1] < LeadStep.COMPLETE}
         if fresh.empty:
+            result.lead_ids = sorted(i for i, _ in unfinished.values())
+            result.steps = dict(unfinished.values())
+            result.spam_waiting = [i for i, step in unfinished.values() if step == LeadStep.CREATED]
             return result
-        existing = submissions.lead_ids(conn, fresh["email"].unique().tolist())
-        leads = aggregate_leads(fresh)
+        before = progress.steps_by_email(conn, fresh["email"].unique().tolist())
+        existing = {email: found[0] for email, found in before.items()}
+        leads = aggregate_leads(fresh).assign(step_mark=int(LeadStep.CREATED), step_marked_at=now)
         store.upsert_leads(conn, leads, now)
         # An upsert keeps the id of a lead it updates, so only the leads it created need looking up.
         created_now = [e for e in leads["email"].tolist() if e not in existing]
@@ -608,6 +629,14 @@ def _write_lead_entries(
     result.leads_created = int(created.sum())
     result.leads_updated = len(leads) - result.leads_created
     result.lead_ids = [ids[email] for email in leads["email"].tolist()]
+    result.steps = dict.fromkeys(result.lead_ids, int(LeadStep.CREATED))
+    result.spam_waiting = [found[0] for found in before.values() if found[1] == LeadStep.CREATED]
+    for lead_id, step in unfinished.values():
+        if lead_id not in result.steps:
+            result.lead_ids.append(lead_id)
+            result.steps[lead_id] = step
+            if step == LeadStep.CREATED:
+                result.spam_waiting.append(lead_id)
     # A repeated or already stored row can still move a touch: only leads made of fresh rows alone are settled.
     stale = set(subs.loc[~subs.index.isin(fresh.index), "email"].tolist())
     result.settled_emails = {email for email in inserted if email not in stale}
@@ -683,7 +712,7 @@ class IntakeSteps:
     other steps run at once and return their result:
     check_lead_batch(raw, plan, now, worker, normalize_here), normalize_leads(checked, worker),
     quarantine_rejected_rows(prepared, outcome, batch_id, origin, now), create_lead_entries(subs, batch_id, now),
-    update_lead_sources(subs, batch_id, now, settled), check_spam(lead_ids, batch_id, now, subs) -> counts,
+    update_lead_sources(subs, batch_id, now, settled), check_spam(lead_ids, batch_id, now, subs, waiting) -> counts,
     retrieve_lead_details(lead_ids, lookups, now), calculate_lead_score(leads, now, batch_id).
     """
 
@@ -695,6 +724,15 @@ class IntakeSteps:
     check_spam: Callable[..., dict[str, Any]]
     retrieve_lead_details: Callable[..., DetailsOutput]
     calculate_lead_score: Callable[..., ScoreResult]
+
+
+# Each step's task name (tasks/intake.py and friends): the names crash points and logs use for the plain steps too.
+INTAKE_STEP_NAMES = {
+    "check_lead_batch": "Check Lead Batch", "normalize_leads": "Normalize Leads",
+    "quarantine_rejected_rows": "Quarantine Rejected Rows", "create_lead_entries": "Create Lead Entry",
+    "update_lead_sources": "Update Lead Source", "check_spam": "Check Spam",
+    "retrieve_lead_details": "Retrieve Lead Details", "calculate_lead_score": "Calculate Lead Score",
+}
 
 
 def _started(step: Callable[..., Any]) -> Callable[..., Future]:
@@ -739,23 +777,24 @@ def plain_steps(store: Store, *, flow_run_id: str | None = None) -> IntakeSteps:
     def update(subs: pd.DataFrame, batch_id: str, now: datetime, settled: Collection[str] = frozenset()) -> int:
         return update_lead_sources(store, subs, batch_id=batch_id, flow_run_id=flow_run_id, now=now, settled=settled)
 
-    def check_spam(lead_ids: list[int], batch_id: str, now: datetime,
-                   subs: pd.DataFrame | None = None) -> dict[str, Any]:
+    def check_spam(lead_ids: list[int], batch_id: str, now: datetime, subs: pd.DataFrame | None = None,
+                   waiting: list[int] | None = None) -> dict[str, Any]:
         return spam.check_spam_at_intake(store, spam_policy, lead_ids, batch_id, now, subs=subs,
-                                         flow_run_id=flow_run_id, guard=guard_spam_flags).as_dict()
+                                         flow_run_id=flow_run_id, guard=guard_spam_flags, waiting=waiting or (),
+                                         mark=True).as_dict()
 
     def retrieve(lead_ids: list[int], lookups: DomainResults, now: datetime) -> DetailsOutput:
-        return enrichment.retrieve_lead_details(store, lead_ids, lookups, now, chosen)
+        return enrichment.retrieve_lead_details(store, lead_ids, lookups, now, chosen, mark=True)
 
     def score(leads: pd.DataFrame, as_of: datetime, batch_id: str | None) -> ScoreResult:
         return scoring.calculate_lead_scores(store, leads, policy, as_of=as_of, batch_id=batch_id,
-                                             flow_run_id=flow_run_id, guard=guard_scores)
+                                             flow_run_id=flow_run_id, guard=guard_scores, mark=True)
 
-    return IntakeSteps(
+    return with_crash_points(IntakeSteps(
         check_lead_batch=_started(check_lead_batch), normalize_leads=_started(normalize_leads),
         quarantine_rejected_rows=quarantine_rejected_rows, create_lead_entries=create, update_lead_sources=update,
         check_spam=check_spam, retrieve_lead_details=retrieve, calculate_lead_score=score,
-    )
+    ), INTAKE_STEP_NAMES)
 
 
 def _read(chunks: Iterator[pd.DataFrame], summary: IntakeSummary) -> pd.DataFrame | None:
@@ -822,23 +861,29 @@ def write_chunk(steps: IntakeSteps, now: datetime, checked_future: Any, normaliz
     summary.sources_updated += steps.update_lead_sources(subs, summary.batch_id, now, written.settled_emails)
     summary.add_time("update_lead_sources", time.perf_counter() - tick)
     if written.lead_ids:
-        # Spam is flagged before anything downstream sees it: no task, alert or auto-response for it.
+        # Each step gets the leads whose marks say they still need it (all of them, unless a killed run left
+        # some half done): spam is flagged before anything downstream sees it, no task or message for it.
         tick = time.perf_counter()
-        spam = steps.check_spam(written.lead_ids, summary.batch_id, now, subs)
+        unchecked = written.needing(LeadStep.CREATED)
+        if unchecked:
+            spam = steps.check_spam(unchecked, summary.batch_id, now, subs, written.spam_waiting)
+            summary.spam_flagged += int(spam.get("flagged", 0))
+            summary.add_counts("spam_by_reason", spam.get("by_reason", {}))
         summary.add_time("check_spam", time.perf_counter() - tick)
-        summary.spam_flagged += int(spam.get("flagged", 0))
-        summary.add_counts("spam_by_reason", spam.get("by_reason", {}))
-        details = steps.retrieve_lead_details(written.lead_ids, lookups, now)
-        summary.add_time("retrieve_lead_details", details.seconds)
-        summary.add_counts("enrichment", details.result.by_status)
-        summary.add_counts("fields_filled", details.result.fields_filled)
-        tick = time.perf_counter()
-        scored = steps.calculate_lead_score(details.leads, now, summary.batch_id)
-        summary.add_time("calculate_lead_score", time.perf_counter() - tick)
-        summary.leads_scored += scored.scored
-        summary.scores_changed += scored.changed
-        summary.add_counts("tiers", scored.by_tier)
-        summary.add_counts("score_bands", scored.by_band)
+        # Leads already detailed come along unchanged (no lookup): scoring reads them from this step's frame.
+        unscored = written.needing(LeadStep.DETAILED)
+        if unscored:
+            details = steps.retrieve_lead_details(unscored, lookups, now)
+            summary.add_time("retrieve_lead_details", details.seconds)
+            summary.add_counts("enrichment", details.result.by_status)
+            summary.add_counts("fields_filled", details.result.fields_filled)
+            tick = time.perf_counter()
+            scored = steps.calculate_lead_score(details.leads, now, summary.batch_id)
+            summary.add_time("calculate_lead_score", time.perf_counter() - tick)
+            summary.leads_scored += scored.scored
+            summary.scores_changed += scored.changed
+            summary.add_counts("tiers", scored.by_tier)
+            summary.add_counts("score_bands", scored.by_band)
     return written.lead_ids
 
 

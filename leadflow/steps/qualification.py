@@ -8,6 +8,7 @@ bound to a store (`local_steps`), so every caller runs the same sequence, data c
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ import pandas as pd
 
 from data_checks.qualification import guard_qualification
 from leadflow.crm import accounts as account_store
-from leadflow.crm import assignments, outbox
+from leadflow.crm import assignments, outbox, progress
 from leadflow.crm import leads as lead_store
 from leadflow.crm import tasks as task_store
 from leadflow.crm.accounts import AccountResult
@@ -29,19 +30,26 @@ from leadflow.crm.store import Store, is_transient_db_error
 from leadflow.domain import accounts as matching
 from leadflow.domain import crm_state, messages, qualification, records, routing
 from leadflow.domain.accounts import LeadLinks
+from leadflow.domain.progress import LeadStep
 from leadflow.domain.qualification import QualificationPolicy
 from leadflow.domain.reps import rep_label
 from leadflow.domain.summary import QualificationSummary, add, counts
 from leadflow.steps import sla
+from leadflow.steps.faults import with_crash_points
 
 # --- Load Leads To Qualify / Qualification Checklist / Check Company Existence -----------------------------------
 
 
-def load_leads_to_qualify(store: Store, lead_ids: Sequence[int]) -> tuple[pd.DataFrame, int]:
-    """The leads with what qualification needs, spam leads left out, and how many spam leads were left out."""
+def load_leads_to_qualify(store: Store, lead_ids: Sequence[int]) -> tuple[pd.DataFrame, int, int]:
+    """The leads with what qualification needs, and how many spam leads and not yet scored leads were left out.
+
+    A lead whose spam check, details or score is still missing (its step mark says so) is never qualified: a
+    later run, or `leadflow repair`, finishes those steps first.
+    """
     leads = lead_store.load_leads(store, lead_ids)
     spam = leads["is_spam"].to_numpy(dtype=bool)
-    return leads.loc[~spam].reset_index(drop=True), int(spam.sum())
+    unscored = ~spam & (leads["step_mark"].to_numpy() < LeadStep.SCORED)
+    return leads.loc[~spam & ~unscored].reset_index(drop=True), int(spam.sum()), int(unscored.sum())
 
 
 def qualification_checklist(leads: pd.DataFrame, policy: QualificationPolicy) -> pd.DataFrame:
@@ -50,16 +58,59 @@ def qualification_checklist(leads: pd.DataFrame, policy: QualificationPolicy) ->
 
 
 def check_company_existence(store: Store, leads: pd.DataFrame, policy: QualificationPolicy) -> pd.DataFrame:
-    """Match each lead's company to the accounts: domain first, then cleaned name, fuzzy within blocks."""
-    return matching.match_companies(leads, account_store.load_accounts(store), policy.matching)
+    """Match each lead's company to the accounts: domain first, then cleaned name, fuzzy within blocks.
+
+    A lead whose unfinished qualification (a killed run's) already created its new company's account keeps the
+    "new company" evidence recorded then, instead of matching that account by domain now.
+    """
+    match = matching.match_companies(leads, account_store.load_accounts(store), policy.matching)
+    return _kept_new_company_evidence(leads, match)
+
+
+def _evidence(value: Any) -> dict[str, Any] | None:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str) and value:
+        return json.loads(value)
+    return None
+
+
+def _kept_new_company_evidence(leads: pd.DataFrame, match: pd.DataFrame) -> pd.DataFrame:
+    """The match, with "new company" restored for unfinished leads whose recorded evidence says so."""
+    if "step_mark" not in leads or "match_details" not in leads:
+        return match
+    unfinished = np.isin(leads["step_mark"].to_numpy(), [LeadStep.SCORED, LeadStep.ASSIGNED])
+    found = match["match_band"].isin(["domain", "auto_link"]).to_numpy(dtype=bool, na_value=False)
+    rows = np.flatnonzero(unfinished & found)
+    stored = {i: _evidence(leads["match_details"].iat[i]) for i in rows}
+    rows = [i for i in rows if stored[i] and stored[i].get("band") == "new_company"]
+    if not rows:
+        return match
+    match = match.copy()
+    for i in rows:
+        row, evidence = match.index[i], stored[i]
+        match.at[row, "match_band"] = "new_company"
+        match.at[row, "match_method"] = evidence.get("method")
+        match.at[row, "match_score"] = evidence.get("score")
+        match.at[row, "matched_account_id"] = pd.NA
+        match.at[row, "new_name"] = leads["company"].iat[i]
+        match.at[row, "new_name_key"] = evidence.get("key")
+        match.at[row, "new_domain"] = evidence.get("domain")
+        match.at[row, "match_details"] = json.dumps(evidence)
+    return match
 
 
 # --- Create Account Entry / Link Lead to Account -----------------------------------------------------------------
 
 
 def create_account_entries(store: Store, leads: pd.DataFrame, match: pd.DataFrame) -> AccountResult:
-    """Create one account per new company (race-safe on both unique keys)."""
-    return account_store.create_accounts(store, leads, match)
+    """Create one account per new company (race-safe on both unique keys), and record that on its leads."""
+    result = account_store.create_accounts(store, leads, match)
+    if "step_mark" in leads:
+        new = match["match_band"].eq("new_company").to_numpy(dtype=bool, na_value=False)
+        lead_store.record_new_company_evidence(store, leads["lead_id"][new].astype("int64").tolist(),
+                                               match["match_details"][new].astype(str).tolist())
+    return result
 
 
 def link_leads_to_accounts(leads: pd.DataFrame, match: pd.DataFrame, accounts: AccountResult) -> LeadLinks:
@@ -159,9 +210,39 @@ def _assign(store: Store, leads: pd.DataFrame, links: LeadLinks, checks: pd.Data
         lead_store.insert_events(conn, store, records.qualified_events(
             leads, accounts, priority, decisions, assigned | newly_queued, policy, replay, now, flow_run_id, match,
             checks))
+        progress.mark_step(conn, ids, LeadStep.ASSIGNED, now)
+        if "step_mark" in leads:
+            decisions, assigned, newly_queued = _resume_assigned(conn, leads, decisions, assigned, newly_queued)
     return AssignmentResult(decisions=decisions, newly_assigned=pd.Series(assigned, index=leads.index),
                             newly_queued=pd.Series(newly_queued, index=leads.index),
                             rep_names={int(i): str(n) for i, n in zip(reps["id"], reps["name"], strict=True)})
+
+
+def _resume_assigned(conn: Any, leads: pd.DataFrame, decisions: pd.DataFrame, assigned: np.ndarray,
+                     newly_queued: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Routing as a killed run decided it, for its leads routed before the kill (ASSIGNED): tasks and messages need it.
+
+    Their owner or queue place is stored already, so routing them again says "existing owner" or finds them in the
+    queue; the assignment their routing recorded says whether they were newly assigned or queued, and by which rule.
+    """
+    resumed = leads["step_mark"].to_numpy() == LeadStep.ASSIGNED
+    if not resumed.any():
+        return decisions, assigned, newly_queued
+    recorded = progress.assignments_decided(conn, leads.loc[resumed, "lead_id"].astype("int64").tolist())
+    decisions, assigned, newly_queued = decisions.copy(), assigned.copy(), newly_queued.copy()
+    for position in np.flatnonzero(resumed):
+        found = recorded.get(int(leads["lead_id"].iat[position]))
+        if not found or "rule" not in found:
+            continue
+        row = decisions.index[position]
+        decisions.at[row, "assignment_rule"] = found["rule"]
+        decisions.at[row, "owner_id"] = found.get("owner_id")
+        decisions.at[row, "fallback_reason"] = found.get("reason")
+        decisions.at[row, "segment"] = found.get("segment")
+        decisions.at[row, "candidates"] = list(found.get("candidates") or [])
+        assigned[position] = found.get("owner_id") is not None
+        newly_queued[position] = found["rule"] == routing.FALLBACK
+    return decisions, assigned, newly_queued
 
 
 # --- tasks and messages --------------------------------------------------------------------------------------------
@@ -249,6 +330,14 @@ def notify_sales_manager(store: Store, q: Qualified, policy: QualificationPolicy
     return notices + sla.watch_task_slas(store, manager_urls, sales_inbox, now).notices
 
 
+def finish_lead_qualification(store: Store, lead_ids: Sequence[int], now: datetime,
+                              left_out: Sequence[int] = ()) -> int:
+    """Mark the batch's leads complete once their tasks and messages are queued; the spam among them, and the
+    converted or closed leads qualification `left_out`, are complete once scored."""
+    with store.begin() as conn:
+        return progress.finish_qualification(conn, lead_ids, now, left_out)
+
+
 # --- the one sequence ----------------------------------------------------------------------------------------------
 
 
@@ -272,12 +361,25 @@ class QualificationSteps:
     send_auto_responses: Callable[..., int]
     alert_sales_reps: Callable[..., int]
     notify_sales_manager: Callable[..., int]
+    finish_lead_qualification: Callable[..., int]
+
+
+# Each step's task name (tasks/qualification.py): crash points name the plain steps by them too.
+QUALIFICATION_STEP_NAMES = {
+    "load_leads_to_qualify": "Load Leads To Qualify", "qualification_checklist": "Qualification Checklist",
+    "check_company_existence": "Check Company Existence", "create_account_entries": "Create Account Entry",
+    "link_leads_to_accounts": "Link Lead to Account", "determine_lead_priority": "Determine Lead Priority",
+    "assign_lead_owners": "Assign Lead Owner", "assign_qualification_tasks": "Assign Qualification Task",
+    "create_discovery_call_tasks": "Create Discovery Call Task", "send_auto_responses": "Send Auto-Response",
+    "alert_sales_reps": "Alert Sales Rep", "notify_sales_manager": "Notify Sales Manager",
+    "finish_lead_qualification": "Finish Lead Qualification",
+}
 
 
 def local_steps(store: Store, *, manager_urls: str | None = None, sales_inbox: str = "sales@localhost",
                 flow_run_id: str | None = None) -> QualificationSteps:
-    """The plain step functions bound to a store, for callers without an orchestrator (bench, tests)."""
-    return QualificationSteps(
+    """The plain step functions bound to a store, for callers without an orchestrator (bench, tests, repair)."""
+    return with_crash_points(QualificationSteps(
         load_leads_to_qualify=partial(load_leads_to_qualify, store),
         qualification_checklist=qualification_checklist,
         check_company_existence=partial(check_company_existence, store),
@@ -290,7 +392,8 @@ def local_steps(store: Store, *, manager_urls: str | None = None, sales_inbox: s
         send_auto_responses=partial(send_auto_responses, store),
         alert_sales_reps=partial(alert_sales_reps, store),
         notify_sales_manager=partial(notify_sales_manager, store, manager_urls=manager_urls, sales_inbox=sales_inbox),
-    )
+        finish_lead_qualification=partial(finish_lead_qualification, store),
+    ), QUALIFICATION_STEP_NAMES)
 
 
 def _start(step: Callable[..., Any], *args: Any) -> Callable[[], Any]:
@@ -342,21 +445,24 @@ def _qualify_batch(steps: QualificationSteps, ids: list[int], policy: Qualificat
                    messages: str = "auto") -> None:
     """Every step over one batch of leads: converted or closed ones left out, older ones recorded as history."""
     tick = time.perf_counter()
-    leads, spam = steps.load_leads_to_qualify(ids)
+    leads, spam, unscored = steps.load_leads_to_qualify(ids)
     summary.skipped_spam += spam
+    summary.skipped_unscored += unscored
     summary.add_time("load", time.perf_counter() - tick)
-    if leads.empty:
-        return
     closed = leads["status"].isin(crm_state.default_status_map().closed_statuses).to_numpy(dtype=bool)
+    left_out = [int(i) for i in leads.loc[closed, "id"]]
     if closed.any():
         summary.skipped_closed += int(closed.sum())
         if not replay:
             add(summary.messages_held_back, crm_state.HELD_CLOSED, int(closed.sum()))
         leads = leads.loc[~closed].reset_index(drop=True)
+    summary.resumed += int((leads["step_mark"].to_numpy() == LeadStep.ASSIGNED).sum())
     if leads.empty:
+        _finish(steps, ids, left_out, now, summary)
         return
     if replay:
         _qualify_part(steps, leads, policy, summary, replay=True, send=False, timezone=timezone, now=now)
+        _finish(steps, ids, left_out, now, summary)
         return
     # A lead with a priority was qualified before: a later run keeps working it live (see crm_state.freshness).
     fresh = crm_state.freshness(leads["last_touch_at"], now, policy.messages.fresh_hours, messages,
@@ -369,6 +475,16 @@ def _qualify_batch(steps: QualificationSteps, ids: list[int], policy: Qualificat
         if part.any():
             _qualify_part(steps, leads.loc[part].reset_index(drop=True), policy, summary, replay=historical,
                           send=send, timezone=timezone, now=now)
+    _finish(steps, ids, left_out, now, summary)
+
+
+def _finish(steps: QualificationSteps, ids: list[int], left_out: list[int], now: datetime,
+            summary: QualificationSummary) -> None:
+    """Mark the batch complete only now that its tasks and messages are queued: a kill before this leaves its
+    leads ASSIGNED, and the next run or repair queues them again (idempotent by key)."""
+    tick = time.perf_counter()
+    steps.finish_lead_qualification(ids, now, left_out)
+    summary.add_time("finish_lead_qualification", time.perf_counter() - tick)
 
 
 def _qualify_part(steps: QualificationSteps, leads: pd.DataFrame, policy: QualificationPolicy,

@@ -14,8 +14,9 @@ import pandas as pd
 
 from leadflow.config.policy import load_policy
 from leadflow.config.settings import get_settings
-from leadflow.crm import submissions
+from leadflow.crm import progress, submissions
 from leadflow.crm.store import Store
+from leadflow.domain.progress import LeadStep
 from leadflow.domain.scoring import ScoringPolicy, score_leads
 
 SCORE_INPUTS = ("email", "email_domain", "industry", "employee_count", "company_size", "country", "job_title",
@@ -80,10 +81,12 @@ def calculate_lead_scores(
     flow_run_id: str | None,
     event_type: str = "lead_rescored",
     guard: Callable[[pd.DataFrame, ScoringPolicy], None] | None = None,
+    mark: bool = False,
 ) -> ScoreResult:
     """Score the leads, store the changed scores, and log old and new values of every lead scored before.
 
-    `guard` checks the new scores before anything is written (the flow passes the GX suite).
+    `guard` checks the new scores before anything is written (the flow passes the GX suite); `mark` marks the
+    leads scored in the same transaction (leadflow/domain/progress.py: only those whose details are done).
     """
     result = ScoreResult()
     if leads.empty:
@@ -112,6 +115,9 @@ def calculate_lead_scores(
     result.by_tier = Counter(new["tier"].dropna().tolist())
     result.by_band = Counter(score_band(new["score"]).dropna().tolist())
     if changed.empty:
+        if mark:
+            with store.begin() as conn:
+                progress.mark_step(conn, new["id"].tolist(), LeadStep.SCORED, as_of)
         return result
     # First scores are part of lead_created; only a score that replaces another one is an event worth keeping.
     before = old.loc[~same]
@@ -133,6 +139,8 @@ def calculate_lead_scores(
     with store.begin() as conn:
         store.update_leads(conn, changed)
         store.insert_events(conn, events)
+        if mark:
+            progress.mark_step(conn, new["id"].tolist(), LeadStep.SCORED, as_of)
     return result
 
 

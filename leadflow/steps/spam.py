@@ -14,9 +14,11 @@ from typing import Any
 import pandas as pd
 
 from leadflow.config.policy import load_policy
+from leadflow.crm import progress
 from leadflow.crm import spam as crm
 from leadflow.crm.store import Store
 from leadflow.domain import spam as rules
+from leadflow.domain.progress import LeadStep
 from leadflow.domain.spam import (
     SAMPLE_SIZE,
     FlagResult,
@@ -68,13 +70,22 @@ def flag_leads(
     batch_id: str | None = None,
     dry_run: bool = False,
     guard: Guard | None = None,
+    mark: Sequence[int] = (),
 ) -> FlagResult:
-    """Move spam leads out of the pipeline: status spam, open tasks cancelled, pending outbox withdrawn, events."""
+    """Move spam leads out of the pipeline: status spam, open tasks cancelled, pending outbox withdrawn, events.
+
+    `mark`: leads whose spam check this is (intake), marked checked in the same transaction as the flags.
+    """
     result = FlagResult(dry_run=dry_run)
     candidates = rules.flag_candidates(verdicts)
     if candidates.empty:
+        if mark and not dry_run:
+            with store.begin() as conn:
+                progress.mark_step(conn, mark, LeadStep.SPAM_CHECKED, now)
         return result
     with store.begin() as conn:
+        if mark and not dry_run:
+            progress.mark_step(conn, mark, LeadStep.SPAM_CHECKED, now)
         exempt = crm.exempted(conn, candidates["email_hash"].dropna())
         is_exempt = candidates["email_hash"].isin(list(exempt))
         result.exempt = int(is_exempt.sum())
@@ -104,12 +115,15 @@ def flag_leads(
     return result
 
 
-def batch_frame(conn: Any, lead_ids: list[int], batch_id: str, subs: pd.DataFrame | None) -> pd.DataFrame:
+def batch_frame(conn: Any, lead_ids: list[int], batch_id: str, subs: pd.DataFrame | None,
+                waiting: Sequence[int] = ()) -> pd.DataFrame:
     """An intake batch's stored submissions of these leads, with the leads as they are now, as the rules judge them.
 
     With the chunk in memory (`subs`), its rows are taken from it: only their keys are read back (which of them
     this batch stored), not their raw payloads. Submissions of these leads stored by an earlier chunk of the same
-    batch are judged with them, read from the database. `conn` is a connection of the store.
+    batch are judged with them, read from the database. `waiting` leads also have submissions stored by another
+    batch that never got their check (a killed run's): those are read back and judged too. `conn` is a connection
+    of the store.
     """
     if subs is None:
         parts = [rules.stored_submissions(crm.batch_submissions(conn, batch_id, lead_ids))]
@@ -120,6 +134,10 @@ def batch_frame(conn: Any, lead_ids: list[int], batch_id: str, subs: pd.DataFram
         earlier = stored.loc[~mine, "submission_id"].tolist()
         if earlier:
             parts.append(rules.stored_submissions(crm.submissions_by_id(conn, earlier)))
+    if waiting:
+        left_over = progress.waiting_submissions(conn, waiting, except_batch=batch_id)
+        if not left_over.empty:
+            parts.append(rules.stored_submissions(left_over))
     frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     if frame.empty:
         return frame
@@ -137,25 +155,34 @@ def check_spam_at_intake(
     subs: pd.DataFrame | None = None,
     flow_run_id: str | None = None,
     guard: Guard | None = None,
+    waiting: Sequence[int] = (),
+    mark: bool = False,
 ) -> FlagResult:
     """Judge an intake batch's new submissions (per-batch rules plus tombstoned addresses) and flag its spam.
 
     `subs` is the normalized chunk the batch just stored, when the caller still holds it: the submissions are
     then not read back and their raw payloads not parsed again (the same rows and verdicts, much cheaper).
+    `waiting` leads have submissions of another batch still unchecked (see `batch_frame`); with `mark` every
+    lead is marked checked with the flags (leadflow/domain/progress.py).
     """
     result = FlagResult()
     ids = sorted({int(i) for i in lead_ids})
+    marked = ids if mark else []
     with store.engine.connect() as conn:
-        frame = batch_frame(conn, ids, batch_id, subs)
-        if frame.empty:
-            return result
-        known_bad = crm.tombstoned(conn, frame["email_hash"].dropna())
+        frame = batch_frame(conn, ids, batch_id, subs, waiting)
+        if not frame.empty:
+            known_bad = crm.tombstoned(conn, frame["email_hash"].dropna())
+    if frame.empty:
+        if marked:
+            with store.begin() as conn:
+                progress.mark_step(conn, marked, LeadStep.SPAM_CHECKED, now)
+        return result
     result.submissions_checked = len(frame)
     result.leads_checked = int(frame["lead_id"].nunique())
     result.chunks = 1
     verdicts = judge_submissions(frame, policy, known_bad)
     result.add(flag_leads(store, verdicts, policy=policy, now=now, by="intake", flow_run_id=flow_run_id,
-                          batch_id=batch_id, guard=guard))
+                          batch_id=batch_id, guard=guard, mark=marked))
     return result
 
 

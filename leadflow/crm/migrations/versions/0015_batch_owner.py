@@ -4,7 +4,7 @@ A batch records the process that runs it (host, pid and the pid's start time, so
 owner). A batch still `running` whose owner is gone is marked `crashed`; the status index finds running batches.
 
 Revision ID: 0015_batch_owner
-Revises: 0013_person_erasures
+Revises: 0014_lead_step_marks
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0015_batch_owner"
-down_revision = "0013_person_erasures"
+down_revision = "0014_lead_step_marks"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,159 @@
+"""Leads' step marks on SQLite and PostgreSQL: a mark never skips a step, and what is unfinished is readable."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlalchemy import select, update
+
+from leadflow.crm import progress, submissions
+from leadflow.crm.leads import resolve_lead_ids
+from leadflow.crm.schema import Lead
+from leadflow.domain.progress import LeadStep, pending_step
+from leadflow.steps.faults import CRASH_AFTER_ENV, with_crash_points
+from leadflow.steps.qualification import load_leads_to_qualify
+from tests.helpers import lead, run_intake, write_csv
+
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+LEADS = Lead.__table__
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def lead_row(email: str, at: str = "2025-05-01") -> dict:
+    ts = pd.Timestamp(at, tz="UTC")
+    return {"email": email, "first_touch_at": ts, "last_touch_at": ts, "first_touch_source": "web_form",
+            "last_touch_source": "web_form"}
+
+
+def leads_at(crm, marks: dict[str, int], spam: frozenset[str] = frozenset()) -> dict[str, int]:
+    """Leads with these step marks (and spam flags); their ids by email."""
+    with crm.begin() as conn:
+        crm.upsert_leads(conn, pd.DataFrame([lead_row(e) for e in marks]), NOW)
+        ids = dict(conn.execute(select(LEADS.c.email, LEADS.c.id)).all())
+        for email, mark in marks.items():
+            conn.execute(update(LEADS).where(LEADS.c.id == ids[email])
+                         .values(step_mark=mark, step_marked_at=NOW, is_spam=email in spam))
+    return ids
+
+
+def marks_of(crm) -> dict[str, int]:
+    with crm.engine.connect() as conn:
+        return dict(conn.execute(select(LEADS.c.email, LEADS.c.step_mark)).all())
+
+
+def test_leads_stored_without_marks_are_complete(crm):
+    with crm.begin() as conn:
+        crm.upsert_leads(conn, pd.DataFrame([lead_row("old@x.com")]), NOW)
+    assert marks_of(crm) == {"old@x.com": LeadStep.COMPLETE}
+
+
+def test_a_mark_moves_only_the_leads_at_the_step_before(crm):
+    ids = leads_at(crm, {"new@x.com": 0, "checked@x.com": 1, "scored@x.com": 3})
+    with crm.begin() as conn:
+        # Details done for all three: only the spam-checked lead may move; the new one still needs its spam check.
+        assert progress.mark_step(conn, ids.values(), LeadStep.DETAILED, NOW) == 1
+        assert progress.mark_step(conn, [], LeadStep.SCORED, NOW) == 0
+    assert marks_of(crm) == {"new@x.com": 0, "checked@x.com": 2, "scored@x.com": 3}
+
+
+def test_new_submissions_send_a_complete_lead_through_the_steps_again(crm):
+    leads_at(crm, {"a@x.com": LeadStep.COMPLETE})
+    with crm.begin() as conn:
+        crm.upsert_leads(conn, pd.DataFrame([lead_row("a@x.com", "2025-05-09")]).assign(
+            step_mark=int(LeadStep.CREATED), step_marked_at=NOW + timedelta(hours=1)), NOW)
+        assert progress.steps_by_email(conn, ["a@x.com", "b@x.com"])["a@x.com"][1] == LeadStep.CREATED
+
+
+def test_qualification_finishes_routed_leads_and_scored_spam_only(crm):
+    ids = leads_at(crm, {"routed@x.com": 4, "scored@x.com": 3, "spam@x.com": 3, "raw-spam@x.com": 0},
+                   spam=frozenset({"spam@x.com", "raw-spam@x.com"}))
+    with crm.begin() as conn:
+        assert progress.finish_qualification(conn, ids.values(), NOW) == 2
+    assert marks_of(crm) == {"routed@x.com": 5, "scored@x.com": 3, "spam@x.com": 5, "raw-spam@x.com": 0}
+
+
+def test_qualification_never_takes_an_unscored_lead(crm):
+    ids = leads_at(crm, {"new@x.com": 0, "detailed@x.com": 2, "scored@x.com": 3, "spam@x.com": 3},
+                   spam=frozenset({"spam@x.com"}))
+    leads, spam, unscored = load_leads_to_qualify(crm, list(ids.values()))
+    assert (leads["email"].tolist(), spam, unscored) == (["scored@x.com"], 1, 2)
+
+
+def test_all_unqualified_means_scored_or_cut_off_after_routing_never_spam_or_unscored(crm):
+    ids = leads_at(crm, {"new@x.com": 0, "scored@x.com": 3, "routed@x.com": 4, "spam@x.com": 3, "done@x.com": 5},
+                   spam=frozenset({"spam@x.com"}))
+    with crm.begin() as conn:
+        conn.execute(update(LEADS).where(LEADS.c.email.in_(["routed@x.com", "done@x.com"])).values(qualified_at=NOW))
+    assert resolve_lead_ids(crm, all_unqualified=True) == sorted([ids["scored@x.com"], ids["routed@x.com"]])
+
+
+def test_unfinished_leads_are_listed_with_their_chunk_after_the_grace_period(crm):
+    ids = leads_at(crm, {"new@x.com": 0, "routed@x.com": 4, "done@x.com": 5})
+    with crm.engine.connect() as conn:
+        assert progress.incomplete_leads(conn, NOW).empty  # marked at NOW: maybe a live run's
+        found = progress.incomplete_leads(conn, NOW + timedelta(minutes=1))
+    assert sorted(zip(found["lead_id"], found["step_mark"], strict=True)) == sorted(
+        [(ids["new@x.com"], 0), (ids["routed@x.com"], 4)])
+    assert [pending_step(m) for m in (0, 1, 2, 3, 4, 5)] == [
+        "spam_check", "details", "score", "qualification", "tasks_and_messages", "none"]
+
+
+def test_a_killed_batch_s_submissions_still_wait_for_their_spam_check(crm):
+    ids = leads_at(crm, {"new@x.com": 0, "done@x.com": 5})
+    subs = pd.DataFrame({"idempotency_key": ["k1", "k2", "k3"],
+                         "lead_id": [ids["new@x.com"], ids["new@x.com"], ids["done@x.com"]],
+                         "source": "web_form", "external_id": None, "utm_source": None, "utm_medium": None,
+                         "utm_campaign": None, "submitted_at": pd.to_datetime(["2025-05-01"] * 3, utc=True),
+                         "message": None, "_payload": "{}"})
+    with crm.begin() as conn:
+        submissions.insert_submissions(crm, conn, subs.iloc[:1], "old-batch", NOW - timedelta(days=1))
+        submissions.insert_submissions(crm, conn, subs.iloc[1:], "killed-batch", NOW)
+    with crm.engine.connect() as conn:
+        waiting = progress.waiting_submissions(conn, list(ids.values()), except_batch="this-batch")
+        assert progress.waiting_submissions(conn, list(ids.values()), except_batch="killed-batch").empty
+    # Only the killed batch's row of the unchecked lead: the older one was judged, the complete lead needs nothing.
+    assert waiting["lead_id"].tolist() == [ids["new@x.com"]] and len(waiting) == 1
+
+
+def test_a_failed_step_leaves_marks_that_the_re_run_finishes(crm, tmp_path, monkeypatch):
+    """Scoring fails in the first run: its leads stay detailed, unqualifiable; the re-run of the file scores them."""
+    from leadflow.steps import intake
+
+    path = write_csv(tmp_path / "leads.csv", [lead("ann@acme.io"), lead("bob@beta.io", submitted_at="2025-03-02")])
+    real = intake.plain_steps
+
+    def broken_scoring(store, **kwargs):
+        def fail(*args):
+            raise RuntimeError("scoring is down")
+        return dataclasses.replace(real(store, **kwargs), calculate_lead_score=fail)
+
+    monkeypatch.setattr(intake, "plain_steps", broken_scoring)
+    with pytest.raises(RuntimeError, match="scoring is down"):
+        run_intake(crm, path)
+    monkeypatch.setattr(intake, "plain_steps", real)
+    assert set(marks_of(crm).values()) == {LeadStep.DETAILED}
+    assert resolve_lead_ids(crm, all_unqualified=True) == []
+    summary = run_intake(crm, path)
+    assert summary["submissions_new"] == 0 and summary["leads_scored"] == 2
+    assert set(marks_of(crm).values()) == {LeadStep.SCORED}
+    with crm.engine.connect() as conn:
+        assert all(score is not None for score in conn.execute(select(LEADS.c.score)).scalars())
+
+
+def test_the_crash_hook_kills_only_at_its_point_and_costs_nothing_unset(monkeypatch):
+    steps = object()
+    monkeypatch.delenv(CRASH_AFTER_ENV, raising=False)
+    assert with_crash_points(steps, {}) is steps
+    script = ("from leadflow.steps.faults import crash_after\n"
+              "crash_after('Check Spam'); crash_after('Calculate Lead Score'); print('alive', flush=True)\n"
+              "crash_after('Check Spam')\nprint('survived')\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), CRASH_AFTER_ENV: "Check Spam:2"})
+    assert (done.returncode, done.stdout.split()) == (-9, ["alive"])
