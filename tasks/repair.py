@@ -29,7 +29,7 @@ def repair_unfinished_leads(now: datetime, dry_run: bool = False,
 
 
 def run_repair(now: datetime, *, dry_run: bool = False, grace_minutes: float = steps.DEFAULT_GRACE_MINUTES,
-               flow_run_id: str | None = None) -> steps.RepairSummary:
+               flow_run_id: str | None = None, messages: str = "auto") -> steps.RepairSummary:
     """The repair step over the configured CRM with the plain intake and qualification steps (also the CLI's)."""
     settings = get_settings()
     crm = store()
@@ -38,4 +38,4 @@ def run_repair(now: datetime, *, dry_run: bool = False, grace_minutes: float = s
         crm, plain_steps(crm, flow_run_id=flow_run_id),
         local_steps(crm, manager_urls=urls, sales_inbox=settings.sender_email, flow_run_id=flow_run_id),
         load_qualification_policy("qualification"), now=now, timezone=settings.timezone, clock=utc_now,
-        chunk_size=settings.chunk_size, dry_run=dry_run, grace_minutes=grace_minutes)
+        chunk_size=settings.chunk_size, dry_run=dry_run, grace_minutes=grace_minutes, messages=messages)

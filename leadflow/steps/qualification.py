@@ -450,7 +450,7 @@ def _qualify_batch(steps: QualificationSteps, ids: list[int], policy: Qualificat
     summary.skipped_unscored += unscored
     summary.add_time("load", time.perf_counter() - tick)
     closed = leads["status"].isin(crm_state.default_status_map().closed_statuses).to_numpy(dtype=bool)
-    left_out = [int(i) for i in leads.loc[closed, "id"]]
+    left_out = [int(i) for i in leads.loc[closed, "lead_id"]]
     if closed.any():
         summary.skipped_closed += int(closed.sum())
         if not replay:

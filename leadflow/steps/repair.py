@@ -93,6 +93,7 @@ def repair_leads(
     chunk_size: int,
     dry_run: bool = False,
     grace_minutes: float = DEFAULT_GRACE_MINUTES,
+    messages: str = "auto",
 ) -> RepairSummary:
     """Finish every unfinished lead's missing steps in order, chunk by chunk; with `dry_run` only count them.
 
@@ -126,7 +127,7 @@ def repair_leads(
             details = intake_steps.retrieve_lead_details(unscored, lookups, now)
             summary.scored += intake_steps.calculate_lead_score(details.leads, arrived, str(batch_id)).scored
         qualify(qualification_steps, ids, policy, qualified, replay=False, timezone=timezone, clock=clock,
-                chunk_size=chunk_size)
+                chunk_size=chunk_size, messages=messages)
     summary.qualified, summary.resumed, summary.skipped_spam = (qualified.leads, qualified.resumed,
                                                                 qualified.skipped_spam)
     summary.tasks_created, summary.messages_queued = qualified.tasks_created, qualified.messages_queued

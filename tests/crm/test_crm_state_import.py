@@ -13,9 +13,11 @@ from sqlalchemy import select
 
 from leadflow.crm import reference
 from leadflow.crm.schema import CrmTask, Lead, LeadEvent, OutboxMessage
+from leadflow.domain.progress import LeadStep
 from leadflow.domain.qualification import load_qualification_policy
 from leadflow.domain.summary import IntakeSummary, QualificationSummary
 from leadflow.steps.qualification import local_steps, qualify
+from leadflow.steps.repair import find_unfinished
 from tests.helpers import lead, run_intake, write_csv
 
 # A Salesforce-style export: its own headers, mapped onto the contract's CRM-state columns.
@@ -86,6 +88,9 @@ def test_an_export_keeps_its_crm_state_and_converted_leads_are_left_alone(crm, t
     answered = {m["lead_id"] for m in outbox if m["kind"] == "auto_response"}
     assert answered == {leads["fresh@initech.com"]["id"]}
     assert _rows(crm, Lead, Lead.email == "kept@globex.de")[0]["owner_id"] == kept["owner_id"]
+    # Left out on purpose, the closed leads are complete: `leadflow repair` must not take them for unfinished.
+    assert {r["email"]: r["step_mark"] for r in _rows(crm, Lead)} == dict.fromkeys(leads, LeadStep.COMPLETE)
+    assert find_unfinished(crm, now + timedelta(days=1)).empty
 
 
 def test_an_old_file_queues_no_message_and_a_fresh_one_does(crm, tmp_path):

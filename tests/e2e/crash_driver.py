@@ -19,7 +19,11 @@ from datetime import UTC, datetime
 
 
 def run(path: str, chunk_size: int) -> dict:
-    """One intake of `path` with qualification per chunk, over the plain steps of the configured CRM."""
+    """One intake of `path` with qualification per chunk, over the plain steps of the configured CRM.
+
+    Messages for every lead (`--messages all`): the generated leads are history, and the auto-responses and rep
+    alerts a kill cuts off are what the test must see queued once.
+    """
     from leadflow.config.settings import get_settings
     from leadflow.crm import submissions
     from leadflow.crm.store import get_store
@@ -42,7 +46,7 @@ def run(path: str, chunk_size: int) -> dict:
             summary.add_qualification(qualify(qualification, lead_ids, policy,
                                               QualificationSummary(policy_version=policy.version), replay=False,
                                               timezone=settings.timezone, clock=lambda: datetime.now(UTC),
-                                              chunk_size=settings.chunk_size).as_dict())
+                                              chunk_size=settings.chunk_size, messages="all").as_dict())
 
     chunks = read_ahead(iter_lead_chunks(plan.lead_file, chunk_size))
     intake_chunks(plain_steps(store), chunks, plan, summary, after_chunk=after_chunk)
@@ -51,10 +55,10 @@ def run(path: str, chunk_size: int) -> dict:
 
 
 def repair() -> dict:
-    """What `leadflow repair --grace-minutes 0` does, in this process."""
+    """What `leadflow repair --grace-minutes 0` does, in this process (messages for every lead, as `run`)."""
     from tasks.repair import run_repair
 
-    return run_repair(datetime.now(UTC), grace_minutes=0).as_dict()
+    return run_repair(datetime.now(UTC), grace_minutes=0, messages="all").as_dict()
 
 
 def serve() -> None:

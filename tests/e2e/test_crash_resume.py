@@ -225,7 +225,8 @@ def test_the_real_cli_killed_after_routing_is_finished_by_its_rerun(crms, lead_f
     url = databases.fresh()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LEADFLOW_DATABASE_URL": url, "LEADFLOW_CHECK_WORKER": "false",
            "LEADFLOW_OUTBOX_DIR": str(tmp_path / "outbox"), "PREFECT_HOME": str(tmp_path / "prefect")}
-    command = [sys.executable, "-m", "deployments.cli", "intake", lead_file, "--chunk-size", str(CHUNK)]
+    command = [sys.executable, "-m", "deployments.cli", "intake", lead_file, "--chunk-size", str(CHUNK),
+               "--messages", "all"]
     killed = subprocess.run(command, cwd=ROOT, env={**env, "LEADFLOW_CRASH_AFTER": "Assign Lead Owner:1"},
                             capture_output=True, timeout=900)
     assert killed.returncode == KILLED, killed.stderr[-2000:]
