@@ -26,6 +26,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("leads") as batch_op:
-        batch_op.drop_column("step_marked_at")
-        batch_op.drop_column("step_mark")
+    if op.get_bind().dialect.name == "sqlite":
+        # SQLite (3.35+) drops a column in place; a batch copy of `leads` would drop the table that the foreign keys
+        # of submissions, events and tasks point at, which fails with foreign keys on and rows present.
+        op.execute("ALTER TABLE leads DROP COLUMN step_marked_at")
+        op.execute("ALTER TABLE leads DROP COLUMN step_mark")
+        return
+    op.drop_column("leads", "step_marked_at")
+    op.drop_column("leads", "step_mark")
