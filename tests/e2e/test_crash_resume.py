@@ -73,9 +73,16 @@ def table_rows(url: str) -> dict[str, list[str]]:
     return tables
 
 
-def assert_same_crm(url: str, expected: dict[str, list[str]]) -> None:
-    """The CRM at `url` equals the expected tables, with no row twice (a duplicate would change the list)."""
+def assert_same_crm(url: str, expected: dict[str, list[str]], crashed_runs: int = 0) -> None:
+    """The CRM at `url` equals the expected tables, with no row twice (a duplicate would change the list).
+
+    `crashed_runs` real runs were killed: the next run finds each one's batch dead and tells ops once (an
+    `ops_alert:<flow run>` outbox row the uninterrupted run does not have).
+    """
     got = table_rows(url)
+    alerts = [r for r in got["outbox"] if r.startswith("('ops_alert:")]
+    assert len(alerts) == crashed_runs, alerts
+    got["outbox"] = [r for r in got["outbox"] if r not in alerts]
     for name, rows in expected.items():
         extra, missing = sorted(set(got[name]) - set(rows)), sorted(set(rows) - set(got[name]))
         assert got[name] == rows, (f"{name}: {len(got[name])} rows against {len(rows)} of an uninterrupted run; "
@@ -181,7 +188,9 @@ def crms(request, tmp_path_factory, driver, lead_file):
 @pytest.mark.slow
 @pytest.mark.parametrize("points", [
     pytest.param([*INTAKE_POINTS, "Calculate Lead Score:1"], id="after-every-intake-task"),
-    pytest.param([*QUALIFICATION_POINTS, "Assign Lead Owner:1"], id="after-every-qualification-task"),
+    # Every qualification task in two chains of every other task: the same points, in tests that run side by side.
+    pytest.param([*QUALIFICATION_POINTS[::2], "Assign Lead Owner:1"], id="after-odd-qualification-tasks"),
+    pytest.param([*QUALIFICATION_POINTS[1::2], "Assign Lead Owner:1"], id="after-even-qualification-tasks"),
 ])
 def test_each_rerun_after_a_kill_finishes_exactly_the_missing_work(crms, driver, lead_file, points):
     """A chain of kills, each run resuming what the one before left and being killed one task later; then a run
@@ -232,4 +241,4 @@ def test_the_real_cli_killed_after_routing_is_finished_by_its_rerun(crms, lead_f
     assert killed.returncode == KILLED, killed.stderr[-2000:]
     rerun = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=900)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert_same_crm(url, expected)
+    assert_same_crm(url, expected, crashed_runs=1)
