@@ -336,6 +336,9 @@ def _name_words() -> frozenset[str]:
 def _parse_name(value: str) -> tuple[str | None, str | None]:
     from nameparser import HumanName
 
+    if not any(ch.isalpha() for ch in value):
+        # "???" or "--" is no name, whatever a parser version makes of it.
+        return None, None
     name = HumanName(value)
     return (name.first or None), (name.last or None)
 

@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -136,8 +138,10 @@ class Server:
         return found[0]
 
 
-@pytest.fixture
-def server(tmp_path):
+@contextmanager
+def started_server(tmp_path: Path) -> Iterator[Server]:
+    """A real Prefect server on a free port over a new migrated CRM in `tmp_path`; every process it spawned is gone
+    after it."""
     crm_url = f"sqlite:///{tmp_path / 'crm.db'}"
     Store(crm_url).upgrade()
     home = tmp_path / "prefect-home"
@@ -150,6 +154,12 @@ def server(tmp_path):
     finally:
         running.stop()
         assert all(p.poll() is not None for p in running.processes), "a process outlived the test"
+
+
+@pytest.fixture
+def server(tmp_path):
+    with started_server(tmp_path) as running:
+        yield running
 
 
 def test_deploy_all_then_a_worker_runs_intake_and_a_two_month_backfill(server, tmp_path):
