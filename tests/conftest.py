@@ -13,6 +13,9 @@ _PREFECT_HOME = tempfile.mkdtemp(prefix="leadflow-prefect-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# Commands started by tests run their own ephemeral Prefect API; on a busy machine it can take longer to start than
+# Prefect's 20 s default, and a timed-out start is a false failure, not a finding.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.pop("PREFECT_API_URL", None)
 # Email hashes are keyed: a test-only key, so that no test writes a key file beside a default ./leadflow.db and
 # PostgreSQL (which requires the setting) works too. tests/crm/test_keyed_hashes.py covers the generated key file.

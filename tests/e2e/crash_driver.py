@@ -66,7 +66,10 @@ def serve() -> None:
     import leadflow.steps.intake
     import leadflow.steps.qualification
     import leadflow.steps.repair  # noqa: F401
-    from data_checks import runner  # noqa: F401
+    from data_checks import runner
+
+    # The GX context costs seconds to build; built here once, every forked child inherits it instead of paying.
+    runner.gx_context()
 
     for line in sys.stdin:
         path, chunk, point, url = line.split()
