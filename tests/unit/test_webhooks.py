@@ -176,7 +176,7 @@ MAPPED = [
         "email": "laura.diaz@example.com", "first_name": "Laura", "last_name": "Diaz", "phone": "+14155550132",
         "company": "Example Robotics", "message": "We route 2k inbound leads a month by hand.",
         "source": "web_form", "external_id": "a3a12ec67a1365927098a606107fac15",
-        "submitted_at": "2026-12-05T10:00:24Z", "utm_source": "newsletter", "utm_campaign": "winter_launch",
+        "submitted_at": "2026-12-01T10:00:24Z", "utm_source": "newsletter", "utm_campaign": "winter_launch",
         # Answers the contract has no column for stay under their question, as extra fields of the raw payload.
         "Which products interest you?": "Routing, Reports", "How big is your team?": "51-200",
         "Would you like a call back this week?": True, "typeform_form_id": "lT4Z3j", "webhook_vendor": "typeform",
@@ -201,7 +201,7 @@ MAPPED = [
          "utm_campaign": "demo_q4", "calendly_event_name": "30 Minute Demo",
          "calendly_meeting_at": "2026-12-09T15:00:00.000000Z", "source": "web_form",
          "external_id": "https://api.calendly.com/scheduled_events/GBGBDCAADAEDCRZ2/invitees/AAAAAAAAAAAAAAAA",
-         "submitted_at": "2026-12-05T10:02:40.856321Z", "webhook_vendor": "calendly",
+         "submitted_at": "2026-12-01T10:02:40.856321Z", "webhook_vendor": "calendly",
      }),
     ("hubspot", "hubspot_workflow_contact", "3234574@2024-12-05T10:05:00+00:00", {
         "email": "tomas.berg@example.com", "first_name": "Tomas", "last_name": "Berg", "company": "Berg Freight AB",
