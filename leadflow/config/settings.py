@@ -159,7 +159,7 @@ class Settings(BaseSettings):
         description="Client secret of the HubSpot app that signs the workflow webhook (X-HubSpot-Signature-v3).")
     webhook_tolerance_seconds: int = Field(
         default=300, ge=30, le=3600,
-        description="Calendly and HubSpot signatures older (or newer) than this are refused as stale or replayed.")
+        description="Calendly and HubSpot signatures made longer ago (or ahead) than this are refused as replays.")
     webhook_public_url: str | None = Field(
         default=None,
         description="The public base URL the vendors post to (e.g. https://leads.example.com) when leadflow api runs "
