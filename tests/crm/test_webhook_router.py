@@ -13,7 +13,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from deployments import api_webhooks
-from leadflow.config import settings as settings_module
 from leadflow.config.settings import get_settings
 from leadflow.crm.inbox import INBOX
 from leadflow.crm.webhooks import DELIVERIES, delivery_count, store_delivery
@@ -134,21 +133,6 @@ def test_a_vendor_without_a_secret_answers_503_and_never_accepts_unsigned(client
                                                     "hub.challenge": "1"})
     assert check.status_code == 503
     assert inbox_rows(crm) == []
-
-
-def test_a_secret_may_name_a_prefect_secret_block(client, crm, monkeypatch):
-    blocks = {"typeform-webhook": SECRET}
-    monkeypatch.setattr(settings_module, "_secret_loaders", [blocks.__getitem__])
-    monkeypatch.setenv("LEADFLOW_WEBHOOK_TYPEFORM_SECRET", "prefect-secret://typeform-webhook")
-    get_settings.cache_clear()
-    body = body_of(FIXTURES["typeform"])
-    assert post(client, "typeform", body, signed("typeform", body)).status_code == 200
-    monkeypatch.setenv("LEADFLOW_WEBHOOK_TYPEFORM_SECRET", "prefect-secret://missing-block")
-    get_settings.cache_clear()
-    missing = post(client, "typeform", body, signed("typeform", body))
-    assert missing.status_code == 503 and "missing-block" in missing.json()["detail"]
-    assert SECRET not in missing.text
-    assert len(inbox_rows(crm)) == 1
 
 
 @pytest.mark.parametrize(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from prefect.blocks.system import Secret
 from sqlalchemy import select
 
 from deployments import api_webhooks
@@ -58,3 +60,26 @@ def test_each_vendor_payload_becomes_a_lead_and_a_redelivery_after_intake_adds_n
     }
     # Meta's ids-only notification is kept, not lost: quarantined for its missing email until its fields are fetched.
     assert reasons == ["missing_email"]
+
+
+def test_a_webhook_secret_is_read_from_a_prefect_secret_block_at_use_time(sqlite_crm, monkeypatch):
+    block = f"typeform-webhook-{uuid.uuid4().hex[:8]}"
+    Secret(value=SECRET).save(block)
+    monkeypatch.setenv("LEADFLOW_WEBHOOK_TYPEFORM_SECRET", f"prefect-secret://{block}")
+    get_settings.cache_clear()
+    app = FastAPI()
+    app.include_router(api_webhooks.router)
+    monkeypatch.setattr(api_webhooks, "emit_submitted", lambda inbox_id: None)
+    body = json.dumps(fixture("typeform_form_response")).encode()
+    with TestClient(app) as client:
+        assert client.post("/v1/webhooks/typeform", content=body, headers=signed("typeform", body)).status_code == 200
+        # A rotated secret applies at once: the block is read on every request, never cached.
+        Secret(value="rotated-" + SECRET).save(block, overwrite=True)
+        stale = client.post("/v1/webhooks/typeform", content=body, headers=signed("typeform", body))
+        assert stale.status_code == 401
+        monkeypatch.setenv("LEADFLOW_WEBHOOK_TYPEFORM_SECRET", "prefect-secret://no-such-block")
+        get_settings.cache_clear()
+        missing = client.post("/v1/webhooks/typeform", content=body, headers=signed("typeform", body))
+        assert missing.status_code == 503 and "no-such-block" in missing.json()["detail"]
+        assert SECRET not in missing.text
+    get_settings.cache_clear()
