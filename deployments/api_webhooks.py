@@ -84,6 +84,8 @@ def emit_submitted(inbox_id: int) -> None:
 
 def store_webhook_lead(store: Any, vendor: str, lead: wh.WebhookLead) -> StoredDelivery:
     """Store one verified webhook lead once per vendor id and announce a new row (the one place that writes)."""
+    # The swap point for `leadflow api`'s store-and-emit: the inbox row must stay in the transaction that records the
+    # delivery (crm.webhooks.store_delivery), else a crash between the two would lose the lead to its redelivery.
     stored = store_delivery(store, vendor, lead.delivery_id, lead.payload)
     if stored.created and stored.inbox_id is not None:
         try:

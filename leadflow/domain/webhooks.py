@@ -105,6 +105,11 @@ def meta_challenge(params: Mapping[str, str], verify_token: str) -> str:
     return params["hub.challenge"]
 
 
+def _digits(text: str) -> bool:
+    # str.isdigit() also takes other scripts' digits, which no vendor sends and ASCII cannot encode.
+    return text.isascii() and text.isdigit()
+
+
 def _fresh(stamp_seconds: float, now: datetime, tolerance_seconds: float, name: str) -> None:
     age = now.timestamp() - stamp_seconds
     if age > tolerance_seconds:
@@ -127,7 +132,7 @@ def verify_calendly(signing_key: str, body: bytes, header: str | None, now: date
         key, _, value = item.strip().partition("=")
         parts.setdefault(key.strip(), []).append(value.strip())
     stamps, signatures = parts.get("t", []), [s for s in parts.get("v1", []) if s]
-    if len(stamps) != 1 or not stamps[0].isdigit() or not signatures:
+    if len(stamps) != 1 or not _digits(stamps[0]) or not signatures:
         raise WebhookRefused("Calendly-Webhook-Signature is not of the form t=<timestamp>,v1=<signature>")
     expected = _mac(signing_key, stamps[0].encode("ascii") + b"." + body).hex()
     # The signature is checked before the time: a forged header learns nothing about the window.
@@ -158,7 +163,7 @@ def verify_hubspot(client_secret: str, method: str, url: str, body: bytes, signa
     """
     if not signature or not signature.strip():
         raise WebhookRefused("missing X-HubSpot-Signature-v3 header")
-    if not timestamp or not timestamp.strip().isdigit():
+    if not timestamp or not _digits(timestamp.strip()):
         raise WebhookRefused("missing or malformed X-HubSpot-Request-Timestamp header")
     stamp = timestamp.strip()
     source = method.upper().encode("ascii") + hubspot_uri(url).encode("utf-8") + body + stamp.encode("ascii")

@@ -87,6 +87,8 @@ CASES = [
     ("meta", "legacy X-Hub-Signature sha1", lambda v: "sha1=" + hmac.new(SECRET.encode(), BODY, "sha1").hexdigest(),
      BODY, NOW, "sha256=<signature>"),
     ("calendly", "malformed header", lambda v: "v1=abc", BODY, NOW, "t=<timestamp>,v1=<signature>"),
+    ("calendly", "non-ASCII digits", lambda v: "t=\u0663\u0663,v1=abc", BODY, NOW, "t=<timestamp>,v1=<signature>"),
+    ("hubspot", "non-ASCII digits", lambda v: ("abc", "\u0663\u0663"), BODY, NOW, "X-HubSpot-Request-Timestamp"),
     ("calendly", "stale timestamp", lambda v: calendly_header(BODY, at=NOW - LATE), BODY, NOW, "stale or replayed"),
     ("calendly", "future timestamp", lambda v: calendly_header(BODY, at=NOW + LATE), BODY, NOW, "in the future"),
     ("calendly", "timestamp moved, signature kept",
