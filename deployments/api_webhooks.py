@@ -132,6 +132,11 @@ def _verify(vendor: str, secret: str, body: bytes, headers: Mapping[str, str], m
                           headers.get("x-hubspot-request-timestamp"), now, tolerance)
 
 
+def _not_json(constant: str) -> None:
+    # Python's json reads NaN and Infinity, which JSON (and PostgreSQL's jsonb) does not have.
+    raise ValueError(f"{constant} is not JSON")
+
+
 def _receive(vendor: str, body: bytes, headers: Mapping[str, str], method: str, url: str) -> dict[str, Any]:
     """Verify, parse, map and store one webhook request (blocking: runs in the thread pool)."""
     secret = _secret(SECRET_SETTINGS[vendor], vendor)
@@ -142,7 +147,7 @@ def _receive(vendor: str, body: bytes, headers: Mapping[str, str], method: str, 
         logger.info("webhook %s refused: %s", vendor, exc)
         raise HTTPException(exc.status, str(exc)) from None
     try:
-        event = json.loads(body)
+        event = json.loads(body, parse_constant=_not_json)
     except (UnicodeDecodeError, ValueError):
         raise HTTPException(400, f"the {vendor} webhook body is not JSON") from None
     try:

@@ -217,16 +217,37 @@ def _with_defaults(payload: dict[str, Any], vendor: str, external_id: str, submi
 
 def _iso_from_epoch(value: Any, *, millis: bool = False) -> str | None:
     try:
-        number = float(value)
-    except (TypeError, ValueError):
+        return datetime.fromtimestamp(float(value) / (1000 if millis else 1), UTC).isoformat()
+    except (TypeError, ValueError, OverflowError, OSError):
+        # Not an epoch (or out of range): handed on as given, for intake to parse or quarantine.
         return str(value) if value not in (None, "") else None
-    return datetime.fromtimestamp(number / 1000 if millis else number, UTC).isoformat()
 
 
 def _object(event: Any, what: str) -> dict[str, Any]:
     if not isinstance(event, dict):
         raise WebhookRefused(f"the body is not a {what}", 422)
     return event
+
+
+# A verified body is still the vendor's JSON: each part is taken only in the shape its documentation gives it.
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _scalar(value: Any) -> Any:
+    """A JSON value where one value is expected: a nested object or list counts as none."""
+    return None if isinstance(value, dict | list) else value
+
+
+def _id(value: Any) -> str | None:
+    """A vendor id (a string or a number), else None."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    return str(value).strip() or None
 
 
 # Typeform: an answer's value sits under the key its `type` names; choices hold labels.
@@ -236,7 +257,7 @@ def _typeform_value(answer: Mapping[str, Any]) -> Any:
     if kind == "choice" and isinstance(value, dict):
         return value.get("label") or value.get("other")
     if kind == "choices" and isinstance(value, dict):
-        labels = [*(value.get("labels") or []), *([value["other"]] if value.get("other") else [])]
+        labels = [*_list(value.get("labels")), *([value["other"]] if value.get("other") else [])]
         return ", ".join(str(v) for v in labels)
     return value
 
@@ -251,20 +272,24 @@ def typeform_leads(event: Any) -> WebhookBatch:
     event = _object(event, "Typeform webhook event")
     if event.get("event_type") != "form_response":
         return WebhookBatch(ignored=1)
-    response = event.get("form_response")
-    if not isinstance(response, dict) or not response.get("token"):
+    response = _dict(event.get("form_response"))
+    token = _id(response.get("token"))
+    if token is None:
         raise WebhookRefused("the Typeform event has no form_response.token", 422)
-    definition = response.get("definition") if isinstance(response.get("definition"), dict) else {}
-    titles = {f.get("id"): f.get("title") for f in definition.get("fields") or [] if isinstance(f, dict)}
+    titles = {_id(f.get("id")): f.get("title") for f in _list(_dict(response.get("definition")).get("fields"))
+              if isinstance(f, dict) and _id(f.get("id")) and isinstance(f.get("title"), str)}
     fields: dict[str, Any] = {}
     typed: dict[str, Any] = {}
     long_texts: list[str] = []
-    for answer in response.get("answers") or []:
+    for answer in _list(response.get("answers")):
         if not isinstance(answer, dict):
             continue
-        ref = answer.get("field") if isinstance(answer.get("field"), dict) else {}
-        header = str(titles.get(ref.get("id")) or ref.get("ref") or ref.get("id") or f"answer_{len(fields) + 1}")
+        ref = _dict(answer.get("field"))
+        header = (titles.get(_id(ref.get("id"))) or _id(ref.get("ref")) or _id(ref.get("id"))
+                  or f"answer_{len(fields) + 1}")
         value = _typeform_value(answer)
+        if answer.get("type") in ("email", "phone_number"):
+            value = _scalar(value)
         if answer.get("type") == "email":
             typed.setdefault("email", value)
         elif answer.get("type") == "phone_number":
@@ -273,8 +298,7 @@ def typeform_leads(event: Any) -> WebhookBatch:
             fields.setdefault(header, value)
             if ref.get("type") == "long_text":
                 long_texts.append(header)
-    hidden = response.get("hidden") if isinstance(response.get("hidden"), dict) else {}
-    for key, value in hidden.items():
+    for key, value in _dict(response.get("hidden")).items():
         fields.setdefault(str(key), value)
     payload = fold_fields(fields, "typeform")
     message = next((h for h in long_texts if h in payload), None)
@@ -283,10 +307,10 @@ def typeform_leads(event: Any) -> WebhookBatch:
     for column, value in typed.items():
         if value not in (None, ""):
             payload[column] = value
-    token = delivery_key(response["token"])
-    payload = _with_defaults(payload, "typeform", token, response.get("submitted_at"), "web_form")
-    if response.get("form_id"):
-        payload["typeform_form_id"] = response["form_id"]
+    token = delivery_key(token)
+    payload = _with_defaults(payload, "typeform", token, _scalar(response.get("submitted_at")), "web_form")
+    if _id(response.get("form_id")):
+        payload["typeform_form_id"] = _id(response.get("form_id"))
     return WebhookBatch([WebhookLead(token, payload)])
 
 
@@ -306,23 +330,23 @@ def meta_leads(event: Any) -> WebhookBatch:
     leads: list[WebhookLead] = []
     ignored = 0
     for entry in event["entry"]:
-        changes = entry.get("changes") if isinstance(entry, dict) else None
-        for change in changes if isinstance(changes, list) else []:
-            value = change.get("value") if isinstance(change, dict) else None
-            if change.get("field") != "leadgen" or not isinstance(value, dict) or not value.get("leadgen_id"):
+        for change in _list(_dict(entry).get("changes")):
+            value = _dict(_dict(change).get("value"))
+            if _dict(change).get("field") != "leadgen" or _id(value.get("leadgen_id")) is None:
                 ignored += 1
                 continue
             fields: dict[str, Any] = {}
-            for item in value.get("field_data") or []:
-                if isinstance(item, dict) and item.get("name"):
+            for item in _list(value.get("field_data")):
+                name = _id(_dict(item).get("name"))
+                if name:
                     values = item.get("values")
-                    fields.setdefault(str(item["name"]), ", ".join(str(v) for v in values)
-                                      if isinstance(values, list) else values)
+                    fields.setdefault(name, ", ".join(str(v) for v in values)
+                                      if isinstance(values, list) else _scalar(values))
             payload = fold_fields(fields, "meta_lead_ads")
             for key in ("form_id", "ad_id", "adgroup_id", "page_id"):
-                if value.get(key) not in (None, ""):
-                    payload[f"meta_{key}"] = str(value[key])
-            leadgen_id = delivery_key(value["leadgen_id"])
+                if _id(value.get(key)):
+                    payload[f"meta_{key}"] = _id(value.get(key))
+            leadgen_id = delivery_key(_id(value.get("leadgen_id")))
             leads.append(WebhookLead(leadgen_id, _with_defaults(
                 payload, "meta", leadgen_id, _iso_from_epoch(value.get("created_time")), "paid_social")))
     return WebhookBatch(leads, ignored)
@@ -342,32 +366,33 @@ def calendly_leads(event: Any) -> WebhookBatch:
     event = _object(event, "Calendly webhook event")
     if event.get("event") != "invitee.created":
         return WebhookBatch(ignored=1)
-    invitee = event.get("payload")
-    if not isinstance(invitee, dict) or not invitee.get("uri"):
+    invitee = _dict(event.get("payload"))
+    uri = _id(invitee.get("uri"))
+    if uri is None:
         raise WebhookRefused("the Calendly event has no payload.uri", 422)
     fields: dict[str, Any] = {}
-    for qa in invitee.get("questions_and_answers") or []:
-        if isinstance(qa, dict) and qa.get("question"):
-            question = str(qa["question"])
+    for qa in _list(invitee.get("questions_and_answers")):
+        question = _id(_dict(qa).get("question"))
+        if question:
             fields.setdefault("message" if fold_header(question) in CALENDLY_MESSAGE_QUESTIONS else question,
-                              qa.get("answer"))
+                              _scalar(qa.get("answer")))
     payload = fold_fields(fields)
     for key, column in (("email", "email"), ("first_name", "first_name"), ("last_name", "last_name"),
                         ("name", "full_name"), ("text_reminder_number", "phone")):
-        if invitee.get(key) not in (None, "") and column not in payload:
+        if _scalar(invitee.get(key)) not in (None, "") and column not in payload:
             payload[column] = invitee[key]
-    tracking = invitee.get("tracking") if isinstance(invitee.get("tracking"), dict) else {}
+    tracking = _dict(invitee.get("tracking"))
     for key in ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term"):
-        if tracking.get(key) not in (None, "") and key not in payload:
+        if _scalar(tracking.get(key)) not in (None, "") and key not in payload:
             payload[key] = tracking[key]
-    scheduled = invitee.get("scheduled_event") if isinstance(invitee.get("scheduled_event"), dict) else {}
-    if scheduled.get("name"):
+    scheduled = _dict(invitee.get("scheduled_event"))
+    if _id(scheduled.get("name")):
         payload["calendly_event_name"] = scheduled["name"]
-    if scheduled.get("start_time"):
+    if _id(scheduled.get("start_time")):
         payload["calendly_meeting_at"] = scheduled["start_time"]
-    uri = delivery_key(invitee["uri"])
-    return WebhookBatch([WebhookLead(uri, _with_defaults(
-        payload, "calendly", uri, invitee.get("created_at") or event.get("created_at"), "web_form"))])
+    uri = delivery_key(uri)
+    when = _scalar(invitee.get("created_at")) or _scalar(event.get("created_at"))
+    return WebhookBatch([WebhookLead(uri, _with_defaults(payload, "calendly", uri, when, "web_form"))])
 
 
 def _hubspot_value(value: Any) -> Any:
@@ -393,8 +418,8 @@ def hubspot_leads(event: Any) -> WebhookBatch:
     event = _object(event, "HubSpot contact")
     raw = event.get("properties") if isinstance(event.get("properties"), dict) else event
     props = {str(k): _hubspot_value(v) for k, v in raw.items() if not isinstance(_hubspot_value(v), dict | list)}
-    contact_id = next((event.get(k) for k in ("vid", "canonical-vid", "objectId", "id") if event.get(k)), None)
-    contact_id = contact_id or props.get("hs_object_id")
+    contact_id = next((_id(event.get(k)) for k in ("vid", "canonical-vid", "objectId", "id") if _id(event.get(k))),
+                      None) or _id(props.get("hs_object_id"))
     if not contact_id:
         raise WebhookRefused("the HubSpot contact has no id (hs_object_id, vid or id)", 422)
     converted = _hubspot_time(props.get("recent_conversion_date"))

@@ -139,6 +139,7 @@ def test_a_vendor_without_a_secret_answers_503_and_never_accepts_unsigned(client
     ("body", "status", "detail"),
     [
         (b"form_response=not-json", 400, "not JSON"),
+        (b'{"event_type": "form_response", "form_response": {"token": NaN}}', 400, "not JSON"),
         (b'{"event_type": "form_response", "form_response": {"answers": []}}', 422, "form_response.token"),
         (b"x" * (api_webhooks.MAX_BODY_BYTES + 1), 413, "bytes"),
     ],

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
+import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -274,3 +275,34 @@ def test_a_vendor_id_longer_than_external_id_holds_is_hashed_the_same_way_every_
     assert wh.delivery_key(long_id) == wh.delivery_key(long_id)
     assert wh.delivery_key(long_id).startswith("sha256:") and len(wh.delivery_key(long_id)) <= 200
     assert wh.delivery_key(" 42 ") == "42"
+
+
+ODD = [None, 0, 1.5, "", "x", [], {}, [1], {"a": 1}, True, 1e308, "9" * 300]
+
+
+def _mutated(value, rng: random.Random):
+    """The value with some parts replaced by values of other JSON types or left out, recursively."""
+    if isinstance(value, dict):
+        return {k: (rng.choice(ODD) if rng.random() < 0.15 else _mutated(v, rng)) for k, v in value.items()
+                if rng.random() > 0.05}
+    if isinstance(value, list):
+        return [rng.choice(ODD) if rng.random() < 0.15 else _mutated(v, rng) for v in value]
+    return value
+
+
+SHAPES = [(m[0], m[1]) for m in MAPPED] + [("hubspot", "hubspot_webhooks_api_batch")]
+
+
+@pytest.mark.parametrize(("vendor", "name"), SHAPES)
+def test_a_verified_body_of_any_shape_is_mapped_or_refused_never_a_crash(vendor, name):
+    rng = random.Random(name)
+    for event in [*ODD, *(_mutated(fixture(name), rng) for _ in range(400))]:
+        try:
+            batch = wh.MAPPERS[vendor](event)
+        except wh.WebhookRefused as refused:
+            assert refused.status == 422
+            continue
+        for lead in batch.leads:
+            assert isinstance(lead.delivery_id, str) and 0 < len(lead.delivery_id) <= 200
+            assert lead.payload["webhook_vendor"] == vendor and lead.payload["external_id"] == lead.delivery_id
+            json.dumps(lead.payload, allow_nan=False)
