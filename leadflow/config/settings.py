@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """Where leadflow keeps its data and how it talks to the outside world.
 
-    Secret settings (smtp_url, manager/ops alert URLs, enrichment_api_key, hash_key) may be `prefect-secret://<block>`
+    Secret settings (smtp_url, manager/ops alert URLs, enrichment_api_key, hash_key, webhook_*_secret) may be `prefect-secret://<block>`
     instead of the value: `secret_value()` reads that Prefect Secret block when the value is used.
     """
 
@@ -144,6 +144,26 @@ class Settings(BaseSettings):
     retention_backfill_days: int = Field(
         default=30, ge=0,
         description="Days after its last write before a backfill's staged window files go (0: kept forever).")
+    # Signed webhooks (deployments/api_webhooks.py): a vendor without its secret answers 503, never accepts unsigned.
+    webhook_typeform_secret: SecretStr | None = Field(
+        default=None, description="Secret of the Typeform webhook (its Typeform-Signature is checked against it).")
+    webhook_meta_secret: SecretStr | None = Field(
+        default=None, description="App secret of the Meta app whose lead-ads webhook posts here (X-Hub-Signature-256).")
+    webhook_meta_verify_token: SecretStr | None = Field(
+        default=None,
+        description="Verify token typed into the Meta app's Webhooks settings (the GET subscription check).")
+    webhook_calendly_secret: SecretStr | None = Field(
+        default=None, description="Signing key of the Calendly webhook subscription (Calendly-Webhook-Signature).")
+    webhook_hubspot_secret: SecretStr | None = Field(
+        default=None,
+        description="Client secret of the HubSpot app that signs the workflow webhook (X-HubSpot-Signature-v3).")
+    webhook_tolerance_seconds: int = Field(
+        default=300, ge=30, le=3600,
+        description="Calendly and HubSpot signatures made longer ago (or ahead) than this are refused as replays.")
+    webhook_public_url: str | None = Field(
+        default=None,
+        description="The public base URL the vendors post to (e.g. https://leads.example.com) when leadflow api runs "
+                    "behind a reverse proxy: HubSpot signs the full URL it called.")
     hash_key: SecretStr | None = Field(
         default=None,
         description="Secret key of the HMAC-SHA256 email hashes (spam tombstones, exemptions, erasure records). "

@@ -310,6 +310,23 @@ class LeadInboxRow(Base):
     batch_id: Mapped[str | None] = mapped_column(String(36))
 
 
+class WebhookDelivery(Base):
+    """A lead a vendor's signed webhook delivered, by the vendor's id for it: a redelivery adds no second inbox row."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_vendor_delivery_id", "vendor", "delivery_id", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    vendor: Mapped[str] = mapped_column(String(32))
+    # The vendor's response/lead id (Typeform token, Meta leadgen_id, Calendly invitee URI, HubSpot contact@time).
+    delivery_id: Mapped[str] = mapped_column(String(255))
+    # No foreign key: retention deletes processed inbox rows, and the delivery must outlive them to stay deduplicated.
+    inbox_id: Mapped[int | None] = mapped_column(BigInteger)
+    received_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.current_timestamp())
+
+
 class BackfillLedgerEntry(Base):
     """One backfill window of one source under one policy version: done windows are skipped on re-runs."""
 
