@@ -25,7 +25,8 @@ from typing import Any
 # The channel of the data contract's vocabulary for "the person wrote to a sales or info address".
 MAILBOX_SOURCE = "email_inquiry"
 # Skip reasons, in the order the rules are tried (the summary artifact counts each).
-SKIP_REASONS = ("bounce", "auto_reply", "null_return_path", "mailing_list", "own_address", "no_sender")
+SKIP_REASONS = ("bounce", "auto_reply", "null_return_path", "mailing_list", "own_address", "no_sender",
+                "unreadable")
 MAX_MESSAGE_CHARS = 10_000
 # The Message-ID domain of the mail leadflow sends (leadflow/io/senders.py message_id).
 OUR_MESSAGE_ID_DOMAIN = "@leadflow>"
