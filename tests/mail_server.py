@@ -32,7 +32,9 @@ instance_name = leadflow-test-{port}
 log_path = {root}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+ssl = yes
+ssl_cert = <{root}/cert.pem
+ssl_key = <{root}/key.pem
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 default_internal_user = {internal_user}
@@ -42,7 +44,7 @@ first_valid_uid = 1
 mail_location = maildir:{root}/home/%u/Maildir
 passdb {{
   driver = passwd-file
-  args = scheme=PLAIN username_format=%u {root}/passwd
+  args = scheme=PLAIN username_format=%u {root}/users/%u
 }}
 userdb {{
   driver = static
@@ -54,7 +56,8 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {tls_port}
   }}
 }}
 service pop3-login {{
@@ -77,14 +80,23 @@ class ImapServer:
     """A running Dovecot: where it listens and how to add a mailbox user."""
 
     root: Path
-    port: int
+    port: int  # plain IMAP, with STARTTLS
+    tls_port: int  # IMAPS
     process: subprocess.Popen
 
+    @property
+    def ca_file(self) -> Path:
+        """The server's self-signed certificate, which a client must trust to talk TLS to it."""
+        return self.root / "cert.pem"
+
     def new_user(self) -> str:
-        """A fresh mailbox login (an address), known to the server at once (passwd-file is re-read on change)."""
+        """A fresh mailbox login (an address), known to the server at once.
+
+        One passwd file per user: Dovecot re-reads a changed passwd file by its mtime, which two users added within
+        a second would not change.
+        """
         user = f"sales-{uuid.uuid4().hex[:8]}@example.test"
-        with (self.root / "passwd").open("a", encoding="ascii") as handle:
-            handle.write(f"{user}:{{PLAIN}}{PASSWORD}\n")
+        (self.root / "users" / user).write_text(f"{user}:{{PLAIN}}{PASSWORD}\n", encoding="ascii")
         return user
 
     def client(self, user: str) -> imaplib.IMAP4:
@@ -121,13 +133,17 @@ def start_dovecot() -> ImapServer:
     users = _users()
     if os.geteuid() == 0:
         shutil.chown(root / "home", users["mail_user"], users["mail_group"])
-    (root / "passwd").write_text("", encoding="ascii")
-    port = _free_port()
+    (root / "users").mkdir()
+    # A self-signed certificate for 127.0.0.1, made for this server only.
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(root / "key.pem"),
+                    "-out", str(root / "cert.pem")], check=True, capture_output=True)
+    port, tls_port = _free_port(), _free_port()
     config = root / "dovecot.conf"
-    config.write_text(CONFIG.format(root=root, port=port, **users), encoding="ascii")
+    config.write_text(CONFIG.format(root=root, port=port, tls_port=tls_port, **users), encoding="ascii")
     process = subprocess.Popen([DOVECOT, "-F", "-c", str(config)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)
-    server = ImapServer(root=root, port=port, process=process)
+    server = ImapServer(root=root, port=port, tls_port=tls_port, process=process)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if process.poll() is not None:

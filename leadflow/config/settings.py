@@ -117,6 +117,9 @@ class Settings(BaseSettings):
         description="How the IMAP connection is protected: tls (IMAPS), starttls (upgrade on 143) or none "
                     "(loopback tests only: the password crosses in clear).",
     )
+    mailbox_ca_file: Path | None = Field(
+        default=None,
+        description="CA certificate (PEM) to trust for the IMAP server besides the system's, e.g. a company CA.")
     mailbox_user: str | None = Field(default=None, description="IMAP login of the sales mailbox.")
     mailbox_password: SecretStr | None = Field(
         default=None, description="IMAP password (or app password) of the sales mailbox; may be prefect-secret://.")

@@ -11,6 +11,7 @@ checks, quarantine and dedupe, and the submission's idempotency key (source + Me
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -56,11 +57,15 @@ def mailbox_config(settings: Settings | None = None) -> imap.MailboxConfig | Non
         return None
     if not settings.mailbox_user or settings.mailbox_password is None:
         raise ValueError("LEADFLOW_MAILBOX_HOST is set: LEADFLOW_MAILBOX_USER and LEADFLOW_MAILBOX_PASSWORD are needed")
+    context = ssl.create_default_context()
+    if settings.mailbox_ca_file:
+        context.load_verify_locations(cafile=str(settings.mailbox_ca_file))
     return imap.MailboxConfig(
         host=settings.mailbox_host, port=settings.mailbox_port, security=settings.mailbox_security,
         user=settings.mailbox_user, password=secret_value(settings.mailbox_password) or "",
         folder=settings.mailbox_folder, after=settings.mailbox_after,
         processed_folder=settings.mailbox_processed_folder, timeout=settings.mailbox_timeout_seconds,
+        ssl_context=context,
     )
 
 

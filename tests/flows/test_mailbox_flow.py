@@ -200,3 +200,23 @@ def test_a_refused_login_names_the_server_not_the_password(imap_server, mailbox_
     with pytest.raises(MailboxError, match="refused the login") as failure:
         steps.fetch_messages(steps.mailbox_config())
     assert "wrong-secret-value" not in str(failure.value) and mailbox_user not in str(failure.value)
+
+
+@pytest.mark.parametrize("security", ["tls", "starttls"])
+def test_tls_and_starttls_trust_the_configured_ca_and_refuse_an_unknown_certificate(imap_server, mailbox_user,
+                                                                                   monkeypatch, security):
+    from leadflow.io.mailbox import MailboxError
+
+    client = imap_server.client(mailbox_user)
+    _deliver(client, INQUIRY)
+    client.logout()
+    port = imap_server.tls_port if security == "tls" else imap_server.port
+    monkeypatch.setenv("LEADFLOW_MAILBOX_SECURITY", security)
+    monkeypatch.setenv("LEADFLOW_MAILBOX_PORT", str(port))
+    get_settings.cache_clear()
+    with pytest.raises(MailboxError, match="cannot connect"):
+        steps.fetch_messages(steps.mailbox_config())
+    monkeypatch.setenv("LEADFLOW_MAILBOX_CA_FILE", str(imap_server.ca_file))
+    get_settings.cache_clear()
+    (message,) = steps.fetch_messages(steps.mailbox_config()).messages
+    assert message.raw == INQUIRY
