@@ -220,3 +220,16 @@ def test_tls_and_starttls_trust_the_configured_ca_and_refuse_an_unknown_certific
     get_settings.cache_clear()
     (message,) = steps.fetch_messages(steps.mailbox_config()).messages
     assert message.raw == INQUIRY
+
+
+def test_the_password_may_live_in_a_prefect_secret_block(imap_server, mailbox_user, monkeypatch):
+    from prefect.blocks.system import Secret
+
+    import tasks.common  # noqa: F401  (installs the Secret block loader, as every task process does)
+
+    Secret(value=PASSWORD).save("lf-mailbox-password", overwrite=True, _sync=True)
+    monkeypatch.setenv("LEADFLOW_MAILBOX_PASSWORD", "prefect-secret://lf-mailbox-password")
+    get_settings.cache_clear()
+    config = steps.mailbox_config()
+    assert config.password == PASSWORD
+    assert steps.fetch_messages(config).messages == []
