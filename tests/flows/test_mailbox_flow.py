@@ -233,3 +233,18 @@ def test_the_password_may_live_in_a_prefect_secret_block(imap_server, mailbox_us
     config = steps.mailbox_config()
     assert config.password == PASSWORD
     assert steps.fetch_messages(config).messages == []
+
+
+def test_without_a_mailbox_a_run_ends_idle_at_once(monkeypatch):
+    monkeypatch.delenv("LEADFLOW_MAILBOX_HOST", raising=False)
+    get_settings.cache_clear()
+    state = lead_mailbox(return_state=True)
+    assert state.result() == {"configured": False, "fetched": 0}
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(state.state_details.flow_run_id).name == "mailbox-idle"
+    # Half a configuration is an error, not an idle run.
+    monkeypatch.setenv("LEADFLOW_MAILBOX_HOST", "127.0.0.1")
+    get_settings.cache_clear()
+    with pytest.raises(ValueError, match="LEADFLOW_MAILBOX_USER and LEADFLOW_MAILBOX_PASSWORD are needed"):
+        steps.mailbox_config()
+    get_settings.cache_clear()
