@@ -47,8 +47,8 @@ def store_mailbox_messages(fetched: Fetched) -> MailboxTake:
                 take.inquiries, take.touches, take.replies, take.already_taken)
     if take.skipped:
         logger.info("Skipped: %s", ", ".join(f"{n} {reason}" for reason, n in sorted(take.skipped.items())))
-    if take.inbox_ids:
-        announce_inbox_leads(len(take.inbox_ids))
+    if take.inquiries:
+        announce_inbox_leads(take.inquiries)
     return take
 
 

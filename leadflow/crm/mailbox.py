@@ -2,7 +2,7 @@
 
 An inquiry's `mailbox_messages` row and its `lead_inbox` row commit together, as do a touch's row and its lead
 event: the unique message key makes a second take of the same message (a re-run after the move failed, a copy in
-two folders) store nothing.
+two folders) store nothing. Writes are set-based: a few statements per run, not per message.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, update
 
 from leadflow.crm.schema import Lead, LeadEvent, LeadInboxRow, MailboxMessageRow, OutboxMessage
-from leadflow.crm.store import Store, read_in
+from leadflow.crm.store import Store, chunked, read_in
 
 MAILBOX = MailboxMessageRow.__table__
 LEADS = Lead.__table__
@@ -37,9 +37,9 @@ class TakenMessages:
 
 @dataclass
 class StoredMessages:
-    """What a store call added: inbox ids of new inquiries, counts of new touches and skips, keys already there."""
+    """What a store call added: new inquiries (inbox rows), touches and skips by reason; how many were taken before."""
 
-    inbox_ids: list[int] = field(default_factory=list)
+    inquiries: int = 0
     touches: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     already_taken: int = 0
@@ -67,41 +67,44 @@ def outbox_keys(store: Store, lead_ids: Sequence[int]) -> list[tuple[int, str]]:
         return [(int(lead_id), str(key)) for lead_id, key in read_in(conn, stmt, sorted(set(lead_ids)), raw=True)]
 
 
-def _claim_key(conn, store: Store, key: str, outcome: str, reason: str | None, now: datetime,
-               flow_run_id: str | None) -> int | None:
-    """Insert the ledger row of a message; its id, or None when another run (or an earlier one) took it."""
-    stmt = (store.insert(MAILBOX)
-            .values(message_key=key, outcome=outcome, reason=reason, taken_at=now, flow_run_id=flow_run_id)
-            .on_conflict_do_nothing(index_elements=["message_key"]).returning(MAILBOX.c.id))
-    row = conn.execute(stmt).first()
-    return None if row is None else int(row[0])
+def _claim_keys(conn, store: Store, keys: list[str], outcome: str, reasons: list[str | None], now: datetime,
+                flow_run_id: str | None) -> set[str]:
+    """Insert the ledger rows of these messages; the keys inserted now (the others were taken before)."""
+    rows = [{"message_key": key, "outcome": outcome, "reason": reason, "taken_at": now, "flow_run_id": flow_run_id}
+            for key, reason in zip(keys, reasons, strict=True)]
+    fresh: set[str] = set()
+    for part in chunked(rows, 500):
+        stmt = (store.insert(MAILBOX).values(list(part)).on_conflict_do_nothing(index_elements=["message_key"])
+                .returning(MAILBOX.c.message_key))
+        fresh.update(conn.execute(stmt).scalars())
+    return fresh
 
 
 def store_taken(store: Store, taken: TakenMessages, now: datetime, flow_run_id: str | None = None) -> StoredMessages:
     """Store a run's messages in one transaction: inbox rows, touch events and skips, each message at most once."""
     result = StoredMessages()
     with store.begin() as conn:
-        for key, payload in taken.inquiries:
-            row_id = _claim_key(conn, store, key, "inquiry", None, now, flow_run_id)
-            if row_id is None:
-                result.already_taken += 1
-                continue
-            inbox_id = int(conn.execute(INBOX.insert().values(payload=payload, received_at=now)
-                                        .returning(INBOX.c.id)).scalar_one())
-            conn.execute(update(MAILBOX).where(MAILBOX.c.id == row_id).values(inbox_id=inbox_id))
-            result.inbox_ids.append(inbox_id)
-        for key, lead_id, details in taken.touches:
-            if _claim_key(conn, store, key, "touch", None, now, flow_run_id) is None:
-                result.already_taken += 1
-                continue
-            conn.execute(EVENTS.insert().values(lead_id=lead_id, event_type=EMAIL_RECEIVED_EVENT, occurred_at=now,
-                                                batch_id=None, flow_run_id=flow_run_id, details=details))
-            result.touches += 1
+        fresh = _claim_keys(conn, store, [k for k, _ in taken.inquiries], "inquiry", [None] * len(taken.inquiries),
+                            now, flow_run_id)
+        inbox_rows = [{"payload": payload, "received_at": now} for key, payload in taken.inquiries if key in fresh]
+        if inbox_rows:
+            conn.execute(INBOX.insert(), inbox_rows)
+        result.inquiries = len(inbox_rows)
+        fresh = _claim_keys(conn, store, [k for k, _, _ in taken.touches], "touch", [None] * len(taken.touches),
+                            now, flow_run_id)
+        events = [{"lead_id": lead_id, "event_type": EMAIL_RECEIVED_EVENT, "occurred_at": now, "batch_id": None,
+                   "flow_run_id": flow_run_id, "details": details}
+                  for key, lead_id, details in taken.touches if key in fresh]
+        if events:
+            conn.execute(EVENTS.insert(), events)
+        result.touches = len(events)
+        fresh = _claim_keys(conn, store, [k for k, _ in taken.skipped], "skipped", [r for _, r in taken.skipped],
+                            now, flow_run_id)
         for key, reason in taken.skipped:
-            if _claim_key(conn, store, key, "skipped", reason, now, flow_run_id) is None:
-                result.already_taken += 1
-                continue
-            result.skipped[reason] = result.skipped.get(reason, 0) + 1
+            if key in fresh:
+                result.skipped[reason] = result.skipped.get(reason, 0) + 1
+    stored = result.inquiries + result.touches + sum(result.skipped.values())
+    result.already_taken = len(taken.inquiries) + len(taken.touches) + len(taken.skipped) - stored
     return result
 
 

@@ -462,7 +462,6 @@ class MailboxMessageRow(Base):
     message_key: Mapped[str] = mapped_column(String(64), unique=True)
     outcome: Mapped[str] = mapped_column(String(16))  # inquiry, touch or skipped
     reason: Mapped[str | None] = mapped_column(String(32))  # a skip reason of leadflow/domain/mailbox.py
-    inbox_id: Mapped[int | None] = mapped_column(BigInteger)
     taken_at: Mapped[datetime] = mapped_column(Timestamp, index=True)
     handled_at: Mapped[datetime | None] = mapped_column(Timestamp)  # when it was moved or flagged
     flow_run_id: Mapped[str | None] = mapped_column(String(36))

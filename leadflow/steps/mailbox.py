@@ -38,14 +38,13 @@ class MailboxTake:
     replies: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     already_taken: int = 0
-    inbox_ids: list[int] = field(default_factory=list)
     uids: list[int] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """The counts (no UIDs or keys) for run results and the summary artifact."""
         counts = asdict(self)
-        for name in ("uids", "keys", "inbox_ids"):
+        for name in ("uids", "keys"):
             counts.pop(name)
         return counts
 
@@ -134,8 +133,7 @@ def take_messages(store: Store, fetched: list[imap.FetchedMessage], now: datetim
         else:
             taken.inquiries.append((key, mail.inquiry_payload(message)))
     stored = ledger.store_taken(store, taken, now, flow_run_id)
-    take.inbox_ids = stored.inbox_ids
-    take.inquiries, take.touches, take.skipped = len(stored.inbox_ids), stored.touches, stored.skipped
+    take.inquiries, take.touches, take.skipped = stored.inquiries, stored.touches, stored.skipped
     take.already_taken += stored.already_taken
     return take
 

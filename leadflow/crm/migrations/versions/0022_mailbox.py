@@ -22,7 +22,6 @@ def upgrade() -> None:
         sa.Column("message_key", sa.String(length=64), nullable=False),
         sa.Column("outcome", sa.String(length=16), nullable=False),
         sa.Column("reason", sa.String(length=32), nullable=True),
-        sa.Column("inbox_id", sa.BigInteger(), nullable=True),
         sa.Column("taken_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("handled_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("flow_run_id", sa.String(length=36), nullable=True),
