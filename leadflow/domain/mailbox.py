@@ -1,6 +1,6 @@
 """Mail to the sales mailbox, judged and mapped: skip reasons, the sender, the inquiry text, the intake payload.
 
-Pure functions over the stdlib `email` package (policy.default): no IMAP, no database. A message is skipped for
+Pure functions over the stdlib `email` package (policy.default's rules): no IMAP, no database. A message is skipped for
 the first rule that matches, in this order: a bounce (a delivery-status report, or from MAILER-DAEMON/postmaster),
 an auto-reply (RFC 3834 Auto-Submitted, X-Autoreply, X-Autorespond, Precedence auto_reply/bulk/junk), a null
 Return-Path (another message of the mail system itself), mailing-list mail (RFC 2369/2919 List-Id,
@@ -9,6 +9,7 @@ List-Unsubscribe, Precedence list), our own address (a loop), and a sender witho
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html
 import re
@@ -31,7 +32,27 @@ MAX_MESSAGE_CHARS = 10_000
 # The Message-ID domain of the mail leadflow sends (leadflow/io/senders.py message_id).
 OUR_MESSAGE_ID_DOMAIN = "@leadflow>"
 
-_PARSER = BytesParser(policy=policy.default)
+class _MimePolicy(policy.EmailPolicy):
+    """policy.default, with the MIME headers it re-parses on every read (a dozen times a message) parsed once.
+
+    Only structural headers are cached (their values are content types and encodings, nobody's data).
+    """
+
+    def header_fetch_parse(self, name: str, value: str) -> Any:
+        if name.lower() in _MIME_HEADERS and isinstance(value, str):
+            return _parsed_mime_header(self, name, value)
+        return super().header_fetch_parse(name, value)
+
+
+_MIME_HEADERS = frozenset({"content-type", "content-transfer-encoding", "content-disposition", "mime-version"})
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_mime_header(mime_policy: _MimePolicy, name: str, value: str) -> Any:
+    return policy.EmailPolicy.header_fetch_parse(mime_policy, name, value)
+
+
+_PARSER = BytesParser(policy=_MimePolicy())
 _SYSTEM_SENDERS = {"mailer-daemon", "postmaster"}
 _AUTO_PRECEDENCE = {"auto_reply", "bulk", "junk"}
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
