@@ -12,12 +12,12 @@ from tasks.common import DB_TASK, PRIVATE, current_flow_run_id, store, utc_now
 
 
 def retry_on_network(task: object, task_run: object, state: object) -> bool:
-    """Retry an IMAP call only when it failed on the connection or the server, never on a settings error."""
+    """Retry an IMAP call only when it failed on the connection or the server: never a refused login or bad setting."""
     try:
         error = state.result(raise_on_failure=False)  # type: ignore[attr-defined]
     except Exception:
         return False
-    return isinstance(error, MailboxError | OSError)
+    return (isinstance(error, MailboxError) and error.transient) or isinstance(error, OSError)
 
 
 # Raw messages hold personal data: PRIVATE keeps them out of Prefect's result store.

@@ -123,7 +123,8 @@ class Settings(BaseSettings):
     mailbox_user: str | None = Field(default=None, description="IMAP login of the sales mailbox.")
     mailbox_password: SecretStr | None = Field(
         default=None, description="IMAP password (or app password) of the sales mailbox; may be prefect-secret://.")
-    mailbox_folder: str = Field(default="INBOX", description="The folder lead-mailbox reads new messages from.")
+    mailbox_folder: str = Field(
+        default="INBOX", description="The folder lead-mailbox reads new messages from (its ASCII IMAP name).")
     mailbox_after: Literal["move", "flag"] = Field(
         default="move",
         description="What becomes of a message once stored: move it to mailbox_processed_folder (MOVE, else "

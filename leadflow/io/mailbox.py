@@ -21,11 +21,18 @@ from typing import Literal
 TAKEN_KEYWORD = "$LeadflowTaken"
 _UID = re.compile(rb"UID (\d+)")
 _INTERNALDATE = re.compile(rb'INTERNALDATE "([^"]+)"')
-_UIDVALIDITY = re.compile(rb"UIDVALIDITY (\d+)")
 
 
 class MailboxError(RuntimeError):
-    """The mailbox cannot be read or changed; the message names the step and the server's status, no content."""
+    """The mailbox cannot be read or changed; the message names the step and the server's status, no content.
+
+    `transient` says whether trying again may help: a dropped connection may, a refused login or a missing folder
+    will not (and retried logins can lock the account).
+    """
+
+    def __init__(self, message: str, *, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 @dataclass(frozen=True)
@@ -72,10 +79,10 @@ def _quote(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _check(step: str, result: tuple[str, list]) -> list:
+def _check(step: str, result: tuple[str, list], *, transient: bool = True) -> list:
     status, data = result
     if status != "OK":
-        raise MailboxError(f"IMAP {step} failed: {status}")
+        raise MailboxError(f"IMAP {step} failed: {status}", transient=transient)
     return data
 
 
@@ -98,7 +105,7 @@ def connect(config: MailboxConfig) -> Iterator[imaplib.IMAP4]:
             client.login(config.user, config.password)
         except imaplib.IMAP4.error:
             # The server's words may echo the login: say only that it was refused.
-            raise MailboxError(f"the IMAP server {host}:{port} refused the login") from None
+            raise MailboxError(f"the IMAP server {host}:{port} refused the login", transient=False) from None
         yield client
     finally:
         with suppress(OSError, imaplib.IMAP4.error):
@@ -106,13 +113,13 @@ def connect(config: MailboxConfig) -> Iterator[imaplib.IMAP4]:
 
 
 def _select(client: imaplib.IMAP4, folder: str, readonly: bool = False) -> int:
-    """Select a folder and return its UIDVALIDITY."""
-    _check(f"SELECT of folder {folder!r}", client.select(_quote(folder), readonly=readonly))
-    data = _check("STATUS", client.status(_quote(folder), "(UIDVALIDITY)"))
-    found = _UIDVALIDITY.search(data[0] or b"")
-    if not found:
-        raise MailboxError(f"the IMAP server gave no UIDVALIDITY for folder {folder!r}")
-    return int(found.group(1))
+    """Select a folder and return its UIDVALIDITY (from the SELECT's OK [UIDVALIDITY n] response)."""
+    _check(f"SELECT of folder {folder!r}", client.select(_quote(folder), readonly=readonly), transient=False)
+    _, values = client.response("UIDVALIDITY")
+    value = next((v for v in values or [] if v), None)
+    if value is None:
+        raise MailboxError(f"the IMAP server gave no UIDVALIDITY for folder {folder!r}", transient=False)
+    return int(value)
 
 
 def _internaldate(meta: bytes) -> datetime:

@@ -200,6 +200,8 @@ def test_a_refused_login_names_the_server_not_the_password(imap_server, mailbox_
     with pytest.raises(MailboxError, match="refused the login") as failure:
         steps.fetch_messages(steps.mailbox_config())
     assert "wrong-secret-value" not in str(failure.value) and mailbox_user not in str(failure.value)
+    # Not retried: trying a refused password again only risks locking the account.
+    assert failure.value.transient is False
 
 
 @pytest.mark.parametrize("security", ["tls", "starttls"])
