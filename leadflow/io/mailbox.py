@@ -75,7 +75,8 @@ class Fetched:
 def _quote(name: str) -> str:
     """A folder name as an IMAP quoted string (ASCII names; imaplib sends it as given)."""
     if not name.isascii():
-        raise MailboxError("IMAP folder names must be ASCII here (use the server's modified UTF-7 name)")
+        raise MailboxError("IMAP folder names must be ASCII here (use the server's modified UTF-7 name)",
+                           transient=False)
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

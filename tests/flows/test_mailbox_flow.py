@@ -250,3 +250,26 @@ def test_without_a_mailbox_a_run_ends_idle_at_once(monkeypatch):
     with pytest.raises(ValueError, match="LEADFLOW_MAILBOX_USER and LEADFLOW_MAILBOX_PASSWORD are needed"):
         steps.mailbox_config()
     get_settings.cache_clear()
+
+
+def test_a_failed_move_still_reports_then_fails_and_the_next_run_only_moves(sqlite_crm, imap_server, mailbox_user,
+                                                                            monkeypatch):
+    client = imap_server.client(mailbox_user)
+    _deliver(client, INQUIRY, LIST_MAIL)
+    monkeypatch.setenv("LEADFLOW_MAILBOX_PROCESSED_FOLDER", "Bearbeitet-\u00e4")  # refused: not an ASCII name
+    get_settings.cache_clear()
+    state = lead_mailbox(return_state=True)
+    assert state.is_failed()
+    summary = _summary_artifact(state.state_details.flow_run_id)
+    assert "| new inquiries (to lead_inbox) | 1 |" in summary and "| moved or flagged | 0 |" in summary
+    assert len(_uids(client, "INBOX")) == 2
+    assert mailbox_counts(sqlite_crm) == {"inquiry": 1, "skipped": 1, "unhandled": 2}
+
+    monkeypatch.setenv("LEADFLOW_MAILBOX_PROCESSED_FOLDER", "Processed")
+    get_settings.cache_clear()
+    result = lead_mailbox()
+    assert (result["fetched"], result["already_taken"], result["inquiries"], result["marked"]) == (2, 2, 0, 2)
+    assert sqlite_crm.table_counts()["lead_inbox"] == 1
+    assert mailbox_counts(sqlite_crm)["unhandled"] == 0
+    assert _uids(client, "INBOX") == [] and len(_uids(client, "Processed")) == 2
+    client.logout()
