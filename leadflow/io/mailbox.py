@@ -130,6 +130,24 @@ def _internaldate(meta: bytes) -> datetime:
     return datetime.fromtimestamp(time.mktime(parsed), UTC) if parsed is not None else datetime.now(UTC)
 
 
+def fetched_messages(items: list) -> list[FetchedMessage]:
+    """The messages in imaplib's answer to UID FETCH (UID INTERNALDATE BODY.PEEK[]), whatever the item order.
+
+    Each message is a (head, literal) tuple, followed by the bytes that close it; some servers (Gmail among them)
+    send UID or INTERNALDATE there, after the literal, instead of in the head.
+    """
+    messages = []
+    for index, item in enumerate(items):
+        if not isinstance(item, tuple) or len(item) < 2:
+            continue  # the closing part of a response
+        after = items[index + 1] if index + 1 < len(items) else b""
+        meta = item[0] + (after if isinstance(after, bytes) else b"")
+        uid = _UID.search(meta)
+        if uid is not None:
+            messages.append(FetchedMessage(uid=int(uid.group(1)), raw=bytes(item[1]), received_at=_internaldate(meta)))
+    return messages
+
+
 def fetch_new(config: MailboxConfig, limit: int) -> Fetched:
     """Up to `limit` messages still to take from the folder (oldest UIDs first), whole, without marking them seen."""
     with connect(config) as client:
@@ -141,15 +159,7 @@ def fetch_new(config: MailboxConfig, limit: int) -> Fetched:
         for start in range(0, len(uids), 50):
             part = ",".join(str(u) for u in uids[start:start + 50])
             items = _check("FETCH", client.uid("FETCH", part, "(UID INTERNALDATE BODY.PEEK[])"))
-            for item in items:
-                if not isinstance(item, tuple) or len(item) < 2:
-                    continue  # the closing ")" of a response
-                meta, raw = item[0], item[1]
-                uid = _UID.search(meta)
-                if uid is None:
-                    continue
-                messages.append(FetchedMessage(uid=int(uid.group(1)), raw=bytes(raw),
-                                               received_at=_internaldate(meta)))
+            messages.extend(fetched_messages(items))
     return Fetched(uidvalidity=uidvalidity, messages=sorted(messages, key=lambda m: m.uid))
 
 

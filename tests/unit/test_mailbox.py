@@ -162,3 +162,25 @@ def test_replies_name_what_they_answer():
     assert message.references == (ours, "<older@acme.com>")
     assert message.is_reply_to_us()
     assert not parse_message(mail({"In-Reply-To": "<m0@acme.com>"}), RECEIVED).is_reply_to_us()
+
+
+@pytest.mark.parametrize(
+    ("case", "items", "uids"),
+    [
+        ("UID and date in the head (Dovecot)",
+         [(b'1 (UID 7 INTERNALDATE "02-Mar-2026 10:15:00 +0000" BODY[] {3}', b"abc"), b")",
+          (b'2 (UID 9 INTERNALDATE "02-Mar-2026 10:16:00 +0000" BODY[] {3}', b"def"), b")"], [7, 9]),
+        ("UID after the literal (Gmail)",
+         [(b'1 (INTERNALDATE "02-Mar-2026 10:15:00 +0000" BODY[] {3}', b"abc"), b" UID 7)"], [7]),
+        ("no UID at all: not taken", [(b"1 (BODY[] {3}", b"abc"), b")"], []),
+        ("nothing fetched", [None], []),
+    ],
+)
+def test_fetch_answers_are_read_whatever_the_item_order(case, items, uids):
+    from leadflow.io.mailbox import fetched_messages
+
+    found = fetched_messages(items)
+    assert [m.uid for m in found] == uids, case
+    if found:
+        assert found[0].raw == b"abc"
+        assert found[0].received_at == datetime(2026, 3, 2, 10, 15, tzinfo=UTC)
