@@ -27,11 +27,14 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	@# The report page is opened in real headless Chromium (Debian's package) by tests/e2e/test_report_browser.py.
 	command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+	@# The mailbox tests read a real IMAP server: Debian's Dovecot, run by the tests from a config of their own.
+	test -x /usr/sbin/dovecot || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dovecot-imapd; }
 	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # The inner loop: everything but the `slow` end-to-end tests (real server and worker, Chromium, Dask, kill-and-resume).
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
+	test -x /usr/sbin/dovecot || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dovecot-imapd; }
 	$(BIN)/python -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 # The code is laid out by hand within ruff's lint rules (120 columns); `ruff format` is not used here.

@@ -143,3 +143,13 @@ def prefect_api():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def imap_server():
+    """A real IMAP server (Dovecot) for the session: each test takes a fresh mailbox user from it."""
+    from tests.mail_server import start_dovecot, stop_dovecot
+
+    server = start_dovecot()
+    yield server
+    stop_dovecot(server)

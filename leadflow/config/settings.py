@@ -17,8 +17,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """Where leadflow keeps its data and how it talks to the outside world.
 
-    Secret settings (smtp_url, manager/ops alert URLs, enrichment_api_key, hash_key, webhook_*_secret) may be `prefect-secret://<block>`
-    instead of the value: `secret_value()` reads that Prefect Secret block when the value is used.
+    Secret settings (smtp_url, manager/ops alert URLs, enrichment_api_key, hash_key, webhook_*_secret,
+    mailbox_password) may be `prefect-secret://<block>` instead of the value: `secret_value()` reads that Prefect
+    Secret block when the value is used.
     """
 
     model_config = SettingsConfigDict(env_prefix="LEADFLOW_", env_file=".env", extra="ignore")
@@ -107,6 +108,34 @@ class Settings(BaseSettings):
         description="Consecutive transient failures of a delivery channel (SMTP, Apprise) after which a delivery run "
                     "stops trying it, leaves its messages pending and ends Failed.",
     )
+    # The sales mailbox (lead-mailbox flow): inquiries mailed to it become leads, replies of known leads touches.
+    mailbox_host: str | None = Field(
+        default=None, description="IMAP server of the sales mailbox; unset, lead-mailbox runs end idle at once.")
+    mailbox_port: int | None = Field(
+        default=None, ge=1, le=65535, description="IMAP port (unset: 993 with tls, 143 with starttls or none).")
+    mailbox_security: Literal["tls", "starttls", "none"] = Field(
+        default="tls",
+        description="How the IMAP connection is protected: tls (IMAPS), starttls (upgrade on 143) or none "
+                    "(loopback tests only: the password crosses in clear).",
+    )
+    mailbox_ca_file: Path | None = Field(
+        default=None,
+        description="CA certificate (PEM) to trust for the IMAP server besides the system's, e.g. a company CA.")
+    mailbox_user: str | None = Field(default=None, description="IMAP login of the sales mailbox.")
+    mailbox_password: SecretStr | None = Field(
+        default=None, description="IMAP password (or app password) of the sales mailbox; may be prefect-secret://.")
+    mailbox_folder: str = Field(
+        default="INBOX", description="The folder lead-mailbox reads new messages from (its ASCII IMAP name).")
+    mailbox_after: Literal["move", "flag"] = Field(
+        default="move",
+        description="What becomes of a message once stored: move it to mailbox_processed_folder (MOVE, else "
+                    "COPY+EXPUNGE), or flag it \\Seen and $LeadflowTaken where it is.",
+    )
+    mailbox_processed_folder: str = Field(
+        default="Leadflow",
+        description="Where taken messages are moved (created when missing), with mailbox_after=move.")
+    mailbox_batch_size: int = Field(default=200, ge=1, le=5000, description="Most messages one lead-mailbox run takes.")
+    mailbox_timeout_seconds: float = Field(default=30.0, gt=0, description="Timeout of one IMAP connection or command.")
     manager_alert_urls: SecretStr | None = Field(
         default=None, description="Apprise URL(s), comma-separated, for sales-manager notices."
     )

@@ -465,5 +465,24 @@ class PersonErasure(Base):
     counts: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
 
 
+class MailboxMessageRow(Base):
+    """One message the lead-mailbox flow took from the sales mailbox: what it became, keyed by its Message-ID hash.
+
+    Written in the transaction that stores its lead_inbox row or touch event, so a re-run after a failed move or
+    flag finds the message taken and only moves or flags it. No address, no text and no lead id: the row outlives
+    erasure without holding anyone's data.
+    """
+
+    __tablename__ = "mailbox_messages"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    message_key: Mapped[str] = mapped_column(String(64), unique=True)
+    outcome: Mapped[str] = mapped_column(String(16))  # inquiry, touch or skipped
+    reason: Mapped[str | None] = mapped_column(String(32))  # a skip reason of leadflow/domain/mailbox.py
+    taken_at: Mapped[datetime] = mapped_column(Timestamp, index=True)
+    handled_at: Mapped[datetime | None] = mapped_column(Timestamp)  # when it was moved or flagged
+    flow_run_id: Mapped[str | None] = mapped_column(String(36))
+
+
 # The purge finds expired spam by flag time; without an index it would scan every lead each night.
 Index("ix_leads_spam_flagged_at", Lead.__table__.c.spam_flagged_at)
