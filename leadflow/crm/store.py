@@ -69,7 +69,7 @@ IN_LIST_SIZE = 5_000
 ANY_ARRAY_SIZE = 50_000
 # Bulk writes of at least this many rows go through COPY and a staging table on PostgreSQL (fewer rows: the
 # staging table's CREATE costs more than executemany saves).
-COPY_MIN_ROWS = 200
+COPY_MIN_ROWS = 100
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -546,7 +546,8 @@ class Store:
                                         dialect=self.engine.dialect)
             _scrub(exc, error)
             raise error from exc
-        return int(conn.execute(statement).rowcount)
+        # SQLAlchemy keeps the driver's row count of UPDATE and DELETE only, unless asked to (this INSERT's added rows).
+        return int(conn.execute(statement, execution_options={"preserve_rowcount": True}).rowcount)
 
     # --- idempotent inserts, leads and events (intake's own statements are in crm/submissions.py) -----------
 
