@@ -93,23 +93,10 @@ def cpu_seconds() -> float:
 def server_cpu_seconds() -> dict[int, float]:
     """CPU seconds of each local PostgreSQL backend connected to the benchmark's database, by pid (empty: SQLite,
     or a server on another machine). Backends of connections the pool has closed are missed: a lower bound."""
-    from sqlalchemy import text
-
     from leadflow.crm.store import get_store
 
     store = get_store()
-    if store.dialect != "postgresql":
-        return {}
-    with store.engine.connect() as conn:
-        pids = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")).scalars()
-        found = {}
-        for pid in pids:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            found[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return found
+    return store.backend_cpu_seconds() if hasattr(store, "backend_cpu_seconds") else {}  # absent before session 9
 
 
 def child(mode: str, path: str, chunk_size: int) -> None:

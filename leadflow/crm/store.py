@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import threading
 import uuid
@@ -482,6 +483,26 @@ class Store:
             return
         with self.begin() as conn:
             conn.exec_driver_sql("ANALYZE " + ", ".join(Base.metadata.tables[t].name for t in tables))
+
+    def backend_cpu_seconds(self, conn: Connection | None = None) -> dict[int, float]:
+        """CPU seconds by pid of the PostgreSQL server processes serving this database (only `conn`'s, if given),
+        when the server runs on this machine: for benchmarks on a shared box. Empty on SQLite or a remote server."""
+        if self.dialect != "postgresql":
+            return {}
+        if conn is None:
+            with self.engine.connect() as own:
+                pids = list(own.exec_driver_sql(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database()").scalars())
+        else:
+            pids = [conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()]
+        found = {}
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            found[int(pid)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return found
 
     def table_counts(self) -> dict[str, int]:
         """Row counts of every CRM table, for summaries and tests."""
