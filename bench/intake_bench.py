@@ -1,9 +1,13 @@
 """Benchmark lead-intake end to end (with details and scores): leads/s and peak memory, with and without Prefect.
 
 Usage: python bench/intake_bench.py --sizes 10000 100000 [--modes core intake flow] [--db-url URL] [--chunk-size N]
+       [--dbs sqlite postgresql --pg-url postgresql://postgres@127.0.0.1:5432/postgres]
 
 Each measurement runs in a fresh subprocess so that peak RSS belongs to that run alone. The input is
-generated (bench/generate.py) before timing starts; the database is new and empty for every run.
+generated (bench/generate.py) before timing starts; the database is new and empty for every run (with `--pg-url`,
+a scratch PostgreSQL database is created per run and dropped after it). Besides wall seconds, each run reports the
+CPU seconds of the benchmark process and, for a local PostgreSQL, of the server processes serving it: on a machine
+shared with other work the CPU seconds say more than the wall time.
 """
 
 from __future__ import annotations
@@ -80,23 +84,57 @@ def load_reference_firmographics() -> int:
     return reference.upsert_firmographics(store, market_firmographics(), datetime.now(UTC))
 
 
+def cpu_seconds() -> float:
+    """User and system CPU seconds of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def server_cpu_seconds() -> dict[int, float]:
+    """CPU seconds of each local PostgreSQL backend connected to the benchmark's database, by pid (empty: SQLite,
+    or a server on another machine). Backends of connections the pool has closed are missed: a lower bound."""
+    from leadflow.crm.store import get_store
+
+    store = get_store()
+    return store.backend_cpu_seconds() if hasattr(store, "backend_cpu_seconds") else {}  # absent before session 9
+
+
 def child(mode: str, path: str, chunk_size: int) -> None:
     """Run one measurement inside a fresh process and print it as JSON."""
     from leadflow.crm.store import get_store
 
     get_store().upgrade()
     load_reference_firmographics()
+    cpu_before, server_before = cpu_seconds(), server_cpu_seconds()
     result = run_core(path, chunk_size) if mode == "core" else run_flow(path, chunk_size, qualify=mode == "flow")
+    result["cpu_s"] = round(cpu_seconds() - cpu_before, 2)
+    server = server_cpu_seconds()
+    result["server_cpu_s"] = round(sum(t - server_before.get(pid, 0.0) for pid, t in server.items()), 2) \
+        if server else None
     result["peak_rss_mb"] = peak_rss_mb()
     # The check worker holds a chunk too (as does the ephemeral Prefect server in flow modes): the largest child.
     result["peak_child_rss_mb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
     print("RESULT " + json.dumps(result))
 
 
-def measure(mode: str, path: str, chunk_size: int, db_url: str | None, workdir: Path) -> dict:
-    """Run one measurement in a subprocess against a new database."""
+def measure(mode: str, path: str, chunk_size: int, db_url: str | None, workdir: Path,
+            pg_url: str | None = None) -> dict:
+    """Run one measurement in a subprocess against a new database (a scratch PostgreSQL one with `pg_url`)."""
+    if pg_url:
+        import uuid
+
+        from leadflow.crm.backfill import scratch_postgres_database
+
+        url, drop = scratch_postgres_database(pg_url, f"lf_bench_{uuid.uuid4().hex[:8]}")
+        try:
+            return measure(mode, path, chunk_size, url, workdir)
+        finally:
+            drop()
     env = dict(os.environ)
     env["LEADFLOW_DATABASE_URL"] = db_url or f"sqlite:///{workdir / f'{mode}-{time.time_ns()}.db'}"
+    if db_url and not db_url.startswith("sqlite"):
+        # PostgreSQL requires a key for the keyed email hashes (a SQLite file keeps one beside it).
+        env.setdefault("LEADFLOW_HASH_KEY", "intake-bench-only-key")
     env.setdefault("PREFECT_HOME", str(workdir / "prefect"))
     # On a busy machine the ephemeral API can take longer than Prefect's default 20 s to come up.
     env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
@@ -121,6 +159,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs per measurement; the median run is reported")
     parser.add_argument("--db-url", default=None, help="PostgreSQL URL to use instead of a new SQLite file "
                         "(the database must be empty and migrated per run: use SQLite unless you know why)")
+    parser.add_argument("--dbs", nargs="+", choices=["sqlite", "postgresql"], default=None,
+                        help="measure each mode on these databases side by side (postgresql needs --pg-url)")
+    parser.add_argument("--pg-url", default=os.environ.get("LEADFLOW_BENCH_PG_URL"),
+                        help="PostgreSQL server URL where each run gets a scratch database (created, then dropped)")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -131,30 +173,41 @@ def main() -> None:
 
     out_dir = HERE / "out"
     out_dir.mkdir(exist_ok=True)
-    print("| leads | mode | seconds | leads/s | peak RSS MiB | largest child RSS MiB | overhead vs core |")
-    print("|---:|---|---:|---:|---:|---:|---:|")
+    if args.dbs and "postgresql" in args.dbs and not args.pg_url:
+        parser.error("--dbs postgresql needs --pg-url (or LEADFLOW_BENCH_PG_URL)")
+    # (label, --db-url, server URL for scratch databases) per database measured.
+    targets = [(db, None, args.pg_url if db == "postgresql" else None) for db in args.dbs] if args.dbs else \
+        [("postgresql" if args.db_url and not args.db_url.startswith("sqlite") else "sqlite", args.db_url, None)]
+    print("| leads | db | mode | seconds | leads/s | CPU s | PG server CPU s | peak RSS MiB | largest child RSS MiB "
+          "| overhead vs core |")
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory(prefix="leadflow-bench-") as tmp:
         workdir = Path(tmp)
         for size in args.sizes:
             path = out_dir / f"leads-{size}.csv"
             if not path.exists():
                 generate_leads(size).to_csv(path, index=False)
-            results = {}
-            for mode in args.modes:
-                runs = sorted((measure(mode, str(path), args.chunk_size, args.db_url, workdir)
-                               for _ in range(args.repeat)), key=lambda run: run["seconds"])
-                results[mode] = runs[len(runs) // 2]
-            for name, result in results.items():
-                rate = result["rows"] / result["seconds"]
-                extra = ""
-                if name == "intake" and "core" in results:
-                    extra = f"{(result['seconds'] - results['core']['seconds']) / results['core']['seconds']:+.1%}"
-                print(f"| {size:,} | {name} | {result['seconds']:.2f} | {rate:,.0f} | {result['peak_rss_mb']} "
-                      f"| {result.get('peak_child_rss_mb') or '-'} | {extra} |", flush=True)
-            for name in ("core", "intake", "flow"):
-                if name in results:
-                    print(f"<!-- {name} steps at {size}: {json.dumps(results[name]['steps'])} -->", flush=True)
-
+            for label, db_url, pg_url in targets:
+                results = {}
+                for mode in args.modes:
+                    runs = sorted((measure(mode, str(path), args.chunk_size, db_url, workdir, pg_url)
+                                   for _ in range(args.repeat)), key=lambda run: run["seconds"])
+                    results[mode] = runs[len(runs) // 2]
+                for name, result in results.items():
+                    rate = result["rows"] / result["seconds"]
+                    extra = ""
+                    if name == "intake" and "core" in results:
+                        core = results["core"]["seconds"]
+                        extra = f"{(result['seconds'] - core) / core:+.1%}"
+                    server = result.get("server_cpu_s")
+                    print(f"| {size:,} | {label} | {name} | {result['seconds']:.2f} | {rate:,.0f} "
+                          f"| {result.get('cpu_s', '-')} | {'-' if server is None else server} "
+                          f"| {result['peak_rss_mb']} | {result.get('peak_child_rss_mb') or '-'} | {extra} |",
+                          flush=True)
+                for name in ("core", "intake", "flow"):
+                    if name in results:
+                        print(f"<!-- {label} {name} steps at {size}: {json.dumps(results[name]['steps'])} -->",
+                              flush=True)
 
 if __name__ == "__main__":
     main()

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, and_, bindparam, func, select, update
 
 from leadflow.crm.schema import Lead, LeadEvent, LeadSubmission
 from leadflow.crm.spam import _STORED_ROWS
-from leadflow.crm.store import chunked, read_in, utc
+from leadflow.crm.store import execute_in, read_in, utc
 from leadflow.domain.progress import LeadStep
 
 LEADS = Lead.__table__
@@ -29,8 +29,8 @@ def mark_step(conn: Connection, lead_ids: Iterable[int], reached: LeadStep, now:
               after: Collection[LeadStep] | None = None) -> int:
     """Move these leads to `reached`, only those at the step right before it (or at one of `after`); how many.
 
-    One UPDATE per IN-list of ids: a lead that is behind (its earlier step is still missing) or ahead (a
-    concurrent run already moved it) is left alone, so a mark never skips a step.
+    One UPDATE per part of the ids (an IN-list, or an array on PostgreSQL): a lead that is behind (its earlier step
+    is still missing) or ahead (a concurrent run already moved it) is left alone, so a mark never skips a step.
     """
     ids = sorted({int(i) for i in lead_ids})
     if not ids:
@@ -39,10 +39,7 @@ def mark_step(conn: Connection, lead_ids: Iterable[int], reached: LeadStep, now:
     stmt = (update(LEADS)
             .where(LEADS.c.id.in_(bindparam("values", expanding=True)), LEADS.c.step_mark.in_(before))
             .values(step_mark=int(reached), step_marked_at=now))
-    moved = 0
-    for part in chunked(ids):
-        moved += int(conn.execute(stmt, {"values": list(part)}).rowcount)
-    return moved
+    return execute_in(conn, stmt, ids)
 
 
 def finish_qualification(conn: Connection, lead_ids: Iterable[int], now: datetime,
@@ -56,9 +53,7 @@ def finish_qualification(conn: Connection, lead_ids: Iterable[int], now: datetim
             .where(LEADS.c.id.in_(bindparam("values", expanding=True)), LEADS.c.step_mark == int(LeadStep.SCORED),
                    LEADS.c.is_spam.is_(True))
             .values(step_mark=int(LeadStep.COMPLETE), step_marked_at=now))
-    for part in chunked(ids):
-        done += int(conn.execute(stmt, {"values": list(part)}).rowcount)
-    return done
+    return done + execute_in(conn, stmt, ids)
 
 
 def steps_by_email(conn: Connection, emails: Iterable[str]) -> dict[str, tuple[int, int]]:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import threading
+import uuid
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -17,10 +19,18 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
+    Column,
     Connection,
     DateTime,
     Engine,
+    Float,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    any_,
     bindparam,
     case,
     create_engine,
@@ -30,8 +40,14 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql.dml import OnConflictDoUpdate
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.schema import CreateTable
+from sqlalchemy.sql import operators, visitors
+from sqlalchemy.sql.elements import BinaryExpression, BindParameter
+from sqlalchemy.types import NullType
 
 from leadflow.crm.schema import (
     Base,
@@ -50,6 +66,11 @@ SUBMISSIONS = LeadSubmission.__table__
 EVENTS = LeadEvent.__table__
 BATCHES = IntakeBatch.__table__
 IN_LIST_SIZE = 5_000
+# Keys per `= ANY(:array)` statement on PostgreSQL: one statement per chunk of intake.
+ANY_ARRAY_SIZE = 50_000
+# Bulk writes of at least this many rows go through COPY and a staging table on PostgreSQL (fewer rows: the
+# staging table's CREATE costs more than executemany saves).
+COPY_MIN_ROWS = 100
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -96,14 +117,53 @@ def chunked(values: Sequence[Any], size: int = IN_LIST_SIZE) -> Iterator[Sequenc
         yield values[start : start + size]
 
 
+def _as_any(stmt, name: str = "values"):
+    """The statement with each `col IN (expanding :name)` as `col = ANY(:name)`, one array parameter (PostgreSQL).
+
+    An IN-list of 5,000 keys is 5,000 bound parameters that SQLAlchemy renders into the SQL text and the server
+    parses and plans each time; an array is one parameter, and one statement serves any number of keys.
+    """
+
+    def replace(element: Any) -> Any:
+        if (isinstance(element, BinaryExpression) and element.operator is operators.in_op
+                and isinstance(element.right, BindParameter) and element.right.expanding
+                and element.right.key == name):
+            return element.left == any_(bindparam(name, type_=postgresql.ARRAY(element.left.type)))
+        return None
+
+    return visitors.replacement_traverse(stmt, {}, replace)
+
+
+def _key_parts(conn: Connection, values: Sequence[Any]) -> tuple[bool, Iterator[Sequence[Any]]]:
+    """Whether keys go as one array (PostgreSQL) and the parts of the keys each statement takes."""
+    if conn.dialect.name == "postgresql":
+        return True, chunked(values, ANY_ARRAY_SIZE)
+    return False, chunked(values)
+
+
+def execute_in(conn: Connection, stmt, values: Iterable[Any], name: str = "values") -> int:
+    """Run a write whose expanding `name` parameter takes many keys, over bounded parts; the rows it changed.
+
+    On PostgreSQL the keys go as one array (`= ANY(:name)`), on SQLite as IN-lists.
+    """
+    array, parts = _key_parts(conn, list(values))
+    if array:
+        stmt = _as_any(stmt, name)
+    return sum(int(conn.execute(stmt, {name: list(part)}).rowcount) for part in parts)
+
+
 def read_in(conn: Connection, stmt, values: Iterable[Any], raw: bool = False) -> list[tuple[Any, ...]]:
     """Rows of a statement with an expanding `values` IN-list parameter, read over bounded parts of the values.
 
+    On PostgreSQL the values go as one array parameter (`= ANY(:values)`) instead of IN-lists.
     `raw` hands back the driver's tuples, skipping SQLAlchemy's per-row result processing (a quarter of a narrow
     read's time): booleans may come as 0/1, and SQLite gives datetimes as text (`utc` parses either).
     """
     rows: list[tuple[Any, ...]] = []
-    for part in chunked(list(values)):
+    array, parts = _key_parts(conn, list(values))
+    if array:
+        stmt = _as_any(stmt)
+    for part in parts:
         result = conn.execute(stmt, {"values": list(part)})
         if raw:
             rows.extend(result.cursor.fetchall())
@@ -239,12 +299,17 @@ def _hide_row_values(context: Any) -> None:
     hide_parameters only keeps the parameters out of str(); the wrapped error still holds them (and pickles them,
     as Prefect does with a failed task's exception), and the driver's error, raised as the cause, quotes them.
     """
-    original = context.original_exception
-    wrapped = context.sqlalchemy_exception
+    if context.statement is None:
+        if context.sqlalchemy_exception is not None:
+            context.sqlalchemy_exception.params = None
+        return  # a failed connect: its message names hosts and ports, which ops need, and no row values
+    _scrub(context.original_exception, context.sqlalchemy_exception)
+
+
+def _scrub(original: BaseException | None, wrapped: Any) -> None:
+    """Take row values out of a driver error and of the SQLAlchemy error that wraps it (see `_hide_row_values`)."""
     if wrapped is not None:
         wrapped.params = None
-    if context.statement is None:
-        return  # a failed connect: its message names hosts and ports, which ops need, and no row values
     if isinstance(original, Exception) and original.args and isinstance(original.args[0], str):
         original.args = (_without_values(original.args[0]), *original.args[1:])
         if hasattr(original, "_info"):
@@ -309,6 +374,7 @@ class Store:
         self.engine: Engine = make_engine(parsed, **options)
         self.checkpointer: WalCheckpointer | None = None
         self._checked_current = False
+        self.copy_min_rows = COPY_MIN_ROWS
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
@@ -418,6 +484,26 @@ class Store:
         with self.begin() as conn:
             conn.exec_driver_sql("ANALYZE " + ", ".join(Base.metadata.tables[t].name for t in tables))
 
+    def backend_cpu_seconds(self, conn: Connection | None = None) -> dict[int, float]:
+        """CPU seconds by pid of the PostgreSQL server processes serving this database (only `conn`'s, if given),
+        when the server runs on this machine: for benchmarks on a shared box. Empty on SQLite or a remote server."""
+        if self.dialect != "postgresql":
+            return {}
+        if conn is None:
+            with self.engine.connect() as own:
+                pids = list(own.exec_driver_sql(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database()").scalars())
+        else:
+            pids = [conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()]
+        found = {}
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            found[int(pid)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return found
+
     def table_counts(self) -> dict[str, int]:
         """Row counts of every CRM table, for summaries and tests."""
         with self.engine.connect() as conn:
@@ -429,12 +515,18 @@ class Store:
     def bulk(self, conn: Connection, statement, frame: pd.DataFrame) -> int:
         """Execute a statement once per frame row with bound parameters named like the frame's columns.
 
-        This is the fast path for large batches: the statement is compiled once and the rows go straight to the
-        driver's executemany, skipping SQLAlchemy's per-row parameter processing (most of the write time).
+        This is the fast path for large batches. On SQLite the statement is compiled once and the rows go straight to
+        the driver's executemany, skipping SQLAlchemy's per-row parameter processing (most of the write time). On
+        PostgreSQL a frame of `copy_min_rows` or more is COPied into a temporary staging table and the statement runs
+        once, set-based, over it (INSERT ... SELECT ... ON CONFLICT, UPDATE ... FROM): see `_staged_statement`.
         Returns the rows the statement changed, as the driver counts them (ON CONFLICT DO NOTHING skips count 0).
         """
         if frame.empty:
             return 0
+        if self.dialect == "postgresql" and len(frame) >= self.copy_min_rows:
+            staged = _staged_statement(self, statement, frame)
+            if staged is not None:
+                return self._copy_and_run(conn, *staged, frame)
         compiled = statement.compile(dialect=self.engine.dialect)
         names = list(compiled.positiontup) if compiled.positional else list(compiled.binds)
         columns = [_bind_values(frame[name], self.dialect) for name in names]
@@ -443,6 +535,40 @@ class Store:
         else:
             params = [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
         return int(conn.exec_driver_sql(compiled.string, params).rowcount)
+
+    def _copy_and_run(self, conn: Connection, staging: Table, statement, frame: pd.DataFrame) -> int:
+        """COPY the frame into its staging table (created here, dropped at commit) and run the set-based statement."""
+        conn.execute(CreateTable(staging))
+        names = [c.name for c in staging.columns if c.name != STAGING_ROW]
+        columns = []
+        for name in names:
+            values = _bind_values(frame[name], "postgresql")
+            kind = staging.c[name].type
+            if isinstance(kind, JSON):
+                values = [v if v is None or isinstance(v, str) else _json_dumps(v) for v in values]
+            elif isinstance(kind, Integer) and not pd.api.types.is_integer_dtype(frame[name].dtype):
+                # A whole number in a float column (one with gaps) is 12.0, which COPY's integer input refuses;
+                # rounded as PostgreSQL casts a float parameter to the integer column (half to even).
+                values = [round(v) if isinstance(v, float) else v for v in values]
+            columns.append(values)
+        quoted = self.engine.dialect.identifier_preparer.quote
+        sql = (f"COPY {quoted(staging.name)} ({', '.join(quoted(n) for n in [*names, STAGING_ROW])}) "
+               "FROM STDIN")
+        import psycopg
+
+        raw = conn.connection.driver_connection
+        try:
+            with raw.cursor() as cursor, cursor.copy(sql) as copy:
+                for row in zip(*columns, range(len(frame)), strict=True):
+                    copy.write_row(row)
+        except psycopg.Error as exc:
+            # The same error, and as scrubbed of row values, as a failed executemany raises through SQLAlchemy.
+            error = DBAPIError.instance(sql, None, exc, psycopg.Error, hide_parameters=True,
+                                        dialect=self.engine.dialect)
+            _scrub(exc, error)
+            raise error from exc
+        # SQLAlchemy keeps the driver's row count of UPDATE and DELETE only, unless asked to (this INSERT's added rows).
+        return int(conn.execute(statement, execution_options={"preserve_rowcount": True}).rowcount)
 
     # --- idempotent inserts, leads and events (intake's own statements are in crm/submissions.py) -----------
 
@@ -548,6 +674,101 @@ class Store:
             .values({name: bindparam(name) for name in columns})
         )
         self.bulk(conn, stmt, out.rename(columns={"id": "_id"}))
+
+
+STAGING_ROW = "lf_row"
+
+
+def _staging_type(values: pd.Series) -> Any:
+    """The column type of a staged parameter that the statement leaves untyped, from the frame's values."""
+    dtype = values.dtype
+    if isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(dtype):
+        return DateTime(timezone=True)
+    if pd.api.types.is_bool_dtype(dtype):
+        return Boolean()
+    if pd.api.types.is_integer_dtype(dtype):
+        return BigInteger()
+    if pd.api.types.is_float_dtype(dtype):
+        return Float(53)
+    present = values.dropna()
+    if present.empty:
+        return None  # nothing says what it is: executemany lets the server infer it from the statement
+    first = present.iloc[0]
+    for kind, sql_type in ((bool, Boolean()), (int, BigInteger()), (float, Float(53)),
+                           (datetime, DateTime(timezone=True)), (str, Text())):
+        if isinstance(first, kind) and all(isinstance(v, kind) for v in present.head(100)):
+            return sql_type
+    return None
+
+
+def _equality_keys(criteria: Iterable[Any], table, names: Collection[str]) -> list[str]:
+    """Staged parameters that a WHERE compares for equality with a column of the updated table."""
+    keys = []
+    for criterion in criteria:
+        if (isinstance(criterion, BinaryExpression) and criterion.operator is operators.eq
+                and isinstance(criterion.right, BindParameter) and criterion.right.key in names
+                and getattr(criterion.left, "table", None) is table):
+            keys.append(criterion.right.key)
+    return keys
+
+
+def _staged_statement(store: Store, statement, frame: pd.DataFrame) -> tuple[Table, Any] | None:
+    """A staging table for the frame's parameters, and the statement rewritten to read them from it; None when the
+    statement cannot run set-based with the same outcome as row by row (it then goes through executemany).
+
+    INSERT ... VALUES becomes INSERT ... SELECT from the staging table in frame order (ids are assigned in the same
+    order), keeping its ON CONFLICT clause; UPDATE ... WHERE key = :param becomes UPDATE ... FROM the staging table.
+    Row by row, a key given twice is applied twice; set-based, an ON CONFLICT DO UPDATE refuses it and an UPDATE
+    applies one of them: such frames, and statements without a recognisable key, stay row by row.
+    """
+    from sqlalchemy.sql.dml import Insert, Update
+
+    compiled = statement.compile(dialect=store.engine.dialect)
+    names = [name for name in compiled.binds if name in frame.columns]
+    if not names:
+        return None
+    types = {}
+    for name in names:
+        kind = compiled.binds[name].type
+        types[name] = _staging_type(frame[name]) if isinstance(kind, NullType) else kind
+        if types[name] is None:
+            return None
+    staging = Table(f"lf_stage_{uuid.uuid4().hex[:12]}", MetaData(), *(Column(n, types[n]) for n in names),
+                    Column(STAGING_ROW, BigInteger), prefixes=["TEMPORARY"], postgresql_on_commit="DROP")
+
+    def from_staging(element: Any) -> Any:
+        if isinstance(element, BindParameter) and element.key in types:
+            return staging.c[element.key]
+        return None
+
+    if isinstance(statement, Insert):
+        values = statement._values
+        if not values or statement._multi_values or statement._select_names:
+            return None
+        columns = [key if isinstance(key, str) else key.key for key in values]
+        exprs = [visitors.replacement_traverse(value, {}, from_staging) for value in values.values()]
+        rewritten = store.insert(statement.table).from_select(
+            columns, select(*exprs).select_from(staging).order_by(staging.c[STAGING_ROW]))
+        clause = statement._post_values_clause
+        if isinstance(clause, OnConflictDoUpdate):
+            targets = [t if isinstance(t, str) else t.key for t in clause.inferred_target_elements or []]
+            sources = {c: v.key for c, v in zip(columns, values.values(), strict=True) if isinstance(v, BindParameter)}
+            if not targets or any(t not in sources for t in targets):
+                return None
+            if frame.duplicated([sources[t] for t in targets]).any():
+                return None
+        rewritten._post_values_clause = clause
+    elif isinstance(statement, Update):
+        keys = _equality_keys(statement._where_criteria, statement.table, types)
+        if not keys or any(frame[k].duplicated().any() for k in keys[:1]):
+            return None
+        rewritten = visitors.replacement_traverse(statement, {}, from_staging)
+    else:
+        return None
+    left = set(rewritten.compile(dialect=store.engine.dialect).binds) & set(types)
+    if left:
+        return None  # a parameter the rewrite did not reach (inside an ON CONFLICT clause): row by row
+    return staging, rewritten
 
 
 _stores: dict[str, Store] = {}

@@ -14,7 +14,7 @@ from tests.conftest import PG_URL
 
 
 def test_a_migrated_crm_passes_on_both_databases(crm):
-    assert crm.revision() == head_revision() == "0022_mailbox"
+    assert crm.revision() == head_revision() == "0023_pg_bulk"
     crm.require_current()
 
 
@@ -87,3 +87,36 @@ def test_flow_tasks_refuse_a_missing_crm_too(tmp_path: Path, monkeypatch):
     finally:
         get_settings.cache_clear()
         store_module._stores.pop(url).dispose()
+
+
+def test_leads_leave_room_for_updated_rows_on_postgresql_and_the_migration_goes_back(crm):
+    """0023_pg_bulk: fillfactor 70 on PostgreSQL's leads (updates of unindexed columns stay on their page); a
+    no-op on SQLite; downgrade resets it on both."""
+
+    def fillfactor() -> str | None:
+        if crm.dialect != "postgresql":
+            return None
+        with crm.engine.connect() as conn:
+            options = conn.exec_driver_sql("SELECT reloptions FROM pg_class WHERE relname = 'leads'").scalar_one()
+        return next((o for o in options or [] if o.startswith("fillfactor=")), None)
+
+    assert fillfactor() == ("fillfactor=70" if crm.dialect == "postgresql" else None)
+    try:
+        _downgrade(crm, "0018_quarantine_retry")
+        assert fillfactor() is None and crm.revision() == "0018_quarantine_retry"
+    finally:
+        crm.upgrade()
+    assert fillfactor() == ("fillfactor=70" if crm.dialect == "postgresql" else None)
+
+
+def _downgrade(store: Store, revision: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from leadflow.crm.store import MIGRATIONS
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with store.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, revision)

@@ -1,0 +1,186 @@
+"""The store's bulk path on both databases: executemany on SQLite, COPY into a staging table and one set-based
+statement on PostgreSQL (forced here for every frame size), with the same rows, counts and refusals either way."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+import pytest
+from sqlalchemy import bindparam, func, select, update
+
+from leadflow.crm import store as store_module
+from leadflow.crm.progress import mark_step
+from leadflow.crm.schema import Lead, LeadEvent, QuarantineRecord
+from leadflow.crm.store import DatabaseError, _staged_statement, read_in, refused_value_code, utc
+from leadflow.domain.progress import LeadStep
+
+LEADS = Lead.__table__
+EVENTS = LeadEvent.__table__
+QUARANTINE = QuarantineRecord.__table__
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["copy", "executemany"])
+def crm_path(request, crm):
+    """The CRM with PostgreSQL's bulk path forced to COPY for every frame, or to executemany (SQLite: always)."""
+    crm.copy_min_rows = 0 if request.param == "copy" else 10**9
+    return crm
+
+
+def _leads(emails: list[str], at: datetime, **columns) -> pd.DataFrame:
+    frame = pd.DataFrame({"email": emails, "first_touch_at": at, "last_touch_at": at, "first_touch_source": "web_form",
+                          "last_touch_source": "web_form", "step_mark": int(LeadStep.CREATED), "step_marked_at": at})
+    return frame.assign(**columns)
+
+
+def _rows(crm, table, *columns) -> list[tuple]:
+    with crm.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(select(*(table.c[c] for c in columns)).order_by(table.c.id))]
+
+
+def test_upsert_creates_in_order_and_merges_conflicts(crm_path):
+    crm = crm_path
+    first = _leads(["ann@example.com", "bo@example.com", "zoë@例え.jp"], NOW,
+                   company=["Ünïcode GmbH", None, "株式会社"], page_views=pd.array([3, None, 7], dtype="Int64"))
+    with crm.begin() as conn:
+        crm.upsert_leads(conn, first, NOW)
+    later = NOW + timedelta(days=1)
+    again = _leads(["bo@example.com", "ann@example.com", "cy@example.com"], later,
+                   company=["Bo Ltd", None, None], page_views=pd.array([None, 1, 2], dtype="Int64"))
+    with crm.begin() as conn:
+        crm.upsert_leads(conn, again, later)
+
+    rows = _rows(crm, LEADS, "id", "email", "company", "page_views", "created_at", "updated_at", "last_touch_at")
+    # Ids follow the frames' order; a newer touch fills a missing detail, keeps a known one; counters keep the max.
+    assert [r[1] for r in rows] == ["ann@example.com", "bo@example.com", "zoë@例え.jp", "cy@example.com"]
+    assert [r[0] for r in rows] == sorted(r[0] for r in rows)
+    assert [(r[2], r[3]) for r in rows] == [("Ünïcode GmbH", 3), ("Bo Ltd", None), ("株式会社", 7), (None, 2)]
+    created = utc(pd.Series([r[4] for r in rows], dtype=object)).tolist()
+    updated = utc(pd.Series([r[5] for r in rows], dtype=object)).tolist()
+    assert created == [NOW, NOW, NOW, later] and updated == [later, later, NOW, later]
+
+
+def test_a_key_twice_in_one_upsert_is_applied_in_order(crm_path):
+    """Row by row the second row of a key updates the first; set-based PostgreSQL would refuse the frame, so it is
+    written row by row there too."""
+    crm = crm_path
+    frame = _leads(["ann@example.com", "ann@example.com"], NOW, company=["First", "Second"])
+    with crm.begin() as conn:
+        crm.upsert_leads(conn, frame, NOW)
+    assert [r[1] for r in _rows(crm, LEADS, "email", "company")] == ["Second"]
+
+
+def test_insert_new_counts_only_new_keys_and_keeps_the_first_of_a_repeated_key(crm_path):
+    crm = crm_path
+    rows = pd.DataFrame({"idempotency_key": ["k1", "k2", "k2", "k3"], "batch_id": "b", "origin": "f.csv",
+                         "row_number": [1, 2, 3, 4], "source": ["web_form", "first", "second", None],
+                         "reason_codes": "missing_email", "raw_payload": ['{"a": "ü\\ttab"}', "{}", "{}", "null"],
+                         "created_at": NOW, "flow_run_id": None})
+    with crm.begin() as conn:
+        assert crm.insert_new(conn, QUARANTINE, rows.iloc[:1]) == 1
+    with crm.begin() as conn:
+        assert crm.insert_new(conn, QUARANTINE, rows) == 2
+    with crm.begin() as conn:
+        assert crm.insert_new(conn, QUARANTINE, rows) == 0
+        assert crm.insert_new(conn, QUARANTINE, rows.iloc[:0]) == 0
+    stored = _rows(crm, QUARANTINE, "idempotency_key", "source", "row_number", "flow_run_id")
+    assert stored == [("k1", "web_form", 1, None), ("k2", "first", 2, None), ("k3", None, 4, None)]
+
+
+def test_update_from_staging_sets_values_nulls_and_times_and_counts_matches(crm_path):
+    crm = crm_path
+    with crm.begin() as conn:
+        crm.upsert_leads(conn, _leads([f"p{i}@example.com" for i in range(4)], NOW, company="Old", page_views=1), NOW)
+    ids = [r[0] for r in _rows(crm, LEADS, "id")]
+    # A time in another zone, with microseconds: stored and read back as the same instant.
+    zone = datetime(2025, 6, 1, 16, 30, 15, 123456, tzinfo=ZoneInfo("Europe/Berlin"))
+    changes = pd.DataFrame({"id": [ids[0], ids[2], 10**12], "company": ["Ñew “quoted”\ttab\\slash", None, "nobody"],
+                            "page_views": [5.0, float("nan"), 1.0], "scored_at": pd.Series([zone, None, None])})
+    with crm.begin() as conn:
+        crm.update_leads(conn, changes)
+        stmt = update(LEADS).where(LEADS.c.id == bindparam("b_id")).values(tier=bindparam("b_tier"))
+        assert crm.bulk(conn, stmt, pd.DataFrame({"b_id": [ids[1], ids[3], 10**12], "b_tier": ["A", "B", "C"]})) == 2
+    rows = _rows(crm, LEADS, "company", "page_views", "scored_at", "tier")
+    assert [r[:2] for r in rows] == [("Ñew “quoted”\ttab\\slash", 5), ("Old", 1), (None, None), ("Old", 1)]
+    assert utc(pd.Series([rows[0][2]], dtype=object)).iloc[0] == pd.Timestamp(zone).tz_convert("UTC")
+    assert rows[2][2] is None and [r[3] for r in rows] == [None, "A", None, "B"]
+
+
+def test_events_with_json_details_and_an_empty_frame(crm_path):
+    crm = crm_path
+    with crm.begin() as conn:
+        crm.upsert_leads(conn, _leads(["ann@example.com"], NOW), NOW)
+    lead_id = _rows(crm, LEADS, "id")[0][0]
+    events = pd.DataFrame({"lead_id": [lead_id, lead_id], "event_type": ["lead_created", "note"],
+                           "occurred_at": [NOW, NOW + timedelta(seconds=1)], "batch_id": "b", "flow_run_id": None,
+                           "details": [{"source": "web_form", "text": "é\n"}, '{"n": 1}']})
+    with crm.begin() as conn:
+        crm.insert_events(conn, events)
+        crm.insert_events(conn, events.iloc[:0])
+        assert crm.bulk(conn, update(LEADS).where(LEADS.c.id == bindparam("b_id")).values(tier="A"),
+                        pd.DataFrame({"b_id": []})) == 0
+    details = [d if isinstance(d, dict) else json.loads(d) for (d,) in _rows(crm, EVENTS, "details")]
+    assert details == [{"source": "web_form", "text": "é\n"}, {"n": 1}]
+
+
+@pytest.mark.parametrize("value, codes", [
+    ("x" * 70, {"postgresql": "22001"}),  # lead_events.event_type is varchar(64); SQLite keeps any length
+    (None, {"postgresql": "23502", "sqlite": "SQLITE_CONSTRAINT_NOTNULL"}),
+    ("bad\udcffsurrogate", {"postgresql": "unencodable", "sqlite": "unencodable"}),
+])
+def test_a_refused_value_is_still_refused_with_its_code_and_without_the_value(crm_path, value, codes):
+    crm = crm_path
+    with crm.begin() as conn:
+        crm.upsert_leads(conn, _leads(["ann@example.com"], NOW), NOW)
+    lead_id = _rows(crm, LEADS, "id")[0][0]
+    # An object column: pandas' default string dtype cannot even hold a lone surrogate.
+    events = pd.DataFrame({"lead_id": [lead_id] * 3, "event_type": pd.Series(["ok", value, "ok"], dtype=object),
+                           "occurred_at": NOW,
+                           "batch_id": "b", "flow_run_id": None, "details": '{"secret": "jane@example.com"}'})
+    expected = codes.get(crm.dialect)
+    if expected is None:
+        with crm.begin() as conn:
+            crm.insert_events(conn, events)
+        return
+    with pytest.raises((DatabaseError, UnicodeEncodeError)) as caught, crm.begin() as conn:
+        crm.insert_events(conn, events)
+    assert refused_value_code(caught.value) == expected
+    shown = repr(caught.value) + str(caught.value) + repr(pickle.loads(pickle.dumps(caught.value)))
+    assert "jane@example.com" not in shown and "x" * 70 not in shown
+    assert crm.table_counts()["lead_events"] == 0  # the whole statement is undone, as the chunk split expects
+
+
+@pytest.mark.parametrize("crm", ["postgresql"], indirect=True)
+def test_statements_that_cannot_run_set_based_stay_row_by_row(crm):
+    by_id = update(LEADS).where(LEADS.c.id == bindparam("b_id")).values(tier=bindparam("b_tier"))
+    assert _staged_statement(crm, by_id, pd.DataFrame({"b_id": [1, 2], "b_tier": ["A", "B"]})) is not None
+    # A key twice: set-based would apply only one of them.
+    assert _staged_statement(crm, by_id, pd.DataFrame({"b_id": [1, 1], "b_tier": ["A", "B"]})) is None
+    # No key to join the staging table on.
+    by_tier = update(LEADS).where(LEADS.c.tier == "A").values(tier=bindparam("b_tier"))
+    assert _staged_statement(crm, by_tier, pd.DataFrame({"b_tier": ["B"]})) is None
+    # An untyped parameter whose values are all missing: nothing says what its staging column is.
+    untyped = update(LEADS).where(LEADS.c.id == bindparam("b_id")).values(
+        owner_id=func.coalesce(LEADS.c.owner_id, bindparam("b_add")))
+    assert _staged_statement(crm, untyped, pd.DataFrame({"b_id": [1], "b_add": pd.Series([None], dtype=object)})) \
+        is None
+
+
+def test_many_keys_read_and_marked_in_parts(crm_path, monkeypatch):
+    crm = crm_path
+    monkeypatch.setattr(store_module, "ANY_ARRAY_SIZE", 3)
+    monkeypatch.setattr(store_module, "IN_LIST_SIZE", 3)
+    emails = [f"p{i}@example.com" for i in range(8)]
+    with crm.begin() as conn:
+        crm.upsert_leads(conn, _leads(emails, NOW), NOW)
+        stmt = select(LEADS.c.email, LEADS.c.id).where(LEADS.c.email.in_(bindparam("values", expanding=True)),
+                                                      LEADS.c.step_mark.in_([0, 1]))
+        found = dict(read_in(conn, stmt, [*emails[1:], "nobody@example.com"], raw=True))
+        assert sorted(found) == emails[1:]
+        assert mark_step(conn, [*found.values(), 10**12], LeadStep.SPAM_CHECKED, NOW) == 7
+        assert mark_step(conn, found.values(), LeadStep.SPAM_CHECKED, NOW) == 0
+    assert sorted(r[1] for r in _rows(crm, LEADS, "email", "step_mark")) == [0] + [int(LeadStep.SPAM_CHECKED)] * 7
