@@ -50,6 +50,36 @@ def submit_lead(store: Store, payload: dict[str, Any], now: datetime | None = No
         return int(conn.execute(INBOX.insert().values(values).returning(INBOX.c.id)).scalar_one())
 
 
+def submit_lead_once(store: Store, payload: dict[str, Any], *, api_key_id: int | None = None,
+                     idempotency_key: str | None = None, now: datetime | None = None) -> tuple[int, bool]:
+    """Insert one lead unless this API key already stored one under this idempotency key: (inbox id, inserted).
+
+    The row is committed before this returns, so an id given to a client is never lost.
+    """
+    if not isinstance(payload, dict) or not payload:
+        raise InboxError("a lead must be a non-empty JSON object of field -> value")
+    if idempotency_key is None:
+        values: dict[str, Any] = {"payload": payload, "api_key_id": api_key_id}
+        if now is not None:
+            values["received_at"] = now
+        with store.begin() as conn:
+            return int(conn.execute(INBOX.insert().values(values).returning(INBOX.c.id)).scalar_one()), True
+    values = {"payload": payload, "api_key_id": api_key_id, "idempotency_key": idempotency_key}
+    if now is not None:
+        values["received_at"] = now
+    # ON CONFLICT DO NOTHING on the (api_key_id, idempotency_key) index: two concurrent retries insert one row.
+    stmt = (store.insert(INBOX).values(values)
+            .on_conflict_do_nothing(index_elements=["api_key_id", "idempotency_key"]).returning(INBOX.c.id))
+    same = select(INBOX.c.id).where(INBOX.c.idempotency_key == idempotency_key,
+                                    INBOX.c.api_key_id.is_(None) if api_key_id is None
+                                    else INBOX.c.api_key_id == api_key_id)
+    with store.begin() as conn:
+        inserted = conn.execute(stmt).scalar_one_or_none()
+        if inserted is not None:
+            return int(inserted), True
+        return int(conn.execute(same).scalar_one()), False
+
+
 def _claimable(now: datetime, claim_timeout: timedelta):
     return and_(INBOX.c.processed_at.is_(None),
                 or_(INBOX.c.claimed_at.is_(None), INBOX.c.claimed_at < now - claim_timeout))

@@ -14,7 +14,7 @@ from tests.conftest import PG_URL
 
 
 def test_a_migrated_crm_passes_on_both_databases(crm):
-    assert crm.revision() == head_revision() == "0018_quarantine_retry"
+    assert crm.revision() == head_revision() == "0019_api_keys"
     crm.require_current()
 
 
