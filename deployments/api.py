@@ -160,6 +160,8 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
     """The ASGI app of `leadflow api` (an app factory: uvicorn's `--factory deployments.api:create_app`)."""
     settings = settings or get_settings()
     door = FrontDoor(store or get_store(settings.database_url_plain()), settings)
+    # The email check imports its parsers on first use (seconds): pay that now, not on the first lead.
+    check_lead({"email": "warm.up@example.com"})
     app = FastAPI(title="leadflow", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.front_door = door
 
