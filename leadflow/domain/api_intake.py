@@ -88,8 +88,9 @@ def parse_body(content_type: str | None, body: bytes) -> dict[str, Any]:
                                 "application/x-www-form-urlencoded")
     if not body.strip():
         raise RequestError(400, "the request has no body: send the lead as JSON or as a form")
+    charset = _charset(content_type)
     try:
-        text = body.decode(_charset(content_type))
+        text = body.decode(charset)
     except (LookupError, UnicodeDecodeError):
         raise RequestError(400, "the body is not text in its declared charset (utf-8 unless it says)") from None
     if _is_json(kind) or (not kind and text.lstrip()[:1] in "{["):
@@ -101,7 +102,9 @@ def parse_body(content_type: str | None, body: bytes) -> dict[str, Any]:
             raise RequestError(400, "the body must be a JSON object of field -> value")
         return value
     try:
-        pairs = parse_qsl(text, keep_blank_values=False, strict_parsing=True, max_num_fields=500)
+        # Percent-escapes decode in the form's charset too; a byte sequence that is not text refuses the body.
+        pairs = parse_qsl(text, keep_blank_values=False, strict_parsing=True, max_num_fields=500, encoding=charset,
+                          errors="strict")
     except ValueError:
         raise RequestError(400, "the body is neither JSON nor an urlencoded form") from None
     fields: dict[str, Any] = {}
