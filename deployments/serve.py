@@ -214,6 +214,7 @@ def start_api(host: str, port: int) -> Any:
 
     Fails (OSError) when the port is taken, before serving starts.
     """
+    import contextlib
     import threading
     import time
 
@@ -222,8 +223,13 @@ def start_api(host: str, port: int) -> Any:
     from deployments.api import uvicorn_options
 
     server = uvicorn.Server(uvicorn.Config("deployments.api:create_app", factory=True, **uvicorn_options(host, port)))
+    def run() -> None:
+        # uvicorn exits (SystemExit) when it cannot bind; the check below turns that into an OSError.
+        with contextlib.suppress(SystemExit):
+            server.run()
+
     # uvicorn installs signal handlers only on the main thread: Ctrl-C stops the runner, the daemon thread goes too.
-    thread = threading.Thread(target=server.run, name="leadflow-api", daemon=True)
+    thread = threading.Thread(target=run, name="leadflow-api", daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
     while not server.started and thread.is_alive() and time.monotonic() < deadline:

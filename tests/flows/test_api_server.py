@@ -255,3 +255,23 @@ def test_the_access_log_holds_no_personal_data(api):
     assert '"status": 202' in log
     for secret in ("private.person", "555 0100", token, "198.51.100."):
         assert secret not in log
+
+
+@pytest.mark.parametrize("crm", ["sqlite"], indirect=True)
+def test_serve_api_starts_the_api_on_a_thread_and_refuses_a_taken_port(crm):
+    import socket
+
+    from deployments.serve import start_api
+    from tests.api_server import free_port
+
+    port = free_port()
+    server = start_api("127.0.0.1", port)
+    try:
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30).status_code == 200
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            with pytest.raises(OSError, match="did not start"):
+                start_api("127.0.0.1", taken.getsockname()[1])
+    finally:
+        server.should_exit = True
