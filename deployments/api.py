@@ -8,6 +8,7 @@ continuous-intake deployment takes it at once. `GET /healthz` checks the CRM dat
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -19,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from leadflow.config.settings import Settings, get_settings
 from leadflow.crm import api_keys, inbox
-from leadflow.crm.store import DatabaseError, Store, get_store, head_revision
+from leadflow.crm.store import DatabaseError, Store, get_store, head_revision, refused_value_code
 from leadflow.domain import api_intake as rules
 from leadflow.domain.contract import resolve_columns
 from leadflow.domain.inbox import InboxError, check_lead
@@ -70,6 +71,50 @@ class _Refused(Exception):
         self.error, self.headers, self.code = error, headers or {}, code
 
 
+class Batcher:
+    """Runs `fn` once over every item queued while its previous run was busy, on a worker thread.
+
+    Concurrent requests then share one key look-up and one inbox transaction (one commit) instead of one each; a
+    lone request runs at once, so nothing waits for a batch to fill. `fn` returns one result per item; a result
+    that is an exception fails that item's request only.
+    """
+
+    def __init__(self, fn: Any, max_batch: int = 256) -> None:
+        self._fn = fn
+        self._max = max_batch
+        self._queue: list[tuple[Any, asyncio.Future]] = []
+        self._running = False
+        self._task: asyncio.Task | None = None
+
+    async def __call__(self, item: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.append((item, future))
+        if not self._running:
+            self._running = True
+            # Kept: the loop holds tasks only weakly.
+            self._task = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[:self._max], self._queue[self._max:]
+                try:
+                    results = await run_in_threadpool(self._fn, [item for item, _ in batch])
+                except Exception as exc:
+                    results = [exc] * len(batch)
+                for (_, future), result in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(result, Exception):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self._running = False
+
+
 class FrontDoor:
     """The state one API process keeps: the store, settings, rate-limit buckets and a short origin cache."""
 
@@ -78,6 +123,19 @@ class FrontDoor:
         self.settings = settings
         self.limiter = rules.RateLimiter()
         self._origins: tuple[float, set[str]] = (0.0, set())
+        self.find_key = Batcher(self._find_keys)
+        self.write = Batcher(self._write)
+
+    def _find_keys(self, hashes: list[str]) -> list[dict[str, Any] | None]:
+        found = api_keys.find_active_keys(self.store, hashes)
+        return [found.get(h) for h in hashes]
+
+    def _write(self, leads: list[tuple[dict[str, Any], int, str | None]]) -> list[tuple[int, bool] | Exception]:
+        results = inbox.submit_leads_once(self.store, leads)
+        for result in results:
+            if not isinstance(result, Exception) and result[1]:
+                emit_submitted(result[0], self.settings)
+        return results
 
     def known_origin(self, origin: str | None) -> bool:
         """Whether some unrevoked key allows a browser origin (for answers given before the key is known)."""
@@ -221,7 +279,7 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
                 raise _Refused(rules.RequestError(401, "an API key is required (X-API-Key header, or the api_key "
                                                        "field or query parameter)"), cors, "no_key")
             if rules.looks_like_key(token):
-                key = await run_in_threadpool(api_keys.find_active_key, door.store, rules.hash_key(token))
+                key = await door.find_key(rules.hash_key(token))
             if key is None:
                 raise _Refused(rules.RequestError(401, "the API key is unknown or revoked"), cors, "bad_key")
             if origin is not None:
@@ -234,10 +292,16 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
                 if return_url:
                     rules.check_return_url(return_url, key["allowed_origins"])
                 idempotency = rules.check_idempotency_key(request.headers.get("idempotency-key"))
+                check_lead(payload)
                 _fill_defaults(payload, key, address)
-                inbox_id, inserted = await run_in_threadpool(
-                    store_lead, door.store, payload, api_key_id=key["id"], idempotency_key=idempotency,
-                    settings=settings)
+                try:
+                    inbox_id, inserted = await door.write((payload, key["id"], idempotency))
+                except Exception as exc:
+                    code = refused_value_code(exc)
+                    if code is None:
+                        raise
+                    raise _Refused(rules.RequestError(422, f"a field holds a value the CRM cannot store ({code})"),
+                                   cors, "refused_value") from None
             except rules.RequestError as exc:
                 raise _Refused(exc, cors, "bad_request") from None
             except InboxError as exc:

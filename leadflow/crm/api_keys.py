@@ -64,6 +64,15 @@ def find_active_key(store: Store, key_hash: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
+def find_active_keys(store: Store, key_hashes: list[str]) -> dict[str, dict[str, Any]]:
+    """find_active_key for many hashes in one query (concurrent requests share it): hash -> key."""
+    stmt = select(KEYS.c.key_hash, *_SHOWN).where(KEYS.c.key_hash.in_(sorted(set(key_hashes))),
+                                                  KEYS.c.revoked_at.is_(None))
+    with store.engine.connect() as conn:
+        return {row["key_hash"]: {k: v for k, v in row.items() if k != "key_hash"}
+                for row in conn.execute(stmt).mappings()}
+
+
 def active_origins(store: Store) -> set[str]:
     """Every origin some unrevoked key allows (answers a CORS preflight that carries no key)."""
     with store.engine.connect() as conn:

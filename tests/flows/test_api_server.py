@@ -149,6 +149,8 @@ def test_a_form_post_redirects_to_its_return_url_with_the_key_as_a_field(api):
     (422, {"Content-Type": "application/json"}, b'{"first_name": "Jane"}', "email"),
     (422, {"Content-Type": "application/json"}, b'{"email": "not an address"}', "email"),
     (422, {"Content-Type": "application/x-www-form-urlencoded"}, b"email=&first_name=Jane", "email"),
+    # A lone surrogate is valid JSON but no text a database stores.
+    (422, {"Content-Type": "application/json"}, b'{"email": "a@b.com", "first_name": "\\ud800"}', None),
 ])
 def test_a_refused_request_says_why_and_stores_nothing(api, status, headers, body, field):
     server, store = api
