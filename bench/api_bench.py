@@ -99,6 +99,11 @@ def _peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _pythonpath() -> str:
+    """This checkout first, then whatever PYTHONPATH the caller set (so a compared checkout's code is served)."""
+    return os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+
+
 def _cpu_seconds(pid: int) -> float:
     """CPU seconds (user + system) a process and its reaped children have used, from /proc."""
     try:
@@ -119,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     home = Path(tempfile.mkdtemp(prefix="lf-api-bench-"))
     db_url = args.db_url or f"sqlite:///{home / 'crm.db'}"
-    env = {**os.environ, "LEADFLOW_DATABASE_URL": db_url, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), "PREFECT_HOME": str(home),
+    env = {**os.environ, "LEADFLOW_DATABASE_URL": db_url, "PYTHONPATH": _pythonpath(), "PREFECT_HOME": str(home),
            "LEADFLOW_API_KEY_RATE_PER_MINUTE": "0", "LEADFLOW_API_ADDRESS_RATE_PER_MINUTE": "0",
            "LEADFLOW_HASH_KEY": os.environ.get("LEADFLOW_HASH_KEY", "bench-only-hash-key-0123456789abcdef")}
     env.pop("PREFECT_API_URL", None)
