@@ -137,13 +137,13 @@ class FrontDoor:
                 emit_submitted(result[0], self.settings)
         return results
 
-    def known_origin(self, origin: str | None) -> bool:
+    async def known_origin(self, origin: str | None) -> bool:
         """Whether some unrevoked key allows a browser origin (for answers given before the key is known)."""
         if not origin:
             return False
         stamp, origins = self._origins
         if time.monotonic() - stamp > ORIGINS_CACHE_SECONDS:
-            origins = api_keys.active_origins(self.store)
+            origins = await run_in_threadpool(api_keys.active_origins, self.store)
             self._origins = (time.monotonic(), origins)
         return rules.origin_allowed(origin, sorted(origins))
 
@@ -247,7 +247,7 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
                 if rules.looks_like_key(token) else None
             allowed = key is not None and rules.origin_allowed(origin, key["allowed_origins"])
         else:
-            allowed = await run_in_threadpool(door.known_origin, origin)
+            allowed = await door.known_origin(origin)
         _access("OPTIONS", LEADS_PATH, 204 if allowed else 403, started)
         if not allowed:
             return Response(status_code=403)
@@ -264,7 +264,7 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
         key: dict[str, Any] | None = None
         cors: dict[str, str] = {}
         try:
-            if origin and await run_in_threadpool(door.known_origin, origin):
+            if origin and await door.known_origin(origin):
                 cors = _cors(origin)
             door.limit_address(address or "unknown", cors)
             body = await _read_body(request, settings.api_max_body_bytes)
