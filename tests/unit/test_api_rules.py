@@ -20,7 +20,7 @@ def test_a_new_key_is_random_and_only_its_sha256_is_kept():
 
 
 @pytest.mark.parametrize(("token", "looks"), [
-    (rules.new_key().token, True), (None, False), ("", False), ("secret", False), ("lfk_short", False),
+    ("lfk_" + "A" * 43, True), (None, False), ("", False), ("secret", False), ("lfk_short", False),
     ("lfk_" + "x" * 200, False),
 ])
 def test_only_key_shaped_strings_are_looked_up(token, looks):
