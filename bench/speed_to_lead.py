@@ -7,6 +7,7 @@ the Prefect API (event received, automation, runner poll, process start, each ta
 
     .venv/bin/python bench/speed_to_lead.py --leads 20 --breakdown
     .venv/bin/python bench/speed_to_lead.py --leads 20 --gap 10   # every lead through its own triggered run
+    .venv/bin/python bench/speed_to_lead.py --leads 20 --via-api   # posted over HTTP to `leadflow serve --api`
 """
 
 from __future__ import annotations
@@ -116,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", action="store_true",
                         help="serve as before the warm start, for an A/B on the same machine: prefect.serve over the "
                              "same deployments (runs start as `python -m prefect.engine`), polling every second")
+    parser.add_argument("--via-api", action="store_true",
+                        help="post each lead over HTTP to `leadflow api` (started by `leadflow serve --api`), which "
+                             "stores it and emits the event, instead of inserting it and emitting here")
     parser.add_argument("--breakdown", action="store_true",
                         help="per lead, where the seconds went (from the Prefect API's state and task run times)")
     args = parser.parse_args(argv)
@@ -138,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     processes = []
     keep = False
     try:
-        serve_cmd = [str(BIN / "leadflow"), "serve"]
+        api_port = _free_port()
+        serve_cmd = [str(BIN / "leadflow"), "serve", *(["--api", "--api-port", str(api_port)] if args.via_api else [])]
         if args.baseline:
             serve_cmd = [sys.executable, "-c", "from prefect import serve; from deployments.serve import "
                          "build_deployments, SERVED_SUFFIX; serve(*build_deployments(suffix=SERVED_SUFFIX))"]
@@ -171,6 +176,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"load average at the start: {os.getloadavg()[0]:.2f}", flush=True)
         from prefect.events import emit_event
 
+        poster = None
+        if args.via_api:
+            from leadflow.crm.api_keys import create_key
+
+            token = create_key(crm, f"speed-to-lead-{os.getpid()}", default_channel="web_form")[0].token
+            poster = httpx.Client(base_url=f"http://127.0.0.1:{api_port}", headers={"X-API-Key": token}, timeout=30)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                try:
+                    if poster.get("/healthz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.5)
+
         latencies: list[float] = []
         breakdowns: list[dict[str, float]] = []
         alerted: list[tuple[int, int, str | None, datetime, float]] = []
@@ -179,11 +198,17 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.leads):
             email = f"vp.sales{i}@bigcorp{i}.com"
             started, submitted_at = time.perf_counter(), datetime.now(UTC)
-            inbox_id = inbox.submit_lead(crm, {
-                "email": email, "source": "web_form", "first_name": "Pat", "last_name": "Lee", "job_title": "VP Sales",
-                "company": f"BigCorp {i}", "demo_requested": "yes", "company_size": "1000-5000", "country": "US",
-                "page_views": "12", "pricing_page_visits": "3"})
-            event = emit_event(event=inbox.SUBMITTED_EVENT, resource={"prefect.resource.id": inbox.INBOX_RESOURCE_ID})
+            lead = {"email": email, "source": "web_form", "first_name": "Pat", "last_name": "Lee",
+                    "job_title": "VP Sales", "company": f"BigCorp {i}", "demo_requested": "yes",
+                    "company_size": "1000-5000", "country": "US", "page_views": "12", "pricing_page_visits": "3"}
+            if poster is not None:
+                answer = poster.post("/v1/leads", json=lead)
+                answer.raise_for_status()
+                inbox_id, event = answer.json()["submission_id"], None
+            else:
+                inbox_id = inbox.submit_lead(crm, lead)
+                event = emit_event(event=inbox.SUBMITTED_EVENT,
+                                   resource={"prefect.resource.id": inbox.INBOX_RESOURCE_ID})
             found = False
             while time.perf_counter() - started < args.timeout:
                 if inbox.rep_alert_queued(crm, email):

@@ -73,13 +73,10 @@ def _store():
 
 
 def emit_submitted(inbox_id: int) -> None:
-    """Tell continuous intake a row is waiting, as `leadflow submit` does (the row is stored whatever happens here)."""
-    from prefect.events import emit_event
+    """Tell continuous intake a row is waiting, by the API's rule (events on, a Prefect API configured)."""
+    from deployments.api import emit_submitted as emit
 
-    from leadflow.crm import inbox
-
-    emit_event(event=inbox.SUBMITTED_EVENT, resource={"prefect.resource.id": inbox.INBOX_RESOURCE_ID},
-               payload={"inbox_id": inbox_id})
+    emit(inbox_id)
 
 
 def store_webhook_lead(store: Any, vendor: str, lead: wh.WebhookLead) -> StoredDelivery:

@@ -453,6 +453,10 @@ def serve(
     limit: Annotated[int | None, typer.Option(help="Most flow runs at the same time.")] = None,
     project_file: Annotated[str | None, typer.Option("--project", help="The prefect.yaml to serve.")] = None,
     check: Annotated[bool, typer.Option("--check", help="Build the deployments, list them and exit.")] = False,
+    api: Annotated[bool, typer.Option("--api", help="Also run `leadflow api` (POST /v1/leads) in this process.")
+                   ] = False,
+    api_host: Annotated[str, typer.Option(help="Address the API listens on, with --api.")] = "127.0.0.1",
+    api_port: Annotated[int, typer.Option(help="Port the API listens on, with --api.", min=1, max=65535)] = 8000,
 ) -> None:
     """Serve every deployment of prefect.yaml, with its schedules and triggers, from this process."""
     from pathlib import Path
@@ -475,8 +479,12 @@ def serve(
                 typer.echo(describe_deployment(deployment))
             return
         _store()
+        if api:
+            from deployments.serve import start_api
+
+            start_api(api_host, api_port)
         serve_all(limit=limit, project_file=path)
-    except (DeploymentConfigError, ImportError, KeyError, TypeError, ValueError) as exc:
+    except (DeploymentConfigError, ImportError, KeyError, OSError, TypeError, ValueError) as exc:
         _fail(f"cannot serve {path.name}: {_one_line(exc)}")
 
 
@@ -815,6 +823,9 @@ app.add_typer(cli_ops.app, name="ops")
 from deployments.cli_repair import app as repair_app  # noqa: E402  (a command group of its own module)
 
 app.add_typer(repair_app, name="repair")
+from deployments.cli_api import app as api_app  # noqa: E402  (a command group of its own module)
+
+app.add_typer(api_app, name="api")
 
 
 def main() -> None:

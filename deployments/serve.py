@@ -209,6 +209,37 @@ def serve_all(limit: int | None = None, project_file: Path = PREFECT_YAML) -> No
         get_logger("leadflow.serve").info("Received %s, shutting down...", type(exc).__name__)
 
 
+def start_api(host: str, port: int) -> Any:
+    """Run `leadflow api` on a thread of this process (`leadflow serve --api`, for local use); returns the server.
+
+    Fails (OSError) when the port is taken, before serving starts.
+    """
+    import contextlib
+    import threading
+    import time
+
+    import uvicorn
+
+    from deployments.api import uvicorn_options
+
+    server = uvicorn.Server(uvicorn.Config("deployments.api:create_app", factory=True, **uvicorn_options(host, port)))
+    def run() -> None:
+        # uvicorn exits (SystemExit) when it cannot bind; the check below turns that into an OSError.
+        with contextlib.suppress(SystemExit):
+            server.run()
+
+    # uvicorn installs signal handlers only on the main thread: Ctrl-C stops the runner, the daemon thread goes too.
+    thread = threading.Thread(target=run, name="leadflow-api", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not server.started:
+        raise OSError(f"the API did not start on {host}:{port} (port taken?)")
+    print(f"API on http://{host}:{port}: POST /v1/leads, GET /healthz", flush=True)
+    return server
+
+
 def poll_seconds() -> float:
     """How often the served runner asks the API for runs to start: PREFECT_RUNNER_POLL_FREQUENCY when set, else 1.
 

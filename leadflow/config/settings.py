@@ -200,6 +200,26 @@ class Settings(BaseSettings):
                     "random key is generated once into `<database file>.hash-key` beside the database; required "
                     "with PostgreSQL, whose workers share no folder. Changing it makes every stored hash unmatchable.",
     )
+    # `leadflow api`, the HTTP front door for web forms and integrations.
+    api_max_body_bytes: int = Field(
+        default=64 * 1024, ge=1024, le=16 << 20,
+        description="Largest request body `leadflow api` accepts; a bigger one is answered 413 unread.")
+    api_key_rate_per_minute: int = Field(
+        default=600, ge=0,
+        description="Lead POSTs per minute one API key may send (a key's own --rate-per-minute wins; 0: no limit); "
+                    "a token bucket per API process that lets ten seconds' worth through at once.")
+    api_address_rate_per_minute: int = Field(
+        default=60, ge=0,
+        description="Lead POSTs per minute from one client address (0: no limit); behind a reverse proxy the "
+                    "address comes from X-Forwarded-For of the proxies in api_forwarded_allow_ips.")
+    api_forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="Comma-separated addresses or networks of reverse proxies whose X-Forwarded-For / "
+                    "X-Forwarded-Proto headers `leadflow api` believes (`*`: any; only behind a proxy that sets them).")
+    api_emit_events: bool = Field(
+        default=True,
+        description="Emit leadflow.lead.submitted for each stored lead (the continuous-intake trigger), when a "
+                    "Prefect API (PREFECT_API_URL) is configured; without one, the deployment's schedule takes them.")
 
     @model_validator(mode="after")
     def _per_crm_folders(self) -> Settings:

@@ -50,6 +50,58 @@ def submit_lead(store: Store, payload: dict[str, Any], now: datetime | None = No
         return int(conn.execute(INBOX.insert().values(values).returning(INBOX.c.id)).scalar_one())
 
 
+def submit_lead_once(store: Store, payload: dict[str, Any], *, api_key_id: int | None = None,
+                     idempotency_key: str | None = None) -> tuple[int, bool]:
+    """Insert one lead unless this API key already stored one under this idempotency key: (inbox id, inserted).
+
+    The row is committed before this returns, so an id given to a client is never lost.
+    """
+    if not isinstance(payload, dict) or not payload:
+        raise InboxError("a lead must be a non-empty JSON object of field -> value")
+    with store.begin() as conn:
+        return _insert_once(store, conn, payload, api_key_id, idempotency_key)
+
+
+def submit_leads_once(store: Store, leads: list[tuple[dict[str, Any], int | None, str | None]]
+                      ) -> list[tuple[int, bool] | Exception]:
+    """submit_lead_once for many leads (payload, api key id, idempotency key) in one transaction: one commit.
+
+    What concurrent API requests share. If the transaction fails, each lead is tried on its own, so one bad row
+    fails only its own request: its place in the result holds the error instead of (inbox id, inserted).
+    """
+    try:
+        with store.begin() as conn:
+            return [_insert_once(store, conn, payload, key_id, idempotency)
+                    for payload, key_id, idempotency in leads]
+    except Exception:
+        if len(leads) == 1:
+            raise
+    results: list[tuple[int, bool] | Exception] = []
+    for payload, key_id, idempotency in leads:
+        try:
+            results.append(submit_lead_once(store, payload, api_key_id=key_id, idempotency_key=idempotency))
+        except Exception as exc:  # handed to that lead's request, which answers for it
+            results.append(exc)
+    return results
+
+
+def _insert_once(store: Store, conn: Any, payload: dict[str, Any], api_key_id: int | None,
+                 idempotency_key: str | None) -> tuple[int, bool]:
+    values = {"payload": payload, "api_key_id": api_key_id, "idempotency_key": idempotency_key}
+    if idempotency_key is None:
+        return int(conn.execute(INBOX.insert().values(values).returning(INBOX.c.id)).scalar_one()), True
+    # ON CONFLICT DO NOTHING on the (api_key_id, idempotency_key) index: two concurrent retries insert one row.
+    stmt = (store.insert(INBOX).values(values)
+            .on_conflict_do_nothing(index_elements=["api_key_id", "idempotency_key"]).returning(INBOX.c.id))
+    inserted = conn.execute(stmt).scalar_one_or_none()
+    if inserted is not None:
+        return int(inserted), True
+    same = select(INBOX.c.id).where(INBOX.c.idempotency_key == idempotency_key,
+                                    INBOX.c.api_key_id.is_(None) if api_key_id is None
+                                    else INBOX.c.api_key_id == api_key_id)
+    return int(conn.execute(same).scalar_one()), False
+
+
 def _claimable(now: datetime, claim_timeout: timedelta):
     return and_(INBOX.c.processed_at.is_(None),
                 or_(INBOX.c.claimed_at.is_(None), INBOX.c.claimed_at < now - claim_timeout))

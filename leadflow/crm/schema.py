@@ -308,6 +308,32 @@ class LeadInboxRow(Base):
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     processed_at: Mapped[datetime | None] = mapped_column(Timestamp, index=True)
     batch_id: Mapped[str | None] = mapped_column(String(36))
+    # A POST to `leadflow api` with an Idempotency-Key header: unique per API key, so a retry stores nothing new.
+    api_key_id: Mapped[int | None] = mapped_column(BigId)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+
+    __table_args__ = (
+        Index("ix_lead_inbox_api_key_id_idempotency_key", "api_key_id", "idempotency_key", unique=True),
+    )
+
+
+class ApiKey(Base):
+    """A key of one site or integration posting leads to `leadflow api`; only its token's SHA-256 is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    # The token's first characters, to tell keys apart in listings; too short to guess the rest from.
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    default_channel: Mapped[str | None] = mapped_column(String(64))
+    # Browser origins (scheme://host[:port]) the key may post from; empty: a server-side key, browsers refused.
+    allowed_origins: Mapped[list[str]] = mapped_column(Json, default=list)
+    # Requests per minute for this key (None: the api_key_rate_per_minute setting).
+    rate_per_minute: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.current_timestamp())
+    revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class WebhookDelivery(Base):

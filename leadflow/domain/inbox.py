@@ -33,8 +33,8 @@ def check_lead(payload: Any) -> None:
     field_name = next((h for h, c in resolve_columns([str(k) for k in payload]).items() if c == "email"), None)
     if field_name is None or payload[field_name] in (None, ""):
         raise InboxError("the lead has no email")
-    email = nz.normalize_email(pd.Series([str(payload[field_name])], dtype="string"))
-    if not bool(nz.is_valid_email(email).iloc[0]):
+    # One value: the scalar twins of normalize_email / is_valid_email (milliseconds of pandas per lead saved).
+    if not nz.is_valid_email_one(nz.normalize_email_one(str(payload[field_name]))):
         raise InboxError(f"the lead's email {mask_email(str(payload[field_name]))} is not a valid address")
 
 

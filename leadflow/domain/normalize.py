@@ -273,6 +273,27 @@ def is_valid_email(s: pd.Series) -> pd.Series:
     return email_checks(s)["valid"]
 
 
+def normalize_email_one(value: str) -> str | None:
+    """normalize_email for one value in plain Python: a single live lead skips pandas' per-call cost (tested equal)."""
+    # pandas lowers with simple (one-to-one) case mapping; Python's full mapping makes U+0130 two characters.
+    t = re.sub(_SPACES, " ", re.sub(_INVISIBLE, "", value)).strip().replace("\u0130", "i").lower()
+    t = re.sub(r"^[^<>]*<([^<>]*)>[^<>]*$", r"\1", t)
+    t = t.strip(" <>\"'`")
+    t = re.sub(r"^mailto:([^?]*)(?:\?.*)?$", r"\1", t)
+    t = t.strip(" <>\"'`,;")
+    return t or None
+
+
+def is_valid_email_one(value: str | None) -> bool:
+    """is_valid_email for one already normalized value in plain Python (the same rules, tested equal)."""
+    if not value:
+        return False
+    if value.isascii() and "xn--" not in value.lower():
+        return (re.fullmatch(EMAIL_PATTERN, value) is not None and len(value) <= 254 and value.find("@") <= 64
+                and re.search(_SPECIAL_USE, value) is None)
+    return _check_email(value) > 0
+
+
 def email_domain(s: pd.Series) -> pd.Series:
     """Lower-case domain after the last '@' of a normalized email; NA when there is none."""
     t = _as_string(s).str.strip().str.lower()

@@ -1,4 +1,4 @@
-"""The webhook router under a real uvicorn process on a local port: signed deliveries stored once, forgeries refused."""
+"""Webhooks under a real `leadflow api` process on a local port: signed deliveries stored once, forgeries refused."""
 
 from __future__ import annotations
 
@@ -25,9 +25,7 @@ from tests.unit.test_webhooks import SECRET, fixture
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVE = ("import sys, uvicorn; from fastapi import FastAPI; from deployments.api_webhooks import router; "
-         "app = FastAPI(); app.include_router(router); "
-         "uvicorn.run(app, host='127.0.0.1', port=int(sys.argv[1]), log_level='warning')")
+
 
 
 def test_signed_webhooks_under_a_real_server(sqlite_crm, tmp_path):
@@ -37,7 +35,8 @@ def test_signed_webhooks_under_a_real_server(sqlite_crm, tmp_path):
            "PREFECT_API_URL": f"http://127.0.0.1:{_free_port()}/api",
            **{name: SECRET for name in SETTINGS.values()}}
     log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen([sys.executable, "-c", SERVE, str(port)], cwd=ROOT, env=env, stdout=log,
+    command = [sys.executable, "-m", "deployments.cli", "api", "--host", "127.0.0.1", "--port", str(port)]
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
                               stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -45,7 +44,7 @@ def test_signed_webhooks_under_a_real_server(sqlite_crm, tmp_path):
             deadline = time.monotonic() + 60
             while True:
                 try:
-                    if client.get("/openapi.json").status_code == 200:
+                    if client.get("/healthz").status_code == 200:
                         break
                 except httpx.HTTPError:
                     pass

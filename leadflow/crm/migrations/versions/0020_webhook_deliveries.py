@@ -5,7 +5,7 @@ token, Meta's leadgen_id, Calendly's invitee URI, HubSpot's contact id and conve
 is written in the same transaction as the lead_inbox row it made.
 
 Revision ID: 0020_webhook_deliveries
-Revises: 0018_quarantine_retry
+Revises: 0019_api_keys
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0020_webhook_deliveries"
-down_revision = "0018_quarantine_retry"
+down_revision = "0019_api_keys"
 branch_labels = None
 depends_on = None
 

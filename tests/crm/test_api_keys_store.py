@@ -1,0 +1,62 @@
+"""API keys and the inbox's idempotent, batched inserts on both databases."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from leadflow.crm.api_keys import ApiKeyError, create_key, find_active_key, find_active_keys, list_keys, revoke_key
+from leadflow.crm.inbox import INBOX, submit_lead_once, submit_leads_once
+from leadflow.crm.schema import ApiKey
+from leadflow.domain.api_intake import hash_key
+
+
+def test_keys_are_stored_hashed_listed_and_revoked(crm):
+    key, key_id = create_key(crm, "website", default_channel="web_form", allowed_origins=["https://w.example"],
+                             rate_per_minute=30)
+    with crm.engine.connect() as conn:
+        stored = conn.execute(select(ApiKey.__table__)).mappings().one()
+    assert stored["key_hash"] == hash_key(key.token) and key.token not in str(dict(stored))
+    found = find_active_key(crm, hash_key(key.token))
+    assert found["id"] == key_id and found["allowed_origins"] == ["https://w.example"]
+    assert found["rate_per_minute"] == 30 and found["default_channel"] == "web_form"
+    with pytest.raises(ApiKeyError, match="exists already"):
+        create_key(crm, "website")
+    other, _ = create_key(crm, "chat")
+    assert set(find_active_keys(crm, [hash_key(key.token), hash_key(other.token), "nope"])) == {
+        hash_key(key.token), hash_key(other.token)}
+    # By its listed prefix; a second revoke changes nothing.
+    revoke_key(crm, key.prefix)
+    revoked_at = list_keys(crm)[0]["revoked_at"]
+    assert revoked_at is not None and revoke_key(crm, "website")["revoked_at"] == revoked_at
+    assert find_active_key(crm, hash_key(key.token)) is None
+    assert [(k["name"], k["revoked_at"] is not None) for k in list_keys(crm)] == [("website", True), ("chat", False)]
+    with pytest.raises(ApiKeyError, match="no API key"):
+        revoke_key(crm, "nothing")
+
+
+def _count(crm) -> int:
+    with crm.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(INBOX)).scalar_one()
+
+
+def test_one_idempotency_key_stores_one_row_per_api_key_even_within_one_batch(crm):
+    _, key_a = create_key(crm, "a")
+    _, key_b = create_key(crm, "b")
+    lead = {"email": "jane@acme.com"}
+    results = submit_leads_once(crm, [(lead, key_a, "k1"), (lead, key_a, "k1"), (lead, key_b, "k1"),
+                                      (lead, key_a, None), (lead, key_a, None)])
+    assert results[0][1] and results[1] == (results[0][0], False)
+    assert results[2][1] and results[2][0] != results[0][0]
+    assert results[3][1] and results[4][1]
+    assert submit_lead_once(crm, lead, api_key_id=key_a, idempotency_key="k1") == (results[0][0], False)
+    assert _count(crm) == 4
+
+
+def test_a_row_the_database_cannot_take_fails_alone(crm):
+    _, key_id = create_key(crm, "a")
+    results = submit_leads_once(crm, [({"email": "a@b.com"}, key_id, None), ({"email": "a\ud800@b.com"}, key_id, None),
+                                      ({"email": "c@d.com"}, key_id, "x")])
+    assert isinstance(results[1], Exception)
+    assert results[0][1] and results[2][1]
+    assert _count(crm) == 2
