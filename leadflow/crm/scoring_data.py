@@ -1,0 +1,154 @@
+"""What the scoring review and model training read: scored leads, their early submissions, their status history."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, Text, bindparam, cast, select
+
+from leadflow.crm.schema import Lead, LeadEvent, LeadModelScore, LeadSubmission
+from leadflow.crm.store import Store, read_in, utc
+
+LEADS = Lead.__table__
+SUBMISSIONS = LeadSubmission.__table__
+EVENTS = LeadEvent.__table__
+MODEL_SCORES = LeadModelScore.__table__
+
+# Company firmographics (enrichment) describe the company, not the lead's progress: taken as stored.
+LEAD_COLUMNS = ("id", "email_domain", "industry", "employee_count", "revenue_band", "country", "status",
+                "score", "tier", "score_policy_version", "score_explanation", "scored_at", "first_touch_at",
+                "created_at")
+TIME_COLUMNS = ("scored_at", "first_touch_at", "created_at")
+READ_ROWS = 100_000
+
+
+def _frame(rows: list[tuple], columns: Sequence[str]) -> pd.DataFrame:
+    data = zip(*rows, strict=True) if rows else ([] for _ in columns)
+    return pd.DataFrame(dict(zip(columns, map(list, data), strict=True)))
+
+
+def review_leads(store: Store, lead_ids: Sequence[int] | None = None, since: datetime | None = None) -> pd.DataFrame:
+    """Non-spam leads (these ids, or all first touched since `since`) with their stored score and firmographics."""
+    stmt = select(*[LEADS.c[c] for c in LEAD_COLUMNS]).where(LEADS.c.is_spam.is_(False))
+    if since is not None:
+        stmt = stmt.where(LEADS.c.first_touch_at >= since)
+    with store.engine.connect() as conn:
+        if lead_ids is None:
+            result = conn.execute(stmt.order_by(LEADS.c.id))
+            rows = result.cursor.fetchall()
+            result.close()
+        else:
+            rows = read_in(conn, stmt.where(LEADS.c.id.in_(bindparam("values", expanding=True))),
+                           sorted({int(i) for i in lead_ids}), raw=True)
+    frame = _frame(rows, LEAD_COLUMNS).sort_values("id", kind="stable").reset_index(drop=True)
+    frame["id"] = pd.to_numeric(frame["id"]).astype("int64")
+    for name in TIME_COLUMNS:
+        frame[name] = utc(frame[name])
+    for name in ("score", "employee_count"):
+        frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("Float64" if name == "score" else "Int64")
+    return frame
+
+
+def _payload_fields(texts: list[Any], wanted: frozenset[str], key_of: dict[str, str]) -> list[dict[str, Any]]:
+    """The wanted fields of each raw payload (JSON text on SQLite, already parsed by some drivers)."""
+    out = []
+    for text in texts:
+        payload = json.loads(text) if isinstance(text, str | bytes) else (text or {})
+        fields = {}
+        for key, value in payload.items():
+            name = key_of.get(key)
+            if name is None:
+                name = key_of[key] = "_".join("".join(c if c.isalnum() else " " for c in key.lower()).split())
+            if name in wanted and value is not None:
+                fields.setdefault(name, value)
+        out.append(fields)
+    return out
+
+
+def early_submissions(store: Store, cutoffs: pd.Series, fields: Sequence[str]) -> pd.DataFrame:
+    """Each lead's submissions made up to its cutoff (lead id -> UTC time), with the named raw-payload fields.
+
+    Payload keys are matched by name in lower case with separators as '_' ("Page Views" is page_views). A
+    submission after its lead's cutoff is never read into the frame: that is what keeps later touches out.
+    """
+    wanted = frozenset(fields)
+    columns = ["lead_id", "submitted_at", "source", "message"]
+    stmt = select(SUBMISSIONS.c.lead_id, SUBMISSIONS.c.submitted_at, SUBMISSIONS.c.source, SUBMISSIONS.c.message,
+                  cast(SUBMISSIONS.c.raw_payload, Text))
+    ids = cutoffs.index.to_numpy(dtype=np.int64)
+    limit = np.full(int(ids.max()) + 1 if len(ids) else 1, np.iinfo(np.int64).min, dtype=np.int64)
+    limit[ids] = cutoffs.dt.tz_convert("UTC").array.asi8
+    parts: list[pd.DataFrame] = []
+    key_of: dict[str, str] = {}
+    with store.engine.connect() as conn:
+        selected = _ids_filter(conn, stmt, ids)
+        for rows in selected:
+            frame = _frame(rows, [*columns, "payload"])
+            frame["lead_id"] = pd.to_numeric(frame["lead_id"]).astype("int64")
+            frame["submitted_at"] = utc(frame["submitted_at"])
+            known = frame["lead_id"].to_numpy() < len(limit)
+            frame = frame.loc[known]
+            keep = frame["submitted_at"].array.asi8 <= limit[frame["lead_id"].to_numpy()]
+            frame = frame.loc[keep].reset_index(drop=True)
+            extracted = pd.DataFrame(_payload_fields(frame.pop("payload").tolist(), wanted, key_of),
+                                     index=frame.index, columns=sorted(wanted))
+            parts.append(pd.concat([frame, extracted], axis=1))
+    if not parts:
+        return pd.DataFrame(columns=[*columns, *sorted(wanted)])
+    return pd.concat(parts, ignore_index=True)
+
+
+def _ids_filter(conn: Connection, stmt, ids: np.ndarray):
+    """Row blocks of `stmt` for these leads: the whole table in id order when that is most of it, else IN-lists."""
+    total = conn.execute(select(LEADS.c.id).order_by(LEADS.c.id.desc()).limit(1)).scalar() or 0
+    if len(ids) > 10_000 or len(ids) * 4 > total:
+        result = conn.execute(stmt)
+        while rows := result.cursor.fetchmany(READ_ROWS):
+            yield rows
+        result.close()
+        return
+    yield read_in(conn, stmt.where(SUBMISSIONS.c.lead_id.in_(bindparam("values", expanding=True))),
+                  ids.tolist(), raw=True)
+
+
+def status_history(store: Store, lead_ids: Sequence[int] | None = None) -> pd.DataFrame:
+    """Status changes to converted or disqualified (lead id, time, status), oldest first."""
+    to = EVENTS.c.details["to"].as_string()
+    stmt = select(EVENTS.c.lead_id, EVENTS.c.occurred_at, to).where(
+        EVENTS.c.event_type == "status_changed", to.in_(["converted", "disqualified"]))
+    with store.engine.connect() as conn:
+        if lead_ids is None:
+            result = conn.execute(stmt)
+            rows = result.cursor.fetchall()
+            result.close()
+        else:
+            rows = read_in(conn, stmt.where(EVENTS.c.lead_id.in_(bindparam("values", expanding=True))),
+                           sorted({int(i) for i in lead_ids}), raw=True)
+    frame = _frame(rows, ["lead_id", "occurred_at", "status"])
+    frame["lead_id"] = pd.to_numeric(frame["lead_id"]).astype("int64")
+    frame["occurred_at"] = utc(frame["occurred_at"])
+    return frame.sort_values(["occurred_at", "lead_id"], kind="stable").reset_index(drop=True)
+
+
+def write_model_scores(store: Store, conn: Connection, scores: pd.DataFrame) -> None:
+    """Store each lead's model probability, top features and model version, replacing its previous model score."""
+    if scores.empty:
+        return
+    ids = [int(i) for i in scores["lead_id"]]
+    conn.execute(MODEL_SCORES.delete().where(MODEL_SCORES.c.lead_id.in_(bindparam("ids", expanding=True))),
+                 {"ids": ids})
+    store.bulk(conn, MODEL_SCORES.insert(), scores)
+
+
+def model_scores(store: Store, lead_ids: Sequence[int]) -> pd.DataFrame:
+    """The stored model scores of these leads."""
+    columns = ["lead_id", "model_version", "probability", "top_features", "scored_at"]
+    with store.engine.connect() as conn:
+        rows = read_in(conn, select(*[MODEL_SCORES.c[c] for c in columns]).where(
+            MODEL_SCORES.c.lead_id.in_(bindparam("values", expanding=True))), sorted({int(i) for i in lead_ids}))
+    return _frame(rows, columns)
