@@ -142,7 +142,8 @@ def write_model_scores(store: Store, conn: Connection, scores: pd.DataFrame) -> 
     ids = [int(i) for i in scores["lead_id"]]
     conn.execute(MODEL_SCORES.delete().where(MODEL_SCORES.c.lead_id.in_(bindparam("ids", expanding=True))),
                  {"ids": ids})
-    store.bulk(conn, MODEL_SCORES.insert(), scores)
+    columns = ["lead_id", "model_version", "probability", "top_features", "scored_at"]
+    store.bulk(conn, MODEL_SCORES.insert().values({c: bindparam(c) for c in columns}), scores[columns])
 
 
 def model_scores(store: Store, lead_ids: Sequence[int]) -> pd.DataFrame:

@@ -217,8 +217,12 @@ class FeatureSpec:
         return [*self.categorical, *self.numeric]
 
 
-def _raw_features(features: pd.DataFrame, scored: pd.DataFrame, extra: list[str] | tuple[str, ...]) -> pd.DataFrame:
-    """Feature values per lead before encoding: categories as lower-case text, counts as numbers."""
+def _raw_features(features: pd.DataFrame, scored: pd.DataFrame, extra: list[str] | tuple[str, ...],
+                  spec: FeatureSpec | None = None) -> pd.DataFrame:
+    """Feature values per lead before encoding: categories as lower-case text, counts as numbers.
+
+    An extra field is a number when nearly all its values are (decided on the training leads, then kept).
+    """
     size = employee_band(features["employee_count"])
     size = size.where(size != "unknown", employee_band(features["company_size"]))
     domain = features["email_domain"].astype("string")
@@ -241,8 +245,9 @@ def _raw_features(features: pd.DataFrame, scored: pd.DataFrame, extra: list[str]
     for name in extra:
         values = features[name].astype("string")
         numbers = pd.to_numeric(values, errors="coerce")
-        out[name] = numbers.astype(float).to_numpy() if numbers.notna().sum() >= 0.95 * values.notna().sum() > 0 \
-            else values.str.strip().str.lower().to_numpy()
+        numeric = (name in spec.numeric) if spec is not None else (
+            numbers.notna().sum() >= 0.95 * values.notna().sum() > 0)
+        out[name] = numbers.astype(float).to_numpy() if numeric else values.str.strip().str.lower().to_numpy()
     return out
 
 
@@ -370,7 +375,7 @@ class TrainedModel:
         """Conversion probability and top contributing features of each lead."""
         if features.empty:
             return np.empty(0), []
-        raw = _raw_features(features, scored, self.config.get("extra_features", []))
+        raw = _raw_features(features, scored, self.config.get("extra_features", []), self.spec)
         matrix = encode(raw, self.spec)
         probability = self.estimator.predict_proba(matrix)[:, 1]
         top = describe_top(contributions(self.estimator, self.spec, matrix), raw, self.spec,

@@ -57,14 +57,18 @@ def features_as_of(store: Store, leads: pd.DataFrame, cutoff: pd.Series, extra: 
     return sm.point_in_time(leads, subs, cutoff, extra)
 
 
-def load_labelled(store: Store, config: sm.ModelConfig, as_of: datetime, since: datetime | None = None) -> Labelled:
-    """Every non-spam lead past the maturity period, with features known at its cutoff and its outcome."""
+def load_labelled(store: Store, config: sm.ModelConfig, as_of: datetime, since: datetime | None = None,
+                  extra: list[str] | None = None) -> Labelled:
+    """Every non-spam lead past the maturity period, with features known at its cutoff and its outcome.
+
+    `extra` names raw-payload fields read besides the configuration's (the ones a model under review reads).
+    """
     leads = scoring_data.review_leads(store, since=since)
     cutoff = sm.cutoffs(leads, config.feature_window_hours)
     outcomes = sm.label_outcomes(leads, cutoff, scoring_data.status_history(store), as_of, config.maturity_days)
     mature = outcomes["mature"].to_numpy(dtype=bool)
     leads, outcomes, cutoff = leads.loc[mature], outcomes.loc[mature], cutoff.loc[mature]
-    features = features_as_of(store, leads, cutoff, list(config.extra_features))
+    features = features_as_of(store, leads, cutoff, list(dict.fromkeys([*config.extra_features, *(extra or [])])))
     return Labelled(leads.reset_index(drop=True), features.reset_index(drop=True), outcomes.reset_index(drop=True))
 
 
@@ -127,17 +131,29 @@ def _auc_or_none(y: np.ndarray, score: np.ndarray) -> float | None:
         return None
 
 
-def policy_section(data: Labelled, version: str) -> dict[str, Any]:
-    """The figures of one policy version in use: outcomes by tier and band, AUC, lift, time to outcome, rules."""
-    mask = (data.leads["score_policy_version"] == version).fillna(False).to_numpy(dtype=bool)
-    mask &= data.leads["score"].notna().to_numpy()
+def policy_section(data: Labelled, version: str, policy: ScoringPolicy | None = None) -> dict[str, Any]:
+    """The figures of one policy version in use: outcomes by tier and band, AUC, lift, time to outcome, rules.
+
+    With the version's policy at hand, its leads are scored again as they were at their cutoffs; else their
+    stored scores count, which a later touch may have raised (the section says which).
+    """
+    mask = ((data.leads["score_policy_version"] == version).fillna(False).to_numpy(dtype=bool)
+            & data.leads["score"].notna().to_numpy())
     part = data.subset(mask)
     y = part.converted
-    score = part.leads["score"].astype(float).to_numpy()
-    frame = pd.DataFrame({"tier": part.leads["tier"], "band": rv.score_band(part.leads["score"]),
+    if policy is not None:
+        scored = sm.rule_scores(part.features, policy)
+        stored = pd.DataFrame({"score": scored["score"].to_numpy(), "tier": scored["tier"].to_numpy(),
+                               "score_explanation": scored["explanation"].to_numpy()})
+    else:
+        stored = part.leads
+    score = stored["score"].astype(float).to_numpy()
+    frame = pd.DataFrame({"tier": stored["tier"].to_numpy(), "band": rv.score_band(stored["score"]).to_numpy(),
                           "outcome": part.outcomes["outcome"], "days_to_outcome": part.outcomes["days_to_outcome"]})
+    part.leads["score_explanation"] = stored["score_explanation"].to_numpy()
     section: dict[str, Any] = {
-        "policy_version": version, "leads": len(part.leads), "converted": int(y.sum()),
+        "policy_version": version, "score_basis": "at scoring time" if policy is not None else "as stored",
+        "leads": len(part.leads), "converted": int(y.sum()),
         "disqualified": int((frame["outcome"] == "disqualified").sum()),
         "auc": _auc_or_none(y, score),
         "by_tier": _records(rv.outcomes_by(frame, "tier")),
@@ -217,7 +233,10 @@ def scoring_review(store: Store, policy: ScoringPolicy, config: sm.ModelConfig, 
                    challenger: Contender | None = None) -> dict[str, Any]:
     """The review: per policy version in use, outcomes and ranking figures; and champion against challenger."""
     now = as_of or datetime.now(UTC)
-    data = load_labelled(store, config, now, since=since)
+    extra = [name for side in (champion, challenger) if side is not None and side.model is not None
+             for name in side.model.config.get("extra_features", [])]
+    data = load_labelled(store, config, now, since=since, extra=extra)
+    known = {p.version: p for p in (policy, champion and champion.policy, challenger and challenger.policy) if p}
     versions = sorted(v for v in data.leads["score_policy_version"].dropna().unique().tolist())
     if only_policy:
         versions = [v for v in versions if v == policy.version]
@@ -227,7 +246,7 @@ def scoring_review(store: Store, policy: ScoringPolicy, config: sm.ModelConfig, 
         "policy": policy.version, "leads_mature": len(data.leads),
         "converted": int(data.converted.sum()),
         "disqualified": int((data.outcomes["outcome"] == "disqualified").sum()),
-        "policies": [policy_section(data, v) for v in versions],
+        "policies": [policy_section(data, v, known.get(v)) for v in versions],
         "comparison": None,
     }
     if challenger is not None:
