@@ -115,11 +115,17 @@ def label_outcomes(leads: pd.DataFrame, cutoff: pd.Series, history: pd.DataFrame
     frame = pd.DataFrame({"lead_id": ids, "cutoff": at})
     events = history.merge(frame, on="lead_id")
     events = events.loc[events["occurred_at"] <= events["cutoff"] + horizon]
-    first = events.groupby(["lead_id", "status"])["occurred_at"].min().unstack("status")
-    converted_at = first["converted"] if "converted" in first.columns else pd.Series(dtype="datetime64[ns, UTC]")
-    dq_at = first["disqualified"] if "disqualified" in first.columns else pd.Series(dtype="datetime64[ns, UTC]")
-    conv = frame["lead_id"].map(converted_at)
-    dq = frame["lead_id"].map(dq_at)
+    first = events.groupby(["lead_id", "status"])["occurred_at"].min()
+
+    def first_at(status: str) -> pd.Series:
+        found = first.xs(status, level="status") if status in first.index.get_level_values("status") else None
+        times = pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns, UTC]")
+        if found is not None:
+            times = pd.Series(pd.to_datetime(found.reindex(frame["lead_id"].to_numpy()).to_numpy(), utc=True),
+                              index=frame.index)
+        return times
+
+    conv, dq = first_at("converted"), first_at("disqualified")
     outcome = np.where(conv.notna(), "converted", np.where(dq.notna(), "disqualified", "open")).astype(object)
     outcome_at = conv.where(conv.notna(), dq)
     status = leads["status"].astype("string").to_numpy(dtype=object, na_value=None)
