@@ -75,7 +75,8 @@ def _subs() -> pd.DataFrame:
         "source": ["web_form", "event", "paid_search"], "message": ["pricing please", "ready to buy", None],
         "job_title": ["Analyst", "CEO", None], "company_size": ["51-200", None, None], "industry": [None, None, None],
         "country": [None, None, None], "demo_requested": ["false", "true", None], "page_views": ["3", "500", None],
-        "pricing_page_visits": ["1", "9", None], "content_downloads": [None, None, "2"], "budget": ["small", "large", None],
+        "pricing_page_visits": ["1", "9", None], "content_downloads": [None, None, "2"],
+        "budget": ["small", "large", None],
     })
 
 
@@ -144,7 +145,7 @@ def test_a_model_file_from_another_scikit_learn_is_refused(tmp_path, monkeypatch
             "libraries": {"scikit-learn": "0.24.2"}}
     path = tmp_path / "m1.joblib"
     joblib.dump({"meta": meta, "payload": b""}, path)
-    with pytest.raises(sm.ModelError, match="written with scikit-learn 0.24.2"):
+    with pytest.raises(sm.ModelError, match=r"written with scikit-learn 0\.24\.2"):
         model_files.read_meta(path)
     joblib.dump({"meta": {**meta, "format": 99}, "payload": b""}, path)
     with pytest.raises(sm.ModelError, match="model format 99"):
