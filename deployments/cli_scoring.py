@@ -58,7 +58,7 @@ def review(
     since_at, moment = _moment(since, "--since"), _moment(as_of, "--as-of")
     _store()
     try:
-        result = scoring_review(policy=policy, since=since_at, candidate=candidate, model_config=config, as_of=moment)
+        result = scoring_review(policy=policy, since=since_at, candidate=candidate, config=config, as_of=moment)
     except _errors() as exc:
         _fail(str(exc).strip().splitlines()[0])
     if as_json:

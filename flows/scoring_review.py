@@ -23,16 +23,16 @@ def review_run_name() -> str:
 @flow(name="scoring-review", flow_run_name=review_run_name, on_failure=[notify_ops_on_failure],
       on_crashed=[notify_ops_on_failure], log_prints=False)
 def scoring_review(policy: str | None = None, since: datetime | None = None, candidate: str | None = None,
-                   model_config: str | None = None, as_of: datetime | None = None) -> dict[str, Any]:
+                   config: str | None = None, as_of: datetime | None = None) -> dict[str, Any]:
     """Review scores against outcomes (leads past the maturity period only) and publish the page and artifact.
 
     Args:
         policy: Review only this scoring policy's version (name or JSON file); default every version in use.
         since: Only leads first touched at or after this time.
         candidate: A trained model (version or .joblib file) or a policy to compare with the current one.
-        model_config: Model configuration (maturity, feature window): a name in leadflow/config/policies/ or a file.
+        config: Model configuration (maturity, feature window): a name in leadflow/config/policies/ or a file.
         as_of: The review's "now" (default: now); fix it to reproduce a review.
     """
-    review = review_lead_scoring(policy, since, candidate, model_config, as_of or utc_now())
+    review = review_lead_scoring(policy, since, candidate, config, as_of or utc_now())
     review["files"] = publish_scoring_review(review)
     return review

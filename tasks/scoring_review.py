@@ -18,14 +18,14 @@ REVIEW_ARTIFACT = "scoring-review"
 
 
 @task(name="Review Lead Scoring", **DB_TASK)
-def review_lead_scoring(policy: str | None, since: datetime | None, candidate: str | None, model_config: str | None,
+def review_lead_scoring(policy: str | None, since: datetime | None, candidate: str | None, config: str | None,
                         as_of: datetime) -> dict[str, Any]:
     """Outcomes and ranking quality per policy version in use, and the champion against a candidate."""
     chosen = scoring_policy(policy)
-    config = steps.model_config(model_config)
+    settings = steps.model_config(config)
     challenger = steps.contender(candidate) if candidate else None
     champion = steps.contender(policy or get_settings().scoring_policy) if challenger else None
-    return steps.scoring_review(store(), chosen, config, as_of=as_of, since=since, only_policy=policy is not None,
+    return steps.scoring_review(store(), chosen, settings, as_of=as_of, since=since, only_policy=policy is not None,
                                 champion=champion, challenger=challenger)
 
 

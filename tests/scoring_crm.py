@@ -56,13 +56,11 @@ def generate(n: int, seed: int = 7) -> tuple[pd.DataFrame, pd.DataFrame, np.ndar
 
 
 def build(store: Store, folder: Path, n: int = 600, seed: int = 7) -> dict[str, object]:
-    """Run the generated leads through intake (first and later submissions) and record their outcomes."""
+    """Run the generated leads through intake (first and later submissions, one file) and record outcomes."""
     first, late, converted = generate(n, seed)
-    first_file, late_file = folder / "first.csv", folder / "late.csv"
-    first.to_csv(first_file, index=False)
-    late.to_csv(late_file, index=False)
-    run_intake(store, str(first_file))
-    run_intake(store, str(late_file))
+    path = folder / "leads.csv"
+    pd.concat([first, late], ignore_index=True).to_csv(path, index=False)
+    run_intake(store, str(path))
     touched = pd.to_datetime(first["submitted_at"], utc=True)
     rows = []
     for k, (email, at, won) in enumerate(zip(first["email"], touched, converted, strict=True)):

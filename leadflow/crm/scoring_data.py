@@ -82,7 +82,8 @@ def early_submissions(store: Store, cutoffs: pd.Series, fields: Sequence[str]) -
                   cast(SUBMISSIONS.c.raw_payload, Text))
     ids = cutoffs.index.to_numpy(dtype=np.int64)
     limit = np.full(int(ids.max()) + 1 if len(ids) else 1, np.iinfo(np.int64).min, dtype=np.int64)
-    limit[ids] = cutoffs.dt.tz_convert("UTC").array.asi8
+    # Both sides in nanoseconds: parsed times may come in seconds or microseconds (pandas keeps the unit).
+    limit[ids] = pd.to_datetime(cutoffs, utc=True).dt.as_unit("ns").array.asi8
     parts: list[pd.DataFrame] = []
     key_of: dict[str, str] = {}
     with store.engine.connect() as conn:
@@ -93,7 +94,7 @@ def early_submissions(store: Store, cutoffs: pd.Series, fields: Sequence[str]) -
             frame["submitted_at"] = utc(frame["submitted_at"])
             known = frame["lead_id"].to_numpy() < len(limit)
             frame = frame.loc[known]
-            keep = frame["submitted_at"].array.asi8 <= limit[frame["lead_id"].to_numpy()]
+            keep = frame["submitted_at"].dt.as_unit("ns").array.asi8 <= limit[frame["lead_id"].to_numpy()]
             frame = frame.loc[keep].reset_index(drop=True)
             extracted = pd.DataFrame(_payload_fields(frame.pop("payload").tolist(), wanted, key_of),
                                      index=frame.index, columns=sorted(wanted))

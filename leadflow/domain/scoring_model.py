@@ -99,7 +99,8 @@ def cutoffs(leads: pd.DataFrame, window_hours: float) -> pd.Series:
     latest = leads["first_touch_at"] + pd.Timedelta(hours=window_hours)
     scored = leads["scored_at"]
     at = scored.where(scored.notna() & (scored < latest), latest)
-    return pd.Series(at.to_numpy(), index=pd.Index(leads["id"].to_numpy(), name="lead_id"), name="cutoff")
+    return pd.Series(pd.to_datetime(at.to_numpy(), utc=True), index=pd.Index(leads["id"].to_numpy(), name="lead_id"),
+                     name="cutoff")
 
 
 def label_outcomes(leads: pd.DataFrame, cutoff: pd.Series, history: pd.DataFrame, as_of: datetime,
@@ -111,9 +112,10 @@ def label_outcomes(leads: pd.DataFrame, cutoff: pd.Series, history: pd.DataFrame
     """
     horizon = pd.Timedelta(days=maturity_days)
     ids = leads["id"].to_numpy()
-    at = cutoff.reindex(ids).to_numpy()
+    at = pd.to_datetime(cutoff.reindex(ids).to_numpy(), utc=True)
     frame = pd.DataFrame({"lead_id": ids, "cutoff": at})
     events = history.merge(frame, on="lead_id")
+    events["occurred_at"] = pd.to_datetime(events["occurred_at"], utc=True)
     events = events.loc[events["occurred_at"] <= events["cutoff"] + horizon]
     first = events.groupby(["lead_id", "status"])["occurred_at"].min()
 
@@ -142,6 +144,11 @@ def label_outcomes(leads: pd.DataFrame, cutoff: pd.Series, history: pd.DataFrame
 # --- point-in-time features ------------------------------------------------------------------------------------
 
 
+def _lookup(keys: pd.Series, table: pd.Series) -> pd.Series:
+    """`keys.map(table)` that also works when either is empty (pandas cannot map into an empty datetime table)."""
+    return pd.Series(table.reindex(keys.to_numpy()).to_numpy(), index=keys.index)
+
+
 def _joined_messages(subs: pd.DataFrame) -> pd.Series:
     """Every message of each lead joined by newlines (only leads with several are joined in Python)."""
     texts = subs.loc[subs["message"].notna(), ["lead_id", "message"]]
@@ -158,7 +165,7 @@ def point_in_time(leads: pd.DataFrame, subs: pd.DataFrame, cutoff: pd.Series,
     this filters once more so that no caller can pass a later touch in.
     """
     ids = leads["id"].to_numpy()
-    subs = subs.loc[subs["submitted_at"] <= subs["lead_id"].map(cutoff)]
+    subs = subs.loc[(subs["submitted_at"] <= _lookup(subs["lead_id"], cutoff)).to_numpy(dtype=bool)]
     subs = subs.sort_values(["lead_id", "submitted_at"], kind="stable")
     groups = subs.groupby("lead_id", sort=False)
     text = {name: groups[name].first() for name in ("job_title", "company_size", "industry", "country", "source",
@@ -172,17 +179,17 @@ def point_in_time(leads: pd.DataFrame, subs: pd.DataFrame, cutoff: pd.Series,
         "email_domain": leads["email_domain"].to_numpy(),
         "employee_count": leads["employee_count"].to_numpy(),
         "revenue_band": leads["revenue_band"].to_numpy(),
-        "submissions": lead_ids.map(groups.size()).fillna(0).astype("int64").to_numpy(),
-        "last_touch_at": lead_ids.map(groups["submitted_at"].max()).to_numpy(),
+        "submissions": _lookup(lead_ids, groups.size()).fillna(0).astype("int64").to_numpy(),
+        "last_touch_at": pd.to_datetime(_lookup(lead_ids, groups["submitted_at"].max()), utc=True).to_numpy(),
         "cutoff": cutoff.reindex(ids).to_numpy(),
-        "message": lead_ids.map(_joined_messages(subs)).astype("string").to_numpy(),
-        "demo_requested": lead_ids.map(demo).fillna(False).astype(bool).to_numpy(),
+        "message": _lookup(lead_ids, _joined_messages(subs)).astype("string").to_numpy(),
+        "demo_requested": _lookup(lead_ids, demo).fillna(False).astype(bool).to_numpy(),
     })
     for name in COUNTERS:
-        values = lead_ids.map(counts[name]) if name in counts else pd.Series(np.nan, index=lead_ids.index)
+        values = _lookup(lead_ids, counts[name]) if name in counts else pd.Series(np.nan, index=lead_ids.index)
         frame[name] = pd.to_numeric(values, errors="coerce").astype("Int64").to_numpy()
     for name, values in text.items():
-        frame[name] = lead_ids.map(values).astype("string").to_numpy()
+        frame[name] = _lookup(lead_ids, values).astype("string").to_numpy()
     # Form fields first, then the company's firmographics: an industry or country typed later is not used.
     for name in ("industry", "country"):
         typed = frame[name] if name in frame else pd.Series(pd.NA, index=frame.index, dtype="string")
