@@ -154,3 +154,34 @@ def model_scores(store: Store, lead_ids: Sequence[int]) -> pd.DataFrame:
         rows = read_in(conn, select(*[MODEL_SCORES.c[c] for c in columns]).where(
             MODEL_SCORES.c.lead_id.in_(bindparam("values", expanding=True))), sorted({int(i) for i in lead_ids}))
     return _frame(rows, columns)
+
+
+# The scoring benchmark's CRM: the driver's executemany over fixed statements (bench/scoring_bench.py).
+BENCH_INSERTS = {
+    "leads": "INSERT INTO leads (id, email, email_domain, industry, employee_count, country, status, score, tier, "
+             "score_policy_version, score_explanation, scored_at, first_touch_at, first_touch_source, last_touch_at, "
+             "last_touch_source, created_at, updated_at, is_spam) "
+             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+    "lead_submissions": "INSERT INTO lead_submissions (idempotency_key, lead_id, batch_id, source, submitted_at, "
+                        "received_at, message, raw_payload) VALUES (?, ?, 'bench', ?, ?, ?, ?, ?)",
+    "status_changed": "INSERT INTO lead_events (lead_id, event_type, occurred_at, details) "
+                      "VALUES (?, 'status_changed', ?, ?)",
+}
+
+
+def fill_scoring_bench_crm(path: str, rows: dict[str, Any]) -> dict[str, int]:
+    """Bulk-insert the scoring benchmark's rows (BENCH_INSERTS' parameter order) into a migrated SQLite file."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=OFF")
+        for name, statement in BENCH_INSERTS.items():
+            if name in rows:
+                conn.executemany(statement, rows[name])
+        conn.commit()
+        return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                for t in ("leads", "lead_submissions", "lead_events")}
+    finally:
+        conn.close()
