@@ -85,7 +85,9 @@ def train_model(store: Store, policy: ScoringPolicy, config: sm.ModelConfig, *, 
 
 
 @lru_cache(maxsize=4)
-def _model(path: str, digest: str) -> sm.TrainedModel:
+def _checked_model(path: str, modified_ns: int, policy_json: str) -> sm.TrainedModel:
+    """A model file read and checked once per process (and again when the file or the policy changes)."""
+    sm.check_hybrid(model_files.read_meta(Path(path)), ScoringPolicy.model_validate_json(policy_json))
     return model_files.load_model(Path(path))
 
 
@@ -94,8 +96,7 @@ def hybrid_model(policy: ScoringPolicy) -> sm.TrainedModel | None:
     if policy.model is None:
         return None
     path = model_files.resolve_model(policy.model, models_dir())
-    sm.check_hybrid(model_files.read_meta(path), policy)
-    return _model(str(path), sm.rules_digest(policy))
+    return _checked_model(str(path), path.stat().st_mtime_ns, policy.model_dump_json())
 
 
 def model_scores(store: Store, model: sm.TrainedModel, lead_ids: list[int], as_of: datetime,
