@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -54,20 +55,55 @@ def review_leads(store: Store, lead_ids: Sequence[int] | None = None, since: dat
     return frame
 
 
-def _payload_fields(texts: list[Any], wanted: frozenset[str], key_of: dict[str, str]) -> list[dict[str, Any]]:
-    """The wanted fields of each raw payload (JSON text on SQLite, already parsed by some drivers)."""
-    out = []
+def _field_name(key: str, key_of: dict[str, str]) -> str:
+    name = key_of.get(key)
+    if name is None:
+        name = key_of[key] = "_".join("".join(c if c.isalnum() else " " for c in str(key).lower()).split())
+    return name
+
+
+def _as_text(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _payload_fields(texts: list[Any], wanted: frozenset[str], key_of: dict[str, str]) -> pd.DataFrame:
+    """The wanted fields of each raw payload as text (JSON text on SQLite, already parsed by some drivers).
+
+    Arrow's JSON reader parses a block of payloads in C++; a block it refuses (a field that is a number in one
+    row and text in another, a nested value) is parsed row by row.
+    """
+    columns = sorted(wanted)
+    if texts and all(isinstance(t, str) for t in texts):
+        import pyarrow as pa
+        import pyarrow.json as pj
+
+        try:
+            table = pj.read_json(io.BytesIO("\n".join(texts).encode("utf-8")),
+                                 read_options=pj.ReadOptions(block_size=1 << 26))
+        except pa.ArrowInvalid:
+            table = None
+        if table is not None and table.num_rows == len(texts):
+            out = pd.DataFrame(index=range(len(texts)), columns=columns, dtype=object)
+            for key, column in zip(table.column_names, table.columns, strict=True):
+                name = _field_name(key, key_of)
+                if name not in wanted or pa.types.is_nested(column.type):
+                    continue
+                if pa.types.is_boolean(column.type):
+                    values = pd.Series(column.to_pandas(), dtype="boolean").map({True: "true", False: "false"})
+                else:
+                    values = pd.Series(column.cast(pa.string()).to_pandas())
+                out[name] = out[name].fillna(values.astype(object).where(values.notna(), None))
+            return out
+    rows = []
     for text in texts:
         payload = json.loads(text) if isinstance(text, str | bytes) else (text or {})
-        fields = {}
+        fields: dict[str, Any] = {}
         for key, value in payload.items():
-            name = key_of.get(key)
-            if name is None:
-                name = key_of[key] = "_".join("".join(c if c.isalnum() else " " for c in key.lower()).split())
-            if name in wanted and value is not None:
-                fields.setdefault(name, value)
-        out.append(fields)
-    return out
+            name = _field_name(key, key_of)
+            if name in wanted and value is not None and not isinstance(value, dict | list):
+                fields.setdefault(name, _as_text(value))
+        rows.append(fields)
+    return pd.DataFrame(rows, index=range(len(texts)), columns=columns, dtype=object)
 
 
 def early_submissions(store: Store, cutoffs: pd.Series, fields: Sequence[str]) -> pd.DataFrame:
@@ -96,8 +132,7 @@ def early_submissions(store: Store, cutoffs: pd.Series, fields: Sequence[str]) -
             frame = frame.loc[known]
             keep = frame["submitted_at"].dt.as_unit("ns").array.asi8 <= limit[frame["lead_id"].to_numpy()]
             frame = frame.loc[keep].reset_index(drop=True)
-            extracted = pd.DataFrame(_payload_fields(frame.pop("payload").tolist(), wanted, key_of),
-                                     index=frame.index, columns=sorted(wanted))
+            extracted = _payload_fields(frame.pop("payload").tolist(), wanted, key_of).set_axis(frame.index)
             parts.append(pd.concat([frame, extracted], axis=1))
     if not parts:
         return pd.DataFrame(columns=[*columns, *sorted(wanted)])

@@ -215,8 +215,10 @@ _HEAD = re.compile(r"^(?:fit|intent) [\d.]+(?: \(capped from [\d.]+\))?: ")
 def rule_points(explanations: pd.Series) -> pd.DataFrame:
     """Points each rule gave each lead, read from its score explanation (0 where the rule did not fire)."""
     names = [name for name, _ in _RULE_LABELS] + ["message"]
+    # Explanations repeat (one per combination of rule outcomes): each distinct text is parsed once.
+    codes, distinct = pd.factorize(explanations.astype(object).where(explanations.notna(), ""))
     rows = []
-    for text in explanations.astype(object).where(explanations.notna(), "").tolist():
+    for text in distinct.tolist():
         points = dict.fromkeys(names, 0.0)
         for group in str(text).split("; "):
             body = _HEAD.sub("", group, count=1)
@@ -235,7 +237,9 @@ def rule_points(explanations: pd.Series) -> pd.DataFrame:
                         points[name] += float(found.group(2))
                         break
         rows.append(points)
-    return pd.DataFrame(rows, columns=names, index=explanations.index)
+    table = pd.DataFrame(rows, columns=names, dtype=float).to_numpy().reshape(-1, len(names))
+    return pd.DataFrame(table[codes] if len(codes) else np.zeros((0, len(names))), columns=names,
+                        index=explanations.index)
 
 
 def rules_vs_conversion(explanations: pd.Series, converted: pd.Series | np.ndarray) -> pd.DataFrame:
