@@ -235,16 +235,18 @@ def rescore(
 
     from flows.rescore import lead_rescore
     from leadflow.config.policy import PolicyError
+    from leadflow.domain.scoring_model import ModelError
     from leadflow.steps.scoring import scoring_policy
+    from leadflow.steps.scoring_models import hybrid_model
 
     try:
-        scoring_policy(policy)
+        hybrid_model(scoring_policy(policy))  # a model the policy names must be usable before anything is scored
         moment = datetime.fromisoformat(as_of) if as_of else None
         if moment is not None and moment.tzinfo is None:
             _fail("--as-of needs a time zone, for example 2026-11-01T00:00:00+00:00")
         _store()
         result = lead_rescore(policy=policy, as_of=moment)
-    except (*_known_errors(), PolicyError, ValueError) as exc:
+    except (*_known_errors(), PolicyError, ModelError, ValueError) as exc:
         _fail(_one_line(exc))
     if as_json:
         typer.echo(json.dumps(result, indent=2))
@@ -820,6 +822,9 @@ from deployments import cli_ops, cli_quarantine, cli_reps  # noqa: E402  (their 
 app.add_typer(cli_reps.app, name="reps")
 app.add_typer(cli_quarantine.app, name="quarantine")
 app.add_typer(cli_ops.app, name="ops")
+from deployments import cli_scoring  # noqa: E402
+
+app.add_typer(cli_scoring.app, name="scoring")
 from deployments.cli_repair import app as repair_app  # noqa: E402  (a command group of its own module)
 
 app.add_typer(repair_app, name="repair")

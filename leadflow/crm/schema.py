@@ -176,6 +176,21 @@ class LeadSubmission(Base):
     raw_payload: Mapped[dict[str, Any]] = mapped_column(Json)
 
 
+class LeadModelScore(Base):
+    """A lead's predicted conversion probability from a trained model, beside (never instead of) its rule score."""
+
+    __tablename__ = "lead_model_scores"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    # Gone with its lead (erasure, spam purge): a model score is derived data.
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), unique=True)
+    model_version: Mapped[str] = mapped_column(String(64), index=True)
+    probability: Mapped[float] = mapped_column(Float)
+    # The features that pushed the probability up most, e.g. "demo requested +1.2, 51-200 employees +0.4".
+    top_features: Mapped[str | None] = mapped_column(Text)
+    scored_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
 class CrmTask(Base):
     """A to-do for a rep (qualify, discovery call) with its SLA due time."""
 

@@ -171,6 +171,12 @@ class ScoringPolicy(VersionedPolicy):
     high_intent: float = Field(
         gt=0, description="Intent score at or above which a lead is high intent (at most intent_cap)."
     )
+    model: str | None = Field(
+        default=None, min_length=1, max_length=200,
+        description="A trained conversion model (`leadflow scoring train`): a name in the CRM's models folder or a "
+                    "path. Leads keep this policy's score and gain the model's probability; a model that did not "
+                    "beat these rules on its holdout is refused.",
+    )
 
     @model_validator(mode="after")
     def _thresholds_within_caps(self) -> ScoringPolicy:

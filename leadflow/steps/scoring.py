@@ -104,6 +104,13 @@ def calculate_lead_scores(
     })
     if guard is not None:
         guard(new, policy)
+    if policy.model is not None:
+        # Hybrid: the rule score stays; a model the policy names (and that beat its rules) adds a probability.
+        from leadflow.steps import scoring_models
+
+        model = scoring_models.hybrid_model(policy)
+        scoring_models.store_model_scores(store, scoring_models.model_scores(store, model, new["id"].tolist(),
+                                                                               as_of, policy))
     old = leads.loc[:, ["id", *SCORE_COLUMNS]].reset_index(drop=True)
     same = np.ones(len(new), dtype=bool)
     for column in SCORE_COLUMNS:

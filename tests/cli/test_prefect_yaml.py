@@ -25,6 +25,7 @@ EXPECTED = {
     "lead-intake/file-import",
     "spam-cleanup/nightly",
     "monthly-report/monthly",
+    "scoring-review/monthly",
     "outbox-delivery/queued",
     "lead-backfill/ad-hoc",
     "person-erasure/on-request",

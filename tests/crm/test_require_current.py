@@ -14,7 +14,7 @@ from tests.conftest import PG_URL
 
 
 def test_a_migrated_crm_passes_on_both_databases(crm):
-    assert crm.revision() == head_revision() == "0023_pg_bulk"
+    assert crm.revision() == head_revision() == "0026_model_scores"
     crm.require_current()
 
 
