@@ -14,7 +14,7 @@ from tests.conftest import PG_URL
 
 
 def test_a_migrated_crm_passes_on_both_databases(crm):
-    assert crm.revision() == head_revision() == "0018_quarantine_retry"
+    assert crm.revision() == head_revision() == "0025_followup"
     crm.require_current()
 
 
@@ -48,7 +48,7 @@ def test_an_older_revision_is_refused_until_upgraded(tmp_path: Path):
     store = Store(f"sqlite:///{tmp_path / 'new' / 'crm.db'}")
     try:
         store.upgrade("0012_keyed_email_hashes")
-        with pytest.raises(DatabaseNotReady, match="at revision 0012_keyed_email_hashes, not 0018_quarantine_retry; "
+        with pytest.raises(DatabaseNotReady, match="at revision 0012_keyed_email_hashes, not 0025_followup; "
                                                    "migrate it with `leadflow db upgrade`"):
             store.require_current()
         store.upgrade()
