@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from typing import Any, Literal
@@ -303,3 +304,114 @@ def returning(statuses: pd.Series, reasons: pd.Series, previous_touch_at: pd.Ser
     why = why.mask((status == "disqualified").to_numpy() & reason.isin(timing).to_numpy() & ~terminal,
                    "timing:" + reason)
     return why.mask((status == "recycled").to_numpy(), "recycled")
+
+
+# --- the rows a follow-up run writes ---------------------------------------------------------------------------
+
+SUBJECTS: dict[str, str] = {"followup_email.j2": "Following up on your inquiry",
+                            "followup_resource.j2": "A resource that may help",
+                            "followup_breakup.j2": "Closing the loop"}
+
+
+def step_key(lead_ids: pd.Series, sequences: pd.Series, steps: pd.Series, kind: str = "followup") -> pd.Series:
+    """The idempotency key of a step's task (or message): one per lead, sequence and step, whatever the runs."""
+    return (kind + ":lead:" + lead_ids.astype("int64").astype(str) + ":seq:" + sequences.astype("int64").astype(str)
+            + ":step:" + steps.astype("int64").astype(str))
+
+
+def consented(due: pd.DataFrame) -> np.ndarray:
+    """Leads a follow-up email may go to: explicit opt-in, not do-not-contact, not spam, with an address."""
+    opt_in = due["email_opt_in"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    return opt_in & ~_blocked(due) & due["email"].notna().to_numpy()
+
+
+def _blocked(due: pd.DataFrame) -> np.ndarray:
+    return (due["do_not_contact"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+            | due["is_spam"].astype("boolean").fillna(False).to_numpy(dtype=bool))
+
+
+def step_rows(due: pd.DataFrame, step: pd.DataFrame, policy: CadencePolicy, now: datetime
+              ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The task of each due step, and the emails among them: (crm_tasks rows, outbox rows).
+
+    An email step with consent is sent through the outbox and its task is done at once; without consent (or for a
+    do-not-contact lead, whatever the kind) the step is recorded as skipped with the reason; calls and social
+    touches are open rep tasks, reported to the manager when still open `overdue_after_hours` after their time.
+    """
+    from leadflow.domain import messages
+
+    email_kind = step["kind"].isin(sorted(EMAIL_KINDS)).to_numpy()
+    ok = consented(due)
+    blocked = _blocked(due)
+    send = email_kind & ok
+    skipped = blocked | (email_kind & ~ok)
+    why = np.where(blocked, "do_not_contact", np.where(email_kind & ~ok, "no_consent", ""))
+    status = np.where(send, "done", np.where(skipped, "skipped", "open"))
+    deadline = pd.to_datetime(due["due_at"], utc=True) + pd.Timedelta(hours=policy.overdue_after_hours)
+    details = [
+        json.dumps({"cadence": c, "sequence": int(q), "step": int(s) + 1, "day": int(d), "kind": k,
+                    "scheduled_at": pd.Timestamp(at).isoformat(), "policy_version": policy.version,
+                    **({"skipped": w} if w else {}), **({"email": "queued"} if e else {})})
+        for c, q, s, d, k, at, w, e in zip(due["cadence"], due["sequence"], due["step"], step["day"], step["kind"],
+                                          due["due_at"], why, send, strict=True)
+    ]
+    tasks = pd.DataFrame({
+        "idempotency_key": step_key(due["lead_id"], due["sequence"], due["step"]).to_numpy(),
+        "lead_id": due["lead_id"].astype("int64").to_numpy(),
+        "owner_id": pd.array(due["owner_id"], dtype="Int64"),
+        "kind": ("followup_" + step["kind"].astype(str)).to_numpy(),
+        "status": status,
+        "due_at": deadline.where(status == "open").to_numpy(),
+        "details": details,
+        "created_at": now,
+        "completed_at": pd.Series(now, index=due.index).where(status != "open").to_numpy(),
+    })
+    tasks["due_at"] = pd.to_datetime(tasks["due_at"], utc=True)
+    tasks["completed_at"] = pd.to_datetime(tasks["completed_at"], utc=True)
+    mails = []
+    for name, rows in due.loc[send].groupby(step.loc[send, "template"].astype(str)).groups.items():
+        part = due.loc[rows]
+        bodies = messages.render_many(name, part[["first_name", "company", "rep_name"]])
+        mails.append(pd.DataFrame({
+            "idempotency_key": step_key(part["lead_id"], part["sequence"], part["step"], "followup_email").to_numpy(),
+            "lead_id": part["lead_id"].astype("int64").to_numpy(), "kind": "followup_email", "channel": "email",
+            "recipient": part["email"].to_numpy(), "subject": SUBJECTS.get(name, "Following up"),
+            "body": bodies.to_numpy()}))
+    frame = pd.concat(mails, ignore_index=True) if mails else pd.DataFrame(
+        columns=["idempotency_key", "lead_id", "kind", "channel", "recipient", "subject", "body"])
+    return tasks, frame.assign(status="pending", attempts=0, created_at=now)
+
+
+def returning_alerts(leads: pd.DataFrame, reps: pd.DataFrame, why: pd.Series, now: datetime) -> pd.DataFrame:
+    """One alert per returning or re-engaged lead to its owner, carrying its history (key returning_alert:lead:<id>
+    :seq:<sequence>): the rep's channel when they have an alert_url, else their email."""
+    from leadflow.domain import messages
+
+    columns = ["idempotency_key", "lead_id", "kind", "channel", "recipient", "subject", "body"]
+    rep = reps.set_index("id")
+    owner = pd.to_numeric(leads["owner_id"], errors="coerce")
+    keep = owner.isin(rep.index).to_numpy()
+    leads, owner, why = leads.loc[keep], owner.loc[keep].astype("int64"), why.loc[keep]
+    if leads.empty:
+        return pd.DataFrame(columns=[*columns, "status", "attempts", "created_at"])
+    names = (leads["first_name"].astype("string").fillna("") + " " + leads["last_name"].astype("string").fillna(""))
+    label = why.astype(str).map(lambda w: "Recycled lead re-engaged" if w == "reengaged" else
+                                "Returning lead" + (" (" + w.replace("_", " ") + ")" if w else ""))
+    fields = pd.DataFrame({
+        "why": label, "lead_id": leads["lead_id"].astype(str), "name": names.str.strip(),
+        "job_title": leads["job_title"], "company": leads["company"], "country": leads["country"],
+        "priority": leads["priority"], "tier": leads["tier"], "previous_owner": leads["previous_owner"],
+        "touches": leads["touches"], "history": leads["history"]}, index=leads.index)
+    url = owner.map(rep["alert_url"]).astype("string")
+    has_url = (url.notna() & url.str.strip().ne("")).to_numpy(dtype=bool)
+    frame = pd.DataFrame({
+        "idempotency_key": step_key(leads["lead_id"], leads["sequence"].fillna(0), pd.Series(0, index=leads.index),
+                                    "returning_alert").str.replace(":step:0", "", regex=False).to_numpy(),
+        "lead_id": leads["lead_id"].astype("int64").to_numpy(), "kind": "rep_alert",
+        "channel": np.where(has_url, "apprise", "email"),
+        "recipient": np.where(has_url, (messages.REP_CHANNEL_PREFIX + owner.astype(str)).to_numpy(),
+                              owner.map(rep["email"]).astype(str).to_numpy()),
+        "subject": (label + ": lead #" + leads["lead_id"].astype(str)).to_numpy(),
+        "body": messages.render_many("rep_alert_returning_lead.j2", fields).to_numpy(),
+    })
+    return frame.assign(status="pending", attempts=0, created_at=now)
