@@ -28,6 +28,7 @@ EXPECTED = {
     "outbox-delivery/queued",
     "lead-backfill/ad-hoc",
     "person-erasure/on-request",
+    "lead-follow-up/hourly",
 }
 
 
