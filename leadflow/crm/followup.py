@@ -356,3 +356,60 @@ def status_and_owner(conn: Connection, emails: Sequence[str]) -> dict[str, tuple
     """Email -> (lead id, status, owner id), for the leads these emails name."""
     return {e: (int(i), s, None if o is None else int(o)) for e, i, s, o in select_in(
         conn, [LEADS.c.email, LEADS.c.id, LEADS.c.status, LEADS.c.owner_id], LEADS.c.email, list(emails))}
+
+
+# --- returning leads ------------------------------------------------------------------------------------------
+
+RETURNING = "returning"  # a sequence row waiting for qualification to finish its lead: then its rep is alerted
+
+
+def returning_candidates(conn: Connection, lead_ids: Sequence[int]) -> pd.DataFrame:
+    """What deciding whether these leads return needs: status and reason, owner and whether that rep is available,
+    and their touch before the latest one."""
+    from leadflow.crm.schema import LeadSubmission
+
+    subs = LeadSubmission.__table__
+    before = (select(func.max(subs.c.submitted_at)).where(subs.c.lead_id == LEADS.c.id,
+                                                          subs.c.submitted_at < LEADS.c.last_touch_at)
+              .scalar_subquery())
+    stmt = (select(LEADS.c.id, LEADS.c.status, LEADS.c.status_reason, LEADS.c.owner_id,
+                   and_(REPS.c.active.is_(True), REPS.c.out_of_office.is_(False)), before)
+            .select_from(LEADS.outerjoin(REPS, REPS.c.id == LEADS.c.owner_id))
+            .where(LEADS.c.id.in_(bindparam("ids", expanding=True))))
+    rows: list[Any] = []
+    for part in chunked(sorted({int(i) for i in lead_ids})):
+        rows.extend(conn.execute(stmt, {"ids": list(part)}).all())
+    frame = _frame(rows, ["lead_id", "status", "status_reason", "owner_id", "rep_available", "previous_touch_at"],
+                   ("previous_touch_at",))
+    frame["rep_available"] = frame["rep_available"].map(lambda v: False if pd.isna(v) else bool(v))
+    return frame
+
+
+def mark_returning(conn: Connection, store: Store, back: pd.DataFrame, now: datetime) -> None:
+    """Note these leads (lead_id, why, owner_id) as returning: qualification's end alerts their rep and restarts
+    their sequence."""
+    frame = pd.DataFrame({"lead_id": back["lead_id"].astype("int64"), "state": RETURNING,
+                          "recycle_reason": back["why"].astype(str),
+                          "previous_owner_id": pd.array(back["owner_id"], dtype="Int64"), "updated_at": now,
+                          "reengage_at": pd.Series(pd.NaT, index=back.index, dtype="datetime64[us, UTC]")})
+    stmt = store.insert(FOLLOWUPS).values({c: bindparam(c) for c in frame.columns})
+    stmt = stmt.on_conflict_do_update(index_elements=["lead_id"], set_={
+        "state": stmt.excluded.state, "recycle_reason": stmt.excluded.recycle_reason,
+        "reengage_at": stmt.excluded.reengage_at,
+        "previous_owner_id": func.coalesce(stmt.excluded.previous_owner_id, FOLLOWUPS.c.previous_owner_id),
+        "updated_at": stmt.excluded.updated_at})
+    store.bulk(conn, stmt, frame)
+    cancel_open_steps(conn, frame["lead_id"].tolist(), now)
+
+
+def waiting_returning(conn: Connection, lead_ids: Sequence[int]) -> pd.DataFrame:
+    """Those of these leads noted as returning: lead_id, why, owner_id, tier, channel, the owner's time zone."""
+    stmt = (select(FOLLOWUPS.c.lead_id, FOLLOWUPS.c.recycle_reason, LEADS.c.owner_id, LEADS.c.tier,
+                   LEADS.c.first_touch_source, REPS.c.timezone)
+            .select_from(FOLLOWUPS.join(LEADS, LEADS.c.id == FOLLOWUPS.c.lead_id)
+                         .outerjoin(REPS, REPS.c.id == LEADS.c.owner_id))
+            .where(FOLLOWUPS.c.lead_id.in_(bindparam("ids", expanding=True)), FOLLOWUPS.c.state == RETURNING))
+    rows: list[Any] = []
+    for part in chunked(sorted({int(i) for i in lead_ids})):
+        rows.extend(conn.execute(stmt, {"ids": list(part)}).all())
+    return _frame(rows, ["lead_id", "why", "owner_id", "tier", "channel", "timezone"])

@@ -92,6 +92,8 @@ class RecycleRules(_Strict):
                                                                            "submission resurrects.")
     cold_after_days: int = Field(ge=1, le=3650, description="An open lead without a touch this long is cold: a new "
                                                             "submission routes it as a returning lead.")
+    fresh_hours: int = Field(default=72, ge=1, le=24 * 366, description="Only a submission at most this old brings a "
+                                                                        "lead back: imported history does not.")
 
     @model_validator(mode="after")
     def _disjoint(self) -> RecycleRules:

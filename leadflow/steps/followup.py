@@ -236,6 +236,84 @@ def escalate_overdue_steps(store: Store, manager_urls: str | None, sales_inbox: 
     return watch.breaches
 
 
+# --- returning leads: the hook of lead qualification ----------------------------------------------------------
+
+
+def reopen_returning_leads(store: Store, leads: pd.DataFrame, now: datetime,
+                           policy: CadencePolicy | None = None) -> pd.DataFrame:
+    """Bring back the leads whose fresh submission makes them return (recycled, disqualified for timing, cold):
+    status back to working, kept by their owner when that rep is available (else routed again), noted so that
+    qualification's end alerts the rep with their history. Returns `leads` with their new status and owner.
+
+    A terminal disqualification, or any that is not about timing, stays closed: qualification leaves it out.
+    """
+    from leadflow.crm.assignments import OPEN_STATUSES
+    from leadflow.domain.progress import LeadStep
+
+    if leads.empty or "step_mark" not in leads:
+        return leads
+    policy = policy or fu.load_cadence_policy()
+    status = leads["status"].astype("string").fillna("new")
+    touched = pd.to_datetime(leads["last_touch_at"], utc=True)
+    fresh = (touched >= pd.Timestamp(now) - pd.Timedelta(hours=policy.recycle.fresh_hours)).fillna(False).to_numpy()
+    maybe = (status.isin(["recycled", "disqualified"]).to_numpy()
+             | (status.isin(sorted(OPEN_STATUSES)).to_numpy() & leads["priority"].notna().to_numpy()))
+    pending = leads["step_mark"].to_numpy() == int(LeadStep.SCORED)
+    ids = leads.loc[maybe & fresh & pending, "lead_id"].astype("int64").tolist()
+    if not ids:
+        return leads
+    with store.begin() as conn:
+        info = store_fu.returning_candidates(conn, ids)
+        info["why"] = fu.returning(info["status"], info["status_reason"], info["previous_touch_at"], now, policy)
+        back = info.loc[info["why"].notna()].reset_index(drop=True)
+        if back.empty:
+            return leads
+        keep = back["rep_available"].to_numpy(dtype=bool) & back["owner_id"].notna().to_numpy()
+        gone = back.loc[~keep & back["owner_id"].notna().to_numpy(), "lead_id"].astype(int).tolist()
+        if gone:
+            # Their rep left or is away: the slot goes back, and routing finds them someone else.
+            assignments.release_capacity(conn, gone)
+            store_fu.set_owners(conn, store, pd.DataFrame({"lead_id": gone, "owner_id": pd.NA}), now)
+        closed = back.loc[~back["status"].isin(sorted(OPEN_STATUSES))]
+        if not closed.empty:
+            record_status_changes(conn, store, pd.DataFrame({
+                "row": range(1, len(closed) + 1), "email": _emails(conn, closed["lead_id"]), "status": "working",
+                "reason": "returning", "changed_at": pd.Timestamp(now)}), "returning", now)
+        store_fu.mark_returning(conn, store, back, now)
+        store.insert_events(conn, pd.DataFrame({
+            "lead_id": back["lead_id"].astype("int64"), "event_type": "lead_returned", "occurred_at": now,
+            "batch_id": None, "flow_run_id": None,
+            "details": [json_text({"why": w, "from": s, "previous_owner_id": None if pd.isna(o) else int(o),
+                                   "routed_to": "previous_owner" if k else "routing"})
+                        for w, s, o, k in zip(back["why"], back["status"], back["owner_id"], keep, strict=True)]}))
+    leads = leads.copy()
+    moved = leads["lead_id"].isin(back["lead_id"]).to_numpy()
+    leads.loc[moved & ~leads["status"].isin(sorted(OPEN_STATUSES)).to_numpy(), "status"] = "working"
+    leads.loc[leads["lead_id"].isin(gone).to_numpy(), "owner_id"] = None
+    return leads
+
+
+def welcome_back(store: Store, lead_ids: list[int], now: datetime, timezone: str,
+                 policy: CadencePolicy | None = None) -> int:
+    """At qualification's end: alert the owner of each returning lead among these with its history, and start its
+    follow-up sequence again. Returns the alerts queued."""
+    with store.engine.connect() as conn:
+        back = store_fu.waiting_returning(conn, lead_ids)
+    if back.empty:
+        return 0
+    policy = policy or fu.load_cadence_policy()
+    cadence = fu.choose_cadences(back["tier"], back["channel"], policy)
+    first = fu.steps_of(cadence, pd.Series(0, index=back.index), policy)
+    zones = back["timezone"].map(lambda z: fu.zone(z, timezone))
+    with store.begin() as conn:
+        store_fu.restart_sequences(conn, store, pd.DataFrame({
+            "lead_id": back["lead_id"], "cadence": cadence.astype(str), "policy_version": policy.version,
+            "due_at": fu.due_times(pd.Series(pd.Timestamp(now), index=back.index), first["day"], first["hour"],
+                                   zones, policy.business_days)}), now)
+    why = dict(zip(back["lead_id"].astype(int), back["why"].astype(str), strict=True))
+    return alert_returning_leads(store, back["lead_id"].astype(int).tolist(), why, now)
+
+
 # --- the one sequence, for callers without an orchestrator ----------------------------------------------------
 
 

@@ -189,3 +189,50 @@ def test_ten_days_of_cadences_and_a_recycle_date_hour_by_hour(crm_f):
     assert by_key[key("meet", 1, 0)] == ("done", reps["liam"])
     assert by_key[key("hot", 1, 0)][0] == "done"
     assert by_key[key("cold", 1, 1)][0] == "done"
+
+
+def test_a_recycled_lead_that_submits_again_returns_to_its_previous_owner_with_its_history(crm_f, tmp_path):
+    from flows.intake import lead_intake
+    from tests.helpers import lead, write_csv
+
+    crm, _ = crm_f
+    now = datetime.now(UTC).replace(microsecond=0)
+    hot = {"job_title": "CTO", "company_size": "1200", "demo_requested": "yes", "country": "US",
+           "message": "We need a replacement asap, budget approved", "first_name": "Robin", "company": "Zeta"}
+    first = [lead("again@zeta.example", (now - timedelta(hours=3)).isoformat(), **hot),
+             lead("never@eta.example", (now - timedelta(hours=3)).isoformat(), **{**hot, "company": "Eta"})]
+    lead_intake(path=write_csv(tmp_path / "first.csv", first))
+    with crm.engine.connect() as conn:
+        owners = dict(conn.execute(select(Lead.email, Lead.owner_id)
+                                   .where(Lead.email.in_(["again@zeta.example", "never@eta.example"]))).all())
+    assert all(owners.values())
+    assert set_status(crm, "again@zeta.example", "recycled", "six_months", now - timedelta(hours=2)).applied == 1
+    assert set_status(crm, "never@eta.example", "disqualified", "not_a_fit", now - timedelta(hours=2)).applied == 1
+    state = followups_frame(crm).set_index("lead_id")
+    assert list(state["state"]) == ["recycled"]
+    assert state["reengage_at"].iloc[0] == pd.Timestamp(now - timedelta(hours=2)) + pd.Timedelta(days=182)
+
+    again = [lead("again@zeta.example", (now - timedelta(minutes=10)).isoformat(), source="webinar", **hot),
+             lead("never@eta.example", (now - timedelta(minutes=10)).isoformat(), source="webinar",
+                  **{**hot, "company": "Eta"})]
+    lead_intake(path=write_csv(tmp_path / "again.csv", again))
+    with crm.engine.connect() as conn:
+        leads = {r.email: r for r in conn.execute(select(Lead.email, Lead.id, Lead.status, Lead.owner_id,
+                                                         Lead.priority))}
+        alerts = conn.execute(select(OutboxMessage).where(OutboxMessage.idempotency_key.like("returning_alert:%"))
+                              ).mappings().all()
+        events = conn.execute(select(LeadEvent.event_type, LeadEvent.lead_id)
+                              .where(LeadEvent.event_type == "lead_returned")).all()
+    back, never = leads["again@zeta.example"], leads["never@eta.example"]
+    # Re-scored and re-prioritized by the run, back with the same rep; the terminal disqualification stays closed.
+    assert (back.status, back.owner_id) == ("working", owners["again@zeta.example"]) and back.priority
+    assert never.status == "disqualified"
+    assert events == [("lead_returned", back.id)]
+    (alert,) = alerts
+    assert alert["lead_id"] == back.id and alert["kind"] == "rep_alert"
+    body = alert["body"]
+    assert "Returning lead (recycled)" in body and "new -&gt; recycled (six_months)" in body
+    assert "webinar" in body and "web_form" in body  # the last touches
+    assert "again@zeta.example" not in body
+    state = followups_frame(crm).set_index("lead_id")
+    assert state.loc[back.id, ["state", "sequence", "step"]].tolist() == ["active", 2, 0]
