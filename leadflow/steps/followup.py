@@ -100,44 +100,54 @@ def enroll_leads(store: Store, policy: CadencePolicy, now: datetime, timezone: s
 def create_due_steps(store: Store, policy: CadencePolicy, now: datetime, timezone: str, result: FollowupResult,
                      batch_size: int = 50_000) -> int:
     """Create the task (and, with consent, the email) of every step due by `now`, batch by batch, and move each
-    sequence on to its next step's due time (or complete it). One step per sequence per run: a sequence behind by
-    several steps catches up an hour at a time instead of flooding a rep."""
-    with store.engine.connect() as conn:
-        ids = store_fu.due_lead_ids(conn, now)
+    sequence on to its next step's due time (or complete it). A sequence behind by several steps (the flow did not
+    run for a while) gets each of them in this run, so a re-run of the same hour finds nothing left to do."""
     created = 0
-    for start in range(0, len(ids), batch_size):
-        with store.begin() as conn:
-            due = store_fu.due_steps(conn, ids[start:start + batch_size], now)
-            if due.empty:
-                continue
-            step = fu.steps_of(due["cadence"], due["step"], policy)
-            gone = step["kind"].isna().to_numpy()
-            if gone.any():
-                # The policy lost this cadence or step: the sequence ends here rather than guess.
-                store_fu.advance_sequences(conn, store, due.loc[gone].assign(
-                    next_step=due["step"], next_due=pd.NaT, state=fu.COMPLETED), now)
-                result.sequences_completed += int(gone.sum())
-                due, step = due.loc[~gone], step.loc[~gone]
-                if due.empty:
-                    continue
-            task_rows, mails = fu.step_rows(due, step, policy, now)
-            tasks_added = store.insert_new(conn, tasks.TASKS, task_rows)
-            result.emails_queued += outbox.queue(conn, store, mails)
-            nxt = fu.steps_of(due["cadence"], due["step"] + 1, policy)
-            zones = due["timezone"].map(lambda z: fu.zone(z, timezone))
-            last = nxt["kind"].isna().to_numpy()
-            next_due = fu.due_times(due["started_at"], nxt["day"].fillna(0), nxt["hour"].fillna(0), zones,
-                                    policy.business_days).where(~last)
-            store_fu.advance_sequences(conn, store, pd.DataFrame({
-                "lead_id": due["lead_id"], "sequence": due["sequence"], "step": due["step"],
-                "next_step": due["step"] + 1, "next_due": next_due,
-                "state": np.where(last, fu.COMPLETED, fu.ACTIVE)}), now)
-        created += tasks_added
-        if tasks_added:
-            _add(result.steps_created, task_rows["kind"])
-            _add(result.steps_skipped, task_rows.loc[task_rows["status"] == "skipped", "kind"])
-        result.sequences_completed += int(last.sum())
+    longest = max(len(c.steps) for c in policy.cadences)
+    for _ in range(longest + 1):
+        with store.engine.connect() as conn:
+            ids = store_fu.due_lead_ids(conn, now)
+        if not ids:
+            break
+        for start in range(0, len(ids), batch_size):
+            created += _create_steps(store, policy, now, timezone, result, ids[start:start + batch_size])
     return created
+
+
+def _create_steps(store: Store, policy: CadencePolicy, now: datetime, timezone: str, result: FollowupResult,
+                  ids: list[int]) -> int:
+    """The due step of each of these sequences, in one transaction."""
+    with store.begin() as conn:
+        due = store_fu.due_steps(conn, ids, now)
+        if due.empty:
+            return 0
+        step = fu.steps_of(due["cadence"], due["step"], policy)
+        gone = step["kind"].isna().to_numpy()
+        if gone.any():
+            # The policy lost this cadence or step: the sequence ends here rather than guess.
+            store_fu.advance_sequences(conn, store, due.loc[gone].assign(
+                next_step=due["step"], next_due=pd.NaT, state=fu.COMPLETED), now)
+            result.sequences_completed += int(gone.sum())
+            due, step = due.loc[~gone], step.loc[~gone]
+            if due.empty:
+                return 0
+        task_rows, mails = fu.step_rows(due, step, policy, now)
+        added = store.insert_new(conn, tasks.TASKS, task_rows)
+        result.emails_queued += outbox.queue(conn, store, mails)
+        nxt = fu.steps_of(due["cadence"], due["step"] + 1, policy)
+        zones = due["timezone"].map(lambda z: fu.zone(z, timezone))
+        last = nxt["kind"].isna().to_numpy()
+        next_due = fu.due_times(due["started_at"], nxt["day"].fillna(0), nxt["hour"].fillna(0), zones,
+                                policy.business_days).where(~last)
+        store_fu.advance_sequences(conn, store, pd.DataFrame({
+            "lead_id": due["lead_id"], "sequence": due["sequence"], "step": due["step"],
+            "next_step": due["step"] + 1, "next_due": next_due,
+            "state": np.where(last, fu.COMPLETED, fu.ACTIVE)}), now)
+    if added:
+        _add(result.steps_created, task_rows["kind"])
+        _add(result.steps_skipped, task_rows.loc[task_rows["status"] == "skipped", "kind"])
+    result.sequences_completed += int(last.sum())
+    return added
 
 
 # --- Re-engage Recycled Leads ---------------------------------------------------------------------------------
