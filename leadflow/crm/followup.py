@@ -413,3 +413,24 @@ def waiting_returning(conn: Connection, lead_ids: Sequence[int]) -> pd.DataFrame
     for part in chunked(sorted({int(i) for i in lead_ids})):
         rows.extend(conn.execute(stmt, {"ids": list(part)}).all())
     return _frame(rows, ["lead_id", "why", "owner_id", "tier", "channel", "timezone"])
+
+
+def report_inputs(store: Store, start: datetime, end: datetime, as_of: datetime
+                  ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """What the monthly report's follow-up figures read: the sequences, the step tasks due before `end`, and the
+    leads re-engaged or returning in [start, end) with their current status (one snapshot)."""
+    with store.engine.connect() as conn, conn.begin():
+        sequences = _frame(conn.execute(select(FOLLOWUPS.c.lead_id, FOLLOWUPS.c.state, FOLLOWUPS.c.cadence,
+                                               FOLLOWUPS.c.step)).all(), ["lead_id", "state", "cadence", "step"])
+        steps = _frame(conn.execute(
+            select(TASKS.c.lead_id, TASKS.c.kind, TASKS.c.status, TASKS.c.created_at, TASKS.c.due_at,
+                   TASKS.c.completed_at)
+            .where(TASKS.c.kind.in_(TASK_KINDS), TASKS.c.created_at < as_of)).all(),
+            ["lead_id", "kind", "status", "created_at", "due_at", "completed_at"],
+            ("created_at", "due_at", "completed_at"))
+        returns = _frame(conn.execute(
+            select(EVENTS.c.lead_id, EVENTS.c.occurred_at, LEADS.c.status)
+            .join(LEADS, LEADS.c.id == EVENTS.c.lead_id)
+            .where(EVENTS.c.event_type.in_(["lead_reengaged", "lead_returned"]), EVENTS.c.occurred_at >= start,
+                   EVENTS.c.occurred_at < end)).all(), ["lead_id", "occurred_at", "status"], ("occurred_at",))
+    return sequences, steps, returns

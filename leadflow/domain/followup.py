@@ -417,3 +417,46 @@ def returning_alerts(leads: pd.DataFrame, reps: pd.DataFrame, why: pd.Series, no
         "body": messages.render_many("rep_alert_returning_lead.j2", fields).to_numpy(),
     })
     return frame.assign(status="pending", attempts=0, created_at=now)
+
+
+# --- monthly report figures ------------------------------------------------------------------------------------
+
+REP_STEP_KINDS = ("followup_call", "followup_social")
+
+
+def report_figures(sequences: pd.DataFrame, step_tasks: pd.DataFrame, returns: pd.DataFrame, start: pd.Timestamp,
+                   end: pd.Timestamp, as_of: pd.Timestamp, stuck_after_days: int = 7) -> dict[str, Any]:
+    """The monthly report's follow-up figures.
+
+    `sequences`: lead_id, state, cadence, step (as the report runs). `step_tasks`: lead_id, kind, status, created_at,
+    due_at, completed_at of follow-up step tasks. `returns`: lead_id, occurred_at of re-engaged or returning leads,
+    with the lead's current `status`. Leads per step counts active sequences by the step they wait for; stuck are
+    leads with a rep step open more than `stuck_after_days` past its deadline; on time are the rep steps due in the
+    month done by their deadline.
+    """
+    active = sequences.loc[sequences["state"].eq(ACTIVE)]
+    by_step = (active.assign(next_step=active["step"].astype("int64") + 1).groupby(["cadence", "next_step"]).size()
+               .rename("leads").reset_index().sort_values(["cadence", "next_step"]))
+    rep = step_tasks.loc[step_tasks["kind"].isin(REP_STEP_KINDS)]
+    due = pd.to_datetime(rep["due_at"], utc=True)
+    done_at = pd.to_datetime(rep["completed_at"], utc=True)
+    open_ = rep["status"].eq("open").to_numpy()
+    stuck = int(rep.loc[open_ & (due < as_of - pd.Timedelta(days=stuck_after_days)).fillna(False).to_numpy(),
+                        "lead_id"].nunique())
+    in_month = ((due >= start) & (due < end) & (due < as_of)).fillna(False).to_numpy()
+    on_time = int((in_month & rep["status"].eq("done").to_numpy() & (done_at <= due).fillna(False).to_numpy()).sum())
+    window = pd.to_datetime(returns["occurred_at"], utc=True)
+    back = returns.loc[((window >= start) & (window < end)).to_numpy()].drop_duplicates("lead_id")
+    converted = int(back["status"].eq("converted").sum())
+    return {
+        "leads_per_step": [{"cadence": str(c), "step": int(s), "leads": int(n)}
+                           for c, s, n in by_step.itertuples(index=False)],
+        "active_sequences": len(active),
+        "stuck_leads": stuck,
+        "rep_steps_due": int(in_month.sum()),
+        "rep_steps_on_time": on_time,
+        "on_time_rate": round(on_time / int(in_month.sum()), 4) if in_month.any() else None,
+        "reengaged": len(back),
+        "reengaged_converted": converted,
+        "reengaged_conversion": round(converted / len(back), 4) if len(back) else None,
+    }

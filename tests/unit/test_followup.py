@@ -169,3 +169,42 @@ def test_who_returns_on_a_new_submission(status, reason, days_ago, expected):
     before = pd.Series([NOW - pd.Timedelta(days=days_ago) if days_ago is not None else pd.NaT])
     why = fu.returning(pd.Series([status]), pd.Series([reason], dtype="string"), before, NOW, POLICY)
     assert (None if pd.isna(why.iloc[0]) else why.iloc[0]) == expected
+
+
+START, END = pd.Timestamp("2026-12-01T00:00Z"), pd.Timestamp("2027-01-01T00:00Z")
+AS_OF = pd.Timestamp("2027-01-01T06:00Z")
+
+
+def _tasks(*rows) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["lead_id", "kind", "status", "created_at", "due_at", "completed_at"]).astype(
+        {"created_at": "datetime64[us, UTC]", "due_at": "datetime64[us, UTC]", "completed_at": "datetime64[us, UTC]"})
+
+
+def test_report_figures_count_steps_stuck_leads_punctual_steps_and_reengaged_conversion():
+    sequences = pd.DataFrame({"lead_id": [1, 2, 3, 4], "state": ["active", "active", "active", "stopped"],
+                              "cadence": ["tier_1", "tier_1", "standard", "tier_1"], "step": [0, 0, 2, 5]})
+    tasks = _tasks(
+        (1, "followup_call", "done", "2026-12-02T10:00Z", "2026-12-03T10:00Z", "2026-12-02T12:00Z"),  # on time
+        (2, "followup_call", "done", "2026-12-02T10:00Z", "2026-12-03T10:00Z", "2026-12-04T12:00Z"),  # late
+        (3, "followup_call", "open", "2026-12-10T10:00Z", "2026-12-11T10:00Z", None),  # stuck (3 weeks)
+        (3, "followup_social", "open", "2026-12-29T10:00Z", "2026-12-30T10:00Z", None),  # open, not stuck yet
+        (1, "followup_email", "done", "2026-12-02T10:00Z", None, "2026-12-02T10:00Z"),  # sent: not a rep step
+        (2, "followup_call", "done", "2026-11-02T10:00Z", "2026-11-03T10:00Z", "2026-11-03T09:00Z"),  # last month
+    )
+    returns = pd.DataFrame({"lead_id": [7, 8, 8, 9], "status": ["converted", "working", "working", "converted"],
+                            "occurred_at": pd.to_datetime(["2026-12-05T00:00Z", "2026-12-06T00:00Z",
+                                                           "2026-12-07T00:00Z", "2026-11-05T00:00Z"], utc=True)})
+    figures = fu.report_figures(sequences, tasks, returns, START, END, AS_OF)
+    assert figures["leads_per_step"] == [{"cadence": "standard", "step": 3, "leads": 1},
+                                         {"cadence": "tier_1", "step": 1, "leads": 2}]
+    assert (figures["active_sequences"], figures["stuck_leads"]) == (3, 1)
+    assert (figures["rep_steps_due"], figures["rep_steps_on_time"], figures["on_time_rate"]) == (4, 1, 0.25)
+    assert (figures["reengaged"], figures["reengaged_converted"], figures["reengaged_conversion"]) == (2, 1, 0.5)
+
+
+def test_report_figures_of_a_month_without_follow_up_have_no_rates():
+    figures = fu.report_figures(pd.DataFrame(columns=["lead_id", "state", "cadence", "step"]), _tasks(),
+                                pd.DataFrame(columns=["lead_id", "status", "occurred_at"]), START, END, AS_OF)
+    assert figures == {"leads_per_step": [], "active_sequences": 0, "stuck_leads": 0, "rep_steps_due": 0,
+                       "rep_steps_on_time": 0, "on_time_rate": None, "reengaged": 0, "reengaged_converted": 0,
+                       "reengaged_conversion": None}
