@@ -34,68 +34,19 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-SQLITE_FILL = """
-WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < :leads)
-INSERT INTO leads (id, email, first_name, company, first_touch_at, first_touch_source, last_touch_at,
-                   last_touch_source, status, owner_id, tier, email_opt_in, do_not_contact, is_spam, holds_capacity,
-                   priority, step_mark, created_at, updated_at)
-SELECT x, 'lead' || x || '@bench' || (x % 997) || '.example', 'Sam', 'Company ' || (x % 5003),
-       :start, CASE x % 5 WHEN 0 THEN 'event' ELSE 'web_form' END, :start, 'web_form', 'working',
-       1 + x % :reps, 'tier_' || (1 + x % 4), x % 3 != 0, x % 50 = 0, 0, 1, 'P2', 5, :start, :start
-FROM n
-"""
-SQLITE_SEQUENCES = """
-INSERT INTO lead_followups (lead_id, state, cadence, policy_version, sequence, step, started_at, due_at, updated_at)
-SELECT id, 'active', CASE tier WHEN 'tier_1' THEN 'tier_1' WHEN 'tier_2' THEN 'tier_2' WHEN 'tier_4' THEN 'tier_2'
-                               ELSE 'standard' END,
-       :version, 1, (id / 7) % 3, :start,
-       CASE WHEN (id * 7919) % 1000 < :due_per_mille THEN datetime(:now, '-' || (id % 50) || ' minutes')
-            ELSE datetime(:now, '+' || (1 + id % 200) || ' hours') END,
-       :start
-FROM leads
-"""
-PG_FILL = """
-INSERT INTO leads (id, email, first_name, company, first_touch_at, first_touch_source, last_touch_at,
-                   last_touch_source, status, owner_id, tier, email_opt_in, do_not_contact, is_spam, holds_capacity,
-                   priority, step_mark, created_at, updated_at)
-SELECT x, 'lead' || x || '@bench' || (x % 997) || '.example', 'Sam', 'Company ' || (x % 5003),
-       :start, CASE x % 5 WHEN 0 THEN 'event' ELSE 'web_form' END, :start, 'web_form', 'working',
-       1 + x % :reps, 'tier_' || (1 + x % 4), x % 3 != 0, x % 50 = 0, false, true, 'P2', 5, :start, :start
-FROM generate_series(1, :leads) AS x
-"""
-PG_SEQUENCES = """
-INSERT INTO lead_followups (lead_id, state, cadence, policy_version, sequence, step, started_at, due_at, updated_at)
-SELECT id, 'active', CASE tier WHEN 'tier_1' THEN 'tier_1' WHEN 'tier_2' THEN 'tier_2' WHEN 'tier_4' THEN 'tier_2'
-                               ELSE 'standard' END,
-       :version, 1, (id / 7) % 3, :start,
-       CASE WHEN (id * 7919) % 1000 < :due_per_mille THEN CAST(:now AS timestamptz) - (id % 50) * interval '1 minute'
-            ELSE CAST(:now AS timestamptz) + (1 + id % 200) * interval '1 hour' END,
-       :start
-FROM leads
-"""
-
-
 def fill(url: str, leads: int, due_share: float) -> dict:
     """Reps, leads and their active sequences, set-based (not timed)."""
-    from sqlalchemy import text
-
     from leadflow.crm import reference
+    from leadflow.crm.followup import fill_bench_crm
     from leadflow.crm.store import Store
     from leadflow.domain.followup import load_cadence_policy
 
     store = Store(url)
     store.upgrade()
     reps = reference.load_sales_reps(store, reference.DATA_DIR / "sales_reps.csv")
-    start = datetime(2026, 11, 30, 9, tzinfo=UTC)
-    params = {"leads": leads, "reps": reps, "start": start.replace(tzinfo=None).isoformat(sep=" "),
-              "version": load_cadence_policy().version, "due_per_mille": int(round(due_share * 1000)),
-              "now": NOW.replace(tzinfo=None).isoformat(sep=" ")}
-    sqlite = store.dialect == "sqlite"
     tick = time.perf_counter()
-    with store.begin() as conn:
-        conn.execute(text(SQLITE_FILL if sqlite else PG_FILL), params if sqlite else {**params, "start": start})
-        conn.execute(text(SQLITE_SEQUENCES if sqlite else PG_SEQUENCES),
-                     params if sqlite else {**params, "start": start, "now": NOW.isoformat()})
+    fill_bench_crm(store, leads, reps, due_share, datetime(2026, 11, 30, 9, tzinfo=UTC), NOW,
+                   load_cadence_policy().version)
     store.refresh_statistics(["leads", "lead_followups"])
     counts = store.table_counts()
     store.dispose()

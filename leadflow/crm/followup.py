@@ -434,3 +434,64 @@ def report_inputs(store: Store, start: datetime, end: datetime, as_of: datetime
             .where(EVENTS.c.event_type.in_(["lead_reengaged", "lead_returned"]), EVENTS.c.occurred_at >= start,
                    EVENTS.c.occurred_at < end)).all(), ["lead_id", "occurred_at", "status"], ("occurred_at",))
     return sequences, steps, returns
+
+
+# --- the benchmark's CRM (bench/followup_bench.py) ------------------------------------------------------------
+
+SQLITE_FILL = """
+WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < :leads)
+INSERT INTO leads (id, email, first_name, company, first_touch_at, first_touch_source, last_touch_at,
+                   last_touch_source, status, owner_id, tier, email_opt_in, do_not_contact, is_spam, holds_capacity,
+                   priority, step_mark, created_at, updated_at)
+SELECT x, 'lead' || x || '@bench' || (x % 997) || '.example', 'Sam', 'Company ' || (x % 5003),
+       :start, CASE x % 5 WHEN 0 THEN 'event' ELSE 'web_form' END, :start, 'web_form', 'working',
+       1 + x % :reps, 'tier_' || (1 + x % 4), x % 3 != 0, x % 50 = 0, 0, 1, 'P2', 5, :start, :start
+FROM n
+"""
+SQLITE_SEQUENCES = """
+INSERT INTO lead_followups (lead_id, state, cadence, policy_version, sequence, step, started_at, due_at, updated_at)
+SELECT id, 'active', CASE tier WHEN 'tier_1' THEN 'tier_1' WHEN 'tier_2' THEN 'tier_2' WHEN 'tier_4' THEN 'tier_2'
+                               ELSE 'standard' END,
+       :version, 1, (id / 7) % 3, :start,
+       CASE WHEN (id * 7919) % 1000 < :due_per_mille THEN datetime(:now, '-' || (id % 50) || ' minutes')
+            ELSE datetime(:now, '+' || (1 + id % 200) || ' hours') END,
+       :start
+FROM leads
+"""
+PG_FILL = """
+INSERT INTO leads (id, email, first_name, company, first_touch_at, first_touch_source, last_touch_at,
+                   last_touch_source, status, owner_id, tier, email_opt_in, do_not_contact, is_spam, holds_capacity,
+                   priority, step_mark, created_at, updated_at)
+SELECT x, 'lead' || x || '@bench' || (x % 997) || '.example', 'Sam', 'Company ' || (x % 5003),
+       :start, CASE x % 5 WHEN 0 THEN 'event' ELSE 'web_form' END, :start, 'web_form', 'working',
+       1 + x % :reps, 'tier_' || (1 + x % 4), x % 3 != 0, x % 50 = 0, false, true, 'P2', 5, :start, :start
+FROM generate_series(1, :leads) AS x
+"""
+PG_SEQUENCES = """
+INSERT INTO lead_followups (lead_id, state, cadence, policy_version, sequence, step, started_at, due_at, updated_at)
+SELECT id, 'active', CASE tier WHEN 'tier_1' THEN 'tier_1' WHEN 'tier_2' THEN 'tier_2' WHEN 'tier_4' THEN 'tier_2'
+                               ELSE 'standard' END,
+       :version, 1, (id / 7) % 3, :start,
+       CASE WHEN (id * 7919) % 1000 < :due_per_mille THEN CAST(:now AS timestamptz) - (id % 50) * interval '1 minute'
+            ELSE CAST(:now AS timestamptz) + (1 + id % 200) * interval '1 hour' END,
+       :start
+FROM leads
+"""
+
+
+def fill_bench_crm(store: Store, leads: int, reps: int, due_share: float, start: datetime, now: datetime,
+                   version: str) -> None:
+    """Fill an empty CRM with `leads` owned working leads, each in an active sequence, `due_share` of them due at
+    `now`: set-based SQL, fast enough for a million rows."""
+    from sqlalchemy import text
+
+    sqlite = store.dialect == "sqlite"
+    plain = {"leads": leads, "reps": reps, "version": version, "due_per_mille": round(due_share * 1000)}
+    if sqlite:
+        params = {**plain, "start": start.replace(tzinfo=None).isoformat(sep=" "),
+                  "now": now.replace(tzinfo=None).isoformat(sep=" ")}
+    else:
+        params = {**plain, "start": start, "now": now.isoformat()}
+    with store.begin() as conn:
+        conn.execute(text(SQLITE_FILL if sqlite else PG_FILL), params)
+        conn.execute(text(SQLITE_SEQUENCES if sqlite else PG_SEQUENCES), params)
