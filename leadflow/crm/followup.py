@@ -417,15 +417,19 @@ def waiting_returning(conn: Connection, lead_ids: Sequence[int]) -> pd.DataFrame
 
 def report_inputs(store: Store, start: datetime, end: datetime, as_of: datetime
                   ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """What the monthly report's follow-up figures read: the sequences, the step tasks due before `end`, and the
-    leads re-engaged or returning in [start, end) with their current status (one snapshot)."""
+    """What the monthly report's follow-up figures read, in one snapshot: active sequences counted by cadence and
+    step, the rep step tasks still open or due in [start, end), and the leads re-engaged or returning in [start,
+    end) with their current status."""
     with store.engine.connect() as conn, conn.begin():
-        sequences = _frame(conn.execute(select(FOLLOWUPS.c.lead_id, FOLLOWUPS.c.state, FOLLOWUPS.c.cadence,
-                                               FOLLOWUPS.c.step)).all(), ["lead_id", "state", "cadence", "step"])
-        steps = _frame(conn.execute(
+        steps = _frame(conn.execute(select(FOLLOWUPS.c.cadence, FOLLOWUPS.c.step, func.count())
+                                    .where(FOLLOWUPS.c.state == ACTIVE)
+                                    .group_by(FOLLOWUPS.c.cadence, FOLLOWUPS.c.step)).all(),
+                       ["cadence", "step", "leads"])
+        tasks = _frame(conn.execute(
             select(TASKS.c.lead_id, TASKS.c.kind, TASKS.c.status, TASKS.c.created_at, TASKS.c.due_at,
                    TASKS.c.completed_at)
-            .where(TASKS.c.kind.in_(TASK_KINDS), TASKS.c.created_at < as_of)).all(),
+            .where(TASKS.c.kind.in_(TASK_KINDS), TASKS.c.created_at < as_of,
+                   (TASKS.c.status == "open") | and_(TASKS.c.due_at >= start, TASKS.c.due_at < end))).all(),
             ["lead_id", "kind", "status", "created_at", "due_at", "completed_at"],
             ("created_at", "due_at", "completed_at"))
         returns = _frame(conn.execute(
@@ -433,7 +437,12 @@ def report_inputs(store: Store, start: datetime, end: datetime, as_of: datetime
             .join(LEADS, LEADS.c.id == EVENTS.c.lead_id)
             .where(EVENTS.c.event_type.in_(["lead_reengaged", "lead_returned"]), EVENTS.c.occurred_at >= start,
                    EVENTS.c.occurred_at < end)).all(), ["lead_id", "occurred_at", "status"], ("occurred_at",))
-    return sequences, steps, returns
+    return steps, tasks, returns
+
+
+def any_returning(conn: Connection) -> bool:
+    """Whether any lead waits as returning (most qualification batches have none: one indexed probe)."""
+    return conn.execute(select(FOLLOWUPS.c.lead_id).where(FOLLOWUPS.c.state == RETURNING).limit(1)).first() is not None
 
 
 # --- the benchmark's CRM (bench/followup_bench.py) ------------------------------------------------------------

@@ -424,19 +424,18 @@ def returning_alerts(leads: pd.DataFrame, reps: pd.DataFrame, why: pd.Series, no
 REP_STEP_KINDS = ("followup_call", "followup_social")
 
 
-def report_figures(sequences: pd.DataFrame, step_tasks: pd.DataFrame, returns: pd.DataFrame, start: pd.Timestamp,
+def report_figures(active: pd.DataFrame, step_tasks: pd.DataFrame, returns: pd.DataFrame, start: pd.Timestamp,
                    end: pd.Timestamp, as_of: pd.Timestamp, stuck_after_days: int = 7) -> dict[str, Any]:
     """The monthly report's follow-up figures.
 
-    `sequences`: lead_id, state, cadence, step (as the report runs). `step_tasks`: lead_id, kind, status, created_at,
-    due_at, completed_at of follow-up step tasks. `returns`: lead_id, occurred_at of re-engaged or returning leads,
-    with the lead's current `status`. Leads per step counts active sequences by the step they wait for; stuck are
-    leads with a rep step open more than `stuck_after_days` past its deadline; on time are the rep steps due in the
-    month done by their deadline.
+    `active`: active sequences counted by cadence and step (steps created so far), as the report runs.
+    `step_tasks`: lead_id, kind, status, created_at, due_at, completed_at of follow-up step tasks. `returns`: lead_id,
+    occurred_at of re-engaged or returning leads, with the lead's current `status`. Leads per step counts active
+    sequences by the step they wait for (1-based); stuck are leads with a rep step open more than `stuck_after_days`
+    past its deadline; on time are the rep steps due in the month done by their deadline.
     """
-    active = sequences.loc[sequences["state"].eq(ACTIVE)]
-    by_step = (active.assign(next_step=active["step"].astype("int64") + 1).groupby(["cadence", "next_step"]).size()
-               .rename("leads").reset_index().sort_values(["cadence", "next_step"]))
+    by_step = (active.assign(next_step=active["step"].astype("int64") + 1).groupby(["cadence", "next_step"])["leads"]
+               .sum().reset_index().sort_values(["cadence", "next_step"]))
     rep = step_tasks.loc[step_tasks["kind"].isin(REP_STEP_KINDS)]
     due = pd.to_datetime(rep["due_at"], utc=True)
     done_at = pd.to_datetime(rep["completed_at"], utc=True)
@@ -451,7 +450,7 @@ def report_figures(sequences: pd.DataFrame, step_tasks: pd.DataFrame, returns: p
     return {
         "leads_per_step": [{"cadence": str(c), "step": int(s), "leads": int(n)}
                            for c, s, n in by_step.itertuples(index=False)],
-        "active_sequences": len(active),
+        "active_sequences": int(active["leads"].sum()),
         "stuck_leads": stuck,
         "rep_steps_due": int(in_month.sum()),
         "rep_steps_on_time": on_time,

@@ -308,7 +308,7 @@ def welcome_back(store: Store, lead_ids: list[int], now: datetime, timezone: str
     """At qualification's end: alert the owner of each returning lead among these with its history, and start its
     follow-up sequence again. Returns the alerts queued."""
     with store.engine.connect() as conn:
-        back = store_fu.waiting_returning(conn, lead_ids)
+        back = store_fu.waiting_returning(conn, lead_ids) if store_fu.any_returning(conn) else pd.DataFrame()
     if back.empty:
         return 0
     policy = policy or fu.load_cadence_policy()

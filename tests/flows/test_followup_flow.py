@@ -190,6 +190,16 @@ def test_ten_days_of_cadences_and_a_recycle_date_hour_by_hour(crm_f):
     assert by_key[key("hot", 1, 0)][0] == "done"
     assert by_key[key("cold", 1, 1)][0] == "done"
 
+    # The monthly report's figures over these days: the two sequences still running by the step they wait for,
+    # seven rep steps due (three done in time), one lead stuck for over a week, one lead re-engaged.
+    from leadflow.steps.reports import lead_conversion_report
+
+    figures = lead_conversion_report(crm, "2026-12", 1, pd.Timestamp("2026-12-12T00:00Z")).followup
+    assert figures["leads_per_step"] == [{"cadence": "standard", "step": 3, "leads": 1},
+                                         {"cadence": "tier_1", "step": 5, "leads": 1}]
+    assert (figures["rep_steps_due"], figures["rep_steps_on_time"], figures["stuck_leads"]) == (7, 3, 1)
+    assert (figures["reengaged"], figures["reengaged_converted"]) == (1, 0)
+
 
 def test_a_recycled_lead_that_submits_again_returns_to_its_previous_owner_with_its_history(crm_f, tmp_path):
     from flows.intake import lead_intake

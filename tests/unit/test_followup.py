@@ -181,8 +181,7 @@ def _tasks(*rows) -> pd.DataFrame:
 
 
 def test_report_figures_count_steps_stuck_leads_punctual_steps_and_reengaged_conversion():
-    sequences = pd.DataFrame({"lead_id": [1, 2, 3, 4], "state": ["active", "active", "active", "stopped"],
-                              "cadence": ["tier_1", "tier_1", "standard", "tier_1"], "step": [0, 0, 2, 5]})
+    sequences = pd.DataFrame({"cadence": ["tier_1", "standard"], "step": [0, 2], "leads": [2, 1]})
     tasks = _tasks(
         (1, "followup_call", "done", "2026-12-02T10:00Z", "2026-12-03T10:00Z", "2026-12-02T12:00Z"),  # on time
         (2, "followup_call", "done", "2026-12-02T10:00Z", "2026-12-03T10:00Z", "2026-12-04T12:00Z"),  # late
@@ -203,7 +202,7 @@ def test_report_figures_count_steps_stuck_leads_punctual_steps_and_reengaged_con
 
 
 def test_report_figures_of_a_month_without_follow_up_have_no_rates():
-    figures = fu.report_figures(pd.DataFrame(columns=["lead_id", "state", "cadence", "step"]), _tasks(),
+    figures = fu.report_figures(pd.DataFrame(columns=["cadence", "step", "leads"]), _tasks(),
                                 pd.DataFrame(columns=["lead_id", "status", "occurred_at"]), START, END, AS_OF)
     assert figures == {"leads_per_step": [], "active_sequences": 0, "stuck_leads": 0, "rep_steps_due": 0,
                        "rep_steps_on_time": 0, "on_time_rate": None, "reengaged": 0, "reengaged_converted": 0,
