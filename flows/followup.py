@@ -21,6 +21,7 @@ from tasks.followup import (
     enroll_leads,
     escalate_overdue_steps,
     reengage_recycled,
+    schedule_recycled,
     stop_finished_sequences,
 )
 
@@ -56,6 +57,7 @@ def lead_follow_up(now: datetime | None = None, policy: str | None = None, deliv
     moment = now or utc_now()
     result = FollowupResult()
     stop_finished_sequences(rules, moment, result)
+    schedule_recycled(rules, moment, result)
     back = reengage_recycled(rules, moment, result)
     if back.to_route:
         from flows.qualification import lead_qualification

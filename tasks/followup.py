@@ -13,7 +13,7 @@ from leadflow.steps.followup import FollowupResult, Reengaged
 from tasks.common import DB_TASK, current_flow_run_id, store
 
 __all__ = ["FollowupResult", "alert_returning_leads", "cadence_policy", "create_due_steps", "enroll_leads",
-           "escalate_overdue_steps", "reengage_recycled", "stop_finished_sequences"]
+           "escalate_overdue_steps", "reengage_recycled", "schedule_recycled", "stop_finished_sequences"]
 
 
 def cadence_policy(name: str | None = None) -> CadencePolicy:
@@ -35,6 +35,12 @@ def reengage_recycled(policy: CadencePolicy, now: datetime, result: FollowupResu
         get_run_logger().info("Re-engaged %d recycled leads: %d to their previous owner, %d to routing",
                               len(found.to_owner) + len(found.to_route), len(found.to_owner), len(found.to_route))
     return found
+
+
+@task(name="Schedule Recycled Leads", **DB_TASK)
+def schedule_recycled(policy: CadencePolicy, now: datetime, result: FollowupResult) -> int:
+    """Give recycled leads without a re-engage date the date of their reason (else the policy's default delay)."""
+    return steps.schedule_recycled(store(), policy, now, get_settings().timezone, result)
 
 
 @task(name="Enroll Leads In Cadence", **DB_TASK)

@@ -204,6 +204,16 @@ def recycle(conn: Connection, store: Store, recycled: pd.DataFrame, now: datetim
     cancel_open_steps(conn, frame["lead_id"].tolist(), now)
 
 
+def unscheduled_recycled(conn: Connection, limit: int) -> pd.DataFrame:
+    """Recycled leads without a re-engage date (recycled by a CRM export's own state, or before follow-up existed):
+    lead_id, reason, owner_id."""
+    stmt = (select(LEADS.c.id, LEADS.c.status_reason, LEADS.c.owner_id)
+            .where(LEADS.c.status == "recycled", LEADS.c.is_spam.is_(False),
+                   ~exists().where(FOLLOWUPS.c.lead_id == LEADS.c.id, FOLLOWUPS.c.state == RECYCLED))
+            .order_by(LEADS.c.id).limit(limit))
+    return _frame(conn.execute(stmt).all(), ["lead_id", "reason", "owner_id"])
+
+
 REENGAGE_COLUMNS = ["lead_id", "sequence", "status", "owner_id", "previous_owner_id", "recycle_reason", "tier",
                     "channel", "rep_available", "timezone"]
 

@@ -33,6 +33,7 @@ class FollowupResult:
     steps_skipped: dict[str, int] = field(default_factory=dict)
     sequences_completed: int = 0
     reengaged: int = 0
+    recycle_scheduled: int = 0
     reengaged_to_previous_owner: int = 0
     reengaged_to_routing: int = 0
     alerts_queued: int = 0
@@ -207,6 +208,26 @@ def reengage_recycled(store: Store, policy: CadencePolicy, now: datetime, timezo
     return out
 
 
+def schedule_recycled(store: Store, policy: CadencePolicy, now: datetime, timezone: str, result: FollowupResult,
+                      batch_size: int = 50_000) -> int:
+    """Give every recycled lead without a re-engage date one (its reason's delay, else the policy's default, from
+    now), so no recycled lead waits for ever: those recycled by a CRM export's own state, for one."""
+    total = 0
+    while True:
+        with store.begin() as conn:
+            found = store_fu.unscheduled_recycled(conn, batch_size)
+            if found.empty:
+                break
+            found["reengage_at"] = [fu.reengage_at(now, r if isinstance(r, str) else None, None, policy, timezone,
+                                                   strict=False)[0] for r in found["reason"]]
+            store_fu.recycle(conn, store, found, now)
+        total += len(found)
+        if len(found) < batch_size:
+            break
+    result.recycle_scheduled += total
+    return total
+
+
 def json_text(value: dict[str, Any]) -> str:
     """An event's details as JSON text."""
     import json
@@ -337,6 +358,7 @@ def follow_up(store: Store, policy: CadencePolicy, now: datetime, timezone: str,
     """
     result = FollowupResult()
     stop_finished_sequences(store, policy, now, result)
+    schedule_recycled(store, policy, now, timezone, result, batch_size)
     back = reengage_recycled(store, policy, now, timezone, result, flow_run_id)
     result.alerts_queued += alert_returning_leads(store, back.to_owner, "reengaged", now)
     enroll_leads(store, policy, now, timezone, result, batch_size)

@@ -104,3 +104,25 @@ def test_migration_0025_goes_down_and_up_with_rows_in_place(crm_l):
         migrate("heads")
     assert crm_l.revision() == "0025_followup"
     assert followups_frame(crm_l).empty
+
+
+def test_a_lead_recycled_without_a_date_gets_one_from_its_reason_or_the_default(crm_l):
+    from sqlalchemy import update
+
+    # A CRM export's own state recycles leads with no date: the next follow-up run gives them one.
+    with crm_l.begin() as conn:
+        conn.execute(update(Lead).where(Lead.email == "a@example.com").values(status="recycled",
+                                                                              status_reason="six_months"))
+        conn.execute(update(Lead).where(Lead.email == "b@example.com").values(status="recycled", status_reason=None))
+    policy = load_cadence_policy()
+    result, _ = follow_up(crm_l, policy, NOW, "UTC")
+    assert result.recycle_scheduled == 2 and result.stopped == {"status:recycled": 2}
+    state = followups_frame(crm_l).set_index("lead_id")
+    assert state.loc[1, "reengage_at"] == pd.Timestamp(NOW) + pd.Timedelta(days=182)
+    assert state.loc[2, "reengage_at"] == pd.Timestamp(NOW) + pd.Timedelta(days=91)
+    assert list(state.loc[[1, 2], "state"]) == ["recycled", "recycled"]
+    again, _ = follow_up(crm_l, policy, NOW, "UTC")
+    assert again.recycle_scheduled == 0
+    # On the date, the lead is back with its owner.
+    back, reengaged = follow_up(crm_l, policy, datetime(2027, 3, 5, tzinfo=UTC), "UTC")
+    assert back.reengaged == 1 and reengaged.to_owner == [2]
