@@ -309,18 +309,27 @@ def _status_output(result: Any, as_json: bool) -> None:
 def lead_status(
     email: Annotated[str, typer.Argument(help="The lead's email.")],
     status: Annotated[str, typer.Argument(help="working, qualified, discovery_call_booked, converted, "
-                                               "disqualified, recycled or new.")],
-    reason: Annotated[str | None, typer.Option(help="Reason code (required for disqualified).")] = None,
+                                               "disqualified, recycled or new; or a follow-up outcome: no_answer, "
+                                               "left_voicemail, replied, meeting_booked.")],
+    reason: Annotated[str | None, typer.Option(help="Reason code (required for disqualified; for recycled, a code "
+                                                    "the cadence policy maps to a delay, e.g. six_months).")] = None,
+    reengage_on: Annotated[str | None, typer.Option(help="A recycled lead's re-engage date (YYYY-MM-DD, in "
+                                                         "LEADFLOW_TIMEZONE).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Change one lead's status; the change is recorded as a status_changed event."""
+    """Change one lead's status, or record a follow-up outcome; recorded as a status_changed (or followup_outcome)
+    event."""
     from datetime import UTC, datetime
 
     from leadflow.steps.status import set_status
 
     try:
+        on = datetime.fromisoformat(reengage_on) if reengage_on else None
+    except ValueError:
+        _fail(f"--reengage-on must be a date (YYYY-MM-DD), not {reengage_on!r}")
+    try:
         store = _store()
-        result = set_status(store, email, status, reason, datetime.now(UTC))
+        result = set_status(store, email, status, reason, datetime.now(UTC), reengage_on=on, strict_recycle=True)
     except _known_errors() as exc:
         _fail(_one_line(exc))
     if result.rejected:

@@ -41,13 +41,15 @@ def load_sales_reps(store: Store, path: str | Path) -> int:
             "max_open_leads": int(row.get("max_open_leads") or 50),
             # Apprise URL(s) for new-lead alerts; without one a rep is alerted by email.
             "alert_url": (row.get("alert_url") or "").strip() or None,
+            # IANA zone of the rep's business hours (follow-up steps); blank means LEADFLOW_TIMEZONE.
+            "timezone": (row.get("timezone") or "").strip() or None,
         }
         for row in records(frame)
     ]
     table = SalesRep.__table__
     stmt = store.insert(table)
     update = {name: stmt.excluded[name] for name in ("name", "active", "out_of_office", "territories", "segments",
-                                                       "max_open_leads", "alert_url")}
+                                                       "max_open_leads", "alert_url", "timezone")}
     with store.begin() as conn:
         conn.execute(stmt.on_conflict_do_update(index_elements=["email"], set_=update), rows)
     return len(rows)

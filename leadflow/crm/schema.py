@@ -65,6 +65,8 @@ class SalesRep(Base):
     last_assigned_seq: Mapped[int] = mapped_column(BigInteger, server_default="0")
     alert_url: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.current_timestamp())
+    # IANA zone follow-up steps fall due in (business hours of the rep); none means LEADFLOW_TIMEZONE.
+    timezone: Mapped[str | None] = mapped_column(String(64))
 
 
 class Account(Base):
@@ -523,6 +525,35 @@ class MailboxMessageRow(Base):
     taken_at: Mapped[datetime] = mapped_column(Timestamp, index=True)
     handled_at: Mapped[datetime | None] = mapped_column(Timestamp)  # when it was moved or flagged
     flow_run_id: Mapped[str | None] = mapped_column(String(36))
+
+
+class LeadFollowup(Base):
+    """Where a lead stands in its follow-up sequence (leadflow/domain/followup.py), and when a recycled one returns."""
+
+    __tablename__ = "lead_followups"
+    __table_args__ = (Index("ix_lead_followups_state_due_at", "state", "due_at"),)
+
+    # Cascade: erasing or purging a lead takes its sequence along (it holds no personal data of its own).
+    lead_id: Mapped[int] = mapped_column(BigId, ForeignKey("leads.id", ondelete="CASCADE"), primary_key=True)
+    # active, stopped, completed (every step created) or recycled (waiting for reengage_at).
+    state: Mapped[str] = mapped_column(String(16))
+    cadence: Mapped[str | None] = mapped_column(String(64))
+    policy_version: Mapped[str | None] = mapped_column(String(32))
+    # Each (re)start is a new sequence number: the step tasks' keys name it, so a restarted cadence creates its steps
+    # again while a re-run of the same hour creates none.
+    sequence: Mapped[int] = mapped_column(Integer, server_default="1")
+    step: Mapped[int] = mapped_column(SmallInteger, server_default="0")  # steps created so far: the next one's index
+    started_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    due_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    stop_reason: Mapped[str | None] = mapped_column(String(64))
+    stopped_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    reengage_at: Mapped[datetime | None] = mapped_column(Timestamp, index=True)
+    recycle_reason: Mapped[str | None] = mapped_column(String(64))
+    last_outcome: Mapped[str | None] = mapped_column(String(32))
+    last_outcome_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    reengaged_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    previous_owner_id: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
 # The purge finds expired spam by flag time; without an index it would scan every lead each night.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -641,6 +641,8 @@ class MonthlyReport:
     sla: dict[str, Any]
     history: pd.DataFrame  # month, source, new_leads (spam excluded), 12 months up to the report month
     direct: dict[str, int]  # independent counts of the month's leads: new_leads (spam excluded), spam_leads
+    # Follow-up and recycling figures (leadflow/domain/followup.py report_figures); empty in reports without them.
+    followup: dict[str, Any] = field(default_factory=dict)
 
     def total(self, column: str) -> int:
         """One count of the volume's total row."""

@@ -97,6 +97,7 @@ def to_json(report: MonthlyReport) -> dict[str, Any]:
         "funnel": _table(report.funnel),
         "disqualification_reasons": _table(report.reasons),
         "history": _table(report.history),
+        "followup": _plain(report.followup),
     }
 
 
@@ -156,7 +157,26 @@ def to_markdown(report: MonthlyReport) -> str:
             ["reason", "leads", "share"],
             [[str(r.reason), _count(r.leads), _pct(r.share)] for r in reasons.itertuples()],
         ), ""]
+    lines += _followup_markdown(report.followup)
     return "\n".join(lines)
+
+
+def _followup_markdown(figures: dict[str, Any]) -> list[str]:
+    """The follow-up and recycling section (none in reports without follow-up figures)."""
+    if not figures:
+        return []
+    lines = ["## Follow-up and recycling", "",
+             f"- **Active sequences:** {_count(figures['active_sequences'])}; stuck (a rep step open over a week past "
+             f"its deadline): {_count(figures['stuck_leads'])}",
+             f"- **Rep steps done on time:** {_count(figures['rep_steps_on_time'])} of "
+             f"{_count(figures['rep_steps_due'])} ({_pct(figures['on_time_rate'])})",
+             f"- **Recycled or returning leads re-engaged:** {_count(figures['reengaged'])}, converted since: "
+             f"{_count(figures['reengaged_converted'])} ({_pct(figures['reengaged_conversion'])})", ""]
+    if figures["leads_per_step"]:
+        lines += [_md_table(["cadence", "waiting for step", "leads"],
+                            [[str(r["cadence"]), str(r["step"]), _count(r["leads"])]
+                             for r in figures["leads_per_step"]]), ""]
+    return lines
 
 
 # --- CSV -----------------------------------------------------------------------------------------------------
@@ -309,6 +329,7 @@ def to_html(report: MonthlyReport) -> str:
         reasons=[{"reason": str(r.reason), "leads": _count(r.leads), "share": _pct(r.share)}
                  for r in reasons.itertuples()],
         cohort_rows=cohort_rows, stage_labels=[STAGE_LABELS[s] for s in MAIN_STAGES],
+        followup=report.followup,
     )
 
 

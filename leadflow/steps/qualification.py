@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -34,7 +34,7 @@ from leadflow.domain.progress import LeadStep
 from leadflow.domain.qualification import QualificationPolicy
 from leadflow.domain.reps import rep_label
 from leadflow.domain.summary import QualificationSummary, add, counts
-from leadflow.steps import sla
+from leadflow.steps import followup, sla
 from leadflow.steps.faults import with_crash_points
 
 # --- Load Leads To Qualify / Qualification Checklist / Check Company Existence -----------------------------------
@@ -46,7 +46,7 @@ def load_leads_to_qualify(store: Store, lead_ids: Sequence[int]) -> tuple[pd.Dat
     A lead whose spam check, details or score is still missing (its step mark says so) is never qualified: a
     later run, or `leadflow repair`, finishes those steps first.
     """
-    leads = lead_store.load_leads(store, lead_ids)
+    leads = followup.reopen_returning_leads(store, lead_store.load_leads(store, lead_ids), datetime.now(UTC))
     spam = leads["is_spam"].to_numpy(dtype=bool)
     unscored = ~spam & (leads["step_mark"].to_numpy() < LeadStep.SCORED)
     return leads.loc[~spam & ~unscored].reset_index(drop=True), int(spam.sum()), int(unscored.sum())
@@ -333,7 +333,11 @@ def notify_sales_manager(store: Store, q: Qualified, policy: QualificationPolicy
 def finish_lead_qualification(store: Store, lead_ids: Sequence[int], now: datetime,
                               left_out: Sequence[int] = ()) -> int:
     """Mark the batch's leads complete once their tasks and messages are queued; the spam among them, and the
-    converted or closed leads qualification `left_out`, are complete once scored."""
+    converted or closed leads qualification `left_out`, are complete once scored. Returning leads among them are
+    first welcomed back: their rep is alerted with their history."""
+    from leadflow.config.settings import get_settings
+
+    followup.welcome_back(store, [int(i) for i in lead_ids], now, get_settings().timezone)
     with store.begin() as conn:
         return progress.finish_qualification(conn, lead_ids, now, left_out)
 

@@ -6,15 +6,17 @@ io/report_files.py; the monthly-report flow's tasks and the benchmark's core mod
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from data_checks.report import check_monthly_report
+from leadflow.crm import followup as followup_store
 from leadflow.crm import reports as report_store
 from leadflow.crm.store import Store
+from leadflow.domain import followup as fu
 from leadflow.domain import reports as rpt
 from leadflow.io import report_files as report_render
 
@@ -37,6 +39,7 @@ class ConversionResult:
     funnel: pd.DataFrame
     reasons: pd.DataFrame
     sla: dict[str, Any]
+    followup: dict[str, Any] = field(default_factory=dict)
 
 
 def aggregate_monthly_lead_volume(store: Store, month: str) -> VolumeResult:
@@ -56,7 +59,10 @@ def lead_conversion_report(store: Store, month: str, cohorts: int, as_of: pd.Tim
     inputs = report_store.load_conversion_inputs(store, month, months, as_of)
     funnel, reasons = rpt.cohort_funnels(inputs.events, inputs.leads, months, as_of)
     sla = rpt.sla_compliance(inputs.leads, inputs.tasks, inputs.events, month)
-    return ConversionResult(funnel=funnel, reasons=reasons, sla=sla)
+    start, end = rpt.month_bounds(month)
+    followup = fu.report_figures(*followup_store.report_inputs(store, start.to_pydatetime(), end.to_pydatetime(),
+                                                               as_of.to_pydatetime()), start, end, as_of)
+    return ConversionResult(funnel=funnel, reasons=reasons, sla=sla, followup=followup)
 
 
 def assemble_report(month: str, as_of: pd.Timestamp, volume: VolumeResult, conversion: ConversionResult
@@ -65,7 +71,7 @@ def assemble_report(month: str, as_of: pd.Timestamp, volume: VolumeResult, conve
     return rpt.MonthlyReport(
         month=month, as_of=as_of, generated_at=pd.Timestamp.now(tz="UTC"), volume=volume.volume,
         funnel=conversion.funnel, reasons=conversion.reasons, sla=conversion.sla, history=volume.history,
-        direct=volume.direct,
+        direct=volume.direct, followup=conversion.followup,
     )
 
 

@@ -126,9 +126,9 @@ def test_serve_check_builds_every_deployment_without_serving():
     # Served under their own names, beside the work-pool deployments of the same prefect.yaml.
     assert set(lines) == {"lead-intake/continuous-served", "lead-intake/file-import-served",
                           "spam-cleanup/nightly-served", "monthly-report/monthly-served",
-                          "scoring-review/monthly-served",
+                          "scoring-review/monthly-served", "lead-mailbox/every-minute-served",
                           "outbox-delivery/queued-served", "lead-backfill/ad-hoc-served",
-                          "person-erasure/on-request-served"}
+                          "person-erasure/on-request-served", "lead-follow-up/hourly-served"}
     assert lines["lead-intake/continuous-served"].startswith("every 600s; on leadflow.lead.submitted")
     assert lines["outbox-delivery/queued-served"].startswith("every 600s; on leadflow.outbox.queued")
     assert lines["spam-cleanup/nightly-served"].startswith("cron '0 2 * * *'")

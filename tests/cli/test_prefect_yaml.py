@@ -30,6 +30,7 @@ EXPECTED = {
     "lead-backfill/ad-hoc",
     "person-erasure/on-request",
     "lead-mailbox/every-minute",
+    "lead-follow-up/hourly",
 }
 
 

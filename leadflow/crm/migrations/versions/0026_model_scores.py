@@ -5,7 +5,7 @@ predicted conversion probability, its top contributing features and the model ve
 explanation on leads stay as they are.
 
 Revision ID: 0026_model_scores
-Revises: 0023_pg_bulk
+Revises: 0025_followup
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0026_model_scores"
-down_revision = "0023_pg_bulk"
+down_revision = "0025_followup"
 branch_labels = None
 depends_on = None
 
