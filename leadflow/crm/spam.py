@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ import pandas as pd
 from sqlalchemy import (
     Connection,
     Select,
+    String,
     Table,
     bindparam,
     delete,
@@ -32,8 +34,18 @@ from sqlalchemy import (
 
 from leadflow.crm import assignments as capacity
 from leadflow.crm.schema import Base, CrmTask, OutboxMessage, SpamExemption, SpamTombstone
-from leadflow.crm.store import EVENTS, LEADS, SUBMISSIONS, Store, chunked, read_in
-from leadflow.domain.spam import FLAGGED_EVENT, RESTORED_EVENT, SPAM_STATUS
+from leadflow.crm.store import EVENTS, LEADS, SUBMISSIONS, DatabaseError, Store, chunked, read_in
+from leadflow.domain.spam import (
+    FLAGGED_EVENT,
+    JSON_FALSE,
+    JSON_NULL,
+    JSON_NUMBER,
+    JSON_OTHER,
+    JSON_TEXT,
+    JSON_TRUE,
+    RESTORED_EVENT,
+    SPAM_STATUS,
+)
 
 TASKS = CrmTask.__table__
 OUTBOX = OutboxMessage.__table__
@@ -86,6 +98,123 @@ def window_submissions(
         return pd.DataFrame(columns=[c.name for c in _READ_COLUMNS]), None
     raw = pd.DataFrame.from_records([tuple(r) for r in rows], columns=[c.name for c in _READ_COLUMNS])
     return raw, (rows[-1].submitted_at, rows[-1].submission_id)
+
+
+# --- the nightly sweep's read: signals extracted in SQL ---------------------------------------------------------
+
+# JSON types in the words leadflow/domain/spam.py reads (SQLite's json_type, PostgreSQL's jsonb_typeof).
+_JSON_TYPES = {
+    "text": JSON_TEXT, "string": JSON_TEXT, "integer": JSON_NUMBER, "real": JSON_NUMBER, "number": JSON_NUMBER,
+    "true": JSON_TRUE, "false": JSON_FALSE, "null": JSON_NULL, "array": JSON_OTHER, "object": JSON_OTHER,
+}
+_SWEEP_COLUMNS = ("submission_id", "lead_id", "submitted_at", "source", "message", "email", "email_domain",
+                  "first_name", "last_name", "status", "is_spam")
+
+
+@dataclass(frozen=True)
+class SweepScope:
+    """What one sweep reads: submissions from `start` up to id `last_id` (those stored when it began), and the
+    top-level keys their raw payloads have (None: a payload SQLite cannot parse, so payloads are read whole)."""
+
+    start: datetime
+    last_id: int
+    keys: tuple[str, ...] | None
+
+
+def sweep_scope(conn: Connection, start: datetime) -> SweepScope:
+    """The submissions a sweep from `start` reads, and the keys of their payloads (the headers of their files)."""
+    last_id = conn.execute(select(func.coalesce(func.max(SUBMISSIONS.c.id), 0))).scalar_one()
+    if conn.dialect.name == "postgresql":
+        sql = ("SELECT DISTINCT jsonb_object_keys(raw_payload) FROM lead_submissions "
+               "WHERE submitted_at >= :start AND id <= :last")
+    else:
+        sql = ("SELECT DISTINCT j.key FROM lead_submissions AS s, json_each(s.raw_payload) AS j "
+               "WHERE s.submitted_at >= :start AND s.id <= :last")
+    stmt = text(sql).bindparams(bindparam("start", type_=SUBMISSIONS.c.submitted_at.type), bindparam("last"))
+    try:
+        keys: tuple[str, ...] | None = tuple(sorted(str(k) for k in conn.execute(stmt, {"start": start,
+                                                                                        "last": last_id}).scalars()))
+    except DatabaseError:
+        if conn.dialect.name == "postgresql":
+            raise
+        # Only SQLite can hold text that is not JSON (PostgreSQL's JSONB refuses it): read such payloads whole.
+        keys = None
+    return SweepScope(start, int(last_id), keys)
+
+
+def _extracts(dialect: str, keys: Sequence[str]) -> list[Any]:
+    """Each payload key's value and JSON type, as SQL columns (the payload is parsed once per row)."""
+    payload = SUBMISSIONS.c.raw_payload
+    columns: list[Any] = []
+    for i, key in enumerate(keys):
+        if dialect == "postgresql":
+            field = bindparam(f"k{i}", key, type_=String)
+            value = payload.op("->>")(field)
+            kind = func.jsonb_typeof(payload.op("->")(field))
+        else:
+            # A quoted label takes any key but one with a double quote, which SQLite's paths cannot spell.
+            path = bindparam(f"k{i}", f'$."{key}"', type_=String)
+            value, kind = func.json_extract(payload, path), func.json_type(payload, path)
+        columns += [value.label(f"v{i}"), kind.label(f"t{i}")]
+    return columns
+
+
+def sweep_chunk(conn: Connection, scope: SweepScope, keys: Sequence[str] | None, after: tuple[Any, int] | None,
+                limit: int) -> tuple[pd.DataFrame, dict[str, tuple[list[Any], list[Any]]] | None,
+                                     tuple[Any, int] | None]:
+    """The next `limit` submissions of a sweep in time order (after the key `after`), joined with their leads.
+
+    Returns the rows (raw: SQLite's times as text, its booleans as 0/1), each of `keys`' (values, JSON types)
+    extracted from the payloads in SQL (`keys` None, or a key with a double quote that SQLite's paths cannot
+    spell: a raw_payload column instead), and the key to read on from, None when nothing was left.
+    """
+    if keys is not None and conn.dialect.name == "sqlite" and any('"' in key for key in keys):
+        keys = None
+    extracts = _extracts(conn.dialect.name, keys) if keys is not None else [SUBMISSIONS.c.raw_payload]
+    stmt = (select(*_READ_COLUMNS[:5], *_READ_COLUMNS[6:], *extracts)
+            .join_from(SUBMISSIONS, LEADS, SUBMISSIONS.c.lead_id == LEADS.c.id)
+            .where(SUBMISSIONS.c.submitted_at >= scope.start, SUBMISSIONS.c.id <= scope.last_id))
+    if after is not None:
+        # The last time read, as the driver gave it: SQLite compares its stored text with that very text.
+        at = bindparam("after_at", type_=String if isinstance(after[0], str) else SUBMISSIONS.c.submitted_at.type)
+        # The plain bound on the time lets an index on submitted_at serve the row comparison on PostgreSQL.
+        stmt = stmt.where(SUBMISSIONS.c.submitted_at >= at,
+                          tuple_(SUBMISSIONS.c.submitted_at, SUBMISSIONS.c.id) > tuple_(at, bindparam("after_id")))
+    stmt = stmt.order_by(SUBMISSIONS.c.submitted_at, SUBMISSIONS.c.id).limit(limit)
+    params = {} if after is None else {"after_at": after[0], "after_id": after[1]}
+    result = conn.execute(stmt, params)
+    # The driver's rows: SQLAlchemy's per-row processing (JSON decoding above all) was most of the old read.
+    rows = result.cursor.fetchall()
+    result.close()
+    if not rows:
+        return pd.DataFrame(columns=list(_SWEEP_COLUMNS)), None, None
+    columns = list(zip(*rows, strict=True))
+    frame = pd.DataFrame({name: pd.Series(columns[i], dtype=object) for i, name in enumerate(_SWEEP_COLUMNS)})
+    base = len(_SWEEP_COLUMNS)
+    last = rows[-1]
+    after_at = last[2]
+    if keys is None:
+        frame["raw_payload"] = pd.Series(columns[base], dtype=object)
+        return frame, None, (after_at, int(last[0]))
+    extracted: dict[str, tuple[list[Any], list[Any]]] = {}
+    for i, key in enumerate(keys):
+        kinds = columns[base + 2 * i + 1]
+        if conn.dialect.name == "postgresql":
+            values = columns[base + 2 * i]
+            # jsonb_typeof says boolean; the value's text says which.
+            kinds = [JSON_TRUE if k == "boolean" and v == "true" else JSON_FALSE if k == "boolean"
+                     else _JSON_TYPES.get(k) for k, v in zip(kinds, values, strict=True)]
+        else:
+            kinds = [None if k is None else _JSON_TYPES[k] for k in kinds]
+        extracted[key] = (list(columns[base + 2 * i]), kinds)
+    return frame, extracted, (after_at, int(last[0]))
+
+
+def payloads_by_id(conn: Connection, ids: list[int]) -> list[Any]:
+    """Raw payloads of these submissions in the order of `ids` (JSON text on SQLite, dicts on PostgreSQL)."""
+    found = dict(read_in(conn, select(SUBMISSIONS.c.id, SUBMISSIONS.c.raw_payload)
+                         .where(SUBMISSIONS.c.id.in_(bindparam("values", expanding=True))), ids, raw=True))
+    return [found.get(i) for i in ids]
 
 
 # An intake batch's check reads single tables by index and joins in pandas: joined in SQL, PostgreSQL without
