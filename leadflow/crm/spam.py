@@ -542,15 +542,53 @@ FROM leads
 """
 
 
+# The same data on PostgreSQL: generate_series for the sequence, the same arithmetic for every value.
+_PG_BENCH_LEADS = """
+INSERT INTO leads (id, email, email_domain, first_name, last_name, company, first_touch_at, first_touch_source,
+                   last_touch_at, last_touch_source, status, is_spam, spam_reasons, spam_flagged_at, created_at,
+                   updated_at)
+SELECT n, 'person' || n || '@' || dom, dom,
+       CASE WHEN n % 211 = 0 THEN 'xkqzvbw' ELSE 'Ann' END, 'Lee', 'Company ' || (n % 5000),
+       ts, 'web_form', ts, 'web_form',
+       CASE WHEN n % 100 = 1 THEN 'spam' ELSE 'new' END,
+       n % 100 = 1,
+       CASE WHEN n % 100 = 1 THEN 'disposable_domain' END,
+       CASE WHEN n % 100 = 1 THEN date_trunc('second', now()) - interval '40 days' END,
+       ts, ts
+FROM (SELECT n,
+             CASE WHEN n % 53 = 0 THEN 'mailinator.com' ELSE 'acme' || (n % 20000) || '.example' END AS dom,
+             date_trunc('second', now()) - make_interval(secs => n % 600000) AS ts
+      FROM generate_series(1, :n) AS n) AS seq
+"""
+_PG_BENCH_SUBMISSIONS = """
+INSERT INTO lead_submissions (id, idempotency_key, lead_id, batch_id, source, submitted_at, received_at, message,
+                              raw_payload)
+SELECT id, lpad(id::text, 64, '0'), id, 'bench', 'web_form', first_touch_at, first_touch_at,
+       CASE WHEN id % 307 = 0 THEN 'best online casino bonus' ELSE 'Please send pricing' END,
+       jsonb_build_object('email', email, 'submitted_at', first_touch_at, 'source', 'web_form',
+                   'ip_address', CASE WHEN id % 10000 < 8 THEN '66.6.' || (id / 10000) || '.1'
+                                      ELSE '10.' || (id % 250) || '.' || (id / 250 % 250) || '.' || (id % 7) END,
+                   'honeypot', CASE WHEN id % 401 = 0 THEN 'filled' END,
+                   'form_fill_seconds', CASE WHEN id % 503 = 0 THEN 0.4 ELSE 25 + id % 60 END)
+FROM leads
+"""
+
+
 def fill_bench_crm(store: Store, leads: int) -> None:
-    """Fill an empty SQLite CRM for bench/spam_bench.py with bulk SQL (a recursive CTE: seconds, not hours).
+    """Fill an empty CRM for bench/spam_bench.py with bulk SQL (SQLite: a recursive CTE; PostgreSQL:
+    generate_series; seconds, not hours).
 
     `leads` leads with one submission each in the last 7 days, raw payloads with IP, honeypot and fill time, and a
     mix of spam (disposable domains, honeypots, fast fills, gibberish names, casino messages, IP bursts of 8
     rows), plus 1% of leads flagged 40 days ago so the purge has work.
     """
-    if store.dialect != "sqlite":
-        raise ValueError("the spam benchmark's CRM is filled with SQLite SQL")
+    postgres = store.dialect == "postgresql"
     with store.begin() as conn:
-        conn.execute(text(_BENCH_LEADS), {"n": leads})
-        conn.execute(text(_BENCH_SUBMISSIONS))
+        conn.execute(text(_PG_BENCH_LEADS if postgres else _BENCH_LEADS), {"n": leads})
+        conn.execute(text(_PG_BENCH_SUBMISSIONS if postgres else _BENCH_SUBMISSIONS))
+        if postgres:
+            # Rows came with their ids: the sequences go on after them.
+            for table in ("leads", "lead_submissions"):
+                conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                                  f"(SELECT coalesce(max(id), 1) FROM {table}))"))
+    store.refresh_statistics(["leads", "lead_submissions"])
