@@ -74,32 +74,6 @@ _READ_COLUMNS = (
 )
 
 
-def leads_submitting_since(conn: Connection, since: datetime) -> int:
-    """How many leads have a submission at or after `since`."""
-    return conn.execute(
-        select(func.count(func.distinct(SUBMISSIONS.c.lead_id))).where(SUBMISSIONS.c.submitted_at >= since)
-    ).scalar_one()
-
-
-def window_submissions(
-    conn: Connection, start: datetime, after: tuple[datetime, int] | None, limit: int
-) -> tuple[pd.DataFrame, tuple[datetime, int] | None]:
-    """The next `limit` submissions from `start` in time order (after the key `after`), joined with their leads.
-
-    Returns the raw rows (with raw_payload) and the key to read on from, None when nothing was left.
-    """
-    stmt = (select(*_READ_COLUMNS).join_from(SUBMISSIONS, LEADS, SUBMISSIONS.c.lead_id == LEADS.c.id)
-            .where(SUBMISSIONS.c.submitted_at >= start))
-    if after is not None:
-        stmt = stmt.where(tuple_(SUBMISSIONS.c.submitted_at, SUBMISSIONS.c.id) > tuple_(*after))
-    stmt = stmt.order_by(SUBMISSIONS.c.submitted_at, SUBMISSIONS.c.id).limit(limit)
-    rows = conn.execute(stmt).all()
-    if not rows:
-        return pd.DataFrame(columns=[c.name for c in _READ_COLUMNS]), None
-    raw = pd.DataFrame.from_records([tuple(r) for r in rows], columns=[c.name for c in _READ_COLUMNS])
-    return raw, (rows[-1].submitted_at, rows[-1].submission_id)
-
-
 # --- the nightly sweep's read: signals extracted in SQL ---------------------------------------------------------
 
 # JSON types in the words leadflow/domain/spam.py reads (SQLite's json_type, PostgreSQL's jsonb_typeof).
