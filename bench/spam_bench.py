@@ -58,16 +58,14 @@ def build(url: str, leads: int) -> float:
     return round(time.perf_counter() - started, 1)
 
 
-def flagged_digest(store) -> str:
-    """A digest of which leads are spam with which reasons and statuses: equal decisions, equal digests."""
+def spam_digest(store) -> str:
+    """A digest of which leads are spam, with which reasons and status: equal decisions give equal digests."""
     import hashlib
-
-    from sqlalchemy import text
 
     digest = hashlib.sha256()
     with store.engine.connect() as conn:
-        rows = conn.execute(text("SELECT id, status, spam_reasons FROM leads WHERE is_spam ORDER BY id"))
-        for row in rows:
+        # Plain SQL through the store's engine, the same on every checkout measured.
+        for row in conn.exec_driver_sql("SELECT id, status, spam_reasons FROM leads WHERE is_spam ORDER BY id"):
             digest.update(repr(tuple(row)).encode())
     return digest.hexdigest()[:16]
 
@@ -95,7 +93,7 @@ def child(url: str, batch_size: int, profile: str | None) -> None:
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(profile)
-    digest = flagged_digest(store)
+    digest = spam_digest(store)
     tick = time.perf_counter()
     purged = cleanup.purge_expired_spam(store, policy, now=now, batch_size=batch_size)
     purge_seconds = time.perf_counter() - tick
@@ -147,42 +145,31 @@ class PostgresCopies:
     """A filled database on the server of `--db-url`, and a database made from it (its template) per run."""
 
     def __init__(self, server_url: str) -> None:
-        from sqlalchemy import create_engine
-        from sqlalchemy.engine import make_url
-
         sys.path.insert(0, str(ROOT))
-        from leadflow.crm.store import database_url
+        from leadflow.crm.spam import bench_postgres_database
 
-        self.server = make_url(server_url)
-        self.admin = create_engine(database_url(server_url), isolation_level="AUTOCOMMIT")
+        self.server_url = server_url
         self.name = f"spam_bench_{uuid.uuid4().hex[:8]}"
-        self._run("CREATE DATABASE " + self.name)
-
-    def _run(self, sql: str) -> None:
-        from sqlalchemy import text
-
-        with self.admin.connect() as conn:
-            conn.execute(text(sql))
-
-    def url(self, name: str) -> str:
-        return self.server.set(database=name).render_as_string(hide_password=False)
+        self.source, self.drop_source = bench_postgres_database(server_url, self.name)
+        self.drop_run = None
 
     def fill(self, leads: int) -> float:
-        seconds = build(self.url(self.name), leads)
-        return seconds
+        return build(self.source, leads)
 
     def copy(self) -> str:
-        run = f"{self.name}_run"
-        self._run(f"DROP DATABASE IF EXISTS {run} WITH (FORCE)")
-        self._run(f"CREATE DATABASE {run} TEMPLATE {self.name}")
-        return self.url(run)
+        from leadflow.crm.spam import bench_postgres_database
+
+        url, self.drop_run = bench_postgres_database(self.server_url, f"{self.name}_run", template=self.name)
+        return url
 
     def drop(self, url: str) -> None:
-        self._run(f"DROP DATABASE IF EXISTS {self.name}_run WITH (FORCE)")
+        if self.drop_run is not None:
+            self.drop_run()
+            self.drop_run = None
 
     def close(self) -> None:
-        self._run(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
-        self.admin.dispose()
+        self.drop(self.source)
+        self.drop_source()
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,10 +31,21 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.engine import make_url
 
 from leadflow.crm import assignments as capacity
 from leadflow.crm.schema import Base, CrmTask, OutboxMessage, SpamExemption, SpamTombstone
-from leadflow.crm.store import EVENTS, LEADS, SUBMISSIONS, DatabaseError, Store, chunked, read_in
+from leadflow.crm.store import (
+    EVENTS,
+    LEADS,
+    SUBMISSIONS,
+    DatabaseError,
+    Store,
+    chunked,
+    database_url,
+    make_engine,
+    read_in,
+)
 from leadflow.domain.spam import (
     FLAGGED_EVENT,
     JSON_FALSE,
@@ -566,3 +577,19 @@ def fill_bench_crm(store: Store, leads: int) -> None:
                 conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                                   f"(SELECT coalesce(max(id), 1) FROM {table}))"))
     store.refresh_statistics(["leads", "lead_submissions"])
+
+
+def bench_postgres_database(server_url: str, name: str, template: str | None = None) -> tuple[str, Callable[[], None]]:
+    """Create a PostgreSQL database for bench/spam_bench.py (empty, or a copy of `template`): its URL and a drop."""
+    admin = make_engine(database_url(server_url), isolation_level="AUTOCOMMIT")
+    # The names are the caller's own (a fixed prefix and hex digits): CREATE DATABASE takes no bound parameter.
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False), drop
