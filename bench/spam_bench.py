@@ -13,7 +13,7 @@ copy; on PostgreSQL a database made from the filled one as its template, on the 
 after), so peak RSS belongs to that run alone; the step functions the flow's tasks call are timed in the flow's
 order (sweep_spam, then purge_expired_spam), without Prefect. `--checkouts` runs the children with each
 checkout's leadflow (the data is filled with this one's), alternating, so an older commit is measured side by
-side; the flagged leads are printed as a digest so that equal decisions show. `--profile` writes a cProfile (CPU
+side; the spam leads after each run are printed as a digest so that equal decisions show. `--profile` writes a cProfile (CPU
 time) of each sweep.
 """
 
@@ -58,16 +58,17 @@ def build(url: str, leads: int) -> float:
     return round(time.perf_counter() - started, 1)
 
 
-def spam_digest(store) -> str:
-    """A digest of which leads are spam, with which reasons and status: equal decisions give equal digests."""
-    import hashlib
+def spam_digest(url: str) -> str:
+    """The run copy's digest of spam leads (this checkout's crm), read after the measured child ended."""
+    sys.path.insert(0, str(ROOT))
+    from leadflow.crm.spam import spam_digest as digest
+    from leadflow.crm.store import Store
 
-    digest = hashlib.sha256()
-    with store.engine.connect() as conn:
-        # Plain SQL through the store's engine, the same on every checkout measured.
-        for row in conn.exec_driver_sql("SELECT id, status, spam_reasons FROM leads WHERE is_spam ORDER BY id"):
-            digest.update(repr(tuple(row)).encode())
-    return digest.hexdigest()[:16]
+    store = Store(url)
+    try:
+        return digest(store)
+    finally:
+        store.dispose()
 
 
 def child(url: str, batch_size: int, profile: str | None) -> None:
@@ -93,7 +94,6 @@ def child(url: str, batch_size: int, profile: str | None) -> None:
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(profile)
-    digest = spam_digest(store)
     tick = time.perf_counter()
     purged = cleanup.purge_expired_spam(store, policy, now=now, batch_size=batch_size)
     purge_seconds = time.perf_counter() - tick
@@ -103,7 +103,6 @@ def child(url: str, batch_size: int, profile: str | None) -> None:
         "leads_checked": swept.leads_checked,
         "flagged": swept.flagged,
         "by_reason": dict(sorted(swept.by_reason.items())),
-        "spam_digest": digest,
         "purged": purged.purged,
         "sweep_seconds": round(sweep_seconds, 1),
         "sweep_cpu_seconds": round(sweep_cpu, 1),
@@ -212,11 +211,14 @@ def main() -> None:
                             [sys.executable, __file__, "--child", url, str(batch_size), profile],
                             capture_output=True, text=True, env=env, cwd=checkout,
                         )
-                        copies.drop(url)
                         if completed.returncode:
+                            copies.drop(url)
                             print(completed.stderr[-3000:], file=sys.stderr, flush=True)
                             raise SystemExit(f"{db} run with {checkout} failed")
                         line = json.loads(completed.stdout.strip().splitlines()[-1])
+                        # After the purge too: it deletes the same long-flagged leads whichever checkout ran.
+                        line["spam_digest"] = spam_digest(url)
+                        copies.drop(url)
                         print(json.dumps({"db": db, "checkout": str(checkout), **line}), flush=True)
         finally:
             copies.close()

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from hashlib import sha256
 from typing import Any
 
 import pandas as pd
@@ -593,3 +594,14 @@ def bench_postgres_database(server_url: str, name: str, template: str | None = N
         admin.dispose()
 
     return make_url(server_url).set(database=name).render_as_string(hide_password=False), drop
+
+
+def spam_digest(store: Store) -> str:
+    """A digest of which leads are spam, with which reasons and status: equal decisions give equal digests."""
+    digest = sha256()
+    stmt = (select(LEADS.c.id, LEADS.c.status, LEADS.c.spam_reasons).where(LEADS.c.is_spam == true())
+            .order_by(LEADS.c.id))
+    with store.engine.connect() as conn:
+        for row in conn.execute(stmt):
+            digest.update(repr(tuple(row)).encode())
+    return digest.hexdigest()[:16]
