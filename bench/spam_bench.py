@@ -13,8 +13,8 @@ copy; on PostgreSQL a database made from the filled one as its template, on the 
 after), so peak RSS belongs to that run alone; the step functions the flow's tasks call are timed in the flow's
 order (sweep_spam, then purge_expired_spam), without Prefect. `--checkouts` runs the children with each
 checkout's leadflow (the data is filled with this one's), alternating, so an older commit is measured side by
-side; the spam leads after each run are printed as a digest so that equal decisions show. `--profile` writes a cProfile (CPU
-time) of each sweep.
+side; the spam leads after each run are printed as a digest so that equal decisions show. `--profile` writes a
+cProfile (CPU time) of each sweep.
 """
 
 from __future__ import annotations
