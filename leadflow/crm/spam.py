@@ -88,11 +88,9 @@ _READ_COLUMNS = (
 
 # --- the nightly sweep's read: signals extracted in SQL ---------------------------------------------------------
 
-# JSON types in the words leadflow/domain/spam.py reads (SQLite's json_type, PostgreSQL's jsonb_typeof).
-_JSON_TYPES = {
-    "text": JSON_TEXT, "string": JSON_TEXT, "integer": JSON_NUMBER, "real": JSON_NUMBER, "number": JSON_NUMBER,
-    "true": JSON_TRUE, "false": JSON_FALSE, "null": JSON_NULL, "array": JSON_OTHER, "object": JSON_OTHER,
-}
+# PostgreSQL's jsonb_typeof in the words leadflow/domain/spam.py reads (booleans: by their text).
+_JSON_TYPES = {"string": JSON_TEXT, "number": JSON_NUMBER, "null": JSON_NULL, "array": JSON_OTHER,
+               "object": JSON_OTHER}
 _SWEEP_COLUMNS = ("submission_id", "lead_id", "submitted_at", "source", "message", "email", "email_domain",
                   "first_name", "last_name", "status", "is_spam")
 
@@ -129,7 +127,7 @@ def sweep_scope(conn: Connection, start: datetime) -> SweepScope:
 
 
 def _extracts(dialect: str, keys: Sequence[str]) -> list[Any]:
-    """Each payload key's value and JSON type, as SQL columns (the payload is parsed once per row)."""
+    """Each payload key's value (and on PostgreSQL its JSON type) as SQL columns; the payload is parsed once a row."""
     payload = SUBMISSIONS.c.raw_payload
     columns: list[Any] = []
     for i, key in enumerate(keys):
@@ -137,12 +135,24 @@ def _extracts(dialect: str, keys: Sequence[str]) -> list[Any]:
             field = bindparam(f"k{i}", key, type_=String)
             value = payload.op("->>")(field)
             kind = func.jsonb_typeof(payload.op("->")(field))
+            columns += [value.label(f"v{i}"), kind.label(f"t{i}")]
         else:
-            # A quoted label takes any key but one with a double quote, which SQLite's paths cannot spell.
+            # A quoted label takes any key but one with a double quote, which SQLite's paths cannot spell. The
+            # value's Python type tells its JSON type (json_type would cost a fifth of the read): see _sqlite_kinds.
             path = bindparam(f"k{i}", f'$."{key}"', type_=String)
-            value, kind = func.json_extract(payload, path), func.json_type(payload, path)
-        columns += [value.label(f"v{i}"), kind.label(f"t{i}")]
+            columns.append(func.json_extract(payload, path).label(f"v{i}"))
     return columns
+
+
+def _sqlite_kinds(values: Sequence[Any]) -> list[str | None]:
+    """JSON types of SQLite json_extract values: text, a number, or (a list or object as JSON text) other.
+
+    true and false come as 1 and 0, so they read as numbers: a fill time takes them as 1.0 and 0.0 either way,
+    and a number as IP or honeypot is rendered by Python from the parsed payload. Text that starts like a list or
+    an object goes to Python too. None is a null or a missing key: both mean the next key is tried.
+    """
+    return [None if v is None else JSON_NUMBER if not isinstance(v, str)
+            else JSON_OTHER if v[:1] in ("[", "{") else JSON_TEXT for v in values]
 
 
 def sweep_chunk(conn: Connection, scope: SweepScope, keys: Sequence[str] | None, after: tuple[Any, int] | None,
@@ -184,15 +194,15 @@ def sweep_chunk(conn: Connection, scope: SweepScope, keys: Sequence[str] | None,
         return frame, None, (after_at, int(last[0]))
     extracted: dict[str, tuple[list[Any], list[Any]]] = {}
     for i, key in enumerate(keys):
-        kinds = columns[base + 2 * i + 1]
         if conn.dialect.name == "postgresql":
-            values = columns[base + 2 * i]
+            values, kinds = columns[base + 2 * i], columns[base + 2 * i + 1]
             # jsonb_typeof says boolean; the value's text says which.
             kinds = [JSON_TRUE if k == "boolean" and v == "true" else JSON_FALSE if k == "boolean"
                      else _JSON_TYPES.get(k) for k, v in zip(kinds, values, strict=True)]
         else:
-            kinds = [None if k is None else _JSON_TYPES[k] for k in kinds]
-        extracted[key] = (list(columns[base + 2 * i]), kinds)
+            values = columns[base + i]
+            kinds = _sqlite_kinds(values)
+        extracted[key] = (list(values), kinds)
     return frame, extracted, (after_at, int(last[0]))
 
 
