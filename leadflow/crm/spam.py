@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from hashlib import sha256
 from typing import Any
 
 import pandas as pd
 from sqlalchemy import (
     Connection,
     Select,
+    String,
     Table,
     bindparam,
     delete,
@@ -29,11 +32,32 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.engine import make_url
 
 from leadflow.crm import assignments as capacity
 from leadflow.crm.schema import Base, CrmTask, OutboxMessage, SpamExemption, SpamTombstone
-from leadflow.crm.store import EVENTS, LEADS, SUBMISSIONS, Store, chunked, read_in
-from leadflow.domain.spam import FLAGGED_EVENT, RESTORED_EVENT, SPAM_STATUS
+from leadflow.crm.store import (
+    EVENTS,
+    LEADS,
+    SUBMISSIONS,
+    DatabaseError,
+    Store,
+    chunked,
+    database_url,
+    make_engine,
+    read_in,
+)
+from leadflow.domain.spam import (
+    FLAGGED_EVENT,
+    JSON_FALSE,
+    JSON_NULL,
+    JSON_NUMBER,
+    JSON_OTHER,
+    JSON_TEXT,
+    JSON_TRUE,
+    RESTORED_EVENT,
+    SPAM_STATUS,
+)
 
 TASKS = CrmTask.__table__
 OUTBOX = OutboxMessage.__table__
@@ -62,30 +86,131 @@ _READ_COLUMNS = (
 )
 
 
-def leads_submitting_since(conn: Connection, since: datetime) -> int:
-    """How many leads have a submission at or after `since`."""
-    return conn.execute(
-        select(func.count(func.distinct(SUBMISSIONS.c.lead_id))).where(SUBMISSIONS.c.submitted_at >= since)
-    ).scalar_one()
+# --- the nightly sweep's read: signals extracted in SQL ---------------------------------------------------------
+
+# PostgreSQL's jsonb_typeof in the words leadflow/domain/spam.py reads (booleans: by their text).
+_JSON_TYPES = {"string": JSON_TEXT, "number": JSON_NUMBER, "null": JSON_NULL, "array": JSON_OTHER,
+               "object": JSON_OTHER}
+_SWEEP_COLUMNS = ("submission_id", "lead_id", "submitted_at", "source", "message", "email", "email_domain",
+                  "first_name", "last_name", "status", "is_spam")
 
 
-def window_submissions(
-    conn: Connection, start: datetime, after: tuple[datetime, int] | None, limit: int
-) -> tuple[pd.DataFrame, tuple[datetime, int] | None]:
-    """The next `limit` submissions from `start` in time order (after the key `after`), joined with their leads.
+@dataclass(frozen=True)
+class SweepScope:
+    """What one sweep reads: submissions from `start` up to id `last_id` (those stored when it began), and the
+    top-level keys their raw payloads have (None: a payload SQLite cannot parse, so payloads are read whole)."""
 
-    Returns the raw rows (with raw_payload) and the key to read on from, None when nothing was left.
+    start: datetime
+    last_id: int
+    keys: tuple[str, ...] | None
+
+
+def sweep_scope(conn: Connection, start: datetime) -> SweepScope:
+    """The submissions a sweep from `start` reads, and the keys of their payloads (the headers of their files)."""
+    last_id = conn.execute(select(func.coalesce(func.max(SUBMISSIONS.c.id), 0))).scalar_one()
+    if conn.dialect.name == "postgresql":
+        sql = ("SELECT DISTINCT jsonb_object_keys(raw_payload) FROM lead_submissions "
+               "WHERE submitted_at >= :start AND id <= :last")
+    else:
+        sql = ("SELECT DISTINCT j.key FROM lead_submissions AS s, json_each(s.raw_payload) AS j "
+               "WHERE s.submitted_at >= :start AND s.id <= :last")
+    stmt = text(sql).bindparams(bindparam("start", type_=SUBMISSIONS.c.submitted_at.type), bindparam("last"))
+    try:
+        keys: tuple[str, ...] | None = tuple(sorted(str(k) for k in conn.execute(stmt, {"start": start,
+                                                                                        "last": last_id}).scalars()))
+    except DatabaseError:
+        if conn.dialect.name == "postgresql":
+            raise
+        # Only SQLite can hold text that is not JSON (PostgreSQL's JSONB refuses it): read such payloads whole.
+        keys = None
+    return SweepScope(start, int(last_id), keys)
+
+
+def _extracts(dialect: str, keys: Sequence[str]) -> list[Any]:
+    """Each payload key's value (and on PostgreSQL its JSON type) as SQL columns; the payload is parsed once a row."""
+    payload = SUBMISSIONS.c.raw_payload
+    columns: list[Any] = []
+    for i, key in enumerate(keys):
+        if dialect == "postgresql":
+            field = bindparam(f"k{i}", key, type_=String)
+            value = payload.op("->>")(field)
+            kind = func.jsonb_typeof(payload.op("->")(field))
+            columns += [value.label(f"v{i}"), kind.label(f"t{i}")]
+        else:
+            # A quoted label takes any key but one with a double quote, which SQLite's paths cannot spell. The
+            # value's Python type tells its JSON type (json_type would cost a fifth of the read): see _sqlite_kinds.
+            path = bindparam(f"k{i}", f'$."{key}"', type_=String)
+            columns.append(func.json_extract(payload, path).label(f"v{i}"))
+    return columns
+
+
+def _sqlite_kinds(values: Sequence[Any]) -> list[str | None]:
+    """JSON types of SQLite json_extract values: text, a number, or (a list or object as JSON text) other.
+
+    true and false come as 1 and 0, so they read as numbers: a fill time takes them as 1.0 and 0.0 either way,
+    and a number as IP or honeypot is rendered by Python from the parsed payload. Text that starts like a list or
+    an object goes to Python too. None is a null or a missing key: both mean the next key is tried.
     """
-    stmt = (select(*_READ_COLUMNS).join_from(SUBMISSIONS, LEADS, SUBMISSIONS.c.lead_id == LEADS.c.id)
-            .where(SUBMISSIONS.c.submitted_at >= start))
+    return [None if v is None else JSON_NUMBER if not isinstance(v, str)
+            else JSON_OTHER if v[:1] in ("[", "{") else JSON_TEXT for v in values]
+
+
+def sweep_chunk(conn: Connection, scope: SweepScope, keys: Sequence[str] | None, after: tuple[Any, int] | None,
+                limit: int) -> tuple[pd.DataFrame, dict[str, tuple[list[Any], list[Any]]] | None,
+                                     tuple[Any, int] | None]:
+    """The next `limit` submissions of a sweep in time order (after the key `after`), joined with their leads.
+
+    Returns the rows (raw: SQLite's times as text, its booleans as 0/1), each of `keys`' (values, JSON types)
+    extracted from the payloads in SQL (`keys` None, or a key with a double quote that SQLite's paths cannot
+    spell: a raw_payload column instead), and the key to read on from, None when nothing was left.
+    """
+    if keys is not None and conn.dialect.name == "sqlite" and any('"' in key for key in keys):
+        keys = None
+    extracts = _extracts(conn.dialect.name, keys) if keys is not None else [SUBMISSIONS.c.raw_payload]
+    stmt = (select(*_READ_COLUMNS[:5], *_READ_COLUMNS[6:], *extracts)
+            .join_from(SUBMISSIONS, LEADS, SUBMISSIONS.c.lead_id == LEADS.c.id)
+            .where(SUBMISSIONS.c.submitted_at >= scope.start, SUBMISSIONS.c.id <= scope.last_id))
     if after is not None:
-        stmt = stmt.where(tuple_(SUBMISSIONS.c.submitted_at, SUBMISSIONS.c.id) > tuple_(*after))
+        # The last time read, as the driver gave it: SQLite compares its stored text with that very text.
+        at = bindparam("after_at", type_=String if isinstance(after[0], str) else SUBMISSIONS.c.submitted_at.type)
+        # The plain bound on the time lets an index on submitted_at serve the row comparison on PostgreSQL.
+        stmt = stmt.where(SUBMISSIONS.c.submitted_at >= at,
+                          tuple_(SUBMISSIONS.c.submitted_at, SUBMISSIONS.c.id) > tuple_(at, bindparam("after_id")))
     stmt = stmt.order_by(SUBMISSIONS.c.submitted_at, SUBMISSIONS.c.id).limit(limit)
-    rows = conn.execute(stmt).all()
+    params = {} if after is None else {"after_at": after[0], "after_id": after[1]}
+    result = conn.execute(stmt, params)
+    # The driver's rows: SQLAlchemy's per-row processing (JSON decoding above all) was most of the old read.
+    rows = result.cursor.fetchall()
+    result.close()
     if not rows:
-        return pd.DataFrame(columns=[c.name for c in _READ_COLUMNS]), None
-    raw = pd.DataFrame.from_records([tuple(r) for r in rows], columns=[c.name for c in _READ_COLUMNS])
-    return raw, (rows[-1].submitted_at, rows[-1].submission_id)
+        return pd.DataFrame(columns=list(_SWEEP_COLUMNS)), None, None
+    columns = list(zip(*rows, strict=True))
+    frame = pd.DataFrame({name: pd.Series(columns[i], dtype=object) for i, name in enumerate(_SWEEP_COLUMNS)})
+    base = len(_SWEEP_COLUMNS)
+    last = rows[-1]
+    after_at = last[2]
+    if keys is None:
+        frame["raw_payload"] = pd.Series(columns[base], dtype=object)
+        return frame, None, (after_at, int(last[0]))
+    extracted: dict[str, tuple[list[Any], list[Any]]] = {}
+    for i, key in enumerate(keys):
+        if conn.dialect.name == "postgresql":
+            values, kinds = columns[base + 2 * i], columns[base + 2 * i + 1]
+            # jsonb_typeof says boolean; the value's text says which.
+            kinds = [JSON_TRUE if k == "boolean" and v == "true" else JSON_FALSE if k == "boolean"
+                     else _JSON_TYPES.get(k) for k, v in zip(kinds, values, strict=True)]
+        else:
+            values = columns[base + i]
+            kinds = _sqlite_kinds(values)
+        extracted[key] = (list(values), kinds)
+    return frame, extracted, (after_at, int(last[0]))
+
+
+def payloads_by_id(conn: Connection, ids: list[int]) -> list[Any]:
+    """Raw payloads of these submissions in the order of `ids` (JSON text on SQLite, dicts on PostgreSQL)."""
+    found = dict(read_in(conn, select(SUBMISSIONS.c.id, SUBMISSIONS.c.raw_payload)
+                         .where(SUBMISSIONS.c.id.in_(bindparam("values", expanding=True))), ids, raw=True))
+    return [found.get(i) for i in ids]
 
 
 # An intake batch's check reads single tables by index and joins in pandas: joined in SQL, PostgreSQL without
@@ -413,15 +538,80 @@ FROM leads
 """
 
 
+# The same data on PostgreSQL: generate_series for the sequence, the same arithmetic for every value.
+_PG_BENCH_LEADS = """
+INSERT INTO leads (id, email, email_domain, first_name, last_name, company, first_touch_at, first_touch_source,
+                   last_touch_at, last_touch_source, status, is_spam, spam_reasons, spam_flagged_at, created_at,
+                   updated_at)
+SELECT n, 'person' || n || '@' || dom, dom,
+       CASE WHEN n % 211 = 0 THEN 'xkqzvbw' ELSE 'Ann' END, 'Lee', 'Company ' || (n % 5000),
+       ts, 'web_form', ts, 'web_form',
+       CASE WHEN n % 100 = 1 THEN 'spam' ELSE 'new' END,
+       n % 100 = 1,
+       CASE WHEN n % 100 = 1 THEN 'disposable_domain' END,
+       CASE WHEN n % 100 = 1 THEN date_trunc('second', now()) - interval '40 days' END,
+       ts, ts
+FROM (SELECT n,
+             CASE WHEN n % 53 = 0 THEN 'mailinator.com' ELSE 'acme' || (n % 20000) || '.example' END AS dom,
+             date_trunc('second', now()) - make_interval(secs => n % 600000) AS ts
+      FROM generate_series(1, :n) AS n) AS seq
+"""
+_PG_BENCH_SUBMISSIONS = """
+INSERT INTO lead_submissions (id, idempotency_key, lead_id, batch_id, source, submitted_at, received_at, message,
+                              raw_payload)
+SELECT id, lpad(id::text, 64, '0'), id, 'bench', 'web_form', first_touch_at, first_touch_at,
+       CASE WHEN id % 307 = 0 THEN 'best online casino bonus' ELSE 'Please send pricing' END,
+       jsonb_build_object('email', email, 'submitted_at', first_touch_at, 'source', 'web_form',
+                   'ip_address', CASE WHEN id % 10000 < 8 THEN '66.6.' || (id / 10000) || '.1'
+                                      ELSE '10.' || (id % 250) || '.' || (id / 250 % 250) || '.' || (id % 7) END,
+                   'honeypot', CASE WHEN id % 401 = 0 THEN 'filled' END,
+                   'form_fill_seconds', CASE WHEN id % 503 = 0 THEN 0.4 ELSE 25 + id % 60 END)
+FROM leads
+"""
+
+
 def fill_bench_crm(store: Store, leads: int) -> None:
-    """Fill an empty SQLite CRM for bench/spam_bench.py with bulk SQL (a recursive CTE: seconds, not hours).
+    """Fill an empty CRM for bench/spam_bench.py with bulk SQL (SQLite: a recursive CTE; PostgreSQL:
+    generate_series; seconds, not hours).
 
     `leads` leads with one submission each in the last 7 days, raw payloads with IP, honeypot and fill time, and a
     mix of spam (disposable domains, honeypots, fast fills, gibberish names, casino messages, IP bursts of 8
     rows), plus 1% of leads flagged 40 days ago so the purge has work.
     """
-    if store.dialect != "sqlite":
-        raise ValueError("the spam benchmark's CRM is filled with SQLite SQL")
+    postgres = store.dialect == "postgresql"
     with store.begin() as conn:
-        conn.execute(text(_BENCH_LEADS), {"n": leads})
-        conn.execute(text(_BENCH_SUBMISSIONS))
+        conn.execute(text(_PG_BENCH_LEADS if postgres else _BENCH_LEADS), {"n": leads})
+        conn.execute(text(_PG_BENCH_SUBMISSIONS if postgres else _BENCH_SUBMISSIONS))
+        if postgres:
+            # Rows came with their ids: the sequences go on after them.
+            for table in ("leads", "lead_submissions"):
+                conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                                  f"(SELECT coalesce(max(id), 1) FROM {table}))"))
+    store.refresh_statistics(["leads", "lead_submissions"])
+
+
+def bench_postgres_database(server_url: str, name: str, template: str | None = None) -> tuple[str, Callable[[], None]]:
+    """Create a PostgreSQL database for bench/spam_bench.py (empty, or a copy of `template`): its URL and a drop."""
+    admin = make_engine(database_url(server_url), isolation_level="AUTOCOMMIT")
+    # The names are the caller's own (a fixed prefix and hex digits): CREATE DATABASE takes no bound parameter.
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False), drop
+
+
+def spam_digest(store: Store) -> str:
+    """A digest of which leads are spam, with which reasons and status: equal decisions give equal digests."""
+    digest = sha256()
+    stmt = (select(LEADS.c.id, LEADS.c.status, LEADS.c.spam_reasons).where(LEADS.c.is_spam == true())
+            .order_by(LEADS.c.id))
+    with store.engine.connect() as conn:
+        for row in conn.execute(stmt):
+            digest.update(repr(tuple(row)).encode())
+    return digest.hexdigest()[:16]

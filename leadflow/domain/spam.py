@@ -6,11 +6,10 @@ and the plans, events and results of flagging, restoring and purging (leadflow/c
 
 from __future__ import annotations
 
-import hmac
 import json
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -472,18 +471,30 @@ def email_hash(emails: pd.Series, key: bytes | None = None) -> pd.Series:
     """
     key = email_hash_key() if key is None else key
     values = pa.array(emails.astype(_TEXT).array).to_pylist()
-    # hmac has no batch API, so this loop is unavoidable; emails in a batch are nearly all distinct, so
+    # HMAC has no batch API, so this loop is unavoidable; emails in a batch are nearly all distinct, so
     # de-duplicating first would cost more than it saves. Python's strip/lower keep it equal to a scalar hash.
-    # A copy of one keyed state per email skips re-deriving the key's inner and outer pads each time.
-    base = hmac.new(key, digestmod=sha256)
-    digests = [None if not (v and v.strip()) else _keyed(base, v.strip().lower().encode()) for v in values]
+    # HMAC as RFC 2104 writes it, from the two key-padded SHA-256 states: two C-level copies per email instead of
+    # the hmac module's Python object per email (a third of the nightly sweep's hashing time).
+    inner, outer = _keyed_states(key)
+    new_inner, new_outer = inner.copy, outer.copy
+    digests: list[str | None] = []
+    for value in values:
+        text = value.strip() if value else None
+        if not text:
+            digests.append(None)
+            continue
+        mac = new_inner()
+        mac.update(text.lower().encode())
+        out = new_outer()
+        out.update(mac.digest())
+        digests.append(out.hexdigest())
     return pd.Series(pd.array(pa.array(digests, _STR), dtype="string"), index=emails.index)
 
 
-def _keyed(base: hmac.HMAC, value: bytes) -> str:
-    mac = base.copy()
-    mac.update(value)
-    return mac.hexdigest()
+def _keyed_states(key: bytes) -> tuple[Any, Any]:
+    """SHA-256 states that have taken HMAC's inner and outer key pads (RFC 2104, 64-byte blocks)."""
+    block = (sha256(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
+    return sha256(bytes(b ^ 0x36 for b in block)), sha256(bytes(b ^ 0x5C for b in block))
 
 
 def _hashes(leads: pd.DataFrame) -> pa.Array:
@@ -846,20 +857,41 @@ def _signal_value(column: str, value: Any) -> Any:
     return value if column == "form_fill_seconds" else str(value)
 
 
-def payload_signals(payloads: Sequence[Any]) -> pd.DataFrame:
-    """ip_address, honeypot and form_fill_seconds out of raw payloads, under canonical names or known aliases."""
-    parsed = [json.loads(p) if isinstance(p, str) else (p or {}) for p in payloads]
-    keys: set[str] = set()
-    for payload in parsed:
-        keys.update(payload)
+def signal_headers(keys: Iterable[str]) -> dict[str, list[str]]:
+    """The payload keys that hold each anti-spam signal, in the order they are tried: exact canonical spellings
+    (after folding) first, then aliases, each group by name."""
     headers: dict[str, list[str]] = {column: [] for column in SIGNAL_COLUMNS}
     # Exact canonical names first, then aliases, as intake resolves them.
-    for key in sorted(keys, key=lambda k: fold_header(k) not in CANONICAL_COLUMNS):
+    for key in sorted(set(keys), key=lambda k: (fold_header(k) not in CANONICAL_COLUMNS, k)):
         target = _canonical(key)
         if target in headers:
             headers[target].append(key)
+    return headers
+
+
+def _signal_frame(columns: dict[str, Any]) -> pd.DataFrame:
+    """Signal values per column as the rules read them: IP and honeypot as text, fill time as float."""
+    frame = pd.DataFrame({c: pd.Series(v, dtype="object") for c, v in columns.items()})
+    frame["ip_address"] = frame["ip_address"].astype("string")
+    frame["honeypot"] = frame["honeypot"].astype("string")
+    frame["form_fill_seconds"] = pd.to_numeric(frame["form_fill_seconds"], errors="coerce").astype("float64")
+    return frame
+
+
+def payload_signals(payloads: Sequence[Any], headers: dict[str, list[str]] | None = None) -> pd.DataFrame:
+    """ip_address, honeypot and form_fill_seconds out of raw payloads, under canonical names or known aliases.
+
+    `headers` (from `signal_headers`) names the keys to try; by default, the keys these payloads have.
+    """
+    parsed = [json.loads(p) if isinstance(p, str) else (p or {}) for p in payloads]
+    if headers is None:
+        keys: set[str] = set()
+        for payload in parsed:
+            keys.update(payload)
+        headers = signal_headers(keys)
     columns: dict[str, list[Any]] = {}
-    for column, names in headers.items():
+    for column in SIGNAL_COLUMNS:
+        names = headers.get(column, [])
         values: list[Any] = [None] * len(parsed)
         if names:
             for i, payload in enumerate(parsed):
@@ -869,11 +901,70 @@ def payload_signals(payloads: Sequence[Any]) -> pd.DataFrame:
                         values[i] = value
                         break
         columns[column] = values
-    frame = pd.DataFrame({c: pd.Series(v, dtype="object") for c, v in columns.items()})
-    frame["ip_address"] = frame["ip_address"].astype("string")
-    frame["honeypot"] = frame["honeypot"].astype("string")
-    frame["form_fill_seconds"] = pd.to_numeric(frame["form_fill_seconds"], errors="coerce").astype("float64")
-    return frame
+    return _signal_frame(columns)
+
+
+# How the store hands over one payload key extracted in SQL: the value (a JSON string's text, a number as a number
+# or its text, a boolean as anything) and its JSON type in these words; None for a key the payload lacks.
+JSON_TEXT, JSON_NUMBER, JSON_OTHER = "text", "number", "other"
+JSON_TRUE, JSON_FALSE, JSON_NULL = "true", "false", "null"
+
+
+def _extracted_value(column: str, values: np.ndarray, types: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One extracted key as `_signal_value` reads it: (usable, value, needs the payload) per row."""
+    n = len(values)
+    value = np.full(n, None, dtype=object)
+    usable = np.zeros(n, dtype=bool)
+    text = types == JSON_TEXT
+    rows = np.flatnonzero(text)
+    if len(rows):
+        # A blank string is missing: the next key is tried.
+        filled = np.fromiter((bool(v.strip()) for v in values[rows]), dtype=bool, count=len(rows))
+        usable[rows[filled]] = True
+        value[rows[filled]] = values[rows[filled]]
+    true, false = types == JSON_TRUE, types == JSON_FALSE
+    if column == "honeypot":
+        # A JSON `false` honeypot means the field was left alone.
+        usable |= true
+        value[true] = "true"
+    elif column == "form_fill_seconds":
+        usable |= true | false
+        value[true], value[false] = 1.0, 0.0
+        number = np.flatnonzero(types == JSON_NUMBER)
+        usable[number] = True
+        # Numbers as Python reads the JSON (text from PostgreSQL, int or float from SQLite).
+        value[number] = [float(v) for v in values[number]]
+    else:
+        usable |= true | false
+        value[true], value[false] = "True", "False"
+    # Lists, objects and numbers that become text: Python's own rendering decides, from the parsed payload.
+    needs = (types == JSON_OTHER) | ((types == JSON_NUMBER) & (column != "form_fill_seconds"))
+    return usable & ~needs, value, needs
+
+
+def extracted_signals(keys: dict[str, tuple[Sequence[Any], Sequence[Any]]], headers: dict[str, list[str]],
+                      n: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """The signals of rows whose payload keys were extracted in SQL, as `payload_signals` reads them.
+
+    `keys` maps each key named in `headers` to its (values, JSON types) for each of the `n` rows. Also returns
+    which rows hold a signal key whose value only the parsed payload renders exactly (a list, an object, a number
+    as IP or honeypot): their signals are to be taken from `payload_signals` instead.
+    """
+    columns: dict[str, Any] = {}
+    needs = np.zeros(n, dtype=bool)
+    for column in SIGNAL_COLUMNS:
+        result = np.full(n, None, dtype=object)
+        done = np.zeros(n, dtype=bool)
+        for name in headers.get(column, []):
+            values, types = (np.asarray(part, dtype=object) for part in keys[name])
+            usable, value, odd = _extracted_value(column, values, types)
+            # Rows still open at this key: a usable value ends the search, an odd one sends the row to Python.
+            needs |= odd & ~done
+            take = usable & ~done
+            result[take] = value[take]
+            done |= take
+        columns[column] = result
+    return _signal_frame(columns), needs
 
 
 def _utc(values: pd.Series) -> pd.Series:
@@ -919,6 +1010,17 @@ def stored_submissions(raw: pd.DataFrame) -> pd.DataFrame:
 def submission_frame(raw: pd.DataFrame) -> pd.DataFrame:
     """Submissions read joined with their leads as the frame the spam rules judge (one row per submission)."""
     return typed_leads(stored_submissions(raw))
+
+
+def signal_rows(rows: pd.DataFrame, signals: pd.DataFrame) -> pd.DataFrame:
+    """Submissions joined with their leads (no payload) and their signals, as the frame the spam rules judge.
+
+    The same frame `submission_frame` makes of rows with their raw payloads.
+    """
+    frame = rows.reset_index(drop=True)
+    for column in SIGNAL_COLUMNS:
+        frame[column] = signals[column].to_numpy()
+    return typed_leads(typed_submissions(frame))
 
 
 _FROM_CHUNK = ("submitted_at", "source", "message", *SIGNAL_COLUMNS)

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from leadflow.config.policy import load_policy
@@ -207,25 +208,27 @@ def sweep_spam(
         raise SpamCleanupError("batch_size must be at least 1")
     result = FlagResult(dry_run=dry_run)
     window = timedelta(minutes=policy.burst_window_minutes)
-    start = since - window
     since_ts = pd.Timestamp(since)
     tail = pd.DataFrame()
-    after: tuple[datetime, int] | None = None
+    after: tuple[Any, int] | None = None
     # In a dry run nothing is written, so leads judged again (window tail, later submissions) must be remembered.
     would_flag: set[int] = set()
+    recent_leads: list[np.ndarray] = []
     with store.engine.connect() as conn:
-        result.leads_checked = crm.leads_submitting_since(conn, since)
+        scope = crm.sweep_scope(conn, since - window)
+    headers = rules.signal_headers(scope.keys) if scope.keys is not None else None
+    keys = sorted({key for names in headers.values() for key in names}) if headers is not None else None
     while True:
         with store.engine.connect() as conn:
-            raw, after = crm.window_submissions(conn, start, after, batch_size)
+            chunk, after = _sweep_chunk(conn, scope, headers, keys, after, batch_size)
             if after is None:
                 break
-            chunk = rules.submission_frame(raw)
             frame = pd.concat([tail, chunk], ignore_index=True) if len(tail) else chunk
             known_bad = crm.tombstoned(conn, frame["email_hash"].dropna())
-        del raw
         result.chunks += 1
-        result.submissions_checked += int((chunk["submitted_at"] >= since_ts).sum())
+        is_recent = (chunk["submitted_at"] >= since_ts).to_numpy()
+        result.submissions_checked += int(is_recent.sum())
+        recent_leads.append(chunk["lead_id"].to_numpy(dtype="int64")[is_recent])
         verdicts = judge_submissions(frame, policy, known_bad)
         # Rows before `since` are context for bursts only; they judge nobody by themselves.
         recent = frame.loc[frame["submitted_at"] >= since_ts, "lead_id"].unique()
@@ -237,7 +240,26 @@ def sweep_spam(
         result.add(part)
         last = frame["submitted_at"].iloc[-1]
         tail = frame.loc[frame["submitted_at"] > last - pd.Timedelta(window)]
+    result.leads_checked = len(np.unique(np.concatenate(recent_leads))) if recent_leads else 0
     return result
+
+
+def _sweep_chunk(conn: Any, scope: crm.SweepScope, headers: dict[str, list[str]] | None, keys: list[str] | None,
+                 after: tuple[Any, int] | None, limit: int) -> tuple[pd.DataFrame, tuple[Any, int] | None]:
+    """The next chunk of a sweep as the rules judge it, its signals extracted in SQL where the keys allow."""
+    rows, extracted, after = crm.sweep_chunk(conn, scope, keys, after, limit)
+    if after is None:
+        return rows, None
+    if extracted is None or headers is None:
+        return rules.submission_frame(rows), after
+    signals, needs = rules.extracted_signals(extracted, headers, len(rows))
+    if needs.any():
+        # A list, an object or a number where text is read: Python renders it, from the parsed payload.
+        ids = rows["submission_id"].to_numpy(dtype="int64")[needs].tolist()
+        parsed = rules.payload_signals(crm.payloads_by_id(conn, ids), headers)
+        for column in parsed.columns:
+            signals.loc[needs, column] = parsed[column].to_numpy()
+    return rules.signal_rows(rows, signals), after
 
 
 # --- restore --------------------------------------------------------------------------------------------------

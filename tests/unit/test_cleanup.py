@@ -3,6 +3,8 @@ events and results of flagging, restoring and purging (the SQL side is in tests/
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -47,6 +49,63 @@ def test_payload_signals(payload, expected):
 def test_payload_signals_read_json_text_too():
     frame = cleanup.payload_signals(['{"ip": "1.1.1.1"}', None])
     assert frame["ip_address"].tolist()[0] == "1.1.1.1" and pd.isna(frame["ip_address"].iloc[1])
+
+
+@pytest.mark.parametrize("key", [b"k", b"test-only-email-hash-key-0123456789", b"x" * 64, b"long key " * 20])
+def test_email_hash_is_hmac_sha256_of_the_trimmed_lower_case_email(key):
+    emails = pd.Series([" Jo@Acme.Example ", "ann@acme.example", None, "   ", "zoë@exämple.de"], dtype="string")
+    expected = [hmac.new(key, e.strip().lower().encode(), hashlib.sha256).hexdigest() if e and e.strip() else None
+                for e in emails.to_numpy(dtype=object, na_value=None)]
+    assert email_hash(emails, key).to_numpy(dtype=object, na_value=None).tolist() == expected
+
+
+def _sql_extracted(payload: dict, key: str) -> tuple[object, str | None]:
+    """One payload key as the store hands it over from SQLite's json_extract and json_type."""
+    if key not in payload:
+        return None, None
+    value = payload[key]
+    kind = {str: cleanup.JSON_TEXT, bool: cleanup.JSON_TRUE if value else cleanup.JSON_FALSE,
+            int: cleanup.JSON_NUMBER, float: cleanup.JSON_NUMBER, type(None): cleanup.JSON_NULL}.get(type(value),
+                                                                                             cleanup.JSON_OTHER)
+    # SQLite gives booleans as 1/0 and lists or objects as their JSON text.
+    shown = int(value) if isinstance(value, bool) else json.dumps(value) if kind == cleanup.JSON_OTHER else value
+    return shown, kind
+
+
+SIGNAL_PAYLOADS = [
+    {"ip_address": "1.2.3.4", "honeypot": "x", "form_fill_seconds": "0.5"},
+    {"IP Address": "9.9.9.9", "Form Fill Seconds": 3},
+    {"client_ip": "8.8.8.8", "ip_address": "  "},
+    {"ip_address": " 1.1.1.1 ", "client_ip": "2.2.2.2"},
+    {"honeypot": False, "ip": "  "},
+    {"honeypot": True, "form_fill_seconds": False},
+    {"honeypot": 0, "form_fill_seconds": True},
+    {"honeypot": "", "form_fill_seconds": "soon", "Form Fill Seconds": 2},
+    {"form_fill_seconds": None, "Form Fill Seconds": 4.25},
+    {"ip_address": 1234, "honeypot": 2.5},
+    {"ip_address": ["1.2.3.4"], "honeypot": {"a": 1}},
+    {"ip": True, "honeypot": None},
+    {"email": "x@acme.example"},
+    {},
+]
+
+
+def test_signals_extracted_in_sql_read_like_parsed_payloads():
+    headers = cleanup.signal_headers({key for payload in SIGNAL_PAYLOADS for key in payload})
+    assert headers["ip_address"] == ["IP Address", "ip_address", "client_ip", "ip"]
+    keys = {}
+    for key in {name for names in headers.values() for name in names}:
+        pairs = [_sql_extracted(payload, key) for payload in SIGNAL_PAYLOADS]
+        keys[key] = ([v for v, _ in pairs], [t for _, t in pairs])
+    signals, needs = cleanup.extracted_signals(keys, headers, len(SIGNAL_PAYLOADS))
+    # Numbers as IP or honeypot, lists and objects: only Python renders them as the rules have always read them.
+    assert np.flatnonzero(needs).tolist() == [6, 9, 10]
+    parsed = cleanup.payload_signals(SIGNAL_PAYLOADS, headers)
+    for column in parsed.columns:
+        signals.loc[needs, column] = parsed.loc[needs, column].to_numpy()
+    pd.testing.assert_frame_equal(signals, parsed)
+    assert signals["honeypot"].to_numpy(dtype=object, na_value=None).tolist()[4:8] == [None, "true", "0", None]
+    assert signals["form_fill_seconds"].tolist()[5:7] == [0.0, 1.0]
 
 
 @pytest.mark.parametrize(
