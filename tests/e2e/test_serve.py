@@ -22,8 +22,8 @@ def test_served_runs_are_polled_for_every_second_unless_prefect_is_told_otherwis
 
 def test_entrypoint_modules_are_the_flow_modules_once_each():
     assert serve.entrypoint_modules(serve.load_project()) == [
-        "flows.intake", "flows.spam_cleanup", "flows.monthly_report", "flows.delivery", "flows.backfill",
-        "flows.person_erasure", "flows.mailbox"]
+        "flows.intake", "flows.spam_cleanup", "flows.followup", "flows.monthly_report", "flows.scoring_review",
+        "flows.delivery", "flows.backfill", "flows.person_erasure", "flows.mailbox"]
     with pytest.raises(serve.DeploymentConfigError, match="not inside"):
         serve.entrypoint_module("/elsewhere/flow.py:f")
 
