@@ -6,7 +6,9 @@ in crm/backfill.py; these functions put them together in the order the lead-back
 
 from __future__ import annotations
 
+import time
 import traceback
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -19,15 +21,20 @@ import pandas as pd
 
 from leadflow.config.settings import get_settings
 from leadflow.crm import backfill as ledger
+from leadflow.crm import submissions as batches
 from leadflow.crm.store import Store
 from leadflow.domain import submissions as intake
 from leadflow.domain.backfill import BackfillError, Window, make_windows, policy_version
 from leadflow.domain.contract import CANONICAL_COLUMNS, ReasonCode
 from leadflow.domain.privacy import mask_addresses
+from leadflow.domain.qualification import load_qualification_policy
+from leadflow.domain.summary import IntakeSummary, QualificationSummary
 from leadflow.io import backfill_files
 from leadflow.io.backfill_files import SplitManifest
+from leadflow.io.processes import this_process
 from leadflow.io.sources import MALFORMED_COLUMN, ROW_COLUMN, LeadFileError, inspect_lead_file, iter_lead_chunks
-from leadflow.steps.intake import quarantine_rows
+from leadflow.steps import qualification
+from leadflow.steps.intake import field_options, intake_chunks, plain_steps, plan_intake, quarantine_rows
 
 MALFORMED_ROW = "malformed_row"  # intake's reason code for an unreadable row (data_checks/intake.py)
 
@@ -123,6 +130,52 @@ def import_window(store: Store, plan: BackfillPlan, window: Window, run: Callabl
         record_window(store, plan, window, "failed", {"error": error_text(exc)}, now())
         raise
     return record_window(store, plan, window, "completed", summary, now())
+
+
+def replay_window(store: Store, part: str | Path, *, source_name: str | None, chunk_size: int | None,
+                  default_country: str | None, flow_run_id: str | None,
+                  clock: Callable[[], datetime]) -> dict[str, Any]:
+    """Replay one window's input through intake and qualification in replay mode, in this process; its summary.
+
+    The same steps, checks and writes as a lead-intake run with `replay=True` (and its lead-qualification per
+    chunk), called as plain functions: a window is one unit of work, so the dozen task and flow runs, artifacts and
+    check-worker process a lead-intake run would start for it are fixed costs the backfill does without (its own
+    window task and ledger row say what the window did). The intake batch row is kept, owned by this process, so
+    that a killed window's batch is found dead like any intake run's.
+    """
+    started = time.perf_counter()
+    origin = str(part)
+    plan = plan_intake(origin, None, source_name, fields=field_options(default_country, None))
+    summary = IntakeSummary(batch_id=str(uuid.uuid4()), origin=origin)
+    summary.note_plan(plan.profile, plan.submitted_at)
+    owner = this_process()
+    batches.start_batch(store, summary.batch_id, origin, source_name, flow_run_id, clock(),
+                        owner=(owner.host, owner.pid, owner.started_at))
+    settings = get_settings()
+    rules = load_qualification_policy("qualification")
+    qualify_steps = qualification.local_steps(store, flow_run_id=flow_run_id)
+
+    def qualify_chunk(lead_ids: list[int]) -> None:
+        if not lead_ids:
+            return
+        tick = time.perf_counter()
+        done = QualificationSummary(replay=True, policy_version=rules.version)
+        qualification.qualify(qualify_steps, lead_ids, rules, done, replay=True, timezone=settings.timezone,
+                              clock=clock, chunk_size=settings.chunk_size)
+        summary.add_qualification(done.as_dict())
+        summary.add_time("lead_qualification", time.perf_counter() - tick)
+
+    try:
+        intake_chunks(plain_steps(store, flow_run_id=flow_run_id),
+                      iter_lead_chunks(plan.lead_file, chunk_size or settings.chunk_size), plan, summary,
+                      after_chunk=qualify_chunk)
+    except BaseException:
+        summary.seconds = round(time.perf_counter() - started, 3)
+        batches.finish_batch(store, summary.batch_id, "failed", summary.as_dict(), clock())
+        raise
+    summary.seconds = round(time.perf_counter() - started, 3)
+    batches.finish_batch(store, summary.batch_id, "completed", summary.as_dict(), clock())
+    return summary.as_dict()
 
 
 def ledger_table(store: Store, plan: BackfillPlan) -> list[dict[str, Any]]:
