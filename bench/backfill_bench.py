@@ -14,13 +14,13 @@ the same file on the same kind of database. Default sizes are small; the issue's
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -89,10 +89,8 @@ class TreeMemory:
             total = 0
             try:
                 for proc in [self._root, *self._root.children(recursive=True)]:
-                    try:
+                    with contextlib.suppress(psutil.Error):
                         total += proc.memory_info().rss
-                    except psutil.Error:
-                        pass
             except psutil.Error:
                 return
             self.peak_mb = max(self.peak_mb, total / 2**20)
@@ -132,6 +130,8 @@ def run_case(history: Path, size: int, db: str, runner: str, workers: int, pg_ur
            "PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180", "PYTHONPATH": str(tree)}
     env.pop("PREFECT_API_URL", None)
+    # PostgreSQL needs the key of the email hashes set (SQLite makes one beside its file): a throwaway one per case.
+    env.setdefault("LEADFLOW_HASH_KEY", uuid.uuid4().hex)
     command = [sys.executable, "-c", CHILD, str(history), runner, tempfile.mkdtemp(), str(workers)]
     if profile is not None:
         # Every process of the case (flow, Dask workers, check worker, test server), folded stacks per process.
