@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,8 @@ import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+
+from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
@@ -71,12 +74,15 @@ print(json.dumps({"seconds": seconds, "rows": rows, "windows": windows, "peak_rs
 
 
 class TreeMemory:
-    """Peak of the resident memory summed over a process and all its descendants, sampled in a thread."""
+    """Samples a process tree in a thread: the peak of its resident memory summed over all processes, and the CPU
+    time of the PostgreSQL server processes that serve `database` (the client side's CPU comes from rusage)."""
 
-    def __init__(self, pid: int, every: float = 0.2) -> None:
+    def __init__(self, pid: int, database: str | None, every: float = 0.2) -> None:
         import psutil
 
         self.peak_mb = 0.0
+        self.server_cpu: dict[int, float] = {}
+        self._database = database
         self._stop = threading.Event()
         self._root = psutil.Process(pid)
         self._thread = threading.Thread(target=self._sample, args=(every,), daemon=True)
@@ -94,13 +100,20 @@ class TreeMemory:
             except psutil.Error:
                 return
             self.peak_mb = max(self.peak_mb, total / 2**20)
+            if self._database:
+                for proc in psutil.process_iter(["name", "cmdline"]):
+                    with contextlib.suppress(psutil.Error, TypeError):
+                        # A backend's title: "postgres: 15/main: user database host(port) state".
+                        if f" {self._database} " in " ".join(proc.info["cmdline"] or []) + " ":
+                            cpu = proc.cpu_times()
+                            self.server_cpu[proc.pid] = cpu.user + cpu.system
             self._stop.wait(every)
 
-    def stop(self) -> float:
-        """Stop sampling; the peak in MiB."""
+    def stop(self) -> tuple[float, float]:
+        """Stop sampling; the peak in MiB and the server's CPU seconds."""
         self._stop.set()
         self._thread.join()
-        return round(self.peak_mb)
+        return round(self.peak_mb), round(sum(self.server_cpu.values()), 1)
 
 
 def _database(kind: str, pg_url: str | None) -> tuple[str, Callable[[], None]]:
@@ -141,10 +154,12 @@ def run_case(history: Path, size: int, db: str, runner: str, workers: int, pg_ur
                    *command]
     try:
         with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             child = subprocess.Popen(command, cwd=tree, env=env, stdout=stdout, stderr=stderr, text=True)
-            memory = TreeMemory(child.pid)
+            memory = TreeMemory(child.pid, make_url(url).database if db == "postgresql" else None)
             returncode = child.wait()
-            peak_tree = memory.stop()
+            peak_tree, server_cpu = memory.stop()
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
             stdout.seek(0)
             stderr.seek(0)
             out_text, err_text = stdout.read(), stderr.read()
@@ -153,7 +168,10 @@ def run_case(history: Path, size: int, db: str, runner: str, workers: int, pg_ur
         measured = json.loads(next(ln for ln in reversed(out_text.strip().splitlines()) if ln.startswith("{")))
     finally:
         drop()
+    # Every process of the case was waited for by its parent, so its CPU time is in this process's children's.
+    client_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     measured.update(size=size, db=db, runner=runner, workers=workers, peak_tree_mb=peak_tree,
+                    client_cpu=round(client_cpu, 1), server_cpu=server_cpu,
                     leads_per_second=round(measured["rows"] / measured["seconds"]))
     return measured
 
@@ -188,9 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     dbs = [d for d in args.dbs if d == "sqlite" or args.pg_url]
 
     print(f"<!-- tree {args.tree.resolve()}, load average at start {os.getloadavg()[0]:.1f} -->")
-    print("| leads | database | runner | workers | windows | seconds | leads/s | peak RSS, all processes (MB) "
-          "| peak RSS main (MB) | largest child (MB) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| leads | database | runner | workers | windows | seconds | leads/s | CPU s client + server "
+          "| leads per CPU s | peak RSS, all processes (MB) | peak RSS main (MB) | largest child (MB) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
         history = history_file(size)
         for db in dbs:
@@ -199,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
                     started_load = os.getloadavg()[0]
                     r = run_case(history, size, db, runner, workers, args.pg_url, args.tree.resolve(), args.profile)
                     print(f"| {size:,} | {db} | {runner} | {'-' if runner == 'intake' else workers} | {r['windows']} "
-                          f"| {r['seconds']:.1f} | {r['leads_per_second']:,} | {r['peak_tree_mb']:,} "
+                          f"| {r['seconds']:.1f} | {r['leads_per_second']:,} "
+                          f"| {r['client_cpu']:,} + {r['server_cpu']:,} "
+                          f"| {r['rows'] / max(r['client_cpu'] + r['server_cpu'], 0.1):,.0f} | {r['peak_tree_mb']:,} "
                           f"| {r['peak_rss_mb']:,} | {r['peak_child_rss_mb']:,} |", flush=True)
                     print(f"<!-- load {started_load:.1f} -> {os.getloadavg()[0]:.1f}; step seconds (summed over "
                           f"windows): {r['steps']} -->", flush=True)

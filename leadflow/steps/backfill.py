@@ -164,6 +164,9 @@ def replay_window(store: Store, part: str | Path, *, source_name: str | None, ch
                               clock=clock, chunk_size=settings.chunk_size)
         summary.add_qualification(done.as_dict())
         summary.add_time("lead_qualification", time.perf_counter() - tick)
+        # Its steps too (a lead-intake run keeps them in its qualification subflow's summary artifact).
+        for step, spent in done.step_seconds.items():
+            summary.add_time(f"lead_qualification.{step}", spent)
 
     try:
         intake_chunks(plain_steps(store, flow_run_id=flow_run_id),
