@@ -6,6 +6,8 @@ in crm/backfill.py; these functions put them together in the order the lead-back
 
 from __future__ import annotations
 
+import dataclasses
+import random
 import time
 import traceback
 import uuid
@@ -22,7 +24,7 @@ import pandas as pd
 from leadflow.config.settings import get_settings
 from leadflow.crm import backfill as ledger
 from leadflow.crm import submissions as batches
-from leadflow.crm.store import Store
+from leadflow.crm.store import Store, is_transient_db_error
 from leadflow.domain import submissions as intake
 from leadflow.domain.backfill import BackfillError, Window, make_windows, policy_version
 from leadflow.domain.contract import CANONICAL_COLUMNS, ReasonCode
@@ -34,7 +36,14 @@ from leadflow.io.backfill_files import SplitManifest
 from leadflow.io.processes import this_process
 from leadflow.io.sources import MALFORMED_COLUMN, ROW_COLUMN, LeadFileError, inspect_lead_file, iter_lead_chunks
 from leadflow.steps import qualification
-from leadflow.steps.intake import field_options, intake_chunks, plain_steps, plan_intake, quarantine_rows
+from leadflow.steps.intake import (
+    STATISTICS_TABLES,
+    field_options,
+    intake_chunks,
+    plain_steps,
+    plan_intake,
+    quarantine_rows,
+)
 
 MALFORMED_ROW = "malformed_row"  # intake's reason code for an unreadable row (data_checks/intake.py)
 
@@ -132,6 +141,37 @@ def import_window(store: Store, plan: BackfillPlan, window: Window, run: Callabl
     return record_window(store, plan, window, "completed", summary, now())
 
 
+# Intake steps that start CPU-bound work and return a future: they touch no database.
+STARTED_STEPS = frozenset({"check_lead_batch", "normalize_leads"})
+STEP_RETRIES = 3
+
+
+def retrying(step: Callable[..., Any], retries: int = STEP_RETRIES, pause: float = 1.0) -> Callable[..., Any]:
+    """A step retried after a lock, deadlock or dropped connection, as its task would be (DB_TASK in tasks/common).
+
+    Every step writes in one transaction, so a retry after a rollback is safe; parallel windows that share a
+    returning person or an account can deadlock on their rows, and PostgreSQL then aborts one of them.
+    """
+    def call(*args: Any, **kwargs: Any) -> Any:
+        for attempt in range(retries + 1):
+            try:
+                return step(*args, **kwargs)
+            except Exception as exc:
+                if attempt == retries or not is_transient_db_error(exc):
+                    raise
+                # Jittered, so the two windows of a deadlock do not meet again at once.
+                time.sleep(pause * random.uniform(0.2, 1.0) * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    return call
+
+
+def _with_retries(steps: Any, skip: frozenset[str] = frozenset()) -> Any:
+    """These steps (a dataclass of callables), each retried on transient database errors (but those in `skip`)."""
+    return dataclasses.replace(steps, **{f.name: retrying(getattr(steps, f.name))
+                                         for f in dataclasses.fields(steps) if f.name not in skip})
+
+
 def replay_window(store: Store, part: str | Path, *, source_name: str | None, chunk_size: int | None,
                   default_country: str | None, flow_run_id: str | None,
                   clock: Callable[[], datetime]) -> dict[str, Any]:
@@ -153,14 +193,19 @@ def replay_window(store: Store, part: str | Path, *, source_name: str | None, ch
                         owner=(owner.host, owner.pid, owner.started_at))
     settings = get_settings()
     rules = load_qualification_policy("qualification")
-    qualify_steps = qualification.local_steps(store, flow_run_id=flow_run_id)
+    qualify_steps = _with_retries(qualification.local_steps(store, flow_run_id=flow_run_id))
+    # Windows are often smaller than a bulk load (which refreshes them itself): the planner needs statistics of
+    # tables the earlier windows filled (only those never analyzed or grown by a quarter are refreshed).
+    store.refresh_statistics(STATISTICS_TABLES)
 
     def qualify_chunk(lead_ids: list[int]) -> None:
         if not lead_ids:
             return
         tick = time.perf_counter()
         done = QualificationSummary(replay=True, policy_version=rules.version)
-        qualification.qualify(qualify_steps, lead_ids, rules, done, replay=True, timezone=settings.timezone,
+        # In id order, as lead-qualification takes them: parallel windows then lock shared leads in one order.
+        ids = sorted({int(i) for i in lead_ids})
+        qualification.qualify(qualify_steps, ids, rules, done, replay=True, timezone=settings.timezone,
                               clock=clock, chunk_size=settings.chunk_size)
         summary.add_qualification(done.as_dict())
         summary.add_time("lead_qualification", time.perf_counter() - tick)
@@ -169,7 +214,7 @@ def replay_window(store: Store, part: str | Path, *, source_name: str | None, ch
             summary.add_time(f"lead_qualification.{step}", spent)
 
     try:
-        intake_chunks(plain_steps(store, flow_run_id=flow_run_id),
+        intake_chunks(_with_retries(plain_steps(store, flow_run_id=flow_run_id), STARTED_STEPS),
                       iter_lead_chunks(plan.lead_file, chunk_size or settings.chunk_size), plan, summary,
                       after_chunk=qualify_chunk)
     except BaseException:
