@@ -25,8 +25,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-
-from sqlalchemy.engine import make_url
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
@@ -156,7 +155,7 @@ def run_case(history: Path, size: int, db: str, runner: str, workers: int, pg_ur
         with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             child = subprocess.Popen(command, cwd=tree, env=env, stdout=stdout, stderr=stderr, text=True)
-            memory = TreeMemory(child.pid, make_url(url).database if db == "postgresql" else None)
+            memory = TreeMemory(child.pid, urlsplit(url).path.lstrip("/") if db == "postgresql" else None)
             returncode = child.wait()
             peak_tree, server_cpu = memory.stop()
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
