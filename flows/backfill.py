@@ -169,13 +169,6 @@ def _task_runner(runner: str, dask_address: str | None, max_parallel: int):
     raise ValueError(f"unknown runner {runner!r} (expected threads, dask or deployment)")
 
 
-def replay_through_intake(**parameters: Any) -> dict[str, Any]:
-    """Run lead-intake on one window's input: what Import Backfill Window calls (a task never imports flows)."""
-    from flows.intake import lead_intake
-
-    return lead_intake(**parameters)
-
-
 def _quarantine_undated(plan: BackfillPlan, manifest: SplitManifest, options: dict[str, Any],
                         progress: _Progress) -> WindowResult:
     state = quarantine_undated_rows(plan, manifest.parts[UNDATED], options["source_name"], options["chunk_size"],
@@ -195,8 +188,7 @@ def _run_on_task_runner(plan: BackfillPlan, manifest: SplitManifest, todo: list[
     with task_runner as tr:
         futures = {
             window.id: tr.submit(import_window, parameters={"plan": plan, "window": window,
-                                                            "part": manifest.parts[window.id],
-                                                            "replay": replay_through_intake, **options})
+                                                            "part": manifest.parts[window.id], **options})
             for window in todo
         }
         for window in todo:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -69,19 +68,19 @@ def window_run_summary(flow_run_id: str) -> dict[str, Any]:
 
 @task(name="Import Backfill Window", retries=1, retry_delay_seconds=5, **PRIVATE)
 def import_window(plan: BackfillPlan, window: Window, part: str, source_name: str | None,
-                  chunk_size: int | None, timeout_minutes: int,
-                  replay: Callable[..., dict[str, Any]], default_country: str | None = None) -> WindowResult:
-    """Replay one window's input through lead-intake (and qualification) in replay mode, recorded in the ledger.
-
-    `replay` runs intake on one file (the flow passes its lead-intake subflow in; a task never imports flows).
-    """
+                  chunk_size: int | None, timeout_minutes: int, default_country: str | None = None) -> WindowResult:
+    """Replay one window's input through intake and qualification in replay mode, recorded in the ledger."""
+    crm, flow_run_id = store(), current_flow_run_id()
     result = bf.import_window(
-        store(), plan, window,
-        lambda: replay(path=part, source_name=source_name, chunk_size=chunk_size, replay=True,
-                       default_country=default_country),
-        timedelta(minutes=timeout_minutes), flow_run_id=current_flow_run_id(), now=utc_now)
+        crm, plan, window,
+        lambda: bf.replay_window(crm, part, source_name=source_name, chunk_size=chunk_size,
+                                 default_country=default_country, flow_run_id=flow_run_id, clock=utc_now),
+        timedelta(minutes=timeout_minutes), flow_run_id=flow_run_id, now=utc_now)
     if result.status == "skipped":
         get_run_logger().info("Window %s is done or being imported by another run: skipped", window.id)
+    else:
+        get_run_logger().info("Window %s: %d rows in %.1f s", window.id, result.rows,
+                              float(result.summary.get("seconds") or 0))
     return result
 
 

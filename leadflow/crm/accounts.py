@@ -99,6 +99,8 @@ def claim_account_owners(conn: Connection, store: Store, owners: dict[int, int],
     """Make routing's rep the owner of each account that has none yet (a concurrent owner stands)."""
     if not owners:
         return
-    owned = pd.DataFrame({"b_id": list(owners), "b_rep": list(owners.values()), "b_now": now})
+    # In account order: two runs claiming overlapping accounts lock them in the same order (no deadlock).
+    ordered = sorted(owners.items())
+    owned = pd.DataFrame({"b_id": [a for a, _ in ordered], "b_rep": [r for _, r in ordered], "b_now": now})
     store.bulk(conn, update(ACCOUNTS).where(ACCOUNTS.c.id == bindparam("b_id"), ACCOUNTS.c.owner_id.is_(None))
                .values(owner_id=bindparam("b_rep"), updated_at=bindparam("b_now")), owned)

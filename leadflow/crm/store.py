@@ -481,8 +481,19 @@ class Store:
         """
         if self.dialect != "postgresql":
             return
+        from sqlalchemy import text
+
+        names = [Base.metadata.tables[t].name for t in tables]
         with self.begin() as conn:
-            conn.exec_driver_sql("ANALYZE " + ", ".join(Base.metadata.tables[t].name for t in tables))
+            # Only tables never analyzed or grown by a quarter since: the planner scales row counts by the current
+            # size itself, and a backfill's windows (or a big file's chunks) would otherwise ANALYZE every table after
+            # each one, waiting on each other's ANALYZE (it locks against itself) for statistics that barely move.
+            stale = conn.execute(text(
+                "SELECT c.relname FROM pg_class c WHERE c.oid = ANY(CAST(:names AS regclass[])) AND (c.reltuples < 0 "
+                "OR pg_relation_size(c.oid) > 1.25 * c.relpages * current_setting('block_size')::bigint)"),
+                {"names": names}).scalars().all()
+            if stale:
+                conn.exec_driver_sql("ANALYZE " + ", ".join(sorted(stale)))
 
     def backend_cpu_seconds(self, conn: Connection | None = None) -> dict[int, float]:
         """CPU seconds by pid of the PostgreSQL server processes serving this database (only `conn`'s, if given),

@@ -6,7 +6,11 @@ in crm/backfill.py; these functions put them together in the order the lead-back
 
 from __future__ import annotations
 
+import dataclasses
+import random
+import time
 import traceback
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -19,15 +23,27 @@ import pandas as pd
 
 from leadflow.config.settings import get_settings
 from leadflow.crm import backfill as ledger
-from leadflow.crm.store import Store
+from leadflow.crm import submissions as batches
+from leadflow.crm.store import Store, is_transient_db_error
 from leadflow.domain import submissions as intake
 from leadflow.domain.backfill import BackfillError, Window, make_windows, policy_version
 from leadflow.domain.contract import CANONICAL_COLUMNS, ReasonCode
 from leadflow.domain.privacy import mask_addresses
+from leadflow.domain.qualification import load_qualification_policy
+from leadflow.domain.summary import IntakeSummary, QualificationSummary
 from leadflow.io import backfill_files
 from leadflow.io.backfill_files import SplitManifest
+from leadflow.io.processes import this_process
 from leadflow.io.sources import MALFORMED_COLUMN, ROW_COLUMN, LeadFileError, inspect_lead_file, iter_lead_chunks
-from leadflow.steps.intake import quarantine_rows
+from leadflow.steps import qualification
+from leadflow.steps.intake import (
+    STATISTICS_TABLES,
+    field_options,
+    intake_chunks,
+    plain_steps,
+    plan_intake,
+    quarantine_rows,
+)
 
 MALFORMED_ROW = "malformed_row"  # intake's reason code for an unreadable row (data_checks/intake.py)
 
@@ -123,6 +139,91 @@ def import_window(store: Store, plan: BackfillPlan, window: Window, run: Callabl
         record_window(store, plan, window, "failed", {"error": error_text(exc)}, now())
         raise
     return record_window(store, plan, window, "completed", summary, now())
+
+
+# Intake steps that start CPU-bound work and return a future: they touch no database.
+STARTED_STEPS = frozenset({"check_lead_batch", "normalize_leads"})
+STEP_RETRIES = 3
+
+
+def retrying(step: Callable[..., Any], retries: int = STEP_RETRIES, pause: float = 1.0) -> Callable[..., Any]:
+    """A step retried after a lock, deadlock or dropped connection, as its task would be (DB_TASK in tasks/common).
+
+    Every step writes in one transaction, so a retry after a rollback is safe; parallel windows that share a
+    returning person or an account can deadlock on their rows, and PostgreSQL then aborts one of them.
+    """
+    def call(*args: Any, **kwargs: Any) -> Any:
+        for attempt in range(retries + 1):
+            try:
+                return step(*args, **kwargs)
+            except Exception as exc:
+                if attempt == retries or not is_transient_db_error(exc):
+                    raise
+                # Jittered, so the two windows of a deadlock do not meet again at once.
+                time.sleep(pause * random.uniform(0.2, 1.0) * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    return call
+
+
+def _with_retries(steps: Any, skip: frozenset[str] = frozenset()) -> Any:
+    """These steps (a dataclass of callables), each retried on transient database errors (but those in `skip`)."""
+    return dataclasses.replace(steps, **{f.name: retrying(getattr(steps, f.name))
+                                         for f in dataclasses.fields(steps) if f.name not in skip})
+
+
+def replay_window(store: Store, part: str | Path, *, source_name: str | None, chunk_size: int | None,
+                  default_country: str | None, flow_run_id: str | None,
+                  clock: Callable[[], datetime]) -> dict[str, Any]:
+    """Replay one window's input through intake and qualification in replay mode, in this process; its summary.
+
+    The same steps, checks and writes as a lead-intake run with `replay=True` (and its lead-qualification per
+    chunk), called as plain functions: a window is one unit of work, so the dozen task and flow runs, artifacts and
+    check-worker process a lead-intake run would start for it are fixed costs the backfill does without (its own
+    window task and ledger row say what the window did). The intake batch row is kept, owned by this process, so
+    that a killed window's batch is found dead like any intake run's.
+    """
+    started = time.perf_counter()
+    origin = str(part)
+    plan = plan_intake(origin, None, source_name, fields=field_options(default_country, None))
+    summary = IntakeSummary(batch_id=str(uuid.uuid4()), origin=origin)
+    summary.note_plan(plan.profile, plan.submitted_at)
+    owner = this_process()
+    batches.start_batch(store, summary.batch_id, origin, source_name, flow_run_id, clock(),
+                        owner=(owner.host, owner.pid, owner.started_at))
+    settings = get_settings()
+    rules = load_qualification_policy("qualification")
+    qualify_steps = _with_retries(qualification.local_steps(store, flow_run_id=flow_run_id))
+    # Windows are often smaller than a bulk load (which refreshes them itself): the planner needs statistics of
+    # tables the earlier windows filled (only those never analyzed or grown by a quarter are refreshed).
+    store.refresh_statistics(STATISTICS_TABLES)
+
+    def qualify_chunk(lead_ids: list[int]) -> None:
+        if not lead_ids:
+            return
+        tick = time.perf_counter()
+        done = QualificationSummary(replay=True, policy_version=rules.version)
+        # In id order, as lead-qualification takes them: parallel windows then lock shared leads in one order.
+        ids = sorted({int(i) for i in lead_ids})
+        qualification.qualify(qualify_steps, ids, rules, done, replay=True, timezone=settings.timezone,
+                              clock=clock, chunk_size=settings.chunk_size)
+        summary.add_qualification(done.as_dict())
+        summary.add_time("lead_qualification", time.perf_counter() - tick)
+        # Its steps too (a lead-intake run keeps them in its qualification subflow's summary artifact).
+        for step, spent in done.step_seconds.items():
+            summary.add_time(f"lead_qualification.{step}", spent)
+
+    try:
+        intake_chunks(_with_retries(plain_steps(store, flow_run_id=flow_run_id), STARTED_STEPS),
+                      iter_lead_chunks(plan.lead_file, chunk_size or settings.chunk_size), plan, summary,
+                      after_chunk=qualify_chunk)
+    except BaseException:
+        summary.seconds = round(time.perf_counter() - started, 3)
+        batches.finish_batch(store, summary.batch_id, "failed", summary.as_dict(), clock())
+        raise
+    summary.seconds = round(time.perf_counter() - started, 3)
+    batches.finish_batch(store, summary.batch_id, "completed", summary.as_dict(), clock())
+    return summary.as_dict()
 
 
 def ledger_table(store: Store, plan: BackfillPlan) -> list[dict[str, Any]]:

@@ -177,7 +177,9 @@ def _assign(store: Store, leads: pd.DataFrame, links: LeadLinks, checks: pd.Data
     ids = leads["lead_id"].astype("int64").tolist()
     accounts = links.account
     with store.begin() as conn:
-        reps = assignments.load_reps(conn, lock=True)
+        # A replay reserves no capacity and moves no rotation (routing returns neither): it only reads the reps, so
+        # it takes no locks on them, and parallel backfill windows do not queue behind each other's transaction.
+        reps = assignments.load_reps(conn, lock=not replay)
         owners = lead_store.current_owners(conn, ids)
         acc_owner = account_store.account_owners(conn, [int(a) for a in accounts.dropna().unique()])
         queued = task_store.waiting_in_queue(conn, ids)

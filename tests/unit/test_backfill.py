@@ -53,3 +53,41 @@ def test_quarantine_undated_keeps_raw_payloads_once(crm, tmp_path):
     assert (again.quarantined, again.quarantined_new) == (3, 0)
     with crm.engine.connect() as conn:
         assert len(conn.execute(select(table.c.id)).all()) == 3
+
+
+def _transient() -> Exception:
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    return OperationalError("UPDATE leads ...", {}, sqlite3.OperationalError("database is locked"))
+
+
+@pytest.mark.parametrize(
+    ("failures", "error", "outcome"),
+    [
+        ([], None, "done"),
+        (["transient", "transient"], None, "done"),  # a deadlock or lock between windows: retried
+        (["transient"] * 4, "database is locked", None),  # gives up after three retries
+        (["bad"], "bad row", None),  # anything else is not retried
+    ],
+)
+def test_window_steps_retry_only_transient_database_errors(failures, error, outcome):
+    from leadflow.steps.backfill import retrying
+
+    calls = []
+
+    def step(value):
+        calls.append(value)
+        if len(calls) <= len(failures):
+            raise _transient() if failures[len(calls) - 1] == "transient" else ValueError("bad row")
+        return value
+
+    wrapped = retrying(step, pause=0)
+    if error is None:
+        assert wrapped(outcome) == outcome
+        assert len(calls) == len(failures) + 1
+    else:
+        with pytest.raises(Exception, match=error):
+            wrapped("x")
+        assert len(calls) == min(len(failures), 4)

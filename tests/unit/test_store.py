@@ -99,6 +99,31 @@ def test_refresh_statistics_analyzes_on_postgresql_and_is_a_no_op_on_sqlite(crm)
     assert analyzed == {"leads": True, "lead_submissions": True}
 
 
+@pytest.mark.parametrize("crm", ["postgresql"], indirect=True)
+def test_refresh_statistics_skips_a_table_that_has_not_grown_by_a_quarter(crm):
+    from sqlalchemy import text
+
+    def analyzed() -> int:
+        with crm.engine.connect() as conn:
+            return conn.execute(text("SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'leads'")
+                                ).scalar_one()
+
+    def add_leads(start: int, n: int) -> None:
+        rows = pd.DataFrame([lead_row(f"p{i}@x.com", "2025-05-01") for i in range(start, start + n)])
+        with crm.begin() as conn:
+            crm.upsert_leads(conn, rows, NOW)
+
+    add_leads(0, 2000)
+    crm.refresh_statistics(["leads"])
+    first = analyzed()
+    add_leads(2000, 100)  # 5% more: the statistics stand
+    crm.refresh_statistics(["leads"])
+    assert analyzed() == first
+    add_leads(2100, 1000)  # 52% more: refreshed
+    crm.refresh_statistics(["leads"])
+    assert analyzed() == first + 1
+
+
 def test_leads_by_id_gives_the_types_sqlalchemy_would(crm):
     # Raw driver rows: SQLite hands back booleans as 0/1, JSON and times as text; a missing flag must stay None.
     rows = pd.DataFrame([lead_row("a@x.com", "2025-05-01 10:00:00.5", demo_requested=True),
