@@ -487,15 +487,21 @@ def _children(table: Table) -> list[tuple[Table, Any]]:
     return found
 
 
+def _key(table: Table) -> Any:
+    """The table's single-column primary key (`id`, or e.g. `lead_id` for a one-row-per-lead side table)."""
+    (column,) = table.primary_key.columns
+    return column
+
+
 def _delete_rows(conn: Connection, table: Table, ids: list[int], deleted: Counter) -> None:
-    """Delete rows by id after every row that references them, depth first."""
+    """Delete rows by primary key after every row that references them, depth first."""
     for child, column in _children(table):
         child_ids: list[int] = []
         for condition in _in(column, ids):
-            child_ids.extend(conn.execute(select(child.c.id).where(condition)).scalars())
+            child_ids.extend(conn.execute(select(_key(child)).where(condition)).scalars())
         if child_ids:
             _delete_rows(conn, child, child_ids, deleted)
-    for condition in _in(table.c.id, ids):
+    for condition in _in(_key(table), ids):
         deleted[table.name] += conn.execute(delete(table).where(condition)).rowcount
 
 
