@@ -28,6 +28,7 @@ from sqlalchemy import (
     Float,
     Integer,
     MetaData,
+    SmallInteger,
     Table,
     Text,
     any_,
@@ -36,6 +37,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    literal_column,
     or_,
     select,
     update,
@@ -659,8 +661,12 @@ class Store:
             yield page
             after = page[-1]
 
-    def update_leads(self, conn: Connection, frame: pd.DataFrame) -> None:
-        """Set the frame's columns on the leads with the frame's ids (JSON columns given as dicts or JSON text)."""
+    def update_leads(self, conn: Connection, frame: pd.DataFrame, mark: tuple[int, datetime] | None = None) -> None:
+        """Set the frame's columns on the leads with the frame's ids (JSON columns given as dicts or JSON text).
+
+        `mark` (step, time): the same statement moves each of these leads that is at the step right before `step` to
+        it, as progress.mark_step would: one row version per lead on PostgreSQL instead of two.
+        """
         if frame.empty:
             return
         columns = [c for c in frame.columns if c != "id"]
@@ -668,15 +674,23 @@ class Store:
         for name in columns:
             if name in {"enrichment_sources"}:
                 out[name] = [v if isinstance(v, str) or v is None else _json_dumps(v) for v in out[name].tolist()]
-        stmt = (
-            update(LEADS)
-            .where(LEADS.c.id == bindparam("_id"))
-            .values({name: bindparam(name) for name in columns})
-        )
+        values: dict[str, Any] = {name: bindparam(name) for name in columns}
+        if mark is not None:
+            reached, now = int(mark[0]), mark[1]
+            # Literal steps: every bound parameter of a bulk statement is a frame column (see `bulk`). SET expressions
+            # all read the row as it was, so both see the old mark.
+            moves = LEADS.c.step_mark == literal_column(str(reached - 1), SmallInteger)
+            values["step_mark"] = case((moves, literal_column(str(reached), SmallInteger)), else_=LEADS.c.step_mark)
+            values["step_marked_at"] = case((moves, bindparam(MARKED_AT, type_=LEADS.c.step_marked_at.type)),
+                                            else_=LEADS.c.step_marked_at)
+            out[MARKED_AT] = now
+        stmt = update(LEADS).where(LEADS.c.id == bindparam("_id")).values(values)
         self.bulk(conn, stmt, out.rename(columns={"id": "_id"}))
 
 
 STAGING_ROW = "lf_row"
+# The bound parameter of the time a folded step mark is written (update_leads' `mark`).
+MARKED_AT = "_lf_marked_at"
 
 
 def _staging_type(values: pd.Series) -> Any:
