@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from datetime import UTC, datetime
+from itertools import pairwise
 
 import pandas as pd
 import pytest
@@ -97,6 +98,28 @@ def test_refresh_statistics_analyzes_on_postgresql_and_is_a_no_op_on_sqlite(crm)
             "SELECT relname, last_analyze IS NOT NULL FROM pg_stat_user_tables "
             "WHERE relname IN ('leads', 'lead_submissions')")).all())
     assert analyzed == {"leads": True, "lead_submissions": True}
+
+
+def test_a_bulk_load_analyzes_first_and_then_only_once_the_tables_have_grown_by_their_size(crm):
+    from sqlalchemy import text
+
+    def analyzed() -> int:
+        with crm.engine.connect() as conn:
+            return conn.execute(text("SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'leads'")
+                                ).scalar_one()
+
+    with crm.begin() as conn:
+        crm.upsert_leads(conn, pd.DataFrame([lead_row(f"l{i}@x.com", "2025-05-01") for i in range(40)]), NOW)
+    if crm.dialect != "postgresql":
+        crm.refresh_statistics(["leads"], added=40)
+        return
+    counts = [analyzed()]
+    # The first load; 30 and then 10 more of its 40 rows (not more than it had); 1 more (41 of 40: again, and the
+    # count starts over); 5 more; asked for outright (no `added`): always.
+    for added in (40, 30, 10, 1, 5, None):
+        crm.refresh_statistics(["leads"], added=added)
+        counts.append(analyzed())
+    assert [b - a for a, b in pairwise(counts)] == [1, 0, 0, 1, 0, 1]
 
 
 def test_leads_by_id_gives_the_types_sqlalchemy_would(crm):
