@@ -17,7 +17,7 @@ from sqlalchemy import Connection, and_, bindparam, func, select, update
 
 from leadflow.crm.schema import Lead, LeadEvent, LeadSubmission
 from leadflow.crm.spam import _STORED_ROWS
-from leadflow.crm.store import execute_in, read_in, utc
+from leadflow.crm.store import Store, execute_in, read_in, utc
 from leadflow.domain.progress import LeadStep
 
 LEADS = Lead.__table__
@@ -40,6 +40,25 @@ def mark_step(conn: Connection, lead_ids: Iterable[int], reached: LeadStep, now:
             .where(LEADS.c.id.in_(bindparam("values", expanding=True)), LEADS.c.step_mark.in_(before))
             .values(step_mark=int(reached), step_marked_at=now))
     return execute_in(conn, stmt, ids)
+
+
+def update_and_mark(store: Store, conn: Connection, changed: pd.DataFrame, lead_ids: Iterable[int],
+                    reached: LeadStep, now: datetime) -> None:
+    """Write a step's changed lead columns (`changed`, by id) and mark all `lead_ids` as having reached the step.
+
+    The changed leads are marked by the UPDATE that writes their columns (on PostgreSQL every UPDATE of a row is a
+    new row version, so a separate mark rewrote each of them twice), the rest by `mark_step`: same transaction, same
+    rule (only leads at the step right before move).
+    """
+    ids = {int(i) for i in lead_ids}
+    changed_ids = set(changed["id"].astype("int64").tolist()) if not changed.empty else set()
+    if not changed_ids <= ids:
+        # Rows the step writes but does not mark: written as they are, the marked ones moved on their own.
+        store.update_leads(conn, changed)
+        mark_step(conn, ids, reached, now)
+        return
+    store.update_leads(conn, changed, mark=(int(reached), now))
+    mark_step(conn, ids - changed_ids, reached, now)
 
 
 def finish_qualification(conn: Connection, lead_ids: Iterable[int], now: datetime,

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Float,
     Integer,
     MetaData,
+    SmallInteger,
     Table,
     Text,
     any_,
@@ -36,6 +37,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    literal_column,
     or_,
     select,
     update,
@@ -375,6 +377,10 @@ class Store:
         self.checkpointer: WalCheckpointer | None = None
         self._checked_current = False
         self.copy_min_rows = COPY_MIN_ROWS
+        # refresh_statistics: rows of the biggest table at this Store's last ANALYZE, rows added through it since.
+        self._statistics_lock = threading.Lock()
+        self._analyzed_rows: int | None = None
+        self._added_since_analyze = 0
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
@@ -473,27 +479,43 @@ class Store:
             self.checkpointer.close()
         self.engine.dispose()
 
-    def refresh_statistics(self, tables: Sequence[str]) -> None:
+    def refresh_statistics(self, tables: Sequence[str], added: int | None = None) -> None:
         """Refresh PostgreSQL's planner statistics of these tables after a bulk load (SQLite plans without them).
 
         A new CRM, or one where autovacuum is off or has not come round yet, has none: the planner then takes a
         table of a million leads for one row and picks nested loops and index walks that cost seconds per chunk.
+        `added`: the rows a bulk load just stored. Then the tables are analyzed only when the rows added through this
+        Store since its last ANALYZE exceed the biggest table's rows at that ANALYZE (always the first time): the
+        planner scales row counts by the tables' current size itself, and what it needs from the statistics (value
+        distributions) changes little until a table has doubled. An import of many chunks analyzes after its first
+        chunk and then a few times (1, 2, 4, 8... times the size), not after every chunk. Either way only the tables
+        never analyzed or grown by a quarter since are analyzed.
         """
         if self.dialect != "postgresql":
             return
         from sqlalchemy import text
 
-        names = [Base.metadata.tables[t].name for t in tables]
-        with self.begin() as conn:
-            # Only tables never analyzed or grown by a quarter since: the planner scales row counts by the current
-            # size itself, and a backfill's windows (or a big file's chunks) would otherwise ANALYZE every table after
-            # each one, waiting on each other's ANALYZE (it locks against itself) for statistics that barely move.
-            stale = conn.execute(text(
-                "SELECT c.relname FROM pg_class c WHERE c.oid = ANY(CAST(:names AS regclass[])) AND (c.reltuples < 0 "
-                "OR pg_relation_size(c.oid) > 1.25 * c.relpages * current_setting('block_size')::bigint)"),
-                {"names": names}).scalars().all()
-            if stale:
-                conn.exec_driver_sql("ANALYZE " + ", ".join(sorted(stale)))
+        with self._statistics_lock:
+            if added is not None:
+                self._added_since_analyze += added
+                if self._analyzed_rows is not None and self._added_since_analyze <= self._analyzed_rows:
+                    return
+            self._added_since_analyze = 0
+            names = [Base.metadata.tables[t].name for t in tables]
+            with self.begin() as conn:
+                # Only tables never analyzed or grown by a quarter since: the planner scales row counts by the
+                # current size itself, and a backfill's windows (or a big file's chunks) would otherwise ANALYZE
+                # every table after each one, waiting on each other's ANALYZE (it locks against itself) for
+                # statistics that barely move.
+                stale = conn.execute(text(
+                    "SELECT c.relname FROM pg_class c WHERE c.oid = ANY(CAST(:names AS regclass[])) AND "
+                    "(c.reltuples < 0 OR pg_relation_size(c.oid) > 1.25 * c.relpages * "
+                    "current_setting('block_size')::bigint)"), {"names": names}).scalars().all()
+                if stale:
+                    conn.exec_driver_sql("ANALYZE " + ", ".join(sorted(stale)))
+                rows = conn.execute(text("SELECT max(reltuples) FROM pg_class WHERE oid = ANY(CAST(:names AS "
+                                         "regclass[]))"), {"names": names}).scalar()
+            self._analyzed_rows = max(int(rows or 0), 0)
 
     def backend_cpu_seconds(self, conn: Connection | None = None) -> dict[int, float]:
         """CPU seconds by pid of the PostgreSQL server processes serving this database (only `conn`'s, if given),
@@ -670,8 +692,12 @@ class Store:
             yield page
             after = page[-1]
 
-    def update_leads(self, conn: Connection, frame: pd.DataFrame) -> None:
-        """Set the frame's columns on the leads with the frame's ids (JSON columns given as dicts or JSON text)."""
+    def update_leads(self, conn: Connection, frame: pd.DataFrame, mark: tuple[int, datetime] | None = None) -> None:
+        """Set the frame's columns on the leads with the frame's ids (JSON columns given as dicts or JSON text).
+
+        `mark` (step, time): the same statement moves each of these leads that is at the step right before `step` to
+        it, as progress.mark_step would: one row version per lead on PostgreSQL instead of two.
+        """
         if frame.empty:
             return
         columns = [c for c in frame.columns if c != "id"]
@@ -679,15 +705,23 @@ class Store:
         for name in columns:
             if name in {"enrichment_sources"}:
                 out[name] = [v if isinstance(v, str) or v is None else _json_dumps(v) for v in out[name].tolist()]
-        stmt = (
-            update(LEADS)
-            .where(LEADS.c.id == bindparam("_id"))
-            .values({name: bindparam(name) for name in columns})
-        )
+        values: dict[str, Any] = {name: bindparam(name) for name in columns}
+        if mark is not None:
+            reached, now = int(mark[0]), mark[1]
+            # Literal steps: every bound parameter of a bulk statement is a frame column (see `bulk`). SET expressions
+            # all read the row as it was, so both see the old mark.
+            moves = LEADS.c.step_mark == literal_column(str(reached - 1), SmallInteger)
+            values["step_mark"] = case((moves, literal_column(str(reached), SmallInteger)), else_=LEADS.c.step_mark)
+            values["step_marked_at"] = case((moves, bindparam(MARKED_AT, type_=LEADS.c.step_marked_at.type)),
+                                            else_=LEADS.c.step_marked_at)
+            out[MARKED_AT] = now
+        stmt = update(LEADS).where(LEADS.c.id == bindparam("_id")).values(values)
         self.bulk(conn, stmt, out.rename(columns={"id": "_id"}))
 
 
 STAGING_ROW = "lf_row"
+# The bound parameter of the time a folded step mark is written (update_leads' `mark`).
+MARKED_AT = "_lf_marked_at"
 
 
 def _staging_type(values: pd.Series) -> Any:

@@ -83,9 +83,10 @@ def write_lead_details(
         if filled.any():
             outcome.fields_filled[column] = int(filled.sum())
     with store.begin() as conn:
-        store.update_leads(conn, changed)
         if mark:
-            progress.mark_step(conn, plan.leads["id"].tolist(), LeadStep.DETAILED, now)
+            progress.update_and_mark(store, conn, changed, plan.leads["id"].tolist(), LeadStep.DETAILED, now)
+        else:
+            store.update_leads(conn, changed)
     return outcome, en.merge_details(plan.leads, changed)
 
 

@@ -642,7 +642,7 @@ def _write_lead_entries(
     result.settled_emails = {email for email in inserted if email not in stale}
     if result.submissions_new >= BULK_LOAD_ROWS:
         # After a bulk load the planner needs fresh statistics for the rest of this run (and the next ones).
-        store.refresh_statistics(STATISTICS_TABLES)
+        store.refresh_statistics(STATISTICS_TABLES, added=result.submissions_new)
     return result
 
 

@@ -144,10 +144,11 @@ def calculate_lead_scores(
         ],
     })
     with store.begin() as conn:
-        store.update_leads(conn, changed)
-        store.insert_events(conn, events)
         if mark:
-            progress.mark_step(conn, new["id"].tolist(), LeadStep.SCORED, as_of)
+            progress.update_and_mark(store, conn, changed, new["id"].tolist(), LeadStep.SCORED, as_of)
+        else:
+            store.update_leads(conn, changed)
+        store.insert_events(conn, events)
     return result
 
 

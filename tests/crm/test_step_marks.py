@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from leadflow.crm import progress, submissions
 from leadflow.crm.leads import resolve_lead_ids
 from leadflow.crm.schema import Lead
+from leadflow.crm.store import utc
 from leadflow.domain.progress import LeadStep, pending_step
 from leadflow.steps.faults import CRASH_AFTER_ENV, with_crash_points
 from leadflow.steps.qualification import load_leads_to_qualify
@@ -61,6 +62,39 @@ def test_a_mark_moves_only_the_leads_at_the_step_before(crm):
         assert progress.mark_step(conn, ids.values(), LeadStep.DETAILED, NOW) == 1
         assert progress.mark_step(conn, [], LeadStep.SCORED, NOW) == 0
     assert marks_of(crm) == {"new@x.com": 0, "checked@x.com": 2, "scored@x.com": 3}
+
+
+@pytest.mark.parametrize("copy_min_rows", [1, 10**9], ids=["staged", "row-by-row"])
+def test_a_step_s_own_update_moves_the_marks_of_the_leads_it_writes_by_the_same_rule(crm, copy_min_rows):
+    crm.copy_min_rows = copy_min_rows  # PostgreSQL: COPY + UPDATE ... FROM, or executemany (SQLite: the same)
+    ids = leads_at(crm, {"behind@x.com": 0, "before@x.com": 1, "ahead@x.com": 3, "still@x.com": 1,
+                         "still-behind@x.com": 0, "other@x.com": 1})
+    later = NOW + timedelta(hours=1)
+    written = ["behind@x.com", "before@x.com", "ahead@x.com"]
+    changed = pd.DataFrame({"id": [ids[e] for e in written], "company": ["Acme", "Bolt", "Core"]})
+    marked = [ids[e] for e in [*written, "still@x.com", "still-behind@x.com"]]
+    with crm.begin() as conn:
+        progress.update_and_mark(crm, conn, changed, marked, LeadStep.DETAILED, later)
+    with crm.engine.connect() as conn:
+        rows = conn.execute(select(LEADS.c.email, LEADS.c.company, LEADS.c.step_mark, LEADS.c.step_marked_at)).all()
+    times = utc(pd.Series([row[3] for row in rows]))
+    found = {email: (company, mark, at) for (email, company, mark, _), at in zip(rows, times, strict=True)}
+    plain, moved = pd.Timestamp(NOW), pd.Timestamp(later)
+    # Written leads get their columns whatever their mark; only those at the step before move (and get the time).
+    assert found == {"behind@x.com": ("Acme", 0, plain), "before@x.com": ("Bolt", 2, moved),
+                     "ahead@x.com": ("Core", 3, plain), "still@x.com": (None, 2, moved),
+                     "still-behind@x.com": (None, 0, plain), "other@x.com": (None, 1, plain)}
+
+
+def test_a_written_lead_the_step_does_not_mark_keeps_its_mark(crm):
+    ids = leads_at(crm, {"marked@x.com": 1, "unmarked@x.com": 1})
+    changed = pd.DataFrame({"id": [ids["marked@x.com"], ids["unmarked@x.com"]], "company": ["Acme", "Bolt"]})
+    with crm.begin() as conn:
+        progress.update_and_mark(crm, conn, changed, [ids["marked@x.com"]], LeadStep.DETAILED, NOW)
+    with crm.engine.connect() as conn:
+        rows = dict(conn.execute(select(LEADS.c.email, LEADS.c.company)).all())
+    assert marks_of(crm) == {"marked@x.com": 2, "unmarked@x.com": 1}
+    assert rows == {"marked@x.com": "Acme", "unmarked@x.com": "Bolt"}
 
 
 def test_new_submissions_send_a_complete_lead_through_the_steps_again(crm):

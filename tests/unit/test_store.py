@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from datetime import UTC, datetime
+from itertools import pairwise
 
 import pandas as pd
 import pytest
@@ -206,3 +207,27 @@ def test_in_memory_and_postgresql_stores_have_no_checkpoint_thread():
 )
 def test_bind_values_on_sqlite_write_times_as_sqlalchemy_text_and_missing_as_none(values, expected):
     assert _bind_values(values, "sqlite") == expected
+
+
+@pytest.mark.parametrize("crm", ["postgresql"], indirect=True)
+def test_a_bulk_load_analyzes_first_and_then_only_once_the_tables_have_grown_by_their_size(crm):
+    from sqlalchemy import text
+
+    def analyzed() -> int:
+        with crm.begin() as conn:
+            return conn.execute(text("SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'leads'")
+                                ).scalar_one()
+
+    def load(start: int, n: int) -> None:
+        rows = pd.DataFrame([lead_row(f"b{i}@x.com", "2025-05-01") for i in range(start, start + n)])
+        with crm.begin() as conn:
+            crm.upsert_leads(conn, rows, NOW)
+        crm.refresh_statistics(["leads"], added=n)
+
+    counts = [analyzed()]
+    # The first load (never analyzed); 300 more of its 400 rows (not more than it had: not even asked, though the
+    # table grew by three quarters); 200 more (500 since, over 400: the table is stale, analyzed).
+    for start, n in ((0, 400), (400, 300), (700, 200)):
+        load(start, n)
+        counts.append(analyzed())
+    assert [b - a for a, b in pairwise(counts)] == [1, 0, 1]
