@@ -18,6 +18,8 @@ def _summary(result: dict[str, Any]) -> str:
     """The run's counts as a markdown table: every skipped message counted under its reason."""
     rows = [("fetched", result["fetched"]), ("new inquiries (to lead_inbox)", result["inquiries"]),
             ("touches of known leads", result["touches"]), ("of which replies to our mail", result["replies"]),
+            ("follow-up sequences stopped by a reply", result["sequences_stopped"]),
+            ("owners alerted", result["rep_alerts"]),
             ("already taken before", result["already_taken"]), ("moved or flagged", result["marked"])]
     rows += [(f"skipped: {reason}", n) for reason, n in sorted(result["skipped"].items())]
     lines = "\n".join(f"| {name} | {n} |" for name, n in rows)
@@ -27,7 +29,8 @@ def _summary(result: dict[str, Any]) -> str:
 @flow(name="lead-mailbox", flow_run_name="mailbox", on_failure=[notify_ops_on_failure],
       on_crashed=[notify_ops_on_failure], log_prints=False)
 def lead_mailbox(limit: int | None = None) -> dict[str, Any]:
-    """Turn new mail of the sales mailbox into leads: inquiries through lead_inbox, known leads' mail as touches.
+    """Turn new mail of the sales mailbox into leads: inquiries through lead_inbox, known leads' mail as touches
+    that stop their follow-up sequence and alert their owner.
 
     Auto-replies, bounces and mailing-list mail are skipped and counted by reason. Every message is stored before it
     is moved or flagged, keyed by its Message-ID, so a re-run never stores one twice.

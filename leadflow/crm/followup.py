@@ -179,6 +179,31 @@ def record_outcomes(conn: Connection, store: Store, outcomes: pd.DataFrame, now:
                                             "details": outcomes["details"].tolist()}))
 
 
+def record_mail_replies(conn: Connection, store: Store, replies: pd.DataFrame, now: datetime) -> int:
+    """Mail from leads (lead_id, at, stop, details): a lead with a sequence notes it as its last outcome, a stopping
+    reply ends an active sequence (open step tasks cancelled, not done: the rep did not do them), and each is a
+    followup_outcome event; leads without a sequence are left alone. Returns the sequences stopped."""
+    if replies.empty:
+        return 0
+    ids = replies["lead_id"].astype("int64")
+    known = {int(i) for (i,) in select_in(conn, [FOLLOWUPS.c.lead_id], FOLLOWUPS.c.lead_id, ids.unique().tolist())}
+    replies = replies.loc[ids.isin(known).to_numpy()]
+    if replies.empty:
+        return 0
+    ids = replies["lead_id"].astype("int64")
+    at = pd.to_datetime(replies["at"], utc=True)
+    store.bulk(conn, update(FOLLOWUPS).where(FOLLOWUPS.c.lead_id == bindparam("b_id"))
+               .values(last_outcome=bindparam("b_outcome"), last_outcome_at=bindparam("b_at"),
+                       updated_at=bindparam("b_now")),
+               pd.DataFrame({"b_id": ids, "b_outcome": "replied", "b_at": at, "b_now": now}))
+    stops = replies.loc[replies["stop"].astype(bool)]
+    stopped = stop_sequences(conn, store, pd.DataFrame({"lead_id": stops["lead_id"], "reason": "replied"}), now)
+    store.insert_events(conn, pd.DataFrame({"lead_id": ids, "event_type": "followup_outcome", "occurred_at": at,
+                                            "batch_id": None, "flow_run_id": None,
+                                            "details": replies["details"].tolist()}))
+    return stopped
+
+
 # --- recycling and re-engagement ------------------------------------------------------------------------------
 
 

@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import pandas as pd
 from sqlalchemy import bindparam, func, select, update
 
-from leadflow.crm.schema import Lead, LeadEvent, LeadInboxRow, MailboxMessageRow, OutboxMessage
+from leadflow.crm import followup as followups
+from leadflow.crm import outbox
+from leadflow.crm.schema import Lead, LeadEvent, LeadFollowup, LeadInboxRow, MailboxMessageRow, OutboxMessage
 from leadflow.crm.store import Store, chunked, read_in
 
 MAILBOX = MailboxMessageRow.__table__
@@ -22,6 +25,7 @@ LEADS = Lead.__table__
 EVENTS = LeadEvent.__table__
 INBOX = LeadInboxRow.__table__
 OUTBOX = OutboxMessage.__table__
+FOLLOWUPS = LeadFollowup.__table__
 # The audit-log event of a known lead's email (reply or new message) taken from the sales mailbox.
 EMAIL_RECEIVED_EVENT = "email_received"
 
@@ -43,6 +47,8 @@ class StoredMessages:
     touches: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     already_taken: int = 0
+    sequences_stopped: int = 0
+    alerts: int = 0
 
 
 def taken_keys(store: Store, keys: Iterable[str]) -> set[str]:
@@ -80,8 +86,28 @@ def _claim_keys(conn, store: Store, keys: list[str], outcome: str, reasons: list
     return fresh
 
 
-def store_taken(store: Store, taken: TakenMessages, now: datetime, flow_run_id: str | None = None) -> StoredMessages:
-    """Store a run's messages in one transaction: inbox rows, touch events and skips, each message at most once."""
+def lead_context(store: Store, lead_ids: Sequence[int]) -> pd.DataFrame:
+    """What a rep's alert about a lead's mail needs: lead_id, owner_id, first_name, last_name, company, sequence
+    state (None without a follow-up sequence)."""
+    ids = sorted({int(i) for i in lead_ids})
+    columns = ["lead_id", "owner_id", "first_name", "last_name", "company", "sequence_state"]
+    stmt = (select(LEADS.c.id, LEADS.c.owner_id, LEADS.c.first_name, LEADS.c.last_name, LEADS.c.company,
+                   FOLLOWUPS.c.state)
+            .select_from(LEADS.outerjoin(FOLLOWUPS, FOLLOWUPS.c.lead_id == LEADS.c.id))
+            .where(LEADS.c.id.in_(bindparam("values", expanding=True))))
+    with store.engine.connect() as conn:
+        rows = read_in(conn, stmt, ids)
+    return pd.DataFrame([tuple(r) for r in rows], columns=columns)
+
+
+def store_taken(store: Store, taken: TakenMessages, now: datetime, flow_run_id: str | None = None,
+                replies: pd.DataFrame | None = None, alerts: pd.DataFrame | None = None) -> StoredMessages:
+    """Store a run's messages in one transaction: inbox rows, touch events and skips, each message at most once.
+
+    For the touches stored now (not those taken before), also their follow-up effect (`replies`: message_key,
+    lead_id, at, stop, details) and their owners' alerts (`alerts`: outbox rows with a message_key column), so a
+    re-run can neither repeat nor lose them.
+    """
     result = StoredMessages()
     with store.begin() as conn:
         fresh = _claim_keys(conn, store, [k for k, _ in taken.inquiries], "inquiry", [None] * len(taken.inquiries),
@@ -98,6 +124,13 @@ def store_taken(store: Store, taken: TakenMessages, now: datetime, flow_run_id: 
         if events:
             conn.execute(EVENTS.insert(), events)
         result.touches = len(events)
+        stored = {key for key, _, _ in taken.touches if key in fresh}
+        if replies is not None and not replies.empty:
+            result.sequences_stopped = followups.record_mail_replies(
+                conn, store, replies.loc[replies["message_key"].isin(stored)].drop(columns="message_key"), now)
+        if alerts is not None and not alerts.empty:
+            result.alerts = outbox.queue(conn, store, alerts.loc[alerts["message_key"].isin(stored)]
+                                         .drop(columns="message_key"))
         fresh = _claim_keys(conn, store, [k for k, _ in taken.skipped], "skipped", [r for _, r in taken.skipped],
                             now, flow_run_id)
         for key, reason in taken.skipped:

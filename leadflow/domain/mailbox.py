@@ -29,6 +29,7 @@ MAILBOX_SOURCE = "email_inquiry"
 SKIP_REASONS = ("bounce", "auto_reply", "null_return_path", "mailing_list", "own_address", "no_sender",
                 "unreadable")
 MAX_MESSAGE_CHARS = 10_000
+EXCERPT_CHARS = 500  # what a rep's reply alert quotes of the mail; the whole text stays in the mailbox
 # The Message-ID domain of the mail leadflow sends (leadflow/io/senders.py message_id).
 OUR_MESSAGE_ID_DOMAIN = "@leadflow>"
 
@@ -277,6 +278,12 @@ def inquiry_text(message: MailboxMessage) -> str:
     """Subject and body as the lead's message, cut to a bounded length."""
     text = "\n\n".join(part for part in (message.subject, message.text) if part)
     return text[:MAX_MESSAGE_CHARS]
+
+
+def excerpt(message: MailboxMessage, limit: int = EXCERPT_CHARS) -> str:
+    """The start of a message's text (quotes and signature already trimmed), on one line, for a rep's alert."""
+    text = " ".join(message.text.split())
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "\u2026"
 
 
 def inquiry_payload(message: MailboxMessage) -> dict[str, Any]:

@@ -164,17 +164,58 @@ def rep_alerts(leads: pd.DataFrame, reps: pd.DataFrame, now: datetime) -> pd.Dat
         "company": leads["company"], "country": leads["country"],
         "checklist": checklist_text(leads["checklist"]), "due_at": due.dt.strftime("%Y-%m-%d %H:%M UTC"),
     }, index=leads.index)
-    url = owner.map(rep["alert_url"]).astype("string")
-    has_url = url.notna() & url.str.strip().ne("")
+    channel, recipient = _rep_route(owner, rep)
     frame = pd.DataFrame({
         "idempotency_key": message_keys("rep_alert", lead=leads["lead_id"], rep=owner),
         "lead_id": leads["lead_id"].to_numpy(),
         "kind": "rep_alert",
-        "channel": np.where(has_url, "apprise", "email"),
-        "recipient": (REP_CHANNEL_PREFIX + owner.astype(str)).astype("string")
-                     .where(has_url, owner.map(rep["email"]).astype("string")).to_numpy(),
+        "channel": channel,
+        "recipient": recipient,
         "subject": "New " + leads["priority"].astype(str) + " lead assigned to you",
         "body": render_many("rep_alert_new_lead.j2", fields).to_numpy(),
+    })
+    return _frame(frame, now)
+
+
+def _rep_route(owner: pd.Series, rep: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Channel and recipient per owning rep: their channel ('rep:<id>') when they have an alert_url, else email."""
+    url = owner.map(rep["alert_url"]).astype("string")
+    has_url = (url.notna() & url.str.strip().ne("")).to_numpy(dtype=bool)
+    recipient = (REP_CHANNEL_PREFIX + owner.astype(str)).astype("string").where(
+        has_url, owner.map(rep["email"]).astype("string"))
+    return np.where(has_url, "apprise", "email"), recipient.to_numpy()
+
+
+def reply_alerts(mail: pd.DataFrame, reps: pd.DataFrame, now: datetime) -> pd.DataFrame:
+    """One alert per mail from an owned lead to its owner (key reply_alert:lead:<id>:mail:<message key>), routed as
+    rep_alerts; mail columns: lead_id, owner_id, message_key, first_name, last_name, company, subject, excerpt,
+    replied (it answers our mail), written_at, sequence_stopped. Unowned leads and unknown reps get none."""
+    if mail.empty or reps.empty:
+        return _frame(pd.DataFrame(), now)
+    rep = reps.set_index("id")
+    owner = pd.to_numeric(mail["owner_id"], errors="coerce").astype("Int64")
+    mail = mail.loc[owner.isin(rep.index).fillna(False).to_numpy(dtype=bool)]
+    if mail.empty:
+        return _frame(pd.DataFrame(), now)
+    owner = owner.loc[mail.index].astype("int64")
+    names = (mail["first_name"].astype("string").fillna("") + " " + mail["last_name"].astype("string").fillna(""))
+    replied = mail["replied"].astype(bool)
+    fields = pd.DataFrame({
+        "lead_id": mail["lead_id"].astype(str), "name": names.str.strip(), "company": mail["company"],
+        "what": np.where(replied, "replied to our email", "wrote to the sales mailbox"),
+        "subject": mail["subject"], "excerpt": mail["excerpt"],
+        "written_at": pd.to_datetime(mail["written_at"], utc=True).dt.strftime("%Y-%m-%d %H:%M UTC"),
+        "stopped": np.where(mail["sequence_stopped"].astype(bool), "yes", ""),
+    }, index=mail.index)
+    channel, recipient = _rep_route(owner, rep)
+    frame = pd.DataFrame({
+        "idempotency_key": message_keys("reply_alert", lead=mail["lead_id"], mail=mail["message_key"]),
+        "lead_id": mail["lead_id"].to_numpy(),
+        "kind": "reply_alert",
+        "channel": channel,
+        "recipient": recipient,
+        "subject": np.where(replied, "Your lead replied", "Your lead wrote to sales"),
+        "body": render_many("rep_alert_lead_replied.j2", fields).to_numpy(),
     })
     return _frame(frame, now)
 

@@ -20,9 +20,12 @@ from typing import Any
 import pandas as pd
 
 from leadflow.config.settings import Settings, get_settings, secret_value
+from leadflow.crm import assignments
 from leadflow.crm import mailbox as ledger
 from leadflow.crm.store import Store
+from leadflow.domain import followup as fu
 from leadflow.domain import mailbox as mail
+from leadflow.domain import messages
 from leadflow.domain import normalize as nz
 from leadflow.io import mailbox as imap
 from leadflow.io.senders import message_id as outbox_message_id
@@ -36,6 +39,8 @@ class MailboxTake:
     inquiries: int = 0
     touches: int = 0
     replies: int = 0
+    sequences_stopped: int = 0
+    rep_alerts: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     already_taken: int = 0
     uids: list[int] = field(default_factory=list)
@@ -132,10 +137,45 @@ def take_messages(store: Store, fetched: list[imap.FetchedMessage], now: datetim
             taken.touches.append((key, lead_id, mail.touch_details(message, reply_to)))
         else:
             taken.inquiries.append((key, mail.inquiry_payload(message)))
-    stored = ledger.store_taken(store, taken, now, flow_run_id)
+    replies, alerts = _touch_effects(store, taken, {k: fresh[k] for k, _, _ in taken.touches}, now)
+    stored = ledger.store_taken(store, taken, now, flow_run_id, replies=replies, alerts=alerts)
     take.inquiries, take.touches, take.skipped = stored.inquiries, stored.touches, stored.skipped
+    take.sequences_stopped, take.rep_alerts = stored.sequences_stopped, stored.alerts
     take.already_taken += stored.already_taken
     return take
+
+
+def _touch_effects(store: Store, taken: ledger.TakenMessages, messages_by_key: dict[str, mail.MailboxMessage],
+                   now: datetime, policy: fu.CadencePolicy | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What a known lead's mail does besides its event: it counts as the follow-up outcome `replied` (which stops an
+    active sequence under the default policy, as sales-engagement tools unenroll on reply), and its owner is told."""
+    if not taken.touches:
+        return pd.DataFrame(), pd.DataFrame()
+    policy = policy or fu.load_cadence_policy()
+    stop = fu.outcome_effect("replied", policy) == "stop"
+    context = ledger.lead_context(store, [lead_id for _, lead_id, _ in taken.touches]).set_index("lead_id")
+    rows = []
+    for key, lead_id, details in taken.touches:
+        if lead_id not in context.index:  # erased since its address was looked up: its event fails on the key anyway
+            continue
+        message = messages_by_key[key]
+        lead = context.loc[lead_id]
+        rows.append({"message_key": key, "lead_id": lead_id, "owner_id": lead["owner_id"],
+                     "first_name": lead["first_name"], "last_name": lead["last_name"], "company": lead["company"],
+                     "subject": message.subject, "excerpt": mail.excerpt(message),
+                     "replied": details["kind"] == "reply", "written_at": message.submitted_at,
+                     "sequence_stopped": stop and lead["sequence_state"] == fu.ACTIVE})
+    if not rows:
+        return pd.DataFrame(), pd.DataFrame()
+    frame = pd.DataFrame(rows)
+    replies = pd.DataFrame({"message_key": frame["message_key"], "lead_id": frame["lead_id"],
+                            "at": pd.to_datetime(frame["written_at"], utc=True), "stop": stop,
+                            "details": [{"outcome": "replied", "effect": "stop" if stop else "advance", "by": "mailbox",
+                                         "message_key": k} for k in frame["message_key"]]})
+    alerts = messages.reply_alerts(frame, assignments.reps_frame(store), now)
+    keys = frame.set_index(messages.message_keys("reply_alert", lead=frame["lead_id"], mail=frame["message_key"]))
+    alerts["message_key"] = alerts["idempotency_key"].map(keys["message_key"])
+    return replies, alerts
 
 
 def fetch_messages(config: imap.MailboxConfig, limit: int | None = None) -> imap.Fetched:

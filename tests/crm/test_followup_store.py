@@ -130,3 +130,32 @@ def test_a_lead_recycled_without_a_date_gets_one_from_its_reason_or_the_default(
     # On the date, the lead is back with its owner.
     back, reengaged = follow_up(crm_l, policy, datetime(2027, 3, 5, tzinfo=UTC), "UTC")
     assert back.reengaged == 1 and reengaged.to_owner == [2]
+
+
+@pytest.mark.parametrize("stop", [True, False], ids=["replies stop", "replies advance (a policy's choice)"])
+def test_mail_replies_note_the_outcome_and_stop_only_when_the_policy_says(crm_l, stop):
+    from leadflow.crm.followup import record_mail_replies
+
+    with crm_l.engine.connect() as conn:
+        ids = dict(conn.execute(select(Lead.email, Lead.id)).all())
+    with crm_l.begin() as conn:
+        conn.execute(Lead.__table__.insert(), [{"email": "new@example.com", "status": "new", "created_at": T0,
+                                                "updated_at": T0, "first_touch_at": T0, "last_touch_at": T0,
+                                                "first_touch_source": "web_form", "last_touch_source": "web_form"}])
+        new_id = conn.execute(select(Lead.id).where(Lead.email == "new@example.com")).scalar_one()
+        replies = pd.DataFrame({"lead_id": [ids["a@example.com"], new_id], "at": [NOW, NOW], "stop": stop,
+                                "details": [{"outcome": "replied", "by": "mailbox"}] * 2})
+        stopped = record_mail_replies(conn, crm_l, replies, NOW)
+    assert stopped == (1 if stop else 0)
+    state = followups_frame(crm_l).set_index("lead_id")
+    assert new_id not in state.index  # a lead without a sequence gets none
+    assert state.loc[ids["a@example.com"], "last_outcome"] == "replied"
+    assert state.loc[ids["a@example.com"], "state"] == ("stopped" if stop else "active")
+    assert state.loc[ids["b@example.com"], "state"] == "active"
+    assert pd.isna(state.loc[ids["b@example.com"], "last_outcome"])
+    tasks = followup_tasks(crm_l).set_index("lead_id")["status"]
+    assert tasks.loc[ids["a@example.com"]] == ("cancelled" if stop else "open")
+    assert tasks.loc[ids["b@example.com"]] == "open"
+    with crm_l.engine.connect() as conn:
+        events = conn.execute(select(LeadEvent.lead_id).where(LeadEvent.event_type == "followup_outcome")).all()
+    assert [e.lead_id for e in events] == [ids["a@example.com"]]

@@ -108,7 +108,9 @@ def test_the_mailbox_becomes_leads_touches_and_counted_skips_once(crm, imap_serv
 
     state = lead_mailbox(return_state=True)
     result = state.result()
+    # The known lead has no owner and no sequence yet: nothing to stop, nobody to alert.
     assert result == {"configured": True, "fetched": 7, "inquiries": 2, "touches": 1, "replies": 1,
+                      "sequences_stopped": 0, "rep_alerts": 0,
                       "skipped": {"auto_reply": 1, "bounce": 1, "mailing_list": 1}, "already_taken": 1,
                       "marked": 7}
     summary = _summary_artifact(state.state_details.flow_run_id)
@@ -272,4 +274,73 @@ def test_a_failed_move_still_reports_then_fails_and_the_next_run_only_moves(sqli
     assert sqlite_crm.table_counts()["lead_inbox"] == 1
     assert mailbox_counts(sqlite_crm)["unhandled"] == 0
     assert _uids(client, "INBOX") == [] and len(_uids(client, "Processed")) == 2
+    client.logout()
+
+
+def test_a_reply_stops_the_sequence_and_tells_the_owner_once(crm, imap_server, mailbox_user):
+    from leadflow.crm import reference
+    from leadflow.crm.followup import followup_tasks, followups_frame
+    from leadflow.crm.schema import CrmTask, OutboxMessage, SalesRep
+    from leadflow.domain.followup import load_cadence_policy
+    from leadflow.steps.followup import follow_up
+
+    t0 = datetime(2026, 12, 1, 6, tzinfo=UTC)
+    reference.load_sales_reps(crm, reference.DATA_DIR / "sales_reps.csv")
+    with crm.engine.connect() as conn:
+        ava = conn.execute(select(SalesRep.id).where(SalesRep.email == "ava.moreno@leadflow.example")).scalar_one()
+    with crm.begin() as conn:
+        conn.execute(Lead.__table__.insert(), [
+            {"email": email, "tier": "tier_1", "owner_id": ava, "status": status, "first_name": "Kim",
+             "last_name": "Lee", "company": "Known Inc", "first_touch_at": t0, "last_touch_at": t0,
+             "first_touch_source": "web_form", "last_touch_source": "web_form", "created_at": t0, "updated_at": t0}
+            for email, status in ((KNOWN, "working"), ("owned@known.example", "new"))])
+    with crm.engine.connect() as conn:
+        ids = dict(conn.execute(select(Lead.email, Lead.id)).all())
+    outbox.queue_messages(crm, pd.DataFrame({  # the mail the reply answers
+        "idempotency_key": [OUR_KEY], "lead_id": [ids[KNOWN]], "kind": "auto_response", "channel": "email",
+        "recipient": KNOWN, "subject": "Thanks for your interest", "body": "b", "status": "sent", "attempts": 1,
+        "created_at": t0}))
+    follow_up(crm, load_cadence_policy(), t0, "UTC")  # enrolls the working lead
+    follow_up(crm, load_cadence_policy(), datetime(2026, 12, 2, 15, tzinfo=UTC), "UTC")  # its first step is due
+    assert followup_tasks(crm)["status"].tolist() == ["open"]  # the working lead's first step, a call
+
+    reply = REPLY.replace(b"Mon, 02 Mar 2026 10:15:00", b"Wed, 02 Dec 2026 09:30:00")
+    # Not a reply to our mail, from an owned lead without a sequence: its owner is told all the same.
+    note = _raw({"From": "Owned <owned@known.example>", "Subject": "One more question",
+                 "Message-ID": "<note-1@known.example>", "Date": "Wed, 02 Dec 2026 09:40:00 +0000"},
+                b"Does it <b>integrate</b> with our ERP?\r\n")
+    client = imap_server.client(mailbox_user)
+    _deliver(client, reply, note)
+    result = lead_mailbox()
+    assert (result["touches"], result["replies"], result["sequences_stopped"], result["rep_alerts"]) == (2, 1, 1, 2)
+
+    state = followups_frame(crm).set_index("lead_id")
+    assert state.loc[ids[KNOWN], ["state", "stop_reason", "last_outcome"]].tolist() == ["stopped", "replied",
+                                                                                      "replied"]
+    assert ids["owned@known.example"] not in state.index  # no sequence was started for it
+    assert followup_tasks(crm)["status"].tolist() == ["cancelled"]  # cancelled, not done: nobody made the call
+    with crm.engine.connect() as conn:
+        outcomes = conn.execute(select(LeadEvent.lead_id, LeadEvent.details)
+                                .where(LeadEvent.event_type == "followup_outcome")).all()
+        alerts = {r.lead_id: r for r in conn.execute(select(OutboxMessage.__table__)
+                                                     .where(OutboxMessage.kind == "reply_alert"))}
+        open_tasks = conn.execute(select(CrmTask.id).where(CrmTask.status == "open")).all()
+    assert [(o.lead_id, o.details["outcome"], o.details["by"]) for o in outcomes] == [(ids[KNOWN], "replied",
+                                                                                      "mailbox")]
+    assert open_tasks == []
+    assert set(alerts) == set(ids.values())
+    reply_alert, note_alert = alerts[ids[KNOWN]], alerts[ids["owned@known.example"]]
+    assert (reply_alert.channel, reply_alert.recipient) == ("email", "ava.moreno@leadflow.example")
+    assert reply_alert.subject == "Your lead replied"
+    assert "Tuesday works." in reply_alert.body and "sequence has stopped" in reply_alert.body
+    assert "Sales wrote" not in reply_alert.body  # the quoted part is trimmed
+    assert note_alert.subject == "Your lead wrote to sales" and "sequence has stopped" not in note_alert.body
+    assert "&lt;b&gt;integrate&lt;/b&gt;" in note_alert.body  # the lead's text is escaped
+
+    # The same two messages filed again (a copy in the folder): taken before, so nothing repeats.
+    before = snapshot(crm)
+    _deliver(client, reply, note)
+    again = lead_mailbox()
+    assert (again["already_taken"], again["touches"], again["rep_alerts"]) == (2, 0, 0)
+    assert snapshot(crm) == before
     client.logout()

@@ -9,6 +9,8 @@ import pytest
 from leadflow.domain.mailbox import (
     MAILBOX_SOURCE,
     SKIP_REASONS,
+    MailboxMessage,
+    excerpt,
     html_to_text,
     inquiry_payload,
     message_key,
@@ -184,3 +186,16 @@ def test_fetch_answers_are_read_whatever_the_item_order(case, items, uids):
     if found:
         assert found[0].raw == b"abc"
         assert found[0].received_at == datetime(2026, 3, 2, 10, 15, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("text", "limit", "expected"), [
+    ("Tuesday works.", 500, "Tuesday works."),
+    ("Line one\r\n\r\n  line   two\n", 500, "Line one line two"),
+    ("", 500, ""),
+    ("abcdefghij klm", 10, "abcdefghi\u2026"),  # cut to the limit, the cut shown
+    ("abcdefghij", 10, "abcdefghij"),  # exactly the limit: not cut
+])
+def test_an_alert_quotes_the_start_of_the_mail_on_one_line(text, limit, expected):
+    message = MailboxMessage(key="k", message_id=None, sender_email="a@b.io", sender_name=None, subject="s",
+                                  text=text, submitted_at=datetime(2026, 12, 2, tzinfo=UTC))
+    assert excerpt(message, limit) == expected

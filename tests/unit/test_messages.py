@@ -67,6 +67,38 @@ def test_rep_alert_names_the_rep_channel_else_rep_email():
     assert "Name unknown" in frame.loc[11, "body"] and "Qualify by" not in frame.loc[11, "body"]
 
 
+def _mail(**over):
+    row = {"lead_id": 10, "owner_id": 1, "message_key": "k1", "first_name": "Bo", "last_name": "Li",
+           "company": "Acme", "subject": "Re: hello", "excerpt": "Tuesday <works>", "replied": True,
+           "written_at": pd.Timestamp("2026-12-02 09:30", tz="UTC"), "sequence_stopped": True}
+    return {**row, **over}
+
+
+@pytest.mark.parametrize(("case", "row", "expected"), [
+    ("a reply to our mail, sequence stopped, rep with a channel",
+     _mail(), ("apprise", "rep:1", "Your lead replied", ["replied to our email", "Tuesday &lt;works&gt;",
+                                                         "sequence has stopped", "2026-12-02 09:30 UTC"])),
+    ("a new message, no sequence, rep by email",
+     _mail(owner_id=2, replied=False, sequence_stopped=False, subject=None, excerpt=""),
+     ("email", "r2@x.io", "Your lead wrote to sales", ["wrote to the sales mailbox", "Subject: (none)"])),
+    ("no owner: nobody to tell", _mail(owner_id=None), None),
+    ("an owner who is no rep (removed): nobody to tell", _mail(owner_id=9), None),
+])
+def test_reply_alerts_go_to_the_owner_only(case, row, expected):
+    team = pd.DataFrame({"id": [1, 2], "email": ["r1@x.io", "r2@x.io"], "alert_url": ["json://localhost:1/", None]})
+    frame = messages.reply_alerts(pd.DataFrame([row]), team, NOW)
+    if expected is None:
+        assert frame.empty
+        return
+    channel, recipient, subject, parts = expected
+    (alert,) = frame.to_dict("records")
+    assert (alert["channel"], alert["recipient"], alert["subject"]) == (channel, recipient, subject)
+    assert alert["idempotency_key"] == "reply_alert:lead:10:mail:k1" and alert["kind"] == "reply_alert"
+    for part in parts:
+        assert part in alert["body"]
+    assert ("sequence has stopped" in alert["body"]) == row["sequence_stopped"]
+
+
 def test_unassigned_notice_is_keyed_by_its_leads():
     unassigned = pd.DataFrame({"lead_id": [3, 1, 2], "priority": ["P1", "P4", "P4"],
                                "fallback_reason": ["no_eligible_rep"] * 3})
