@@ -142,6 +142,11 @@ class Settings(BaseSettings):
     ops_alert_urls: SecretStr | None = Field(
         default=None, description="Apprise URL(s), comma-separated, for flow-failure alerts to ops."
     )
+    ops_alert_repeat_minutes: int = Field(
+        default=60, ge=0,
+        description="A flow's failure with the same reason as an alert already sent or pending within this many "
+                    "minutes is recorded but not sent again (0: every failed run alerts).",
+    )
     report_dir: Path | None = Field(
         default=None, description="Where report files are written (unset: `<output_dir>/<crm_name>/reports`)."
     )

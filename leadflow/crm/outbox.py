@@ -214,3 +214,12 @@ def outbox_frame(store: Store) -> pd.DataFrame:
         if name in frame:
             frame[name] = utc(frame[name])
     return frame
+
+
+def recent_bodies(store: Store, kind: str, since: datetime, statuses: Collection[str]) -> list[str]:
+    """Bodies of this kind's messages created since then in these statuses (ops alerts: to spot a repeat)."""
+    stmt = (select(OUTBOX.c.body).where(OUTBOX.c.kind == kind, OUTBOX.c.created_at >= since,
+                                        OUTBOX.c.status.in_(sorted(statuses)))
+            .order_by(OUTBOX.c.id.desc()).limit(1000))
+    with store.engine.connect() as conn:
+        return [str(b) for (b,) in conn.execute(stmt)]

@@ -299,14 +299,30 @@ def sla_risk_notice(overdue: pd.DataFrame, manager_alerts: bool, sales_inbox: st
     return _frame([row], now)
 
 
+def ops_reason(message: str | None, mask: Any = None) -> str:
+    """The reason an ops alert gives: the failure message's first line (addresses masked when `mask` is given)."""
+    text = (message or "").strip()
+    first = text.splitlines()[0] if text else "no message"
+    return mask(first) if mask else first
+
+
+def ops_alert_body(flow_name: str, run_name: str, run_id: str, state_name: str, reason: str) -> str:
+    """The text of an ops alert; repeats are recognized by its flow and its reason (see steps.delivery)."""
+    return f"Flow {flow_name}, run {run_name} ({run_id}) ended {state_name}: {reason}"
+
+
+def is_repeat(body: str, flow_name: str, reason: str) -> bool:
+    """Whether an earlier ops alert's body tells of the same flow failing for the same reason."""
+    return body.startswith(f"Flow {flow_name}, run ") and body.endswith(f": {reason}")
+
+
 def ops_alert(flow_name: str, run_name: str, run_id: str, state_name: str, message: str | None,
               recipient: str | None, now: datetime) -> dict[str, Any]:
     """The ops alert of a failed run: one outbox row per flow run, to `recipient` (the `ops` channel name, never a
     URL); withdrawn when no channel is configured (`recipient` None)."""
     from leadflow.domain.privacy import mask_addresses
 
-    text = (message or "").strip()
-    reason = mask_addresses(text.splitlines()[0] if text else "no message")
+    reason = ops_reason(message, mask_addresses)
     return {
         "idempotency_key": message_key("ops_alert", run_id),
         "lead_id": None,
@@ -314,7 +330,7 @@ def ops_alert(flow_name: str, run_name: str, run_id: str, state_name: str, messa
         "channel": "apprise",
         "recipient": recipient or "",
         "subject": f"[leadflow] {flow_name} run {run_name} {state_name.lower()}"[:500],
-        "body": f"Flow {flow_name}, run {run_name} ({run_id}) ended {state_name}: {reason}",
+        "body": ops_alert_body(flow_name, run_name, run_id, state_name, reason),
         "status": "pending" if recipient else "withdrawn",
         "last_error": None if recipient else "no ops_alert_urls configured",
         "created_at": now,

@@ -315,11 +315,25 @@ def queue_ops_alert(flow_name: str, run_name: str, run_id: str, state_name: str,
                     store: Store | None = None) -> dict:
     """Queue the ops alert of a failed flow run (once per run) to the `ops` channel; returns the row, for the log
     line. The row names the channel; its URLs (ops_alert_urls) are resolved when it is sent."""
-    urls = get_settings().ops_alert_urls
+    settings = get_settings()
+    urls = settings.ops_alert_urls
     configured = urls is not None and bool(urls.get_secret_value().strip())
+    now = datetime.now(UTC)
+    store = store or get_store()
     row = messages.ops_alert(flow_name, run_name, run_id, state_name, message,
-                             messages.OPS_CHANNEL if configured else None, datetime.now(UTC))
-    outbox.queue_row(store or get_store(), row)
+                             messages.OPS_CHANNEL if configured else None, now)
+    if configured and settings.ops_alert_repeat_minutes:
+        # An outage fails an every-minute flow sixty times an hour: ops hear of it once per interval, and every
+        # run still leaves its row (withdrawn, with the reason), so nothing is lost from the record.
+        from leadflow.domain.privacy import mask_addresses
+
+        reason = messages.ops_reason(message, mask_addresses)
+        since = now - timedelta(minutes=settings.ops_alert_repeat_minutes)
+        told = outbox.recent_bodies(store, "ops_alert", since, ("pending", "sending", "sent"))
+        if any(messages.is_repeat(body, flow_name, reason) for body in told):
+            row = {**row, "status": "withdrawn",
+                   "last_error": f"repeat within ops_alert_repeat_minutes={settings.ops_alert_repeat_minutes}"}
+    outbox.queue_row(store, row)
     return row
 
 
