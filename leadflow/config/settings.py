@@ -178,6 +178,13 @@ class Settings(BaseSettings):
     retention_backfill_days: int = Field(
         default=30, ge=0,
         description="Days after its last write before a backfill's staged window files go (0: kept forever).")
+    retention_webhook_days: int = Field(
+        default=90, ge=0,
+        description="Days webhook_deliveries rows (vendor delivery ids, the redelivery guard) are kept (0: forever).")
+    retention_mailbox_days: int = Field(
+        default=90, ge=0,
+        description="Days mailbox_messages rows (Message-ID hashes, the re-take guard) are kept once the message was "
+                    "moved or flagged (0: forever).")
     # Signed webhooks (deployments/api_webhooks.py): a vendor without its secret answers 503, never accepts unsigned.
     webhook_typeform_secret: SecretStr | None = Field(
         default=None, description="Secret of the Typeform webhook (its Typeform-Signature is checked against it).")

@@ -1,4 +1,5 @@
-"""Retention's SQL: strip old submissions' raw payloads, delete old quarantine rows and processed inbox rows.
+"""Retention's SQL: strip old submissions' raw payloads, delete old quarantine rows, processed inbox rows and the
+intake ledgers of webhooks and the mailbox.
 
 Each store is worked through in batches of ids, one transaction per batch, so a big first run neither holds
 locks for long nor redoes finished batches after a crash; a dry run only counts. Every function is idempotent.
@@ -10,12 +11,14 @@ from datetime import datetime
 
 from sqlalchemy import ColumnElement, Table, Text, and_, bindparam, cast, delete, func, select, update
 
-from leadflow.crm.schema import LeadInboxRow, LeadSubmission, QuarantineRecord
+from leadflow.crm.schema import LeadInboxRow, LeadSubmission, MailboxMessageRow, QuarantineRecord, WebhookDelivery
 from leadflow.crm.store import Store
 
 SUBMISSIONS = LeadSubmission.__table__
 QUARANTINE = QuarantineRecord.__table__
 INBOX = LeadInboxRow.__table__
+WEBHOOKS = WebhookDelivery.__table__
+MAILBOX = MailboxMessageRow.__table__
 # What a stripped raw payload holds: nothing. The submission's own columns (source, time, UTM, message) stay.
 STRIPPED: dict = {}
 
@@ -72,3 +75,23 @@ def purge_inbox(store: Store, cutoff: datetime, *, batch_size: int = 5_000, dry_
     if dry_run:
         return _count(store, INBOX, where)
     return _in_batches(store, INBOX, where, batch_size, delete(INBOX))
+
+
+def purge_webhook_deliveries(store: Store, cutoff: datetime, *, batch_size: int = 5_000,
+                             dry_run: bool = False) -> int:
+    """Delete webhook delivery rows received before cutoff (vendors stop redelivering within days); returns how
+    many (would) go."""
+    where = WEBHOOKS.c.received_at < cutoff
+    if dry_run:
+        return _count(store, WEBHOOKS, where)
+    return _in_batches(store, WEBHOOKS, where, batch_size, delete(WEBHOOKS))
+
+
+def purge_mailbox_messages(store: Store, cutoff: datetime, *, batch_size: int = 5_000,
+                           dry_run: bool = False) -> int:
+    """Delete mailbox ledger rows taken before cutoff whose message was moved or flagged (one still in the folder
+    keeps its row, or the next run would take it again); returns how many (would) go."""
+    where = and_(MAILBOX.c.taken_at < cutoff, MAILBOX.c.handled_at.is_not(None))
+    if dry_run:
+        return _count(store, MAILBOX, where)
+    return _in_batches(store, MAILBOX, where, batch_size, delete(MAILBOX))

@@ -27,6 +27,8 @@ STORES: dict[str, str] = {
     "lead_inbox": "retention_inbox_days",
     "eml_files": "retention_eml_days",
     "backfill_window_files": "retention_backfill_days",
+    "webhook_deliveries": "retention_webhook_days",
+    "mailbox_messages": "retention_mailbox_days",
 }
 
 
@@ -39,6 +41,8 @@ class RetentionPeriods:
     lead_inbox: int = 30
     eml_files: int = 30
     backfill_window_files: int = 30
+    webhook_deliveries: int = 90
+    mailbox_messages: int = 90
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> RetentionPeriods:
@@ -86,6 +90,10 @@ def apply_retention(store: Store, periods: RetentionPeriods, *, now: datetime, o
             summary.counts[name] = sql.purge_inbox(store, cutoff, batch_size=batch_size, dry_run=dry_run)
         elif name == "eml_files":
             summary.counts[name] = privacy_files.purge_eml_files(outbox_dir, cutoff, dry_run=dry_run)
+        elif name == "webhook_deliveries":
+            summary.counts[name] = sql.purge_webhook_deliveries(store, cutoff, batch_size=batch_size, dry_run=dry_run)
+        elif name == "mailbox_messages":
+            summary.counts[name] = sql.purge_mailbox_messages(store, cutoff, batch_size=batch_size, dry_run=dry_run)
         else:
             purged = privacy_files.purge_backfill_windows(backfill_dir, cutoff, dry_run=dry_run)
             summary.counts[name], summary.backfill_folders = purged.files, purged.folders

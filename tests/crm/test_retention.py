@@ -13,7 +13,14 @@ import pytest
 from sqlalchemy import select, update
 
 from leadflow.crm.inbox import submit_lead
-from leadflow.crm.schema import LeadInboxRow, LeadSubmission, QuarantineRecord, SpamTombstone
+from leadflow.crm.schema import (
+    LeadInboxRow,
+    LeadSubmission,
+    MailboxMessageRow,
+    QuarantineRecord,
+    SpamTombstone,
+    WebhookDelivery,
+)
 from leadflow.domain.privacy import keyed_hash
 from leadflow.io import privacy_files
 from leadflow.steps.people import erase_people, erase_person, export_person
@@ -50,6 +57,14 @@ def aged(crm, tmp_path):
         conn.execute(update(inbox).where(inbox.c.id == old_inbox).values(processed_at=OLD, received_at=OLD))
         # Never processed: however old, it still waits for intake.
         conn.execute(update(inbox).where(inbox.c.id == unprocessed).values(received_at=OLD))
+        conn.execute(WebhookDelivery.__table__.insert(), [
+            {"vendor": "typeform", "delivery_id": "old", "received_at": NOW - timedelta(days=91)},
+            {"vendor": "typeform", "delivery_id": "new", "received_at": NOW - timedelta(days=89)}])
+        conn.execute(MailboxMessageRow.__table__.insert(), [
+            {"message_key": "a" * 64, "outcome": "inquiry", "taken_at": OLD, "handled_at": OLD},
+            # Never moved or flagged: it is still in the folder, and without its row the next run would take it again.
+            {"message_key": "b" * 64, "outcome": "touch", "taken_at": OLD, "handled_at": None},
+            {"message_key": "c" * 64, "outcome": "skipped", "taken_at": NOW, "handled_at": NOW}])
     outbox_dir, backfill_dir = tmp_path / "outbox", tmp_path / "backfill"
     outbox_dir.mkdir()
     for name, days in (("old.eml", 40), ("new.eml", 2)):
@@ -70,7 +85,8 @@ def test_retention_strips_and_deletes_only_what_is_past_its_period(aged):
     periods = RetentionPeriods()
     before = snapshot(crm)
     preview = apply_retention(crm, periods, now=NOW, outbox_dir=outbox_dir, backfill_dir=backfill_dir, dry_run=True)
-    expected = {"raw_payloads": 1, "quarantine": 1, "lead_inbox": 1, "eml_files": 1, "backfill_window_files": 1}
+    expected = {"raw_payloads": 1, "quarantine": 1, "lead_inbox": 1, "eml_files": 1, "backfill_window_files": 1,
+                "webhook_deliveries": 1, "mailbox_messages": 1}
     assert preview.counts == expected
     assert snapshot(crm) == before and len(list(outbox_dir.iterdir())) == 2
     assert (backfill_dir / "key1").exists()
@@ -83,12 +99,15 @@ def test_retention_strips_and_deletes_only_what_is_past_its_period(aged):
         assert sum("198.51.100.9" in json.dumps(p) for p in payloads) == 1
         assert len(conn.execute(select(QuarantineRecord.id)).all()) == 1
         assert len(conn.execute(select(LeadInboxRow.id)).all()) == 2
+        assert conn.execute(select(WebhookDelivery.delivery_id)).scalars().all() == ["new"]
+        assert sorted(conn.execute(select(MailboxMessageRow.message_key)).scalars()) == ["b" * 64, "c" * 64]
     assert [p.name for p in outbox_dir.iterdir()] == ["new.eml"]
     assert not (backfill_dir / "key1").exists() and (backfill_dir / "key2").exists()
 
     again = apply_retention(crm, periods, now=NOW, outbox_dir=outbox_dir, backfill_dir=backfill_dir)
     assert sum(again.counts.values()) == 0
-    forever = RetentionPeriods(raw_payloads=0, quarantine=0, lead_inbox=0, eml_files=0, backfill_window_files=0)
+    forever = RetentionPeriods(raw_payloads=0, quarantine=0, lead_inbox=0, eml_files=0, backfill_window_files=0,
+                               webhook_deliveries=0, mailbox_messages=0)
     assert apply_retention(crm, forever, now=NOW + timedelta(days=9999), outbox_dir=outbox_dir,
                            backfill_dir=backfill_dir).total == 0
 
