@@ -237,3 +237,30 @@ def _staging_of(crm, frame: pd.DataFrame):
     stmt = crm._values(LEADS, columns)
     staging, _ = _staged_statement(crm, stmt, frame)
     return staging, [c.name for c in staging.columns if c.name != store_module.STAGING_ROW]
+
+
+
+@pytest.mark.parametrize("crm", ["postgresql"], indirect=True)
+def test_payload_columns_carry_no_planner_statistics(crm):
+    """ANALYZE after a bulk load skips the payloads and explanations (migration 0028) and still analyzes the rest."""
+    import importlib.util
+
+    path = store_module.MIGRATIONS / "versions" / "0028_pg_intake.py"
+    spec = importlib.util.spec_from_file_location("migration_0028", path)
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    with crm.begin() as conn:
+        crm.upsert_leads(conn, _leads(["ann@example.com", "bo@example.com"], NOW,
+                                      score_explanation=["because", None]), NOW)
+    crm.refresh_statistics(["leads", "lead_submissions", "lead_events"])
+    with crm.engine.connect() as conn:
+        targets = dict(conn.exec_driver_sql(
+            "SELECT attrelid::regclass::text || '.' || attname, attstattarget FROM pg_attribute "
+            "WHERE attrelid IN ('leads'::regclass, 'lead_submissions'::regclass, 'lead_events'::regclass) "
+            "AND attnum > 0 AND NOT attisdropped").all())
+        analyzed = {f"{t}.{c}" for t, c in conn.exec_driver_sql(
+            "SELECT tablename, attname FROM pg_stats WHERE tablename = 'leads'").all()}
+    skipped = {f"{table}.{column}" for table, column in migration.UNANALYZED}
+    assert {name: targets[name] for name in skipped} == dict.fromkeys(skipped, 0)
+    assert all(target == -1 for name, target in targets.items() if name not in skipped)
+    assert "leads.email" in analyzed and "leads.score_explanation" not in analyzed
