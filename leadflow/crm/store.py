@@ -29,6 +29,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     SmallInteger,
+    String,
     Table,
     Text,
     any_,
@@ -573,27 +574,20 @@ class Store:
         """COPY the frame into its staging table (created here, dropped at commit) and run the set-based statement."""
         conn.execute(CreateTable(staging))
         names = [c.name for c in staging.columns if c.name != STAGING_ROW]
-        columns = []
-        for name in names:
-            values = _bind_values(frame[name], "postgresql")
-            kind = staging.c[name].type
-            if isinstance(kind, JSON):
-                values = [v if v is None or isinstance(v, str) else _json_dumps(v) for v in values]
-            elif isinstance(kind, Integer) and not pd.api.types.is_integer_dtype(frame[name].dtype):
-                # A whole number in a float column (one with gaps) is 12.0, which COPY's integer input refuses;
-                # rounded as PostgreSQL casts a float parameter to the integer column (half to even).
-                values = [round(v) if isinstance(v, float) else v for v in values]
-            columns.append(values)
         quoted = self.engine.dialect.identifier_preparer.quote
         sql = (f"COPY {quoted(staging.name)} ({', '.join(quoted(n) for n in [*names, STAGING_ROW])}) "
                "FROM STDIN")
         import psycopg
 
+        text = _copy_text(frame, staging, names)
         raw = conn.connection.driver_connection
         try:
             with raw.cursor() as cursor, cursor.copy(sql) as copy:
-                for row in zip(*columns, range(len(frame)), strict=True):
-                    copy.write_row(row)
+                if text is not None:
+                    copy.write(text)
+                else:
+                    for row in zip(*_copy_columns(frame, staging, names), range(len(frame)), strict=True):
+                        copy.write_row(row)
         except psycopg.Error as exc:
             # The same error, and as scrubbed of row values, as a failed executemany raises through SQLAlchemy.
             error = DBAPIError.instance(sql, None, exc, psycopg.Error, hide_parameters=True,
@@ -814,6 +808,112 @@ def _staged_statement(store: Store, statement, frame: pd.DataFrame) -> tuple[Tab
     if left:
         return None  # a parameter the rewrite did not reach (inside an ON CONFLICT clause): row by row
     return staging, rewritten
+
+
+def _copy_columns(frame: pd.DataFrame, staging: Table, names: Sequence[str]) -> list[list[Any]]:
+    """The frame's staged columns as Python values for psycopg's row-by-row COPY (the fallback of `_copy_text`)."""
+    columns = []
+    for name in names:
+        values = _bind_values(frame[name], "postgresql")
+        kind = staging.c[name].type
+        if isinstance(kind, JSON):
+            values = [v if v is None or isinstance(v, str) else _json_dumps(v) for v in values]
+        elif isinstance(kind, Integer) and not pd.api.types.is_integer_dtype(frame[name].dtype):
+            # A whole number in a float column (one with gaps) is 12.0, which COPY's integer input refuses;
+            # rounded as PostgreSQL casts a float parameter to the integer column (half to even).
+            values = [round(v) if isinstance(v, float) else v for v in values]
+        columns.append(values)
+    return columns
+
+
+# COPY's text format: these characters inside a value are written as backslash escapes (backslash first).
+_COPY_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
+
+
+def _copy_field(values: pd.Series, kind: Any) -> Any:
+    """One staged column as COPY text fields (a pyarrow string array, nulls kept), built column-wise; None when
+    the column holds values this does not format exactly as psycopg's row-by-row COPY would (then that is used).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    dtype = values.dtype
+    if isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(dtype):
+        aware = isinstance(dtype, pd.DatetimeTZDtype)
+        if not isinstance(kind, DateTime) or (aware and not kind.timezone):
+            return None  # a zone given to a column without one: psycopg's dump keeps the wall-clock time
+        naive = values.dt.tz_convert("UTC").dt.tz_localize(None) if aware else values
+        # Each distinct time is formatted once: most columns hold one stamp for the whole chunk (created_at).
+        codes, uniques = pd.factorize(naive.to_numpy(dtype="datetime64[us]"))
+        text = np.char.replace(np.datetime_as_string(uniques, unit="us"), "T", " ").astype(object)
+        if aware:
+            text = text + "+00"  # a naive time stays naive: the server reads both as psycopg's dump would be
+        return pa.array(np.append(text, None)[codes], type=pa.large_string())
+    if pd.api.types.is_bool_dtype(dtype):
+        if not isinstance(kind, Boolean):
+            return None
+        return pc.if_else(pa.Array.from_pandas(values), "t", "f").cast(pa.large_string())
+    if pd.api.types.is_integer_dtype(dtype):
+        if not isinstance(kind, Integer | Float):
+            return None
+        return pc.cast(pc.cast(pa.Array.from_pandas(values), pa.int64()), pa.large_string())
+    if pd.api.types.is_float_dtype(dtype):
+        numbers = values.to_numpy(dtype="float64", na_value=np.nan)
+        present = ~np.isnan(numbers)
+        if not np.isfinite(numbers[present]).all():
+            return None  # the row-by-row path sends these for the server to store or refuse
+        if isinstance(kind, Integer):
+            if (np.abs(numbers[present]) >= 2.0**63).any():
+                return None  # out of even a bigint's range: the server refuses it on the row-by-row path
+            # Half to even, as the row-by-row path rounds (Python's round) and PostgreSQL casts a float.
+            whole = pa.array(np.rint(np.where(present, numbers, 0)).astype(np.int64), mask=~present)
+            return pc.cast(whole, pa.large_string())
+        if not isinstance(kind, Float):
+            return None
+        # Arrow writes the shortest text that reads back as the same double, as Python's repr does.
+        return pc.cast(pa.array(numbers, mask=~present), pa.large_string())
+    if isinstance(kind, JSON):
+        text = [v if v is None or isinstance(v, str) else _json_dumps(v)
+                for v in values.to_numpy(dtype=object, na_value=None).tolist()]
+        strings = pa.array(text, type=pa.large_string())
+    elif isinstance(kind, String) and pd.api.types.infer_dtype(values, skipna=True) in {"string", "empty"}:
+        strings = pc.cast(pa.Array.from_pandas(values), pa.large_string())
+    else:
+        return None
+    if not pc.any(pc.match_substring_regex(strings, "[\\\\\t\n\r\x00]")).as_py():
+        return strings  # nothing to escape: most columns
+    if pc.any(pc.match_substring(strings, "\x00")).as_py():
+        return None  # psycopg refuses a NUL in text before sending it; the row-by-row path keeps that error
+    for char, escaped in _COPY_ESCAPES:
+        strings = pc.replace_substring(strings, char, escaped)
+    return strings
+
+
+def _copy_text(frame: pd.DataFrame, staging: Table, names: Sequence[str]) -> bytes | None:
+    """The whole COPY input of a staged frame (its columns, then the row number), built column by column.
+
+    psycopg's write_row formats every value of every row in Python: it and the object conversion before it were
+    a quarter of a PostgreSQL intake's client time. None when a column needs psycopg's own adaptation.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        fields = []
+        for name in names:
+            field = _copy_field(frame[name], staging.c[name].type)
+            if field is None:
+                return None
+            fields.append(field)
+        rows = pa.array([f"{i}\n" for i in range(len(frame))], type=pa.large_string())
+        tab = pa.scalar("\t", pa.large_string())
+        lines = pc.binary_join_element_wise(*fields, rows, tab, null_handling="replace", null_replacement="\\N")
+        # The lines' character data, back to back, is the COPY input (no line is null: the row number never is).
+        _, offsets, data = lines.buffers()
+        first, last = np.frombuffer(offsets, dtype=np.int64)[[lines.offset, lines.offset + len(lines)]]
+        return data.to_pybytes()[first:last]
+    except (pa.ArrowException, UnicodeError, ValueError, TypeError, OverflowError):
+        return None  # psycopg's own path then raises (or accepts) exactly as it always did
 
 
 _stores: dict[str, Store] = {}

@@ -24,10 +24,15 @@ QUARANTINE = QuarantineRecord.__table__
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["copy", "executemany"])
-def crm_path(request, crm):
-    """The CRM with PostgreSQL's bulk path forced to COPY for every frame, or to executemany (SQLite: always)."""
-    crm.copy_min_rows = 0 if request.param == "copy" else 10**9
+@pytest.fixture(params=["copy", "copy-rows", "executemany"])
+def crm_path(request, crm, monkeypatch):
+    """The CRM with PostgreSQL's bulk path forced to COPY for every frame (its input built column-wise, or row by
+    row by psycopg), or to executemany (SQLite: always)."""
+    if request.param == "copy-rows" and crm.dialect == "sqlite":
+        pytest.skip("SQLite has no COPY: the executemany case covers it")
+    crm.copy_min_rows = 0 if request.param.startswith("copy") else 10**9
+    if request.param == "copy-rows":
+        monkeypatch.setattr(store_module, "_copy_text", lambda *_: None)
     return crm
 
 
@@ -184,3 +189,78 @@ def test_many_keys_read_and_marked_in_parts(crm_path, monkeypatch):
         assert mark_step(conn, [*found.values(), 10**12], LeadStep.SPAM_CHECKED, NOW) == 7
         assert mark_step(conn, found.values(), LeadStep.SPAM_CHECKED, NOW) == 0
     assert sorted(r[1] for r in _rows(crm, LEADS, "email", "step_mark")) == [0] + [int(LeadStep.SPAM_CHECKED)] * 7
+
+
+@pytest.mark.parametrize("crm", ["postgresql"], indirect=True)
+def test_copy_text_built_column_wise_stores_what_row_by_row_copy_stores(crm, monkeypatch):
+    """Escapes, NULL against empty text and a literal backslash-N, unicode, whole floats into integer columns
+    (half to even), floats, nullable booleans and integers, times in another zone, JSON as dicts
+    and as text: every stored value is the same as psycopg's own row-by-row COPY stores."""
+    crm.copy_min_rows = 0
+    berlin = datetime(2025, 6, 1, 16, 30, 15, 123456, tzinfo=ZoneInfo("Europe/Berlin"))
+    emails = ["a\\b@example.com", "tab\there@example.com", "line\nbreak\r@example.com", "\\N", "", "zoë@例え.jp"]
+    frame = _leads(emails, NOW).assign(
+        company=pd.Series(["x", None, "", "\\N", "q\\\\", "株式会社"], dtype="string"),
+        job_title=pd.Series(["é", None, "b\tc", "", "d", "e"], dtype=object),
+        page_views=[0.5, 1.5, 2.5, float("nan"), 3.0, -2.5],
+        content_downloads=pd.array([1, None, 3, 4, None, 6], dtype="Int64"),
+        demo_requested=pd.array([True, None, False, True, False, None], dtype="boolean"),
+        fit_score=[0.1, 1e20, 1 / 3, float("nan"), -0.0, 2.5e-8],
+        # One zone for the column (a mix of zones is an object column, which goes row by row).
+        scored_at=pd.to_datetime(pd.Series([berlin, None, NOW, NOW, None, berlin]), utc=True).dt.tz_convert(
+            "Europe/Berlin"),
+        enrichment_sources=[{"a": "b\tc\\"}, None, '{"n": 1}', {}, [1, "x"], None],
+    )
+    stored = {}
+    for path in ("rows", "column-wise"):
+        if path == "rows":
+            monkeypatch.setattr(store_module, "_copy_text", lambda *_: None)
+        else:
+            monkeypatch.undo()
+            assert store_module._copy_text(frame, *_staging_of(crm, frame)) is not None
+        with crm.begin() as conn:
+            crm.upsert_leads(conn, frame, NOW)
+        columns = [c for c in frame.columns if c != "step_marked_at"]
+        stored[path] = _rows(crm, LEADS, *columns)
+        with crm.begin() as conn:
+            conn.execute(LEADS.delete())
+    assert stored["column-wise"] == stored["rows"]
+    assert [r[0] for r in stored["rows"]] == emails
+    # A NUL in text is refused by psycopg before it is sent: such a frame keeps the row-by-row path and its error.
+    with_nul = frame.assign(company=pd.Series(["x", None, "a\x00b", "", "d", "e"], dtype="string"))
+    assert store_module._copy_text(with_nul, *_staging_of(crm, with_nul)) is None
+
+
+def _staging_of(crm, frame: pd.DataFrame):
+    """The staging table and column names upsert_leads' COPY would use for this frame."""
+    columns = [c.name for c in LEADS.columns if c.name in frame.columns]
+    stmt = crm._values(LEADS, columns)
+    staging, _ = _staged_statement(crm, stmt, frame)
+    return staging, [c.name for c in staging.columns if c.name != store_module.STAGING_ROW]
+
+
+
+@pytest.mark.parametrize("crm", ["postgresql"], indirect=True)
+def test_payload_columns_carry_no_planner_statistics(crm):
+    """ANALYZE after a bulk load skips the payloads and explanations (migration 0028) and still analyzes the rest."""
+    import importlib.util
+
+    path = store_module.MIGRATIONS / "versions" / "0028_pg_intake.py"
+    spec = importlib.util.spec_from_file_location("migration_0028", path)
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    with crm.begin() as conn:
+        crm.upsert_leads(conn, _leads(["ann@example.com", "bo@example.com"], NOW,
+                                      score_explanation=["because", None]), NOW)
+    crm.refresh_statistics(["leads", "lead_submissions", "lead_events"])
+    with crm.engine.connect() as conn:
+        targets = dict(conn.exec_driver_sql(
+            "SELECT attrelid::regclass::text || '.' || attname, attstattarget FROM pg_attribute "
+            "WHERE attrelid IN ('leads'::regclass, 'lead_submissions'::regclass, 'lead_events'::regclass) "
+            "AND attnum > 0 AND NOT attisdropped").all())
+        analyzed = {f"{t}.{c}" for t, c in conn.exec_driver_sql(
+            "SELECT tablename, attname FROM pg_stats WHERE tablename = 'leads'").all()}
+    skipped = {f"{table}.{column}" for table, column in migration.UNANALYZED}
+    assert {name: targets[name] for name in skipped} == dict.fromkeys(skipped, 0)
+    assert all(target == -1 for name, target in targets.items() if name not in skipped)
+    assert "leads.email" in analyzed and "leads.score_explanation" not in analyzed

@@ -14,7 +14,7 @@ from tests.conftest import PG_URL
 
 
 def test_a_migrated_crm_passes_on_both_databases(crm):
-    assert crm.revision() == head_revision() == "0026_model_scores"
+    assert crm.revision() == head_revision() == "0028_pg_intake"
     crm.require_current()
 
 
