@@ -33,6 +33,11 @@ CORS_REQUEST_HEADERS = "Content-Type, Idempotency-Key, X-API-Key, Authorization"
 CORS_MAX_AGE = "600"
 # How long a preflight's "some key allows this origin" answer is reused before asking the database again.
 ORIGINS_CACHE_SECONDS = 5.0
+# How long a found key is reused without a look-up. A key's settings never change after it is created, and a
+# revoke still takes effect at once: the insert's own transaction checks that the key is unrevoked, and a refusal
+# given with a cached key asks the database again, so that a revoked key is always answered 401.
+KEY_CACHE_SECONDS = 60.0
+KEY_CACHE_SIZE = 10_000
 
 
 def emit_submitted(inbox_id: int, settings: Settings | None = None) -> None:
@@ -124,15 +129,41 @@ class FrontDoor:
         self.settings = settings
         self.limiter = rules.RateLimiter()
         self._origins: tuple[float, set[str]] = (0.0, set())
+        self._keys: dict[str, tuple[float, dict[str, Any]]] = {}
         self.find_key = Batcher(self._find_keys)
         self.write = Batcher(self._write)
+
+    async def key(self, key_hash: str) -> tuple[dict[str, Any] | None, bool]:
+        """The unrevoked key with this hash, else None, and whether it came from the cache (see KEY_CACHE_SECONDS)."""
+        hit = self._keys.get(key_hash)
+        if hit is not None and time.monotonic() - hit[0] < KEY_CACHE_SECONDS:
+            return hit[1], True
+        key = await self.find_key(key_hash)
+        if key is None:
+            self._keys.pop(key_hash, None)
+        else:
+            if len(self._keys) >= KEY_CACHE_SIZE:
+                self._keys.clear()
+            self._keys[key_hash] = (time.monotonic(), key)
+        return key, False
+
+    def forget_key(self, key_hash: str) -> None:
+        """Drop a key from the cache (it was found revoked)."""
+        self._keys.pop(key_hash, None)
+
+    async def still_active(self, key_hash: str) -> bool:
+        """Whether a cached key is still unrevoked, asking the database (and forgetting it if not)."""
+        if await self.find_key(key_hash) is not None:
+            return True
+        self._keys.pop(key_hash, None)
+        return False
 
     def _find_keys(self, hashes: list[str]) -> list[dict[str, Any] | None]:
         found = api_keys.find_active_keys(self.store, hashes)
         return [found.get(h) for h in hashes]
 
     def _write(self, leads: list[tuple[dict[str, Any], int, str | None]]) -> list[tuple[int, bool] | Exception]:
-        results = inbox.submit_leads_once(self.store, leads)
+        results = inbox.submit_leads_once(self.store, leads, require_active_key=True)
         for result in results:
             if not isinstance(result, Exception) and result[1]:
                 emit_submitted(result[0], self.settings)
@@ -201,6 +232,10 @@ def _fill_defaults(payload: dict[str, Any], key: dict[str, Any], address: str | 
         payload["ip_address"] = address
 
 
+def _bad_key() -> rules.RequestError:
+    return rules.RequestError(401, "the API key is unknown or revoked")
+
+
 def _error_response(refused: _Refused) -> JSONResponse:
     body: dict[str, Any] = {"error": str(refused.error)}
     if refused.error.field:
@@ -263,7 +298,9 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
         origin = request.headers.get("origin")
         address = request.client.host if request.client else None
         key: dict[str, Any] | None = None
+        key_hash, cached = "", False
         cors: dict[str, str] = {}
+        key_cors: dict[str, str] = {}
         try:
             if origin and await door.known_origin(origin):
                 cors = _cors(origin)
@@ -280,9 +317,11 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
                 raise _Refused(rules.RequestError(401, "an API key is required (X-API-Key header, or the api_key "
                                                        "field or query parameter)"), cors, "no_key")
             if rules.looks_like_key(token):
-                key = await door.find_key(rules.hash_key(token))
+                key_hash = rules.hash_key(token)
+                key, cached = await door.key(key_hash)
+            key_cors = cors
             if key is None:
-                raise _Refused(rules.RequestError(401, "the API key is unknown or revoked"), cors, "bad_key")
+                raise _Refused(_bad_key(), cors, "bad_key")
             if origin is not None:
                 if not rules.origin_allowed(origin, key["allowed_origins"]):
                     raise _Refused(rules.RequestError(403, "this API key may not be used from this origin"), {},
@@ -297,6 +336,9 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
                 _fill_defaults(payload, key, address)
                 try:
                     inbox_id, inserted = await door.write((payload, key["id"], idempotency))
+                except inbox.KeyRevoked:
+                    door.forget_key(key_hash)
+                    raise _Refused(_bad_key(), key_cors, "bad_key") from None
                 except Exception as exc:
                     code = refused_value_code(exc)
                     if code is None:
@@ -309,6 +351,9 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
                 field = "email" if "email" in str(exc) else None
                 raise _Refused(rules.RequestError(422, str(exc), field), cors, "bad_lead") from None
         except _Refused as refused:
+            if cached and refused.error.status != 401 and not await door.still_active(key_hash):
+                # Refused for another reason with a cached key that has been revoked since: 401, as without a cache.
+                refused = _Refused(_bad_key(), key_cors, "bad_key")
             _access("POST", LEADS_PATH, refused.error.status, started, key_id=key["id"] if key else None,
                     error=refused.code)
             return _error_response(refused)
