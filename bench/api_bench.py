@@ -230,7 +230,9 @@ def _backend_pids(admin_url: str, database: str) -> set[int]:
     """PostgreSQL backends serving one database (their CPU is the database server's share of a request)."""
     from sqlalchemy import create_engine, text
 
-    engine = create_engine(admin_url)
+    from leadflow.crm.store import database_url
+
+    engine = create_engine(database_url(admin_url))
     try:
         with engine.connect() as conn:
             return {int(p) for p in conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = :d"),
@@ -394,7 +396,9 @@ def main(argv: list[str] | None = None) -> int:
     servers: list[Server] = []
     admin = None
     if args.db_url:
-        admin = create_engine(args.db_url, isolation_level="AUTOCOMMIT")
+        from leadflow.crm.store import database_url
+
+        admin = create_engine(database_url(args.db_url), isolation_level="AUTOCOMMIT")
     try:
         for i, (checkout, plain) in enumerate(checkouts):
             home = Path(tempfile.mkdtemp(prefix="lf-api-bench-"))

@@ -38,6 +38,8 @@ ORIGINS_CACHE_SECONDS = 5.0
 # given with a cached key asks the database again, so that a revoked key is always answered 401.
 KEY_CACHE_SECONDS = 60.0
 KEY_CACHE_SIZE = 10_000
+# Inbox transactions one API process keeps in flight on PostgreSQL (within the store's pool of 5 + 5 connections).
+POSTGRES_WRITERS = 4
 
 
 def emit_submitted(inbox_id: int, settings: Settings | None = None) -> None:
@@ -78,28 +80,32 @@ class _Refused(Exception):
 
 
 class Batcher:
-    """Runs `fn` once over every item queued while its previous run was busy, on a worker thread.
+    """Runs `fn` once over every item queued while its previous runs were busy, on worker threads.
 
     Concurrent requests then share one key look-up and one inbox transaction (one commit) instead of one each; a
-    lone request runs at once, so nothing waits for a batch to fill. `fn` returns one result per item; a result
-    that is an exception fails that item's request only.
+    lone request runs at once, so nothing waits for a batch to fill. Up to `concurrency` runs go at once: on
+    PostgreSQL a commit waits for its WAL flush, and overlapping commits share flushes; SQLite has one writer, so
+    there it is 1. `fn` returns one result per item; a result that is an exception fails that item's request only.
     """
 
-    def __init__(self, fn: Any, max_batch: int = 256) -> None:
+    def __init__(self, fn: Any, max_batch: int = 256, concurrency: int = 1) -> None:
         self._fn = fn
         self._max = max_batch
+        self._concurrency = concurrency
         self._queue: list[tuple[Any, asyncio.Future]] = []
-        self._running = False
-        self._task: asyncio.Task | None = None
+        self._running = 0
+        # Kept: the loop holds tasks only weakly.
+        self._tasks: set[asyncio.Task] = set()
 
     async def __call__(self, item: Any) -> Any:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue.append((item, future))
-        if not self._running:
-            self._running = True
-            # Kept: the loop holds tasks only weakly.
-            self._task = loop.create_task(self._drain())
+        if self._running < self._concurrency:
+            self._running += 1
+            task = loop.create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return await future
 
     async def _drain(self) -> None:
@@ -118,7 +124,7 @@ class Batcher:
                     else:
                         future.set_result(result)
         finally:
-            self._running = False
+            self._running -= 1
 
 
 class FrontDoor:
@@ -130,8 +136,9 @@ class FrontDoor:
         self.limiter = rules.RateLimiter()
         self._origins: tuple[float, set[str]] = (0.0, set())
         self._keys: dict[str, tuple[float, dict[str, Any]]] = {}
-        self.find_key = Batcher(self._find_keys)
-        self.write = Batcher(self._write)
+        writers = 1 if store.dialect == "sqlite" else POSTGRES_WRITERS
+        self.find_key = Batcher(self._find_keys, concurrency=writers)
+        self.write = Batcher(self._write, concurrency=writers)
 
     async def key(self, key_hash: str) -> tuple[dict[str, Any] | None, bool]:
         """The unrevoked key with this hash, else None, and whether it came from the cache (see KEY_CACHE_SECONDS)."""
