@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
                 server.results.append(result)
                 _print(result, args)
         if len(servers) > 1 or args.rounds > 1:
-            print("medians over rounds:")
+            print("upper medians over rounds (of two rounds: the worse one):")
             for server in servers:
                 rows = server.results
                 med = {k: _percentile([r[k] for r in rows], 0.5) for k in
