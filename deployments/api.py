@@ -239,6 +239,12 @@ def _fill_defaults(payload: dict[str, Any], key: dict[str, Any], address: str | 
         payload["ip_address"] = address
 
 
+def _unavailable(started: float, key: dict[str, Any] | None, cors: dict[str, str]) -> JSONResponse:
+    _access("POST", LEADS_PATH, 503, started, key_id=key["id"] if key else None, error="database")
+    return JSONResponse({"error": "the CRM database is unavailable; retry later"}, status_code=503,
+                        headers={**cors, "Retry-After": "5"})
+
+
 def _bad_key() -> rules.RequestError:
     return rules.RequestError(401, "the API key is unknown or revoked")
 
@@ -357,16 +363,19 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
                 field = "email" if "email" in str(exc) else None
                 raise _Refused(rules.RequestError(422, str(exc), field), cors, "bad_lead") from None
         except _Refused as refused:
-            if cached and refused.error.status != 401 and not await door.still_active(key_hash):
-                # Refused for another reason with a cached key that has been revoked since: 401, as without a cache.
-                refused = _Refused(_bad_key(), key_cors, "bad_key")
+            if cached and refused.error.status != 401:
+                # Refused for another reason with a remembered key: if it has been revoked since, 401 (and if the
+                # database is down, 503), as without the cache.
+                try:
+                    if not await door.still_active(key_hash):
+                        refused = _Refused(_bad_key(), key_cors, "bad_key")
+                except DatabaseError:
+                    return _unavailable(started, key, key_cors)
             _access("POST", LEADS_PATH, refused.error.status, started, key_id=key["id"] if key else None,
                     error=refused.code)
             return _error_response(refused)
         except DatabaseError:
-            _access("POST", LEADS_PATH, 503, started, key_id=key["id"] if key else None, error="database")
-            return JSONResponse({"error": "the CRM database is unavailable; retry later"}, status_code=503,
-                                headers={**cors, "Retry-After": "5"})
+            return _unavailable(started, key, cors)
         replayed = {} if inserted else {"Idempotent-Replayed": "true"}
         if return_url:
             _access("POST", LEADS_PATH, 303, started, key_id=key["id"], submission_id=inbox_id, stored=inserted)
