@@ -244,19 +244,17 @@ def _backend_pids(admin_url: str, database: str) -> set[int]:
 def _start(server: Server, workers: int, env_base: dict[str, str], plain: bool = False) -> None:
     import httpx
 
-    from leadflow.crm.api_keys import create_key
-    from leadflow.crm.store import get_store
-
-    crm = get_store(server.db_url)
-    crm.upgrade()
-    key, _ = create_key(crm, f"bench-{os.getpid()}-{time.monotonic_ns()}")
-    crm.dispose()
-    server.token = key.token
-    server.port = _free_port()
     env = {**env_base, "LEADFLOW_DATABASE_URL": server.db_url, "PREFECT_HOME": str(server.home),
            # The served checkout first, so its code (not this one's) answers.
            "PYTHONPATH": os.pathsep.join(filter(None, [_hide_speedups(server.home) if plain else None,
                                                        str(server.checkout), os.environ.get("PYTHONPATH")]))}
+    # Migrated and keyed by the served checkout itself: another checkout may be at another migration head.
+    setup = ("import os, time; from leadflow.crm.api_keys import create_key; from leadflow.crm.store import get_store; "
+             "crm = get_store(os.environ['LEADFLOW_DATABASE_URL']); crm.upgrade(); "
+             "print(create_key(crm, f'bench-{os.getpid()}-{time.monotonic_ns()}')[0].token); crm.dispose()")
+    server.token = subprocess.run([sys.executable, "-c", setup], cwd=server.checkout, env=env, check=True,
+                                  capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    server.port = _free_port()
     log = (server.home / f"api-{server.port}.log").open("w")
     command = [sys.executable, "-c", "from deployments.cli import main; main()", "api", "--port", str(server.port),
                "--workers", str(workers)]
@@ -274,11 +272,11 @@ def _start(server: Server, workers: int, env_base: dict[str, str], plain: bool =
         if server.process.poll() is not None:
             break
         time.sleep(0.3)
-    raise SystemExit(f"{server.label}: leadflow api did not come up; see {log.name}")
+    raise SystemExit(f"{server.label}: leadflow api did not come up:\n{Path(log.name).read_text()[-3000:]}")
 
 
 def _stop(server: Server) -> None:
-    if server.process is None:
+    if server.process is None or server.process.poll() is not None:
         return
     os.killpg(server.process.pid, signal.SIGTERM)
     try:
