@@ -1,33 +1,50 @@
 """`leadflow api` under load: sustained POSTs per second and latency percentiles with keep-alive connections.
 
-Starts `leadflow api` (the real command, one uvicorn worker unless --workers) against a CRM (a new SQLite file,
-or --db-url), creates a key, then posts leads over a few keep-alive connections with httpx.AsyncClient:
-open loop at --rate requests per second for --seconds (latency measured from each request's scheduled time, so
-a server that falls behind shows it), or closed loop (--rate 0: as fast as the connections go). Rate limits are
-off for the run; events are not emitted (no Prefect API), so this measures the HTTP path and the inbox commit.
+Starts `leadflow api` (the real command, one uvicorn worker unless --workers) from one or more checkouts, each
+against a CRM of its own (a new SQLite file, or a scratch database on the --db-url PostgreSQL server), creates a
+key, then posts leads over keep-alive connections from separate client processes. The client is a raw asyncio
+HTTP/1.1 client (request bytes built before the clock starts; only the status line and Content-Length are parsed)
+so that it costs a fraction of the server's CPU and measures the server, not itself.
+
+Open loop (--rate R): request k is due at start + k/R, spread round-robin over the connections; its latency is
+counted from that due time, so a server that falls behind shows it (a connection carries one request at a time,
+and a request whose connection is still busy waits, its wait counted). The client's own lag (a send later than
+both its due time and its connection's previous answer) is reported; when its p99 is over --max-client-lag-ms
+the run is marked INVALID: the numbers then describe the client or the box, not the server. Closed loop
+(--rate 0): every connection posts as fast as its answers come.
+
+A checkout given as PATH:plain is served with uvloop and httptools hidden (as installed without uvicorn's
+[standard] extras). With several checkouts (--checkout A --checkout B) the runs alternate A, B, A, B for --rounds
+on the same box, each server with its own database, so a loaded machine blurs both alike. Rate limits are off;
+events are not emitted (no Prefect API), so this measures the HTTP path and the inbox commit.
 
     .venv/bin/python bench/api_bench.py --rate 500 --seconds 20
     .venv/bin/python bench/api_bench.py --rate 0 --seconds 20 --connections 8
-    .venv/bin/python bench/api_bench.py --db-url postgresql://postgres@127.0.0.1:5432/bench_api --rate 500
+    .venv/bin/python bench/api_bench.py --checkout . --checkout /work/main:plain --rounds 2 --rate 500
+    .venv/bin/python bench/api_bench.py --db-url postgresql://postgres@127.0.0.1:5432/postgres --workers 2
 """
 
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
+import json
+import multiprocessing
 import os
 import resource
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+PATH = "/v1/leads"
 
 
 def _free_port() -> int:
@@ -41,153 +58,389 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
 
 
-async def _load(url: str, token: str, rate: float, seconds: float, connections: int) -> tuple[list[float], int, float]:
-    """Post leads for `seconds`; returns (latencies in seconds, failed requests, wall seconds)."""
-    import httpx
+def _request(port: int, token: str, n: int, tag: str) -> bytes:
+    body = json.dumps({"email": f"lead{n}.{tag}@company{n % 997}.example", "first_name": "Pat",
+                       "source": "web_form", "company": f"Company {n % 997}",
+                       "message": "We would like a demo."}).encode()
+    head = (f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-API-Key: {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    return head.encode() + body
 
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    latencies: list[float] = []
-    failed = 0
-    counter = iter(range(10**9))
-    # No pool timeout: requests a falling-behind server cannot take yet wait, and their latency shows it.
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=httpx.Timeout(30, pool=None),
-                                 headers={"X-API-Key": token}) as client:
-        # Warm the connections (and the server's first-request paths) before measuring.
-        await asyncio.gather(*(client.post("/v1/leads", json={"email": f"warm{i}@bench.example"})
-                               for i in range(connections)))
 
-        async def post(scheduled: float) -> None:
-            nonlocal failed
-            n = next(counter)
-            try:
-                answer = await client.post("/v1/leads", json={
-                    "email": f"lead{n}@company{n % 997}.example", "first_name": "Pat", "source": "web_form",
-                    "company": f"Company {n % 997}", "message": "We would like a demo."})
-                failed += answer.status_code != 202
-            except httpx.HTTPError:
-                failed += 1
-            latencies.append(time.perf_counter() - scheduled)
+async def _answer(reader: asyncio.StreamReader) -> int:
+    """Read one response; returns its status (only the status line and Content-Length are parsed)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    at = head.lower().find(b"content-length:")
+    if at >= 0:
+        length = int(head[at + 15:head.index(b"\r\n", at)])
+        if length:
+            await reader.readexactly(length)
+    return status
 
-        started = time.perf_counter()
-        end = started + seconds
-        if rate > 0:
-            pending: set[asyncio.Task] = set()
-            interval, k = 1.0 / rate, 0
-            while (due := started + k * interval) < end:
-                delay = due - time.perf_counter()
+
+async def _connection(port: int, requests: list[bytes], dues: list[float] | None, until: float,
+                      out: dict[str, array.array]) -> None:
+    """One keep-alive connection: its share of the schedule (open loop) or flat out until `until` (closed)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    latency, lag, failed = out["latency"], out["lag"], out["failed"]
+    free_at = 0.0
+    try:
+        for i, request in enumerate(requests):
+            if dues is None:
+                if time.monotonic() >= until:
+                    break
+                due = time.monotonic()
+            else:
+                due = dues[i]
+                delay = due - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                task = asyncio.create_task(post(due))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-                k += 1
-            await asyncio.gather(*pending)
-        else:
-            async def worker() -> None:
-                while time.perf_counter() < end:
-                    await post(time.perf_counter())
+            sent = time.monotonic()
+            # Client lag: how much later than both its due time and the connection's last answer this went out.
+            lag.append(sent - max(due, free_at))
+            writer.write(request)
+            try:
+                status = await _answer(reader)
+            except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+                failed.append(1.0)
+                break
+            free_at = time.monotonic()
+            latency.append(free_at - due)
+            if status != 202:
+                failed.append(float(status))
+    finally:
+        writer.close()
 
-            await asyncio.gather(*(worker() for _ in range(connections)))
-        wall = time.perf_counter() - started
-    return latencies, failed, wall
 
-
-def _peak_rss_mb(pid: int) -> float:
+def _client(port: int, token: str, index: int, connections: int, processes: int, rate: float, start: float,
+            seconds: float, warm: int, pipe) -> None:
+    """A client process: `connections` keep-alive connections; sends back its latencies, lags, failures, CPU."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
+        import uvloop  # the client's loop costs less with it; plain asyncio otherwise
+        uvloop.install()
+    except ImportError:
         pass
-    return float("nan")
+    total = int(rate * seconds) if rate > 0 else int(4000 * seconds)
+    slots = processes * connections
+    mine = [[] for _ in range(connections)]
+    dues = [[] for _ in range(connections)]
+    for n in range(total):
+        slot = n % slots
+        if slot // connections != index:
+            continue
+        mine[slot % connections].append(_request(port, token, n, "b"))
+        dues[slot % connections].append(start + n / rate if rate > 0 else 0.0)
+    out = {"latency": array.array("d"), "lag": array.array("d"), "failed": array.array("d")}
+
+    async def run() -> None:
+        # Warm the server's first-request paths on throwaway connections before the clock starts.
+        warm_out = {"latency": array.array("d"), "lag": array.array("d"), "failed": array.array("d")}
+        await asyncio.gather(*(_connection(port, [_request(port, token, -1 - k, f"w{index}")], None, start,
+                                           warm_out) for k in range(warm)))
+        await asyncio.sleep(max(0.0, start - time.monotonic()))
+        await asyncio.gather(*(_connection(port, mine[c], dues[c] if rate > 0 else None, start + seconds, out)
+                               for c in range(connections)))
+
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    asyncio.run(run())
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    pipe.send({k: v.tobytes() for k, v in out.items()} | {"cpu": cpu, "end": time.monotonic()})
+    pipe.close()
 
 
-def _pythonpath() -> str:
-    """This checkout first, then whatever PYTHONPATH the caller set (so a compared checkout's code is served)."""
-    return os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+def _tree_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of a process and each of its live descendants, from /proc."""
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    family, grew = {pid}, True
+    while grew:
+        more = {p for p, parent in parents.items() if parent in family} - family
+        family |= more
+        grew = bool(more)
+    return {p: cpu[p] for p in family if p in cpu}
 
 
-def _cpu_seconds(pid: int) -> float:
-    """CPU seconds (user + system) a process and its reaped children have used, from /proc."""
+def _pids_cpu(pids: set[int]) -> dict[int, float]:
+    tick = os.sysconf("SC_CLK_TCK")
+    cpu = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return cpu
+
+
+def _spent(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(v - before.get(pid, 0.0) for pid, v in after.items())
+
+
+def _peak_rss_mb(pids: list[int]) -> float:
+    peak = 0.0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]) / 1024)
+        except OSError:
+            pass
+    return peak
+
+
+@dataclass
+class Server:
+    """One `leadflow api` under test: its checkout, database, port and process."""
+
+    label: str
+    checkout: Path
+    db_url: str
+    home: Path
+    token: str = ""
+    port: int = 0
+    process: subprocess.Popen | None = None
+    scratch_db: str | None = None
+    results: list[dict] = field(default_factory=list)
+
+
+def _hide_speedups(home: Path) -> str:
+    """A directory whose uvloop and httptools fail to import: uvicorn then serves as without its [standard] extras."""
+    shim = home / "plain"
+    for name in ("uvloop", "httptools"):
+        (shim / name).mkdir(parents=True, exist_ok=True)
+        (shim / name / "__init__.py").write_text(f"raise ImportError('{name} hidden by api_bench --checkout :plain')\n")
+    return str(shim)
+
+
+def _backend_pids(admin_url: str, database: str) -> set[int]:
+    """PostgreSQL backends serving one database (their CPU is the database server's share of a request)."""
+    from sqlalchemy import create_engine, text
+
+    from leadflow.crm.store import database_url
+
+    engine = create_engine(database_url(admin_url))
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return float("nan")
-    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+        with engine.connect() as conn:
+            return {int(p) for p in conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = :d"),
+                                                 {"d": database}).scalars()}
+    finally:
+        engine.dispose()
+
+
+def _start(server: Server, workers: int, env_base: dict[str, str], plain: bool = False) -> None:
+    import httpx
+
+    env = {**env_base, "LEADFLOW_DATABASE_URL": server.db_url, "PREFECT_HOME": str(server.home),
+           # The served checkout first, so its code (not this one's) answers.
+           "PYTHONPATH": os.pathsep.join(filter(None, [_hide_speedups(server.home) if plain else None,
+                                                       str(server.checkout), os.environ.get("PYTHONPATH")]))}
+    # Migrated and keyed by the served checkout itself: another checkout may be at another migration head.
+    setup = ("import os, time; from leadflow.crm.api_keys import create_key; from leadflow.crm.store import get_store; "
+             "crm = get_store(os.environ['LEADFLOW_DATABASE_URL']); crm.upgrade(); "
+             "print(create_key(crm, f'bench-{os.getpid()}-{time.monotonic_ns()}')[0].token); crm.dispose()")
+    server.token = subprocess.run([sys.executable, "-c", setup], cwd=server.checkout, env=env, check=True,
+                                  capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    server.port = _free_port()
+    log = (server.home / f"api-{server.port}.log").open("w")
+    command = [sys.executable, "-c", "from deployments.cli import main; main()", "api", "--port", str(server.port),
+               "--workers", str(workers)]
+    server.process = subprocess.Popen(command, cwd=server.checkout, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{server.port}/healthz", timeout=5).status_code == 200:
+                # With several workers, each answers its first requests slowly: give them all a moment.
+                time.sleep(1.0 if workers > 1 else 0.0)
+                return
+        except httpx.HTTPError:
+            pass
+        if server.process.poll() is not None:
+            break
+        time.sleep(0.3)
+    raise SystemExit(f"{server.label}: leadflow api did not come up:\n{Path(log.name).read_text()[-3000:]}")
+
+
+def _stop(server: Server) -> None:
+    if server.process is None or server.process.poll() is not None:
+        return
+    os.killpg(server.process.pid, signal.SIGTERM)
+    try:
+        server.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.process.pid, signal.SIGKILL)
+    server.process = None
+
+
+def _run(server: Server, args: argparse.Namespace, admin_url: str | None) -> dict:
+    """One measured run against a started server: the merged results of every client process."""
+    ctx = multiprocessing.get_context("fork")
+    per_process = max(1, args.connections // args.clients)
+    start = time.monotonic() + 1.5 + 0.2 * args.connections
+    load = os.getloadavg()[0]
+    server_before = _tree_cpu(server.process.pid)
+    db_pids: set[int] = set()
+    db_before: dict[int, float] = {}
+    pipes, procs = [], []
+    for index in range(args.clients):
+        mine, theirs = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_client, args=(server.port, server.token, index, per_process, args.clients,
+                                                 args.rate, start, args.seconds,
+                                                 1 if index else max(2, args.workers * 2), theirs))
+        proc.start()
+        theirs.close()
+        pipes.append(mine)
+        procs.append(proc)
+    # The server's CPU is counted from the schedule's start (after the warm-up requests).
+    time.sleep(max(0.0, start - time.monotonic()))
+    server_before = _tree_cpu(server.process.pid)
+    if admin_url:
+        db_pids = _backend_pids(admin_url, server.scratch_db or "")
+        db_before = _pids_cpu(db_pids)
+    spy = None
+    if args.profile:
+        # Sampled on the busiest process of the server (its one worker, or the first of several).
+        target = max((p for p in server_before if p != server.process.pid), key=server_before.get,
+                     default=server.process.pid)
+        out = Path(args.profile) / f"{server.label.replace(':', '-').replace(' ', '')}-{int(time.time())}.txt"
+        spy_bin = str(Path(sys.executable).with_name("py-spy"))
+        spy = subprocess.Popen([spy_bin, "record", "-p", str(target), "-d", str(int(args.seconds)), "-r", "200",
+                                "--format", "raw", "-o", str(out), "--nonblocking"]
+                               + (["--idle"] if args.profile_idle else []),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parts = [pipe.recv() for pipe in pipes]
+    if spy is not None:
+        spy.wait()
+    for proc in procs:
+        proc.join()
+    wall = max(p["end"] for p in parts) - start
+    server_after = _tree_cpu(server.process.pid)
+    server_cpu = _spent(server_before, server_after)
+    db_cpu = _spent(db_before, _pids_cpu(db_pids)) if admin_url else None
+    latency = [x * 1000 for p in parts for x in array.array("d", p["latency"])]
+    lag = [x * 1000 for p in parts for x in array.array("d", p["lag"])]
+    failed = sum(len(array.array("d", p["failed"])) for p in parts)
+    client_cpu = sum(p["cpu"] for p in parts)
+    done = len(latency)
+    return {"server": server.label, "load": load, "load_end": os.getloadavg()[0], "done": done, "wall": wall,
+            "rps": done / wall if wall > 0 else 0.0, "failed": failed,
+            "p50": _percentile(latency, 0.50), "p90": _percentile(latency, 0.90),
+            "p99": _percentile(latency, 0.99), "max": max(latency, default=float("nan")),
+            "lag_p99": _percentile(lag, 0.99), "lag_max": max(lag, default=float("nan")),
+            "server_cpu_ms": server_cpu / max(done, 1) * 1000,
+            "db_cpu_ms": db_cpu / max(done, 1) * 1000 if db_cpu is not None else None,
+            "client_cpu_ms": client_cpu / max(done, 1) * 1000,
+            "rss": _peak_rss_mb(list(server_after))}
+
+
+def _print(result: dict, args: argparse.Namespace) -> None:
+    valid = args.rate <= 0 or result["lag_p99"] <= args.max_client_lag_ms
+    db = f", PostgreSQL backends {result['db_cpu_ms']:.2f} ms" if result["db_cpu_ms"] is not None else ""
+    print(f"[{result['server']}] load {result['load']:.1f}->{result['load_end']:.1f}: {result['done']} POSTs in "
+          f"{result['wall']:.1f} s = {result['rps']:.0f} req/s; {result['failed']} not 202; latency ms p50 "
+          f"{result['p50']:.1f} p90 {result['p90']:.1f} p99 {result['p99']:.1f} max {result['max']:.1f}; "
+          f"CPU per request: server {result['server_cpu_ms']:.2f} ms{db}, client {result['client_cpu_ms']:.2f} ms; "
+          f"client lag p99 {result['lag_p99']:.1f} ms max {result['lag_max']:.1f} ms; peak RSS {result['rss']:.0f} MB"
+          + ("" if valid else f"  ** INVALID: the client fell behind its schedule (lag p99 over "
+                              f"{args.max_client_lag_ms:g} ms) **"), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the API benchmark and print throughput, latency percentiles and the server's peak memory."""
+    """Run the API benchmark and print throughput, latency percentiles and CPU per request of server and client."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=500.0, help="requests per second (0: closed loop, flat out)")
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--connections", type=int, default=8, help="keep-alive connections")
+    parser.add_argument("--connections", type=int, default=8, help="keep-alive connections (over all clients)")
+    parser.add_argument("--clients", type=int, default=1, help="client processes sharing the connections")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
-    parser.add_argument("--db-url", default=None, help="an existing, empty database (default: a new SQLite file)")
+    parser.add_argument("--rounds", type=int, default=1, help="runs per checkout, alternating between checkouts")
+    parser.add_argument("--checkout", action="append", default=None,
+                        help="a leadflow checkout whose `leadflow api` to measure (repeat to compare; default: this)")
+    parser.add_argument("--db-url", default=None,
+                        help="a PostgreSQL server (any database on it): each checkout gets a scratch database there, "
+                             "dropped afterwards (default: a new SQLite file each)")
+    parser.add_argument("--db-prefix", default="api_bench", help="name prefix of the scratch PostgreSQL databases")
+    parser.add_argument("--profile", default=None, help="a directory: py-spy samples each server during its runs")
+    parser.add_argument("--profile-idle", action="store_true", help="with --profile: sample waiting threads too")
+    parser.add_argument("--max-client-lag-ms", type=float, default=5.0,
+                        help="client lag p99 above which an open-loop run is reported invalid")
     args = parser.parse_args(argv)
-    home = Path(tempfile.mkdtemp(prefix="lf-api-bench-"))
-    db_url = args.db_url or f"sqlite:///{home / 'crm.db'}"
-    env = {**os.environ, "LEADFLOW_DATABASE_URL": db_url, "PYTHONPATH": _pythonpath(), "PREFECT_HOME": str(home),
-           "LEADFLOW_API_KEY_RATE_PER_MINUTE": "0", "LEADFLOW_API_ADDRESS_RATE_PER_MINUTE": "0",
+    if args.connections % args.clients:
+        parser.error("--connections must be a multiple of --clients")
+    env = {**os.environ, "LEADFLOW_API_KEY_RATE_PER_MINUTE": "0", "LEADFLOW_API_ADDRESS_RATE_PER_MINUTE": "0",
            "LEADFLOW_HASH_KEY": os.environ.get("LEADFLOW_HASH_KEY", "bench-only-hash-key-0123456789abcdef")}
     env.pop("PREFECT_API_URL", None)
     os.environ.update(env)
     sys.path.insert(0, str(ROOT))
-    import httpx
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
 
-    from leadflow.crm.api_keys import create_key
-    from leadflow.crm.store import get_store
+    checkouts = [(Path(c.removesuffix(":plain")).resolve(), c.endswith(":plain"))
+                 for c in (args.checkout or [str(ROOT)])]
+    servers: list[Server] = []
+    admin = None
+    if args.db_url:
+        from leadflow.crm.store import database_url
 
-    crm = get_store(db_url)
-    crm.upgrade()
-    key, _ = create_key(crm, f"bench-{os.getpid()}")
-    port = _free_port()
-    log = (home / "api.log").open("w")
-    command = [sys.executable, "-c", "from deployments.cli import main; main()", "api", "--port", str(port),
-               "--workers", str(args.workers)]
-    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+        admin = create_engine(database_url(args.db_url), isolation_level="AUTOCOMMIT")
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        load = os.getloadavg()[0]
-        cpu_before = resource.getrusage(resource.RUSAGE_SELF)
-        server_before = _cpu_seconds(server.pid)
-        latencies, failed, wall = asyncio.run(_load(url, key.token, args.rate, args.seconds, args.connections))
-        cpu_after = resource.getrusage(resource.RUSAGE_SELF)
-        server_cpu = _cpu_seconds(server.pid) - server_before
-        done = len(latencies)
-        client_cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+        for i, (checkout, plain) in enumerate(checkouts):
+            home = Path(tempfile.mkdtemp(prefix="lf-api-bench-"))
+            label = f"{i + 1}:{checkout.name}{' (plain)' if plain else ''}"
+            if admin is not None:
+                name = f"{args.db_prefix}_{os.getpid()}_{i}"
+                with admin.connect() as conn:
+                    conn.execute(text(f'CREATE DATABASE "{name}"'))
+                url = make_url(args.db_url).set(database=name).render_as_string(hide_password=False)
+                server = Server(label, checkout, url, home, scratch_db=name)
+            else:
+                server = Server(label, checkout, f"sqlite:///{home / 'crm.db'}", home)
+            servers.append(server)
+            _start(server, args.workers, env, plain)
         mode = f"open loop at {args.rate:g}/s" if args.rate > 0 else "closed loop"
-        print(f"{mode}, {args.connections} keep-alive connections, {args.workers} worker(s), "
-              f"{crm.dialect}; load average {load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
-        print(f"{done} POSTs in {wall:.1f} s: {done / wall:.0f} req/s sustained; {failed} not 202")
-        if latencies:
-            ms = [x * 1000 for x in latencies]
-            print(f"latency ms: p50 {_percentile(ms, 0.50):.1f}, p90 {_percentile(ms, 0.90):.1f}, "
-                  f"p99 {_percentile(ms, 0.99):.1f}, max {max(ms):.1f}, mean {statistics.fmean(ms):.1f}")
-        # The number a loaded machine cannot blur much: what one request costs the server in CPU.
-        print(f"server CPU {server_cpu:.1f} s = {server_cpu / max(done, 1) * 1000:.2f} ms per request "
-              f"(one idle core would serve about {done / server_cpu if server_cpu else float('nan'):.0f} req/s)")
-        print(f"server peak RSS {_peak_rss_mb(server.pid):.0f} MB; benchmark client CPU {client_cpu:.1f} s "
-              f"({client_cpu / wall * 100:.0f}% of one core)")
-        from leadflow.crm.inbox import pending_count
-
-        print(f"inbox rows: {pending_count(crm)}")
+        print(f"{mode} for {args.seconds:g} s, {args.connections} keep-alive connections from {args.clients} client "
+              f"process(es), {args.workers} worker(s), {'PostgreSQL' if admin is not None else 'SQLite'}; "
+              f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC", flush=True)
+        for _ in range(args.rounds):
+            for server in servers:
+                result = _run(server, args, args.db_url)
+                server.results.append(result)
+                _print(result, args)
+        if len(servers) > 1 or args.rounds > 1:
+            print("upper medians over rounds (of two rounds: the worse one):")
+            for server in servers:
+                rows = server.results
+                med = {k: _percentile([r[k] for r in rows], 0.5) for k in
+                       ("rps", "p50", "p99", "server_cpu_ms", "client_cpu_ms", "lag_p99")}
+                db = _percentile([r["db_cpu_ms"] for r in rows], 0.5) if admin is not None else None
+                print(f"  [{server.label}] {med['rps']:.0f} req/s, p50 {med['p50']:.1f} ms, p99 {med['p99']:.1f} ms, "
+                      f"server CPU {med['server_cpu_ms']:.2f} ms/request"
+                      + (f" + PostgreSQL {db:.2f} ms" if db is not None else "")
+                      + f", client CPU {med['client_cpu_ms']:.2f} ms/request, client lag p99 {med['lag_p99']:.1f} ms")
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-        crm.dispose()
-        shutil.rmtree(home, ignore_errors=True)
+        for server in servers:
+            _stop(server)
+            shutil.rmtree(server.home, ignore_errors=True)
+        if admin is not None:
+            with admin.connect() as conn:
+                for server in servers:
+                    if server.scratch_db:
+                        conn.execute(text(f'DROP DATABASE IF EXISTS "{server.scratch_db}" WITH (FORCE)'))
+            admin.dispose()
     return 0
 
 

@@ -33,6 +33,13 @@ CORS_REQUEST_HEADERS = "Content-Type, Idempotency-Key, X-API-Key, Authorization"
 CORS_MAX_AGE = "600"
 # How long a preflight's "some key allows this origin" answer is reused before asking the database again.
 ORIGINS_CACHE_SECONDS = 5.0
+# How long a found key is reused without a look-up. A key's settings never change after it is created, and a
+# revoke still takes effect at once: the insert's own transaction checks that the key is unrevoked, and a refusal
+# given with a cached key asks the database again, so that a revoked key is always answered 401.
+KEY_CACHE_SECONDS = 60.0
+KEY_CACHE_SIZE = 10_000
+# Inbox transactions one API process keeps in flight on PostgreSQL (within the store's pool of 5 + 5 connections).
+POSTGRES_WRITERS = 4
 
 
 def emit_submitted(inbox_id: int, settings: Settings | None = None) -> None:
@@ -73,28 +80,32 @@ class _Refused(Exception):
 
 
 class Batcher:
-    """Runs `fn` once over every item queued while its previous run was busy, on a worker thread.
+    """Runs `fn` once over every item queued while its previous runs were busy, on worker threads.
 
     Concurrent requests then share one key look-up and one inbox transaction (one commit) instead of one each; a
-    lone request runs at once, so nothing waits for a batch to fill. `fn` returns one result per item; a result
-    that is an exception fails that item's request only.
+    lone request runs at once, so nothing waits for a batch to fill. Up to `concurrency` runs go at once: on
+    PostgreSQL a commit waits for its WAL flush, and overlapping commits share flushes; SQLite has one writer, so
+    there it is 1. `fn` returns one result per item; a result that is an exception fails that item's request only.
     """
 
-    def __init__(self, fn: Any, max_batch: int = 256) -> None:
+    def __init__(self, fn: Any, max_batch: int = 256, concurrency: int = 1) -> None:
         self._fn = fn
         self._max = max_batch
+        self._concurrency = concurrency
         self._queue: list[tuple[Any, asyncio.Future]] = []
-        self._running = False
-        self._task: asyncio.Task | None = None
+        self._running = 0
+        # Kept: the loop holds tasks only weakly.
+        self._tasks: set[asyncio.Task] = set()
 
     async def __call__(self, item: Any) -> Any:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue.append((item, future))
-        if not self._running:
-            self._running = True
-            # Kept: the loop holds tasks only weakly.
-            self._task = loop.create_task(self._drain())
+        if self._running < self._concurrency:
+            self._running += 1
+            task = loop.create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return await future
 
     async def _drain(self) -> None:
@@ -113,7 +124,7 @@ class Batcher:
                     else:
                         future.set_result(result)
         finally:
-            self._running = False
+            self._running -= 1
 
 
 class FrontDoor:
@@ -124,15 +135,42 @@ class FrontDoor:
         self.settings = settings
         self.limiter = rules.RateLimiter()
         self._origins: tuple[float, set[str]] = (0.0, set())
-        self.find_key = Batcher(self._find_keys)
-        self.write = Batcher(self._write)
+        self._keys: dict[str, tuple[float, dict[str, Any]]] = {}
+        writers = 1 if store.dialect == "sqlite" else POSTGRES_WRITERS
+        self.find_key = Batcher(self._find_keys, concurrency=writers)
+        self.write = Batcher(self._write, concurrency=writers)
+
+    async def key(self, key_hash: str) -> tuple[dict[str, Any] | None, bool]:
+        """The unrevoked key with this hash, else None, and whether it came from the cache (see KEY_CACHE_SECONDS)."""
+        hit = self._keys.get(key_hash)
+        if hit is not None and time.monotonic() - hit[0] < KEY_CACHE_SECONDS:
+            return hit[1], True
+        key = await self.find_key(key_hash)
+        if key is None:
+            self._keys.pop(key_hash, None)
+        else:
+            if len(self._keys) >= KEY_CACHE_SIZE:
+                self._keys.clear()
+            self._keys[key_hash] = (time.monotonic(), key)
+        return key, False
+
+    def forget_key(self, key_hash: str) -> None:
+        """Drop a key from the cache (it was found revoked)."""
+        self._keys.pop(key_hash, None)
+
+    async def still_active(self, key_hash: str) -> bool:
+        """Whether a cached key is still unrevoked, asking the database (and forgetting it if not)."""
+        if await self.find_key(key_hash) is not None:
+            return True
+        self._keys.pop(key_hash, None)
+        return False
 
     def _find_keys(self, hashes: list[str]) -> list[dict[str, Any] | None]:
         found = api_keys.find_active_keys(self.store, hashes)
         return [found.get(h) for h in hashes]
 
     def _write(self, leads: list[tuple[dict[str, Any], int, str | None]]) -> list[tuple[int, bool] | Exception]:
-        results = inbox.submit_leads_once(self.store, leads)
+        results = inbox.submit_leads_once(self.store, leads, require_active_key=True)
         for result in results:
             if not isinstance(result, Exception) and result[1]:
                 emit_submitted(result[0], self.settings)
@@ -201,6 +239,16 @@ def _fill_defaults(payload: dict[str, Any], key: dict[str, Any], address: str | 
         payload["ip_address"] = address
 
 
+def _unavailable(started: float, key: dict[str, Any] | None, cors: dict[str, str]) -> JSONResponse:
+    _access("POST", LEADS_PATH, 503, started, key_id=key["id"] if key else None, error="database")
+    return JSONResponse({"error": "the CRM database is unavailable; retry later"}, status_code=503,
+                        headers={**cors, "Retry-After": "5"})
+
+
+def _bad_key() -> rules.RequestError:
+    return rules.RequestError(401, "the API key is unknown or revoked")
+
+
 def _error_response(refused: _Refused) -> JSONResponse:
     body: dict[str, Any] = {"error": str(refused.error)}
     if refused.error.field:
@@ -256,14 +304,15 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
             **_cors(origin or ""), "Access-Control-Allow-Methods": "POST, OPTIONS",
             "Access-Control-Allow-Headers": CORS_REQUEST_HEADERS, "Access-Control-Max-Age": CORS_MAX_AGE})
 
-    @app.post(LEADS_PATH)
     async def post_lead(request: Request) -> Response:
         """Store one lead: 202 with its submission id (or 303 to the form's return URL) once it is committed."""
         started = time.perf_counter()
         origin = request.headers.get("origin")
         address = request.client.host if request.client else None
         key: dict[str, Any] | None = None
+        key_hash, cached = "", False
         cors: dict[str, str] = {}
+        key_cors: dict[str, str] = {}
         try:
             if origin and await door.known_origin(origin):
                 cors = _cors(origin)
@@ -280,9 +329,11 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
                 raise _Refused(rules.RequestError(401, "an API key is required (X-API-Key header, or the api_key "
                                                        "field or query parameter)"), cors, "no_key")
             if rules.looks_like_key(token):
-                key = await door.find_key(rules.hash_key(token))
+                key_hash = rules.hash_key(token)
+                key, cached = await door.key(key_hash)
+            key_cors = cors
             if key is None:
-                raise _Refused(rules.RequestError(401, "the API key is unknown or revoked"), cors, "bad_key")
+                raise _Refused(_bad_key(), cors, "bad_key")
             if origin is not None:
                 if not rules.origin_allowed(origin, key["allowed_origins"]):
                     raise _Refused(rules.RequestError(403, "this API key may not be used from this origin"), {},
@@ -297,6 +348,9 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
                 _fill_defaults(payload, key, address)
                 try:
                     inbox_id, inserted = await door.write((payload, key["id"], idempotency))
+                except inbox.KeyRevoked:
+                    door.forget_key(key_hash)
+                    raise _Refused(_bad_key(), key_cors, "bad_key") from None
                 except Exception as exc:
                     code = refused_value_code(exc)
                     if code is None:
@@ -309,13 +363,19 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
                 field = "email" if "email" in str(exc) else None
                 raise _Refused(rules.RequestError(422, str(exc), field), cors, "bad_lead") from None
         except _Refused as refused:
+            if cached and refused.error.status != 401:
+                # Refused for another reason with a remembered key: if it has been revoked since, 401 (and if the
+                # database is down, 503), as without the cache.
+                try:
+                    if not await door.still_active(key_hash):
+                        refused = _Refused(_bad_key(), key_cors, "bad_key")
+                except DatabaseError:
+                    return _unavailable(started, key, key_cors)
             _access("POST", LEADS_PATH, refused.error.status, started, key_id=key["id"] if key else None,
                     error=refused.code)
             return _error_response(refused)
         except DatabaseError:
-            _access("POST", LEADS_PATH, 503, started, key_id=key["id"] if key else None, error="database")
-            return JSONResponse({"error": "the CRM database is unavailable; retry later"}, status_code=503,
-                                headers={**cors, "Retry-After": "5"})
+            return _unavailable(started, key, cors)
         replayed = {} if inserted else {"Idempotent-Replayed": "true"}
         if return_url:
             _access("POST", LEADS_PATH, 303, started, key_id=key["id"], submission_id=inbox_id, stored=inserted)
@@ -323,6 +383,10 @@ def create_app(store: Store | None = None, settings: Settings | None = None) -> 
         _access("POST", LEADS_PATH, 202, started, key_id=key["id"], submission_id=inbox_id, stored=inserted)
         return JSONResponse({"submission_id": inbox_id, "status": "accepted"}, status_code=202,
                             headers={**cors, **replayed})
+
+    # A plain Starlette route: FastAPI's per-request dependency solving has nothing to do for a handler that reads
+    # the request itself, and it was a tenth of the server's CPU per lead (bench/RESULTS.md session 10).
+    app.add_route(LEADS_PATH, post_lead, methods=["POST"], include_in_schema=False)
 
     # Imported here: the webhook module imports emit_submitted from this one.
     from deployments import api_webhooks

@@ -16,11 +16,12 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import and_, bindparam, func, or_, select, update
 
-from leadflow.crm.schema import CrmTask, IntakeBatch, Lead, LeadInboxRow, OutboxMessage
+from leadflow.crm.schema import ApiKey, CrmTask, IntakeBatch, Lead, LeadInboxRow, OutboxMessage
 from leadflow.crm.store import Store
 from leadflow.domain.inbox import InboxError, inbox_frame
 
 INBOX = LeadInboxRow.__table__
+API_KEYS = ApiKey.__table__
 # The event `leadflow submit` emits after an insert; the continuous intake deployment is triggered by it.
 SUBMITTED_EVENT = "leadflow.lead.submitted"
 INBOX_RESOURCE_ID = "leadflow.lead_inbox"
@@ -50,39 +51,70 @@ def submit_lead(store: Store, payload: dict[str, Any], now: datetime | None = No
         return int(conn.execute(INBOX.insert().values(values).returning(INBOX.c.id)).scalar_one())
 
 
+class KeyRevoked(Exception):
+    """The API key a lead was posted with is revoked (or gone): the lead was not stored."""
+
+
 def submit_lead_once(store: Store, payload: dict[str, Any], *, api_key_id: int | None = None,
-                     idempotency_key: str | None = None) -> tuple[int, bool]:
+                     idempotency_key: str | None = None, require_active_key: bool = False) -> tuple[int, bool]:
     """Insert one lead unless this API key already stored one under this idempotency key: (inbox id, inserted).
 
-    The row is committed before this returns, so an id given to a client is never lost.
+    The row is committed before this returns, so an id given to a client is never lost. With require_active_key,
+    raises KeyRevoked instead when the API key is revoked, checked in the insert's own transaction.
     """
     if not isinstance(payload, dict) or not payload:
         raise InboxError("a lead must be a non-empty JSON object of field -> value")
     with store.begin() as conn:
+        if require_active_key and api_key_id not in _active_keys(conn, [api_key_id]):
+            raise KeyRevoked("the API key is revoked")
         return _insert_once(store, conn, payload, api_key_id, idempotency_key)
 
 
-def submit_leads_once(store: Store, leads: list[tuple[dict[str, Any], int | None, str | None]]
-                      ) -> list[tuple[int, bool] | Exception]:
+def submit_leads_once(store: Store, leads: list[tuple[dict[str, Any], int | None, str | None]], *,
+                      require_active_key: bool = False) -> list[tuple[int, bool] | Exception]:
     """submit_lead_once for many leads (payload, api key id, idempotency key) in one transaction: one commit.
 
     What concurrent API requests share. If the transaction fails, each lead is tried on its own, so one bad row
-    fails only its own request: its place in the result holds the error instead of (inbox id, inserted).
+    fails only its own request: its place in the result holds the error instead of (inbox id, inserted). With
+    require_active_key, a lead whose key is revoked is not stored and its place holds a KeyRevoked.
     """
     try:
         with store.begin() as conn:
-            return [_insert_once(store, conn, payload, key_id, idempotency)
-                    for payload, key_id, idempotency in leads]
+            active = _active_keys(conn, [key_id for _, key_id, _ in leads]) if require_active_key else None
+            results: list[tuple[int, bool] | Exception] = [KeyRevoked("the API key is revoked")] * len(leads)
+            stored = [i for i, (_, key_id, _) in enumerate(leads) if active is None or key_id in active]
+            # Leads without an idempotency key in one multi-row INSERT (one statement, not one per lead).
+            plain = [i for i in stored if leads[i][2] is None]
+            if plain:
+                stmt = INBOX.insert().returning(INBOX.c.id, sort_by_parameter_order=True)
+                ids = conn.execute(stmt, [{"payload": leads[i][0], "api_key_id": leads[i][1],
+                                           "idempotency_key": None} for i in plain]).scalars().all()
+                for i, inbox_id in zip(plain, ids, strict=True):
+                    results[i] = (int(inbox_id), True)
+            for i in stored:
+                if leads[i][2] is not None:
+                    results[i] = _insert_once(store, conn, *leads[i])
+            return results
     except Exception:
         if len(leads) == 1:
             raise
-    results: list[tuple[int, bool] | Exception] = []
+    results = []
     for payload, key_id, idempotency in leads:
         try:
-            results.append(submit_lead_once(store, payload, api_key_id=key_id, idempotency_key=idempotency))
+            results.append(submit_lead_once(store, payload, api_key_id=key_id, idempotency_key=idempotency,
+                                            require_active_key=require_active_key))
         except Exception as exc:  # handed to that lead's request, which answers for it
             results.append(exc)
     return results
+
+
+def _active_keys(conn: Any, key_ids: list[int | None]) -> set[int]:
+    """Which of these API key ids are unrevoked (read in the insert's transaction, so a revoke is seen at once)."""
+    wanted = sorted({k for k in key_ids if k is not None})
+    if not wanted:
+        return set()
+    stmt = select(API_KEYS.c.id).where(API_KEYS.c.id.in_(wanted), API_KEYS.c.revoked_at.is_(None))
+    return {int(k) for k in conn.execute(stmt).scalars()}
 
 
 def _insert_once(store: Store, conn: Any, payload: dict[str, Any], api_key_id: int | None,

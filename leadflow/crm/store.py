@@ -7,6 +7,7 @@ import json
 import os
 import re
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Collection, Iterable, Iterator, Sequence
@@ -211,6 +212,10 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+# The least time between two checkpoints of one store (a big commit waits this long at most for its checkpoint).
+CHECKPOINT_GAP_SECONDS = 0.05
+
+
 class WalCheckpointer:
     """Copies committed pages from a SQLite file database's WAL into the database in a background thread.
 
@@ -250,6 +255,10 @@ class WalCheckpointer:
             if woken:
                 self._checkpoint(engine)
             del engine
+            if woken and not self._closed:
+                # Commits that come close together share one checkpoint: a stream of small commits (the API's, one
+                # per few leads) would otherwise keep a checkpoint, with its fsync, running all the time.
+                time.sleep(CHECKPOINT_GAP_SECONDS)
 
     def _checkpoint(self, engine: Engine) -> None:
         # A raw pooled connection: a SQLAlchemy Connection would open BEGIN IMMEDIATE and queue behind writers.

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import func, select
 
 from leadflow.crm.api_keys import ApiKeyError, create_key, find_active_key, find_active_keys, list_keys, revoke_key
-from leadflow.crm.inbox import INBOX, submit_lead_once, submit_leads_once
+from leadflow.crm.inbox import INBOX, KeyRevoked, submit_lead_once, submit_leads_once
 from leadflow.crm.schema import ApiKey
 from leadflow.domain.api_intake import hash_key
 
@@ -60,3 +60,30 @@ def test_a_row_the_database_cannot_take_fails_alone(crm):
     assert isinstance(results[1], Exception)
     assert results[0][1] and results[2][1]
     assert _count(crm) == 2
+
+
+def test_a_lead_of_a_revoked_key_is_not_stored_when_an_active_key_is_required(crm):
+    _, live = create_key(crm, "live")
+    _, gone = create_key(crm, "gone")
+    revoke_key(crm, "gone")
+    lead = {"email": "jane@acme.com"}
+    results = submit_leads_once(crm, [(lead, live, None), (lead, gone, None), (lead, gone, "k1"), (lead, live, "k1")],
+                                require_active_key=True)
+    assert results[0][1] and results[3][1]
+    assert isinstance(results[1], KeyRevoked) and isinstance(results[2], KeyRevoked)
+    assert _count(crm) == 2
+    with pytest.raises(KeyRevoked):
+        submit_lead_once(crm, lead, api_key_id=gone, require_active_key=True)
+    # Without the requirement (webhooks, `leadflow submit`), nothing changes.
+    assert submit_lead_once(crm, lead, api_key_id=gone)[1]
+    assert _count(crm) == 3
+
+
+def test_a_batch_answers_each_lead_in_its_place_with_its_own_row(crm):
+    _, key_id = create_key(crm, "a")
+    leads = [({"email": f"lead{i}@acme.com"}, key_id, "k" if i == 2 else None) for i in range(5)]
+    results = submit_leads_once(crm, leads, require_active_key=True)
+    with crm.engine.connect() as conn:
+        stored = dict(conn.execute(select(INBOX.c.id, INBOX.c.payload)).all())
+    assert [stored[inbox_id]["email"] for inbox_id, _ in results] == [f"lead{i}@acme.com" for i in range(5)]
+    assert all(inserted for _, inserted in results)

@@ -187,6 +187,28 @@ def test_a_revoked_key_is_refused_at_once(api):
     assert answer.status_code == 401 and by_query.status_code == 401
 
 
+@pytest.mark.parametrize("headers, body", [
+    ({}, {"email": "a@b.com"}),  # would be stored
+    ({"Idempotency-Key": "once"}, {"email": "a@b.com"}),  # would be stored once
+    ({}, {"email": "not an address"}),  # would be 422
+    ({"Origin": OTHER_SITE}, {"email": "a@b.com"}),  # would be 403
+])
+def test_a_key_revoked_while_the_server_remembers_it_is_refused_whatever_else_is_wrong(api, headers, body):
+    # The server keeps found keys for a while (KEY_CACHE_SECONDS); a revoke must still win at once, on every path.
+    server, store = api
+    name = f"cached-{uuid.uuid4().hex[:8]}"
+    key, _ = create_key(store, name, allowed_origins=[SITE])
+    with _client(server, **{"X-API-Key": key.token}) as client:
+        assert client.post("/v1/leads", json={"email": "a@b.com"}).status_code == 202
+        before = len(_rows(store))
+        revoke_key(store, name)
+        answer = client.post("/v1/leads", headers=headers, json=body)
+        again = client.post("/v1/leads", headers=headers, json=body)
+    assert (answer.status_code, again.status_code) == (401, 401), answer.text
+    assert answer.json() == {"error": "the API key is unknown or revoked"}
+    assert len(_rows(store)) == before
+
+
 def test_cors_is_answered_per_key(api):
     server, store = api
     site_key = _key(store, allowed_origins=[SITE])
