@@ -93,9 +93,16 @@ def import_window_group(plan: BackfillPlan, windows: list[Window], parts: dict[s
     logger = get_run_logger()
 
     def replay(taken: list[Window]) -> dict[str, Any]:
-        part = parts[taken[0].id] if len(taken) == 1 else bf.group_input(plan, taken, parts)
-        return bf.replay_window(crm, part, source_name=source_name, chunk_size=chunk_size,
-                                default_country=default_country, flow_run_id=flow_run_id, clock=utc_now)
+        if len(taken) == 1:
+            return bf.replay_window(crm, parts[taken[0].id], source_name=source_name, chunk_size=chunk_size,
+                                    default_country=default_country, flow_run_id=flow_run_id, clock=utc_now)
+        joined = bf.group_input(plan, taken, parts)
+        try:
+            return bf.replay_window(crm, joined, source_name=source_name, chunk_size=chunk_size,
+                                    default_country=default_country, flow_run_id=flow_run_id, clock=utc_now)
+        finally:
+            # A copy of the windows' rows: kept no longer than the pass (erasure finds the window inputs).
+            Path(joined).unlink(missing_ok=True)
 
     results = bf.import_group(crm, plan, windows, rows, replay, timedelta(minutes=timeout_minutes),
                               flow_run_id=flow_run_id, now=utc_now, log=logger.warning)
