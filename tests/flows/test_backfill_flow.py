@@ -399,3 +399,47 @@ def test_a_group_that_fails_is_replayed_window_by_window(crm, history, tmp_path,
         "2024-01-01_2024-02-01": "completed", "2024-03-01_2024-04-01": "completed", "undated": "completed"}
     # Replayed alone after the group failed: no group in their rows.
     assert "group" not in ledger["2024-01-01_2024-02-01"]["summary"]
+
+
+GROUP_CHILD = """
+import sys
+from datetime import date
+from flows.backfill import lead_backfill
+lead_backfill(path=sys.argv[1], start=date(2024, 1, 1), end=date(2024, 3, 31), window="month", max_parallel=1,
+              work_dir=sys.argv[2], recompute_reports=False, group_rows=100)
+"""
+
+
+@pytest.mark.slow
+def test_a_backfill_killed_inside_a_group_resumes_without_duplicates(crm, history, tmp_path):
+    from prefect.settings import PREFECT_API_URL
+
+    from leadflow.steps.faults import CRASH_AFTER_ENV
+
+    work = str(tmp_path / "work")
+    # Killed once the group's one pass has qualified its leads, before any of its windows' ledger rows is written.
+    env = {**os.environ, "LEADFLOW_DATABASE_URL": crm.url, "PREFECT_API_URL": PREFECT_API_URL.value(),
+           "PYTHONPATH": str(ROOT), CRASH_AFTER_ENV: "Finish Lead Qualification:1"}
+    child = subprocess.run([sys.executable, "-c", GROUP_CHILD, history, work], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=240)
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    with crm.engine.connect() as conn:
+        at_kill = {r.window_id: r.status for r in conn.execute(select(LEDGER))}
+        stored = conn.execute(select(func.count()).select_from(LeadSubmission.__table__)).scalar_one()
+    dated = {"2024-01-01_2024-02-01", "2024-02-01_2024-03-01", "2024-03-01_2024-04-01"}
+    assert at_kill == {**dict.fromkeys(dated, "running"), "undated": "completed"}
+    assert stored == 3 * 6 + 2
+    result = lead_backfill(path=history, start=date(2024, 1, 1), end=date(2024, 3, 31), window="month",
+                           max_parallel=1, work_dir=work, window_timeout_minutes=0, recompute_reports=False,
+                           group_rows=100)
+    assert result["windows_done_before"] == 1 and result["windows_imported"] == 3
+    assert result["submissions_new"] == 0 and result["rows_imported"] == 3 * 6 + 2
+    ledger = _ledger(crm)
+    assert {w: (r["status"], r["attempts"]) for w, r in ledger.items()} == {
+        **{w: ("completed", 2) for w in dated}, "undated": ("completed", 1)}
+    with crm.engine.connect() as conn:
+        keys = conn.execute(select(LeadSubmission.__table__.c.idempotency_key)).scalars().all()
+        incomplete = conn.execute(select(func.count()).select_from(Lead.__table__)
+                                  .where(Lead.__table__.c.step_mark < 5)).scalar_one()
+    assert len(keys) == len(set(keys)) == 3 * 6 + 2
+    assert incomplete == 0
