@@ -121,7 +121,7 @@ def _database(kind: str, pg_url: str | None) -> tuple[str, Callable[[], None]]:
         return f"sqlite:///{folder}/crm.db", lambda: None
     from leadflow.crm.backfill import scratch_postgres_database
 
-    return scratch_postgres_database(pg_url, f"lf_bench_{uuid.uuid4().hex[:8]}")
+    return scratch_postgres_database(pg_url, f"lf_bench_backfill_{uuid.uuid4().hex[:8]}")
 
 
 def _failure_report(stdout: str, stderr: str) -> str:

@@ -516,6 +516,9 @@ def backfill(
     default_country: Annotated[str | None, typer.Option(help=_DEFAULT_COUNTRY_HELP)] = None,
     date_order: Annotated[str | None, typer.Option(help=_DATE_ORDER_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+    group_rows: Annotated[int | None, typer.Option(
+        help="Replay adjacent windows holding this many rows together in one pass (default: one chunk, or less "
+             "so every parallel slot gets work; 0: every window alone).")] = None,
 ) -> None:
     """Replay lead history between two dates in windows, resumably; reports of touched months are recomputed."""
     from datetime import date
@@ -540,7 +543,7 @@ def backfill(
             result = lead_backfill(path=path, start=first, end=last, window=window, runner=runner,
                                    dask_address=dask_address, max_parallel=max_parallel, source_name=source_name,
                                    column_map=mapping, submitted_at=given, default_country=default_country,
-                                   date_order=date_order)
+                                   date_order=date_order, group_rows=group_rows)
     except (ValueError, *_known_errors()) as exc:
         _fail_verbosely(exc, verbose)
     if as_json:

@@ -14,7 +14,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.hooks import notify_ops_on_failure
 from leadflow.config.settings import get_settings
-from leadflow.domain.backfill import UNDATED, UNDATED_WINDOW, Window
+from leadflow.domain.backfill import UNDATED, UNDATED_WINDOW, Window, group_limit, group_windows
 from leadflow.domain.contract import resolve_submitted_at
 from leadflow.io.backfill_files import SplitManifest
 from leadflow.steps.intake import field_options
@@ -22,6 +22,7 @@ from tasks.backfill import (
     BackfillPlan,
     WindowResult,
     import_window,
+    import_window_group,
     plan_backfill,
     publish_backfill_summary,
     quarantine_undated_rows,
@@ -85,6 +86,7 @@ def lead_backfill(
     submitted_at: str | None = None,
     default_country: str | None = None,
     date_order: str | None = None,
+    group_rows: int | None = None,
 ) -> dict[str, Any]:
     """Replay a file or folder of lead exports between two dates, window by window, skipping windows already done.
 
@@ -108,6 +110,9 @@ def lead_backfill(
         default_country: Country of national phone numbers of leads without one (default LEADFLOW_DEFAULT_COUNTRY).
         date_order: mdy or dmy for a file whose date column leaves the day/month order open (default
             LEADFLOW_DATE_ORDER); each file's column is decided as a whole, never row by row.
+        group_rows: Adjacent windows holding this many rows together are replayed in one pass (each keeps its
+            own ledger row); default: one chunk, or less so that every parallel slot gets work; 0 keeps every
+            window alone.
     """
     logger = get_run_logger()
     started = time.perf_counter()
@@ -129,7 +134,13 @@ def lead_backfill(
     if runner == "deployment":
         results += _run_as_deployments(plan, manifest, dated, options, max_parallel, progress)
     else:
-        results += _run_on_task_runner(plan, manifest, dated, options,
+        sizes = [manifest.windows[w.id] for w in dated]
+        limit = group_rows if group_rows is not None else group_limit(sizes, chunk_size, max_parallel)
+        groups = group_windows(dated, manifest.windows, limit)
+        if len(groups) < len(dated):
+            logger.info("%d windows in %d replay passes (adjacent windows up to %d rows together)", len(dated),
+                        len(groups), limit)
+        results += _run_on_task_runner(plan, manifest, groups, options,
                                        _task_runner(runner, dask_address, max_parallel), progress)
     publish_backfill_summary(plan, manifest)
     imported = [r for r in results if r.status == "completed"]
@@ -180,28 +191,35 @@ def _quarantine_undated(plan: BackfillPlan, manifest: SplitManifest, options: di
     return state.result()
 
 
-def _run_on_task_runner(plan: BackfillPlan, manifest: SplitManifest, todo: list[Window],
+def _run_on_task_runner(plan: BackfillPlan, manifest: SplitManifest, groups: list[list[Window]],
                         options: dict[str, Any], task_runner, progress: _Progress) -> list[WindowResult]:
+    """Each group of windows as one task (a window alone as Import Backfill Window), in order of the windows."""
     results: list[WindowResult] = []
-    if not todo:
+    if not groups:
         return results
     with task_runner as tr:
-        futures = {
-            window.id: tr.submit(import_window, parameters={"plan": plan, "window": window,
-                                                            "part": manifest.parts[window.id], **options})
-            for window in todo
-        }
-        for window in todo:
-            future = futures[window.id]
+        futures = []
+        for group in groups:
+            if len(group) == 1:
+                future = tr.submit(import_window, parameters={"plan": plan, "window": group[0],
+                                                              "part": manifest.parts[group[0].id], **options})
+            else:
+                future = tr.submit(import_window_group, parameters={
+                    "plan": plan, "windows": group, "parts": {w.id: manifest.parts[w.id] for w in group},
+                    "rows": {w.id: manifest.windows[w.id] for w in group}, **options})
+            futures.append((group, future))
+        for group, future in futures:
             future.wait()
             if future.state.is_completed():
-                result = future.result()
+                value = future.result()
+                done = value if isinstance(value, list) else [value]
             else:
-                # The task recorded the failure in the ledger; a re-run retries this window alone.
-                result = WindowResult(window_id=window.id, status="failed", error=future.state.message)
-            results.append(result)
-            if result.status in {"completed", "skipped"}:
-                progress.step()
+                # The task recorded the failure in the ledger; a re-run retries these windows alone.
+                done = [WindowResult(window_id=w.id, status="failed", error=future.state.message) for w in group]
+            for result in done:
+                results.append(result)
+                if result.status in {"completed", "skipped"}:
+                    progress.step()
     return results
 
 

@@ -17,9 +17,9 @@ from leadflow.steps import backfill as bf
 from leadflow.steps.backfill import BackfillPlan, WindowResult
 from tasks.common import DB_TASK, PRIVATE, current_flow_run_id, store, utc_now
 
-__all__ = ["BackfillPlan", "WindowResult", "import_window", "plan_backfill", "publish_backfill_summary",
-           "quarantine_undated_rows", "record_window", "split_history", "take_window", "window_run_summary",
-           "windows_done_before"]
+__all__ = ["BackfillPlan", "WindowResult", "import_window", "import_window_group", "plan_backfill",
+           "publish_backfill_summary", "quarantine_undated_rows", "record_window", "split_history", "take_window",
+           "window_run_summary", "windows_done_before"]
 
 
 @task(name="Plan Backfill Windows")
@@ -82,6 +82,35 @@ def import_window(plan: BackfillPlan, window: Window, part: str, source_name: st
         get_run_logger().info("Window %s: %d rows in %.1f s", window.id, result.rows,
                               float(result.summary.get("seconds") or 0))
     return result
+
+
+@task(name="Import Backfill Window Group", retries=1, retry_delay_seconds=5, **PRIVATE)
+def import_window_group(plan: BackfillPlan, windows: list[Window], parts: dict[str, str], rows: dict[str, int],
+                        source_name: str | None, chunk_size: int | None, timeout_minutes: int,
+                        default_country: str | None = None) -> list[WindowResult]:
+    """Replay adjacent small windows in one pass through intake and qualification, one ledger row per window."""
+    crm, flow_run_id = store(), current_flow_run_id()
+    logger = get_run_logger()
+
+    def replay(taken: list[Window]) -> dict[str, Any]:
+        if len(taken) == 1:
+            return bf.replay_window(crm, parts[taken[0].id], source_name=source_name, chunk_size=chunk_size,
+                                    default_country=default_country, flow_run_id=flow_run_id, clock=utc_now)
+        joined = bf.group_input(plan, taken, parts)
+        try:
+            return bf.replay_window(crm, joined, source_name=source_name, chunk_size=chunk_size,
+                                    default_country=default_country, flow_run_id=flow_run_id, clock=utc_now)
+        finally:
+            # A copy of the windows' rows: kept no longer than the pass (erasure finds the window inputs).
+            Path(joined).unlink(missing_ok=True)
+
+    results = bf.import_group(crm, plan, windows, rows, replay, timedelta(minutes=timeout_minutes),
+                              flow_run_id=flow_run_id, now=utc_now, log=logger.warning)
+    done = [r for r in results if r.status == "completed"]
+    logger.info("Windows %s..%s: %d imported (%d rows), %d skipped, %d failed", windows[0].id, windows[-1].id,
+                len(done), sum(r.rows for r in done), sum(r.status == "skipped" for r in results),
+                sum(r.status == "failed" for r in results))
+    return results
 
 
 @task(name="Quarantine Undated Rows", retries=1, retry_delay_seconds=5, **PRIVATE)

@@ -16,7 +16,7 @@ import pandas as pd
 from sqlalchemy import Connection, bindparam, func, select, update
 
 from leadflow.crm.schema import Lead, SalesRep
-from leadflow.crm.store import Store, read_in
+from leadflow.crm.store import Store, execute_in, read_in
 
 LEADS = Lead.__table__
 REPS = SalesRep.__table__
@@ -36,8 +36,9 @@ def _owners(conn: Connection, lead_ids: list[int], holds: bool) -> dict[int, lis
 
 
 def _flag(conn: Connection, ids: list[int], holds: bool) -> None:
-    stmt = update(LEADS).where(LEADS.c.id == bindparam("b_id")).values(holds_capacity=holds)
-    conn.execute(stmt, [{"b_id": i} for i in ids])
+    # One UPDATE per part of the ids (an array on PostgreSQL), not one per lead.
+    stmt = update(LEADS).where(LEADS.c.id.in_(bindparam("values", expanding=True))).values(holds_capacity=holds)
+    execute_in(conn, stmt, sorted(ids))
 
 
 def release_capacity(conn: Connection, lead_ids: Iterable[int]) -> int:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, SmallInteger, and_, bindparam, case, func, literal_column, or_, select, update
 
 from leadflow.crm.schema import Lead, LeadSubmission
 from leadflow.crm.store import Store, select_in, utc
@@ -86,7 +86,7 @@ def current_owners(conn: Connection, lead_ids: Sequence[int]) -> dict[int, int]:
 
 def _lead_updates(leads: pd.DataFrame, links: LeadLinks, checks: pd.DataFrame, priority: pd.DataFrame,
                   owners: pd.Series, assigned: np.ndarray, now: datetime,
-                  holds_capacity: bool = True) -> list[tuple[Any, pd.DataFrame]]:
+                  holds_capacity: bool = True, mark: LeadStep | None = None) -> list[tuple[Any, pd.DataFrame]]:
     """The UPDATEs that store each changed lead's new account, match evidence, checklist and priority, and owner.
 
     One row per changed lead, grouped by which of these parts changed so that each statement sets only those
@@ -116,22 +116,38 @@ def _lead_updates(leads: pd.DataFrame, links: LeadLinks, checks: pd.DataFrame, p
         "b_owner": owners.astype("Int64").to_numpy(), "b_now": now, "b_holds": holds_capacity,
     })
     pattern = sum(mask.astype(np.int64) << bit for bit, mask in enumerate(parts.values()))
+    marks: dict[str, Any] = {}
+    if mark is not None:
+        # The step mark moves in the same UPDATE (one row version on PostgreSQL instead of two), by mark_step's rule:
+        # only a lead at the step right before moves. Literal steps: a bulk statement binds only frame columns.
+        moves = LEADS.c.step_mark == literal_column(str(int(mark) - 1), SmallInteger)
+        marks = {"step_mark": case((moves, literal_column(str(int(mark)), SmallInteger)), else_=LEADS.c.step_mark),
+                 "step_marked_at": case((moves, bindparam("b_now", type_=LEADS.c.step_marked_at.type)),
+                                         else_=LEADS.c.step_marked_at)}
     updates = []
     for code in sorted(set(np.unique(pattern).tolist()) - {0}):
         chosen = [name for bit, name in enumerate(parts) if code >> bit & 1]
         stmt = (update(LEADS).where(LEADS.c.id == bindparam("b_id"))
-                .values(**{k: v for name in chosen for k, v in values[name].items()}, updated_at=bindparam("b_now")))
+                .values(**{k: v for name in chosen for k, v in values[name].items()}, **marks,
+                        updated_at=bindparam("b_now")))
         updates.append((stmt, frame.loc[pattern == code]))
     return updates
 
 
 def update_qualified_leads(conn: Connection, store: Store, leads: pd.DataFrame, links: LeadLinks,
                            checks: pd.DataFrame, priority: pd.DataFrame, owners: pd.Series, assigned: np.ndarray,
-                           now: datetime, holds_capacity: bool = True) -> None:
-    """Store what qualification decided for the changed leads (link, evidence, checklist, priority, owner)."""
+                           now: datetime, holds_capacity: bool = True, mark: LeadStep | None = None) -> set[int]:
+    """Store what qualification decided for the changed leads (link, evidence, checklist, priority, owner).
+
+    `mark`: the same UPDATEs move the changed leads' step mark to this step (those at the step before it); returns
+    the ids written, so that the caller marks the others separately.
+    """
+    written: set[int] = set()
     for stmt, changes in _lead_updates(leads, links, checks, priority, owners, assigned, now,
-                                       holds_capacity=holds_capacity):
+                                       holds_capacity=holds_capacity, mark=mark):
         store.bulk(conn, stmt, changes)
+        written.update(int(i) for i in changes["b_id"].tolist())
+    return written
 
 
 def record_new_company_evidence(store: Store, lead_ids: Sequence[int], details: Sequence[str]) -> None:

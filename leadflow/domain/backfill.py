@@ -87,3 +87,30 @@ def policy_version(policy_dir: Path = POLICY_DIR) -> str:
         parts.append(f"{file.stem}={version}")
     text = ";".join(parts) or "none"
     return text if len(text) <= 80 else "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+def group_windows(windows: list[Window], rows: dict[str, int], limit: int) -> list[list[Window]]:
+    """Adjacent windows joined into groups whose rows together stay within `limit`, for one replay pass each.
+
+    Windows keep their order; a window over the limit stands alone, and `limit` of 0 or less keeps every window
+    alone. Each window of a group keeps its own ledger row: grouping only decides which windows share a pass.
+    """
+    groups: list[list[Window]] = []
+    held = 0
+    for window in windows:
+        size = int(rows.get(window.id, 0))
+        if groups and limit > 0 and held + size <= limit:
+            groups[-1].append(window)
+            held += size
+        else:
+            groups.append([window])
+            held = size
+    return groups
+
+
+def group_limit(rows: list[int], chunk_size: int, slots: int) -> int:
+    """Rows per group by default: at most one intake chunk, and small enough that every slot gets a group."""
+    total = sum(int(n) for n in rows)
+    if total <= 0:
+        return 0
+    return min(int(chunk_size), -(-total // max(int(slots), 1)))

@@ -199,3 +199,20 @@ def split_by_window(
     manifest.undated = counts[UNDATED]
     manifest.save(manifest_path)
     return manifest
+
+
+def join_parts(parts: list[str | Path], dest: Path) -> str:
+    """One JSON-lines input holding these window inputs one after the other (written anew, atomically).
+
+    The window inputs are JSON lines of canonical columns, so their concatenation is one input that intake reads
+    like each of them: adjacent small windows replay in one pass. The caller deletes it after the pass (a killed
+    pass leaves it among the window inputs, where erasure and retention find it like them).
+    """
+    dest = Path(dest)
+    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
+    with tmp.open("wb") as out:
+        for part in parts:
+            with Path(part).open("rb") as handle:
+                shutil.copyfileobj(handle, out)
+    os.replace(tmp, dest)
+    return str(dest)

@@ -202,8 +202,9 @@ def _assign(store: Store, leads: pd.DataFrame, links: LeadLinks, checks: pd.Data
         assigned = decisions["owner_id"].notna().to_numpy() & ~had_owner
         newly_queued = decisions["assignment_rule"].eq(routing.FALLBACK).to_numpy(dtype=bool) & ~np.isin(
             decisions["lead_id"].to_numpy(), list(queued))
-        lead_store.update_qualified_leads(conn, store, leads, links, checks, priority, decisions["owner_id"], assigned,
-                                          now, holds_capacity=not replay)
+        # The ASSIGNED mark moves with each changed lead's UPDATE; the unchanged leads are marked on their own below.
+        marked = lead_store.update_qualified_leads(conn, store, leads, links, checks, priority, decisions["owner_id"],
+                                                   assigned, now, holds_capacity=not replay, mark=LeadStep.ASSIGNED)
         if assigned.any():
             rows = pd.DataFrame({"b_id": decisions["lead_id"][assigned].to_numpy(),
                                  "b_owner": decisions["owner_id"][assigned].to_numpy()})
@@ -212,7 +213,7 @@ def _assign(store: Store, leads: pd.DataFrame, links: LeadLinks, checks: pd.Data
         lead_store.insert_events(conn, store, records.qualified_events(
             leads, accounts, priority, decisions, assigned | newly_queued, policy, replay, now, flow_run_id, match,
             checks))
-        progress.mark_step(conn, ids, LeadStep.ASSIGNED, now)
+        progress.mark_step(conn, sorted(set(ids) - marked), LeadStep.ASSIGNED, now)
         if "step_mark" in leads:
             decisions, assigned, newly_queued = _resume_assigned(conn, leads, decisions, assigned, newly_queued)
     return AssignmentResult(decisions=decisions, newly_assigned=pd.Series(assigned, index=leads.index),

@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 
 from leadflow.crm import progress, submissions
 from leadflow.crm.leads import resolve_lead_ids
-from leadflow.crm.schema import Lead
+from leadflow.crm.schema import Lead, SalesRep
 from leadflow.crm.store import utc
 from leadflow.domain.progress import LeadStep, pending_step
 from leadflow.steps.faults import CRASH_AFTER_ENV, with_crash_points
@@ -84,6 +84,46 @@ def test_a_step_s_own_update_moves_the_marks_of_the_leads_it_writes_by_the_same_
     assert found == {"behind@x.com": ("Acme", 0, plain), "before@x.com": ("Bolt", 2, moved),
                      "ahead@x.com": ("Core", 3, plain), "still@x.com": (None, 2, moved),
                      "still-behind@x.com": (None, 0, plain), "other@x.com": (None, 1, plain)}
+
+
+@pytest.mark.parametrize("copy_min_rows", [1, 10**9], ids=["staged", "row-by-row"])
+def test_qualified_leads_move_to_assigned_in_their_own_update_by_the_same_rule(crm, copy_min_rows):
+    import numpy as np
+
+    from leadflow.crm.leads import update_qualified_leads
+    from leadflow.domain.accounts import LeadLinks
+
+    crm.copy_min_rows = copy_min_rows
+    ids = leads_at(crm, {"scored@x.com": 3, "owned@x.com": 3, "resumed@x.com": 4, "behind@x.com": 2,
+                         "unchanged@x.com": 3})
+    written = ["scored@x.com", "owned@x.com", "resumed@x.com", "behind@x.com"]
+    frame = pd.DataFrame({"lead_id": [ids[e] for e in written], "account_id": [None] * 4})
+    links = LeadLinks(account=pd.Series([pd.NA] * 4, dtype="Int64"), write=np.zeros(4, dtype=bool),
+                      details=pd.Series([None] * 4, dtype=object))
+    checks = pd.DataFrame({"checklist": ['{"passes": true}'] * 4})
+    priority = pd.DataFrame({"priority": ["P1", "P2", "P3", "P4"], "priority_reason": ["r"] * 4,
+                             "changed": [True, False, True, True]})
+    with crm.begin() as conn:
+        rep = conn.execute(SalesRep.__table__.insert().values(email="rep@x.io", name="Rep", territories=["US"],
+                                                             segments=["smb"], max_open_leads=5)
+                           .returning(SalesRep.__table__.c.id)).scalar_one()
+    owners = pd.Series([None, rep, None, None], dtype="Int64")
+    assigned = np.array([False, True, False, False])
+    later = NOW + timedelta(hours=1)
+    with crm.begin() as conn:
+        done = update_qualified_leads(conn, crm, frame, links, checks, priority, owners, assigned, later,
+                                      holds_capacity=False, mark=LeadStep.ASSIGNED)
+    assert done == {ids[e] for e in written}
+    with crm.engine.connect() as conn:
+        rows = conn.execute(select(LEADS.c.email, LEADS.c.priority, LEADS.c.step_mark, LEADS.c.step_marked_at)).all()
+    times = utc(pd.Series([row[3] for row in rows]))
+    found = {email: (prio, mark, at) for (email, prio, mark, _), at in zip(rows, times, strict=True)}
+    plain, moved = pd.Timestamp(NOW), pd.Timestamp(later)
+    # Only leads at SCORED move (with the time); an ASSIGNED one (a resumed run's) and one behind keep theirs, and a
+    # lead the statements do not write is the caller's to mark.
+    assert found == {"scored@x.com": ("P1", 4, moved), "owned@x.com": (None, 4, moved),
+                     "resumed@x.com": ("P3", 4, plain), "behind@x.com": ("P4", 2, plain),
+                     "unchanged@x.com": (None, 3, plain)}
 
 
 def test_a_written_lead_the_step_does_not_mark_keeps_its_mark(crm):

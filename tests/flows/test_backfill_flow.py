@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ from sqlalchemy import func, select
 
 from flows.backfill import lead_backfill
 from leadflow.crm.backfill import LEDGER
-from leadflow.crm.schema import LeadSubmission, QuarantineRecord
+from leadflow.crm.schema import Lead, LeadSubmission, QuarantineRecord
 from tests.helpers import VOLATILE, lead, snapshot, write_csv
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,8 +163,9 @@ CHILD = """
 import sys
 from datetime import date
 from flows.backfill import lead_backfill
+# Every window alone (group_rows=0): the kill lands between windows' ledger rows, as it did before grouping.
 lead_backfill(path=sys.argv[1], start=date(2024, 1, 1), end=date(2024, 3, 31), window="week", max_parallel=1,
-              work_dir=sys.argv[2], recompute_reports=False)
+              work_dir=sys.argv[2], recompute_reports=False, group_rows=0)
 """
 
 
@@ -245,3 +247,199 @@ def test_undated_rows_are_quarantined_by_the_backfill_itself(crm, tmp_path):
     assert summary["quarantined"] == 50 and summary["quarantined_new"] == 0
     assert snapshot(crm, skip=("intake_batches", "backfill_ledger")) == {
         k: v for k, v in before.items() if k != "backfill_ledger"}
+
+
+def _ledger(crm) -> dict[str, dict]:
+    with crm.engine.connect() as conn:
+        return {r.window_id: {"status": r.status, "rows": r.rows, "attempts": r.attempts, "summary": r.summary}
+                for r in conn.execute(select(LEDGER))}
+
+
+def test_grouped_windows_give_the_same_crm_as_windows_alone(crm, history, tmp_path):
+    kwargs = {"path": history, "start": date(2024, 1, 1), "end": date(2024, 3, 31), "window": "month",
+              "work_dir": str(tmp_path / "work"), "recompute_reports": False,
+              # One window at a time: windows side by side meet on shared companies in an order set by timing.
+              "max_parallel": 1}
+    # The person who comes back in February is, in one pass, one lead with both submissions as intake over one
+    # file makes it: no lead_updated or lead_source_updated event for the February row, and their match evidence
+    # and task from that one pass ("new company", where February alone finds January's account by domain).
+    returning = frozenset({"match_details"})
+    alone = lead_backfill(**kwargs, group_rows=0)
+    by_window, ledger_alone = _state(crm), _ledger(crm)
+    tables_alone = snapshot(crm, skip=("intake_batches", "lead_events", "backfill_ledger", "crm_tasks"),
+                            ignore=VOLATILE | RUN_TIMES | returning)
+    _wipe(crm)
+    grouped = lead_backfill(**kwargs, group_rows=100)
+    ledger, state = _ledger(crm), _state(crm)
+    assert snapshot(crm, skip=("intake_batches", "lead_events", "backfill_ledger", "crm_tasks"),
+                    ignore=VOLATILE | RUN_TIMES | returning) == tables_alone
+    assert len(state[0]["crm_tasks"]) == len(by_window[0]["crm_tasks"])
+    second_pass = {"lead_source_updated", "lead_updated"}
+    assert {k: v for k, v in state[1].items() if k not in second_pass} == {
+        k: v for k, v in by_window[1].items() if k not in second_pass}
+    assert by_window[1]["lead_updated"] == 1 and "lead_updated" not in state[1]
+    # One ledger row per window, each with its own rows; the group's counts once, in its first window's row.
+    assert set(ledger) == set(ledger_alone) == {"2024-01-01_2024-02-01", "2024-02-01_2024-03-01",
+                                                 "2024-03-01_2024-04-01", "undated"}
+    assert {w: (r["status"], r["rows"]) for w, r in ledger.items()} == {
+        w: (r["status"], r["rows"]) for w, r in ledger_alone.items()}
+    dated = sorted(w for w in ledger if w != "undated")
+    assert all(ledger[w]["summary"]["group"] == dated for w in dated)
+    assert ledger[dated[0]]["summary"]["group_rows_read"] == sum(ledger[w]["rows"] for w in dated)
+    assert "submissions_new" not in ledger[dated[1]]["summary"]
+    for key in ("windows_imported", "rows_imported", "submissions_new"):
+        assert grouped[key] == alone[key], key
+    assert grouped["submissions_new"] == 3 * 6 + 2
+    # The group's joined input lived only as long as its pass.
+    assert not list((tmp_path / "work").rglob("group-*")) and len(list((tmp_path / "work").rglob("*.jsonl"))) == 4
+    # A re-run finds every window of the group done.
+    again = lead_backfill(**kwargs, group_rows=100)
+    assert again["windows_done_before"] == 4 and again["windows_imported"] == 0
+
+
+def _evidence_apart(crm) -> tuple[dict, list]:
+    """The CRM's tables without match evidence (leads' match_details, the match band in task details)."""
+    from leadflow.crm.schema import CrmTask
+
+    tasks = CrmTask.__table__
+    with crm.engine.connect() as conn:
+        details = sorted(json.dumps({k: v for k, v in d.items() if k != "match_band"}, sort_keys=True)
+                         for d in conn.execute(select(tasks.c.details)).scalars())
+    tables = snapshot(crm, skip=("intake_batches", "lead_events", "backfill_ledger"),
+                      ignore=VOLATILE | RUN_TIMES | {"match_details", "details"})
+    return tables, details
+
+
+def test_grouped_windows_of_distinct_people_give_the_same_crm(crm, tmp_path):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    # People qualification works on (history_rows' names are flagged as gibberish), sharing three companies.
+    names = [("Ada", "Lovelace"), ("Grace", "Hopper"), ("Alan", "Turing"), ("Edsger", "Dijkstra"),
+             ("Barbara", "Liskov"), ("Donald", "Knuth")]
+    rows = [lead(f"{first.lower()}.{month}@acme{i % 3}.com", f"2024-{month:02d}-{10 + i:02d}T09:00:00Z",
+                 first_name=first, last_name=last, company=f"Acme {i % 3}", job_title="VP Sales",
+                 company_size="51-200", message="We need a demo for our sales team this quarter")
+            for month in (1, 2, 3) for i, (first, last) in enumerate(names)]
+    write_csv(folder / "part1.csv", rows)
+    kwargs = {"path": str(folder), "start": date(2024, 1, 1), "end": date(2024, 3, 31), "window": "month",
+              "work_dir": str(tmp_path / "work"), "recompute_reports": False, "max_parallel": 1}
+    lead_backfill(**kwargs, group_rows=0)
+    by_window, apart = _state(crm), _evidence_apart(crm)
+    _wipe(crm)
+    lead_backfill(**kwargs, group_rows=100)
+    grouped = _state(crm)
+    # Same leads, accounts and links, priorities, owners, tasks, events and ledger rows. Only the match evidence
+    # differs: a company first seen in January is "new company" for its February and March leads too when the
+    # three months are one pass (as in one intake run over the file), found by domain when they are windows apart.
+    assert _evidence_apart(crm) == apart
+    assert grouped[1:] == by_window[1:]
+    assert by_window[1]["lead_qualified"] == 18 and len(by_window[0]["crm_tasks"]) >= 18
+    assert len(by_window[0]["accounts"]) == 3
+    with crm.engine.connect() as conn:
+        evidence = conn.execute(select(Lead.__table__.c.match_details)).scalars().all()
+    bands = {(json.loads(e) if isinstance(e, str) else e)["band"] for e in evidence}
+    assert bands == {"new_company"}
+
+
+def test_a_group_killed_mid_pass_is_taken_over_and_replayed_without_duplicates(crm, history, tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from leadflow.crm.schema import LeadEvent
+    from leadflow.steps import backfill as bf
+
+    kwargs = {"path": history, "start": date(2024, 1, 1), "end": date(2024, 3, 31), "window": "month",
+              "work_dir": str(tmp_path / "work"), "recompute_reports": False, "group_rows": 100}
+    complete = lead_backfill(**kwargs)
+    expected, expected_events = _state(crm), _count(crm, LeadEvent.__table__.c.id)
+    _wipe(crm)
+    # A run that took the group and wrote it all, then died before its ledger rows were recorded.
+    plan = bf.plan_backfill(history, date(2024, 1, 1), date(2024, 3, 31), "month", str(tmp_path / "work"))
+    manifest = bf.split_history(plan, None, 50_000)
+    dated = [w for w in plan.windows if w.id in manifest.windows]
+    now = datetime.now(UTC)
+    assert all(bf.take_window(crm, plan, w, timedelta(hours=1), flow_run_id=None, now=now) == 1 for w in dated)
+    bf.replay_window(crm, bf.group_input(plan, dated, manifest.parts), source_name=None, chunk_size=None,
+                     default_country=None, flow_run_id=None, clock=lambda: datetime.now(UTC))
+    assert {r["status"] for w, r in _ledger(crm).items()} == {"running"}
+    # Not yet abandoned: another run leaves the group alone.
+    waiting = lead_backfill(**kwargs)
+    assert waiting["windows_skipped"] == 3 and waiting["windows_imported"] == 1
+    assert list((tmp_path / "work").rglob("group-*.jsonl"))
+    resumed = lead_backfill(**kwargs, window_timeout_minutes=0)
+    assert not list((tmp_path / "work").rglob("group-*"))
+    assert resumed["windows_done_before"] == 1 and resumed["windows_imported"] == 3
+    ledger = _ledger(crm)
+    assert {w: (r["status"], r["attempts"]) for w, r in ledger.items() if w != "undated"} == {
+        w.id: ("completed", 2) for w in dated}
+    state = _state(crm)
+    # The replay again adds nothing the first pass stored: same leads, submissions, tasks and accounts.
+    assert state[0] == expected[0] and state[2] == expected[2]
+    assert _count(crm, LeadSubmission.__table__.c.id) == complete["submissions_new"] == 3 * 6 + 2
+    # Qualification's events of the replayed pass come on top of the first pass's (an audit log keeps both).
+    assert _count(crm, LeadEvent.__table__.c.id) >= expected_events
+
+
+def test_a_group_that_fails_is_replayed_window_by_window(crm, history, tmp_path, monkeypatch):
+    from leadflow.io import backfill_files
+
+    real = backfill_files.split_by_window
+
+    def split_then_break(*args, **kwargs):
+        manifest = real(*args, **kwargs)
+        Path(manifest.parts["2024-02-01_2024-03-01"]).write_text("{not json\n" * 30, encoding="utf-8")
+        return manifest
+
+    monkeypatch.setattr(backfill_files, "split_by_window", split_then_break)
+    with pytest.raises(Exception, match="2024-02-01_2024-03-01"):
+        lead_backfill(path=history, start=date(2024, 1, 1), end=date(2024, 3, 31), work_dir=str(tmp_path / "w"),
+                      group_rows=1000)
+    ledger = _ledger(crm)
+    assert ledger["2024-02-01_2024-03-01"]["status"] == "failed"
+    assert {w: r["status"] for w, r in ledger.items() if w != "2024-02-01_2024-03-01"} == {
+        "2024-01-01_2024-02-01": "completed", "2024-03-01_2024-04-01": "completed", "undated": "completed"}
+    # Replayed alone after the group failed: no group in their rows.
+    assert "group" not in ledger["2024-01-01_2024-02-01"]["summary"]
+
+
+GROUP_CHILD = """
+import sys
+from datetime import date
+from flows.backfill import lead_backfill
+lead_backfill(path=sys.argv[1], start=date(2024, 1, 1), end=date(2024, 3, 31), window="month", max_parallel=1,
+              work_dir=sys.argv[2], recompute_reports=False, group_rows=100)
+"""
+
+
+@pytest.mark.slow
+def test_a_backfill_killed_inside_a_group_resumes_without_duplicates(crm, history, tmp_path):
+    from prefect.settings import PREFECT_API_URL
+
+    from leadflow.steps.faults import CRASH_AFTER_ENV
+
+    work = str(tmp_path / "work")
+    # Killed once the group's one pass has qualified its leads, before any of its windows' ledger rows is written.
+    env = {**os.environ, "LEADFLOW_DATABASE_URL": crm.url, "PREFECT_API_URL": PREFECT_API_URL.value(),
+           "PYTHONPATH": str(ROOT), CRASH_AFTER_ENV: "Finish Lead Qualification:1"}
+    child = subprocess.run([sys.executable, "-c", GROUP_CHILD, history, work], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=240)
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    with crm.engine.connect() as conn:
+        at_kill = {r.window_id: r.status for r in conn.execute(select(LEDGER))}
+        stored = conn.execute(select(func.count()).select_from(LeadSubmission.__table__)).scalar_one()
+    dated = {"2024-01-01_2024-02-01", "2024-02-01_2024-03-01", "2024-03-01_2024-04-01"}
+    assert at_kill == {**dict.fromkeys(dated, "running"), "undated": "completed"}
+    assert stored == 3 * 6 + 2
+    result = lead_backfill(path=history, start=date(2024, 1, 1), end=date(2024, 3, 31), window="month",
+                           max_parallel=1, work_dir=work, window_timeout_minutes=0, recompute_reports=False,
+                           group_rows=100)
+    assert result["windows_done_before"] == 1 and result["windows_imported"] == 3
+    assert result["submissions_new"] == 0 and result["rows_imported"] == 3 * 6 + 2
+    ledger = _ledger(crm)
+    assert {w: (r["status"], r["attempts"]) for w, r in ledger.items()} == {
+        **{w: ("completed", 2) for w in dated}, "undated": ("completed", 1)}
+    with crm.engine.connect() as conn:
+        keys = conn.execute(select(LeadSubmission.__table__.c.idempotency_key)).scalars().all()
+        incomplete = conn.execute(select(func.count()).select_from(Lead.__table__)
+                                  .where(Lead.__table__.c.step_mark < 5)).scalar_one()
+    assert len(keys) == len(set(keys)) == 3 * 6 + 2
+    assert incomplete == 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pandas as pd
 import pytest
@@ -91,3 +91,20 @@ def test_window_steps_retry_only_transient_database_errors(failures, error, outc
         with pytest.raises(Exception, match=error):
             wrapped("x")
         assert len(calls) == min(len(failures), 4)
+
+
+def test_group_windows_joins_adjacent_windows_within_the_limit():
+    from leadflow.domain.backfill import group_limit, group_windows, make_windows
+
+    windows = make_windows(date(2024, 1, 1), date(2024, 6, 30), "month")
+    rows = dict(zip([w.id for w in windows], [10, 20, 70, 5, 5, 200], strict=True))
+    ids = [[w.id[:7] for w in g] for g in group_windows(windows, rows, 100)]
+    assert ids == [["2024-01", "2024-02", "2024-03"], ["2024-04", "2024-05"], ["2024-06"]]
+    sizes = [sum(rows[w.id] for w in g) for g in group_windows(windows, rows, 100)]
+    assert sizes == [100, 10, 200]
+    assert [len(g) for g in group_windows(windows, rows, 0)] == [1] * 6
+    assert [len(g) for g in group_windows(windows, rows, 30)] == [2, 1, 2, 1]
+    # One chunk at most, and no fewer groups than parallel slots.
+    assert group_limit([10_000] * 20, 50_000, 2) == 50_000
+    assert group_limit([800] * 25, 50_000, 2) == 10_000
+    assert group_limit([], 50_000, 2) == 0
