@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -213,7 +214,7 @@ class Server:
     token: str = ""
     port: int = 0
     process: subprocess.Popen | None = None
-    scratch_db: str | None = None
+    drop_db: Callable[[], None] | None = None  # drops its scratch PostgreSQL database
     results: list[dict] = field(default_factory=list)
 
 
@@ -226,19 +227,15 @@ def _hide_speedups(home: Path) -> str:
     return str(shim)
 
 
-def _backend_pids(admin_url: str, database: str) -> set[int]:
+def _backend_pids(db_url: str) -> set[int]:
     """PostgreSQL backends serving one database (their CPU is the database server's share of a request)."""
-    from sqlalchemy import create_engine, text
+    from leadflow.crm.store import Store
 
-    from leadflow.crm.store import database_url
-
-    engine = create_engine(database_url(admin_url))
+    store = Store(db_url)
     try:
-        with engine.connect() as conn:
-            return {int(p) for p in conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = :d"),
-                                                 {"d": database}).scalars()}
+        return set(store.backend_cpu_seconds())
     finally:
-        engine.dispose()
+        store.dispose()
 
 
 def _start(server: Server, workers: int, env_base: dict[str, str], plain: bool = False) -> None:
@@ -286,7 +283,7 @@ def _stop(server: Server) -> None:
     server.process = None
 
 
-def _run(server: Server, args: argparse.Namespace, admin_url: str | None) -> dict:
+def _run(server: Server, args: argparse.Namespace) -> dict:
     """One measured run against a started server: the merged results of every client process."""
     ctx = multiprocessing.get_context("fork")
     per_process = max(1, args.connections // args.clients)
@@ -308,8 +305,8 @@ def _run(server: Server, args: argparse.Namespace, admin_url: str | None) -> dic
     # The server's CPU is counted from the schedule's start (after the warm-up requests).
     time.sleep(max(0.0, start - time.monotonic()))
     server_before = _tree_cpu(server.process.pid)
-    if admin_url:
-        db_pids = _backend_pids(admin_url, server.scratch_db or "")
+    if server.drop_db is not None:
+        db_pids = _backend_pids(server.db_url)
         db_before = _pids_cpu(db_pids)
     spy = None
     if args.profile:
@@ -330,7 +327,7 @@ def _run(server: Server, args: argparse.Namespace, admin_url: str | None) -> dic
     wall = max(p["end"] for p in parts) - start
     server_after = _tree_cpu(server.process.pid)
     server_cpu = _spent(server_before, server_after)
-    db_cpu = _spent(db_before, _pids_cpu(db_pids)) if admin_url else None
+    db_cpu = _spent(db_before, _pids_cpu(db_pids)) if server.drop_db is not None else None
     latency = [x * 1000 for p in parts for x in array.array("d", p["latency"])]
     lag = [x * 1000 for p in parts for x in array.array("d", p["lag"])]
     failed = sum(len(array.array("d", p["failed"])) for p in parts)
@@ -386,38 +383,30 @@ def main(argv: list[str] | None = None) -> int:
     env.pop("PREFECT_API_URL", None)
     os.environ.update(env)
     sys.path.insert(0, str(ROOT))
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
+    from leadflow.crm.backfill import scratch_postgres_database
 
     checkouts = [(Path(c.removesuffix(":plain")).resolve(), c.endswith(":plain"))
                  for c in (args.checkout or [str(ROOT)])]
     servers: list[Server] = []
-    admin = None
-    if args.db_url:
-        from leadflow.crm.store import database_url
-
-        admin = create_engine(database_url(args.db_url), isolation_level="AUTOCOMMIT")
+    postgres = bool(args.db_url)
     try:
         for i, (checkout, plain) in enumerate(checkouts):
             home = Path(tempfile.mkdtemp(prefix="lf-api-bench-"))
             label = f"{i + 1}:{checkout.name}{' (plain)' if plain else ''}"
-            if admin is not None:
-                name = f"{args.db_prefix}_{os.getpid()}_{i}"
-                with admin.connect() as conn:
-                    conn.execute(text(f'CREATE DATABASE "{name}"'))
-                url = make_url(args.db_url).set(database=name).render_as_string(hide_password=False)
-                server = Server(label, checkout, url, home, scratch_db=name)
+            if postgres:
+                url, drop = scratch_postgres_database(args.db_url, f"{args.db_prefix}_{os.getpid()}_{i}")
+                server = Server(label, checkout, url, home, drop_db=drop)
             else:
                 server = Server(label, checkout, f"sqlite:///{home / 'crm.db'}", home)
             servers.append(server)
             _start(server, args.workers, env, plain)
         mode = f"open loop at {args.rate:g}/s" if args.rate > 0 else "closed loop"
         print(f"{mode} for {args.seconds:g} s, {args.connections} keep-alive connections from {args.clients} client "
-              f"process(es), {args.workers} worker(s), {'PostgreSQL' if admin is not None else 'SQLite'}; "
+              f"process(es), {args.workers} worker(s), {'PostgreSQL' if postgres else 'SQLite'}; "
               f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC", flush=True)
         for _ in range(args.rounds):
             for server in servers:
-                result = _run(server, args, args.db_url)
+                result = _run(server, args)
                 server.results.append(result)
                 _print(result, args)
         if len(servers) > 1 or args.rounds > 1:
@@ -426,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows = server.results
                 med = {k: _percentile([r[k] for r in rows], 0.5) for k in
                        ("rps", "p50", "p99", "server_cpu_ms", "client_cpu_ms", "lag_p99")}
-                db = _percentile([r["db_cpu_ms"] for r in rows], 0.5) if admin is not None else None
+                db = _percentile([r["db_cpu_ms"] for r in rows], 0.5) if postgres else None
                 print(f"  [{server.label}] {med['rps']:.0f} req/s, p50 {med['p50']:.1f} ms, p99 {med['p99']:.1f} ms, "
                       f"server CPU {med['server_cpu_ms']:.2f} ms/request"
                       + (f" + PostgreSQL {db:.2f} ms" if db is not None else "")
@@ -435,12 +424,9 @@ def main(argv: list[str] | None = None) -> int:
         for server in servers:
             _stop(server)
             shutil.rmtree(server.home, ignore_errors=True)
-        if admin is not None:
-            with admin.connect() as conn:
-                for server in servers:
-                    if server.scratch_db:
-                        conn.execute(text(f'DROP DATABASE IF EXISTS "{server.scratch_db}" WITH (FORCE)'))
-            admin.dispose()
+        for server in servers:
+            if server.drop_db is not None:
+                server.drop_db()
     return 0
 
 

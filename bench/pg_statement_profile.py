@@ -48,7 +48,6 @@ def folded(sql: str) -> str:
 def profile(path: str, chunk_size: int) -> None:
     """Run the intake with statement hooks and print the table (this process's database is the scratch one)."""
     import intake_bench
-    from sqlalchemy import event
 
     from leadflow.crm.store import Store, get_store
 
@@ -64,15 +63,15 @@ def profile(path: str, chunk_size: int) -> None:
         entry[1] += wall
         entry[2] += cpu
 
-    @event.listens_for(store.engine, "before_cursor_execute")
-    def before(conn, cursor, statement, params, context, executemany) -> None:
+    def before(conn, statement: str) -> None:
         pid = conn.connection.driver_connection.info.backend_pid
         started[id(conn)] = (time.perf_counter(), backend_cpu(pid), pid)
 
-    @event.listens_for(store.engine, "after_cursor_execute")
-    def after(conn, cursor, statement, params, context, executemany) -> None:
+    def after(conn, statement: str) -> None:
         wall, cpu, pid = started.pop(id(conn))
         add((intake_step(), folded(statement)), time.perf_counter() - wall, backend_cpu(pid) - cpu)
+
+    store.on_statements(before, after)
 
     copy_and_run = Store._copy_and_run
 

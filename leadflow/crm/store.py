@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -526,6 +526,14 @@ class Store:
                 rows = conn.execute(text("SELECT max(reltuples) FROM pg_class WHERE oid = ANY(CAST(:names AS "
                                          "regclass[]))"), {"names": names}).scalar()
             self._analyzed_rows = max(int(rows or 0), 0)
+
+    def on_statements(self, before: Callable[[Connection, str], None],
+                      after: Callable[[Connection, str], None]) -> None:
+        """Call `before` and `after` around every statement this store sends (for profiling benchmarks)."""
+        event.listen(self.engine, "before_cursor_execute",
+                     lambda conn, cursor, statement, *rest: before(conn, statement))
+        event.listen(self.engine, "after_cursor_execute",
+                     lambda conn, cursor, statement, *rest: after(conn, statement))
 
     def backend_cpu_seconds(self, conn: Connection | None = None) -> dict[int, float]:
         """CPU seconds by pid of the PostgreSQL server processes serving this database (only `conn`'s, if given),
