@@ -77,6 +77,9 @@ class SplitManifest:
     # Per file, the day/month order its date column was read in and why (see DateEvidence.decide).
     date_orders: dict[str, str] = field(default_factory=dict)
     date_fallback: str = "mdy"
+    # Per window, the input files (by position) its rows came from, in order: windows that differ here may not share
+    # a replay pass (a pass detects one export profile, and so one default channel, from its first row).
+    files: dict[str, list[int]] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
         """Write the manifest atomically."""
@@ -148,7 +151,7 @@ def split_by_window(
     range_start = np.datetime64(windows[0].start.replace(tzinfo=None), "us")
     range_end = np.datetime64(windows[-1].end.replace(tzinfo=None), "us")
     counts: Counter[str] = Counter()
-    for file in files:
+    for position, file in enumerate(files):
         try:
             lead_file = inspect_lead_file(file)
         except LeadFileError as exc:
@@ -191,12 +194,16 @@ def split_by_window(
                     rows.to_json(handle, orient="records", lines=True, date_format="iso", force_ascii=False)
                     handle.write("\n")
                 counts[window_id] += len(rows)
+                came_from = manifest.files.setdefault(str(window_id), [])
+                if not came_from or came_from[-1] != position:
+                    came_from.append(position)
     final = work_dir / "windows"
     shutil.rmtree(final, ignore_errors=True)
     os.replace(staging, final)
     manifest.windows = {w: counts[w] for w in [*[w.id for w in windows], UNDATED] if counts[w]}
     manifest.parts = {w: str(final / f"{w}.jsonl") for w in manifest.windows}
     manifest.undated = counts[UNDATED]
+    manifest.files = {w: manifest.files[w] for w in manifest.windows}
     manifest.save(manifest_path)
     return manifest
 
