@@ -596,8 +596,9 @@ class Store:
                "FROM STDIN")
         import psycopg
 
-        text = _copy_text(frame, staging, names)
         raw = conn.connection.driver_connection
+        # The column-wise text is UTF-8 bytes, sent as they are: only a UTF-8 connection may take them unconverted.
+        text = _copy_text(frame, staging, names) if raw.info.encoding == "utf-8" else None
         try:
             with raw.cursor() as cursor, cursor.copy(sql) as copy:
                 if text is not None:

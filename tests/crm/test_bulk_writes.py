@@ -264,3 +264,26 @@ def test_payload_columns_carry_no_planner_statistics(crm):
     assert {name: targets[name] for name in skipped} == dict.fromkeys(skipped, 0)
     assert all(target == -1 for name, target in targets.items() if name not in skipped)
     assert "leads.email" in analyzed and "leads.score_explanation" not in analyzed
+
+
+@pytest.mark.parametrize("crm", ["postgresql"], indirect=True)
+def test_a_connection_in_another_encoding_gets_its_text_converted_not_raw_utf8(crm):
+    """The column-wise COPY text is UTF-8 bytes: a connection set to LATIN1 (PGCLIENTENCODING, a server default)
+    must take the row-by-row path, which encodes for it, so "José" is stored as José, not JosÃ©."""
+    from sqlalchemy import event
+
+    crm.copy_min_rows = 0
+
+    @event.listens_for(crm.engine, "connect")
+    def latin1(dbapi_connection, _record) -> None:
+        dbapi_connection.execute("SET client_encoding TO 'LATIN1'")
+
+    crm.engine.dispose()
+    try:
+        with crm.begin() as conn:
+            assert conn.connection.driver_connection.info.encoding == "iso8859-1"
+            crm.upsert_leads(conn, _leads(["jose@example.com"], NOW, first_name="José", company="Müller"), NOW)
+    finally:
+        event.remove(crm.engine, "connect", latin1)
+        crm.engine.dispose()
+    assert _rows(crm, LEADS, "first_name", "company") == [("José", "Müller")]
