@@ -109,11 +109,17 @@ def submit_leads_once(store: Store, leads: list[tuple[dict[str, Any], int | None
 
 
 def _active_keys(conn: Any, key_ids: list[int | None]) -> set[int]:
-    """Which of these API key ids are unrevoked (read in the insert's transaction, so a revoke is seen at once)."""
+    """Which of these API key ids are unrevoked (read in the insert's transaction, so a revoke is seen at once).
+
+    On PostgreSQL the rows are read FOR SHARE: a revoke's UPDATE waits for the inserts that already passed this
+    check, so once `leadflow api keys revoke` has returned no lead of that key can still commit (under READ
+    COMMITTED a plain read would let one commit just after). SQLite serializes writers anyway.
+    """
     wanted = sorted({k for k in key_ids if k is not None})
     if not wanted:
         return set()
-    stmt = select(API_KEYS.c.id).where(API_KEYS.c.id.in_(wanted), API_KEYS.c.revoked_at.is_(None))
+    stmt = (select(API_KEYS.c.id).where(API_KEYS.c.id.in_(wanted), API_KEYS.c.revoked_at.is_(None))
+            .with_for_update(read=True))
     return {int(k) for k in conn.execute(stmt).scalars()}
 
 

@@ -87,3 +87,25 @@ def test_a_batch_answers_each_lead_in_its_place_with_its_own_row(crm):
         stored = dict(conn.execute(select(INBOX.c.id, INBOX.c.payload)).all())
     assert [stored[inbox_id]["email"] for inbox_id, _ in results] == [f"lead{i}@acme.com" for i in range(5)]
     assert all(inserted for _, inserted in results)
+
+
+@pytest.mark.parametrize("crm", ["postgresql"], indirect=True)
+def test_a_revoke_waits_for_inserts_that_already_passed_the_key_check(crm):
+    """READ COMMITTED: an insert that checked its key before the revoke must commit before the revoke returns, so
+    no lead of a revoked key is stored after `keys revoke` has answered."""
+    import threading
+
+    from leadflow.crm.inbox import _active_keys
+
+    _, key_id = create_key(crm, "race")
+    returned = threading.Event()
+    with crm.begin() as conn:
+        assert _active_keys(conn, [key_id]) == {key_id}
+        revoker = threading.Thread(target=lambda: (revoke_key(crm, "race"), returned.set()))
+        revoker.start()
+        # Still inside the insert's transaction: the revoke is held back by the key row's share lock.
+        assert not returned.wait(1.0)
+    assert returned.wait(10.0)
+    revoker.join()
+    with crm.begin() as conn:
+        assert _active_keys(conn, [key_id]) == set()
