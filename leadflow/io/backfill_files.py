@@ -216,7 +216,8 @@ def join_parts(parts: list[str | Path], dest: Path) -> str:
     pass leaves it among the window inputs, where erasure and retention find it like them).
     """
     dest = Path(dest)
-    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
+    # Named *.jsonl too: a kill while it is written leaves rows that erasure (which reads *.jsonl) must still find.
+    tmp = dest.with_name(f"{dest.stem}.{os.getpid()}.tmp{dest.suffix}")
     with tmp.open("wb") as out:
         for part in parts:
             with Path(part).open("rb") as handle:

@@ -118,7 +118,7 @@ def backfill_rows_carrying(backfill_dir: Path, email: str) -> list[dict[str, Any
     root = Path(backfill_dir)
     for folder in _staging_folders(root):
         for path in sorted(folder.rglob("*.jsonl")):
-            with path.open(encoding="utf-8") as handle:
+            with path.open(encoding="utf-8", errors="surrogateescape") as handle:
                 for line in handle:
                     if line.strip() and _line_carries(line, email, prefilter):
                         try:
@@ -140,7 +140,7 @@ def erase_from_backfill_files(backfill_dir: Path, email: str, *, dry_run: bool =
     for folder in _staging_folders(backfill_dir):
         removed: dict[str, int] = {}
         for path in sorted(folder.rglob("*.jsonl")):
-            with path.open(encoding="utf-8") as handle:
+            with path.open(encoding="utf-8", errors="surrogateescape") as handle:
                 lines = handle.readlines()
             keep = [line for line in lines if not line.strip() or not _line_carries(line, email, prefilter)]
             if len(keep) == len(lines):
@@ -150,7 +150,8 @@ def erase_from_backfill_files(backfill_dir: Path, email: str, *, dry_run: bool =
             removed[path.stem] = removed.get(path.stem, 0) + len(lines) - len(keep)
             if not dry_run:
                 tmp = path.with_name(f".{path.name}.erase.tmp")
-                tmp.write_text("".join(keep), encoding="utf-8")
+                # A file cut short by a kill may end inside a character: its bytes are written back as they were.
+                tmp.write_text("".join(keep), encoding="utf-8", errors="surrogateescape")
                 os.replace(tmp, path)
         manifest = folder / MANIFEST
         if removed and not dry_run and manifest.is_file():

@@ -158,3 +158,37 @@ def test_a_batch_of_requests_counts_people_and_malformed_requests_without_addres
     assert summary.removed["leads"] == 1 and len(summary.erasure_ids) == 2
     assert "@" not in json.dumps(summary.as_dict())
     assert export_person(crm, "bob@acme.com")["tables"]["leads"]
+
+
+def test_erase_reaches_a_group_input_a_kill_left_half_written(tmp_path, monkeypatch):
+    """A backfill pass killed while joining its windows leaves `group-...<pid>.tmp.jsonl`, cut anywhere, even inside
+    a character: erasure still finds her row there and leaves the other bytes as they were."""
+    from leadflow.io.backfill_files import join_parts
+    from leadflow.io.privacy_files import erase_from_backfill_files
+
+    windows = tmp_path / "backfill" / "abc" / "month-20240101-20240331" / "windows"
+    windows.mkdir(parents=True)
+    part = windows / "2024-01.jsonl"
+    part.write_text(json.dumps({"email": "ada@acme.com"}) + "\n"
+                    + json.dumps({"email": "zoë@acme.com"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    whole = Path(join_parts([part], windows / "group-2024-01--2024-01.jsonl"))
+    assert whole.read_bytes() == part.read_bytes()
+    assert not list(windows.glob("*.tmp*"))  # written through a temporary file, replaced atomically
+    whole.unlink()
+    # What a kill in the middle of the copy leaves: the temporary file, cut inside the "ë" of the second row.
+    data = part.read_bytes()
+    raw = data[:data.index("ë".encode()) + 1]
+
+    def killed(source, target) -> None:
+        target.write(raw)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("leadflow.io.backfill_files.shutil.copyfileobj", killed)
+    with pytest.raises(KeyboardInterrupt):
+        join_parts([part], windows / "group-2024-01--2024-01.jsonl")
+    part.unlink()
+    (cut,) = windows.iterdir()
+    assert cut.name.endswith(".tmp.jsonl")
+    done = erase_from_backfill_files(tmp_path / "backfill", "ada@acme.com")
+    assert (done.rows, done.files) == (1, 1)
+    assert cut.read_bytes() == raw.split(b"\n", 1)[1]
