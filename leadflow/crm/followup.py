@@ -181,8 +181,9 @@ def record_outcomes(conn: Connection, store: Store, outcomes: pd.DataFrame, now:
 
 def record_mail_replies(conn: Connection, store: Store, replies: pd.DataFrame, now: datetime) -> int:
     """Mail from leads (lead_id, at, stop, details): a lead with a sequence notes it as its last outcome, a stopping
-    reply ends an active sequence (open step tasks cancelled, not done: the rep did not do them), and each is a
-    followup_outcome event; leads without a sequence are left alone. Returns the sequences stopped."""
+    reply ends an active sequence (open step tasks cancelled, not done: the rep did not do them), an advancing one
+    marks the open step done, and each is a followup_outcome event; leads without a sequence are left alone.
+    Returns the sequences stopped."""
     if replies.empty:
         return 0
     ids = replies["lead_id"].astype("int64")
@@ -198,6 +199,16 @@ def record_mail_replies(conn: Connection, store: Store, replies: pd.DataFrame, n
                pd.DataFrame({"b_id": ids, "b_outcome": "replied", "b_at": at, "b_now": now}))
     stops = replies.loc[replies["stop"].astype(bool)]
     stopped = stop_sequences(conn, store, pd.DataFrame({"lead_id": stops["lead_id"], "reason": "replied"}), now)
+    advances = replies.loc[~replies["stop"].astype(bool)]
+    if not advances.empty:
+        # A policy where a reply advances: the open step is done (its aim, an answer, is met), as record_outcomes.
+        store.bulk(conn, update(TASKS).where(TASKS.c.lead_id == bindparam("b_id"),
+                                             TASKS.c.status == bindparam("b_open"),
+                                             TASKS.c.kind.like(bindparam("b_kind")))
+                   .values(status=bindparam("b_done"), completed_at=bindparam("b_at")),
+                   pd.DataFrame({"b_id": advances["lead_id"].astype("int64"),
+                                 "b_at": pd.to_datetime(advances["at"], utc=True), "b_open": "open", "b_done": "done",
+                                 "b_kind": "followup_%"}))
     store.insert_events(conn, pd.DataFrame({"lead_id": ids, "event_type": "followup_outcome", "occurred_at": at,
                                             "batch_id": None, "flow_run_id": None,
                                             "details": replies["details"].tolist()}))

@@ -154,7 +154,7 @@ def test_mail_replies_note_the_outcome_and_stop_only_when_the_policy_says(crm_l,
     assert state.loc[ids["b@example.com"], "state"] == "active"
     assert pd.isna(state.loc[ids["b@example.com"], "last_outcome"])
     tasks = followup_tasks(crm_l).set_index("lead_id")["status"]
-    assert tasks.loc[ids["a@example.com"]] == ("cancelled" if stop else "open")
+    assert tasks.loc[ids["a@example.com"]] == ("cancelled" if stop else "done")
     assert tasks.loc[ids["b@example.com"]] == "open"
     with crm_l.engine.connect() as conn:
         events = conn.execute(select(LeadEvent.lead_id).where(LeadEvent.event_type == "followup_outcome")).all()
