@@ -136,7 +136,7 @@ def lead_backfill(
     else:
         sizes = [manifest.windows[w.id] for w in dated]
         limit = group_rows if group_rows is not None else group_limit(sizes, chunk_size, max_parallel)
-        groups = group_windows(dated, manifest.windows, limit, manifest.files)
+        groups = group_windows(dated, manifest.windows, limit, manifest.shapes)
         if len(groups) < len(dated):
             logger.info("%d windows in %d replay passes (adjacent windows up to %d rows together)", len(dated),
                         len(groups), limit)

@@ -90,21 +90,21 @@ def policy_version(policy_dir: Path = POLICY_DIR) -> str:
 
 
 def group_windows(windows: list[Window], rows: dict[str, int], limit: int,
-                  sources: dict[str, list[int]] | None = None) -> list[list[Window]]:
+                  shapes: dict[str, list[str]] | None = None) -> list[list[Window]]:
     """Adjacent windows joined into groups whose rows together stay within `limit`, for one replay pass each.
 
     Windows keep their order; a window over the limit stands alone, and `limit` of 0 or less keeps every window
-    alone. Only windows whose rows came from the same input files (`sources`, from the split) are joined: a pass
-    reads one export profile, and with it one default channel, so a group replays exactly as its windows alone
-    would (a window whose sources are unknown stands alone). Each window of a group keeps its own ledger row:
-    grouping only decides which windows share a pass.
+    alone. Only windows whose rows came from input of the same shapes (`shapes`, from the split: export profile and
+    columns) are joined: a pass reads one export profile, and with it one default channel, so a group replays as its
+    windows alone would (a window whose shapes are unknown stands alone). Each window of a group keeps its own
+    ledger row: grouping only decides which windows share a pass.
     """
     groups: list[list[Window]] = []
     held = 0
     for window in windows:
         size = int(rows.get(window.id, 0))
-        same = sources is None or (bool(sources.get(window.id)) and groups
-                                   and sources.get(window.id) == sources.get(groups[-1][-1].id))
+        same = shapes is None or (bool(shapes.get(window.id)) and groups
+                                  and shapes.get(window.id) == shapes.get(groups[-1][-1].id))
         if groups and limit > 0 and held + size <= limit and same:
             groups[-1].append(window)
             held += size

@@ -77,9 +77,10 @@ class SplitManifest:
     # Per file, the day/month order its date column was read in and why (see DateEvidence.decide).
     date_orders: dict[str, str] = field(default_factory=dict)
     date_fallback: str = "mdy"
-    # Per window, the input files (by position) its rows came from, in order: windows that differ here may not share
-    # a replay pass (a pass detects one export profile, and so one default channel, from its first row).
-    files: dict[str, list[int]] = field(default_factory=dict)
+    # Per window, the shapes of the input its rows came from (export profile and columns), in order: windows that
+    # differ here may not share a replay pass (a pass detects one export profile, and so one default channel, from
+    # its first row). Monthly exports of one CRM share a shape, so their windows may.
+    shapes: dict[str, list[str]] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
         """Write the manifest atomically."""
@@ -151,7 +152,7 @@ def split_by_window(
     range_start = np.datetime64(windows[0].start.replace(tzinfo=None), "us")
     range_end = np.datetime64(windows[-1].end.replace(tzinfo=None), "us")
     counts: Counter[str] = Counter()
-    for position, file in enumerate(files):
+    for file in files:
         try:
             lead_file = inspect_lead_file(file)
         except LeadFileError as exc:
@@ -188,22 +189,23 @@ def split_by_window(
                 frame["submitted_at"] = frame["submitted_at"].astype("string").where(
                     ~dated, pd.Series(when.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").array, index=frame.index))
             labels = pd.Series(ids, index=frame.index)
+            shape = "|".join([getattr(profile, "name", "") or "", *(c for c in frame.columns if c != MALFORMED_COLUMN)])
             for window_id, rows in frame.groupby(labels, sort=False):
                 part = staging / f"{window_id}.jsonl"
                 with part.open("a", encoding="utf-8") as handle:
                     rows.to_json(handle, orient="records", lines=True, date_format="iso", force_ascii=False)
                     handle.write("\n")
                 counts[window_id] += len(rows)
-                came_from = manifest.files.setdefault(str(window_id), [])
-                if not came_from or came_from[-1] != position:
-                    came_from.append(position)
+                came_from = manifest.shapes.setdefault(str(window_id), [])
+                if not came_from or came_from[-1] != shape:
+                    came_from.append(shape)
     final = work_dir / "windows"
     shutil.rmtree(final, ignore_errors=True)
     os.replace(staging, final)
     manifest.windows = {w: counts[w] for w in [*[w.id for w in windows], UNDATED] if counts[w]}
     manifest.parts = {w: str(final / f"{w}.jsonl") for w in manifest.windows}
     manifest.undated = counts[UNDATED]
-    manifest.files = {w: manifest.files[w] for w in manifest.windows}
+    manifest.shapes = {w: manifest.shapes[w] for w in manifest.windows}
     manifest.save(manifest_path)
     return manifest
 

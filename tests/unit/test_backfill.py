@@ -110,42 +110,45 @@ def test_group_windows_joins_adjacent_windows_within_the_limit():
     assert group_limit([], 50_000, 2) == 0
 
 
-@pytest.mark.parametrize(("case", "sources", "expected"), [
-    ("the same files", {"2024-01": [0], "2024-02": [0], "2024-03": [0]}, [3]),
-    ("another export in the middle", {"2024-01": [0], "2024-02": [1], "2024-03": [0]}, [1, 1, 1]),
-    ("the same two exports in the same order", {"2024-01": [0, 1], "2024-02": [0, 1], "2024-03": [1]}, [2, 1]),
-    ("the same exports in another order", {"2024-01": [0, 1], "2024-02": [1, 0], "2024-03": [1, 0]}, [1, 2]),
-    ("sources unknown (a split from before they were recorded)", {}, [1, 1, 1]),
+@pytest.mark.parametrize(("case", "shapes", "expected"), [
+    ("one shape", {"2024-01": ["a"], "2024-02": ["a"], "2024-03": ["a"]}, [3]),
+    ("another export in the middle", {"2024-01": ["a"], "2024-02": ["b"], "2024-03": ["a"]}, [1, 1, 1]),
+    ("the same two exports in the same order", {"2024-01": ["a", "b"], "2024-02": ["a", "b"], "2024-03": ["b"]},
+     [2, 1]),
+    ("the same exports in another order", {"2024-01": ["a", "b"], "2024-02": ["b", "a"], "2024-03": ["b", "a"]},
+     [1, 2]),
+    ("shapes unknown (a split from before they were recorded)", {}, [1, 1, 1]),
 ])
-def test_only_windows_from_the_same_files_share_a_pass(case, sources, expected):
+def test_only_windows_of_the_same_input_shapes_share_a_pass(case, shapes, expected):
     from leadflow.domain.backfill import group_windows, make_windows
 
     windows = make_windows(date(2024, 1, 1), date(2024, 3, 31), "month")
-    by_id = {w.id: sources[w.id[:7]] for w in windows if w.id[:7] in sources}
+    by_id = {w.id: shapes[w.id[:7]] for w in windows if w.id[:7] in shapes}
     rows = {w.id: 10 for w in windows}
     assert [len(g) for g in group_windows(windows, rows, 100, by_id)] == expected
 
 
-def test_the_split_records_which_files_each_window_came_from(tmp_path):
+def test_the_split_records_the_shape_of_each_windows_input(tmp_path):
     from leadflow.domain.backfill import group_windows, make_windows
     from leadflow.io.backfill_files import split_by_window
-    from leadflow.io.sources import inspect_lead_file
     from leadflow.steps.intake import plan_intake
 
-    # A Typeform download (web form) for January and March, an Eventbrite attendee report (event) for February.
-    typeform = tmp_path / "responses.csv"
-    typeform.write_text("#,Your email,Submit Date (UTC),Network ID\n"
-                        "t1,ann@a.example,2024-01-10 10:00:00,n1\nt2,bo@b.example,2024-03-05 09:00:00,n2\n",
-                        encoding="utf-8")
-    eventbrite = tmp_path / "attendees.csv"
-    eventbrite.write_text("Attendee #,Email,Order Date,Ticket Type,Order #\n"
-                          "e1,cy@c.example,2024-02-02 08:00:00,General,o1\n", encoding="utf-8")
+    # A Typeform download (web form) for January and March, an Eventbrite attendee report (event) for February,
+    # and a second Typeform download with the same questions for March: one CRM's monthly files share a shape.
+    header = "#,Your email,Submit Date (UTC),Network ID\n"
+    (tmp_path / "responses.csv").write_text(header + "t1,ann@a.example,2024-01-10 10:00:00,n1\n"
+                                            "t2,bo@b.example,2024-03-05 09:00:00,n2\n", encoding="utf-8")
+    (tmp_path / "attendees.csv").write_text("Attendee #,Email,Order Date,Ticket Type,Order #\n"
+                                            "e1,cy@c.example,2024-02-02 08:00:00,General,o1\n", encoding="utf-8")
+    (tmp_path / "responses-2.csv").write_text(header + "t3,di@d.example,2024-03-20 10:00:00,n3\n", encoding="utf-8")
+    files = [tmp_path / "responses.csv", tmp_path / "attendees.csv", tmp_path / "responses-2.csv"]
     windows = make_windows(date(2024, 1, 1), date(2024, 3, 31), "month")
-    manifest = split_by_window([typeform, eventbrite], windows, tmp_path / "work", key="k")
-    assert [manifest.files[w.id] for w in windows] == [[0], [1], [0]]
+    manifest = split_by_window(files, windows, tmp_path / "work", key="k")
+    jan, feb, mar = (manifest.shapes[w.id] for w in windows)
+    assert jan == mar and len(mar) == 1 and feb != jan  # March's two files are one shape
     # Each window alone reads as its own export (and so gets its own default channel): February is the event.
     profiles = [plan_intake(manifest.parts[w.id], None, None).profile for w in windows]
     assert profiles[1] == "eventbrite" and profiles[0] == profiles[2] != "eventbrite"
-    assert inspect_lead_file(manifest.parts[windows[1].id]).headers  # a real part, readable alone
-    # So no two of them may share a pass, however small they are.
-    assert [len(g) for g in group_windows(windows, manifest.windows, 1000, manifest.files)] == [1, 1, 1]
+    # So February shares a pass with neither neighbour, however small they are; without it, January and March would.
+    assert [len(g) for g in group_windows(windows, manifest.windows, 1000, manifest.shapes)] == [1, 1, 1]
+    assert [len(g) for g in group_windows([windows[0], windows[2]], manifest.windows, 1000, manifest.shapes)] == [2]
