@@ -163,10 +163,7 @@ def record_outcomes(conn: Connection, store: Store, outcomes: pd.DataFrame, now:
         return
     ids = outcomes["lead_id"].astype("int64")
     at = pd.to_datetime(outcomes["at"], utc=True)
-    store.bulk(conn, update(TASKS).where(TASKS.c.lead_id == bindparam("b_id"), TASKS.c.status == bindparam("b_open"),
-                                         TASKS.c.kind.like(bindparam("b_kind")))
-               .values(status=bindparam("b_done"), completed_at=bindparam("b_at")),
-               pd.DataFrame({"b_id": ids, "b_at": at, "b_open": "open", "b_done": "done", "b_kind": "followup_%"}))
+    finish_open_steps(conn, store, ids, at)
     store.bulk(conn, update(FOLLOWUPS).where(FOLLOWUPS.c.lead_id == bindparam("b_id"))
                .values(last_outcome=bindparam("b_outcome"), last_outcome_at=bindparam("b_at"),
                        updated_at=bindparam("b_now")),
@@ -177,6 +174,15 @@ def record_outcomes(conn: Connection, store: Store, outcomes: pd.DataFrame, now:
     store.insert_events(conn, pd.DataFrame({"lead_id": ids, "event_type": "followup_outcome",
                                             "occurred_at": at, "batch_id": None, "flow_run_id": None,
                                             "details": outcomes["details"].tolist()}))
+
+
+def finish_open_steps(conn: Connection, store: Store, lead_ids: pd.Series, at: pd.Series) -> None:
+    """Mark each lead's open follow-up step task done at its time (an outcome answered the step)."""
+    store.bulk(conn, update(TASKS).where(TASKS.c.lead_id == bindparam("b_id"), TASKS.c.status == bindparam("b_open"),
+                                         TASKS.c.kind.like(bindparam("b_kind")))
+               .values(status=bindparam("b_done"), completed_at=bindparam("b_at")),
+               pd.DataFrame({"b_id": lead_ids.reset_index(drop=True), "b_at": at.reset_index(drop=True),
+                             "b_open": "open", "b_done": "done", "b_kind": "followup_%"}))
 
 
 def record_mail_replies(conn: Connection, store: Store, replies: pd.DataFrame, now: datetime) -> int:
@@ -202,13 +208,7 @@ def record_mail_replies(conn: Connection, store: Store, replies: pd.DataFrame, n
     advances = replies.loc[~replies["stop"].astype(bool)]
     if not advances.empty:
         # A policy where a reply advances: the open step is done (its aim, an answer, is met), as record_outcomes.
-        store.bulk(conn, update(TASKS).where(TASKS.c.lead_id == bindparam("b_id"),
-                                             TASKS.c.status == bindparam("b_open"),
-                                             TASKS.c.kind.like(bindparam("b_kind")))
-                   .values(status=bindparam("b_done"), completed_at=bindparam("b_at")),
-                   pd.DataFrame({"b_id": advances["lead_id"].astype("int64"),
-                                 "b_at": pd.to_datetime(advances["at"], utc=True), "b_open": "open", "b_done": "done",
-                                 "b_kind": "followup_%"}))
+        finish_open_steps(conn, store, advances["lead_id"].astype("int64"), pd.to_datetime(advances["at"], utc=True))
     store.insert_events(conn, pd.DataFrame({"lead_id": ids, "event_type": "followup_outcome", "occurred_at": at,
                                             "batch_id": None, "flow_run_id": None,
                                             "details": replies["details"].tolist()}))

@@ -53,6 +53,13 @@ def _in_batches(store: Store, table: Table, where: ColumnElement[bool], batch_si
             done += conn.execute(write.where(table.c.id.in_(bindparam("ids", expanding=True))), {"ids": ids}).rowcount
 
 
+def _purge(store: Store, table: Table, where: ColumnElement[bool], batch_size: int, dry_run: bool) -> int:
+    """Delete the matching rows in batches (a dry run counts them); returns how many (would) go."""
+    if dry_run:
+        return _count(store, table, where)
+    return _in_batches(store, table, where, batch_size, delete(table))
+
+
 def strip_raw_payloads(store: Store, cutoff: datetime, *, batch_size: int = 5_000, dry_run: bool = False) -> int:
     """Empty the raw payload of submissions received before cutoff; returns how many (would) change."""
     where = _old_payloads(cutoff)
@@ -63,28 +70,19 @@ def strip_raw_payloads(store: Store, cutoff: datetime, *, batch_size: int = 5_00
 
 def purge_quarantine(store: Store, cutoff: datetime, *, batch_size: int = 5_000, dry_run: bool = False) -> int:
     """Delete quarantine rows created before cutoff; returns how many (would) go."""
-    where = _old_quarantine(cutoff)
-    if dry_run:
-        return _count(store, QUARANTINE, where)
-    return _in_batches(store, QUARANTINE, where, batch_size, delete(QUARANTINE))
+    return _purge(store, QUARANTINE, _old_quarantine(cutoff), batch_size, dry_run)
 
 
 def purge_inbox(store: Store, cutoff: datetime, *, batch_size: int = 5_000, dry_run: bool = False) -> int:
     """Delete lead_inbox rows processed before cutoff; returns how many (would) go."""
-    where = _old_inbox(cutoff)
-    if dry_run:
-        return _count(store, INBOX, where)
-    return _in_batches(store, INBOX, where, batch_size, delete(INBOX))
+    return _purge(store, INBOX, _old_inbox(cutoff), batch_size, dry_run)
 
 
 def purge_webhook_deliveries(store: Store, cutoff: datetime, *, batch_size: int = 5_000,
                              dry_run: bool = False) -> int:
     """Delete webhook delivery rows received before cutoff (vendors stop redelivering within days); returns how
     many (would) go."""
-    where = WEBHOOKS.c.received_at < cutoff
-    if dry_run:
-        return _count(store, WEBHOOKS, where)
-    return _in_batches(store, WEBHOOKS, where, batch_size, delete(WEBHOOKS))
+    return _purge(store, WEBHOOKS, WEBHOOKS.c.received_at < cutoff, batch_size, dry_run)
 
 
 def purge_mailbox_messages(store: Store, cutoff: datetime, *, batch_size: int = 5_000,
@@ -92,6 +90,4 @@ def purge_mailbox_messages(store: Store, cutoff: datetime, *, batch_size: int = 
     """Delete mailbox ledger rows taken before cutoff whose message was moved or flagged (one still in the folder
     keeps its row, or the next run would take it again); returns how many (would) go."""
     where = and_(MAILBOX.c.taken_at < cutoff, MAILBOX.c.handled_at.is_not(None))
-    if dry_run:
-        return _count(store, MAILBOX, where)
-    return _in_batches(store, MAILBOX, where, batch_size, delete(MAILBOX))
+    return _purge(store, MAILBOX, where, batch_size, dry_run)

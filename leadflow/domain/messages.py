@@ -189,7 +189,8 @@ def _rep_route(owner: pd.Series, rep: pd.DataFrame) -> tuple[np.ndarray, np.ndar
 def reply_alerts(mail: pd.DataFrame, reps: pd.DataFrame, now: datetime) -> pd.DataFrame:
     """One alert per mail from an owned lead to its owner (key reply_alert:lead:<id>:mail:<message key>), routed as
     rep_alerts; mail columns: lead_id, owner_id, message_key, first_name, last_name, company, subject, excerpt,
-    replied (it answers our mail), written_at, sequence_stopped. Unowned leads and unknown reps get none."""
+    replied (it answers our mail), written_at, sequence_stopped. Unowned leads and unknown reps get none; the
+    rows keep the index of `mail`."""
     if mail.empty or reps.empty:
         return _frame(pd.DataFrame(), now)
     rep = reps.set_index("id")

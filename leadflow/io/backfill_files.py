@@ -189,7 +189,7 @@ def split_by_window(
                 frame["submitted_at"] = frame["submitted_at"].astype("string").where(
                     ~dated, pd.Series(when.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").array, index=frame.index))
             labels = pd.Series(ids, index=frame.index)
-            shape = "|".join([getattr(profile, "name", "") or "", *(c for c in frame.columns if c != MALFORMED_COLUMN)])
+            shape = "|".join([profile.name, *(c for c in frame.columns if c != MALFORMED_COLUMN)])
             for window_id, rows in frame.groupby(labels, sort=False):
                 part = staging / f"{window_id}.jsonl"
                 with part.open("a", encoding="utf-8") as handle:

@@ -173,8 +173,7 @@ def _touch_effects(store: Store, taken: ledger.TakenMessages, messages_by_key: d
                             "details": [{"outcome": "replied", "effect": "stop" if stop else "advance", "by": "mailbox",
                                          "message_key": k} for k in frame["message_key"]]})
     alerts = messages.reply_alerts(frame, assignments.reps_frame(store), now)
-    keys = frame.set_index(messages.message_keys("reply_alert", lead=frame["lead_id"], mail=frame["message_key"]))
-    alerts["message_key"] = alerts["idempotency_key"].map(keys["message_key"])
+    alerts["message_key"] = frame.loc[alerts.index, "message_key"].to_numpy()
     return replies, alerts
 
 

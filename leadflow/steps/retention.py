@@ -32,6 +32,12 @@ STORES: dict[str, str] = {
 }
 
 
+# The stores that are table rows, by what retention does to them past their period.
+ROW_STORES = {"raw_payloads": sql.strip_raw_payloads, "quarantine": sql.purge_quarantine,
+              "lead_inbox": sql.purge_inbox, "webhook_deliveries": sql.purge_webhook_deliveries,
+              "mailbox_messages": sql.purge_mailbox_messages}
+
+
 @dataclass(frozen=True)
 class RetentionPeriods:
     """Days each store keeps personal data (0: forever)."""
@@ -82,18 +88,10 @@ def apply_retention(store: Store, periods: RetentionPeriods, *, now: datetime, o
         if cutoff is None:
             summary.counts[name] = 0
             continue
-        if name == "raw_payloads":
-            summary.counts[name] = sql.strip_raw_payloads(store, cutoff, batch_size=batch_size, dry_run=dry_run)
-        elif name == "quarantine":
-            summary.counts[name] = sql.purge_quarantine(store, cutoff, batch_size=batch_size, dry_run=dry_run)
-        elif name == "lead_inbox":
-            summary.counts[name] = sql.purge_inbox(store, cutoff, batch_size=batch_size, dry_run=dry_run)
+        if name in ROW_STORES:
+            summary.counts[name] = ROW_STORES[name](store, cutoff, batch_size=batch_size, dry_run=dry_run)
         elif name == "eml_files":
             summary.counts[name] = privacy_files.purge_eml_files(outbox_dir, cutoff, dry_run=dry_run)
-        elif name == "webhook_deliveries":
-            summary.counts[name] = sql.purge_webhook_deliveries(store, cutoff, batch_size=batch_size, dry_run=dry_run)
-        elif name == "mailbox_messages":
-            summary.counts[name] = sql.purge_mailbox_messages(store, cutoff, batch_size=batch_size, dry_run=dry_run)
         else:
             purged = privacy_files.purge_backfill_windows(backfill_dir, cutoff, dry_run=dry_run)
             summary.counts[name], summary.backfill_folders = purged.files, purged.folders
