@@ -109,3 +109,19 @@ def queue_outbox_rows(crm: Store, channels: list[str], now: datetime) -> None:
 def outbox_by_key(crm: Store) -> pd.DataFrame:
     """The outbox rows indexed and sorted by idempotency key."""
     return outbox.outbox_frame(crm).set_index("idempotency_key").sort_index()
+
+
+def run_flow(flow: Any, **parameters: Any) -> tuple[Any, Any]:
+    """Run a flow and return its return value with its flow run id.
+
+    `flow(..., return_state=True).result()` can lose the value: when the test API is slow, the client retries
+    the final state and Prefect rejects the duplicate transition, handing back the server's copy without data.
+    Calling the flow returns the engine's own value; hooks note the run id.
+    """
+    seen: list[Any] = []
+
+    def note(_flow: Any, flow_run: Any, _state: Any) -> None:
+        seen.append(flow_run.id)
+
+    result = flow.with_options(on_completion=[*flow.on_completion_hooks, note])(**parameters)
+    return result, seen[-1]

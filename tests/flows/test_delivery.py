@@ -30,6 +30,7 @@ from leadflow.crm.outbox import UNKNOWN_OUTCOME, outbox_frame, queue_messages
 from leadflow.io.senders import PermanentDeliveryError, SmtpSender, message_id
 from leadflow.steps.delivery import DeliveryConfig, deliver_outbox
 from leadflow.steps.sla import watch_task_slas
+from tests.helpers import run_flow
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -341,15 +342,14 @@ def test_sla_watch_reports_each_breach_once_and_delivers_it(crm, monkeypatch, tm
 def test_sla_watch_can_be_switched_off(crm, monkeypatch, tmp_path):
     use(monkeypatch, outbox_dir=str(tmp_path / "outbox"))
     _lead_with_tasks(crm, "late@example.com", "new", [datetime.now(UTC) - timedelta(minutes=30)])
-    state = outbox_delivery(watch_slas=False, return_state=True)
-    result = state.result()
+    result, run_id = run_flow(outbox_delivery, watch_slas=False)
     assert "sla_breaches_reported" not in result and result["claimed"] == 0
     # Nothing to send: the run says so by name and leaves no all-zero summary artifact.
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     with get_client(sync_client=True) as client:
-        run = client.read_flow_run(state.state_details.flow_run_id)
+        run = client.read_flow_run(run_id)
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(
             any_=[run.id])))
     assert run.name == "outbox-delivery-idle" and artifacts == []

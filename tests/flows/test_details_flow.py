@@ -20,14 +20,12 @@ from tests.details_data import detail_rows as _rows
 from tests.details_data import leads_frame as _leads
 from tests.details_data import use_settings as _use
 from tests.enrichment_server import EnrichmentApi, enrichment_server
-from tests.helpers import run_intake
+from tests.helpers import run_flow, run_intake
 
 
-def _task_runs(state) -> list:
+def _task_runs(flow_run_id) -> list:
     with get_client(sync_client=True) as client:
-        return client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
-        )
+        return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
 
 
 def test_flaky_enrichment_api_is_retried_and_nothing_is_lost(crm, tmp_path, monkeypatch):
@@ -36,15 +34,13 @@ def test_flaky_enrichment_api_is_retried_and_nothing_is_lost(crm, tmp_path, monk
     with enrichment_server(api) as url:
         _use(monkeypatch, enrichment_provider="http", enrichment_url=url, enrichment_backoff_seconds=0.05,
              enrichment_timeout_seconds=0.5, enrichment_max_attempts=5)
-        state = lead_intake(path=_rows(tmp_path), return_state=True)
-    assert state.is_completed()
-    summary = state.result()
+        summary, run_id = run_flow(lead_intake, path=_rows(tmp_path))
     assert len(api.calls) == 4
     leads = _leads(crm)
     assert leads.loc["pat@acme.com", "enrichment_status"] == "enriched"
     assert leads.loc["lee@unknown-company.example", "enrichment_status"] == "not_found"
     assert summary["leads_scored"] == 4 and summary["enrichment_failed_calls"] == 0
-    calls = [run for run in _task_runs(state) if run.name.startswith("call-enrichment-http")]
+    calls = [run for run in _task_runs(run_id) if run.name.startswith("call-enrichment-http")]
     assert len(calls) == 1 and calls[0].run_count == 4  # the retries are in the task run's history
     assert calls[0].state.is_completed()
 
@@ -54,16 +50,14 @@ def test_enrichment_api_down_for_the_whole_run_marks_leads_not_enriched(crm, tmp
         pass  # gone: every call is refused
     _use(monkeypatch, enrichment_provider="http", enrichment_url=url, enrichment_backoff_seconds=0.05,
          enrichment_max_attempts=2)
-    state = lead_intake(path=_rows(tmp_path), return_state=True)
-    assert state.is_completed()
-    summary = state.result()
+    summary, run_id = run_flow(lead_intake, path=_rows(tmp_path))
     leads = _leads(crm)
     assert leads.loc["pat@acme.com", "enrichment_status"] == "failed"
     assert leads.loc["lee@unknown-company.example", "enrichment_status"] == "failed"
     assert leads.loc["kim@gmail.com", "enrichment_status"] == "free_mail"
     assert summary["enrichment_rate"] == 0.0 and summary["enrichment_failed_calls"] >= 1
     assert leads["score"].notna().all()  # scoring goes on without firmographics
-    calls = [run for run in _task_runs(state) if run.name.startswith("call-enrichment-http")]
+    calls = [run for run in _task_runs(run_id) if run.name.startswith("call-enrichment-http")]
     assert calls and all(run.state.is_failed() and run.run_count == 2 for run in calls)
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from flows.intake import lead_intake
 from leadflow.crm.inbox import INBOX, claim_rows, pending_count, release_claim, submit_lead
 from leadflow.crm.schema import IntakeBatch, LeadSubmission, QuarantineRecord
+from tests.helpers import run_flow
 
 
 def test_inbox_rows_become_leads_or_quarantine_and_are_marked(crm):
@@ -48,20 +49,20 @@ def _batches(crm) -> int:
 
 
 def test_an_idle_inbox_run_leaves_no_batch_and_no_artifacts(crm):
-    idle = lead_intake(return_state=True)
-    assert idle.is_completed() and idle.result()["rows_read"] == 0
+    idle, run_id = run_flow(lead_intake)
+    assert idle["rows_read"] == 0
     assert _batches(crm) == 0
-    assert _artifact_keys(idle.state_details.flow_run_id) == []
-    assert _run_name(idle.state_details.flow_run_id) == "intake-lead_inbox-idle"
+    assert _artifact_keys(run_id) == []
+    assert _run_name(run_id) == "intake-lead_inbox-idle"
     # Rows another run holds are not work for this one either.
     submit_lead(crm, {"email": "jane@acme.com", "source": "web_form"})
     held = claim_rows(crm, 10)
     assert lead_intake()["rows_read"] == 0 and _batches(crm) == 0
     release_claim(crm, held)
-    busy = lead_intake(return_state=True)
-    assert busy.result()["rows_read"] == 1 and _batches(crm) == 1
-    assert "lead-intake-summary" in _artifact_keys(busy.state_details.flow_run_id)
-    assert _run_name(busy.state_details.flow_run_id) == "intake-lead_inbox"
+    busy, run_id = run_flow(lead_intake)
+    assert busy["rows_read"] == 1 and _batches(crm) == 1
+    assert "lead-intake-summary" in _artifact_keys(run_id)
+    assert _run_name(run_id) == "intake-lead_inbox"
 
 
 def test_a_lead_posted_while_a_run_works_is_taken_by_that_run(crm, monkeypatch):

@@ -21,7 +21,7 @@ from leadflow.crm.mailbox import EMAIL_RECEIVED_EVENT, mailbox_counts
 from leadflow.crm.schema import Lead, LeadEvent, LeadSubmission
 from leadflow.io.senders import message_id
 from leadflow.steps import mailbox as steps
-from tests.helpers import lead, run_intake, snapshot, write_csv
+from tests.helpers import lead, run_flow, run_intake, snapshot, write_csv
 from tests.mail_server import PASSWORD
 
 KNOWN = "kim@known.example"
@@ -106,14 +106,13 @@ def test_the_mailbox_becomes_leads_touches_and_counted_skips_once(crm, imap_serv
     # The inquiry twice (a copy filed twice): one lead all the same.
     _deliver(client, INQUIRY, REPLY, AUTO_REPLY, BOUNCE, LIST_MAIL, LATIN1, INQUIRY)
 
-    state = lead_mailbox(return_state=True)
-    result = state.result()
+    result, run_id = run_flow(lead_mailbox)
     # The known lead has no owner and no sequence yet: nothing to stop, nobody to alert.
     assert result == {"configured": True, "fetched": 7, "inquiries": 2, "touches": 1, "replies": 1,
                       "sequences_stopped": 0, "rep_alerts": 0,
                       "skipped": {"auto_reply": 1, "bounce": 1, "mailing_list": 1}, "already_taken": 1,
                       "marked": 7}
-    summary = _summary_artifact(state.state_details.flow_run_id)
+    summary = _summary_artifact(run_id)
     for line in ("| skipped: auto_reply | 1 |", "| skipped: bounce | 1 |", "| skipped: mailing_list | 1 |",
                  "| new inquiries (to lead_inbox) | 2 |", "| touches of known leads | 1 |"):
         assert line in summary
@@ -242,10 +241,10 @@ def test_the_password_may_live_in_a_prefect_secret_block(imap_server, mailbox_us
 def test_without_a_mailbox_a_run_ends_idle_at_once(monkeypatch):
     monkeypatch.delenv("LEADFLOW_MAILBOX_HOST", raising=False)
     get_settings.cache_clear()
-    state = lead_mailbox(return_state=True)
-    assert state.result() == {"configured": False, "fetched": 0}
+    result, run_id = run_flow(lead_mailbox)
+    assert result == {"configured": False, "fetched": 0}
     with get_client(sync_client=True) as client:
-        assert client.read_flow_run(state.state_details.flow_run_id).name == "mailbox-idle"
+        assert client.read_flow_run(run_id).name == "mailbox-idle"
     # Half a configuration is an error, not an idle run.
     monkeypatch.setenv("LEADFLOW_MAILBOX_HOST", "127.0.0.1")
     get_settings.cache_clear()
