@@ -43,22 +43,31 @@ def mark_step(conn: Connection, lead_ids: Iterable[int], reached: LeadStep, now:
 
 
 def update_and_mark(store: Store, conn: Connection, changed: pd.DataFrame, lead_ids: Iterable[int],
-                    reached: LeadStep, now: datetime) -> None:
+                    reached: LeadStep, now: datetime, skipped: Iterable[int] = ()) -> None:
     """Write a step's changed lead columns (`changed`, by id) and mark all `lead_ids` as having reached the step.
 
     The changed leads are marked by the UPDATE that writes their columns (on PostgreSQL every UPDATE of a row is a
     new row version, so a separate mark rewrote each of them twice), the rest by `mark_step`: same transaction, same
-    rule (only leads at the step right before move).
+    rule (only leads at the step right before move). `skipped` leads finished the step before in this run without
+    writing its mark (intake's spam check leaves it to Retrieve Lead Details' write): they may also move from the
+    step before that one.
     """
     ids = {int(i) for i in lead_ids}
+    folded = {int(i) for i in skipped} & ids
     changed_ids = set(changed["id"].astype("int64").tolist()) if not changed.empty else set()
     if not changed_ids <= ids:
         # Rows the step writes but does not mark: written as they are, the marked ones moved on their own.
         store.update_leads(conn, changed)
-        mark_step(conn, ids, reached, now)
+        _mark_folded(conn, ids, folded, reached, now)
         return
-    store.update_leads(conn, changed, mark=(int(reached), now))
-    mark_step(conn, ids - changed_ids, reached, now)
+    store.update_leads(conn, changed, mark=(int(reached), now), skipped=folded & changed_ids)
+    _mark_folded(conn, ids - changed_ids, folded, reached, now)
+
+
+def _mark_folded(conn: Connection, ids: set[int], folded: set[int], reached: LeadStep, now: datetime) -> None:
+    """`mark_step` of these leads, the `folded` ones also from two steps before."""
+    mark_step(conn, ids - folded, reached, now)
+    mark_step(conn, ids & folded, reached, now, after=[LeadStep(int(reached) - 2), LeadStep(int(reached) - 1)])
 
 
 def finish_qualification(conn: Connection, lead_ids: Iterable[int], now: datetime,

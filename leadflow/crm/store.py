@@ -704,11 +704,13 @@ class Store:
             yield page
             after = page[-1]
 
-    def update_leads(self, conn: Connection, frame: pd.DataFrame, mark: tuple[int, datetime] | None = None) -> None:
+    def update_leads(self, conn: Connection, frame: pd.DataFrame, mark: tuple[int, datetime] | None = None,
+                     skipped: Collection[int] = ()) -> None:
         """Set the frame's columns on the leads with the frame's ids (JSON columns given as dicts or JSON text).
 
         `mark` (step, time): the same statement moves each of these leads that is at the step right before `step` to
-        it, as progress.mark_step would: one row version per lead on PostgreSQL instead of two.
+        it, as progress.mark_step would: one row version per lead on PostgreSQL instead of two. `skipped` leads may
+        also move from two steps before (the step in between finished in this run and left its mark to this write).
         """
         if frame.empty:
             return
@@ -723,6 +725,11 @@ class Store:
             # Literal steps: every bound parameter of a bulk statement is a frame column (see `bulk`). SET expressions
             # all read the row as it was, so both see the old mark.
             moves = LEADS.c.step_mark == literal_column(str(reached - 1), SmallInteger)
+            if skipped:
+                # Per row: the step the lead may also move from (the one before it again, or the usual one).
+                ids = out["id"].astype("int64")
+                out[MARKED_FROM] = np.where(ids.isin(list(skipped)), reached - 2, reached - 1).astype("int16")
+                moves = or_(moves, LEADS.c.step_mark == bindparam(MARKED_FROM, type_=SmallInteger))
             values["step_mark"] = case((moves, literal_column(str(reached), SmallInteger)), else_=LEADS.c.step_mark)
             values["step_marked_at"] = case((moves, bindparam(MARKED_AT, type_=LEADS.c.step_marked_at.type)),
                                             else_=LEADS.c.step_marked_at)
@@ -734,6 +741,8 @@ class Store:
 STAGING_ROW = "lf_row"
 # The bound parameter of the time a folded step mark is written (update_leads' `mark`).
 MARKED_AT = "_lf_marked_at"
+# The bound parameter of the step a folded mark may also move from (update_leads' `skipped`).
+MARKED_FROM = "_lf_marked_from"
 
 
 def _staging_type(values: pd.Series) -> Any:

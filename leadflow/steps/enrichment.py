@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache, partial
@@ -64,18 +64,20 @@ def plan_lead_details(store: Store, lead_ids: list[int], results: en.DomainResul
 
 def write_lead_details(
     store: Store, plan: DetailsPlan, results: en.DomainResults, provider: str | None, now: datetime,
-    mark: bool = False,
+    mark: bool = False, spam_checked: Sequence[int] = (),
 ) -> tuple[DetailsResult, pd.DataFrame]:
     """Fill empty fields from the lookups, record status and sources; returns counts and the leads as now stored.
 
-    With `mark` the batch's leads are marked detailed in the same transaction (leadflow/domain/progress.py).
+    With `mark` the batch's leads are marked detailed in the same transaction (leadflow/domain/progress.py);
+    `spam_checked` leads passed their spam check in this run, which left their mark to this write.
     """
     changed = en.apply_details(plan.leads, results, provider, now)
     outcome = DetailsResult(by_status=Counter(changed["enrichment_status"].dropna().tolist()))
     if changed.empty:
         if mark and not plan.leads.empty:
             with store.begin() as conn:
-                progress.mark_step(conn, plan.leads["id"].tolist(), LeadStep.DETAILED, now)
+                progress.update_and_mark(store, conn, changed, plan.leads["id"].tolist(), LeadStep.DETAILED, now,
+                                         skipped=spam_checked)
         return outcome, plan.leads
     before = plan.leads.set_index("id").loc[changed["id"]]
     for column in [*en.FILLS.values(), "company"]:
@@ -84,7 +86,8 @@ def write_lead_details(
             outcome.fields_filled[column] = int(filled.sum())
     with store.begin() as conn:
         if mark:
-            progress.update_and_mark(store, conn, changed, plan.leads["id"].tolist(), LeadStep.DETAILED, now)
+            progress.update_and_mark(store, conn, changed, plan.leads["id"].tolist(), LeadStep.DETAILED, now,
+                                     skipped=spam_checked)
         else:
             store.update_leads(conn, changed)
     return outcome, en.merge_details(plan.leads, changed)
@@ -110,17 +113,19 @@ def lookup_in_turn(chosen: en.Provider, domains: list[str], results: en.DomainRe
 
 def retrieve_lead_details(store: Store, lead_ids: list[int], results: en.DomainResults, now: datetime,
                           chosen: en.Provider | None, lookup: Lookup = lookup_in_turn,
-                          mark: bool = False) -> DetailsOutput:
+                          mark: bool = False, spam_checked: Sequence[int] = ()) -> DetailsOutput:
     """Fill the leads' empty firmographic fields by company domain; a provider outage only lowers the hit rate.
 
     `lookup` answers the domains the run has not asked yet (the task passes parallel, retried Prefect calls);
-    `mark` marks the leads detailed with the writes (intake).
+    `mark` marks the leads detailed with the writes (intake); `spam_checked` leads passed their spam check in this
+    run without its mark (`check_spam_at_intake(defer_mark=True)`): this write marks them too.
     """
     started = time.perf_counter()
     plan = plan_lead_details(store, lead_ids, results)
     if chosen is not None and plan.domains:
         lookup(chosen, plan.domains, results)
-    outcome, current = write_lead_details(store, plan, results, chosen.name if chosen else None, now, mark=mark)
+    outcome, current = write_lead_details(store, plan, results, chosen.name if chosen else None, now, mark=mark,
+                                          spam_checked=spam_checked)
     return DetailsOutput(outcome, current, time.perf_counter() - started)
 
 
