@@ -185,8 +185,8 @@ def test_intake_check_flags_the_batch_and_counts_by_reason(crm):
 def test_a_deferred_intake_check_marks_only_the_flagged_leads_and_the_details_write_the_rest(crm, defer):
     from leadflow.crm import progress
     from leadflow.domain.progress import LeadStep
-    from leadflow.steps.enrichment import retrieve_lead_details
     from leadflow.io.enrichment import DomainResults
+    from leadflow.steps.enrichment import retrieve_lead_details
 
     batch, ids = ingest(crm, [row("fine@acme.example"), row("bot@mailinator.com"), row("ok@beta.example")])
     result = cleanup.check_spam_at_intake(crm, POLICY, ids, batch, NOW, mark=True, defer_mark=defer)
