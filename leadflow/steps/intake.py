@@ -68,7 +68,7 @@ from leadflow.steps.chunk_worker import COLUMNS_FAILED, ChunkWorker, prepare_and
 from leadflow.steps.crm_state import CrmStateResult, apply_crm_state
 from leadflow.steps.enrichment import DetailsOutput
 from leadflow.steps.faults import with_crash_points
-from leadflow.steps.scoring import ScoreResult
+from leadflow.steps.scoring import PendingWrite, ScoreResult
 
 # A chunk that stored this many submissions changed the tables enough to refresh PostgreSQL's statistics.
 BULK_LOAD_ROWS = 5_000
@@ -714,7 +714,8 @@ class IntakeSteps:
     quarantine_rejected_rows(prepared, outcome, batch_id, origin, now), create_lead_entries(subs, batch_id, now),
     update_lead_sources(subs, batch_id, now, settled),
     check_spam(lead_ids, batch_id, now, subs, waiting, defer_mark) -> counts,
-    retrieve_lead_details(lead_ids, lookups, now, spam_checked), calculate_lead_score(leads, now, batch_id).
+    retrieve_lead_details(lead_ids, lookups, now, spam_checked, defer_write),
+    calculate_lead_score(leads, now, batch_id, pending).
     """
 
     check_lead_batch: Callable[..., Any]
@@ -785,13 +786,14 @@ def plain_steps(store: Store, *, flow_run_id: str | None = None) -> IntakeSteps:
                                          mark=True, defer_mark=defer_mark).as_dict()
 
     def retrieve(lead_ids: list[int], lookups: DomainResults, now: datetime,
-                 spam_checked: list[int] | None = None) -> DetailsOutput:
+                 spam_checked: list[int] | None = None, defer_write: bool = False) -> DetailsOutput:
         return enrichment.retrieve_lead_details(store, lead_ids, lookups, now, chosen, mark=True,
-                                                spam_checked=spam_checked or ())
+                                                spam_checked=spam_checked or (), defer_write=defer_write)
 
-    def score(leads: pd.DataFrame, as_of: datetime, batch_id: str | None) -> ScoreResult:
+    def score(leads: pd.DataFrame, as_of: datetime, batch_id: str | None,
+              pending: PendingWrite | None = None) -> ScoreResult:
         return scoring.calculate_lead_scores(store, leads, policy, as_of=as_of, batch_id=batch_id,
-                                             flow_run_id=flow_run_id, guard=guard_scores, mark=True)
+                                             flow_run_id=flow_run_id, guard=guard_scores, mark=True, pending=pending)
 
     return with_crash_points(IntakeSteps(
         check_lead_batch=_started(check_lead_batch), normalize_leads=_started(normalize_leads),
@@ -878,12 +880,13 @@ def write_chunk(steps: IntakeSteps, now: datetime, checked_future: Any, normaliz
         # Leads already detailed come along unchanged (no lookup): scoring reads them from this step's frame.
         unscored = written.needing(LeadStep.DETAILED)
         if unscored:
-            details = steps.retrieve_lead_details(unscored, lookups, now, unchecked)
+            # Details are written with the scores, by one statement (one row version per lead on PostgreSQL).
+            details = steps.retrieve_lead_details(unscored, lookups, now, unchecked, True)
             summary.add_time("retrieve_lead_details", details.seconds)
             summary.add_counts("enrichment", details.result.by_status)
             summary.add_counts("fields_filled", details.result.fields_filled)
             tick = time.perf_counter()
-            scored = steps.calculate_lead_score(details.leads, now, summary.batch_id)
+            scored = steps.calculate_lead_score(details.leads, now, summary.batch_id, details.pending)
             summary.add_time("calculate_lead_score", time.perf_counter() - tick)
             summary.leads_scored += scored.scored
             summary.scores_changed += scored.changed
