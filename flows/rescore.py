@@ -37,7 +37,7 @@ def lead_rescore(policy: str | None = None, as_of: datetime | None = None, page_
     page = list_leads_to_score(0, page_size)
     while page:
         frame = load_leads_to_score(page)
-        total.add(calculate_lead_score(frame, moment, None, policy))
+        total.add(calculate_lead_score(frame, moment, None, policy=policy))
         page = list_leads_to_score(page[-1], page_size)
     summary = {
         "policy_version": chosen.version,

@@ -17,16 +17,18 @@ __all__ = ["calculate_lead_score", "load_leads_to_score", "scoring_policy"]
 
 @task(name="Calculate Lead Score", **DB_TASK)
 def calculate_lead_score(
-    frame: pd.DataFrame, as_of: datetime, batch_id: str | None, policy: str | None = None
+    frame: pd.DataFrame, as_of: datetime, batch_id: str | None, pending: steps.PendingWrite | None = None,
+    policy: str | None = None,
 ) -> steps.ScoreResult:
     """Score fit and intent under the versioned policy, store changed scores and log every re-score.
 
-    Leads whose details are done are marked scored with the scores (leadflow/domain/progress.py).
+    Leads whose details are done are marked scored with the scores (leadflow/domain/progress.py); `pending`:
+    Retrieve Lead Details' write, left to this one (intake), is stored and marked with the scores.
     """
     chosen = scoring_policy(policy)
     result = steps.calculate_lead_scores(
         store(), frame, chosen, as_of=as_of, batch_id=batch_id, flow_run_id=current_flow_run_id(),
-        guard=guard_scores, mark=True,
+        guard=guard_scores, mark=True, pending=pending,
     )
     get_run_logger().info(
         "Scored %d leads with policy %s (%d changed): tiers %s", result.scored, chosen.version, result.changed,

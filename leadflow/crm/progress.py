@@ -8,7 +8,7 @@ read it here.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -42,23 +42,34 @@ def mark_step(conn: Connection, lead_ids: Iterable[int], reached: LeadStep, now:
     return execute_in(conn, stmt, ids)
 
 
-def update_and_mark(store: Store, conn: Connection, changed: pd.DataFrame, lead_ids: Iterable[int],
-                    reached: LeadStep, now: datetime) -> None:
+def update_and_mark(store: Store, conn: Connection, changed: pd.DataFrame | Sequence[pd.DataFrame],
+                    lead_ids: Iterable[int], reached: LeadStep, now: datetime,
+                    since: Mapping[int, int] | None = None) -> None:
     """Write a step's changed lead columns (`changed`, by id) and mark all `lead_ids` as having reached the step.
 
     The changed leads are marked by the UPDATE that writes their columns (on PostgreSQL every UPDATE of a row is a
     new row version, so a separate mark rewrote each of them twice), the rest by `mark_step`: same transaction, same
-    rule (only leads at the step right before move).
+    rule (only leads at the step right before move). `changed` may be several frames, each with its own columns
+    and leads. `since` (lead id -> step): leads whose earlier steps finished in this run without writing their
+    marks (intake leaves the spam check's and details' marks to the score's write); they may move from that step
+    or any after it.
     """
     ids = {int(i) for i in lead_ids}
-    changed_ids = set(changed["id"].astype("int64").tolist()) if not changed.empty else set()
-    if not changed_ids <= ids:
-        # Rows the step writes but does not mark: written as they are, the marked ones moved on their own.
-        store.update_leads(conn, changed)
-        mark_step(conn, ids, reached, now)
-        return
-    store.update_leads(conn, changed, mark=(int(reached), now))
-    mark_step(conn, ids - changed_ids, reached, now)
+    frames = [f for f in ([changed] if isinstance(changed, pd.DataFrame) else changed) if not f.empty]
+    folded = {int(i): int(s) for i, s in (since or {}).items() if int(i) in ids}
+    written: set[int] = set()
+    for frame in frames:
+        frame_ids = set(frame["id"].astype("int64").tolist())
+        if frame_ids <= ids:
+            store.update_leads(conn, frame, mark=(int(reached), now), since=folded)
+            written |= frame_ids
+        else:
+            # Rows the step writes but does not mark: written as they are, the marked ones moved on their own.
+            store.update_leads(conn, frame)
+    rest = ids - written
+    for lowest in sorted({folded.get(i, int(reached) - 1) for i in rest}):
+        group = [i for i in rest if folded.get(i, int(reached) - 1) == lowest]
+        mark_step(conn, group, reached, now, after=[LeadStep(s) for s in range(lowest, int(reached))])
 
 
 def finish_qualification(conn: Connection, lead_ids: Iterable[int], now: datetime,

@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -704,11 +704,14 @@ class Store:
             yield page
             after = page[-1]
 
-    def update_leads(self, conn: Connection, frame: pd.DataFrame, mark: tuple[int, datetime] | None = None) -> None:
+    def update_leads(self, conn: Connection, frame: pd.DataFrame, mark: tuple[int, datetime] | None = None,
+                     since: Mapping[int, int] | None = None) -> None:
         """Set the frame's columns on the leads with the frame's ids (JSON columns given as dicts or JSON text).
 
         `mark` (step, time): the same statement moves each of these leads that is at the step right before `step` to
-        it, as progress.mark_step would: one row version per lead on PostgreSQL instead of two.
+        it, as progress.mark_step would: one row version per lead on PostgreSQL instead of two. `since` (lead id ->
+        step): those leads may move from that earlier step or any after it (steps finished in this run whose marks
+        were left to this write).
         """
         if frame.empty:
             return
@@ -722,7 +725,15 @@ class Store:
             reached, now = int(mark[0]), mark[1]
             # Literal steps: every bound parameter of a bulk statement is a frame column (see `bulk`). SET expressions
             # all read the row as it was, so both see the old mark.
-            moves = LEADS.c.step_mark == literal_column(str(reached - 1), SmallInteger)
+            before = literal_column(str(reached - 1), SmallInteger)
+            ids = out["id"].astype("int64")
+            lowest = ids.map(since or {}).fillna(reached - 1).astype("int64") if since else None
+            if lowest is not None and (lowest < reached - 1).any():
+                # Per row: the earliest step the lead may move from (the step before, unless `since` says earlier).
+                out[MARKED_FROM] = lowest.astype("int16")
+                moves = LEADS.c.step_mark.between(bindparam(MARKED_FROM, type_=SmallInteger), before)
+            else:
+                moves = LEADS.c.step_mark == before
             values["step_mark"] = case((moves, literal_column(str(reached), SmallInteger)), else_=LEADS.c.step_mark)
             values["step_marked_at"] = case((moves, bindparam(MARKED_AT, type_=LEADS.c.step_marked_at.type)),
                                             else_=LEADS.c.step_marked_at)
@@ -734,6 +745,8 @@ class Store:
 STAGING_ROW = "lf_row"
 # The bound parameter of the time a folded step mark is written (update_leads' `mark`).
 MARKED_AT = "_lf_marked_at"
+# The bound parameter of the earliest step a folded mark may move from (update_leads' `since`).
+MARKED_FROM = "_lf_marked_from"
 
 
 def _staging_type(values: pd.Series) -> Any:

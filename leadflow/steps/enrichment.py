@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache, partial
@@ -16,7 +16,7 @@ from leadflow.crm import progress, reference
 from leadflow.crm.store import Store, get_store
 from leadflow.domain.progress import LeadStep
 from leadflow.io import enrichment as en
-from leadflow.steps.scoring import SCORE_COLUMNS, SCORE_INPUTS, load_leads
+from leadflow.steps.scoring import SCORE_COLUMNS, SCORE_INPUTS, PendingWrite, load_leads
 
 DETAIL_COLUMNS = ("email", "email_domain", "company", "company_domain", "enrichment_status", "enrichment_sources",
                   "enriched_at", *en.FILLS.values())
@@ -64,39 +64,52 @@ def plan_lead_details(store: Store, lead_ids: list[int], results: en.DomainResul
 
 def write_lead_details(
     store: Store, plan: DetailsPlan, results: en.DomainResults, provider: str | None, now: datetime,
-    mark: bool = False,
-) -> tuple[DetailsResult, pd.DataFrame]:
+    mark: bool = False, spam_checked: Sequence[int] = (), defer: bool = False,
+) -> tuple[DetailsResult, pd.DataFrame, PendingWrite | None]:
     """Fill empty fields from the lookups, record status and sources; returns counts and the leads as now stored.
 
-    With `mark` the batch's leads are marked detailed in the same transaction (leadflow/domain/progress.py).
+    With `mark` the batch's leads are marked detailed in the same transaction (leadflow/domain/progress.py);
+    `spam_checked` leads passed their spam check in this run, which left their mark to this write. With `defer`
+    nothing is written: the write and the marks come back as a PendingWrite for Calculate Lead Score's write.
     """
     changed = en.apply_details(plan.leads, results, provider, now)
     outcome = DetailsResult(by_status=Counter(changed["enrichment_status"].dropna().tolist()))
-    if changed.empty:
-        if mark and not plan.leads.empty:
-            with store.begin() as conn:
-                progress.mark_step(conn, plan.leads["id"].tolist(), LeadStep.DETAILED, now)
-        return outcome, plan.leads
-    before = plan.leads.set_index("id").loc[changed["id"]]
-    for column in [*en.FILLS.values(), "company"]:
-        filled = before[column].isna().to_numpy() & changed[column].notna().to_numpy()
-        if filled.any():
-            outcome.fields_filled[column] = int(filled.sum())
+    ids = plan.leads["id"].astype("int64").tolist()
+    # The earliest mark each lead may move from: its spam check's mark was left to this write, or not.
+    since = dict.fromkeys(ids, int(LeadStep.SPAM_CHECKED)) | dict.fromkeys(
+        (int(i) for i in spam_checked), int(LeadStep.CREATED))
+    current = plan.leads
+    if not changed.empty:
+        before = plan.leads.set_index("id").loc[changed["id"]]
+        for column in [*en.FILLS.values(), "company"]:
+            filled = before[column].isna().to_numpy() & changed[column].notna().to_numpy()
+            if filled.any():
+                outcome.fields_filled[column] = int(filled.sum())
+        current = en.merge_details(plan.leads, changed)
+    if defer:
+        return outcome, current, PendingWrite(changed=changed, since={i: since[i] for i in ids})
+    if changed.empty and not (mark and ids):
+        return outcome, current, None
     with store.begin() as conn:
         if mark:
-            progress.update_and_mark(store, conn, changed, plan.leads["id"].tolist(), LeadStep.DETAILED, now)
+            progress.update_and_mark(store, conn, changed, ids, LeadStep.DETAILED, now,
+                                     since={i: s for i, s in since.items() if s < LeadStep.SPAM_CHECKED})
         else:
             store.update_leads(conn, changed)
-    return outcome, en.merge_details(plan.leads, changed)
+    return outcome, current, None
 
 
 @dataclass
 class DetailsOutput:
-    """Retrieve Lead Details' counts, and the batch's leads as now stored (input for scoring)."""
+    """Retrieve Lead Details' counts, and the batch's leads as now stored (input for scoring).
+
+    `pending`: the details' write and marks, when the step left them to Calculate Lead Score's write.
+    """
 
     result: DetailsResult
     leads: pd.DataFrame
     seconds: float
+    pending: PendingWrite | None = None
 
 
 def lookup_in_turn(chosen: en.Provider, domains: list[str], results: en.DomainResults) -> None:
@@ -110,18 +123,24 @@ def lookup_in_turn(chosen: en.Provider, domains: list[str], results: en.DomainRe
 
 def retrieve_lead_details(store: Store, lead_ids: list[int], results: en.DomainResults, now: datetime,
                           chosen: en.Provider | None, lookup: Lookup = lookup_in_turn,
-                          mark: bool = False) -> DetailsOutput:
+                          mark: bool = False, spam_checked: Sequence[int] = (),
+                          defer_write: bool = False) -> DetailsOutput:
     """Fill the leads' empty firmographic fields by company domain; a provider outage only lowers the hit rate.
 
     `lookup` answers the domains the run has not asked yet (the task passes parallel, retried Prefect calls);
-    `mark` marks the leads detailed with the writes (intake).
+    `mark` marks the leads detailed with the writes (intake); `spam_checked` leads passed their spam check in this
+    run without its mark (`check_spam_at_intake(defer_mark=True)`): this write marks them too. With `defer_write`
+    (intake) the write and marks are handed to Calculate Lead Score (`DetailsOutput.pending`), which writes them
+    with the scores: one row version per lead instead of two on PostgreSQL; a kill in between leaves the leads
+    undetailed, and the re-run looks them up again.
     """
     started = time.perf_counter()
     plan = plan_lead_details(store, lead_ids, results)
     if chosen is not None and plan.domains:
         lookup(chosen, plan.domains, results)
-    outcome, current = write_lead_details(store, plan, results, chosen.name if chosen else None, now, mark=mark)
-    return DetailsOutput(outcome, current, time.perf_counter() - started)
+    outcome, current, pending = write_lead_details(store, plan, results, chosen.name if chosen else None, now,
+                                                   mark=mark, spam_checked=spam_checked, defer=defer_write)
+    return DetailsOutput(outcome, current, time.perf_counter() - started, pending)
 
 
 @dataclass

@@ -68,7 +68,7 @@ from leadflow.steps.chunk_worker import COLUMNS_FAILED, ChunkWorker, prepare_and
 from leadflow.steps.crm_state import CrmStateResult, apply_crm_state
 from leadflow.steps.enrichment import DetailsOutput
 from leadflow.steps.faults import with_crash_points
-from leadflow.steps.scoring import ScoreResult
+from leadflow.steps.scoring import PendingWrite, ScoreResult
 
 # A chunk that stored this many submissions changed the tables enough to refresh PostgreSQL's statistics.
 BULK_LOAD_ROWS = 5_000
@@ -712,8 +712,10 @@ class IntakeSteps:
     other steps run at once and return their result:
     check_lead_batch(raw, plan, now, worker, normalize_here), normalize_leads(checked, worker),
     quarantine_rejected_rows(prepared, outcome, batch_id, origin, now), create_lead_entries(subs, batch_id, now),
-    update_lead_sources(subs, batch_id, now, settled), check_spam(lead_ids, batch_id, now, subs, waiting) -> counts,
-    retrieve_lead_details(lead_ids, lookups, now), calculate_lead_score(leads, now, batch_id).
+    update_lead_sources(subs, batch_id, now, settled),
+    check_spam(lead_ids, batch_id, now, subs, waiting, defer_mark) -> counts,
+    retrieve_lead_details(lead_ids, lookups, now, spam_checked, defer_write),
+    calculate_lead_score(leads, now, batch_id, pending).
     """
 
     check_lead_batch: Callable[..., Any]
@@ -778,17 +780,20 @@ def plain_steps(store: Store, *, flow_run_id: str | None = None) -> IntakeSteps:
         return update_lead_sources(store, subs, batch_id=batch_id, flow_run_id=flow_run_id, now=now, settled=settled)
 
     def check_spam(lead_ids: list[int], batch_id: str, now: datetime, subs: pd.DataFrame | None = None,
-                   waiting: list[int] | None = None) -> dict[str, Any]:
+                   waiting: list[int] | None = None, defer_mark: bool = False) -> dict[str, Any]:
         return spam.check_spam_at_intake(store, spam_policy, lead_ids, batch_id, now, subs=subs,
                                          flow_run_id=flow_run_id, guard=guard_spam_flags, waiting=waiting or (),
-                                         mark=True).as_dict()
+                                         mark=True, defer_mark=defer_mark).as_dict()
 
-    def retrieve(lead_ids: list[int], lookups: DomainResults, now: datetime) -> DetailsOutput:
-        return enrichment.retrieve_lead_details(store, lead_ids, lookups, now, chosen, mark=True)
+    def retrieve(lead_ids: list[int], lookups: DomainResults, now: datetime,
+                 spam_checked: list[int] | None = None, defer_write: bool = False) -> DetailsOutput:
+        return enrichment.retrieve_lead_details(store, lead_ids, lookups, now, chosen, mark=True,
+                                                spam_checked=spam_checked or (), defer_write=defer_write)
 
-    def score(leads: pd.DataFrame, as_of: datetime, batch_id: str | None) -> ScoreResult:
+    def score(leads: pd.DataFrame, as_of: datetime, batch_id: str | None,
+              pending: PendingWrite | None = None) -> ScoreResult:
         return scoring.calculate_lead_scores(store, leads, policy, as_of=as_of, batch_id=batch_id,
-                                             flow_run_id=flow_run_id, guard=guard_scores, mark=True)
+                                             flow_run_id=flow_run_id, guard=guard_scores, mark=True, pending=pending)
 
     return with_crash_points(IntakeSteps(
         check_lead_batch=_started(check_lead_batch), normalize_leads=_started(normalize_leads),
@@ -866,19 +871,22 @@ def write_chunk(steps: IntakeSteps, now: datetime, checked_future: Any, normaliz
         tick = time.perf_counter()
         unchecked = written.needing(LeadStep.CREATED)
         if unchecked:
-            spam = steps.check_spam(unchecked, summary.batch_id, now, subs, written.spam_waiting)
+            # The leads it does not flag keep their mark until details' write moves it on (one row version less on
+            # PostgreSQL); every one of them is in `unscored` below.
+            spam = steps.check_spam(unchecked, summary.batch_id, now, subs, written.spam_waiting, True)
             summary.spam_flagged += int(spam.get("flagged", 0))
             summary.add_counts("spam_by_reason", spam.get("by_reason", {}))
         summary.add_time("check_spam", time.perf_counter() - tick)
         # Leads already detailed come along unchanged (no lookup): scoring reads them from this step's frame.
         unscored = written.needing(LeadStep.DETAILED)
         if unscored:
-            details = steps.retrieve_lead_details(unscored, lookups, now)
+            # Details are written with the scores, by one statement (one row version per lead on PostgreSQL).
+            details = steps.retrieve_lead_details(unscored, lookups, now, unchecked, True)
             summary.add_time("retrieve_lead_details", details.seconds)
             summary.add_counts("enrichment", details.result.by_status)
             summary.add_counts("fields_filled", details.result.fields_filled)
             tick = time.perf_counter()
-            scored = steps.calculate_lead_score(details.leads, now, summary.batch_id)
+            scored = steps.calculate_lead_score(details.leads, now, summary.batch_id, details.pending)
             summary.add_time("calculate_lead_score", time.perf_counter() - tick)
             summary.leads_scored += scored.scored
             summary.scores_changed += scored.changed

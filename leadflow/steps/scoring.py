@@ -25,6 +25,18 @@ SCORE_COLUMNS = ("fit_score", "intent_score", "score", "tier", "seniority", "sco
                  "score_explanation")
 
 
+@dataclass
+class PendingWrite:
+    """Lead columns and step marks an earlier intake step left to Calculate Lead Score's write (Retrieve Lead
+    Details'): written by the same statement as the scores, so each lead gets one new row version, not two.
+
+    `changed`: the columns to set, by `id`; `since`: lead id -> the earliest step mark it may move on from.
+    """
+
+    changed: pd.DataFrame
+    since: dict[int, int] = field(default_factory=dict)
+
+
 @lru_cache(maxsize=4)
 def scoring_policy(name_or_path: str | None = None) -> ScoringPolicy:
     """The scoring policy the settings name (validated once per process)."""
@@ -82,14 +94,18 @@ def calculate_lead_scores(
     event_type: str = "lead_rescored",
     guard: Callable[[pd.DataFrame, ScoringPolicy], None] | None = None,
     mark: bool = False,
+    pending: PendingWrite | None = None,
 ) -> ScoreResult:
     """Score the leads, store the changed scores, and log old and new values of every lead scored before.
 
     `guard` checks the new scores before anything is written (the flow passes the GX suite); `mark` marks the
     leads scored in the same transaction (leadflow/domain/progress.py: only those whose details are done).
+    `pending`: details (of these leads) left to this write, stored and marked with the scores.
     """
     result = ScoreResult()
     if leads.empty:
+        if pending is not None and not pending.changed.empty:
+            raise ValueError("details left to the score's write need their leads to score")
         return result
     scored = score_leads(leads, policy, pd.Timestamp(as_of))
     new = pd.DataFrame({
@@ -121,10 +137,13 @@ def calculate_lead_scores(
     result.changed = len(changed)
     result.by_tier = Counter(new["tier"].dropna().tolist())
     result.by_band = Counter(score_band(new["score"]).dropna().tolist())
-    if changed.empty:
+    if changed.empty and (pending is None or pending.changed.empty):
         if mark:
             with store.begin() as conn:
-                progress.mark_step(conn, new["id"].tolist(), LeadStep.SCORED, as_of)
+                progress.update_and_mark(store, conn, [], new["id"].tolist(), LeadStep.SCORED, as_of,
+                                         since=pending.since if pending is not None else None)
+        elif pending is not None:
+            raise ValueError("details left to the score's write are marked with it: `mark` is needed")
         return result
     # First scores are part of lead_created; only a score that replaces another one is an event worth keeping.
     before = old.loc[~same]
@@ -144,12 +163,29 @@ def calculate_lead_scores(
         ],
     })
     with store.begin() as conn:
-        if mark:
+        if pending is not None:
+            if not mark:
+                raise ValueError("details left to the score's write are marked with it: `mark` is needed")
+            progress.update_and_mark(store, conn, _one_write_per_lead(pending.changed, changed), new["id"].tolist(),
+                                     LeadStep.SCORED, as_of, since=pending.since)
+        elif mark:
             progress.update_and_mark(store, conn, changed, new["id"].tolist(), LeadStep.SCORED, as_of)
         else:
             store.update_leads(conn, changed)
         store.insert_events(conn, events)
     return result
+
+
+def _one_write_per_lead(details: pd.DataFrame, scores: pd.DataFrame) -> list[pd.DataFrame]:
+    """The details' and the scores' changed columns as frames that write each lead once: leads with both changed
+    in one frame of both column sets, the others in a frame of their own part's columns."""
+    if details.empty or scores.empty:
+        return [details, scores]
+    if (set(details.columns) & set(scores.columns)) != {"id"}:
+        raise ValueError("details and scores set the same lead column")
+    both = details.merge(scores, on="id", how="inner")
+    shared = set(both["id"].tolist())
+    return [both, details.loc[~details["id"].isin(shared)], scores.loc[~scores["id"].isin(shared)]]
 
 
 def _num(value: object) -> float | None:

@@ -14,7 +14,7 @@ from tests.conftest import PG_URL
 
 
 def test_a_migrated_crm_passes_on_both_databases(crm):
-    assert crm.revision() == head_revision() == "0028_pg_intake"
+    assert crm.revision() == head_revision() == "0029_pg_write_once"
     crm.require_current()
 
 
@@ -90,8 +90,8 @@ def test_flow_tasks_refuse_a_missing_crm_too(tmp_path: Path, monkeypatch):
 
 
 def test_leads_leave_room_for_updated_rows_on_postgresql_and_the_migration_goes_back(crm):
-    """0023_pg_bulk: fillfactor 70 on PostgreSQL's leads (updates of unindexed columns stay on their page); a
-    no-op on SQLite; downgrade resets it on both."""
+    """0023_pg_bulk: fillfactor 70 on PostgreSQL's leads (updates of unindexed columns stay on their page), 0029:
+    30 (intake's one rewrite of each lead stays on its page); a no-op on SQLite; downgrades go back step by step."""
 
     def fillfactor() -> str | None:
         if crm.dialect != "postgresql":
@@ -100,13 +100,16 @@ def test_leads_leave_room_for_updated_rows_on_postgresql_and_the_migration_goes_
             options = conn.exec_driver_sql("SELECT reloptions FROM pg_class WHERE relname = 'leads'").scalar_one()
         return next((o for o in options or [] if o.startswith("fillfactor=")), None)
 
-    assert fillfactor() == ("fillfactor=70" if crm.dialect == "postgresql" else None)
+    assert fillfactor() == ("fillfactor=30" if crm.dialect == "postgresql" else None)
     try:
+        _downgrade(crm, "0028_pg_intake")
+        assert fillfactor() == ("fillfactor=70" if crm.dialect == "postgresql" else None)
+        assert crm.revision() == "0028_pg_intake"
         _downgrade(crm, "0018_quarantine_retry")
         assert fillfactor() is None and crm.revision() == "0018_quarantine_retry"
     finally:
         crm.upgrade()
-    assert fillfactor() == ("fillfactor=70" if crm.dialect == "postgresql" else None)
+    assert fillfactor() == ("fillfactor=30" if crm.dialect == "postgresql" else None)
 
 
 def _downgrade(store: Store, revision: str) -> None:

@@ -181,6 +181,33 @@ def test_intake_check_flags_the_batch_and_counts_by_reason(crm):
     assert cleanup.check_spam_at_intake(crm, POLICY, ids, "other-batch", NOW).leads_checked == 0
 
 
+@pytest.mark.parametrize("defer", [False, True], ids=["marked", "deferred"])
+def test_a_deferred_intake_check_marks_only_the_flagged_leads_and_the_details_write_the_rest(crm, defer):
+    from leadflow.crm import progress
+    from leadflow.domain.progress import LeadStep
+    from leadflow.io.enrichment import DomainResults
+    from leadflow.steps.enrichment import retrieve_lead_details
+
+    batch, ids = ingest(crm, [row("fine@acme.example"), row("bot@mailinator.com"), row("ok@beta.example")])
+    result = cleanup.check_spam_at_intake(crm, POLICY, ids, batch, NOW, mark=True, defer_mark=defer)
+    assert result.flagged == 1
+    bot = lead_by_email(crm, "bot@mailinator.com").id
+    with crm.engine.connect() as conn:
+        marks = progress.steps_of(conn, ids)
+    # The flagged lead is marked with its flag either way; the others wait for the details write when deferred.
+    expected = LeadStep.CREATED if defer else LeadStep.SPAM_CHECKED
+    assert marks == {i: LeadStep.SPAM_CHECKED if i == bot else expected for i in ids}
+    retrieve_lead_details(crm, ids, DomainResults(), NOW, None, mark=True, spam_checked=ids if defer else ())
+    with crm.engine.connect() as conn:
+        assert set(progress.steps_of(conn, ids).values()) == {LeadStep.DETAILED}
+    # Without `spam_checked` a details write leaves a lead whose spam check left its mark where it is.
+    batch, more = ingest(crm, [row("new@gamma.example")], now=NOW + timedelta(minutes=5))
+    cleanup.check_spam_at_intake(crm, POLICY, more, batch, NOW, mark=True, defer_mark=True)
+    retrieve_lead_details(crm, more, DomainResults(), NOW, None, mark=True)
+    with crm.engine.connect() as conn:
+        assert set(progress.steps_of(conn, more).values()) == {LeadStep.CREATED}
+
+
 def judged(store, ids, batch, subs=None) -> pd.DataFrame:
     """The frame the intake check judges, read back from the database or taken from the chunk."""
     with store.engine.connect() as conn:

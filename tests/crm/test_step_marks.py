@@ -126,6 +126,32 @@ def test_qualified_leads_move_to_assigned_in_their_own_update_by_the_same_rule(c
                      "unchanged@x.com": (None, 3, plain)}
 
 
+@pytest.mark.parametrize("copy_min_rows", [1, 10**9], ids=["staged", "row-by-row"])
+def test_leads_whose_spam_check_left_its_mark_to_the_details_write_move_two_steps_and_no_other(crm, copy_min_rows):
+    crm.copy_min_rows = copy_min_rows
+    ids = leads_at(crm, {"skipped@x.com": 0, "skipped-still@x.com": 0, "skipped-ahead@x.com": 3,
+                         "skipped-checked@x.com": 1, "behind@x.com": 0, "still-behind@x.com": 0,
+                         "before@x.com": 1})
+    later = NOW + timedelta(hours=1)
+    written = ["skipped@x.com", "skipped-ahead@x.com", "behind@x.com", "before@x.com"]
+    changed = pd.DataFrame({"id": [ids[e] for e in written], "company": ["Acme", "Bolt", "Core", "Dash"]})
+    since = {ids[e]: LeadStep.CREATED for e in ["skipped@x.com", "skipped-still@x.com", "skipped-ahead@x.com",
+                                                "skipped-checked@x.com"]}
+    with crm.begin() as conn:
+        progress.update_and_mark(crm, conn, changed, ids.values(), LeadStep.DETAILED, later, since=since)
+    with crm.engine.connect() as conn:
+        rows = conn.execute(select(LEADS.c.email, LEADS.c.company, LEADS.c.step_mark, LEADS.c.step_marked_at)).all()
+    times = utc(pd.Series([row[3] for row in rows]))
+    found = {email: (company, mark, at) for (email, company, mark, _), at in zip(rows, times, strict=True)}
+    plain, moved = pd.Timestamp(NOW), pd.Timestamp(later)
+    # Skipped leads move from CREATED or SPAM_CHECKED, written or not; a lead ahead keeps its mark, and a lead at
+    # CREATED that the caller did not name (its spam check has not run) stays behind, written or not.
+    assert found == {"skipped@x.com": ("Acme", 2, moved), "skipped-still@x.com": (None, 2, moved),
+                     "skipped-ahead@x.com": ("Bolt", 3, plain), "skipped-checked@x.com": (None, 2, moved),
+                     "behind@x.com": ("Core", 0, plain), "still-behind@x.com": (None, 0, plain),
+                     "before@x.com": ("Dash", 2, moved)}
+
+
 def test_a_written_lead_the_step_does_not_mark_keeps_its_mark(crm):
     ids = leads_at(crm, {"marked@x.com": 1, "unmarked@x.com": 1})
     changed = pd.DataFrame({"id": [ids["marked@x.com"], ids["unmarked@x.com"]], "company": ["Acme", "Bolt"]})
@@ -197,7 +223,8 @@ def test_a_killed_batch_s_submissions_still_wait_for_their_spam_check(crm):
 
 
 def test_a_failed_step_leaves_marks_that_the_re_run_finishes(crm, tmp_path, monkeypatch):
-    """Scoring fails in the first run: its leads stay detailed, unqualifiable; the re-run of the file scores them."""
+    """Scoring fails in the first run: its leads stay unqualifiable, waiting for their spam check (whose mark, like
+    the details, is written with the scores, so neither is stored); the re-run of the file finishes them."""
     from leadflow.steps import intake
 
     path = write_csv(tmp_path / "leads.csv", [lead("ann@acme.io"), lead("bob@beta.io", submitted_at="2025-03-02")])
@@ -212,13 +239,89 @@ def test_a_failed_step_leaves_marks_that_the_re_run_finishes(crm, tmp_path, monk
     with pytest.raises(RuntimeError, match="scoring is down"):
         run_intake(crm, path)
     monkeypatch.setattr(intake, "plain_steps", real)
-    assert set(marks_of(crm).values()) == {LeadStep.DETAILED}
+    assert set(marks_of(crm).values()) == {LeadStep.CREATED}
+    with crm.engine.connect() as conn:
+        assert set(conn.execute(select(LEADS.c.enrichment_status)).scalars()) == {None}
     assert resolve_lead_ids(crm, all_unqualified=True) == []
     summary = run_intake(crm, path)
     assert summary["submissions_new"] == 0 and summary["leads_scored"] == 2
     assert set(marks_of(crm).values()) == {LeadStep.SCORED}
     with crm.engine.connect() as conn:
         assert all(score is not None for score in conn.execute(select(LEADS.c.score)).scalars())
+
+
+def test_a_failed_details_step_leaves_the_unflagged_leads_unchecked_and_the_re_run_finishes_them(crm, tmp_path,
+                                                                                                 monkeypatch):
+    """Check Spam leaves its mark to details' write: details fails, so the leads it did not flag still need their
+    spam check (the flagged one is marked with its flag); the re-run judges them again and scores everyone once."""
+    from leadflow.crm.schema import LeadEvent
+    from leadflow.steps import intake
+
+    path = write_csv(tmp_path / "leads.csv", [lead("ann@acme.io"), lead("bot@mailinator.com"),
+                                              lead("bob@beta.io", submitted_at="2025-03-02")])
+    real = intake.plain_steps
+
+    def broken_details(store, **kwargs):
+        def fail(*args):
+            raise RuntimeError("details are down")
+        return dataclasses.replace(real(store, **kwargs), retrieve_lead_details=fail)
+
+    monkeypatch.setattr(intake, "plain_steps", broken_details)
+    with pytest.raises(RuntimeError, match="details are down"):
+        run_intake(crm, path)
+    monkeypatch.setattr(intake, "plain_steps", real)
+    assert marks_of(crm) == {"ann@acme.io": LeadStep.CREATED, "bob@beta.io": LeadStep.CREATED,
+                             "bot@mailinator.com": LeadStep.SPAM_CHECKED}
+    assert resolve_lead_ids(crm, all_unqualified=True) == []
+    summary = run_intake(crm, path)
+    assert summary["submissions_new"] == 0 and summary["leads_scored"] == 3 and summary["spam_flagged"] == 0
+    assert set(marks_of(crm).values()) == {LeadStep.SCORED}
+    with crm.engine.connect() as conn:
+        flags = conn.execute(select(LeadEvent.__table__.c.event_type)
+                             .where(LeadEvent.__table__.c.event_type == "spam_flagged")).all()
+        spam = dict(conn.execute(select(LEADS.c.email, LEADS.c.is_spam)).all())
+    assert len(flags) == 1 and spam == {"ann@acme.io": False, "bob@beta.io": False, "bot@mailinator.com": True}
+
+
+def count_lead_updates(crm) -> None:
+    """A trigger that logs the id of every UPDATE of a lead row (one row per new row version)."""
+    from sqlalchemy import text
+
+    with crm.begin() as conn:
+        conn.execute(text("CREATE TABLE lf_test_updates (lead_id BIGINT)"))
+        if crm.dialect == "postgresql":
+            conn.execute(text("CREATE FUNCTION lf_test_log() RETURNS trigger LANGUAGE plpgsql AS "
+                              "$$ BEGIN INSERT INTO lf_test_updates VALUES (NEW.id); RETURN NEW; END $$"))
+            conn.execute(text("CREATE TRIGGER lf_test_log AFTER UPDATE ON leads FOR EACH ROW "
+                              "EXECUTE FUNCTION lf_test_log()"))
+        else:
+            conn.execute(text("CREATE TRIGGER lf_test_log AFTER UPDATE ON leads "
+                              "BEGIN INSERT INTO lf_test_updates VALUES (NEW.id); END"))
+
+
+def lead_updates(crm) -> dict[str, int]:
+    from sqlalchemy import text
+
+    with crm.engine.connect() as conn:
+        rows = conn.execute(text("SELECT l.email, count(u.lead_id) FROM leads l LEFT JOIN lf_test_updates u "
+                                 "ON u.lead_id = l.id GROUP BY l.email")).all()
+    return {email: int(n) for email, n in rows}
+
+
+def test_a_first_intake_writes_each_clean_lead_once_after_creating_it(crm, tmp_path):
+    """Create Lead Entry inserts the lead; its spam check's mark and its details go with the score's write, one
+    UPDATE per lead (a new row version on PostgreSQL each); a flagged lead gets its flag and mark, then the score."""
+    count_lead_updates(crm)
+    path = write_csv(tmp_path / "leads.csv", [lead("ann@acme.io", company="Acme", website="acme.io"),
+                                              lead("bob@beta.io", company="Beta"), lead("bot@mailinator.com"),
+                                              lead("cy@gmail.com", submitted_at="2025-03-02")])
+    summary = run_intake(crm, path)
+    assert summary["leads_scored"] == 4 and summary["spam_flagged"] == 1
+    assert set(marks_of(crm).values()) == {LeadStep.SCORED}
+    assert lead_updates(crm) == {"ann@acme.io": 1, "bob@beta.io": 1, "cy@gmail.com": 1, "bot@mailinator.com": 3}
+    with crm.engine.connect() as conn:
+        stored = conn.execute(select(LEADS.c.email, LEADS.c.enrichment_status, LEADS.c.score)).all()
+    assert all(status is not None and score is not None for _, status, score in stored)
 
 
 def test_the_crash_hook_kills_only_at_its_point_and_costs_nothing_unset(monkeypatch):
