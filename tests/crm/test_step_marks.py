@@ -283,8 +283,10 @@ def test_a_failed_details_step_leaves_the_unflagged_leads_unchecked_and_the_re_r
     assert len(flags) == 1 and spam == {"ann@acme.io": False, "bob@beta.io": False, "bot@mailinator.com": True}
 
 
-def count_lead_updates(crm) -> None:
-    """A trigger that logs the id of every UPDATE of a lead row (one row per new row version)."""
+@pytest.fixture
+def count_lead_updates(crm):
+    """A trigger that logs the id of every UPDATE of a lead row (one row per new row version), dropped after the
+    test: the PostgreSQL database is the worker's for the whole session, and the fixture only empties its tables."""
     from sqlalchemy import text
 
     with crm.begin() as conn:
@@ -297,6 +299,12 @@ def count_lead_updates(crm) -> None:
         else:
             conn.execute(text("CREATE TRIGGER lf_test_log AFTER UPDATE ON leads "
                               "BEGIN INSERT INTO lf_test_updates VALUES (NEW.id); END"))
+    yield
+    with crm.begin() as conn:
+        conn.execute(text("DROP TRIGGER lf_test_log" + (" ON leads" if crm.dialect == "postgresql" else "")))
+        if crm.dialect == "postgresql":
+            conn.execute(text("DROP FUNCTION lf_test_log()"))
+        conn.execute(text("DROP TABLE lf_test_updates"))
 
 
 def lead_updates(crm) -> dict[str, int]:
@@ -308,10 +316,9 @@ def lead_updates(crm) -> dict[str, int]:
     return {email: int(n) for email, n in rows}
 
 
-def test_a_first_intake_writes_each_clean_lead_once_after_creating_it(crm, tmp_path):
+def test_a_first_intake_writes_each_clean_lead_once_after_creating_it(crm, tmp_path, count_lead_updates):
     """Create Lead Entry inserts the lead; its spam check's mark and its details go with the score's write, one
     UPDATE per lead (a new row version on PostgreSQL each); a flagged lead gets its flag and mark, then the score."""
-    count_lead_updates(crm)
     path = write_csv(tmp_path / "leads.csv", [lead("ann@acme.io", company="Acme", website="acme.io"),
                                               lead("bob@beta.io", company="Beta"), lead("bot@mailinator.com"),
                                               lead("cy@gmail.com", submitted_at="2025-03-02")])
