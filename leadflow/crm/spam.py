@@ -287,11 +287,7 @@ def lock_leads(conn: Connection, ids: list[int]) -> pd.DataFrame:
     rows: list[Any] = []
     columns = (LEADS.c.id, LEADS.c.status, LEADS.c.status_reason, LEADS.c.is_spam)
     for condition in _in(LEADS.c.id, ids):
-        stmt = select(*columns).where(condition)
-        # FOR NO KEY UPDATE: flagging changes no key column, so it need not wait for the key-share locks that other
-        # runs' events, submissions and tasks take on their leads (a parallel backfill window's returning people).
-        stmt = stmt.with_for_update(key_share=True) if conn.dialect.name == "postgresql" else stmt
-        rows.extend(tuple(r) for r in conn.execute(stmt))
+        rows.extend(tuple(r) for r in conn.execute(_locked(conn, select(*columns).where(condition))))
     return pd.DataFrame(rows, columns=["lead_id", "current_status", "current_reason", "current_is_spam"])
 
 

@@ -208,26 +208,6 @@ def test_intake_check_marks_its_leads_last_in_its_transaction(crm):
         assert set(conn.execute(select(Lead.step_mark)).scalars()) == {int(LeadStep.SPAM_CHECKED)}
 
 
-@pytest.mark.parametrize("crm", ["postgresql"], indirect=True)
-def test_flagging_does_not_wait_for_another_runs_key_share_locks(crm):
-    from sqlalchemy import text
-
-    from leadflow.crm import spam as spam_store
-
-    # Another run's open transaction appends an event for the lead: its foreign key holds a key-share lock on it
-    # (as a parallel backfill window's Create Lead Entry or Assign Lead Owner does for a returning person).
-    _, ids = ingest(crm, [row("bot@mailinator.com")])
-    with crm.engine.connect() as other:
-        other.begin()
-        other.execute(insert(LeadEvent).values(lead_id=ids[0], event_type="lead_updated", occurred_at=NOW))
-        with crm.begin() as conn:
-            # Bounds the test should the lock conflict (it would wait for `other` forever): fails, never hangs.
-            conn.execute(text("SET LOCAL lock_timeout = '5s'"))
-            locked = spam_store.lock_leads(conn, ids)
-        other.rollback()
-    assert locked["lead_id"].tolist() == ids
-
-
 def judged(store, ids, batch, subs=None) -> pd.DataFrame:
     """The frame the intake check judges, read back from the database or taken from the chunk."""
     with store.engine.connect() as conn:
