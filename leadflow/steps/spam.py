@@ -85,35 +85,34 @@ def flag_leads(
                 progress.mark_step(conn, mark, LeadStep.SPAM_CHECKED, now)
         return result
     with store.begin() as conn:
+        if mark and not dry_run:
+            progress.mark_step(conn, mark, LeadStep.SPAM_CHECKED, now)
         exempt = crm.exempted(conn, candidates["email_hash"].dropna())
         is_exempt = candidates["email_hash"].isin(list(exempt))
         result.exempt = int(is_exempt.sum())
         candidates = candidates.loc[~is_exempt]
         current = crm.lock_leads(conn, candidates["lead_id"].astype("int64").tolist())
         plan = rules.flag_plan(candidates, current)
-        if not plan.empty:
-            if guard is not None:
-                guard(plan)
-            ids = plan["lead_id"].astype("int64").tolist()
-            result.lead_ids = ids
-            tasks = crm.open_tasks_by_lead(conn, ids)
-            outbox = crm.pending_outbox_by_lead(conn, ids)
-            result.flagged = len(plan)
-            result.by_reason.update(reason_counts(plan["reasons"]))
-            result.tasks_cancelled = sum(len(v) for v in tasks.values())
-            result.outbox_withdrawn = sum(len(v) for v in outbox.values())
-            result.sample = sample_rows(plan, ["reasons", "previous_status"])
-            if dry_run:
-                conn.rollback()
-                return result
-            crm.flag(store, conn, plan, [i for v in tasks.values() for i in v],
-                     [i for v in outbox.values() for i in v], now)
-            store.insert_events(conn, rules.flag_events(plan, tasks, outbox, policy=policy, now=now, by=by,
-                                                        batch_id=batch_id, flow_run_id=flow_run_id))
-        if mark and not dry_run:
-            # Last: the mark locks every lead of the batch, and a parallel backfill window sharing one of them (a
-            # person who comes back) waits for this commit; the flags above lock only the few spam leads.
-            progress.mark_step(conn, mark, LeadStep.SPAM_CHECKED, now)
+        if plan.empty:
+            return result
+        if guard is not None:
+            guard(plan)
+        ids = plan["lead_id"].astype("int64").tolist()
+        result.lead_ids = ids
+        tasks = crm.open_tasks_by_lead(conn, ids)
+        outbox = crm.pending_outbox_by_lead(conn, ids)
+        result.flagged = len(plan)
+        result.by_reason.update(reason_counts(plan["reasons"]))
+        result.tasks_cancelled = sum(len(v) for v in tasks.values())
+        result.outbox_withdrawn = sum(len(v) for v in outbox.values())
+        result.sample = sample_rows(plan, ["reasons", "previous_status"])
+        if dry_run:
+            conn.rollback()
+            return result
+        crm.flag(store, conn, plan, [i for v in tasks.values() for i in v], [i for v in outbox.values() for i in v],
+                 now)
+        store.insert_events(conn, rules.flag_events(plan, tasks, outbox, policy=policy, now=now, by=by,
+                                                    batch_id=batch_id, flow_run_id=flow_run_id))
     return result
 
 

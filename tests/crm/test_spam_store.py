@@ -181,33 +181,6 @@ def test_intake_check_flags_the_batch_and_counts_by_reason(crm):
     assert cleanup.check_spam_at_intake(crm, POLICY, ids, "other-batch", NOW).leads_checked == 0
 
 
-def test_intake_check_marks_its_leads_last_in_its_transaction(crm):
-    from sqlalchemy import event
-
-    from leadflow.domain.progress import LeadStep
-
-    # The mark locks every lead of the batch; a parallel backfill window sharing one of them (a person who comes
-    # back) waits for this commit, so the flags and their events come first and the mark last.
-    batch, ids = ingest(crm, [row("fine@acme.example"), row("bot@mailinator.com", form_fill_seconds="0.4")])
-    sent: list[str] = []
-
-    def record(conn, cursor, statement, *args):
-        sent.append(" ".join(statement.split()[:6]))
-
-    event.listen(crm.engine, "before_cursor_execute", record)
-    try:
-        result = cleanup.check_spam_at_intake(crm, POLICY, ids, batch, NOW, mark=True)
-    finally:
-        event.remove(crm.engine, "before_cursor_execute", record)
-    assert result.flagged == 1
-    writes = [s for s in sent if s.split()[0] in {"INSERT", "UPDATE", "DELETE"}]
-    assert any(s.startswith("INSERT INTO lead_events") for s in writes)
-    assert writes[-1].startswith("UPDATE leads SET step_mark")
-    assert sum(s.startswith("UPDATE leads SET step_mark") for s in writes) == 1
-    with crm.engine.connect() as conn:
-        assert set(conn.execute(select(Lead.step_mark)).scalars()) == {int(LeadStep.SPAM_CHECKED)}
-
-
 def judged(store, ids, batch, subs=None) -> pd.DataFrame:
     """The frame the intake check judges, read back from the database or taken from the chunk."""
     with store.engine.connect() as conn:
