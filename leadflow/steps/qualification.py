@@ -195,28 +195,24 @@ def _assign(store: Store, leads: pd.DataFrame, links: LeadLinks, checks: pd.Data
         }, index=leads.index)
         result = routing.assign_owners(frame, reps, policy.routing, enforce_capacity=not replay)
         decisions = result.decisions
+        assignments.reserve_capacity(conn, result.reserved)
+        assignments.record_rotation(conn, result.rotation)
+        account_store.claim_account_owners(conn, store, result.account_owners, now)
         had_owner = frame["owner_id"].notna().to_numpy()
         assigned = decisions["owner_id"].notna().to_numpy() & ~had_owner
         newly_queued = decisions["assignment_rule"].eq(routing.FALLBACK).to_numpy(dtype=bool) & ~np.isin(
             decisions["lead_id"].to_numpy(), list(queued))
-        # Every row is built before the first write, and the writes that lock rows other runs share come last:
-        # parallel backfill windows share accounts and people who come back, and a window that needs one of those
-        # rows waits for this transaction's commit. The events only take key-share locks on their leads (the
-        # foreign key), which no other run's lead UPDATE conflicts with, so they go first.
-        events = records.qualified_events(leads, accounts, priority, decisions, assigned | newly_queued, policy,
-                                          replay, now, flow_run_id, match, checks)
-        handed = pd.DataFrame({"b_id": decisions["lead_id"][assigned].to_numpy(),
-                               "b_owner": decisions["owner_id"][assigned].to_numpy()})
-        # A lead that waited in the fallback queue hands its open qualification task to the new owner.
-        handed = handed.loc[handed["b_id"].isin(list(queued))]
-        assignments.reserve_capacity(conn, result.reserved)
-        assignments.record_rotation(conn, result.rotation)
-        lead_store.insert_events(conn, store, events)
-        task_store.hand_over_open_tasks(conn, store, handed)
-        account_store.claim_account_owners(conn, store, result.account_owners, now)
         # The ASSIGNED mark moves with each changed lead's UPDATE; the unchanged leads are marked on their own below.
         marked = lead_store.update_qualified_leads(conn, store, leads, links, checks, priority, decisions["owner_id"],
                                                    assigned, now, holds_capacity=not replay, mark=LeadStep.ASSIGNED)
+        if assigned.any():
+            rows = pd.DataFrame({"b_id": decisions["lead_id"][assigned].to_numpy(),
+                                 "b_owner": decisions["owner_id"][assigned].to_numpy()})
+            # A lead that waited in the fallback queue hands its open qualification task to the new owner.
+            task_store.hand_over_open_tasks(conn, store, rows.loc[rows["b_id"].isin(list(queued))])
+        lead_store.insert_events(conn, store, records.qualified_events(
+            leads, accounts, priority, decisions, assigned | newly_queued, policy, replay, now, flow_run_id, match,
+            checks))
         progress.mark_step(conn, sorted(set(ids) - marked), LeadStep.ASSIGNED, now)
         if "step_mark" in leads:
             decisions, assigned, newly_queued = _resume_assigned(conn, leads, decisions, assigned, newly_queued)

@@ -121,45 +121,6 @@ def test_the_sequence_runs_the_data_check_before_writing(crm_q):
     assert crm_q.table_counts()["outbox"] == 0 and not rows(crm_q, CrmTask)
 
 
-@pytest.mark.parametrize("replay", [False, True])
-def test_assign_lead_owner_locks_shared_rows_last(crm_q, replay):
-    from sqlalchemy import event
-
-    # Parallel backfill windows share accounts and people who come back: a window that needs one of those rows
-    # waits for the transaction holding it to commit. So the assignment writes its events (key-share locks only)
-    # first, then claims accounts, and updates the leads last.
-    ids = seed(crm_q, [{"email": f"p{i}@widgets{i % 2}.example", "company": f"Brand New Widgets {i % 2}", **HOT}
-                       for i in range(6)])
-    sent: list[str] = []
-    recording = False
-
-    def record(conn, cursor, statement, *args):
-        if recording:
-            sent.append(" ".join(statement.split()[:3]))
-
-    steps = local_steps(crm_q)
-
-    def assign(*args, **kwargs):
-        nonlocal recording
-        recording = True
-        try:
-            return steps.assign_lead_owners(*args, **kwargs)
-        finally:
-            recording = False
-
-    event.listen(crm_q.engine, "before_cursor_execute", record)
-    try:
-        done = run(crm_q, ids, replay=replay, steps=dataclasses.replace(steps, assign_lead_owners=assign))
-    finally:
-        event.remove(crm_q.engine, "before_cursor_execute", record)
-    assert done["accounts_created"] == 2 and done["newly_assigned"] == 6
-    assert all(row["owner_id"] is not None for row in rows(crm_q, Account, Account.domain.like("widgets%")))
-    first = {kind: next(i for i, s in enumerate(sent) if s.startswith(kind))
-             for kind in ("INSERT INTO lead_events", "UPDATE accounts", "UPDATE leads")}
-    assert first["INSERT INTO lead_events"] < first["UPDATE accounts"] < first["UPDATE leads"]
-    assert all(s.startswith("UPDATE leads") for s in sent[first["UPDATE leads"]:])
-
-
 def test_hot_lead_gets_owner_tasks_alert_and_auto_response(crm_q):
     ids = seed(crm_q, [{"email": "cto@acme.com", "first_name": "Ada", "company": "ACME Corp.", **HOT}])
     run(crm_q, ids)
