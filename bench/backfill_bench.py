@@ -32,13 +32,14 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 CHILD = """
 import json, resource, sys, time
-from datetime import date
+from datetime import UTC, date, datetime
 from prefect.testing.utilities import prefect_test_harness
 from leadflow.crm.store import get_store
 get_store().upgrade()
 from leadflow.crm.backfill import ledger_rows
 path, runner, work, workers = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 with prefect_test_harness(server_startup_timeout=180):
+    timeline = {}
     if runner == "intake":
         from flows.intake import lead_intake
         t0 = time.perf_counter()
@@ -47,7 +48,7 @@ with prefect_test_harness(server_startup_timeout=180):
         rows, windows, steps = result["rows_read"], 1, result["step_seconds"]
     else:
         from flows.backfill import lead_backfill
-        t0 = time.perf_counter()
+        t0, wall0 = time.perf_counter(), datetime.now(UTC)
         try:
             result = lead_backfill(path=path, start=date(2024, 1, 1), end=date(2025, 12, 31), window="month",
                                    runner=runner, max_parallel=workers, work_dir=work, recompute_reports=False)
@@ -61,14 +62,25 @@ with prefect_test_harness(server_startup_timeout=180):
         rows, windows = result["rows_read"], result["windows_imported"]
         # Where the time went, summed over the windows (seconds of work, which overlap across windows).
         steps = {}
-        for row in ledger_rows(get_store()):
+        ledger = ledger_rows(get_store())
+        # When the windows ran, in seconds from the flow's start: the serial phases before and after them, and
+        # the seconds the windows kept the parallel slots busy (slot-seconds: the rest is the slots' idle time).
+        spans = [((r["started_at"] - wall0).total_seconds(), (r["finished_at"] - wall0).total_seconds())
+                 for r in ledger if r["started_at"] and r["finished_at"] and r["window_id"] != "undated"]
+        if spans:
+            first, last = min(s for s, _ in spans), max(e for _, e in spans)
+            timeline = {"first_window_start": round(first, 1), "last_window_end": round(last, 1),
+                        "after_windows": round(seconds - last, 1),
+                        "window_seconds": sorted({(round(s, 1), round(e, 1)) for s, e in spans})}
+        for row in ledger:
             for step, spent in ((row["summary"] or {}).get("step_seconds") or {}).items():
                 steps[step] = steps.get(step, 0.0) + spent
 own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-top = dict(sorted(((k, round(v, 1)) for k, v in steps.items()), key=lambda kv: -kv[1])[:10])
+top = dict(sorted(((k, round(v, 1)) for k, v in steps.items()), key=lambda kv: -kv[1])[:16])
 print(json.dumps({"seconds": seconds, "rows": rows, "windows": windows, "peak_rss_mb": round(own / 1024),
-                  "peak_child_rss_mb": round(kids / 1024), "steps": top}))
+                  "peak_child_rss_mb": round(kids / 1024), "steps": top,
+                  "timeline": timeline}))
 """
 
 
@@ -222,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
                           f"| {r['peak_rss_mb']:,} | {r['peak_child_rss_mb']:,} |", flush=True)
                     print(f"<!-- load {started_load:.1f} -> {os.getloadavg()[0]:.1f}; step seconds (summed over "
                           f"windows): {r['steps']} -->", flush=True)
+                    if r.get("timeline"):
+                        print(f"<!-- timeline (s from the flow's start): {r['timeline']} -->", flush=True)
     return 0
 
 

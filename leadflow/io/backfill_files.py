@@ -125,6 +125,20 @@ def _file_date_order(lead_file: LeadFile, header: str | None, chunk_size: int, f
     return evidence.decide(fallback)
 
 
+def json_lines(frame: pd.DataFrame) -> bytes:
+    """The frame's rows as UTF-8 JSON lines (one object per row, each line ended), as pandas' `lines=True` writes them.
+
+    pandas builds the lines by rescanning its JSON array character by character (40% of a split's time); this cuts
+    the array at its record boundaries instead. The records are flat (scalar values only), so a boundary is `},{"`
+    (the next record's first key); inside a string that sequence cannot occur, since a quote there is escaped.
+    """
+    if frame.empty:
+        return b""
+    # As bytes: the file wants them anyway, and a bytes search is several times faster than one over wide text.
+    data = frame.to_json(orient="records", date_format="iso", force_ascii=False).encode("utf-8")
+    return data[1:-1].replace(b'},{"', b'}\n{"') + b"\n"
+
+
 def split_by_window(
     files: list[Path], windows: list[Window], work_dir: Path, *, key: str,
     column_map: dict[str, str] | None = None, chunk_size: int = 50_000, submitted_at: str | None = None,
@@ -192,9 +206,8 @@ def split_by_window(
             shape = "|".join([profile.name, *(c for c in frame.columns if c != MALFORMED_COLUMN)])
             for window_id, rows in frame.groupby(labels, sort=False):
                 part = staging / f"{window_id}.jsonl"
-                with part.open("a", encoding="utf-8") as handle:
-                    rows.to_json(handle, orient="records", lines=True, date_format="iso", force_ascii=False)
-                    handle.write("\n")
+                with part.open("ab") as handle:
+                    handle.write(json_lines(rows))
                 counts[window_id] += len(rows)
                 came_from = manifest.shapes.setdefault(str(window_id), [])
                 if not came_from or came_from[-1] != shape:

@@ -293,7 +293,7 @@ def _read_jsonl(lead_file: LeadFile, chunk_size: int) -> Iterator[pd.DataFrame]:
         records: list[dict] = []
         malformed: list[object] = []
         for raw in io.TextIOWrapper(handle, encoding=lead_file.encoding):
-            # A blank line separates nothing in JSON lines (backfill's window files have them between chunks).
+            # A blank line separates nothing in JSON lines (backfill window files split before 2026-12-05 have them).
             if not raw.strip():
                 continue
             try:

@@ -152,3 +152,24 @@ def test_the_split_records_the_shape_of_each_windows_input(tmp_path):
     # So February shares a pass with neither neighbour, however small they are; without it, January and March would.
     assert [len(g) for g in group_windows(windows, manifest.windows, 1000, manifest.shapes)] == [1, 1, 1]
     assert [len(g) for g in group_windows([windows[0], windows[2]], manifest.windows, 1000, manifest.shapes)] == [2]
+
+
+def test_window_inputs_are_json_lines_as_pandas_writes_them():
+    import io
+    import json
+
+    from leadflow.io.backfill_files import json_lines
+
+    # Values that look like a record boundary, quotes, newlines, non-ASCII text and missing values.
+    frame = pd.DataFrame({
+        "email": ["a@x.com", "b@x.com", "c@x.com", "d@x.com"],
+        "message": ['ok},{"email":"evil@x.com"}', 'say "hi"\n},{"', None, "Grüße \u2028 ☃ {}"],
+        "page_views": ["1", None, "3", "4"],
+    }).astype("string")
+    expected = io.StringIO()
+    frame.to_json(expected, orient="records", lines=True, date_format="iso", force_ascii=False)
+    written = json_lines(frame)
+    assert written.decode("utf-8") == expected.getvalue().rstrip("\n") + "\n"
+    lines = written.decode("utf-8").rstrip("\n").split("\n")  # not splitlines: U+2028 stays inside its line
+    assert [json.loads(line) for line in lines] == frame.astype(object).where(frame.notna(), None).to_dict("records")
+    assert json_lines(frame.iloc[:0]) == b""
