@@ -68,14 +68,13 @@ def _lookup(chosen: en.Provider, domains: list[str], results: en.DomainResults) 
 
 @task(name="Retrieve Lead Details", **DB_TASK)
 def retrieve_lead_details(lead_ids: list[int], results: en.DomainResults, now: datetime,
-                          spam_checked: list[int] | None = None, defer_write: bool = False) -> steps.DetailsOutput:
+                          defer_write: bool = False) -> steps.DetailsOutput:
     """Fill the leads' empty firmographic fields by company domain; a provider outage only lowers the hit rate.
 
-    `spam_checked` leads passed Check Spam in this run, which left their mark to this step's write; with
-    `defer_write` (intake) the write is Calculate Lead Score's, with the scores (`DetailsOutput.pending`).
+    With `defer_write` (intake) the write is Calculate Lead Score's, with the scores (`DetailsOutput.pending`).
     """
     done = steps.retrieve_lead_details(store(), lead_ids, results, now, steps.provider(), lookup=_lookup, mark=True,
-                                       spam_checked=spam_checked or (), defer_write=defer_write)
+                                       defer_write=defer_write)
     get_run_logger().info(
         "Details of %d leads: %s; fields filled %s", len(done.leads), dict(done.result.by_status),
         dict(done.result.fields_filled),

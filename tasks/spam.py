@@ -17,17 +17,15 @@ from tasks.common import DB_TASK, current_flow_run_id, store
 
 @task(name="Check Spam", **DB_TASK)
 def check_spam_at_intake(lead_ids: list[int], batch_id: str, now: datetime,
-                         subs: pd.DataFrame | None = None, waiting: list[int] | None = None,
-                         defer_mark: bool = False) -> dict[str, Any]:
+                         subs: pd.DataFrame | None = None, waiting: list[int] | None = None) -> dict[str, Any]:
     """Flag the spam among an intake batch's leads before qualification sees them; returns counts by reason.
 
     `subs` is the chunk's normalized submissions when the flow still holds them: then they are not read back.
-    `waiting` leads still have another (killed) batch's submissions to judge. The leads are marked checked (with
-    `defer_mark` only the flagged ones: Retrieve Lead Details' write marks the others).
+    `waiting` leads still have another (killed) batch's submissions to judge. The leads are marked checked.
     """
     result = cleanup.check_spam_at_intake(store(), cleanup.load_spam_policy(), lead_ids, batch_id, now, subs=subs,
                                           flow_run_id=current_flow_run_id(), guard=guard_spam_flags,
-                                          waiting=waiting or (), mark=True, defer_mark=defer_mark)
+                                          waiting=waiting or (), mark=True)
     if result.flagged:
         get_run_logger().warning("Flagged %d of %d leads as spam: %s", result.flagged, result.leads_checked,
                                  dict(result.by_reason))

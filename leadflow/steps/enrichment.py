@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache, partial
@@ -64,20 +64,17 @@ def plan_lead_details(store: Store, lead_ids: list[int], results: en.DomainResul
 
 def write_lead_details(
     store: Store, plan: DetailsPlan, results: en.DomainResults, provider: str | None, now: datetime,
-    mark: bool = False, spam_checked: Sequence[int] = (), defer: bool = False,
+    mark: bool = False, defer: bool = False,
 ) -> tuple[DetailsResult, pd.DataFrame, PendingWrite | None]:
     """Fill empty fields from the lookups, record status and sources; returns counts and the leads as now stored.
 
-    With `mark` the batch's leads are marked detailed in the same transaction (leadflow/domain/progress.py);
-    `spam_checked` leads passed their spam check in this run, which left their mark to this write. With `defer`
-    nothing is written: the write and the marks come back as a PendingWrite for Calculate Lead Score's write.
+    With `mark` the batch's leads are marked detailed in the same transaction (leadflow/domain/progress.py). With
+    `defer` nothing is written: the write and the marks come back as a PendingWrite for Calculate Lead Score's
+    write, which moves the leads on from their spam check's mark (SPAM_CHECKED) or a killed run's DETAILED.
     """
     changed = en.apply_details(plan.leads, results, provider, now)
     outcome = DetailsResult(by_status=Counter(changed["enrichment_status"].dropna().tolist()))
     ids = plan.leads["id"].astype("int64").tolist()
-    # The earliest mark each lead may move from: its spam check's mark was left to this write, or not.
-    since = dict.fromkeys(ids, int(LeadStep.SPAM_CHECKED)) | dict.fromkeys(
-        (int(i) for i in spam_checked), int(LeadStep.CREATED))
     current = plan.leads
     if not changed.empty:
         before = plan.leads.set_index("id").loc[changed["id"]]
@@ -87,13 +84,12 @@ def write_lead_details(
                 outcome.fields_filled[column] = int(filled.sum())
         current = en.merge_details(plan.leads, changed)
     if defer:
-        return outcome, current, PendingWrite(changed=changed, since={i: since[i] for i in ids})
+        return outcome, current, PendingWrite(changed=changed, since=dict.fromkeys(ids, int(LeadStep.SPAM_CHECKED)))
     if changed.empty and not (mark and ids):
         return outcome, current, None
     with store.begin() as conn:
         if mark:
-            progress.update_and_mark(store, conn, changed, ids, LeadStep.DETAILED, now,
-                                     since={i: s for i, s in since.items() if s < LeadStep.SPAM_CHECKED})
+            progress.update_and_mark(store, conn, changed, ids, LeadStep.DETAILED, now)
         else:
             store.update_leads(conn, changed)
     return outcome, current, None
@@ -123,23 +119,21 @@ def lookup_in_turn(chosen: en.Provider, domains: list[str], results: en.DomainRe
 
 def retrieve_lead_details(store: Store, lead_ids: list[int], results: en.DomainResults, now: datetime,
                           chosen: en.Provider | None, lookup: Lookup = lookup_in_turn,
-                          mark: bool = False, spam_checked: Sequence[int] = (),
-                          defer_write: bool = False) -> DetailsOutput:
+                          mark: bool = False, defer_write: bool = False) -> DetailsOutput:
     """Fill the leads' empty firmographic fields by company domain; a provider outage only lowers the hit rate.
 
     `lookup` answers the domains the run has not asked yet (the task passes parallel, retried Prefect calls);
-    `mark` marks the leads detailed with the writes (intake); `spam_checked` leads passed their spam check in this
-    run without its mark (`check_spam_at_intake(defer_mark=True)`): this write marks them too. With `defer_write`
-    (intake) the write and marks are handed to Calculate Lead Score (`DetailsOutput.pending`), which writes them
-    with the scores: one row version per lead instead of two on PostgreSQL; a kill in between leaves the leads
-    undetailed, and the re-run looks them up again.
+    `mark` marks the leads detailed with the writes (intake). With `defer_write` (intake) the write and marks are
+    handed to Calculate Lead Score (`DetailsOutput.pending`), which writes them with the scores: one row version per
+    lead instead of two on PostgreSQL; a kill in between leaves the leads undetailed, and the re-run looks them up
+    again.
     """
     started = time.perf_counter()
     plan = plan_lead_details(store, lead_ids, results)
     if chosen is not None and plan.domains:
         lookup(chosen, plan.domains, results)
     outcome, current, pending = write_lead_details(store, plan, results, chosen.name if chosen else None, now,
-                                                   mark=mark, spam_checked=spam_checked, defer=defer_write)
+                                                   mark=mark, defer=defer_write)
     return DetailsOutput(outcome, current, time.perf_counter() - started, pending)
 
 

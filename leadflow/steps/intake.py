@@ -713,8 +713,8 @@ class IntakeSteps:
     check_lead_batch(raw, plan, now, worker, normalize_here), normalize_leads(checked, worker),
     quarantine_rejected_rows(prepared, outcome, batch_id, origin, now), create_lead_entries(subs, batch_id, now),
     update_lead_sources(subs, batch_id, now, settled),
-    check_spam(lead_ids, batch_id, now, subs, waiting, defer_mark) -> counts,
-    retrieve_lead_details(lead_ids, lookups, now, spam_checked, defer_write),
+    check_spam(lead_ids, batch_id, now, subs, waiting) -> counts,
+    retrieve_lead_details(lead_ids, lookups, now, defer_write),
     calculate_lead_score(leads, now, batch_id, pending).
     """
 
@@ -780,15 +780,15 @@ def plain_steps(store: Store, *, flow_run_id: str | None = None) -> IntakeSteps:
         return update_lead_sources(store, subs, batch_id=batch_id, flow_run_id=flow_run_id, now=now, settled=settled)
 
     def check_spam(lead_ids: list[int], batch_id: str, now: datetime, subs: pd.DataFrame | None = None,
-                   waiting: list[int] | None = None, defer_mark: bool = False) -> dict[str, Any]:
+                   waiting: list[int] | None = None) -> dict[str, Any]:
         return spam.check_spam_at_intake(store, spam_policy, lead_ids, batch_id, now, subs=subs,
                                          flow_run_id=flow_run_id, guard=guard_spam_flags, waiting=waiting or (),
-                                         mark=True, defer_mark=defer_mark).as_dict()
+                                         mark=True).as_dict()
 
     def retrieve(lead_ids: list[int], lookups: DomainResults, now: datetime,
-                 spam_checked: list[int] | None = None, defer_write: bool = False) -> DetailsOutput:
+                 defer_write: bool = False) -> DetailsOutput:
         return enrichment.retrieve_lead_details(store, lead_ids, lookups, now, chosen, mark=True,
-                                                spam_checked=spam_checked or (), defer_write=defer_write)
+                                                defer_write=defer_write)
 
     def score(leads: pd.DataFrame, as_of: datetime, batch_id: str | None,
               pending: PendingWrite | None = None) -> ScoreResult:
@@ -871,9 +871,9 @@ def write_chunk(steps: IntakeSteps, now: datetime, checked_future: Any, normaliz
         tick = time.perf_counter()
         unchecked = written.needing(LeadStep.CREATED)
         if unchecked:
-            # The leads it does not flag keep their mark until details' write moves it on (one row version less on
-            # PostgreSQL); every one of them is in `unscored` below.
-            spam = steps.check_spam(unchecked, summary.batch_id, now, subs, written.spam_waiting, True)
+            # Marked in the check's own transaction: a mark left to a later write could be moved on by it after
+            # another run's new submission had put the lead back to CREATED, and that submission never be judged.
+            spam = steps.check_spam(unchecked, summary.batch_id, now, subs, written.spam_waiting)
             summary.spam_flagged += int(spam.get("flagged", 0))
             summary.add_counts("spam_by_reason", spam.get("by_reason", {}))
         summary.add_time("check_spam", time.perf_counter() - tick)
@@ -881,7 +881,7 @@ def write_chunk(steps: IntakeSteps, now: datetime, checked_future: Any, normaliz
         unscored = written.needing(LeadStep.DETAILED)
         if unscored:
             # Details are written with the scores, by one statement (one row version per lead on PostgreSQL).
-            details = steps.retrieve_lead_details(unscored, lookups, now, unchecked, True)
+            details = steps.retrieve_lead_details(unscored, lookups, now, True)
             summary.add_time("retrieve_lead_details", details.seconds)
             summary.add_counts("enrichment", details.result.by_status)
             summary.add_counts("fields_filled", details.result.fields_filled)

@@ -72,12 +72,10 @@ def flag_leads(
     dry_run: bool = False,
     guard: Guard | None = None,
     mark: Sequence[int] = (),
-    mark_flagged: bool = False,
 ) -> FlagResult:
     """Move spam leads out of the pipeline: status spam, open tasks cancelled, pending outbox withdrawn, events.
 
-    `mark`: leads whose spam check this is (intake), marked checked in the same transaction as the flags;
-    `mark_flagged`: the leads flagged are marked so too.
+    `mark`: leads whose spam check this is (intake), marked checked in the same transaction as the flags.
     """
     result = FlagResult(dry_run=dry_run)
     candidates = rules.flag_candidates(verdicts)
@@ -111,8 +109,6 @@ def flag_leads(
         if dry_run:
             conn.rollback()
             return result
-        if mark_flagged:
-            progress.mark_step(conn, ids, LeadStep.SPAM_CHECKED, now)
         crm.flag(store, conn, plan, [i for v in tasks.values() for i in v], [i for v in outbox.values() for i in v],
                  now)
         store.insert_events(conn, rules.flag_events(plan, tasks, outbox, policy=policy, now=now, by=by,
@@ -162,21 +158,17 @@ def check_spam_at_intake(
     guard: Guard | None = None,
     waiting: Sequence[int] = (),
     mark: bool = False,
-    defer_mark: bool = False,
 ) -> FlagResult:
     """Judge an intake batch's new submissions (per-batch rules plus tombstoned addresses) and flag its spam.
 
     `subs` is the normalized chunk the batch just stored, when the caller still holds it: the submissions are
     then not read back and their raw payloads not parsed again (the same rows and verdicts, much cheaper).
     `waiting` leads have submissions of another batch still unchecked (see `batch_frame`); with `mark` every
-    lead is marked checked with the flags (leadflow/domain/progress.py). With `defer_mark` too, only the leads
-    flagged now are; the others stay at CREATED for the caller to mark with its next write of them (Retrieve Lead
-    Details' `spam_checked`): one row version less per lead on PostgreSQL. A kill before that write leaves them
-    unchecked, and the re-run judges them again (flags are idempotent).
+    lead is marked checked with the flags (leadflow/domain/progress.py).
     """
     result = FlagResult()
     ids = sorted({int(i) for i in lead_ids})
-    marked = ids if mark and not defer_mark else []
+    marked = ids if mark else []
     with store.engine.connect() as conn:
         frame = batch_frame(conn, ids, batch_id, subs, waiting)
         if not frame.empty:
@@ -191,7 +183,7 @@ def check_spam_at_intake(
     result.chunks = 1
     verdicts = judge_submissions(frame, policy, known_bad)
     result.add(flag_leads(store, verdicts, policy=policy, now=now, by="intake", flow_run_id=flow_run_id,
-                          batch_id=batch_id, guard=guard, mark=marked, mark_flagged=mark and defer_mark))
+                          batch_id=batch_id, guard=guard, mark=marked))
     return result
 
 

@@ -181,31 +181,31 @@ def test_intake_check_flags_the_batch_and_counts_by_reason(crm):
     assert cleanup.check_spam_at_intake(crm, POLICY, ids, "other-batch", NOW).leads_checked == 0
 
 
-@pytest.mark.parametrize("defer", [False, True], ids=["marked", "deferred"])
-def test_a_deferred_intake_check_marks_only_the_flagged_leads_and_the_details_write_the_rest(crm, defer):
+def test_the_intake_check_marks_every_lead_it_judged_and_a_details_write_moves_only_those(crm):
     from leadflow.crm import progress
     from leadflow.domain.progress import LeadStep
     from leadflow.io.enrichment import DomainResults
     from leadflow.steps.enrichment import retrieve_lead_details
+    from leadflow.steps.scoring import calculate_lead_scores, scoring_policy
 
     batch, ids = ingest(crm, [row("fine@acme.example"), row("bot@mailinator.com"), row("ok@beta.example")])
-    result = cleanup.check_spam_at_intake(crm, POLICY, ids, batch, NOW, mark=True, defer_mark=defer)
+    result = cleanup.check_spam_at_intake(crm, POLICY, ids, batch, NOW, mark=True)
     assert result.flagged == 1
-    bot = lead_by_email(crm, "bot@mailinator.com").id
     with crm.engine.connect() as conn:
-        marks = progress.steps_of(conn, ids)
-    # The flagged lead is marked with its flag either way; the others wait for the details write when deferred.
-    expected = LeadStep.CREATED if defer else LeadStep.SPAM_CHECKED
-    assert marks == {i: LeadStep.SPAM_CHECKED if i == bot else expected for i in ids}
-    retrieve_lead_details(crm, ids, DomainResults(), NOW, None, mark=True, spam_checked=ids if defer else ())
+        assert set(progress.steps_of(conn, ids).values()) == {LeadStep.SPAM_CHECKED}
+    retrieve_lead_details(crm, ids, DomainResults(), NOW, None, mark=True)
     with crm.engine.connect() as conn:
         assert set(progress.steps_of(conn, ids).values()) == {LeadStep.DETAILED}
-    # Without `spam_checked` a details write leaves a lead whose spam check left its mark where it is.
+    # A lead whose spam check has not run (another run's new submission put it back) stays where it is, written
+    # now or later with the scores: its new submission is judged first.
     batch, more = ingest(crm, [row("new@gamma.example")], now=NOW + timedelta(minutes=5))
-    cleanup.check_spam_at_intake(crm, POLICY, more, batch, NOW, mark=True, defer_mark=True)
-    retrieve_lead_details(crm, more, DomainResults(), NOW, None, mark=True)
-    with crm.engine.connect() as conn:
-        assert set(progress.steps_of(conn, more).values()) == {LeadStep.CREATED}
+    for defer in (False, True):
+        out = retrieve_lead_details(crm, more, DomainResults(), NOW, None, mark=True, defer_write=defer)
+        if defer:
+            calculate_lead_scores(crm, out.leads, scoring_policy(), as_of=NOW, batch_id=None, flow_run_id=None,
+                                  mark=True, pending=out.pending)
+        with crm.engine.connect() as conn:
+            assert set(progress.steps_of(conn, more).values()) == {LeadStep.CREATED}
 
 
 def judged(store, ids, batch, subs=None) -> pd.DataFrame:

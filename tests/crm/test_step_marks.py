@@ -127,7 +127,8 @@ def test_qualified_leads_move_to_assigned_in_their_own_update_by_the_same_rule(c
 
 
 @pytest.mark.parametrize("copy_min_rows", [1, 10**9], ids=["staged", "row-by-row"])
-def test_leads_whose_spam_check_left_its_mark_to_the_details_write_move_two_steps_and_no_other(crm, copy_min_rows):
+def test_leads_named_with_an_earlier_step_move_from_it_and_no_other(crm, copy_min_rows):
+    """`since`: the score's write carries details' marks (PendingWrite), and may move leads from an earlier step."""
     crm.copy_min_rows = copy_min_rows
     ids = leads_at(crm, {"skipped@x.com": 0, "skipped-still@x.com": 0, "skipped-ahead@x.com": 3,
                          "skipped-checked@x.com": 1, "behind@x.com": 0, "still-behind@x.com": 0,
@@ -223,8 +224,8 @@ def test_a_killed_batch_s_submissions_still_wait_for_their_spam_check(crm):
 
 
 def test_a_failed_step_leaves_marks_that_the_re_run_finishes(crm, tmp_path, monkeypatch):
-    """Scoring fails in the first run: its leads stay unqualifiable, waiting for their spam check (whose mark, like
-    the details, is written with the scores, so neither is stored); the re-run of the file finishes them."""
+    """Scoring fails in the first run: its leads stay unqualifiable, spam-checked and undetailed (details are
+    written with the scores, so neither is stored); the re-run of the file finishes them."""
     from leadflow.steps import intake
 
     path = write_csv(tmp_path / "leads.csv", [lead("ann@acme.io"), lead("bob@beta.io", submitted_at="2025-03-02")])
@@ -239,7 +240,7 @@ def test_a_failed_step_leaves_marks_that_the_re_run_finishes(crm, tmp_path, monk
     with pytest.raises(RuntimeError, match="scoring is down"):
         run_intake(crm, path)
     monkeypatch.setattr(intake, "plain_steps", real)
-    assert set(marks_of(crm).values()) == {LeadStep.CREATED}
+    assert set(marks_of(crm).values()) == {LeadStep.SPAM_CHECKED}
     with crm.engine.connect() as conn:
         assert set(conn.execute(select(LEADS.c.enrichment_status)).scalars()) == {None}
     assert resolve_lead_ids(crm, all_unqualified=True) == []
@@ -250,10 +251,9 @@ def test_a_failed_step_leaves_marks_that_the_re_run_finishes(crm, tmp_path, monk
         assert all(score is not None for score in conn.execute(select(LEADS.c.score)).scalars())
 
 
-def test_a_failed_details_step_leaves_the_unflagged_leads_unchecked_and_the_re_run_finishes_them(crm, tmp_path,
-                                                                                                 monkeypatch):
-    """Check Spam leaves its mark to details' write: details fails, so the leads it did not flag still need their
-    spam check (the flagged one is marked with its flag); the re-run judges them again and scores everyone once."""
+def test_a_failed_details_step_leaves_the_leads_checked_and_the_re_run_finishes_them(crm, tmp_path, monkeypatch):
+    """Details fail after Check Spam marked its leads (flagged or not) in its own transaction: the re-run does not
+    judge them again, and details and scores everyone once."""
     from leadflow.crm.schema import LeadEvent
     from leadflow.steps import intake
 
@@ -270,8 +270,7 @@ def test_a_failed_details_step_leaves_the_unflagged_leads_unchecked_and_the_re_r
     with pytest.raises(RuntimeError, match="details are down"):
         run_intake(crm, path)
     monkeypatch.setattr(intake, "plain_steps", real)
-    assert marks_of(crm) == {"ann@acme.io": LeadStep.CREATED, "bob@beta.io": LeadStep.CREATED,
-                             "bot@mailinator.com": LeadStep.SPAM_CHECKED}
+    assert set(marks_of(crm).values()) == {LeadStep.SPAM_CHECKED}
     assert resolve_lead_ids(crm, all_unqualified=True) == []
     summary = run_intake(crm, path)
     assert summary["submissions_new"] == 0 and summary["leads_scored"] == 3 and summary["spam_flagged"] == 0
@@ -316,16 +315,16 @@ def lead_updates(crm) -> dict[str, int]:
     return {email: int(n) for email, n in rows}
 
 
-def test_a_first_intake_writes_each_clean_lead_once_after_creating_it(crm, tmp_path, count_lead_updates):
-    """Create Lead Entry inserts the lead; its spam check's mark and its details go with the score's write, one
-    UPDATE per lead (a new row version on PostgreSQL each); a flagged lead gets its flag and mark, then the score."""
+def test_a_first_intake_writes_each_clean_lead_twice_after_creating_it(crm, tmp_path, count_lead_updates):
+    """Create Lead Entry inserts the lead; Check Spam marks it; its details go with the score's write: two UPDATEs
+    per lead (a new row version on PostgreSQL each; three before); a flagged lead gets its flag, mark and score."""
     path = write_csv(tmp_path / "leads.csv", [lead("ann@acme.io", company="Acme", website="acme.io"),
                                               lead("bob@beta.io", company="Beta"), lead("bot@mailinator.com"),
                                               lead("cy@gmail.com", submitted_at="2025-03-02")])
     summary = run_intake(crm, path)
     assert summary["leads_scored"] == 4 and summary["spam_flagged"] == 1
     assert set(marks_of(crm).values()) == {LeadStep.SCORED}
-    assert lead_updates(crm) == {"ann@acme.io": 1, "bob@beta.io": 1, "cy@gmail.com": 1, "bot@mailinator.com": 3}
+    assert lead_updates(crm) == {"ann@acme.io": 2, "bob@beta.io": 2, "cy@gmail.com": 2, "bot@mailinator.com": 3}
     with crm.engine.connect() as conn:
         stored = conn.execute(select(LEADS.c.email, LEADS.c.enrichment_status, LEADS.c.score)).all()
     assert all(status is not None and score is not None for _, status, score in stored)
@@ -341,3 +340,39 @@ def test_the_crash_hook_kills_only_at_its_point_and_costs_nothing_unset(monkeypa
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(ROOT), CRASH_AFTER_ENV: "Check Spam:2"})
     assert (done.returncode, done.stdout.split()) == (-9, ["alive"])
+
+
+def test_a_run_killed_before_its_spam_check_still_has_it_done_when_another_run_writes_the_lead_meanwhile(
+        crm, tmp_path, monkeypatch):
+    """Run A has judged a person; run B stores a spammy submission of theirs and is killed before its spam check;
+    A's details and score write must leave the lead at CREATED, so that B's re-run judges (and flags) it."""
+    from leadflow.steps import intake
+
+    a = write_csv(tmp_path / "a.csv", [lead("pat@acme.io")])
+    b = write_csv(tmp_path / "b.csv", [lead("pat@acme.io", submitted_at="2025-03-05T10:00:00Z", honeypot="filled")])
+    real = intake.plain_steps
+
+    def killed_b(store, **kw):
+        def die(*args, **kwargs):
+            raise RuntimeError("B killed")
+        return dataclasses.replace(real(store, **kw), check_spam=die)
+
+    def a_steps(store, **kw):
+        steps = real(store, **kw)
+
+        def details(*args, **kwargs):
+            monkeypatch.setattr(intake, "plain_steps", killed_b)
+            with pytest.raises(RuntimeError, match="B killed"):
+                run_intake(crm, b)
+            monkeypatch.setattr(intake, "plain_steps", a_steps)
+            return steps.retrieve_lead_details(*args, **kwargs)
+
+        return dataclasses.replace(steps, retrieve_lead_details=details)
+
+    monkeypatch.setattr(intake, "plain_steps", a_steps)
+    run_intake(crm, a)
+    assert marks_of(crm) == {"pat@acme.io": LeadStep.CREATED}
+    monkeypatch.setattr(intake, "plain_steps", real)
+    assert run_intake(crm, b)["spam_flagged"] == 1
+    with crm.engine.connect() as conn:
+        assert conn.execute(select(LEADS.c.is_spam)).scalar_one() is True

@@ -173,3 +173,9 @@ def test_window_inputs_are_json_lines_as_pandas_writes_them():
     lines = written.decode("utf-8").rstrip("\n").split("\n")  # not splitlines: U+2028 stays inside its line
     assert [json.loads(line) for line in lines] == frame.astype(object).where(frame.notna(), None).to_dict("records")
     assert json_lines(frame.iloc[:0]) == b""
+    # A value (or a column name) ending in `},{` writes the boundary's bytes with its closing quote.
+    for tricky in (frame.assign(message=["x},{", "y", None, "z"]).astype("string"),
+                   frame.rename(columns={"message": "note},{"})):
+        expected = io.StringIO()
+        tricky.to_json(expected, orient="records", lines=True, date_format="iso", force_ascii=False)
+        assert json_lines(tricky).decode("utf-8") == expected.getvalue().rstrip("\n") + "\n"
