@@ -938,13 +938,30 @@ def _copy_field(values: pd.Series, kind: Any) -> Any:
         strings = pc.cast(pa.Array.from_pandas(values), pa.large_string())
     else:
         return None
-    if not pc.any(pc.match_substring_regex(strings, "[\\\\\t\n\r\x00]")).as_py():
+    found = _text_bytes(strings)
+    if not any(char in found for char in (b"\\", b"\t", b"\n", b"\r", b"\x00")):
         return strings  # nothing to escape: most columns
-    if pc.any(pc.match_substring(strings, "\x00")).as_py():
+    if b"\x00" in found:
         return None  # psycopg refuses a NUL in text before sending it; the row-by-row path keeps that error
     for char, escaped in _COPY_ESCAPES:
-        strings = pc.replace_substring(strings, char, escaped)
+        if char.encode() in found:
+            strings = pc.replace_substring(strings, char, escaped)
     return strings
+
+
+def _text_bytes(strings: Any) -> bytes:
+    """The UTF-8 bytes of a large_string array's values, back to back (nulls add none).
+
+    Searched with `in` (memchr) for the characters COPY escapes: several times faster than a regex over each value,
+    which was a fifth of the COPY text's time on the submissions' raw payloads.
+    """
+    if hasattr(strings, "combine_chunks"):
+        strings = strings.combine_chunks()
+    _, offsets, data = strings.buffers()
+    if data is None:
+        return b""
+    first, last = np.frombuffer(offsets, dtype=np.int64)[[strings.offset, strings.offset + len(strings)]]
+    return data.to_pybytes()[first:last]
 
 
 def _copy_text(frame: pd.DataFrame, staging: Table, names: Sequence[str]) -> bytes | None:
