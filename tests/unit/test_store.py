@@ -12,10 +12,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import select
 
-from leadflow.crm import store as store_module
 from leadflow.crm import submissions
 from leadflow.crm.schema import Base, Lead
-from leadflow.crm.store import Store, _bind_values, columns_in, is_transient_db_error, records
+from leadflow.crm.store import Store, _bind_values, is_transient_db_error, records
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -143,34 +142,6 @@ def test_leads_by_id_gives_the_types_sqlalchemy_would(crm):
     assert str(frame["last_touch_at"].dtype).endswith("UTC]")
     assert frame["score"].isna().all()
     assert empty.columns.tolist() == ["id", "email", "demo_requested"] and empty.empty
-
-
-def test_columns_in_reads_what_rows_would_in_key_order_over_several_parts(crm, monkeypatch):
-    # PostgreSQL reads each column as one array: the values, their order and missing keys must be as a row read's.
-    rows = pd.DataFrame([lead_row(f"p{i}@x.com", "2025-05-01 10:00:00.5", demo_requested=[True, None, False][i % 3],
-                                  page_views=None if i % 4 else i, company=None if i % 5 else 'A "quoted", {odd} \\ co')
-                         for i in range(12)])
-    with crm.begin() as conn:
-        crm.upsert_leads(conn, rows, NOW)
-        ids = submissions.lead_ids(conn, rows["email"].tolist())
-        crm.update_leads(conn, pd.DataFrame({"id": [ids["p1@x.com"]], "enrichment_sources": [{"domain": "x.com"}]}))
-    table = Lead.__table__
-    columns = [table.c.id, table.c.email, table.c.company, table.c.demo_requested, table.c.page_views,
-               table.c.enrichment_sources, table.c.last_touch_at]
-    wanted = [*sorted(ids.values(), reverse=True), 10**9]  # unordered, with a key that has no row
-    monkeypatch.setattr(store_module, "ANY_ARRAY_SIZE", 5)
-    with crm.begin() as conn:
-        got = columns_in(conn, columns, table.c.id, wanted)
-        expected = conn.execute(select(*columns).where(table.c.id.in_(wanted)).order_by(table.c.id)).all()
-        none = columns_in(conn, columns, table.c.id, [10**9])
-    assert got["id"] == sorted(ids.values())
-    assert {name: got[name] for name in ("id", "email", "company", "page_views")} == {
-        name: [row._mapping[name] for row in expected] for name in ("id", "email", "company", "page_views")}
-    assert [None if v is None else bool(v) for v in got["demo_requested"]] == [r.demo_requested for r in expected]
-    if crm.dialect == "postgresql":  # driver values: SQLite's are text here, which leads_by_id parses
-        assert got["enrichment_sources"] == [r.enrichment_sources for r in expected]
-        assert got["last_touch_at"] == [r.last_touch_at for r in expected]
-    assert none == {c.key: [] for c in columns}
 
 
 def test_new_sqlite_databases_use_16k_pages_and_existing_ones_keep_theirs(tmp_path):
