@@ -35,13 +35,19 @@ def leads_created_at(conn: Connection, emails: Iterable[str], at: datetime) -> t
     A concurrent run may have created a lead between our first look and our upsert (PostgreSQL's upsert then
     waits and updates): its created_at is that run's, so only our own inserts carry `at`.
     """
+    stamp = pd.Timestamp(at)
+    stamp = (stamp.tz_convert("UTC") if stamp.tzinfo else stamp.tz_localize("UTC")).floor("us")
+    if conn.dialect.name == "postgresql":
+        # The server compares (its times are microseconds, timestamptz): no time objects made and parsed per lead.
+        stmt = select(LEADS.c.email, LEADS.c.id, LEADS.c.created_at == stamp.to_pydatetime()).where(
+            LEADS.c.email.in_(bindparam("values", expanding=True)))
+        rows = read_in(conn, stmt, emails, raw=True)
+        return {email: id_ for email, id_, _ in rows}, {email for email, _, new in rows if new}
     stmt = select(LEADS.c.email, LEADS.c.id, LEADS.c.created_at).where(
         LEADS.c.email.in_(bindparam("values", expanding=True)))
     rows = read_in(conn, stmt, emails, raw=True)
     if not rows:
         return {}, set()
-    stamp = pd.Timestamp(at)
-    stamp = (stamp.tz_convert("UTC") if stamp.tzinfo else stamp.tz_localize("UTC")).floor("us")
     created = (utc(pd.Series([row[2] for row in rows], dtype=object)).dt.floor("us") == stamp).to_numpy()
     return ({email: id_ for email, id_, _ in rows},
             {row[0] for row, new in zip(rows, created, strict=True) if new})

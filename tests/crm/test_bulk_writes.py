@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pytest
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, event, func, select, update
 
 from leadflow.crm import store as store_module
 from leadflow.crm.progress import mark_step
@@ -130,6 +130,28 @@ def test_events_with_json_details_and_an_empty_frame(crm_path):
                         pd.DataFrame({"b_id": []})) == 0
     details = [d if isinstance(d, dict) else json.loads(d) for (d,) in _rows(crm, EVENTS, "details")]
     assert details == [{"source": "web_form", "text": "é\n"}, {"n": 1}]
+
+
+def test_a_plain_insert_goes_straight_into_its_table_in_frame_order_and_keeps_its_refusals(crm_path):
+    # PostgreSQL COPies such a frame into the table itself: no staging table, ids in frame order as before.
+    crm = crm_path
+    sent: list[str] = []
+    event.listen(crm.engine, "before_cursor_execute", lambda conn, cursor, statement, *args: sent.append(statement))
+    with crm.begin() as conn:
+        crm.upsert_leads(conn, _leads(["ann@example.com", "bo@example.com"], NOW), NOW)
+    ids = [i for (i,) in _rows(crm, LEADS, "id")]
+    kinds = ["c", "a", "b", "d"]
+    events = pd.DataFrame({"lead_id": [ids[1], ids[0], ids[1], ids[0]], "event_type": kinds, "occurred_at": NOW,
+                           "batch_id": "b", "flow_run_id": None, "details": [{"n": i} for i in range(4)]})
+    before = len(sent)
+    with crm.begin() as conn:
+        crm.insert_events(conn, events)
+    assert not any("TEMPORARY" in statement for statement in sent[before:])
+    assert _rows(crm, EVENTS, "event_type", "lead_id") == list(zip(kinds, events["lead_id"], strict=True))
+    # A lead that does not exist: the foreign key refuses the whole frame, as row by row.
+    with pytest.raises(DatabaseError), crm.begin() as conn:
+        crm.insert_events(conn, events.assign(lead_id=[ids[0], 10**9, ids[0], ids[1]]))
+    assert crm.table_counts()["lead_events"] == 4
 
 
 @pytest.mark.parametrize("value, codes", [

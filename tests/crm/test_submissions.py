@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 from sqlalchemy import select
@@ -37,6 +38,21 @@ def test_a_batch_is_recorded_running_then_finished_with_its_summary(crm):
         row = conn.execute(select(IntakeBatch)).one()
     assert (row.status, row.summary, len(row.origin), row.source_name) == ("completed", {"rows_read": 3}, 1000,
                                                                            "event")
+
+
+def test_leads_created_at_tells_this_upsert_s_leads_from_those_created_a_microsecond_apart(crm):
+    # PostgreSQL compares the times on the server, SQLite here: the same answer for any zone the time comes in.
+    later = NOW + timedelta(microseconds=1)
+    with crm.begin() as conn:
+        crm.upsert_leads(conn, pd.DataFrame([lead_row("a@x.com", "2025-05-01")]), NOW)
+        crm.upsert_leads(conn, pd.DataFrame([lead_row("b@x.com", "2025-05-02")]), later)
+        emails = ["a@x.com", "b@x.com", "c@x.com"]
+        answers = [submissions.leads_created_at(conn, emails, at) for at in
+                   (NOW, NOW.astimezone(ZoneInfo("Europe/Berlin")), NOW.replace(tzinfo=None), later)]
+        nothing = submissions.leads_created_at(conn, ["c@x.com"], NOW)
+    assert [set(ids) for ids, _ in answers] == [{"a@x.com", "b@x.com"}] * 4
+    assert [created for _, created in answers] == [{"a@x.com"}] * 3 + [{"b@x.com"}]
+    assert nothing == ({}, set())
 
 
 def test_submissions_touches_and_messages_read_back_by_lead(crm):
