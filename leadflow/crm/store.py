@@ -816,6 +816,8 @@ def _plain_insert_columns(statement, frame: pd.DataFrame) -> list[str] | None:
         if not isinstance(value.type, NullType | type(statement.table.c[name].type)):
             return None  # a bind of its own type: the INSERT would cast it, a COPY would not
         names.append(name)
+    if any(c.default is not None and c.name not in names for c in statement.table.c):
+        return None  # the INSERT would fill a client-side default (`{}` details); a COPY would leave it NULL
     return names
 
 

@@ -562,7 +562,11 @@ def split_refused_rows(store: Store, subs: pd.DataFrame, *, batch_id: str, flow_
 
 def _ids_of(emails: pd.Series, ids: dict[str, int]) -> np.ndarray:
     """The lead id of each email (every one of them has a lead by now)."""
-    return np.fromiter((ids[email] for email in emails.tolist()), dtype=np.int64, count=len(emails))
+    found = np.fromiter((ids.get(email, -1) for email in emails.tolist()), dtype=np.int64, count=len(emails))
+    if (found < 0).any():
+        # Without the address: error messages reach Prefect's states and logs.
+        raise ValueError(f"{int((found < 0).sum())} submissions have no lead after the upsert")
+    return found
 
 
 def _write_lead_entries(

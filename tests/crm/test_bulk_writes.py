@@ -136,7 +136,15 @@ def test_a_plain_insert_goes_straight_into_its_table_in_frame_order_and_keeps_it
     # PostgreSQL COPies such a frame into the table itself: no staging table, ids in frame order as before.
     crm = crm_path
     sent: list[str] = []
-    event.listen(crm.engine, "before_cursor_execute", lambda conn, cursor, statement, *args: sent.append(statement))
+
+    def listen(conn, cursor, statement, *args):
+        sent.append(statement)
+
+    event.listen(crm.engine, "before_cursor_execute", listen)
+    direct: list[str] = []
+    copy_into = crm._copy_into
+    crm._copy_into = lambda conn, table, *rest, **kw: (direct.append(table.name), copy_into(conn, table, *rest,
+                                                                                           **kw))[1]
     with crm.begin() as conn:
         crm.upsert_leads(conn, _leads(["ann@example.com", "bo@example.com"], NOW), NOW)
     ids = [i for (i,) in _rows(crm, LEADS, "id")]
@@ -144,14 +152,29 @@ def test_a_plain_insert_goes_straight_into_its_table_in_frame_order_and_keeps_it
     events = pd.DataFrame({"lead_id": [ids[1], ids[0], ids[1], ids[0]], "event_type": kinds, "occurred_at": NOW,
                            "batch_id": "b", "flow_run_id": None, "details": [{"n": i} for i in range(4)]})
     before = len(sent)
+    direct.clear()
     with crm.begin() as conn:
         crm.insert_events(conn, events)
     assert not any("TEMPORARY" in statement for statement in sent[before:])
+    copied = crm.dialect == "postgresql" and crm.copy_min_rows == 0
+    assert direct == (["lead_events"] if copied else [])
     assert _rows(crm, EVENTS, "event_type", "lead_id") == list(zip(kinds, events["lead_id"], strict=True))
     # A lead that does not exist: the foreign key refuses the whole frame, as row by row.
-    with pytest.raises(DatabaseError), crm.begin() as conn:
+    with pytest.raises(DatabaseError) as refused, crm.begin() as conn:
         crm.insert_events(conn, events.assign(lead_id=[ids[0], 10**9, ids[0], ids[1]]))
+    if crm.dialect == "postgresql":
+        assert refused.value.orig.sqlstate == "23503"
     assert crm.table_counts()["lead_events"] == 4
+    if copied:
+        # Without its `details` the INSERT would fill the column's default: that frame is staged, not COPied as is
+        # (executemany needs every bound column, defaults included, in the frame).
+        direct.clear()
+        with crm.begin() as conn:
+            crm.bulk(conn, crm._values(EVENTS, [c for c in events.columns if c != "details"]),
+                     events.drop(columns="details"))
+        stored = [d if isinstance(d, dict) else json.loads(d) for (d,) in _rows(crm, EVENTS, "details")]
+        assert stored[4:] == [{}] * 4 and "lead_events" not in direct
+    event.remove(crm.engine, "before_cursor_execute", listen)
 
 
 @pytest.mark.parametrize("value, codes", [

@@ -78,3 +78,17 @@ def test_nested_json_is_flattened_or_quarantined_never_stored_as_a_repr(sqlite_c
     assert stored["name.given"] == "Ann" and stored["company.name"] == "Acme"
     assert payloads[0]["job_title"] == ["CEO", "CTO"] and payloads[1]["email"] == ["cy@gamma.de"]
     assert "{'" not in json.dumps([tuple(lead), payloads, stored])
+
+
+def test_a_submission_without_its_lead_fails_without_naming_the_address():
+    import numpy as np
+    import pandas as pd
+    import pytest
+
+    from leadflow.steps.intake import _ids_of
+
+    emails = pd.Series(["ann@acme.io", "bo@beta.io"])
+    assert _ids_of(emails, {"ann@acme.io": 1, "bo@beta.io": 2}).tolist() == [1, 2]
+    assert _ids_of(emails.iloc[:0], {}).dtype == np.int64
+    with pytest.raises(ValueError, match=r"^1 submissions have no lead after the upsert$"):
+        _ids_of(emails, {"ann@acme.io": 1})
