@@ -223,23 +223,28 @@ def test_a_killed_batch_s_submissions_still_wait_for_their_spam_check(crm):
     assert waiting["lead_id"].tolist() == [ids["new@x.com"]] and len(waiting) == 1
 
 
+def run_with_a_failing_step(crm, path: str, monkeypatch, step: str) -> None:
+    """Run intake over the file with one of its steps failing, then put the real steps back."""
+    from leadflow.steps import intake
+
+    real = intake.plain_steps
+
+    def broken(store, **kwargs):
+        def fail(*args):
+            raise RuntimeError(f"{step} is down")
+        return dataclasses.replace(real(store, **kwargs), **{step: fail})
+
+    monkeypatch.setattr(intake, "plain_steps", broken)
+    with pytest.raises(RuntimeError, match=f"{step} is down"):
+        run_intake(crm, path)
+    monkeypatch.setattr(intake, "plain_steps", real)
+
+
 def test_a_failed_step_leaves_marks_that_the_re_run_finishes(crm, tmp_path, monkeypatch):
     """Scoring fails in the first run: its leads stay unqualifiable, spam-checked and undetailed (details are
     written with the scores, so neither is stored); the re-run of the file finishes them."""
-    from leadflow.steps import intake
-
     path = write_csv(tmp_path / "leads.csv", [lead("ann@acme.io"), lead("bob@beta.io", submitted_at="2025-03-02")])
-    real = intake.plain_steps
-
-    def broken_scoring(store, **kwargs):
-        def fail(*args):
-            raise RuntimeError("scoring is down")
-        return dataclasses.replace(real(store, **kwargs), calculate_lead_score=fail)
-
-    monkeypatch.setattr(intake, "plain_steps", broken_scoring)
-    with pytest.raises(RuntimeError, match="scoring is down"):
-        run_intake(crm, path)
-    monkeypatch.setattr(intake, "plain_steps", real)
+    run_with_a_failing_step(crm, path, monkeypatch, "calculate_lead_score")
     assert set(marks_of(crm).values()) == {LeadStep.SPAM_CHECKED}
     with crm.engine.connect() as conn:
         assert set(conn.execute(select(LEADS.c.enrichment_status)).scalars()) == {None}
@@ -255,21 +260,10 @@ def test_a_failed_details_step_leaves_the_leads_checked_and_the_re_run_finishes_
     """Details fail after Check Spam marked its leads (flagged or not) in its own transaction: the re-run does not
     judge them again, and details and scores everyone once."""
     from leadflow.crm.schema import LeadEvent
-    from leadflow.steps import intake
 
     path = write_csv(tmp_path / "leads.csv", [lead("ann@acme.io"), lead("bot@mailinator.com"),
                                               lead("bob@beta.io", submitted_at="2025-03-02")])
-    real = intake.plain_steps
-
-    def broken_details(store, **kwargs):
-        def fail(*args):
-            raise RuntimeError("details are down")
-        return dataclasses.replace(real(store, **kwargs), retrieve_lead_details=fail)
-
-    monkeypatch.setattr(intake, "plain_steps", broken_details)
-    with pytest.raises(RuntimeError, match="details are down"):
-        run_intake(crm, path)
-    monkeypatch.setattr(intake, "plain_steps", real)
+    run_with_a_failing_step(crm, path, monkeypatch, "retrieve_lead_details")
     assert set(marks_of(crm).values()) == {LeadStep.SPAM_CHECKED}
     assert resolve_lead_ids(crm, all_unqualified=True) == []
     summary = run_intake(crm, path)
