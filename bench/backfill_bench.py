@@ -65,8 +65,9 @@ with prefect_test_harness(server_startup_timeout=180):
         ledger = ledger_rows(get_store())
         # When the windows ran, in seconds from the flow's start: the serial phases before and after them, and
         # the seconds the windows kept the parallel slots busy (slot-seconds: the rest is the slots' idle time).
-        # SQLite hands the stored UTC times back without their zone.
-        since = lambda t: ((t if t.tzinfo else t.replace(tzinfo=UTC)) - wall0).total_seconds()  # noqa: E731
+        def since(t):
+            # SQLite hands the stored UTC times back without their zone.
+            return ((t if t.tzinfo else t.replace(tzinfo=UTC)) - wall0).total_seconds()
         spans = [(since(r["started_at"]), since(r["finished_at"]))
                  for r in ledger if r["started_at"] and r["finished_at"] and r["window_id"] != "undated"]
         if spans:

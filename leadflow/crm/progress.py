@@ -51,8 +51,8 @@ def update_and_mark(store: Store, conn: Connection, changed: pd.DataFrame | Sequ
     new row version, so a separate mark rewrote each of them twice), the rest by `mark_step`: same transaction, same
     rule (only leads at the step right before move). `changed` may be several frames, each with its own columns
     and leads. `since` (lead id -> step): leads whose earlier steps finished in this run without writing their
-    marks (intake leaves the spam check's and details' marks to the score's write); they may move from that step
-    or any after it.
+    marks (intake leaves details' write and mark to the score's write); they may move from that step or any after
+    it.
     """
     ids = {int(i) for i in lead_ids}
     frames = [f for f in ([changed] if isinstance(changed, pd.DataFrame) else changed) if not f.empty]

@@ -973,7 +973,7 @@ def _text_bytes(strings: Any) -> bytes:
     if data is None:
         return b""
     first, last = np.frombuffer(offsets, dtype=np.int64)[[strings.offset, strings.offset + len(strings)]]
-    return data.to_pybytes()[first:last]
+    return data.slice(int(first), int(last - first)).to_pybytes()
 
 
 def _copy_text(frame: pd.DataFrame, staging: Table, names: Sequence[str], numbered: bool = True) -> bytes | None:
@@ -1002,9 +1002,7 @@ def _copy_text(frame: pd.DataFrame, staging: Table, names: Sequence[str], number
             ends = pa.array([""] * len(frame), type=pa.large_string())
             lines = pc.binary_join_element_wise(joined, ends, pa.scalar("\n", pa.large_string()))
         # The lines' character data, back to back, is the COPY input (no line is null: the row number never is).
-        _, offsets, data = lines.buffers()
-        first, last = np.frombuffer(offsets, dtype=np.int64)[[lines.offset, lines.offset + len(lines)]]
-        return data.to_pybytes()[first:last]
+        return _text_bytes(lines)
     except (pa.ArrowException, UnicodeError, ValueError, TypeError, OverflowError):
         return None  # psycopg's own path then raises (or accepts) exactly as it always did
 
