@@ -6,7 +6,8 @@ Runs intake's steps without Prefect (bench/intake_bench.py's core mode) on a scr
 dropped) and reports per statement (its text with staging names folded) and the intake step that sent it: calls,
 wall seconds and the CPU seconds of the server backend that ran it (read from /proc: a local server only). A COPY
 into a staging table is reported as the whole `_copy_and_run` (client-built input, COPY and the statement) beside
-the statement alone. Server CPU is the statement's own; the client's share is wall minus server on a quiet box.
+the statement alone; a COPY straight into its table (no staging) as `(COPY direct)`, input building included.
+Server CPU is the statement's own; the client's share is wall minus server on a quiet box.
 """
 
 from __future__ import annotations
@@ -85,6 +86,20 @@ def profile(path: str, chunk_size: int) -> None:
                 backend_cpu(pid) - cpu)
 
     Store._copy_and_run = timed_copy
+    copy_into = Store._copy_into
+
+    def timed_direct(self, conn, table, names, frame, numbered=False):
+        if numbered:  # a staging table's COPY: inside `_copy_and_run`, reported with its statement
+            return copy_into(self, conn, table, names, frame, numbered=numbered)
+        pid = conn.connection.driver_connection.info.backend_pid
+        wall, cpu = time.perf_counter(), backend_cpu(pid)
+        try:
+            return copy_into(self, conn, table, names, frame, numbered=numbered)
+        finally:
+            add((intake_step(), folded(f"(COPY direct) {table.name} ({', '.join(names)})")),
+                time.perf_counter() - wall, backend_cpu(pid) - cpu)
+
+    Store._copy_into = timed_direct
     cpu_before, server_before = intake_bench.cpu_seconds(), intake_bench.server_cpu_seconds()
     result = intake_bench.run_core(path, chunk_size)
     server = intake_bench.server_cpu_seconds()

@@ -65,12 +65,16 @@ def lead_touches(conn: Connection, emails: Iterable[str]) -> pd.DataFrame:
 
 
 def insert_submissions(store: Store, conn: Connection, subs: pd.DataFrame, batch_id: str,
-                       received_at: datetime) -> None:
-    """Store accepted rows as submissions; a key that is already stored is left alone."""
+                       received_at: datetime) -> int:
+    """Store accepted rows as submissions; a key that is already stored is left alone. Returns the rows added.
+
+    The rows' keys were found absent in this transaction (known_submission_keys), so they take the store's direct
+    path (`Store.insert_new`'s `fresh`); a key another run stored since is skipped and not counted.
+    """
     columns = ["idempotency_key", "lead_id", "source", "external_id", "submitted_at", "utm_source",
                "utm_medium", "utm_campaign", "message"]
     frame = subs[columns].assign(raw_payload=subs["_payload"], batch_id=batch_id, received_at=received_at)
-    store.insert_new(conn, SUBMISSIONS, frame)
+    return store.insert_new(conn, SUBMISSIONS, frame, fresh=True)
 
 
 def move_touches(store: Store, conn: Connection, changes: pd.DataFrame, now: datetime) -> None:
