@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -13,6 +15,7 @@ import pytest
 from sqlalchemy import bindparam, event, func, select, update
 
 from leadflow.crm import store as store_module
+from leadflow.crm import submissions
 from leadflow.crm.progress import mark_step
 from leadflow.crm.schema import Lead, LeadEvent, QuarantineRecord
 from leadflow.crm.store import DatabaseError, _staged_statement, read_in, refused_value_code, utc
@@ -332,3 +335,157 @@ def test_a_connection_in_another_encoding_gets_its_text_converted_not_raw_utf8(c
         event.remove(crm.engine, "connect", latin1)
         crm.engine.dispose()
     assert _rows(crm, LEADS, "first_name", "company") == [("José", "Müller")]
+
+
+def _spy_direct_copies(crm, monkeypatch) -> list[str]:
+    """The tables COPied into straight (not staging tables) from now on, one entry per attempt."""
+    direct: list[str] = []
+    copy_into = crm._copy_into
+
+    def spy(conn, table, names, frame, numbered=False):
+        if not numbered:
+            direct.append(table.name)
+        return copy_into(conn, table, names, frame, numbered=numbered)
+
+    monkeypatch.setattr(crm, "_copy_into", spy)
+    return direct
+
+
+def _quarantined(keys: list[str], source: str) -> pd.DataFrame:
+    return pd.DataFrame({"idempotency_key": keys, "batch_id": "b", "origin": "f.csv", "row_number": range(len(keys)),
+                         "source": source, "reason_codes": "missing_email", "raw_payload": '{"a": 1}',
+                         "created_at": NOW, "flow_run_id": None})
+
+
+def _commit_once_waited_on(crm, transaction) -> tuple[threading.Thread, list[bool]]:
+    """A thread that commits another connection's transaction once a backend of this database waits on a lock
+    (ours, on the key that transaction inserted), or after 10 s; whether it saw the wait."""
+    seen: list[bool] = []
+
+    def run() -> None:
+        with crm.engine.connect() as watcher:
+            for _ in range(200):
+                waiting = watcher.exec_driver_sql(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'").scalar()
+                watcher.rollback()  # a new snapshot of pg_stat_activity each time
+                if waiting:
+                    seen.append(True)
+                    break
+                time.sleep(0.05)
+        transaction.commit()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, seen
+
+
+def test_fresh_rows_go_straight_in_and_a_key_stored_since_falls_back_to_on_conflict(crm, monkeypatch):
+    """Rows whose keys were absent when looked up are COPied straight into their table on PostgreSQL. A key stored
+    since that look (here one the caller never looked up) fails the COPY in its savepoint; the rows then go through
+    ON CONFLICT DO NOTHING in the same transaction, and only the rows added are counted, as on SQLite."""
+    monkeypatch.setattr(crm, "copy_min_rows", 0)
+    direct = _spy_direct_copies(crm, monkeypatch)
+    copied = crm.dialect == "postgresql"
+    with crm.begin() as conn:
+        assert crm.insert_new(conn, QUARANTINE, _quarantined(["k1", "k2"], "first"), fresh=True) == 2
+    assert direct == (["quarantine"] if copied else [])
+    direct.clear()
+    with crm.begin() as conn:
+        assert crm.insert_new(conn, QUARANTINE, _quarantined(["k3", "k2", "k4"], "second"), fresh=True) == 2
+        # The transaction goes on after the savepoint was rolled back: a key twice in one frame falls back too.
+        assert crm.insert_new(conn, QUARANTINE, _quarantined(["k5", "k5"], "third"), fresh=True) == 1
+    assert direct == (["quarantine"] * 2 if copied else [])
+    assert _rows(crm, QUARANTINE, "idempotency_key", "source", "row_number") == [
+        ("k1", "first", 0), ("k2", "first", 1), ("k3", "second", 0), ("k4", "second", 2), ("k5", "third", 0)]
+    # Any other refusal is not a fallback: it fails the transaction as before, with its code.
+    with pytest.raises(DatabaseError) as refused, crm.begin() as conn:
+        crm.insert_new(conn, QUARANTINE, _quarantined(["k6"], "x" * 70), fresh=True)
+        crm.insert_new(conn, QUARANTINE, _quarantined(["k7"], "ok"), fresh=True)
+        if not copied:  # SQLite keeps any length
+            raise DatabaseError("stand-in", None, None)
+    if copied:
+        assert refused_value_code(refused.value) == "22001"
+    assert crm.table_counts()["quarantine"] == 5
+
+
+@pytest.mark.parametrize("crm", ["postgresql"], indirect=True)
+def test_a_key_another_transaction_stores_during_the_direct_copy_stays_theirs(crm, monkeypatch):
+    """The real race: another transaction inserted a key and has not committed. Our direct COPY waits for it on the
+    unique index and fails once it commits; the fallback then skips that key and counts only our rows."""
+    monkeypatch.setattr(crm, "copy_min_rows", 0)
+    direct = _spy_direct_copies(crm, monkeypatch)
+    with crm.engine.connect() as other:
+        transaction = other.begin()
+        crm.insert_new(other, QUARANTINE, _quarantined(["k2"], "theirs"))
+        thread, waited = _commit_once_waited_on(crm, transaction)
+        with crm.begin() as conn:
+            added = crm.insert_new(conn, QUARANTINE, _quarantined(["k1", "k2", "k3"], "ours"), fresh=True)
+        thread.join()
+    assert waited == [True] and direct == ["quarantine"]
+    assert added == 2
+    assert _rows(crm, QUARANTINE, "idempotency_key", "source") == [("k2", "theirs"), ("k1", "ours"), ("k3", "ours")]
+
+
+def _all_lead_columns(crm) -> list[tuple]:
+    """Every column of every lead but its id, by email."""
+    names = [c.name for c in LEADS.columns if c.name != "id"]
+    with crm.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(select(*(LEADS.c[n] for n in names)).order_by(LEADS.c.email))]
+
+
+def test_absent_leads_go_straight_in_with_the_upsert_s_values_and_one_created_since_is_merged(crm, monkeypatch):
+    """Leads absent when looked up are COPied straight into leads on PostgreSQL and stored exactly as the upsert
+    stores them; a lead created since the look (here one the caller took for absent) makes the COPY fail in its
+    savepoint and every row is upserted: it is merged and is not one this write created."""
+    monkeypatch.setattr(crm, "copy_min_rows", 0)
+    direct = _spy_direct_copies(crm, monkeypatch)
+    later = NOW + timedelta(days=1)
+    emails = ["ann@example.com", "bo@example.com", "cy@example.com"]
+    first = _leads(emails[:1], NOW, company="Old", page_views=5, demo_requested=True)
+    second = _leads(emails, later, company=["New", None, "Cy Co"], page_views=pd.array([1, 2, None], dtype="Int64"),
+                    demo_requested=pd.array([None, False, True], dtype="boolean"),
+                    enrichment_sources=['{"a": 1}', None, '{"b": "c\\td"}'])
+
+    def write(absent: set[str]) -> tuple[list[tuple], set[str]]:
+        with crm.begin() as conn:
+            conn.execute(LEADS.delete())
+            crm.upsert_leads(conn, first, NOW)
+        direct.clear()
+        with crm.begin() as conn:
+            crm.upsert_leads(conn, second, later, absent=absent)
+            _, created = submissions.leads_created_at(conn, emails, later)
+        return _all_lead_columns(crm), created
+
+    upserted = write(set())
+    assert direct == []
+    assert write({"bo@example.com", "cy@example.com"}) == upserted
+    assert direct == (["leads"] if crm.dialect == "postgresql" else [])
+    assert write(set(emails)) == upserted
+    assert direct == (["leads"] if crm.dialect == "postgresql" else [])
+    assert upserted[1] == {"bo@example.com", "cy@example.com"}
+    assert [(r[0], r[7]) for r in upserted[0]] == [("ann@example.com", "New"), ("bo@example.com", None),
+                                                  ("cy@example.com", "Cy Co")]
+
+
+@pytest.mark.parametrize("crm", ["postgresql"], indirect=True)
+def test_a_lead_another_transaction_creates_during_the_direct_copy_counts_as_merged(crm, monkeypatch):
+    """The real race on leads: another run inserted a lead and has not committed. Our COPY waits on the email's
+    unique index and fails when it commits; the upsert then merges into that lead, whose created_at stays theirs."""
+    monkeypatch.setattr(crm, "copy_min_rows", 0)
+    direct = _spy_direct_copies(crm, monkeypatch)
+    later = NOW + timedelta(hours=1)
+    with crm.engine.connect() as other:
+        transaction = other.begin()
+        crm.upsert_leads(other, _leads(["dee@example.com"], NOW, company="Theirs"), NOW)
+        thread, waited = _commit_once_waited_on(crm, transaction)
+        with crm.begin() as conn:
+            crm.upsert_leads(conn, _leads(["dee@example.com", "eve@example.com"], later, company=None), later,
+                             absent={"dee@example.com", "eve@example.com"})
+            ids, created = submissions.leads_created_at(conn, ["dee@example.com", "eve@example.com"], later)
+        thread.join()
+    assert waited == [True] and direct == ["leads"]
+    assert sorted(ids) == ["dee@example.com", "eve@example.com"] and created == {"eve@example.com"}
+    rows = _rows(crm, LEADS, "email", "company", "created_at", "updated_at")
+    assert [(r[0], r[1]) for r in rows] == [("dee@example.com", "Theirs"), ("eve@example.com", None)]
+    assert [(r[2], r[3]) for r in rows] == [(NOW, later), (later, later)]
