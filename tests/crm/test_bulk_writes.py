@@ -18,7 +18,7 @@ from leadflow.crm import store as store_module
 from leadflow.crm import submissions
 from leadflow.crm.progress import mark_step
 from leadflow.crm.schema import Lead, LeadEvent, QuarantineRecord
-from leadflow.crm.store import DatabaseError, _staged_statement, read_in, refused_value_code, utc
+from leadflow.crm.store import DatabaseError, _staged_statement, execute_in, read_in, refused_value_code, utc
 from leadflow.domain.progress import LeadStep
 
 LEADS = Lead.__table__
@@ -489,3 +489,20 @@ def test_a_lead_another_transaction_creates_during_the_direct_copy_counts_as_mer
     rows = _rows(crm, LEADS, "email", "company", "created_at", "updated_at")
     assert [(r[0], r[1]) for r in rows] == [("dee@example.com", "Theirs"), ("eve@example.com", None)]
     assert [(r[2], r[3]) for r in rows] == [(NOW, later), (later, later)]
+
+
+def test_keys_of_any_text_are_found_whole(crm):
+    """On PostgreSQL the keys go as an array's text built by the store: quotes, backslashes, commas, braces, spaces,
+    an empty key, the word NULL and unicode are each found as themselves, as in SQLite's IN-lists, and a key
+    longer than the column is compared whole (not cut to the column's length, which found a stored prefix)."""
+    odd = ['a"b@x.com', "c\\d@x.com", "e,f@x.com", "{g}@x.com", " h @x.com", "", "NULL", "zoë@例え.jp", "x" * 320]
+    by_email = select(LEADS.c.email, LEADS.c.id).where(LEADS.c.email.in_(bindparam("values", expanding=True)))
+    with crm.begin() as conn:
+        crm.upsert_leads(conn, _leads(odd, NOW), NOW)
+        found = dict(read_in(conn, by_email, [*odd, "nobody@x.com", "x" * 321], raw=True))
+        assert sorted(found) == sorted(odd)
+        assert read_in(conn, by_email, ["x" * 321, "null", '"'], raw=True) == []
+        by_id = select(LEADS.c.id).where(LEADS.c.id.in_(bindparam("values", expanding=True)))
+        assert sorted(r[0] for r in read_in(conn, by_id, [*found.values(), 10**12], raw=True)) == sorted(found.values())
+        tier = update(LEADS).where(LEADS.c.email.in_(bindparam("values", expanding=True))).values(tier="A")
+        assert execute_in(conn, tier, [*odd[:3], "nobody@x.com"]) == 3
