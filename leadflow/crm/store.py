@@ -78,8 +78,6 @@ UNIQUE_VIOLATION = "23505"
 # Bulk writes of at least this many rows go through COPY and a staging table on PostgreSQL (fewer rows: the
 # staging table's CREATE costs more than executemany saves).
 COPY_MIN_ROWS = 100
-# Rows of one slice of a COPY's input (see `Store._copy_into`).
-COPY_SLICE_ROWS = 8_192
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -642,25 +640,18 @@ class Store:
         columns = [*names, STAGING_ROW] if numbered else list(names)
         sql = f"COPY {quoted(table.name)} ({', '.join(quoted(n) for n in columns)}) FROM STDIN"
         import psycopg
-        from psycopg.copy import QueuedLibpqWriter
 
         raw = conn.connection.driver_connection
         # The column-wise text is UTF-8 bytes, sent as they are: only a UTF-8 connection may take them unconverted.
-        utf8 = raw.info.encoding == "utf-8"
+        text = _copy_text(frame, table, names, numbered) if raw.info.encoding == "utf-8" else None
         try:
             with raw.cursor() as cursor:
-                # Slice by slice, sent by a writer thread: the server parses and stores one slice while this thread
-                # builds the next, instead of waiting for the whole input (a fifth of a big COPY's time).
-                with cursor.copy(sql, writer=QueuedLibpqWriter(cursor)) as copy:
-                    for start in range(0, len(frame), COPY_SLICE_ROWS):
-                        part = frame.iloc[start:start + COPY_SLICE_ROWS]
-                        text = _copy_text(part, table, names, numbered, start) if utf8 else None
-                        if text is not None:
-                            copy.write(text)
-                            continue
-                        values = _copy_columns(part, table, names)
-                        numbers = range(start, start + len(part))
-                        rows = zip(*values, numbers, strict=True) if numbered else zip(*values, strict=True)
+                with cursor.copy(sql) as copy:
+                    if text is not None:
+                        copy.write(text)
+                    else:
+                        values = _copy_columns(frame, table, names)
+                        rows = zip(*values, range(len(frame)), strict=True) if numbered else zip(*values, strict=True)
                         for row in rows:
                             copy.write_row(row)
                 return int(cursor.rowcount)
@@ -1060,10 +1051,9 @@ def _text_bytes(strings: Any) -> bytes:
     return data.slice(int(first), int(last - first)).to_pybytes()
 
 
-def _copy_text(frame: pd.DataFrame, staging: Table, names: Sequence[str], numbered: bool = True,
-               first: int = 0) -> bytes | None:
-    """The COPY input of a staged frame (its columns, then the row number, counted from `first`, unless not
-    `numbered`), built column by column.
+def _copy_text(frame: pd.DataFrame, staging: Table, names: Sequence[str], numbered: bool = True) -> bytes | None:
+    """The whole COPY input of a staged frame (its columns, then the row number unless not `numbered`), built
+    column by column.
 
     psycopg's write_row formats every value of every row in Python: it and the object conversion before it were
     a quarter of a PostgreSQL intake's client time. None when a column needs psycopg's own adaptation.
@@ -1080,7 +1070,7 @@ def _copy_text(frame: pd.DataFrame, staging: Table, names: Sequence[str], number
             fields.append(field)
         tab = pa.scalar("\t", pa.large_string())
         if numbered:
-            rows = pa.array([f"{i}\n" for i in range(first, first + len(frame))], type=pa.large_string())
+            rows = pa.array([f"{i}\n" for i in range(len(frame))], type=pa.large_string())
             lines = pc.binary_join_element_wise(*fields, rows, tab, null_handling="replace", null_replacement="\\N")
         else:
             joined = pc.binary_join_element_wise(*fields, tab, null_handling="replace", null_replacement="\\N")

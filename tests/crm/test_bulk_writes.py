@@ -34,8 +34,6 @@ def crm_path(request, crm, monkeypatch):
     if request.param == "copy-rows" and crm.dialect == "sqlite":
         pytest.skip("SQLite has no COPY: the executemany case covers it")
     crm.copy_min_rows = 0 if request.param.startswith("copy") else 10**9
-    # Frames of several slices: each slice's input is built and sent on its own, row numbers going on.
-    monkeypatch.setattr(store_module, "COPY_SLICE_ROWS", 2)
     if request.param == "copy-rows":
         monkeypatch.setattr(store_module, "_copy_text", lambda *_: None)
     return crm
@@ -262,25 +260,19 @@ def test_copy_text_built_column_wise_stores_what_row_by_row_copy_stores(crm, mon
         enrichment_sources=[{"a": "b\tc\\"}, None, '{"n": 1}', {}, [1, "x"], None],
     )
     stored = {}
-    copy_text = store_module._copy_text
-    for path in ("rows", "column-wise", "mixed"):
+    for path in ("rows", "column-wise"):
         if path == "rows":
             monkeypatch.setattr(store_module, "_copy_text", lambda *_: None)
-        elif path == "column-wise":
+        else:
             monkeypatch.undo()
             assert store_module._copy_text(frame, *_staging_of(crm, frame)) is not None
-        else:
-            # Slices of 4 rows, the second one row by row: the two kinds of input make one COPY.
-            monkeypatch.setattr(store_module, "COPY_SLICE_ROWS", 4)
-            monkeypatch.setattr(store_module, "_copy_text",
-                                lambda part, *rest: None if rest[-1] else copy_text(part, *rest))
         with crm.begin() as conn:
             crm.upsert_leads(conn, frame, NOW)
         columns = [c for c in frame.columns if c != "step_marked_at"]
         stored[path] = _rows(crm, LEADS, *columns)
         with crm.begin() as conn:
             conn.execute(LEADS.delete())
-    assert stored["column-wise"] == stored["rows"] == stored["mixed"]
+    assert stored["column-wise"] == stored["rows"]
     assert [r[0] for r in stored["rows"]] == emails
     # A NUL in text is refused by psycopg before it is sent: such a frame keeps the row-by-row path and its error.
     with_nul = frame.assign(company=pd.Series(["x", None, "a\x00b", "", "d", "e"], dtype="string"))
