@@ -34,6 +34,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     any_,
     bindparam,
     case,
@@ -388,8 +389,6 @@ def database_url(url: str) -> URL:
 
 def analyze_statement(tables: Sequence[str]) -> str:
     """The ANALYZE of these tables: of those in PLANNER_COLUMNS their indexed and planner columns, the others whole."""
-    from sqlalchemy import UniqueConstraint
-
     parts = []
     for name in sorted(tables):
         table = Base.metadata.tables[name]
