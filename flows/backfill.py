@@ -17,7 +17,7 @@ from leadflow.config.settings import get_settings
 from leadflow.domain.backfill import UNDATED, UNDATED_WINDOW, Window, group_limit, group_windows
 from leadflow.domain.contract import resolve_submitted_at
 from leadflow.io.backfill_files import SplitManifest
-from leadflow.steps.intake import field_options
+from leadflow.steps.intake import field_options, wait_for_statistics
 from tasks.backfill import (
     BackfillPlan,
     WindowResult,
@@ -142,6 +142,8 @@ def lead_backfill(
                         len(groups), limit)
         results += _run_on_task_runner(plan, manifest, groups, options,
                                        _task_runner(runner, dask_address, max_parallel), progress)
+    # The windows' last ANALYZE (those run in this process) ran beside their qualification: it ends with the run.
+    wait_for_statistics()
     publish_backfill_summary(plan, manifest)
     imported = [r for r in results if r.status == "completed"]
     failed = [r for r in results if r.status == "failed"]

@@ -20,7 +20,15 @@ from leadflow.config.settings import get_settings
 from leadflow.domain.inbox import INBOX_ORIGIN
 from leadflow.domain.summary import IntakeSummary
 from leadflow.io.sources import iter_lead_chunks, read_ahead
-from leadflow.steps.intake import IntakeSteps, early_worker, field_options, inbox_plan, intake_chunks, late_worker
+from leadflow.steps.intake import (
+    IntakeSteps,
+    early_worker,
+    field_options,
+    inbox_plan,
+    intake_chunks,
+    late_worker,
+    wait_for_statistics,
+)
 from tasks.batches import find_dead_batches
 from tasks.common import called_quoted, submitted_quoted, utc_now
 from tasks.enrichment import retrieve_lead_details
@@ -156,6 +164,8 @@ def lead_intake(
         # Leads posted while an inbox run worked (their own runs may have been refused a slot) are taken at its end.
         intake_chunks(INTAKE_TASKS, chunks, plan, summary, worker=worker,
                       start_worker=None if inbox else late_worker, after_chunk=after_chunk, read_again=bool(inbox))
+        # The last bulk load's ANALYZE ran beside the steps after it: this run ends with it, not the next one.
+        wait_for_statistics()
     except BaseException:
         if inbox:
             inbox.release()

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -100,8 +101,8 @@ class Lead(Base):
     job_title: Mapped[str | None] = mapped_column(String(200))
     country: Mapped[str | None] = mapped_column(String(2))
     company: Mapped[str | None] = mapped_column(String(300))
-    company_key: Mapped[str | None] = mapped_column(String(300), index=True)
-    company_domain: Mapped[str | None] = mapped_column(String(253), index=True)
+    company_key: Mapped[str | None] = mapped_column(String(300))
+    company_domain: Mapped[str | None] = mapped_column(String(253))
     company_size: Mapped[str | None] = mapped_column(String(100))
     industry: Mapped[str | None] = mapped_column(String(100))
     email_opt_in: Mapped[bool | None] = mapped_column(Boolean)
@@ -115,7 +116,7 @@ class Lead(Base):
     first_touch_utm_source: Mapped[str | None] = mapped_column(String(200))
     first_touch_utm_medium: Mapped[str | None] = mapped_column(String(200))
     first_touch_utm_campaign: Mapped[str | None] = mapped_column(String(200))
-    last_touch_at: Mapped[datetime] = mapped_column(Timestamp, index=True)
+    last_touch_at: Mapped[datetime] = mapped_column(Timestamp)
     last_touch_source: Mapped[str] = mapped_column(String(64))
     last_touch_utm_source: Mapped[str | None] = mapped_column(String(200))
     last_touch_utm_medium: Mapped[str | None] = mapped_column(String(200))
@@ -136,10 +137,10 @@ class Lead(Base):
     employee_count: Mapped[int | None] = mapped_column(Integer)
     revenue_band: Mapped[str | None] = mapped_column(String(32))
     seniority: Mapped[str | None] = mapped_column(String(16))
-    priority: Mapped[str | None] = mapped_column(String(2), index=True)
+    priority: Mapped[str | None] = mapped_column(String(2))
     priority_reason: Mapped[str | None] = mapped_column(String(200))
-    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), index=True)
-    owner_id: Mapped[int | None] = mapped_column(ForeignKey("sales_reps.id"), index=True)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("sales_reps.id"))
     # Whether this lead holds one of its owner's open-lead slots (leadflow/crm/assignments.py gives it back on close).
     holds_capacity: Mapped[bool] = mapped_column(Boolean, server_default="0")
     checklist: Mapped[dict[str, Any] | None] = mapped_column(Json)
@@ -151,7 +152,7 @@ class Lead(Base):
     # The last processing step finished (leadflow/domain/progress.py): what a re-run or repair still has to do.
     step_mark: Mapped[int] = mapped_column(SmallInteger, server_default="5")
     step_marked_at: Mapped[datetime | None] = mapped_column(Timestamp)
-    created_at: Mapped[datetime] = mapped_column(Timestamp, index=True)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
@@ -556,5 +557,16 @@ class LeadFollowup(Base):
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
-# The purge finds expired spam by flag time; without an index it would scan every lead each night.
-Index("ix_leads_spam_flagged_at", Lead.__table__.c.spam_flagged_at)
+# Besides its key and email, leads is indexed only where a statement of leadflow/crm looks leads up (0030). The purge
+# finds expired spam by flag time (without an index it would scan every lead each night); a rep's and an account's
+# leads are found by owner and account. The three are NULL for most leads, so their indexes hold only the others:
+# `col = x` and `col < x` imply `col IS NOT NULL`, and no statement looks for `IS NULL` through them.
+def _index_where_set(column: str) -> Index:
+    """An index of the leads whose `column` is set."""
+    where = text(f"{column} IS NOT NULL")
+    return Index(f"ix_leads_{column}", Lead.__table__.c[column], postgresql_where=where, sqlite_where=where)
+
+
+_index_where_set("spam_flagged_at")
+_index_where_set("owner_id")
+_index_where_set("account_id")

@@ -963,3 +963,10 @@ def release_run_claims(flow_run_id: str, store: Store | None = None) -> int:
     from leadflow.crm.store import get_store
 
     return inbox.release_run_claims(store or get_store(), flow_run_id)
+
+
+def wait_for_statistics(store: Store | None = None) -> None:
+    """Wait for the ANALYZE a bulk load left running in the background (the end of an intake or backfill run)."""
+    from leadflow.crm.store import get_store
+
+    (store or get_store()).wait_for_statistics()

@@ -14,7 +14,7 @@ from tests.conftest import PG_URL
 
 
 def test_a_migrated_crm_passes_on_both_databases(crm):
-    assert crm.revision() == head_revision() == "0029_pg_write_once"
+    assert crm.revision() == head_revision() == "0030_pg_partial_indexes"
     crm.require_current()
 
 
@@ -110,6 +110,35 @@ def test_leads_leave_room_for_updated_rows_on_postgresql_and_the_migration_goes_
     finally:
         crm.upgrade()
     assert fillfactor() == ("fillfactor=30" if crm.dialect == "postgresql" else None)
+
+
+def test_leads_keep_only_the_indexes_statements_use_and_the_migration_goes_back(crm):
+    """0030: five unused indexes of leads dropped, owner, account and spam flag time indexed where set (partial,
+    on both databases); the downgrade brings back the eleven full indexes."""
+
+    def indexes() -> dict[str, bool]:
+        # index name -> partial
+        with crm.engine.connect() as conn:
+            if crm.dialect == "postgresql":
+                rows = conn.exec_driver_sql("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'leads'")
+            else:
+                rows = conn.exec_driver_sql("SELECT name, coalesce(sql, '') FROM sqlite_master "
+                                            "WHERE type = 'index' AND tbl_name = 'leads'")
+            return {name: " WHERE " in definition.upper() for name, definition in rows}
+
+    where_set = {"ix_leads_owner_id", "ix_leads_account_id", "ix_leads_spam_flagged_at"}
+    dropped = {"ix_leads_company_key", "ix_leads_company_domain", "ix_leads_created_at", "ix_leads_last_touch_at",
+               "ix_leads_priority"}
+    now = indexes()
+    assert {name for name, partial in now.items() if partial} == where_set
+    assert not dropped & now.keys() and "ix_leads_status" in now
+    try:
+        _downgrade(crm, "0029_pg_write_once")
+        before = indexes()
+        assert (where_set | dropped) <= before.keys() and not any(before[name] for name in where_set | dropped)
+    finally:
+        crm.upgrade()
+    assert indexes() == now
 
 
 def _downgrade(store: Store, revision: str) -> None:

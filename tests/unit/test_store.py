@@ -92,10 +92,14 @@ def test_refresh_statistics_analyzes_on_postgresql_and_is_a_no_op_on_sqlite(crm)
     crm.refresh_statistics(["leads", "lead_submissions"])
     if crm.dialect != "postgresql":
         return
+    # Never analyzed (the fixture's TRUNCATE forgets statistics): analyzed before the call returned.
     with crm.engine.connect() as conn:
+        counted = dict(conn.execute(text(
+            "SELECT relname, reltuples >= 0 FROM pg_class WHERE relname IN ('leads', 'lead_submissions')")).all())
         analyzed = dict(conn.execute(text(
             "SELECT relname, last_analyze IS NOT NULL FROM pg_stat_user_tables "
             "WHERE relname IN ('leads', 'lead_submissions')")).all())
+    assert counted == {"leads": True, "lead_submissions": True}
     assert analyzed == {"leads": True, "lead_submissions": True}
 
 
@@ -115,11 +119,100 @@ def test_refresh_statistics_skips_a_table_that_has_not_grown_by_a_quarter(crm):
             crm.upsert_leads(conn, rows, NOW)
         before = len(sent)
         crm.refresh_statistics(["leads"])
+        crm.wait_for_statistics()  # a table analyzed before is analyzed in the background
         return len(sent) - before
 
     add_leads(0, 2000)
     assert add_leads(2000, 100) == 0  # 5% more: the statistics stand
     assert add_leads(2100, 1000) == 1  # 52% more: refreshed
+
+
+def _stored_leads(crm, start: int, n: int) -> None:
+    rows = pd.DataFrame([lead_row(f"s{i}@x.com", "2025-05-01") for i in range(start, start + n)])
+    with crm.begin() as conn:
+        crm.upsert_leads(conn, rows, NOW)
+
+
+@pytest.mark.parametrize("crm", ["postgresql"], indirect=True)
+def test_statistics_of_an_analyzed_table_are_refreshed_in_the_background_while_rows_are_written(crm):
+    import threading
+
+    from sqlalchemy import text
+
+    _stored_leads(crm, 0, 1000)
+    crm.refresh_statistics(["leads"])  # never analyzed: at once
+    _stored_leads(crm, 1000, 1000)
+    # Another session holds a lock ANALYZE waits for (its own kind): a synchronous refresh would hang here.
+    with crm.engine.connect() as holder:
+        holder.exec_driver_sql("LOCK TABLE leads IN SHARE UPDATE EXCLUSIVE MODE")
+        caller = threading.Thread(target=crm.refresh_statistics, args=(["leads"],))
+        caller.start()
+        caller.join(timeout=20)
+        returned = not caller.is_alive()
+        deadline = time.monotonic() + 20
+        with crm.engine.connect() as watch:
+            waiting = False
+            while not waiting and time.monotonic() < deadline:
+                waiting = watch.exec_driver_sql(
+                    "SELECT count(*) FROM pg_stat_activity WHERE starts_with(query, 'ANALYZE leads') "
+                    "AND wait_event_type = 'Lock'").scalar_one() == 1
+                time.sleep(0.05)
+        _stored_leads(crm, 2000, 10)  # ANALYZE's lock (waited for or held) lets rows be written
+        holder.rollback()
+    crm.wait_for_statistics()
+    assert returned and waiting
+    with crm.engine.connect() as conn:
+        assert conn.execute(text("SELECT reltuples FROM pg_class WHERE relname = 'leads'")).scalar_one() >= 2000
+
+
+@pytest.mark.parametrize("crm", ["postgresql"], indirect=True)
+def test_a_failed_background_analyze_is_logged_without_personal_data_and_the_next_refresh_analyzes(crm, caplog):
+    from sqlalchemy import text
+
+    _stored_leads(crm, 0, 1000)
+    crm.refresh_statistics(["leads"])
+    _stored_leads(crm, 1000, 1000)
+    # A Store whose sessions give up on a lock after 0.2 s: its ANALYZE fails while another session holds one.
+    impatient = Store(crm.url + ("&" if "?" in crm.url else "?") + "options=-c%20lock_timeout%3D200")
+    try:
+        with crm.engine.connect() as holder:
+            holder.exec_driver_sql("LOCK TABLE leads IN SHARE UPDATE EXCLUSIVE MODE")
+            with caplog.at_level("WARNING", logger="leadflow.crm.store"):
+                impatient.refresh_statistics(["leads"])
+                impatient.wait_for_statistics()
+            holder.rollback()
+        failures = [r.getMessage() for r in caplog.records if "Background ANALYZE" in r.getMessage()]
+        assert len(failures) == 1 and "55P03" in failures[0] and "@x.com" not in failures[0]
+        with crm.engine.connect() as conn:
+            assert conn.execute(text("SELECT reltuples FROM pg_class WHERE relname = 'leads'")).scalar_one() < 2000
+        impatient.refresh_statistics(["leads"])  # still stale: tried again, now without a lock in the way
+    finally:
+        impatient.dispose()  # waits for the ANALYZE
+    with crm.engine.connect() as conn:
+        assert conn.execute(text("SELECT reltuples FROM pg_class WHERE relname = 'leads'")).scalar_one() >= 2000
+
+
+@pytest.mark.parametrize("crm", ["postgresql"], indirect=True)
+def test_analyze_keeps_statistics_of_the_planner_columns_only_and_still_counts_rows(crm):
+    from sqlalchemy import text
+
+    from leadflow.crm.store import PLANNER_COLUMNS, analyze_statement
+
+    statement = analyze_statement(["leads", "lead_submissions", "accounts"])
+    assert "accounts," in statement and "leads (id, email," in statement and "first_name" not in statement
+    assert all(column in Lead.__table__.columns for column in PLANNER_COLUMNS["leads"])
+    rows = pd.DataFrame([lead_row(f"c{i}@x.com", "2025-05-01", first_name=f"N{i % 7}", company="Acme",
+                                  company_key="acme", company_domain="acme.com") for i in range(500)])
+    with crm.begin() as conn:
+        crm.upsert_leads(conn, rows, NOW)
+    crm.refresh_statistics(["leads"])
+    with crm.engine.connect() as conn:
+        kept = set(conn.execute(text("SELECT attname FROM pg_stats WHERE tablename = 'leads'")).scalars())
+        counted = conn.execute(text("SELECT reltuples, relpages FROM pg_class WHERE relname = 'leads'")).one()
+    indexed = {c.name for index in Lead.__table__.indexes for c in index.columns}
+    assert {"id", "email", "is_spam", "step_mark", *indexed} <= kept
+    assert not kept & {"first_name", "company", "last_touch_utm_source", "score"}
+    assert counted.reltuples == 500 and counted.relpages > 0
 
 
 def test_leads_by_id_gives_the_types_sqlalchemy_would(crm):
@@ -227,6 +320,7 @@ def test_a_bulk_load_analyzes_first_and_then_only_once_the_tables_have_grown_by_
             crm.upsert_leads(conn, rows, NOW)
         before = len(sent)
         crm.refresh_statistics(["leads"], added=n)
+        crm.wait_for_statistics()
         return len(sent) - before
 
     # The first load (the table grew from empty); 300 more of its 400 rows (not more than it had: not even asked,
