@@ -96,6 +96,8 @@ class TreeMemory:
 
         self.peak_mb = 0.0
         self.server_cpu: dict[int, float] = {}
+        # The client side's CPU by process (pid -> role, seconds), to tell the flow from Dask's and Prefect's own.
+        self.tree_cpu: dict[int, tuple[str, float]] = {}
         self._database = database
         self._stop = threading.Event()
         self._root = psutil.Process(pid)
@@ -111,6 +113,9 @@ class TreeMemory:
                 for proc in [self._root, *self._root.children(recursive=True)]:
                     with contextlib.suppress(psutil.Error):
                         total += proc.memory_info().rss
+                        cpu = proc.cpu_times()
+                        role = self.tree_cpu[proc.pid][0] if proc.pid in self.tree_cpu else _role(proc, self._root)
+                        self.tree_cpu[proc.pid] = (role, cpu.user + cpu.system)
             except psutil.Error:
                 return
             self.peak_mb = max(self.peak_mb, total / 2**20)
@@ -123,11 +128,33 @@ class TreeMemory:
                             self.server_cpu[proc.pid] = cpu.user + cpu.system
             self._stop.wait(every)
 
+    def cpu_by_role(self) -> dict[str, float]:
+        """The client side's CPU seconds by kind of process (as last sampled: a process's last 0.2 s may be missed)."""
+        roles: dict[str, float] = {}
+        for role, seconds in self.tree_cpu.values():
+            roles[role] = round(roles.get(role, 0.0) + seconds, 1)
+        return dict(sorted(roles.items(), key=lambda kv: -kv[1]))
+
     def stop(self) -> tuple[float, float]:
         """Stop sampling; the peak in MiB and the server's CPU seconds."""
         self._stop.set()
         self._thread.join()
         return round(self.peak_mb), round(sum(self.server_cpu.values()), 1)
+
+
+def _role(proc, root) -> str:
+    """What a process of a case is: the flow itself (with Dask's scheduler and nannies), the Prefect test server,
+    a spawned process (Dask workers, intake's check worker), or other."""
+    if proc.pid == root.pid:
+        return "flow"
+    line = " ".join(proc.cmdline())
+    if "resource_tracker" in line:
+        return "resource tracker"
+    if "spawn_main" in line or "forkserver" in line:
+        return "spawned"
+    if "uvicorn" in line or "prefect" in line:
+        return "prefect server"
+    return f"other: {line[:60]}"
 
 
 def _database(kind: str, pg_url: str | None) -> tuple[str, Callable[[], None]]:
@@ -173,6 +200,7 @@ def run_case(history: Path, size: int, db: str, runner: str, workers: int, pg_ur
             memory = TreeMemory(child.pid, urlsplit(url).path.lstrip("/") if db == "postgresql" else None)
             returncode = child.wait()
             peak_tree, server_cpu = memory.stop()
+            by_role = memory.cpu_by_role()
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             stdout.seek(0)
             stderr.seek(0)
@@ -185,7 +213,7 @@ def run_case(history: Path, size: int, db: str, runner: str, workers: int, pg_ur
     # Every process of the case was waited for by its parent, so its CPU time is in this process's children's.
     client_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     measured.update(size=size, db=db, runner=runner, workers=workers, peak_tree_mb=peak_tree,
-                    client_cpu=round(client_cpu, 1), server_cpu=server_cpu,
+                    client_cpu=round(client_cpu, 1), server_cpu=server_cpu, cpu_by_role=by_role,
                     leads_per_second=round(measured["rows"] / measured["seconds"]))
     return measured
 
@@ -237,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"| {r['peak_rss_mb']:,} | {r['peak_child_rss_mb']:,} |", flush=True)
                     print(f"<!-- load {started_load:.1f} -> {os.getloadavg()[0]:.1f}; step seconds (summed over "
                           f"windows): {r['steps']} -->", flush=True)
+                    print(f"<!-- client CPU s by process (sampled): {r['cpu_by_role']} -->", flush=True)
                     if r.get("timeline"):
                         print(f"<!-- timeline (s from the flow's start): {r['timeline']} -->", flush=True)
     return 0

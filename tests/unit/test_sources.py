@@ -273,3 +273,63 @@ def test_nested_objects_are_flattened_into_dotted_columns(tmp_path):
     assert frame["name.given"].tolist()[0] == "Ann" and frame["name.family.first"].tolist()[0] == "Lee"
     assert frame["company.name"].tolist()[1] == "Acme" and frame["name"].isna().tolist() == [True, True]
     assert frame["tags"].tolist()[0] == ["x"]
+
+
+def _both_readers(path, chunk_size):
+    lead_file = inspect_lead_file(path)
+    return (list(iter_lead_chunks(lead_file, chunk_size)),
+            list(iter_lead_chunks(lead_file, chunk_size, string_lines=True)))
+
+
+@pytest.mark.parametrize(
+    ("content", "parsed_by_arrow"),
+    [
+        # What the backfill's split writes: flat objects of strings and nulls, some non-ASCII or escaped.
+        ('{"email":"a@b.com","source":null,"message":"Gr\\u00fc\\u00dfe \\"hi\\"\\n},{"}\n'
+         '{"email":"c@d.com","source":"web","message":"日本 \\u2028 ok"}\n\n'
+         '{"email":"e@f.com","source":"chat","message":null}\n', True),
+        # A column without any value in the chunk, every line holding its key.
+        ('{"email":"a@b.com","honeypot":null}\n{"email":"c@d.com","honeypot":null}\n', True),
+        # A byte-order mark before the first line (the text reader's codec drops it).
+        ('\ufeff{"email":"a@b.com"}\n{"email":"c@d.com"}\n', True),
+        # Line ends the text reader also ends a line at: CRLF, and a carriage return alone.
+        ('{"email":"a@b.com"}\r\n{"email":"c@d.com"}\r{"email":"e@f.com"}\n', True),
+        # Not strings only, nested, a repeated key, a broken line, a line that is no object.
+        ('{"email":"a@b.com","page_views":3}\n{"email":"c@d.com","page_views":"4"}\n', False),
+        ('{"email":"a@b.com","meta":{"x":"1"}}\n{"email":"c@d.com"}\n', False),
+        ('{"email":"a@b.com","email":"c@d.com"}\n{"email":"e@f.com"}\n', False),
+        ('{"email":"a@b.com"}\n{not json\n["list"]\n{"email":"c@d.com"}\n', False),
+        ('{"email":"a@b.com"}\r\n{"email":"c\\u00e9"}\r{broken\r\n', False),
+    ],
+)
+def test_string_json_lines_read_by_arrow_give_the_line_readers_frames(tmp_path, monkeypatch, content,
+                                                                      parsed_by_arrow):
+    from leadflow.io import sources
+
+    path = tmp_path / "window.jsonl"
+    path.write_bytes(content.encode("utf-8"))
+    by_line = []
+    real = sources._jsonl_lines_frame
+    monkeypatch.setattr(sources, "_jsonl_lines_frame", lambda lines: by_line.append(len(lines)) or real(lines))
+    for chunk_size in (1, 2, 1000):
+        by_line.clear()
+        old, new = _both_readers(path, chunk_size)
+        assert len(old) == len(new) and len(old) > 0
+        for expected, got in zip(old, new, strict=True):
+            pd.testing.assert_frame_equal(got, expected, check_exact=True)
+        # The line reader ran once per chunk for the old frames; the arrow reader left it none of the chunks it
+        # could read, and at least the chunk holding the odd line when it could not.
+        left_to_lines = len(by_line) - len(old)
+        assert left_to_lines == 0 if parsed_by_arrow else left_to_lines >= 1
+
+
+def test_a_column_some_lines_lack_is_missing_in_both_readers(tmp_path):
+    from leadflow.domain.submissions import prepare_batch
+
+    path = tmp_path / "window.jsonl"
+    path.write_text('{"email":"a@b.com","source":"web"}\n{"email":"c@d.com","source":"web","_malformed":null}\n')
+    (old,), (new,) = _both_readers(path, 10)
+    # The line reader leaves NaN where a line lacks the key, None where it is null; arrow None in both.
+    assert old[MALFORMED_COLUMN].isna().all() and new[MALFORMED_COLUMN].isna().all()
+    mapping = {"email": "email", "source": "source"}
+    pd.testing.assert_frame_equal(prepare_batch(new, mapping), prepare_batch(old, mapping), check_exact=True)
