@@ -52,7 +52,7 @@ def test_overlapping_runs_never_duplicate_leads_or_submissions(crm):
 
 def test_a_lead_another_run_created_after_our_first_look_counts_as_updated(crm, monkeypatch):
     # Run A stores the leads; run B's first look (steps_by_email) happened before A committed, so it saw none of
-    # them. On PostgreSQL B's direct COPY of the leads it took for absent fails on them and B upserts instead.
+    # them. B's upsert merges into A's leads.
     subs = accepted_submissions()
     first = leads.create_lead_entries(crm, subs.iloc[:5], batch_id="run-a", flow_run_id=None, now=NOW)
     assert first.leads_created == subs.iloc[:5]["email"].nunique()
