@@ -461,6 +461,8 @@ class Store:
         self._analyzed_rows: int | None = None
         self._added_since_analyze = 0
         self._statistics_thread: threading.Thread | None = None
+        # Set by a failed ANALYZE (without the lock: the thread that joins it holds that); the next refresh analyzes.
+        self._statistics_failed = False
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
@@ -575,18 +577,31 @@ class Store:
         A table that was never analyzed is analyzed before this returns (the statements that follow must not be
         planned without statistics). Tables that have statistics, only older ones, are analyzed on a connection of
         their own in a background thread, while the caller goes on writing (ANALYZE's lock does not block row
-        writes); the next refresh, wait_for_statistics and dispose wait for it, and its failure is logged.
+        writes); wait_for_statistics, dispose and the next refresh wait for it (but a refresh of `added` rows too
+        few to call for an ANALYZE even then, which goes on without waiting). Its failure is logged, and the next
+        refresh looks at the tables again whatever `added` says.
         """
         if self.dialect != "postgresql":
             return
         from sqlalchemy import text
 
         with self._statistics_lock:
+            running = self._statistics_thread
+            if (added is not None and running is not None and running.is_alive() and self._analyzed_rows is not None
+                    and self._added_since_analyze + added <= self._analyzed_rows):
+                # An ANALYZE still runs and these rows would not call for another even by the count before it (the
+                # one it notes is no smaller, unless the tables shrank): the chunk goes on without waiting for it.
+                # The next call that may analyze joins it first, and finds out then whether it failed.
+                self._added_since_analyze += added
+                return
             # The last background ANALYZE's row count decides this one, and ANALYZE waits for itself anyway.
             self._join_statistics()
+            failed, self._statistics_failed = self._statistics_failed, False
             if added is not None:
                 self._added_since_analyze += added
-                if self._analyzed_rows is not None and self._added_since_analyze <= self._analyzed_rows:
+                # After a failed ANALYZE the count since the last one is no guide: the tables are looked at again.
+                if (not failed and self._analyzed_rows is not None
+                        and self._added_since_analyze <= self._analyzed_rows):
                     return
             self._added_since_analyze = 0
             names = [Base.metadata.tables[t].name for t in tables]
@@ -629,6 +644,7 @@ class Store:
                 rows = conn.execute(text("SELECT max(reltuples) FROM pg_class WHERE oid = ANY(CAST(:names AS "
                                          "regclass[]))"), {"names": list(names)}).scalar()
         except Exception as exc:
+            self._statistics_failed = True
             if not background:
                 raise
             # Statistics only speed plans up: the next refresh tries again. The engine scrubbed row values from the

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import sys
 import time
 import traceback
 import uuid
@@ -291,9 +292,27 @@ def replay_window(store: Store, part: str | Path, *, source_name: str | None, ch
     if summary.submissions_new < BULK_LOAD_ROWS:
         # Create Lead Entry counts bulk loads itself; a window smaller than one is counted here.
         store.refresh_statistics(STATISTICS_TABLES, added=summary.submissions_new)
+    if in_dask_worker():
+        # The flow waits for its own process's ANALYZE only, and a LocalCluster's workers are closed when the flow
+        # ends, killing one still running (a worker cannot tell its last window). So a worker's window waits for
+        # its ANALYZE itself, giving up its overlap with the next window for statistics that are surely in place.
+        store.wait_for_statistics()
     summary.seconds = round(time.perf_counter() - started, 3)
     batches.finish_batch(store, summary.batch_id, "completed", summary.as_dict(), clock())
     return summary.as_dict()
+
+
+def in_dask_worker() -> bool:
+    """Whether this code runs as a task of a Dask worker (whose process may close when the flow ends)."""
+    # Only a process that imported distributed can be a worker: the others do not pay for importing it.
+    worker = sys.modules.get("distributed.worker")
+    if worker is None:
+        return False
+    try:
+        worker.get_worker()
+    except ValueError:
+        return False
+    return True
 
 
 def ledger_table(store: Store, plan: BackfillPlan) -> list[dict[str, Any]]:

@@ -398,15 +398,19 @@ def test_fresh_rows_go_straight_in_and_a_key_stored_since_falls_back_to_on_confl
     assert direct == (["quarantine"] * 2 if copied else [])
     assert _rows(crm, QUARANTINE, "idempotency_key", "source", "row_number") == [
         ("k1", "first", 0), ("k2", "first", 1), ("k3", "second", 0), ("k4", "second", 2), ("k5", "third", 0)]
-    # Any other refusal is not a fallback: it fails the transaction as before, with its code.
-    with pytest.raises(DatabaseError) as refused, crm.begin() as conn:
-        crm.insert_new(conn, QUARANTINE, _quarantined(["k6"], "x" * 70), fresh=True)
-        crm.insert_new(conn, QUARANTINE, _quarantined(["k7"], "ok"), fresh=True)
-        if not copied:  # SQLite keeps any length
-            raise DatabaseError("stand-in", None, None)
+    # Any other refusal is not a fallback: it fails the transaction as before (the rows written before it in the
+    # transaction are gone too), with its code. A NULL where none may be is refused by both databases; a value
+    # longer than its column by PostgreSQL only (SQLite keeps any length, so that case has nothing to refuse there).
+    refusals = [(_quarantined(["k7"], "ok").assign(batch_id=None),
+                 "23502" if copied else "SQLITE_CONSTRAINT_NOTNULL")]
     if copied:
-        assert refused_value_code(refused.value) == "22001"
-    assert crm.table_counts()["quarantine"] == 5
+        refusals.append((_quarantined(["k7"], "x" * 70), "22001"))
+    for refused_rows, code in refusals:
+        with pytest.raises(DatabaseError) as refused, crm.begin() as conn:
+            assert crm.insert_new(conn, QUARANTINE, _quarantined(["k6"], "ok"), fresh=True) == 1
+            crm.insert_new(conn, QUARANTINE, refused_rows, fresh=True)
+        assert refused_value_code(refused.value) == code
+        assert crm.table_counts()["quarantine"] == 5
 
 
 @pytest.mark.parametrize("crm", ["postgresql"], indirect=True)
@@ -438,6 +442,12 @@ def test_keys_of_any_text_are_found_whole(crm):
         found = dict(read_in(conn, by_email, [*odd, "nobody@x.com", "x" * 321], raw=True))
         assert sorted(found) == sorted(odd)
         assert read_in(conn, by_email, ["x" * 321, "null", '"'], raw=True) == []
+        # Keys without a quote or backslash among them go unescaped (the array text's other branch): commas, braces,
+        # spaces, an empty key, NULL and unicode are still each found as themselves.
+        plain = [k for k in odd if '"' not in k and "\\" not in k]
+        assert dict(read_in(conn, by_email, [*plain, "nobody@x.com", "x" * 321], raw=True)) == {
+            k: found[k] for k in plain}
+        assert read_in(conn, by_email, ["x" * 321, "null", "e", "f@x.com", "{g}", " h"], raw=True) == []
         by_id = select(LEADS.c.id).where(LEADS.c.id.in_(bindparam("values", expanding=True)))
         assert sorted(r[0] for r in read_in(conn, by_id, [*found.values(), 10**12], raw=True)) == sorted(found.values())
         tier = update(LEADS).where(LEADS.c.email.in_(bindparam("values", expanding=True))).values(tier="A")

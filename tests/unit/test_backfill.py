@@ -179,3 +179,45 @@ def test_window_inputs_are_json_lines_as_pandas_writes_them():
         expected = io.StringIO()
         tricky.to_json(expected, orient="records", lines=True, date_format="iso", force_ascii=False)
         assert json_lines(tricky).decode("utf-8") == expected.getvalue().rstrip("\n") + "\n"
+
+
+def _replay_by_url(url: str, part: str) -> None:
+    """Replay one window on the process's Store of this database (a Dask task of an in-process cluster)."""
+    from leadflow.crm.store import get_store
+    from leadflow.steps.backfill import replay_window
+
+    store = get_store(url)
+    replay_window(store, part, source_name=None, chunk_size=None, default_country=None, flow_run_id=None,
+                  clock=lambda: datetime.now(UTC))
+
+
+@pytest.mark.parametrize("crm", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("where", ["flow process", "dask worker"])
+def test_a_window_replayed_in_a_dask_worker_waits_for_its_analyze(crm, tmp_path, where):
+    from leadflow.crm.store import get_store
+    from leadflow.io.backfill_files import json_lines
+    from leadflow.steps.backfill import in_dask_worker
+    from tests.helpers import lead
+
+    assert get_store(crm.url) is crm  # the Store the replay uses, whose ANALYZE thread this test looks at
+    crm.wait_for_statistics()
+    crm._analyzed_rows, crm._added_since_analyze = None, 0  # the fixture's Store may have loaded before
+    part = tmp_path / "window.jsonl"
+    part.write_bytes(json_lines(pd.DataFrame(
+        [lead(f"w{i}@acme{i % 3}.com", f"2024-01-{10 + i % 20:02d}T09:00:00Z") for i in range(40)]).astype("string")))
+    if where == "flow process":
+        assert not in_dask_worker()
+        _replay_by_url(crm.url, str(part))
+        # The flow waits for it at its end: here the window's ANALYZE runs on beside what comes next.
+        assert crm._statistics_thread is not None
+        crm.wait_for_statistics()
+        return
+    from distributed import Client, LocalCluster
+
+    # Worker threads in this process, so the task's Store is this test's (a LocalCluster's worker processes end
+    # with the flow, killing an ANALYZE still running there).
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        assert client.submit(in_dask_worker, pure=False).result()
+        client.submit(_replay_by_url, crm.url, str(part), pure=False).result()
+    assert crm._statistics_thread is None
