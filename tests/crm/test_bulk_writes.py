@@ -15,7 +15,6 @@ import pytest
 from sqlalchemy import bindparam, event, func, select, update
 
 from leadflow.crm import store as store_module
-from leadflow.crm import submissions
 from leadflow.crm.progress import mark_step
 from leadflow.crm.schema import Lead, LeadEvent, QuarantineRecord
 from leadflow.crm.store import DatabaseError, _staged_statement, execute_in, read_in, refused_value_code, utc
