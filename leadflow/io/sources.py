@@ -290,83 +290,25 @@ def _flat(record: dict) -> dict:
 
 def _read_jsonl(lead_file: LeadFile, chunk_size: int) -> Iterator[pd.DataFrame]:
     with _open(lead_file.url) as handle:
-        lines: list[str] = []
+        records: list[dict] = []
+        malformed: list[object] = []
         for raw in io.TextIOWrapper(handle, encoding=lead_file.encoding):
             # A blank line separates nothing in JSON lines (backfill window files split before 2026-12-05 have them).
             if not raw.strip():
                 continue
-            lines.append(raw)
-            if len(lines) >= chunk_size:
-                yield _jsonl_lines_frame(lines)
-                lines = []
-        if lines:
-            yield _jsonl_lines_frame(lines)
-
-
-def _jsonl_lines_frame(lines: list[str]) -> pd.DataFrame:
-    """Non-blank JSON lines as a frame: objects (flattened) as rows, then the other lines as malformed rows."""
-    records: list[dict] = []
-    malformed: list[object] = []
-    for raw in lines:
-        try:
-            record = json.loads(raw)
-        except ValueError:
-            record = None
-        if isinstance(record, dict):
-            records.append(_flat(record))
-        else:
-            malformed.append(raw.rstrip("\n"))
-    return _jsonl_frame(records, malformed)
-
-
-_CR_ENDS = re.compile(rb"\r\n?")
-
-
-def _read_string_jsonl(lead_file: LeadFile, chunk_size: int) -> Iterator[pd.DataFrame]:
-    """`_read_jsonl`'s chunks, each parsed by pyarrow when its lines are flat objects of strings and nulls.
-
-    For JSON lines this program wrote itself (backfill's window inputs: UTF-8, `\n`-ended, one flat object of
-    strings and nulls per line, as pandas writes a frame of text columns); parsing line by line with `json` and
-    building the frame from dicts was most of a window's reading time. A chunk pyarrow does not read as such
-    (another type, a nested value, a repeated key, a line that is no object, bad UTF-8) is parsed line by line
-    as `_read_jsonl` parses it. The frames are the same but in one case: a column with no value in the chunk is
-    None throughout, where the line reader has NaN in the lines that lack the key (both are missing to every step,
-    and the raw payload leaves such a column out).
-    """
-    if lead_file.encoding not in ("utf-8-sig", "utf-8"):
-        yield from _read_jsonl(lead_file, chunk_size)
-        return
-    with _open(lead_file.url) as handle:
-        lines: list[bytes] = []
-        for number, raw in enumerate(handle):
-            if number == 0 and lead_file.encoding == "utf-8-sig":
-                # What the text reader's codec consumes.
-                raw = raw.removeprefix(codecs.BOM_UTF8)
-            # The text reader ends a line at a carriage return too, and hands it on as a newline.
-            for line in _CR_ENDS.sub(b"\n", raw).splitlines(keepends=True) if b"\r" in raw else (raw,):
-                if not line.strip():
-                    continue
-                lines.append(line)
-                if len(lines) >= chunk_size:
-                    yield _string_jsonl_frame(lines)
-                    lines = []
-        if lines:
-            yield _string_jsonl_frame(lines)
-
-
-def _string_jsonl_frame(lines: list[bytes]) -> pd.DataFrame:
-    from pyarrow import json as pajson
-
-    data = b"".join(lines)
-    try:
-        table = pajson.read_json(io.BytesIO(data), read_options=pajson.ReadOptions(
-            use_threads=False, block_size=max(len(data), 1 << 20)))
-    except pa.ArrowInvalid:
-        table = None
-    if (table is None or table.num_rows != len(lines)
-            or not all(pa.types.is_string(t) or pa.types.is_null(t) for t in table.schema.types)):
-        return _jsonl_lines_frame([line.decode("utf-8") for line in lines])
-    return table.to_pandas()
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                record = None
+            if isinstance(record, dict):
+                records.append(_flat(record))
+            else:
+                malformed.append(raw.rstrip("\n"))
+            if len(records) + len(malformed) >= chunk_size:
+                yield _jsonl_frame(records, malformed)
+                records, malformed = [], []
+        if records or malformed:
+            yield _jsonl_frame(records, malformed)
 
 
 def _jsonl_frame(records: list[dict], malformed: list[object]) -> pd.DataFrame:
@@ -405,16 +347,11 @@ def read_ahead(items: Iterator[T]) -> Iterator[T]:
             yield item
 
 
-def iter_lead_chunks(lead_file: LeadFile, chunk_size: int, *, string_lines: bool = False) -> Iterator[pd.DataFrame]:
-    """Yield the input as raw frames of at most about `chunk_size` rows, numbered by `_row` (1-based).
-
-    `string_lines`: the input is JSON lines of flat string objects this program wrote (backfill's window inputs),
-    read by pyarrow where it can (the same frames, faster).
-    """
+def iter_lead_chunks(lead_file: LeadFile, chunk_size: int) -> Iterator[pd.DataFrame]:
+    """Yield the input as raw frames of at most about `chunk_size` rows, numbered by `_row` (1-based)."""
     start = 0
-    reader = _read_string_jsonl if string_lines and lead_file.format == "jsonl" else READERS[lead_file.format]
     try:
-        for chunk in reader(lead_file, chunk_size):
+        for chunk in READERS[lead_file.format](lead_file, chunk_size):
             if MALFORMED_COLUMN not in chunk.columns:
                 chunk[MALFORMED_COLUMN] = pd.Series(pd.NA, index=chunk.index, dtype="string")
             yield _number_rows(chunk, start)

@@ -281,9 +281,7 @@ def replay_window(store: Store, part: str | Path, *, source_name: str | None, ch
 
     try:
         intake_chunks(_with_retries(plain_steps(store, flow_run_id=flow_run_id), STARTED_STEPS),
-                      # The window input is the split's JSON lines of text: read by pyarrow (the same frames).
-                      iter_lead_chunks(plan.lead_file, chunk_size or settings.chunk_size, string_lines=True), plan,
-                      summary,
+                      iter_lead_chunks(plan.lead_file, chunk_size or settings.chunk_size), plan, summary,
                       after_chunk=qualify_chunk)
     except BaseException:
         summary.seconds = round(time.perf_counter() - started, 3)
@@ -366,7 +364,7 @@ def quarantine_undated(
     mapping = {c: c for c in CANONICAL_COLUMNS}
     result = UndatedResult()
     reasons: Counter[str] = Counter()
-    for raw in iter_lead_chunks(lead_file, chunk_size, string_lines=True):
+    for raw in iter_lead_chunks(lead_file, chunk_size):
         result.rows_read += len(raw)
         prepared = intake.prepare_batch(raw, mapping, default_source)
         blank = intake.blank_rows(prepared)
