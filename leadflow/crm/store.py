@@ -80,8 +80,6 @@ UNIQUE_VIOLATION = "23505"
 # Bulk writes of at least this many rows go through COPY and a staging table on PostgreSQL (fewer rows: the
 # staging table's CREATE costs more than executemany saves).
 COPY_MIN_ROWS = 100
-# work_mem of the staged statements (see _copy_and_run).
-STAGED_WORK_MEM = '64MB'
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Columns of the big tables whose statistics the planner uses besides those of an index (which refresh_statistics
 # takes from the models): the ones the crm's WHERE clauses and joins compare. ANALYZE leaves out the rest (names,
@@ -723,9 +721,6 @@ class Store:
         conn.execute(CreateTable(staging))
         self._copy_into(conn, staging, [c.name for c in staging.columns if c.name != STAGING_ROW], frame,
                         numbered=True)
-        # An INSERT ... SELECT sorts the staging table by row number: in the default 4 MB a 50,000-row chunk's sort
-        # went to disk. For the rest of this transaction only.
-        conn.exec_driver_sql(f"SET LOCAL work_mem = '{STAGED_WORK_MEM}'")
         # SQLAlchemy keeps the driver's row count of UPDATE and DELETE only, unless asked to (this INSERT's added rows).
         return int(conn.execute(statement, execution_options={"preserve_rowcount": True}).rowcount)
 
