@@ -7,8 +7,9 @@ bench/RESULTS.md session 6) and go. Owner, account and spam flag time are NULL f
 until qualification routes them or the spam check flags them); their indexes now hold only the rows where they are
 set (`WHERE col IS NOT NULL`), which is all their statements look for: a purge's `spam_flagged_at < cutoff`, a
 rep's or an account's leads; no statement looks for `IS NULL` through them. Partial indexes work alike on SQLite.
-Dropping the priority and last-touch indexes also lets qualification's priority update and Update Lead Source's
-touch update stay on their page (heap-only) on PostgreSQL. Measured in bench/RESULTS.md, session 12.
+Without the priority and last-touch indexes, qualification's priority update and Update Lead Source's touch update
+change no indexed column, so PostgreSQL may keep them on their page (heap-only) where there is room: its rule for
+such updates, not measured here. The index and ANALYZE savings are measured in bench/RESULTS.md, session 12.
 
 Revision ID: 0030_pg_partial_indexes
 Revises: 0029_pg_write_once
