@@ -37,14 +37,14 @@ def run_core(path: str, chunk_size: int) -> dict:
     from leadflow.crm.store import get_store
     from leadflow.domain.summary import IntakeSummary
     from leadflow.io.sources import iter_lead_chunks
-    from leadflow.steps.intake import intake_chunks, plain_steps, plan_intake
+    from leadflow.steps.intake import intake_chunks, overlap_chunks, plain_steps, plan_intake
 
     store = get_store()
     steps = plain_steps(store)
     started = time.perf_counter()
     plan = plan_intake(path, None, None)
     summary = IntakeSummary(batch_id="bench", origin=path)
-    intake_chunks(steps, iter_lead_chunks(plan.lead_file, chunk_size), plan, summary)
+    intake_chunks(steps, iter_lead_chunks(plan.lead_file, chunk_size), plan, summary, overlap=overlap_chunks(store))
     return {"rows": summary.rows_read, "seconds": round(time.perf_counter() - started, 3),
             "steps": summary.step_seconds, "quarantined": summary.quarantined}
 

@@ -27,6 +27,7 @@ from leadflow.steps.intake import (
     inbox_plan,
     intake_chunks,
     late_worker,
+    overlap_chunks,
     wait_for_statistics,
 )
 from tasks.batches import find_dead_batches
@@ -163,7 +164,8 @@ def lead_intake(
 
         # Leads posted while an inbox run worked (their own runs may have been refused a slot) are taken at its end.
         intake_chunks(INTAKE_TASKS, chunks, plan, summary, worker=worker,
-                      start_worker=None if inbox else late_worker, after_chunk=after_chunk, read_again=bool(inbox))
+                      start_worker=None if inbox else late_worker, after_chunk=after_chunk, read_again=bool(inbox),
+                      overlap=overlap_chunks())
         # The last bulk load's ANALYZE ran beside the steps after it: this run ends with it, not the next one.
         wait_for_statistics()
     except BaseException:

@@ -64,9 +64,14 @@ def normalize_leads(checked: CheckedBatch, worker: ChunkWorker | None = None) ->
 
 
 @task(name="Create Lead Entry", **DB_TASK)
-def create_lead_entries(subs: pd.DataFrame, batch_id: str, now: datetime) -> steps.LeadWriteResult:
-    """Upsert leads by normalized email and store new submissions, in one transaction."""
-    result = steps.create_lead_entries(store(), subs, batch_id=batch_id, flow_run_id=current_flow_run_id(), now=now)
+def create_lead_entries(subs: pd.DataFrame, batch_id: str, now: datetime,
+                        hold: steps.Hold | None = None) -> steps.LeadWriteResult:
+    """Upsert leads by normalized email and store new submissions, in one transaction.
+
+    `hold`: the previous chunk's later steps run beside this task (PostgreSQL); see leadflow/steps/intake.py.
+    """
+    result = steps.create_lead_entries(store(), subs, batch_id=batch_id, flow_run_id=current_flow_run_id(), now=now,
+                                       hold=hold)
     get_run_logger().info(
         "%d new submissions (%d already known): %d leads created, %d updated",
         result.submissions_new, result.submissions_duplicate, result.leads_created, result.leads_updated,

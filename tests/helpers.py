@@ -73,7 +73,14 @@ def run_intake(store: Store, path: str, *, column_map: dict[str, str] | str | No
     from leadflow.crm import submissions
     from leadflow.domain.summary import IntakeSummary
     from leadflow.io.sources import iter_lead_chunks, read_ahead
-    from leadflow.steps.intake import early_worker, intake_chunks, late_worker, plain_steps, plan_intake
+    from leadflow.steps.intake import (
+        early_worker,
+        intake_chunks,
+        late_worker,
+        overlap_chunks,
+        plain_steps,
+        plan_intake,
+    )
 
     summary = IntakeSummary(batch_id=str(uuid.uuid4()), origin=path)
     worker = early_worker(path)
@@ -88,7 +95,8 @@ def run_intake(store: Store, path: str, *, column_map: dict[str, str] | str | No
         raise
     chunks = read_ahead(iter_lead_chunks(plan.lead_file, chunk_size or get_settings().chunk_size))
     try:
-        intake_chunks(plain_steps(store), chunks, plan, summary, worker=worker, start_worker=late_worker)
+        intake_chunks(plain_steps(store), chunks, plan, summary, worker=worker, start_worker=late_worker,
+                      overlap=overlap_chunks(store))
     except BaseException:
         submissions.finish_batch(store, summary.batch_id, "failed", summary.as_dict(), datetime.now(UTC))
         raise

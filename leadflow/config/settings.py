@@ -42,6 +42,11 @@ class Settings(BaseSettings):
         description="A file at least this big starts the helper process with the run, so that it checks the first "
                     "chunk while the flow normalizes it; a smaller file starts it when a second chunk turns up.",
     )
+    overlap_chunks: bool = Field(
+        default=True,
+        description="On PostgreSQL, write chunk N+1's leads and submissions while chunk N's spam check, details, "
+                    "scores and qualification run (one more chunk in memory); false: one chunk after another.",
+    )
     inline_delivery_max_leads: int = Field(
         default=5_000, ge=0,
         description="Lead-intake sends a chunk's messages itself up to this many qualified leads (live posts reach "

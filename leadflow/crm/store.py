@@ -681,6 +681,21 @@ class Store:
             found[int(pid)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         return found
 
+    @property
+    def overlaps_writes(self) -> bool:
+        """Whether two transactions of one run may write at once: PostgreSQL locks rows, SQLite the whole file."""
+        return self.dialect == "postgresql"
+
+    def blocks_others(self, conn: Connection) -> bool:
+        """Whether another session waits for a lock this connection's transaction holds (PostgreSQL only)."""
+        if self.dialect != "postgresql":
+            return False
+        # pg_locks, not pg_stat_activity: that view is read once per transaction, and a session that connected
+        # since would never be seen.
+        return bool(conn.exec_driver_sql(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted AND pg_backend_pid() = ANY(pg_blocking_pids(pid)))"
+        ).scalar_one())
+
     def table_counts(self) -> dict[str, int]:
         """Row counts of every CRM table, for summaries and tests."""
         with self.engine.connect() as conn:

@@ -42,6 +42,7 @@ from leadflow.steps.intake import (
     STATISTICS_TABLES,
     field_options,
     intake_chunks,
+    overlap_chunks,
     plain_steps,
     plan_intake,
     quarantine_rows,
@@ -282,7 +283,7 @@ def replay_window(store: Store, part: str | Path, *, source_name: str | None, ch
     try:
         intake_chunks(_with_retries(plain_steps(store, flow_run_id=flow_run_id), STARTED_STEPS),
                       iter_lead_chunks(plan.lead_file, chunk_size or settings.chunk_size), plan, summary,
-                      after_chunk=qualify_chunk)
+                      after_chunk=qualify_chunk, overlap=overlap_chunks(store))
     except BaseException:
         summary.seconds = round(time.perf_counter() - started, 3)
         batches.finish_batch(store, summary.batch_id, "failed", summary.as_dict(), clock())

@@ -31,6 +31,16 @@ class CrmStateResult:
     opted_out: int = 0
     do_not_contact: int = 0
 
+    def add(self, other: CrmStateResult) -> None:
+        """Fold in the counts of another part of the same chunk."""
+        self.statuses_imported += other.statuses_imported
+        self.statuses_not_applied.update(other.statuses_not_applied)
+        self.unmapped.update(other.unmapped)
+        self.owners_kept += other.owners_kept
+        self.owners_unmatched += other.owners_unmatched
+        self.opted_out += other.opted_out
+        self.do_not_contact += other.do_not_contact
+
     def as_dict(self) -> dict[str, Any]:
         """Plain counts, leaving out what did not happen."""
         out: dict[str, Any] = {

@@ -7,13 +7,15 @@ flow passes its Prefect tasks, benchmarks and scripts pass `plain_steps(store)`.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import hashlib
 import json
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +27,7 @@ from data_checks.intake import check_intake_columns
 from data_checks.runner import CheckOutcome, gx_context, raise_for_failures
 from leadflow.config.settings import email_hash_key, get_settings
 from leadflow.crm import people, progress, submissions
-from leadflow.crm.store import Store, refused_value_code
+from leadflow.crm.store import Store, is_transient_db_error, refused_value_code
 from leadflow.domain import submissions as intake
 from leadflow.domain.channels import unknown_channels
 from leadflow.domain.contract import (
@@ -466,21 +468,103 @@ def _quarantine_with_payload(store: Store, conn: Any, rejected: pd.DataFrame, ro
     return submissions.insert_quarantine(store, conn, frame)
 
 
+class HoldAbandoned(RuntimeError):
+    """The previous chunk's later steps failed: the chunk that waited for them writes nothing."""
+
+
+class Hold:
+    """What Create Lead Entry of chunk N+1 waits for when it runs beside chunk N's later steps (PostgreSQL).
+
+    Chunk N's Check Spam, Retrieve Lead Details, Calculate Lead Score and its `after_chunk` (qualification) write
+    chunk N's leads. Chunk N+1's transaction first writes the rows of everyone else, then waits here until those
+    steps are done, then writes the rows of the people in both chunks (`emails`) and commits: each lead row is
+    written in the order a one-chunk-after-another run writes it, and no statement of either side waits for a row
+    the other holds. Should one wait all the same (another run, a rule that reaches further), the waiting
+    transaction gives way: it rolls back and writes the whole chunk after the wait (see `_write_held`).
+    """
+
+    POLL_SECONDS = 0.2
+
+    def __init__(self, emails: Collection[str]) -> None:
+        self.emails = frozenset(emails)
+        self._done = threading.Event()
+        self._abandoned = False
+        # Seconds Create Lead Entry spent waiting here: the step's own time is its wall time less this.
+        self.waited = 0.0
+
+    def release(self) -> None:
+        """Chunk N's later steps are done: the held rows may be written."""
+        self._done.set()
+
+    def abandon(self) -> None:
+        """Chunk N's later steps failed: the waiting chunk rolls back and writes nothing."""
+        self._abandoned = True
+        self._done.set()
+
+    def wait(self, store: Store | None = None, conn: Any = None) -> None:
+        """Wait for `release`; with a connection, give way (HoldConflict) as soon as another session waits for it."""
+        tick = time.perf_counter()
+        try:
+            while not self._done.wait(self.POLL_SECONDS):
+                if conn is not None and store is not None and store.blocks_others(conn):
+                    raise HoldConflict("another session waits for a row this chunk holds")
+        finally:
+            self.waited += time.perf_counter() - tick
+        if self._abandoned:
+            raise HoldAbandoned("the previous chunk's later steps failed; this chunk was not written")
+
+
+class HoldConflict(RuntimeError):
+    """A transaction waiting at its `Hold` blocks another session: it rolls back and writes after the wait."""
+
+
 def create_lead_entries(
-    store: Store, subs: pd.DataFrame, *, batch_id: str, flow_run_id: str | None, now: datetime
+    store: Store, subs: pd.DataFrame, *, batch_id: str, flow_run_id: str | None, now: datetime,
+    hold: Hold | None = None,
 ) -> LeadWriteResult:
     """Upsert one lead per email and store each new submission, in one transaction.
 
     Rows of people erased on request are quarantined instead, in the same transaction (see `find_erased`). A value
     the database refuses costs its row, never the chunk: the chunk is split until the refused rows are isolated,
     the rest is stored, and those rows are quarantined with the database's error code (`split_refused_rows`).
+    `hold`: the previous chunk's later steps are still running beside this step (see `Hold`).
     """
     try:
+        if hold is not None:
+            return _write_held(store, subs, hold, batch_id=batch_id, flow_run_id=flow_run_id, now=now)
         return _write_lead_entries(store, subs, batch_id=batch_id, flow_run_id=flow_run_id, now=now)
     except Exception as exc:
         if refused_value_code(exc) is None:
             raise
+    if hold is not None:
+        hold.wait()
     return split_refused_rows(store, subs, batch_id=batch_id, flow_run_id=flow_run_id, now=now)
+
+
+def _write_held(store: Store, subs: pd.DataFrame, hold: Hold, *, batch_id: str, flow_run_id: str | None,
+                now: datetime) -> LeadWriteResult:
+    """Create Lead Entry's transaction beside the previous chunk's later steps: everyone else's rows, the wait, the
+    shared people's rows, the commit (see `Hold`). After a conflict, the whole chunk after the wait instead."""
+    held = in_set(subs["email"], hold.emails)
+    try:
+        with store.begin() as conn:
+            parts = [_write_in(store, conn, subs.loc[~held], batch_id=batch_id, flow_run_id=flow_run_id, now=now)]
+            hold.wait(store, conn)
+            if held.any():
+                parts.append(_write_in(store, conn, subs.loc[held], batch_id=batch_id, flow_run_id=flow_run_id,
+                                       now=now))
+    except HoldConflict:
+        hold.wait()
+        return _write_lead_entries(store, subs, batch_id=batch_id, flow_run_id=flow_run_id, now=now)
+    except Exception as exc:
+        if not is_transient_db_error(exc):
+            raise
+        # A deadlock or a lock timeout beside the previous chunk's steps: written after them, as without overlap.
+        hold.wait()
+        return _write_lead_entries(store, subs, batch_id=batch_id, flow_run_id=flow_run_id, now=now)
+    result = _merge_writes(parts) if len(parts) > 1 else parts[0]
+    _after_write(store, result)
+    return result
 
 
 def _halves(subs: pd.DataFrame) -> list[pd.DataFrame]:
@@ -506,6 +590,12 @@ def _merge_writes(results: list[LeadWriteResult]) -> LeadWriteResult:
         merged.lead_ids += [lead_id for lead_id in part.lead_ids if lead_id not in seen]
         seen.update(part.lead_ids)
         merged.settled_emails |= part.settled_emails
+        for lead_id, step in part.steps.items():
+            # A lead in several parts (one email's rows split) needs what its least advanced part needs.
+            merged.steps[lead_id] = min(step, merged.steps.get(lead_id, step))
+        waiting = set(merged.spam_waiting)
+        merged.spam_waiting += [i for i in part.spam_waiting if i not in waiting]
+        merged.crm_state.add(part.crm_state)
         merged.erased_rows += part.erased_rows
         merged.quarantined.rows += part.quarantined.rows
         merged.quarantined.new_records += part.quarantined.new_records
@@ -573,68 +663,84 @@ def _write_lead_entries(
     store: Store, subs: pd.DataFrame, *, batch_id: str, flow_run_id: str | None, now: datetime
 ) -> LeadWriteResult:
     """Create Lead Entry's one transaction over a chunk (or a part of one)."""
+    if subs.empty:
+        return LeadWriteResult()
+    with store.begin() as conn:
+        result = _write_in(store, conn, subs, batch_id=batch_id, flow_run_id=flow_run_id, now=now)
+    _after_write(store, result)
+    return result
+
+
+def _after_write(store: Store, result: LeadWriteResult) -> None:
+    """After the commit: a bulk load leaves the planner fresh statistics for the rest of this run (and the next)."""
+    if result.submissions_new >= BULK_LOAD_ROWS:
+        store.refresh_statistics(STATISTICS_TABLES, added=result.submissions_new)
+
+
+def _write_in(store: Store, conn: Any, subs: pd.DataFrame, *, batch_id: str, flow_run_id: str | None,
+              now: datetime) -> LeadWriteResult:
+    """Create Lead Entry's writes of these rows inside the caller's transaction."""
     result = LeadWriteResult()
     if subs.empty:
         return result
-    with store.begin() as conn:
-        erased = find_erased(store, conn, subs["email"])
-        if erased is not None:
-            set_aside = erased_quarantine(subs, subs["source"], erased, batch_id=batch_id,
-                                          origin=submissions.batch_origin(conn, batch_id), flow_run_id=flow_run_id,
-                                          now=now)
-            result.erased_rows = subs.loc[erased.mask, ROW_COLUMN].tolist()
-            result.quarantined = QuarantineResult(
-                rows=len(result.erased_rows), new_records=submissions.insert_quarantine(store, conn, set_aside),
-                by_reason=Counter({ReasonCode.ERASED_PERSON: len(result.erased_rows)}))
-            subs = subs.loc[~erased.mask]
-            if subs.empty:
-                return result
-        unique, repeats = split_duplicate_keys(subs)
-        known = submissions.known_submission_keys(store, conn, unique["idempotency_key"].tolist())
-        fresh = unique.loc[~in_set(unique["idempotency_key"], known)]
-        result.submissions_duplicate = len(repeats) + len(unique) - len(fresh)
-        # Rows stored before (a re-run of a killed run's file): their leads go on from their step marks.
-        unfinished = {} if len(fresh) == len(subs) else {
-            email: found for email, found in progress.steps_by_email(
-                conn, subs.loc[~subs.index.isin(fresh.index), "email"].unique().tolist()).items()
-            if found[1] < LeadStep.COMPLETE}
-        if fresh.empty:
-            result.lead_ids = sorted(i for i, _ in unfinished.values())
-            result.steps = dict(unfinished.values())
-            result.spam_waiting = [i for i, step in unfinished.values() if step == LeadStep.CREATED]
+    erased = find_erased(store, conn, subs["email"])
+    if erased is not None:
+        set_aside = erased_quarantine(subs, subs["source"], erased, batch_id=batch_id,
+                                      origin=submissions.batch_origin(conn, batch_id), flow_run_id=flow_run_id,
+                                      now=now)
+        result.erased_rows = subs.loc[erased.mask, ROW_COLUMN].tolist()
+        result.quarantined = QuarantineResult(
+            rows=len(result.erased_rows), new_records=submissions.insert_quarantine(store, conn, set_aside),
+            by_reason=Counter({ReasonCode.ERASED_PERSON: len(result.erased_rows)}))
+        subs = subs.loc[~erased.mask]
+        if subs.empty:
             return result
-        before = progress.steps_by_email(conn, fresh["email"].unique().tolist())
-        existing = {email: found[0] for email, found in before.items()}
-        leads = aggregate_leads(fresh).assign(step_mark=int(LeadStep.CREATED), step_marked_at=now)
-        # An upsert keeps the id of a lead it updates, so only the leads it created need looking up.
-        created_now = [e for e in leads["email"].tolist() if e not in existing]
-        store.upsert_leads(conn, leads, now)
-        new_ids, inserted = submissions.leads_created_at(conn, created_now, now)
-        ids = {**existing, **new_ids}
-        # A dict lookup per row: Series.map hashes the whole dict into an index first (0.3 s per 50,000 rows).
-        fresh = fresh.assign(lead_id=_ids_of(fresh["email"], ids))
-        added = submissions.insert_submissions(store, conn, fresh, batch_id, now)
-        result.crm_state = apply_crm_state(store, conn, fresh, ids, now=now, flow_run_id=flow_run_id)
-        # Not "absent when we looked": a run at the same time may have created the lead in between.
-        created = in_set(leads["email"], inserted)
-        # A batch has only a handful of distinct (count, source, new) triples: encode each once.
-        sources = leads["first_touch_source"].to_numpy(dtype=object, na_value=None).tolist()
-        triples = list(zip(leads["submissions"].tolist(), sources, created.tolist(), strict=True))
-        encoded = {
-            (n, source, new): json.dumps({"new_submissions": int(n), "source": source} if new
-                                         else {"new_submissions": int(n)})
-            for n, source, new in set(triples)
-        }
-        details = [encoded[triple] for triple in triples]
-        events = pd.DataFrame({
-            "lead_id": _ids_of(leads["email"], ids),
-            "event_type": np.where(created, "lead_created", "lead_updated"),
-            "occurred_at": now,
-            "batch_id": batch_id,
-            "flow_run_id": flow_run_id,
-            "details": details,
-        })
-        store.insert_events(conn, events)
+    unique, repeats = split_duplicate_keys(subs)
+    known = submissions.known_submission_keys(store, conn, unique["idempotency_key"].tolist())
+    fresh = unique.loc[~in_set(unique["idempotency_key"], known)]
+    result.submissions_duplicate = len(repeats) + len(unique) - len(fresh)
+    # Rows stored before (a re-run of a killed run's file): their leads go on from their step marks.
+    unfinished = {} if len(fresh) == len(subs) else {
+        email: found for email, found in progress.steps_by_email(
+            conn, subs.loc[~subs.index.isin(fresh.index), "email"].unique().tolist()).items()
+        if found[1] < LeadStep.COMPLETE}
+    if fresh.empty:
+        result.lead_ids = sorted(i for i, _ in unfinished.values())
+        result.steps = dict(unfinished.values())
+        result.spam_waiting = [i for i, step in unfinished.values() if step == LeadStep.CREATED]
+        return result
+    before = progress.steps_by_email(conn, fresh["email"].unique().tolist())
+    existing = {email: found[0] for email, found in before.items()}
+    leads = aggregate_leads(fresh).assign(step_mark=int(LeadStep.CREATED), step_marked_at=now)
+    # An upsert keeps the id of a lead it updates, so only the leads it created need looking up.
+    created_now = [e for e in leads["email"].tolist() if e not in existing]
+    store.upsert_leads(conn, leads, now)
+    new_ids, inserted = submissions.leads_created_at(conn, created_now, now)
+    ids = {**existing, **new_ids}
+    # A dict lookup per row: Series.map hashes the whole dict into an index first (0.3 s per 50,000 rows).
+    fresh = fresh.assign(lead_id=_ids_of(fresh["email"], ids))
+    added = submissions.insert_submissions(store, conn, fresh, batch_id, now)
+    result.crm_state = apply_crm_state(store, conn, fresh, ids, now=now, flow_run_id=flow_run_id)
+    # Not "absent when we looked": a run at the same time may have created the lead in between.
+    created = in_set(leads["email"], inserted)
+    # A batch has only a handful of distinct (count, source, new) triples: encode each once.
+    sources = leads["first_touch_source"].to_numpy(dtype=object, na_value=None).tolist()
+    triples = list(zip(leads["submissions"].tolist(), sources, created.tolist(), strict=True))
+    encoded = {
+        (n, source, new): json.dumps({"new_submissions": int(n), "source": source} if new
+                                     else {"new_submissions": int(n)})
+        for n, source, new in set(triples)
+    }
+    details = [encoded[triple] for triple in triples]
+    events = pd.DataFrame({
+        "lead_id": _ids_of(leads["email"], ids),
+        "event_type": np.where(created, "lead_created", "lead_updated"),
+        "occurred_at": now,
+        "batch_id": batch_id,
+        "flow_run_id": flow_run_id,
+        "details": details,
+    })
+    store.insert_events(conn, events)
     # A key another run stored after our look is that run's submission: a duplicate here, as if seen before.
     result.submissions_new = added
     result.submissions_duplicate += len(fresh) - added
@@ -652,9 +758,6 @@ def _write_lead_entries(
     # A repeated or already stored row can still move a touch: only leads made of fresh rows alone are settled.
     stale = set(subs.loc[~subs.index.isin(fresh.index), "email"].tolist())
     result.settled_emails = {email for email in inserted if email not in stale}
-    if result.submissions_new >= BULK_LOAD_ROWS:
-        # After a bulk load the planner needs fresh statistics for the rest of this run (and the next ones).
-        store.refresh_statistics(STATISTICS_TABLES, added=result.submissions_new)
     return result
 
 
@@ -723,7 +826,7 @@ class IntakeSteps:
     checks and normalizes the next chunk while this one is written); `normalize_leads` takes check's future. The
     other steps run at once and return their result:
     check_lead_batch(raw, plan, now, worker, normalize_here), normalize_leads(checked, worker),
-    quarantine_rejected_rows(prepared, outcome, batch_id, origin, now), create_lead_entries(subs, batch_id, now),
+    quarantine_rejected_rows(prepared, outcome, batch_id, origin, now), create_lead_entries(subs, batch_id, now, hold),
     update_lead_sources(subs, batch_id, now, settled),
     check_spam(lead_ids, batch_id, now, subs, waiting) -> counts,
     retrieve_lead_details(lead_ids, lookups, now, defer_write),
@@ -785,8 +888,8 @@ def plain_steps(store: Store, *, flow_run_id: str | None = None) -> IntakeSteps:
         return quarantine_rows(store, prepared, outcome.row_reasons, batch_id=batch_id, origin=origin,
                                flow_run_id=flow_run_id, now=now)
 
-    def create(subs: pd.DataFrame, batch_id: str, now: datetime) -> LeadWriteResult:
-        return create_lead_entries(store, subs, batch_id=batch_id, flow_run_id=flow_run_id, now=now)
+    def create(subs: pd.DataFrame, batch_id: str, now: datetime, hold: Hold | None = None) -> LeadWriteResult:
+        return create_lead_entries(store, subs, batch_id=batch_id, flow_run_id=flow_run_id, now=now, hold=hold)
 
     def update(subs: pd.DataFrame, batch_id: str, now: datetime, settled: Collection[str] = frozenset()) -> int:
         return update_lead_sources(store, subs, batch_id=batch_id, flow_run_id=flow_run_id, now=now, settled=settled)
@@ -835,9 +938,9 @@ def _start_chunk(steps: IntakeSteps, raw: pd.DataFrame | None, plan: IntakePlan,
     return now, checked, steps.normalize_leads(checked, worker)
 
 
-def write_chunk(steps: IntakeSteps, now: datetime, checked_future: Any, normalized_future: Any,
-                summary: IntakeSummary, lookups: DomainResults) -> list[int]:
-    """Run a checked chunk's database steps in order and fold their counts into the summary; returns its lead ids."""
+def _checked_subs(steps: IntakeSteps, now: datetime, checked_future: Any, normalized_future: Any,
+                  summary: IntakeSummary) -> pd.DataFrame:
+    """Wait for a chunk's check and normalization, quarantine its rejected rows; its clean submissions."""
     tick = time.perf_counter()
     checked = checked_future.result()
     normalized = normalized_future.result()
@@ -854,10 +957,23 @@ def write_chunk(steps: IntakeSteps, now: datetime, checked_future: Any, normaliz
     summary.quarantined += quarantined.rows
     summary.quarantined_new += quarantined.new_records
     summary.add_reasons(quarantined.by_reason)
-    tick = time.perf_counter()
-    written = steps.create_lead_entries(normalized.subs, summary.batch_id, now)
-    summary.add_time("create_lead_entries", time.perf_counter() - tick)
-    subs = normalized.subs
+    return normalized.subs
+
+
+@dataclass
+class WrittenChunk:
+    """A chunk past Create Lead Entry and Update Lead Source: what its later steps need."""
+
+    now: datetime
+    subs: pd.DataFrame
+    written: LeadWriteResult
+    # Its later steps were started (with `overlap`, a failure before that still has them run, see intake_chunks).
+    finishing: bool = False
+
+
+def _entered(steps: IntakeSteps, now: datetime, subs: pd.DataFrame, written: LeadWriteResult,
+             summary: IntakeSummary) -> WrittenChunk:
+    """Fold Create Lead Entry's counts into the summary and run Update Lead Source."""
     if written.erased_rows:
         # Erased people's rows went to the quarantine instead: no later step may see them.
         subs = subs.loc[~subs[ROW_COLUMN].isin(written.erased_rows)]
@@ -877,6 +993,14 @@ def write_chunk(steps: IntakeSteps, now: datetime, checked_future: Any, normaliz
     tick = time.perf_counter()
     summary.sources_updated += steps.update_lead_sources(subs, summary.batch_id, now, written.settled_emails)
     summary.add_time("update_lead_sources", time.perf_counter() - tick)
+    return WrittenChunk(now=now, subs=subs, written=written)
+
+
+def _finish_chunk(steps: IntakeSteps, chunk: WrittenChunk, summary: IntakeSummary,
+                  lookups: DomainResults) -> list[int]:
+    """A written chunk's later steps (Check Spam, Retrieve Lead Details, Calculate Lead Score); its lead ids."""
+    chunk.finishing = True
+    now, subs, written = chunk.now, chunk.subs, chunk.written
     if written.lead_ids:
         # Each step gets the leads whose marks say they still need it (all of them, unless a killed run left
         # some half done): spam is flagged before anything downstream sees it, no task or message for it.
@@ -907,6 +1031,61 @@ def write_chunk(steps: IntakeSteps, now: datetime, checked_future: Any, normaliz
     return written.lead_ids
 
 
+def write_chunk(steps: IntakeSteps, now: datetime, checked_future: Any, normalized_future: Any,
+                summary: IntakeSummary, lookups: DomainResults) -> list[int]:
+    """Run a checked chunk's database steps in order and fold their counts into the summary; returns its lead ids."""
+    subs = _checked_subs(steps, now, checked_future, normalized_future, summary)
+    tick = time.perf_counter()
+    written = steps.create_lead_entries(subs, summary.batch_id, now)
+    summary.add_time("create_lead_entries", time.perf_counter() - tick)
+    return _finish_chunk(steps, _entered(steps, now, subs, written, summary), summary, lookups)
+
+
+def _in_thread(call: Callable[..., Any], *args: Any) -> Future:
+    """Run a step in a thread of its own, in a copy of this thread's context (a flow's task then stays its task)."""
+    future: Future = Future()
+    context = contextvars.copy_context()
+
+    def run() -> None:
+        try:
+            future.set_result(context.run(call, *args))
+        except BaseException as exc:  # handed to whoever asks for the result
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="leadflow-create-lead-entry", daemon=True).start()
+    return future
+
+
+def write_beside(steps: IntakeSteps, now: datetime, checked_future: Any, normalized_future: Any,
+                 summary: IntakeSummary, lookups: DomainResults, previous: WrittenChunk,
+                 after_chunk: Callable[[list[int]], None] | None) -> WrittenChunk:
+    """Create Lead Entry of a chunk in a thread, beside the previous chunk's later steps and `after_chunk` here.
+
+    Create Lead Entry is mostly the database server's work, the later steps mostly this process's: side by side
+    they use both cores. The chunk's transaction writes the people not in the previous chunk first and the shared
+    ones once the previous chunk is done (`Hold`), so every lead ends as a run of one chunk after another leaves
+    it. If the previous chunk's steps fail, this chunk writes nothing and their error is raised; if this chunk's
+    check fails first, intake_chunks still runs the previous chunk's steps before raising it.
+    """
+    subs = _checked_subs(steps, now, checked_future, normalized_future, summary)
+    hold = Hold(set(subs["email"].tolist()) & set(previous.subs["email"].tolist()))
+    tick = time.perf_counter()
+    creating = _in_thread(steps.create_lead_entries, subs, summary.batch_id, now, hold)
+    try:
+        lead_ids = _finish_chunk(steps, previous, summary, lookups)
+        if after_chunk is not None:
+            after_chunk(lead_ids)
+    except BaseException:
+        hold.abandon()
+        # Its transaction rolls back (HoldAbandoned) before this error goes on: nothing of it stays.
+        wait([creating])
+        raise
+    hold.release()
+    written = creating.result()
+    summary.add_time("create_lead_entries", time.perf_counter() - tick - hold.waited)
+    return _entered(steps, now, subs, written, summary)
+
+
 def intake_chunks(
     steps: IntakeSteps,
     chunks: Iterator[pd.DataFrame],
@@ -917,6 +1096,7 @@ def intake_chunks(
     start_worker: Callable[[], ChunkWorker | None] | None = None,
     after_chunk: Callable[[list[int]], None] | None = None,
     read_again: bool = False,
+    overlap: bool = False,
 ) -> IntakeSummary:
     """Run intake over the chunks: each is checked and normalized, then written; counts go into `summary`.
 
@@ -925,8 +1105,12 @@ def intake_chunks(
     run) checks every chunk, the first one while this process normalizes it; else `start_worker` may start one once
     a second chunk exists. The sequence closes the worker it ends with. `after_chunk` gets each written chunk's lead
     ids (the flow qualifies them and marks inbox rows); `read_again` asks the input once more after its last chunk
-    (leads posted to the inbox while the run worked).
+    (leads posted to the inbox while the run worked). `overlap` (a store that `overlaps_writes`): chunk N+1's Create
+    Lead Entry runs beside chunk N's later steps and `after_chunk` (see `write_beside`): one chunk more in memory.
     """
+    # With `overlap`: the chunk written last, whose later steps run beside the next chunk's Create Lead Entry.
+    previous: WrittenChunk | None = None
+    lookups = DomainResults()
     try:
         tick = time.perf_counter()
         chunks, plan = settle_date_order(chunks, plan)
@@ -936,25 +1120,53 @@ def intake_chunks(
             summary.date_order = {"column": "submitted_at", "order": plan.fields.date_order,
                                   "basis": plan.fields.date_basis}
         pending = _start_chunk(steps, _read(chunks, summary), plan, worker, normalize_here=worker is not None)
-        # Lookups answered once per run: a company with 1,000 leads across chunks costs one lookup.
-        lookups = DomainResults()
+        # Lookups answered once per run (`lookups`): a company with 1,000 leads across chunks costs one lookup.
         while pending is not None:
             raw = _read(chunks, summary)
             if raw is not None and worker is None and start_worker is not None:
                 # A second chunk exists: from now on a helper process may check and normalize on the other core.
                 worker = start_worker()
             upcoming = _start_chunk(steps, raw, plan, worker)
-            lead_ids = write_chunk(steps, *pending, summary, lookups)
-            if after_chunk is not None:
-                after_chunk(lead_ids)
+            if not overlap:
+                lead_ids = write_chunk(steps, *pending, summary, lookups)
+                if after_chunk is not None:
+                    after_chunk(lead_ids)
+            elif previous is None:
+                now, checked, normalized = pending
+                subs = _checked_subs(steps, now, checked, normalized, summary)
+                tick = time.perf_counter()
+                written = steps.create_lead_entries(subs, summary.batch_id, now)
+                summary.add_time("create_lead_entries", time.perf_counter() - tick)
+                previous = _entered(steps, now, subs, written, summary)
+            else:
+                previous = write_beside(steps, *pending, summary, lookups, previous, after_chunk)
             pending = upcoming
             if pending is None and read_again:
                 pending = _start_chunk(steps, _read(chunks, summary), plan, worker)
+        if previous is not None:
+            lead_ids = _finish_chunk(steps, previous, summary, lookups)
+            if after_chunk is not None:
+                after_chunk(lead_ids)
         summary.enrichment_calls, summary.enrichment_failed_calls = lookups.calls, lookups.failed_calls
+    except Exception:
+        if previous is not None and not previous.finishing:
+            # The next chunk failed (its reading, its check) before this one's later steps ran: one chunk after
+            # another, they would have run before it, so they run now and the failure is raised after them.
+            lead_ids = _finish_chunk(steps, previous, summary, lookups)
+            if after_chunk is not None:
+                after_chunk(lead_ids)
+        raise
     finally:
         if worker is not None:
             worker.close()
     return summary
+
+
+def overlap_chunks(store: Store | None = None) -> bool:
+    """Whether intake runs a chunk's Create Lead Entry beside the previous chunk's later steps (`write_beside`)."""
+    from leadflow.crm.store import get_store
+
+    return get_settings().overlap_chunks and (store or get_store()).overlaps_writes
 
 
 def release_run_claims(flow_run_id: str, store: Store | None = None) -> int:
