@@ -1110,7 +1110,14 @@ def intake_chunks(
     """
     # With `overlap`: the chunk written last, whose later steps run beside the next chunk's Create Lead Entry.
     previous: WrittenChunk | None = None
+    # Lookups answered once per run: a company with 1,000 leads across chunks costs one lookup.
     lookups = DomainResults()
+
+    def finish(chunk: WrittenChunk) -> None:
+        lead_ids = _finish_chunk(steps, chunk, summary, lookups)
+        if after_chunk is not None:
+            after_chunk(lead_ids)
+
     try:
         tick = time.perf_counter()
         chunks, plan = settle_date_order(chunks, plan)
@@ -1120,7 +1127,6 @@ def intake_chunks(
             summary.date_order = {"column": "submitted_at", "order": plan.fields.date_order,
                                   "basis": plan.fields.date_basis}
         pending = _start_chunk(steps, _read(chunks, summary), plan, worker, normalize_here=worker is not None)
-        # Lookups answered once per run (`lookups`): a company with 1,000 leads across chunks costs one lookup.
         while pending is not None:
             raw = _read(chunks, summary)
             if raw is not None and worker is None and start_worker is not None:
@@ -1142,19 +1148,19 @@ def intake_chunks(
                 previous = write_beside(steps, *pending, summary, lookups, previous, after_chunk)
             pending = upcoming
             if pending is None and read_again:
+                if previous is not None:
+                    # The input is asked again once every chunk so far is done (an inbox claims after its chunk).
+                    finish(previous)
+                    previous = None
                 pending = _start_chunk(steps, _read(chunks, summary), plan, worker)
         if previous is not None:
-            lead_ids = _finish_chunk(steps, previous, summary, lookups)
-            if after_chunk is not None:
-                after_chunk(lead_ids)
+            finish(previous)
         summary.enrichment_calls, summary.enrichment_failed_calls = lookups.calls, lookups.failed_calls
     except Exception:
         if previous is not None and not previous.finishing:
             # The next chunk failed (its reading, its check) before this one's later steps ran: one chunk after
             # another, they would have run before it, so they run now and the failure is raised after them.
-            lead_ids = _finish_chunk(steps, previous, summary, lookups)
-            if after_chunk is not None:
-                after_chunk(lead_ids)
+            finish(previous)
         raise
     finally:
         if worker is not None:
