@@ -39,6 +39,7 @@ from leadflow.domain.contract import (
     resolve_columns,
     resolve_submitted_at,
 )
+from leadflow.domain.crm_state import STATE_COLUMNS as CRM_STATE_COLUMNS
 from leadflow.domain.inbox import INBOX_ORIGIN
 from leadflow.domain.normalize import (
     DATE_ORDERS,
@@ -541,11 +542,32 @@ def create_lead_entries(
     return split_refused_rows(store, subs, batch_id=batch_id, flow_run_id=flow_run_id, now=now)
 
 
+def held_rows(subs: pd.DataFrame, emails: Collection[str]) -> np.ndarray:
+    """The rows Create Lead Entry writes only after the `Hold`: whole people, so that each part decides alone.
+
+    The people of the previous chunk (`emails`); people with CRM state (statuses, owners and opt-outs move reps'
+    capacity, whose rows qualification locks); and, with them, anyone sharing a submission key with a held row
+    (a key names a source's own id, not the person: the first row of the chunk must win, as in one part).
+    """
+    held = in_set(subs["email"], emails)
+    for name in (c for c in CRM_STATE_COLUMNS if c in subs.columns):
+        values = subs[name]
+        # A flag column says something only where it is set; the others wherever they have a value.
+        said = values.fillna(False).astype(bool) if pd.api.types.is_bool_dtype(values.dtype) else values.notna()
+        held |= said.to_numpy(dtype=bool)
+    while True:
+        keys = set(subs.loc[held, "idempotency_key"].tolist())
+        grown = in_set(subs["email"], set(subs.loc[held | in_set(subs["idempotency_key"], keys), "email"].tolist()))
+        if int(grown.sum()) == int(held.sum()):
+            return held
+        held = grown
+
+
 def _write_held(store: Store, subs: pd.DataFrame, hold: Hold, *, batch_id: str, flow_run_id: str | None,
                 now: datetime) -> LeadWriteResult:
     """Create Lead Entry's transaction beside the previous chunk's later steps: everyone else's rows, the wait, the
     shared people's rows, the commit (see `Hold`). After a conflict, the whole chunk after the wait instead."""
-    held = in_set(subs["email"], hold.emails)
+    held = held_rows(subs, hold.emails)
     try:
         with store.begin() as conn:
             parts = [_write_in(store, conn, subs.loc[~held], batch_id=batch_id, flow_run_id=flow_run_id, now=now)]

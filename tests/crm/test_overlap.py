@@ -215,3 +215,44 @@ def test_sample_file_in_small_chunks_on_sqlite_never_overlaps(crm, monkeypatch):
     monkeypatch.setattr(intake, "write_beside", lambda *a, **k: called.append(1))
     run_intake(crm, str(SAMPLE_LEADS), chunk_size=100)
     assert called == []
+
+
+def external_ids(crm) -> tuple[list[tuple], list[str]]:
+    with crm.engine.connect() as conn:
+        subs = conn.execute(text("SELECT s.external_id, l.email FROM lead_submissions s JOIN leads l ON l.id = "
+                                 "s.lead_id WHERE s.external_id IS NOT NULL ORDER BY 1")).all()
+        leads = conn.execute(text("SELECT email FROM leads ORDER BY 1")).scalars().all()
+    return [tuple(r) for r in subs], leads
+
+
+@on_postgresql
+def test_a_source_id_shared_by_two_people_goes_to_the_chunk_s_first_row_as_without_overlap(crm, tmp_path, monkeypatch):
+    """A submission's key is the source's own id, not the person: the chunk's first row with it wins, even when
+    that row's person is held for the previous chunk and the other is not."""
+    first = [*people("a", 99), lead("shared@beta.io")]
+    second = [lead("shared@beta.io", external_id="X1", submitted_at="2025-03-02T10:00:00Z"),
+              lead("xnew@gamma.io", external_id="X1", submitted_at="2025-03-02T10:00:00Z"), *people("b", 98)]
+    path = write_csv(tmp_path / "f.csv", first + second)
+    run_intake(crm, path, chunk_size=100)
+    overlapped = external_ids(crm)
+    with crm.begin() as conn:
+        conn.exec_driver_sql("TRUNCATE lead_events, lead_submissions, quarantine, leads, intake_batches CASCADE")
+    sequential(monkeypatch)
+    run_intake(crm, path, chunk_size=100)
+    assert external_ids(crm) == overlapped
+    assert ("X1", "shared@beta.io") in overlapped[0] and "xnew@gamma.io" not in overlapped[1]
+
+
+def test_held_rows_are_whole_people_of_the_previous_chunk_with_crm_state_or_a_shared_key():
+    import pandas as pd
+
+    subs = pd.DataFrame({
+        "email": ["a@x.io", "b@x.io", "b@x.io", "c@x.io", "d@x.io", "e@x.io", "f@x.io", "f@x.io"],
+        "idempotency_key": ["k1", "k2", "k3", "k3", "k4", "k5", "k6", "k7"],
+        "crm_status": [None, None, None, None, None, "Qualified", None, None],
+        "do_not_contact": [False, False, False, False, False, False, False, True],
+    })
+    held = intake.held_rows(subs, {"b@x.io"})
+    # b is held; c shares b's key k3; e has a status, f a do-not-contact flag on one of its rows.
+    assert held.tolist() == [False, True, True, True, False, True, True, True]
+    assert intake.held_rows(subs.drop(columns=["crm_status", "do_not_contact"]), set()).tolist() == [False] * 8

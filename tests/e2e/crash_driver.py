@@ -30,7 +30,7 @@ def run(path: str, chunk_size: int) -> dict:
     from leadflow.domain.qualification import load_qualification_policy
     from leadflow.domain.summary import IntakeSummary, QualificationSummary
     from leadflow.io.sources import iter_lead_chunks, read_ahead
-    from leadflow.steps.intake import intake_chunks, plain_steps, plan_intake
+    from leadflow.steps.intake import intake_chunks, overlap_chunks, plain_steps, plan_intake
     from leadflow.steps.qualification import local_steps, qualify
 
     settings = get_settings()
@@ -49,7 +49,8 @@ def run(path: str, chunk_size: int) -> dict:
                                               chunk_size=settings.chunk_size, messages="all").as_dict())
 
     chunks = read_ahead(iter_lead_chunks(plan.lead_file, chunk_size))
-    intake_chunks(plain_steps(store), chunks, plan, summary, after_chunk=after_chunk)
+    # On PostgreSQL chunk N+1's entries are written beside chunk N's later steps, as `leadflow intake` writes them.
+    intake_chunks(plain_steps(store), chunks, plan, summary, after_chunk=after_chunk, overlap=overlap_chunks(store))
     submissions.finish_batch(store, summary.batch_id, "completed", summary.as_dict(), datetime.now(UTC))
     return summary.as_dict()
 

@@ -11,6 +11,7 @@ leads with scores, tiers, owners and statuses, submissions, tasks, outbox keys, 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -54,6 +55,9 @@ def table_rows(url: str) -> dict[str, list[str]]:
             # Accounts by name key: PostgreSQL spends sequence numbers on inserts that lose to a conflict (an
             # account a resumed run proposes again), so surrogate ids may differ where the rows do not.
             accounts = dict(conn.execute(text("SELECT id, name_key FROM accounts")).all())
+            # Leads by email in the keys that name them (tasks, messages), for the same reason: on PostgreSQL a kill
+            # can cut off a chunk's Create Lead Entry that ran beside the chunk before it, and its ids are spent.
+            emails = {str(i): e for i, e in conn.execute(text("SELECT id, email FROM leads")).all()}
             for name, table in Base.metadata.tables.items():
                 if name in ("intake_batches", "lead_events"):
                     continue
@@ -61,6 +65,11 @@ def table_rows(url: str) -> dict[str, list[str]]:
                                                         else c.name not in MOMENTS)]
                 rows = [dict(r) for r in conn.execute(select(*columns)).mappings()]
                 for row in rows:
+                    if isinstance(row.get("idempotency_key"), str):
+                        # A notice listing several leads is keyed by a digest of their ids: compared by kind only.
+                        key = re.sub(r"^(manager_notice:\w+):[0-9a-f]{32}$", r"\1:<digest of lead ids>",
+                                     row["idempotency_key"])
+                        row["idempotency_key"] = re.sub(r"lead:(\d+)", lambda m: f"lead:{emails.get(m[1], m[1])}", key)
                     if "account_id" in row:
                         row["account_id"] = accounts.get(row["account_id"])
                     if isinstance(row.get("details"), dict) and "account_id" in row["details"]:
