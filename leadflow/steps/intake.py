@@ -575,13 +575,10 @@ def _write_held(store: Store, subs: pd.DataFrame, hold: Hold, *, batch_id: str, 
             if held.any():
                 parts.append(_write_in(store, conn, subs.loc[held], batch_id=batch_id, flow_run_id=flow_run_id,
                                        now=now))
-    except HoldConflict:
-        hold.wait()
-        return _write_lead_entries(store, subs, batch_id=batch_id, flow_run_id=flow_run_id, now=now)
     except Exception as exc:
-        if not is_transient_db_error(exc):
+        if not (isinstance(exc, HoldConflict) or is_transient_db_error(exc)):
             raise
-        # A deadlock or a lock timeout beside the previous chunk's steps: written after them, as without overlap.
+        # It gave way, or met a deadlock or lock timeout beside the previous chunk's steps: written after them.
         hold.wait()
         return _write_lead_entries(store, subs, batch_id=batch_id, flow_run_id=flow_run_id, now=now)
     result = _merge_writes(parts) if len(parts) > 1 else parts[0]
@@ -993,6 +990,16 @@ class WrittenChunk:
     finishing: bool = False
 
 
+def _enter_chunk(steps: IntakeSteps, now: datetime, checked_future: Any, normalized_future: Any,
+                 summary: IntakeSummary) -> WrittenChunk:
+    """A checked chunk through Quarantine Rejected Rows, Create Lead Entry and Update Lead Source."""
+    subs = _checked_subs(steps, now, checked_future, normalized_future, summary)
+    tick = time.perf_counter()
+    written = steps.create_lead_entries(subs, summary.batch_id, now)
+    summary.add_time("create_lead_entries", time.perf_counter() - tick)
+    return _entered(steps, now, subs, written, summary)
+
+
 def _entered(steps: IntakeSteps, now: datetime, subs: pd.DataFrame, written: LeadWriteResult,
              summary: IntakeSummary) -> WrittenChunk:
     """Fold Create Lead Entry's counts into the summary and run Update Lead Source."""
@@ -1051,16 +1058,6 @@ def _finish_chunk(steps: IntakeSteps, chunk: WrittenChunk, summary: IntakeSummar
             summary.add_counts("tiers", scored.by_tier)
             summary.add_counts("score_bands", scored.by_band)
     return written.lead_ids
-
-
-def write_chunk(steps: IntakeSteps, now: datetime, checked_future: Any, normalized_future: Any,
-                summary: IntakeSummary, lookups: DomainResults) -> list[int]:
-    """Run a checked chunk's database steps in order and fold their counts into the summary; returns its lead ids."""
-    subs = _checked_subs(steps, now, checked_future, normalized_future, summary)
-    tick = time.perf_counter()
-    written = steps.create_lead_entries(subs, summary.batch_id, now)
-    summary.add_time("create_lead_entries", time.perf_counter() - tick)
-    return _finish_chunk(steps, _entered(steps, now, subs, written, summary), summary, lookups)
 
 
 def _in_thread(call: Callable[..., Any], *args: Any) -> Future:
@@ -1156,16 +1153,9 @@ def intake_chunks(
                 worker = start_worker()
             upcoming = _start_chunk(steps, raw, plan, worker)
             if not overlap:
-                lead_ids = write_chunk(steps, *pending, summary, lookups)
-                if after_chunk is not None:
-                    after_chunk(lead_ids)
+                finish(_enter_chunk(steps, *pending, summary))
             elif previous is None:
-                now, checked, normalized = pending
-                subs = _checked_subs(steps, now, checked, normalized, summary)
-                tick = time.perf_counter()
-                written = steps.create_lead_entries(subs, summary.batch_id, now)
-                summary.add_time("create_lead_entries", time.perf_counter() - tick)
-                previous = _entered(steps, now, subs, written, summary)
+                previous = _enter_chunk(steps, *pending, summary)
             else:
                 previous = write_beside(steps, *pending, summary, lookups, previous, after_chunk)
             pending = upcoming

@@ -6,6 +6,7 @@ the chunks always go one after another.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -92,8 +93,6 @@ def test_the_chunk_beside_failed_later_steps_writes_nothing(crm, tmp_path, monke
         def fail(*args):
             time.sleep(0.5)  # chunk 2's Create Lead Entry is well under way by now
             raise RuntimeError("scoring is down")
-
-        import dataclasses
 
         return dataclasses.replace(steps, calculate_lead_score=fail)
 
