@@ -311,19 +311,27 @@ def split_duplicate_keys(subs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame
     return subs.loc[~repeated], subs.loc[repeated]
 
 
-def _by_email(subs: pd.DataFrame):
-    """Submissions grouped by email, each group in time order (file order breaks ties)."""
-    return subs.sort_values(["email", "submitted_at", ROW_COLUMN], kind="stable").groupby("email", sort=False)
+def _by_email(subs: pd.DataFrame, columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The touch columns and `columns` of a batch's submissions, sorted by email and time (file order breaks ties).
+
+    Only these columns are sorted and taken: a chunk's other columns (raw payloads, messages) would be copied twice
+    over for nothing.
+    """
+    keep = list(dict.fromkeys(["email", "submitted_at", ROW_COLUMN, *TOUCH_FIELDS, *columns]))
+    return subs[keep].sort_values(["email", "submitted_at", ROW_COLUMN], kind="stable")
 
 
-def _touches(groups) -> pd.DataFrame:
-    first = groups.nth(0).set_index("email")
-    last = groups.nth(-1).set_index("email")
+def _touches(ordered: pd.DataFrame) -> pd.DataFrame:
+    """Each email's first and last touch, and how many it made, from submissions `_by_email` ordered."""
+    emails = ordered["email"]
+    touched = ["submitted_at", *TOUCH_FIELDS]
+    first = ordered.loc[~emails.duplicated(keep="first").to_numpy(), ["email", *touched]].set_index("email")
+    last = ordered.loc[~emails.duplicated(keep="last").to_numpy(), ["email", *touched]].set_index("email")
     touches = pd.DataFrame({"first_touch_at": first["submitted_at"], "last_touch_at": last["submitted_at"]})
     for name in TOUCH_FIELDS:
         touches[f"first_touch_{name}"] = first[name]
         touches[f"last_touch_{name}"] = last[name]
-    touches["submissions"] = groups.size()
+    touches["submissions"] = emails.value_counts(sort=False).astype("int64")
     return touches
 
 
@@ -334,11 +342,12 @@ def aggregate_touches(subs: pd.DataFrame) -> pd.DataFrame:
 
 def aggregate_leads(subs: pd.DataFrame) -> pd.DataFrame:
     """One row per email from a batch of submissions: earliest and latest touch, newest known details."""
-    groups = _by_email(subs)
+    ordered = _by_email(subs, (*MERGED_DETAILS, *MAX_COUNTERS))
+    groups = ordered.groupby("email", sort=False)
     leads = groups[list(MERGED_DETAILS)].last()
     for column in MAX_COUNTERS:
         leads[column] = groups[column].max()
-    return leads.join(_touches(groups)).reset_index()
+    return leads.join(_touches(ordered)).reset_index()
 
 
 def attribution_changes(touches: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame:

@@ -8,6 +8,7 @@ import pytest
 from leadflow.domain.contract import resolve_columns
 from leadflow.domain.submissions import (
     aggregate_leads,
+    aggregate_touches,
     attribution_changes,
     blank_rows,
     in_set,
@@ -98,6 +99,26 @@ def test_aggregate_takes_touches_by_time_and_newest_known_details():
     assert a["job_title"] == "CTO"
     assert a["page_views"] == 9 and a["submissions"] == 2
     assert leads.loc["z@y.com", "submissions"] == 1
+
+
+@pytest.mark.parametrize(("rows", "first", "last"), [
+    # the same second: the file's order decides which touch came first
+    ([("2025-01-01T10:00:00Z", "event"), ("2025-01-01T10:00:00Z", "webinar")], "event", "webinar"),
+    ([("2025-01-01T10:00:00Z", "webinar"), ("2025-01-01T10:00:00Z", "event")], "webinar", "event"),
+    # time beats the file's order
+    ([("2025-02-01T10:00:00Z", "event"), ("2025-01-01T10:00:00Z", "webinar"), ("2025-03-01T10:00:00Z", "referral")],
+     "webinar", "referral"),
+    ([("2025-01-01T10:00:00Z", "event")], "event", "event"),
+])
+def test_touches_are_the_earliest_and_latest_submission(rows, first, last):
+    frame = subs([{"email": "a@b.com", "submitted_at": at, "source": source} for at, source in rows]
+                 + [{"email": "z@y.com", "submitted_at": "2024-12-01T00:00:00Z", "source": "referral"}])
+    for table in (aggregate_leads(frame), aggregate_touches(frame)):
+        a = table.set_index("email").loc["a@b.com"]
+        assert (a["first_touch_source"], a["last_touch_source"], a["submissions"]) == (first, last, len(rows))
+        assert table.set_index("email").loc["z@y.com", "submissions"] == 1
+    touch_columns = aggregate_touches(frame).columns.tolist()
+    pd.testing.assert_frame_equal(aggregate_leads(frame)[touch_columns], aggregate_touches(frame))
 
 
 def test_attribution_changes_only_moves_touches_outward():
