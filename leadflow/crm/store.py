@@ -1116,11 +1116,13 @@ def _copy_field(values: pd.Series, kind: Any) -> Any:
             return None
         # Arrow writes the shortest text that reads back as the same double, as Python's repr does.
         return pc.cast(pa.array(numbers, mask=~present), pa.large_string())
-    if isinstance(kind, JSON):
+    texts = pd.api.types.infer_dtype(values, skipna=True) in {"string", "empty"}
+    if isinstance(kind, JSON) and not texts:
         text = [v if v is None or isinstance(v, str) else _json_dumps(v)
                 for v in values.to_numpy(dtype=object, na_value=None).tolist()]
         strings = pa.array(text, type=pa.large_string())
-    elif isinstance(kind, String) and pd.api.types.infer_dtype(values, skipna=True) in {"string", "empty"}:
+    elif isinstance(kind, JSON | String) and texts:
+        # A JSON column of strings holds JSON text already (raw payloads are serialized once, when prepared).
         strings = pc.cast(pa.Array.from_pandas(values), pa.large_string())
     else:
         return None

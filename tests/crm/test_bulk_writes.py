@@ -241,8 +241,8 @@ def test_many_keys_read_and_marked_in_parts(crm_path, monkeypatch):
 @pytest.mark.parametrize("crm", ["postgresql"], indirect=True)
 def test_copy_text_built_column_wise_stores_what_row_by_row_copy_stores(crm, monkeypatch):
     """Escapes, NULL against empty text and a literal backslash-N, unicode, whole floats into integer columns
-    (half to even), floats, nullable booleans and integers, times in another zone, JSON as dicts
-    and as text: every stored value is the same as psycopg's own row-by-row COPY stores."""
+    (half to even), floats, nullable booleans and integers, times in another zone, JSON as dicts and as text, and
+    a JSON column of text alone: every stored value is the same as psycopg's own row-by-row COPY stores."""
     crm.copy_min_rows = 0
     berlin = datetime(2025, 6, 1, 16, 30, 15, 123456, tzinfo=ZoneInfo("Europe/Berlin"))
     emails = ["a\\b@example.com", "tab\there@example.com", "line\nbreak\r@example.com", "\\N", "", "zoë@例え.jp"]
@@ -257,6 +257,8 @@ def test_copy_text_built_column_wise_stores_what_row_by_row_copy_stores(crm, mon
         scored_at=pd.to_datetime(pd.Series([berlin, None, NOW, NOW, None, berlin]), utc=True).dt.tz_convert(
             "Europe/Berlin"),
         enrichment_sources=[{"a": "b\tc\\"}, None, '{"n": 1}', {}, [1, "x"], None],
+        # JSON text only (as raw payloads are): sent as it is, escaped, without a look at each value.
+        checklist=pd.Series(['{"a": "b\\tc"}', None, '{"x": "\\\\N"}', "[]", '{"é": "例"}', "{}"], dtype="string"),
     )
     stored = {}
     for path in ("rows", "column-wise"):
