@@ -1116,14 +1116,15 @@ def _copy_field(values: pd.Series, kind: Any) -> Any:
             return None
         # Arrow writes the shortest text that reads back as the same double, as Python's repr does.
         return pc.cast(pa.array(numbers, mask=~present), pa.large_string())
-    texts = pd.api.types.infer_dtype(values, skipna=True) in {"string", "empty"}
-    if isinstance(kind, JSON) and not texts:
+    if not isinstance(kind, JSON | String):
+        return None
+    if pd.api.types.infer_dtype(values, skipna=True) in {"string", "empty"}:
+        # Text as it is; in a JSON column that is JSON text already (raw payloads are serialized when prepared).
+        strings = pc.cast(pa.Array.from_pandas(values), pa.large_string())
+    elif isinstance(kind, JSON):
         text = [v if v is None or isinstance(v, str) else _json_dumps(v)
                 for v in values.to_numpy(dtype=object, na_value=None).tolist()]
         strings = pa.array(text, type=pa.large_string())
-    elif isinstance(kind, JSON | String) and texts:
-        # A JSON column of strings holds JSON text already (raw payloads are serialized once, when prepared).
-        strings = pc.cast(pa.Array.from_pandas(values), pa.large_string())
     else:
         return None
     found = _text_bytes(strings)
